@@ -1,0 +1,72 @@
+//! Builds liblanes (C ABI + portable C++20 core + CPU backend) and the native test executable.
+//!
+//!   zig build -Doptimize=ReleaseFast      zig-out/lib/liblanes.{so,dylib}
+//!   zig build test [-Dsanitize=thread]     native tests (core compiled in, one TSan runtime)
+const std = @import("std");
+
+const core_sources = [_][]const u8{
+    "ffi/src/api.cpp",
+    "ffi/src/buffer.cpp",
+    "ffi/src/completion_queue.cpp",
+    "ffi/src/eval.cpp",
+    "ffi/src/graph.cpp",
+    "ffi/src/lock_order.cpp",
+    "ffi/src/runtime.cpp",
+    "ffi/src/shape.cpp",
+    "ffi/src/status.cpp",
+    "ffi/src/stream.cpp",
+    "ffi/src/timeline.cpp",
+    "ffi/src/cpu/compute_pool.cpp",
+    "ffi/src/cpu/cpu_backend.cpp",
+    "ffi/src/cpu/kernels.cpp",
+};
+
+const Sanitizer = enum { none, thread };
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    const optimize = b.standardOptimizeOption(.{});
+    const sanitize = b.option(Sanitizer, "sanitize", "Build with a sanitizer (thread)") orelse .none;
+    const lock_debug = b.option(bool, "lock-debug", "Track lock ranks and owners (default: on in Debug)") orelse (optimize == .debug);
+
+    var flags: std.ArrayList([]const u8) = .empty;
+    flags.appendSlice(b.allocator, &.{ "-std=c++20", "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-Wall", "-Wextra", "-Wno-unused-parameter" }) catch @panic("oom");
+    if (lock_debug) flags.append(b.allocator, "-DLANES_LOCK_DEBUG=1") catch @panic("oom");
+
+    // The shared library.
+    const lib_mod = b.createModule(.{
+        .target = target,
+        .optimize = optimize,
+        .link_libcpp = true,
+        .sanitize_thread = sanitize == .thread,
+    });
+    lib_mod.addIncludePath(b.path("ffi/include"));
+    lib_mod.addCSourceFiles(.{ .files = &core_sources, .flags = flags.items });
+    const lib = b.addLibrary(.{ .name = "lanes", .linkage = .dynamic, .root_module = lib_mod });
+    if (target.result.os.tag == .linux) lib.setVersionScript(b.path("ffi/lanes.map"));
+    b.installArtifact(lib);
+
+    // The native test executable: the core compiled in, lock debugging always on.
+    var test_flags: std.ArrayList([]const u8) = .empty;
+    test_flags.appendSlice(b.allocator, flags.items) catch @panic("oom");
+    if (!lock_debug) test_flags.append(b.allocator, "-DLANES_LOCK_DEBUG=1") catch @panic("oom");
+    const test_mod = b.createModule(.{
+        .target = target,
+        .optimize = optimize,
+        .link_libcpp = true,
+        .sanitize_thread = sanitize == .thread,
+    });
+    test_mod.addIncludePath(b.path("ffi/include"));
+    test_mod.addIncludePath(b.path("ffi/src"));
+    test_mod.addCSourceFiles(.{ .files = &core_sources, .flags = test_flags.items });
+    test_mod.addCSourceFiles(.{ .files = &.{"ffi/test/native_test.cpp"}, .flags = test_flags.items });
+    const test_exe = b.addExecutable(.{ .name = "lanes-native-test", .root_module = test_mod });
+    const install_test = b.addInstallArtifact(test_exe, .{});
+
+    const run_tests = b.addRunArtifact(test_exe);
+    run_tests.setEnvironmentVariable("TSAN_OPTIONS", "halt_on_error=1 second_deadlock_stack=1");
+    run_tests.has_side_effects = true;
+    run_tests.step.dependOn(&install_test.step);
+    const test_step = b.step("test", "Build and run the native tests");
+    test_step.dependOn(&run_tests.step);
+}

@@ -1,0 +1,147 @@
+/*
+ * lanes — C ABI.
+ *
+ * Streams and arrays are 53-bit-safe integer handles (kind tag, generation, slot). Every call
+ * returns a lanes_status (0 = ok); on failure lanes_last_error() holds a message for the
+ * calling thread. No C++ exception or abort crosses this boundary.
+ *
+ * Usage:
+ *
+ *   uint64_t s, a, b, y;
+ *   float data[6] = {1, 2, 3, 4, 5, 6};
+ *   int64_t shape[2] = {2, 3};
+ *   lanes_stream_new(&s);
+ *   lanes_array_from_data(data, sizeof data, LANES_FLOAT32, shape, 2, &a);
+ *   lanes_array_unary(LANES_OP_EXP, a, s, &b);
+ *   lanes_array_softmax(b, -1, s, &y);
+ *   if (lanes_eval(&y, 1) != LANES_OK) fprintf(stderr, "%s\n", lanes_last_error());
+ *   float out[6];
+ *   lanes_array_read(y, out, sizeof out);
+ *   lanes_array_release(a); lanes_array_release(b); lanes_array_release(y);
+ *   lanes_stream_release(s);
+ *
+ * Threading: every function may be called from any thread at any time unless its line says
+ * otherwise. Handles are not tied to the thread that made them.
+ */
+#ifndef LANES_H
+#define LANES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define LANES_API __declspec(dllexport)
+#else
+#define LANES_API __attribute__((visibility("default")))
+#endif
+
+typedef int32_t lanes_status;
+enum {
+  LANES_OK = 0,
+  LANES_ERR_INVALID_ARGUMENT = 1,
+  LANES_ERR_SHAPE = 2,
+  LANES_ERR_DTYPE = 3,
+  LANES_ERR_INVALID_HANDLE = 4,
+  LANES_ERR_DISPOSED = 5,
+  LANES_ERR_DEVICE = 6,
+  LANES_ERR_OUT_OF_MEMORY = 7,
+  LANES_ERR_INTERNAL = 8,
+};
+
+typedef int32_t lanes_dtype;
+enum { LANES_FLOAT32 = 0, LANES_INT32 = 1 };
+
+typedef int32_t lanes_unary_op;
+enum { LANES_OP_EXP = 0, LANES_OP_LOG = 1, LANES_OP_NEGATIVE = 2 };
+
+typedef int32_t lanes_binary_op;
+enum {
+  LANES_OP_ADD = 0,
+  LANES_OP_SUBTRACT = 1,
+  LANES_OP_MULTIPLY = 2,
+  LANES_OP_DIVIDE = 3,
+  LANES_OP_MAXIMUM = 4,
+};
+
+typedef int32_t lanes_reduce_op;
+enum { LANES_REDUCE_SUM = 0, LANES_REDUCE_MAX = 1, LANES_REDUCE_MEAN = 2 };
+
+typedef int32_t lanes_random_kind;
+enum { LANES_RANDOM_UNIFORM = 0, LANES_RANDOM_NORMAL = 1 };
+
+/* Counters reported by lanes_stats_read, in this order. */
+enum {
+  LANES_STAT_KERNELS_EXECUTED = 0,
+  LANES_STAT_EPOCHS_COMMITTED = 1,
+  LANES_STAT_ACTIVE_BYTES = 2,
+  LANES_STAT_PEAK_BYTES = 3,
+  LANES_STAT_CACHED_BYTES = 4,
+  LANES_STAT_LIVE_ARRAYS = 5,
+  LANES_STAT_LIVE_STREAMS = 6,
+  LANES_STAT_COUNT = 7,
+};
+
+/* ---- errors and library ---------------------------------------------------------------- */
+LANES_API const char* lanes_last_error(void);          /* thread-local; valid until this thread's next call */
+LANES_API lanes_status lanes_last_error_code(void);    /* thread-local status of this thread's last failure */
+LANES_API const char* lanes_backend_name(void);        /* any thread */
+LANES_API lanes_status lanes_stats_read(uint64_t* out, int32_t count); /* any thread; fills up to count counters */
+LANES_API lanes_status lanes_stats_reset_peak(void);   /* any thread */
+LANES_API lanes_status lanes_set_memory_limit(uint64_t bytes); /* any thread; 0 = no limit */
+LANES_API lanes_status lanes_set_epoch_budget(uint32_t max_ops, uint64_t max_bytes); /* any thread; applies to epochs opened later */
+
+/* ---- streams ----------------------------------------------------------------------------- */
+LANES_API lanes_status lanes_stream_new(uint64_t* out_stream);      /* any thread; caller owns one reference */
+LANES_API lanes_status lanes_stream_default(uint64_t* out_stream);  /* any thread; the process-wide default stream, never freed */
+LANES_API lanes_status lanes_stream_retain(uint64_t stream);        /* any thread; adds one reference (another Worker's copy) */
+LANES_API lanes_status lanes_stream_release(uint64_t stream);       /* any thread; the last release waits for in-flight work, then frees */
+LANES_API lanes_status lanes_stream_synchronize(uint64_t stream);   /* any thread; blocks until all committed and open work completes */
+
+/* ---- arrays: creation (all lazy except from_data, which copies `data` before returning) ---- */
+LANES_API lanes_status lanes_array_from_data(const void* data, uint64_t nbytes, lanes_dtype dtype,
+                                             const int64_t* shape, int32_t ndim, uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_full(double value, lanes_dtype dtype, const int64_t* shape, int32_t ndim,
+                                        uint64_t stream, uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_arange(double start, double stop, double step, lanes_dtype dtype,
+                                          uint64_t stream, uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_random(lanes_random_kind kind, uint64_t seed, double a, double b,
+                                          const int64_t* shape, int32_t ndim, uint64_t stream,
+                                          uint64_t* out); /* any thread; uniform [a,b) or normal(mean=a, std=b) */
+
+/* ---- arrays: ops (lazy; `stream` 0 means the default stream) ------------------------------- */
+LANES_API lanes_status lanes_array_unary(lanes_unary_op op, uint64_t a, uint64_t stream, uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_binary(lanes_binary_op op, uint64_t a, uint64_t b, uint64_t stream,
+                                          uint64_t* out); /* any thread; numpy broadcasting */
+LANES_API lanes_status lanes_array_matmul(uint64_t a, uint64_t b, uint64_t stream, uint64_t* out); /* any thread; [...,M,K]x[...,K,N] */
+LANES_API lanes_status lanes_array_reduce(lanes_reduce_op op, uint64_t a, const int32_t* axes, int32_t naxes,
+                                          int32_t keepdims, uint64_t stream, uint64_t* out); /* any thread; naxes<0: all axes */
+LANES_API lanes_status lanes_array_softmax(uint64_t a, int32_t axis, uint64_t stream, uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out); /* any thread */
+
+/* ---- arrays: inspection and lifetime ------------------------------------------------------- */
+LANES_API lanes_status lanes_array_info(uint64_t a, int32_t* out_dtype, int32_t* out_ndim, int64_t* out_shape,
+                                        int32_t shape_capacity); /* any thread */
+LANES_API lanes_status lanes_array_read(uint64_t a, void* dst, uint64_t nbytes); /* any thread; evaluates and blocks until ready */
+LANES_API lanes_status lanes_array_retain(uint64_t a);  /* any thread */
+LANES_API lanes_status lanes_array_release(uint64_t a); /* any thread; the node lives on while other arrays use it */
+
+/* ---- evaluation ---------------------------------------------------------------------------- */
+LANES_API lanes_status lanes_eval(const uint64_t* arrays, int32_t count); /* any thread; blocks until all are computed */
+LANES_API lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t queue,
+                                        uint64_t token); /* any thread; posts `token` to `queue` when done */
+
+/* ---- completion queues: one per JS thread, drained with ordinary calls ------------------- */
+LANES_API lanes_status lanes_completion_queue_new(uint64_t* out_queue);   /* any thread */
+LANES_API lanes_status lanes_completion_queue_release(uint64_t queue);    /* any thread; late completions are dropped */
+LANES_API lanes_status lanes_completion_queue_drain(uint64_t queue, uint64_t* out_tokens, int32_t* out_status,
+                                                    int32_t capacity, int32_t* out_count); /* any thread; never blocks */
+LANES_API lanes_status lanes_completion_queue_wait(uint64_t queue, uint32_t timeout_ms); /* any thread; blocks until non-empty or timeout */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LANES_H */

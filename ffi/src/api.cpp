@@ -1,0 +1,281 @@
+// The C ABI: handle resolution, argument checks, and abi_guard around every entry point.
+#include <string>
+#include <vector>
+
+#include "eval.hpp"
+#include "graph.hpp"
+#include "lanes.h"
+#include "runtime.hpp"
+#include "status.hpp"
+
+using namespace lanes;
+
+namespace {
+
+Shape shape_from(const int64_t* dims, int32_t ndim, const char* op) {
+  if (ndim < 0 || ndim > 32) throw_error(LANES_ERR_SHAPE, std::string(op) + ": ndim " + std::to_string(ndim) + " is out of range [0, 32]");
+  if (ndim > 0 && !dims) throw_error(LANES_ERR_INVALID_ARGUMENT, std::string(op) + ": shape pointer is null");
+  Shape s(dims, dims + ndim);
+  checked_numel(s, op);
+  return s;
+}
+
+template <class T>
+T* require(T* p, const char* what) {
+  if (!p) throw_error(LANES_ERR_INVALID_ARGUMENT, std::string(what) + " is null");
+  return p;
+}
+
+NodePtr array_at(uint64_t handle) { return runtime().arrays.get(handle); }
+
+void publish(NodePtr node, uint64_t* out) { *out = runtime().arrays.insert(std::move(node)); }
+
+std::vector<NodePtr> arrays_at(const uint64_t* handles, int32_t count) {
+  if (count < 0) throw_error(LANES_ERR_INVALID_ARGUMENT, "eval: negative array count");
+  if (count > 0) require(handles, "eval: arrays");
+  std::vector<NodePtr> nodes;
+  nodes.reserve(static_cast<size_t>(count));
+  for (int32_t i = 0; i < count; ++i) nodes.push_back(array_at(handles[i]));
+  return nodes;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* lanes_last_error(void) { return last_error_message(); }
+lanes_status lanes_last_error_code(void) { return last_error_code(); }
+
+const char* lanes_backend_name(void) {
+  const char* name = "unavailable";
+  abi_guard([&] { name = runtime().backend().name(); });
+  return name;
+}
+
+lanes_status lanes_stats_read(uint64_t* out, int32_t count) {
+  return abi_guard([&] {
+    require(out, "stats: out");
+    Runtime& rt = runtime();
+    MemoryStats mem = rt.allocator().stats();
+    uint64_t values[LANES_STAT_COUNT] = {
+        rt.counters.kernels_executed.load(), rt.counters.epochs_committed.load(), mem.active, mem.peak, mem.cached,
+        rt.arrays.live(), rt.streams.live()};
+    for (int32_t i = 0; i < count && i < LANES_STAT_COUNT; ++i) out[i] = values[i];
+  });
+}
+
+lanes_status lanes_stats_reset_peak(void) {
+  return abi_guard([&] { runtime().allocator().reset_peak(); });
+}
+
+lanes_status lanes_set_memory_limit(uint64_t bytes) {
+  return abi_guard([&] { runtime().allocator().set_limit(bytes); });
+}
+
+lanes_status lanes_set_epoch_budget(uint32_t max_ops, uint64_t max_bytes) {
+  return abi_guard([&] { set_epoch_budget(EpochBudget{max_ops, max_bytes}); });
+}
+
+// ---- streams ----
+
+lanes_status lanes_stream_new(uint64_t* out_stream) {
+  return abi_guard([&] {
+    require(out_stream, "stream_new: out");
+    *out_stream = runtime().streams.insert(runtime().new_stream());
+  });
+}
+
+lanes_status lanes_stream_default(uint64_t* out_stream) {
+  return abi_guard([&] { *require(out_stream, "stream_default: out") = runtime().default_stream_handle(); });
+}
+
+lanes_status lanes_stream_retain(uint64_t stream) {
+  return abi_guard([&] {
+    if (stream == runtime().default_stream_handle()) return;
+    runtime().streams.retain(stream);
+  });
+}
+
+lanes_status lanes_stream_release(uint64_t stream) {
+  return abi_guard([&] {
+    if (stream == runtime().default_stream_handle()) return;  // lives for the process
+    std::shared_ptr<Stream> last = runtime().streams.release(stream);
+    if (last) last->shutdown();  // outside the table lock: waits for in-flight work
+  });
+}
+
+lanes_status lanes_stream_synchronize(uint64_t stream) {
+  return abi_guard([&] { runtime().stream_or_default(stream)->synchronize(); });
+}
+
+// ---- creation ----
+
+lanes_status lanes_array_from_data(const void* data, uint64_t nbytes, lanes_dtype dtype, const int64_t* shape,
+                                   int32_t ndim, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "array: out");
+    publish(make_from_data(data, nbytes, dtype_from_abi(dtype, "array"), shape_from(shape, ndim, "array")), out);
+  });
+}
+
+lanes_status lanes_array_full(double value, lanes_dtype dtype, const int64_t* shape, int32_t ndim, uint64_t stream,
+                              uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "full: out");
+    publish(make_full(value, dtype_from_abi(dtype, "full"), shape_from(shape, ndim, "full"),
+                      runtime().stream_or_default(stream)),
+            out);
+  });
+}
+
+lanes_status lanes_array_arange(double start, double stop, double step, lanes_dtype dtype, uint64_t stream,
+                                uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "arange: out");
+    publish(make_arange(start, stop, step, dtype_from_abi(dtype, "arange"), runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_random(lanes_random_kind kind, uint64_t seed, double a, double b, const int64_t* shape,
+                                int32_t ndim, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "random: out");
+    publish(make_random(kind, seed, a, b, shape_from(shape, ndim, "random"), runtime().stream_or_default(stream)), out);
+  });
+}
+
+// ---- ops ----
+
+lanes_status lanes_array_unary(lanes_unary_op op, uint64_t a, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "unary: out");
+    publish(make_unary(op, array_at(a), runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_binary(lanes_binary_op op, uint64_t a, uint64_t b, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "binary: out");
+    publish(make_binary(op, array_at(a), array_at(b), runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_matmul(uint64_t a, uint64_t b, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "matmul: out");
+    publish(make_matmul(array_at(a), array_at(b), runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_reduce(lanes_reduce_op op, uint64_t a, const int32_t* axes, int32_t naxes, int32_t keepdims,
+                                uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "reduce: out");
+    if (naxes > 32) throw_error(LANES_ERR_SHAPE, "reduce: too many axes");
+    if (naxes > 0) require(axes, "reduce: axes");
+    std::vector<int> ax;
+    for (int32_t i = 0; i < naxes; ++i) ax.push_back(axes[i]);
+    publish(make_reduce(op, array_at(a), std::move(ax), naxes < 0, keepdims != 0, runtime().stream_or_default(stream)),
+            out);
+  });
+}
+
+lanes_status lanes_array_softmax(uint64_t a, int32_t axis, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "softmax: out");
+    publish(make_softmax(array_at(a), axis, runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "astype: out");
+    publish(make_astype(array_at(a), dtype_from_abi(dtype, "astype"), runtime().stream_or_default(stream)), out);
+  });
+}
+
+// ---- inspection and lifetime ----
+
+lanes_status lanes_array_info(uint64_t a, int32_t* out_dtype, int32_t* out_ndim, int64_t* out_shape,
+                              int32_t shape_capacity) {
+  return abi_guard([&] {
+    NodePtr n = array_at(a);
+    if (out_dtype) *out_dtype = static_cast<int32_t>(n->dtype);
+    if (out_ndim) *out_ndim = static_cast<int32_t>(n->shape.size());
+    if (out_shape)
+      for (int32_t i = 0; i < shape_capacity && i < static_cast<int32_t>(n->shape.size()); ++i) out_shape[i] = n->shape[i];
+  });
+}
+
+lanes_status lanes_array_read(uint64_t a, void* dst, uint64_t nbytes) {
+  return abi_guard([&] {
+    NodePtr n = array_at(a);
+    if (nbytes != n->nbytes())
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "read: destination has " + std::to_string(nbytes) + " bytes, array " +
+                                                  shape_str(n->shape) + " needs " + std::to_string(n->nbytes()));
+    if (nbytes) require(dst, "read: destination");
+    schedule({n});
+    wait_ready(*n);
+    if (nbytes) runtime().backend().download(dst, n->buffer->data(), nbytes);
+  });
+}
+
+lanes_status lanes_array_retain(uint64_t a) {
+  return abi_guard([&] { runtime().arrays.retain(a); });
+}
+
+lanes_status lanes_array_release(uint64_t a) {
+  return abi_guard([&] {
+    NodePtr last = runtime().arrays.release(a);  // destroyed here, outside the table lock
+  });
+}
+
+// ---- evaluation ----
+
+lanes_status lanes_eval(const uint64_t* arrays, int32_t count) {
+  return abi_guard([&] {
+    std::vector<NodePtr> nodes = arrays_at(arrays, count);
+    schedule(nodes);
+    for (const NodePtr& n : nodes) wait_ready(*n);
+  });
+}
+
+lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t queue, uint64_t token) {
+  return abi_guard([&] {
+    std::shared_ptr<CompletionQueue> q = runtime().queues.get(queue);
+    std::vector<NodePtr> nodes = arrays_at(arrays, count);
+    schedule(nodes);
+    when_ready(nodes, [q, token](lanes_status status) { q->post(token, status); });
+  });
+}
+
+// ---- completion queues ----
+
+lanes_status lanes_completion_queue_new(uint64_t* out_queue) {
+  return abi_guard([&] {
+    *require(out_queue, "completion_queue_new: out") = runtime().queues.insert(std::make_shared<CompletionQueue>());
+  });
+}
+
+lanes_status lanes_completion_queue_release(uint64_t queue) {
+  return abi_guard([&] { runtime().queues.release(queue); });
+}
+
+lanes_status lanes_completion_queue_drain(uint64_t queue, uint64_t* out_tokens, int32_t* out_status, int32_t capacity,
+                                          int32_t* out_count) {
+  return abi_guard([&] {
+    std::shared_ptr<CompletionQueue> q = runtime().queues.get(queue);
+    require(out_count, "drain: out_count");
+    if (capacity > 0) {
+      require(out_tokens, "drain: tokens");
+      require(out_status, "drain: statuses");
+    }
+    *out_count = capacity > 0 ? q->drain(out_tokens, out_status, capacity) : 0;
+  });
+}
+
+lanes_status lanes_completion_queue_wait(uint64_t queue, uint32_t timeout_ms) {
+  return abi_guard([&] { runtime().queues.get(queue)->wait(timeout_ms); });
+}
+
+}  // extern "C"

@@ -1,0 +1,51 @@
+// The backend interface: the small surface every device translates (CPU, CUDA, Metal).
+// All locking, epochs and graph logic live above it in the shared core.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "command.hpp"
+#include "timeline.hpp"
+
+namespace lanes {
+
+// Commands recorded for one submission epoch. Only touched under its stream's op lock.
+class CommandBuffer {
+ public:
+  virtual ~CommandBuffer() = default;
+  virtual void encode(Command command) = 0;
+  // Makes later commands wait until `other` reaches `value` (a cross-stream dependency).
+  virtual void encode_wait(std::shared_ptr<Timeline> other, uint64_t value) = 0;
+};
+
+// Runs on a backend thread once every command of a committed buffer ran (error set on
+// failure). It must not take any op lock, and must not throw.
+using CompletionFn = std::function<void(const std::string* error)>;
+
+// One device queue per stream.
+class Queue {
+ public:
+  virtual ~Queue() = default;
+  virtual std::unique_ptr<CommandBuffer> new_command_buffer() = 0;
+  virtual void commit(std::unique_ptr<CommandBuffer> buffer, CompletionFn on_complete) = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // Returns null when the device is out of memory.
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* data, size_t bytes) = 0;
+  virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
+  // Called only once the work that wrote `device_src` completed.
+  virtual void download(void* host_dst, const void* device_src, size_t bytes) = 0;
+  virtual std::unique_ptr<Queue> new_queue(uint64_t stream_id) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace lanes

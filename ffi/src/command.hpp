@@ -1,0 +1,50 @@
+// What the planner hands a backend: one kernel launch, fully described, holding its buffers
+// alive until the epoch that carries it completes.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "buffer.hpp"
+#include "dtype.hpp"
+#include "shape.hpp"
+
+namespace lanes {
+
+enum class OpCode : int {
+  FromData,  // never executed: data is uploaded at creation
+  Full,
+  Arange,
+  Random,
+  Unary,
+  Binary,
+  Matmul,
+  Reduce,
+  Softmax,
+  AsType,
+};
+
+const char* op_name(OpCode op, int subop);
+
+struct OpParams {
+  int subop = 0;               // lanes_unary_op / lanes_binary_op / lanes_reduce_op / lanes_random_kind
+  std::vector<int> axes;       // Reduce: sorted, normalized
+  int axis = 0;                // Softmax: normalized
+  double scalars[3] = {0, 0, 0};  // Full: value; Arange: start, step; Random: a, b
+  uint64_t seed = 0;           // Random
+};
+
+struct TensorArg {
+  std::shared_ptr<Buffer> buffer;
+  Shape shape;
+  DType dtype = DType::Float32;
+};
+
+struct Command {
+  OpCode op = OpCode::Full;
+  OpParams params;
+  std::vector<TensorArg> inputs;
+  TensorArg output;
+};
+
+}  // namespace lanes

@@ -1,0 +1,135 @@
+// The CPU backend, shaped like a GPU: per-stream queues whose committed command buffers run
+// on an executor thread, completion handlers on that thread, cross-stream waits on timeline
+// values. Every race a GPU backend could expose is exercised here too, under TSan.
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "../backend.hpp"
+#include "../runtime.hpp"
+#include "../status.hpp"
+#include "kernels.hpp"
+
+namespace lanes {
+namespace {
+
+class CpuCommandBuffer final : public CommandBuffer {
+ public:
+  struct Item {
+    Command command;
+    std::shared_ptr<Timeline> wait_on;  // set: a wait, not a command
+    uint64_t wait_value = 0;
+  };
+
+  void encode(Command command) override { items_.push_back(Item{std::move(command), nullptr, 0}); }
+  void encode_wait(std::shared_ptr<Timeline> other, uint64_t value) override {
+    items_.push_back(Item{Command{}, std::move(other), value});
+  }
+
+  // Runs every item; on failure marks every output of this buffer poisoned and returns why.
+  std::optional<std::string> execute() {
+    std::optional<std::string> error;
+    for (Item& item : items_) {
+      if (error) break;
+      if (item.wait_on) {
+        if (auto e = item.wait_on->wait(item.wait_value))
+          error = "waited on stream " + std::to_string(item.wait_on->stream_id()) + ", which failed: " + *e;
+        continue;
+      }
+      error = run(item.command);
+    }
+    if (error)
+      for (Item& item : items_)
+        if (item.command.output.buffer) item.command.output.buffer->poisoned.store(true, std::memory_order_release);
+    return error;
+  }
+
+ private:
+  static std::optional<std::string> run(const Command& c) {
+    for (const TensorArg& in : c.inputs)
+      if (in.buffer->poisoned.load(std::memory_order_acquire))
+        return std::string(op_name(c.op, c.params.subop)) + ": an input was produced by failed work";
+    try {
+      cpu::run_kernel(c);
+    } catch (const std::exception& e) {
+      return std::string(op_name(c.op, c.params.subop)) + ": " + e.what();
+    }
+    runtime().counters.kernels_executed.fetch_add(1, std::memory_order_relaxed);
+    return std::nullopt;
+  }
+
+  std::vector<Item> items_;
+};
+
+class CpuQueue final : public Queue {
+ public:
+  CpuQueue() : worker_([this] { loop(); }) {}
+
+  ~CpuQueue() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    ready_.notify_all();
+    if (worker_.get_id() == std::this_thread::get_id()) worker_.detach();
+    else worker_.join();
+  }
+
+  std::unique_ptr<CommandBuffer> new_command_buffer() override { return std::make_unique<CpuCommandBuffer>(); }
+
+  void commit(std::unique_ptr<CommandBuffer> buffer, CompletionFn on_complete) override {
+    std::unique_ptr<CpuCommandBuffer> cpu(static_cast<CpuCommandBuffer*>(buffer.release()));
+    {
+      std::lock_guard lock(mutex_);
+      pending_.push_back(Submission{std::move(cpu), std::move(on_complete)});
+    }
+    ready_.notify_one();
+  }
+
+ private:
+  struct Submission {
+    std::unique_ptr<CpuCommandBuffer> buffer;
+    CompletionFn on_complete;
+  };
+
+  void loop() {
+    for (;;) {
+      Submission next;
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+        if (pending_.empty()) return;  // stopping, and every submission ran
+        next = std::move(pending_.front());
+        pending_.pop_front();
+      }
+      std::optional<std::string> error = next.buffer->execute();
+      next.buffer.reset();  // release the epoch's temporaries before signalling
+      next.on_complete(error ? &*error : nullptr);
+    }
+  }
+
+  std::mutex mutex_;  // leaf: guards the submission list only
+  std::condition_variable ready_;
+  std::deque<Submission> pending_;
+  bool stopping_ = false;
+  std::thread worker_;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  void* allocate(size_t bytes) override { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
+  void deallocate(void* data, size_t) override { std::free(data); }
+  void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  std::unique_ptr<Queue> new_queue(uint64_t) override { return std::make_unique<CpuQueue>(); }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace lanes

@@ -1,0 +1,275 @@
+#include "eval.hpp"
+
+#include <unordered_set>
+
+#include "runtime.hpp"
+#include "status.hpp"
+
+namespace lanes {
+namespace {
+
+struct Planned {
+  NodePtr node;
+  Command command;
+  std::vector<std::pair<std::shared_ptr<Timeline>, uint64_t>> waits;  // cross-stream
+};
+
+class Evaluation {
+ public:
+  Evaluation() : id_(runtime().next_eval_id()), claim_word_(claimed_by(id_)) {}
+
+  void run(const std::vector<NodePtr>& outputs) {
+    try {
+      for (;;) {
+        walk(outputs);
+        if (mine_.empty() && foreign_.empty()) break;
+        bool progressed = encode_ready();
+        if (progressed) continue;
+        // Everything left waits on nodes another evaluation claimed. Commit ours first so that
+        // evaluation never waits on us, then sleep until one of them changes state.
+        flush_touched();
+        const NodePtr& blocker = foreign_.front();
+        uint64_t word = blocker->state.load(std::memory_order_acquire);
+        if (state_of(word) == NodeState::Claimed) blocker->state.wait(word, std::memory_order_acquire);
+      }
+      flush_touched();
+    } catch (...) {
+      release_claims();
+      flush_touched();
+      throw;
+    }
+  }
+
+ private:
+  bool mine(uint64_t word) const { return word == claim_word_; }
+
+  // Post-order walk from the outputs: claims pending nodes, lists ours in topological order
+  // and the nodes other evaluations are working on.
+  void walk(const std::vector<NodePtr>& outputs) {
+    mine_.clear();
+    foreign_.clear();
+    std::unordered_set<Node*> seen;
+    struct Frame {
+      NodePtr node;
+      size_t next_input;
+    };
+    std::vector<Frame> stack;
+    for (const NodePtr& out : outputs) {
+      if (!seen.insert(out.get()).second) continue;
+      if (!visit(out)) continue;
+      stack.push_back(Frame{out, 0});
+      while (!stack.empty()) {
+        Frame& top = stack.back();
+        if (top.next_input < top.node->inputs.size()) {
+          NodePtr child = top.node->inputs[top.next_input++];
+          if (seen.insert(child.get()).second && visit(child)) stack.push_back(Frame{std::move(child), 0});
+        } else {
+          mine_.push_back(std::move(top.node));
+          stack.pop_back();
+        }
+      }
+    }
+  }
+
+  // Classifies a node; returns true if it is ours to compute (and its inputs must be walked).
+  bool visit(const NodePtr& n) {
+    uint64_t word = n->state.load(std::memory_order_acquire);
+    for (;;) {
+      switch (state_of(word)) {
+        case NodeState::Scheduled:
+        case NodeState::Failed:
+          return false;
+        case NodeState::Claimed:
+          if (mine(word)) return true;
+          foreign_.push_back(n);
+          return false;
+        case NodeState::Pending:
+          if (n->state.compare_exchange_weak(word, claim_word_, std::memory_order_acq_rel, std::memory_order_acquire))
+            return true;
+          break;  // lost the race: look again at what it became
+      }
+    }
+  }
+
+  // One pass over our nodes in topological order; encodes every node whose inputs are
+  // scheduled, batching consecutive nodes of one stream under one op lock.
+  bool encode_ready() {
+    bool progressed = false;
+    std::unordered_set<const Node*> in_batch;
+    for (const NodePtr& n : mine_) {
+      bool blocked = false;
+      const Node* failed_input = nullptr;
+      for (const NodePtr& in : n->inputs) {
+        NodeState s = state_of(in->state.load(std::memory_order_acquire));
+        if (s == NodeState::Failed) failed_input = in.get();
+        else if (s != NodeState::Scheduled && !(in_batch.count(in.get()) && in->stream == batch_stream_)) blocked = true;
+      }
+      if (failed_input) {
+        encode_batch(in_batch);
+        fail(*n, failed_input->error);
+        progressed = true;
+        continue;
+      }
+      if (blocked) continue;
+      if (n->stream != batch_stream_) {
+        encode_batch(in_batch);
+        batch_stream_ = n->stream;
+      }
+      batch_.push_back(prepare(n));
+      in_batch.insert(n.get());
+      progressed = true;
+    }
+    encode_batch(in_batch);
+    return progressed;
+  }
+
+  // Host preparation, outside every stream lock: output allocation and the command itself.
+  Planned prepare(const NodePtr& n) {
+    Planned p;
+    p.node = n;
+    n->buffer = runtime().allocator().allocate(n->nbytes());
+    p.command.op = n->op;
+    p.command.params = n->params;
+    p.command.output = TensorArg{n->buffer, n->shape, n->dtype};
+    for (const NodePtr& in : n->inputs) {
+      p.command.inputs.push_back(TensorArg{in->buffer, in->shape, in->dtype});
+      if (in->timeline && in->stream != n->stream) p.waits.emplace_back(in->timeline, in->value);
+    }
+    return p;
+  }
+
+  void encode_batch(std::unordered_set<const Node*>& in_batch) {
+    if (batch_.empty()) return;
+    std::vector<Planned> batch = std::move(batch_);
+    batch_.clear();
+    in_batch.clear();
+    StreamPtr stream = std::move(batch_stream_);
+    batch_stream_.reset();
+    // A wait on a value its stream has not committed yet could stall: commit those first.
+    for (Planned& p : batch)
+      for (auto& [timeline, value] : p.waits)
+        for (const NodePtr& in : p.node->inputs)
+          if (in->timeline == timeline && in->stream) in->stream->flush_through(value);
+    std::vector<std::vector<NodePtr>> released_inputs;
+    try {
+      StreamOpLock lock(*stream);
+      for (Planned& p : batch) {
+        for (auto& [timeline, value] : p.waits) lock.encode_wait(timeline, value);
+        p.node->value = lock.encode(std::move(p.command));
+        p.node->timeline = stream->timeline();
+      }
+    } catch (const Error& e) {
+      if (e.code() != LANES_ERR_DISPOSED) throw;
+      for (Planned& p : batch) fail(*p.node, e.what());
+      return;
+    }
+    touched_.insert(stream);
+    for (Planned& p : batch) {
+      released_inputs.push_back(std::move(p.node->inputs));
+      p.node->inputs.clear();
+      p.node->state.store(static_cast<uint64_t>(NodeState::Scheduled), std::memory_order_release);
+      p.node->state.notify_all();
+    }
+    // Dropping inputs may free nodes (and streams): only after the op lock is released.
+  }
+
+  void fail(Node& n, const std::string& error) {
+    n.error = error;
+    n.buffer.reset();
+    std::vector<NodePtr> inputs = std::move(n.inputs);
+    n.inputs.clear();
+    n.state.store(static_cast<uint64_t>(NodeState::Failed), std::memory_order_release);
+    n.state.notify_all();
+  }
+
+  // On a host-side error (out of memory): give unscheduled claims back, so a concurrent
+  // evaluation waiting on them can claim them itself.
+  void release_claims() {
+    batch_.clear();
+    batch_stream_.reset();
+    for (const NodePtr& n : mine_) {
+      if (n->state.load(std::memory_order_acquire) != claim_word_) continue;  // scheduled or failed
+      n->buffer.reset();
+      n->state.store(static_cast<uint64_t>(NodeState::Pending), std::memory_order_release);
+      n->state.notify_all();
+    }
+  }
+
+  void flush_touched() {
+    for (const StreamPtr& s : touched_) s->flush_through(UINT64_MAX);
+    touched_.clear();
+  }
+
+  const uint64_t id_;
+  const uint64_t claim_word_;
+  std::vector<NodePtr> mine_;
+  std::vector<NodePtr> foreign_;
+  std::vector<Planned> batch_;
+  StreamPtr batch_stream_;
+  std::unordered_set<StreamPtr> touched_;
+};
+
+std::string node_error(const Node& n) {
+  if (state_of(n.state.load(std::memory_order_acquire)) == NodeState::Failed) return n.error;
+  if (n.timeline) {
+    if (auto e = n.timeline->error_at(n.value)) return *e;
+  }
+  if (n.buffer && n.buffer->poisoned.load(std::memory_order_acquire)) return "its input failed";
+  return {};
+}
+
+lanes_status error_code_of(const Node& n) {
+  if (state_of(n.state.load(std::memory_order_acquire)) == NodeState::Failed &&
+      n.error.find("disposed") != std::string::npos)
+    return LANES_ERR_DISPOSED;
+  return LANES_ERR_DEVICE;
+}
+
+}  // namespace
+
+void schedule(const std::vector<NodePtr>& outputs) {
+  Evaluation eval;
+  eval.run(outputs);
+}
+
+void wait_ready(const Node& n) {
+  NodeState s = state_of(n.state.load(std::memory_order_acquire));
+  if (s == NodeState::Scheduled && n.timeline) {
+    n.stream->flush_through(n.value);
+    n.timeline->wait(n.value);
+  }
+  std::string error = node_error(n);
+  if (!error.empty())
+    throw_error(error_code_of(n), std::string(op_name(n.op, n.params.subop)) + " " + shape_str(n.shape) + ": " + error);
+}
+
+void when_ready(const std::vector<NodePtr>& outputs, std::function<void(lanes_status)> done) {
+  struct Join {
+    std::atomic<size_t> remaining;
+    std::atomic<lanes_status> status{LANES_OK};
+    std::function<void(lanes_status)> done;
+    std::vector<NodePtr> outputs;
+  };
+  auto join = std::make_shared<Join>();
+  join->remaining.store(outputs.size() + 1);
+  join->done = std::move(done);
+  join->outputs = outputs;
+  auto arrive = [join](const Node* n) {
+    if (n && !node_error(*n).empty()) {
+      lanes_status expected = LANES_OK;
+      join->status.compare_exchange_strong(expected, error_code_of(*n));
+    }
+    if (join->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) join->done(join->status.load());
+  };
+  for (const NodePtr& n : outputs) {
+    const Node* raw = n.get();
+    if (state_of(n->state.load(std::memory_order_acquire)) == NodeState::Scheduled && n->timeline) {
+      n->timeline->when_reached(n->value, [arrive, raw] { arrive(raw); });
+    } else {
+      arrive(raw);
+    }
+  }
+  arrive(nullptr);
+}
+
+}  // namespace lanes

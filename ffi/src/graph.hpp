@@ -1,0 +1,25 @@
+// Building graph nodes: shape and dtype inference with typed errors, and the implicit casts
+// that type promotion needs. Nothing here runs a kernel.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "node.hpp"
+
+namespace lanes {
+
+using NodePtr = std::shared_ptr<Node>;
+using StreamPtr = std::shared_ptr<Stream>;
+
+NodePtr make_from_data(const void* data, size_t nbytes, DType dtype, Shape shape);
+NodePtr make_full(double value, DType dtype, Shape shape, StreamPtr stream);
+NodePtr make_arange(double start, double stop, double step, DType dtype, StreamPtr stream);
+NodePtr make_random(int kind, uint64_t seed, double a, double b, Shape shape, StreamPtr stream);
+NodePtr make_unary(int op, NodePtr a, StreamPtr stream);
+NodePtr make_binary(int op, NodePtr a, NodePtr b, StreamPtr stream);
+NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream);
+NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, bool keepdims, StreamPtr stream);
+NodePtr make_softmax(NodePtr a, int axis, StreamPtr stream);
+NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream);
+
+}  // namespace lanes

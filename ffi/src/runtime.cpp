@@ -1,0 +1,38 @@
+#include "runtime.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "status.hpp"
+
+namespace lanes {
+namespace {
+
+std::unique_ptr<Backend> select_backend() {
+  const char* name = std::getenv("LANES_BACKEND");
+  if (!name || !*name || std::strcmp(name, "cpu") == 0) return make_cpu_backend();
+  throw_error(LANES_ERR_DEVICE, std::string("LANES_BACKEND=") + name + " is not available in this build (have: cpu)");
+}
+
+}  // namespace
+
+Runtime::Runtime() : backend_(select_backend()), allocator_(*backend_) {
+  default_stream_handle_ = streams.insert(new_stream());
+}
+
+std::shared_ptr<Stream> Runtime::new_stream() {
+  uint64_t id = next_stream_id_.fetch_add(1, std::memory_order_relaxed);
+  return std::make_shared<Stream>(id, backend_->new_queue(id));
+}
+
+std::shared_ptr<Stream> Runtime::stream_or_default(uint64_t handle) {
+  return streams.get(handle == 0 ? default_stream_handle_ : handle);
+}
+
+Runtime& runtime() {
+  static Runtime* instance = new Runtime();
+  return *instance;
+}
+
+}  // namespace lanes

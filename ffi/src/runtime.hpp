@@ -1,0 +1,52 @@
+// Process-wide state: the backend, the allocator, the handle tables and the counters. Created
+// on first use and deliberately never destroyed, so a process that exits with work in flight
+// never runs destructors under live backend threads.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "backend.hpp"
+#include "buffer.hpp"
+#include "completion_queue.hpp"
+#include "handle_table.hpp"
+#include "node.hpp"
+#include "stream.hpp"
+
+namespace lanes {
+
+struct Counters {
+  std::atomic<uint64_t> kernels_executed{0};
+  std::atomic<uint64_t> epochs_committed{0};
+  std::atomic<uint64_t> epochs_completed{0};
+};
+
+class Runtime {
+ public:
+  Runtime();
+
+  Backend& backend() { return *backend_; }
+  Allocator& allocator() { return allocator_; }
+
+  std::shared_ptr<Stream> new_stream();
+  // Resolves a stream handle; 0 means the default stream.
+  std::shared_ptr<Stream> stream_or_default(uint64_t handle);
+  uint64_t default_stream_handle() const { return default_stream_handle_; }
+  uint64_t next_eval_id() { return next_eval_id_.fetch_add(1, std::memory_order_relaxed); }
+
+  HandleTable<Stream> streams{HandleKind::Stream, "stream", LockRank::StreamTable};
+  HandleTable<Node> arrays{HandleKind::Array, "array", LockRank::Leaf};
+  HandleTable<CompletionQueue> queues{HandleKind::Queue, "completion queue", LockRank::Leaf};
+  Counters counters;
+
+ private:
+  std::unique_ptr<Backend> backend_;
+  Allocator allocator_;
+  std::atomic<uint64_t> next_stream_id_{1};
+  std::atomic<uint64_t> next_eval_id_{1};
+  uint64_t default_stream_handle_ = 0;
+};
+
+Runtime& runtime();
+
+}  // namespace lanes

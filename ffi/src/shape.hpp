@@ -1,0 +1,29 @@
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lanes {
+
+using Shape = std::vector<int64_t>;
+
+// Largest element count we accept; keeps byte sizes far from overflow.
+inline constexpr int64_t kMaxElements = int64_t(1) << 40;
+
+std::string shape_str(const Shape& s);
+// Element count; throws a shape error naming `op` on negative dims or overflow.
+int64_t checked_numel(const Shape& s, const char* op);
+inline int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+Shape contiguous_strides(const Shape& s);
+// numpy broadcasting of two shapes; throws a shape error naming `op`.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+// Strides that read `in` (contiguous) as if it had shape `out` (broadcast, zero strides).
+std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
+// Normalizes a possibly negative axis; throws naming `op`.
+int normalize_axis(int axis, int ndim, const char* op);
+
+}  // namespace lanes

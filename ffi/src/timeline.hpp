@@ -1,0 +1,50 @@
+// A stream's host-visible timeline: a monotonically increasing completed value, plus the
+// values whose work failed (poisoned). Waiters block on a condition variable, never spin.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lock_order.hpp"
+
+namespace lanes {
+
+class Timeline {
+ public:
+  explicit Timeline(uint64_t stream_id) : stream_id_(stream_id) {}
+
+  uint64_t stream_id() const { return stream_id_; }
+  uint64_t completed() const { return completed_.load(std::memory_order_acquire); }
+
+  // Publishes `value` as completed (failed if `error` is set). Called by backend completion
+  // threads in increasing order; runs the callbacks that were waiting for it.
+  void signal(uint64_t value, const std::string* error);
+
+  // Blocks until `value` completed; returns its error, if it failed.
+  std::optional<std::string> wait(uint64_t value);
+
+  // Error recorded for a completed `value`, if any.
+  std::optional<std::string> error_at(uint64_t value) const;
+
+  // Runs `fn` once `value` completed: now on this thread, or later on the signalling thread.
+  void when_reached(uint64_t value, std::function<void()> fn);
+
+ private:
+  std::optional<std::string> error_at_locked(uint64_t value) const;
+
+  const uint64_t stream_id_;
+  std::atomic<uint64_t> completed_{0};
+  mutable RankedMutex mutex_{LockRank::Leaf, "timeline"};
+  std::condition_variable_any reached_;
+  // Failed (poisoned) values -> message. Each failed epoch poisons exactly its own value;
+  // work that waited on it fails in turn and poisons its own.
+  std::map<uint64_t, std::string> failures_;
+  std::vector<std::pair<uint64_t, std::function<void()>>> waiters_;
+};
+
+}  // namespace lanes

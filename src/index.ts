@@ -1,0 +1,51 @@
+/**
+ * lanes: array computations on GPU streams, concurrently and safely from any thread.
+ *
+ * ```ts
+ * import * as lx from "lanes";
+ * using s = lx.newStream();
+ * const y = lx.softmax(lx.matmul(a, b, { stream: s }), -1, { stream: s });
+ * await lx.evalAsync(y);
+ * ```
+ * @module
+ */
+export { array, arrayFromId, LanesArray, type DType, type NestedNumbers } from "./array.ts";
+export {
+  DeviceError,
+  DisposedError,
+  DTypeError,
+  InvalidHandleError,
+  LanesError,
+  OutOfMemoryError,
+  ShapeError,
+  type ErrorCode,
+} from "./errors.ts";
+export { eval, evalAsync } from "./eval.ts";
+export { backendName } from "./native.ts";
+export {
+  add,
+  arange,
+  astype,
+  divide,
+  exp,
+  full,
+  log,
+  matmul,
+  max,
+  maximum,
+  mean,
+  multiply,
+  negative,
+  ones,
+  softmax,
+  subtract,
+  sum,
+  zeros,
+  type ArrayLike,
+  type CreationOptions,
+  type ReduceOptions,
+  type StreamOptions,
+} from "./ops.ts";
+export * as random from "./random.ts";
+export { resetPeakMemory, setEpochBudget, setMemoryLimit, stats, type Stats } from "./stats.ts";
+export { currentStream, defaultStream, newStream, Stream, streamFromId, synchronize, withStream } from "./stream.ts";

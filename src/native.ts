@@ -1,0 +1,97 @@
+/**
+ * Loading liblanes and calling it. Every call returns a status; `check` turns a failure into
+ * a typed error with the message the native side kept for this thread.
+ * @module
+ */
+import { dlopen, FFIType, ptr, suffix } from "bun:ffi";
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { errorFor, LanesError } from "./errors.ts";
+
+const { i32, u32, u64, f64, cstring } = FFIType;
+const pointer = FFIType.ptr;
+
+const symbols = {
+  lanes_last_error: { args: [], returns: cstring },
+  lanes_backend_name: { args: [], returns: cstring },
+  lanes_stats_read: { args: [pointer, i32], returns: i32 },
+  lanes_stats_reset_peak: { args: [], returns: i32 },
+  lanes_set_memory_limit: { args: [u64], returns: i32 },
+  lanes_set_epoch_budget: { args: [u32, u64], returns: i32 },
+  lanes_stream_new: { args: [pointer], returns: i32 },
+  lanes_stream_default: { args: [pointer], returns: i32 },
+  lanes_stream_retain: { args: [u64], returns: i32 },
+  lanes_stream_release: { args: [u64], returns: i32 },
+  lanes_stream_synchronize: { args: [u64], returns: i32 },
+  lanes_array_from_data: { args: [pointer, u64, i32, pointer, i32, pointer], returns: i32 },
+  lanes_array_full: { args: [f64, i32, pointer, i32, u64, pointer], returns: i32 },
+  lanes_array_arange: { args: [f64, f64, f64, i32, u64, pointer], returns: i32 },
+  lanes_array_random: { args: [i32, u64, f64, f64, pointer, i32, u64, pointer], returns: i32 },
+  lanes_array_unary: { args: [i32, u64, u64, pointer], returns: i32 },
+  lanes_array_binary: { args: [i32, u64, u64, u64, pointer], returns: i32 },
+  lanes_array_matmul: { args: [u64, u64, u64, pointer], returns: i32 },
+  lanes_array_reduce: { args: [i32, u64, pointer, i32, i32, u64, pointer], returns: i32 },
+  lanes_array_softmax: { args: [u64, i32, u64, pointer], returns: i32 },
+  lanes_array_astype: { args: [u64, i32, u64, pointer], returns: i32 },
+  lanes_array_info: { args: [u64, pointer, pointer, pointer, i32], returns: i32 },
+  lanes_array_read: { args: [u64, pointer, u64], returns: i32 },
+  lanes_array_retain: { args: [u64], returns: i32 },
+  lanes_array_release: { args: [u64], returns: i32 },
+  lanes_eval: { args: [pointer, i32], returns: i32 },
+  lanes_eval_async: { args: [pointer, i32, u64, u64], returns: i32 },
+  lanes_completion_queue_new: { args: [pointer], returns: i32 },
+  lanes_completion_queue_release: { args: [u64], returns: i32 },
+  lanes_completion_queue_drain: { args: [u64, pointer, pointer, i32, pointer], returns: i32 },
+} as const;
+
+const packageRoot = resolve(dirname(import.meta.path), "..");
+const libraryName = `liblanes.${suffix}`;
+
+function candidatePaths(): string[] {
+  const paths: string[] = [];
+  const fromEnv = process.env.LANES_LIBRARY_PATH;
+  if (fromEnv) paths.push(fromEnv);
+  paths.push(join(packageRoot, "zig-out", "lib", libraryName));
+  return paths;
+}
+
+function open() {
+  const tried = candidatePaths();
+  for (const path of tried) {
+    if (existsSync(path)) return dlopen(path, symbols);
+  }
+  throw new LanesError(
+    "INTERNAL",
+    `lanes: native library not found (tried: ${tried.join(", ")}). Build it with \`bun run build\` ` +
+      "(zig build -Doptimize=ReleaseFast) in the lanes package folder.",
+  );
+}
+
+/** The raw symbols of liblanes. */
+export const native = open().symbols;
+
+// Per-thread scratch for out-parameters: each Worker has its own copy of this module.
+const outWords = new Uint32Array(2);
+/** Address of the 64-bit out-parameter slot. */
+export const outPtr = ptr(outWords);
+
+/** The handle written to the out-parameter slot by the last call. */
+export function outHandle(): number {
+  return outWords[0]! + outWords[1]! * 4294967296;
+}
+
+/** Throws the typed error for `status` unless it is ok. */
+export function check(status: number): void {
+  if (status !== 0) throw errorFor(status, String(native.lanes_last_error()));
+}
+
+/** Runs a call that writes a handle to the out slot; returns the handle. */
+export function callForHandle(status: number): number {
+  check(status);
+  return outHandle();
+}
+
+/** Name of the backend in use ("cpu", "cuda", "metal"). */
+export function backendName(): string {
+  return String(native.lanes_backend_name());
+}

@@ -1,0 +1,154 @@
+/**
+ * Array creation and ops. Every op is lazy: it records a graph node on a stream and returns
+ * at once; {@link eval} or reading the array computes it.
+ * @module
+ */
+import { array, dtypeCode, LanesArray, shapeBuffer, type DType } from "./array.ts";
+import { callForHandle, native, outPtr } from "./native.ts";
+import { currentStream, type Stream } from "./stream.ts";
+
+/** Options every op takes. */
+export interface StreamOptions {
+  /** The stream to run on; defaults to the current stream (see `withStream`). */
+  stream?: Stream;
+}
+
+/** Options of reductions. */
+export interface ReduceOptions extends StreamOptions {
+  /** Keep reduced axes as size-1 dimensions. */
+  keepdims?: boolean;
+}
+
+/** Options of creation ops. */
+export interface CreationOptions extends StreamOptions {
+  /** Element type (default float32). */
+  dtype?: DType;
+}
+
+/** An array or a scalar that broadcasts. */
+export type ArrayLike = LanesArray | number;
+
+function streamHandle(opts?: StreamOptions): number {
+  return (opts?.stream ?? currentStream()).handle();
+}
+
+function asArray(x: ArrayLike): LanesArray {
+  return typeof x === "number" ? array(x) : x;
+}
+
+function wrap(status: number): LanesArray {
+  return new LanesArray(callForHandle(status));
+}
+
+// ---- creation ----
+
+/** An array of `shape` filled with `value`. */
+export function full(shape: readonly number[], value: number, opts?: CreationOptions): LanesArray {
+  const dims = shapeBuffer(shape, "full");
+  return wrap(
+    native.lanes_array_full(value, dtypeCode(opts?.dtype ?? "float32"), dims.length ? dims : null, dims.length, streamHandle(opts), outPtr),
+  );
+}
+
+/** An array of zeros. */
+export function zeros(shape: readonly number[], opts?: CreationOptions): LanesArray {
+  return full(shape, 0, opts);
+}
+
+/** An array of ones. */
+export function ones(shape: readonly number[], opts?: CreationOptions): LanesArray {
+  return full(shape, 1, opts);
+}
+
+/**
+ * Evenly spaced values in [start, stop). `arange(n)` counts 0..n-1. The dtype defaults to
+ * float32.
+ */
+export function arange(start: number, stop?: number, step?: number, opts?: CreationOptions): LanesArray {
+  const [lo, hi] = stop === undefined ? [0, start] : [start, stop];
+  return wrap(native.lanes_array_arange(lo, hi, step ?? 1, dtypeCode(opts?.dtype ?? "float32"), streamHandle(opts), outPtr));
+}
+
+// ---- elementwise ----
+
+function unary(op: number, a: LanesArray, opts?: StreamOptions): LanesArray {
+  return wrap(native.lanes_array_unary(op, a.handle(), streamHandle(opts), outPtr));
+}
+
+function binary(op: number, a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return wrap(native.lanes_array_binary(op, asArray(a).handle(), asArray(b).handle(), streamHandle(opts), outPtr));
+}
+
+/** e^a, elementwise. */
+export function exp(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(0, a, opts);
+}
+/** Natural logarithm, elementwise. */
+export function log(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(1, a, opts);
+}
+/** -a, elementwise. */
+export function negative(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(2, a, opts);
+}
+
+/** a + b with broadcasting. */
+export function add(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return binary(0, a, b, opts);
+}
+/** a - b with broadcasting. */
+export function subtract(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return binary(1, a, b, opts);
+}
+/** a * b with broadcasting. */
+export function multiply(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return binary(2, a, b, opts);
+}
+/** a / b with broadcasting (always floating point). */
+export function divide(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return binary(3, a, b, opts);
+}
+/** Elementwise maximum with broadcasting; NaN propagates. */
+export function maximum(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return binary(4, a, b, opts);
+}
+
+/** Converts to another dtype (float→int truncates and saturates; NaN becomes 0). */
+export function astype(a: LanesArray, dtype: DType, opts?: StreamOptions): LanesArray {
+  return wrap(native.lanes_array_astype(a.handle(), dtypeCode(dtype), streamHandle(opts), outPtr));
+}
+
+// ---- matmul ----
+
+/** Matrix product of `[..., M, K]` and `[..., K, N]`; batch dimensions broadcast. */
+export function matmul(a: LanesArray, b: LanesArray, opts?: StreamOptions): LanesArray {
+  return wrap(native.lanes_array_matmul(a.handle(), b.handle(), streamHandle(opts), outPtr));
+}
+
+// ---- reductions ----
+
+function reduce(op: number, a: LanesArray, axis: number | readonly number[] | undefined, opts?: ReduceOptions): LanesArray {
+  const axes = axis === undefined ? null : Int32Array.from(typeof axis === "number" ? [axis] : axis);
+  const count = axes === null ? -1 : axes.length;
+  return wrap(
+    native.lanes_array_reduce(op, a.handle(), axes && axes.length ? axes : null, count, opts?.keepdims ? 1 : 0, streamHandle(opts), outPtr),
+  );
+}
+
+/** Sum over `axis` (one or several; all when omitted). */
+export function sum(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
+  return reduce(0, a, axis, opts);
+}
+/** Maximum over `axis` (one or several; all when omitted); NaN propagates. */
+export function max(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
+  return reduce(1, a, axis, opts);
+}
+/** Mean over `axis` (one or several; all when omitted). */
+export function mean(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
+  return reduce(2, a, axis, opts);
+}
+
+/** Softmax along `axis` (default: the last), numerically stable. */
+export function softmax(a: LanesArray, axis = -1, opts?: StreamOptions): LanesArray {
+  return wrap(native.lanes_array_softmax(a.handle(), axis, streamHandle(opts), outPtr));
+}
