@@ -70,8 +70,10 @@ function open() {
 /** The raw symbols of liblanes. */
 export const native = open().symbols;
 
-// Per-thread scratch for out-parameters: each Worker has its own copy of this module.
-const outWords = new Uint32Array(2);
+// Per-thread scratch for out-parameters: each Worker has its own copy of this module. Its
+// storage is an explicit ArrayBuffer: small typed arrays made from a length keep their data in
+// GC-managed storage that may move, which would leave a cached pointer dangling.
+const outWords = new Uint32Array(new ArrayBuffer(8));
 /** Address of the 64-bit out-parameter slot. */
 export const outPtr = ptr(outWords);
 

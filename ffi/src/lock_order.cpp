@@ -22,13 +22,15 @@ thread_local int t_count = 0;
 }  // namespace
 
 void on_acquire(LockRank rank, const char* name) {
-  for (int i = 0; i < t_count; ++i) {
-    if (t_held[i].rank >= rank) {
-      char msg[256];
-      std::snprintf(msg, sizeof msg, "lock order violation: acquiring '%s' (rank %d) while holding '%s' (rank %d)",
-                    name, static_cast<int>(rank), t_held[i].name, static_cast<int>(t_held[i].rank));
-      die(msg);
-    }
+  // Report the highest-ranked lock held: the innermost one the acquisition conflicts with.
+  int worst = -1;
+  for (int i = 0; i < t_count; ++i)
+    if (t_held[i].rank >= rank && (worst < 0 || t_held[i].rank > t_held[worst].rank)) worst = i;
+  if (worst >= 0) {
+    char msg[256];
+    std::snprintf(msg, sizeof msg, "lock order violation: acquiring '%s' (rank %d) while holding '%s' (rank %d)", name,
+                  static_cast<int>(rank), t_held[worst].name, static_cast<int>(t_held[worst].rank));
+    die(msg);
   }
   if (t_count == kMaxHeld) die("lock order tracking: too many locks held");
   t_held[t_count++] = Held{rank, name};

@@ -116,8 +116,8 @@ void Stream::shutdown() {
 // ---- StreamOpLock ------------------------------------------------------------------------------
 
 StreamOpLock::StreamOpLock(Stream& stream) : StreamOpLock(stream, kEvenIfDisposed) {
+  // The delegated constructor completed, so the destructor releases the lock when this throws.
   if (stream_.disposed_.load(std::memory_order_acquire)) {
-    held_.unlock();
     throw_error(LANES_ERR_DISPOSED, "stream " + std::to_string(stream_.id_) + " was disposed");
   }
 }

@@ -1,0 +1,173 @@
+// Float64 reference implementations in plain JS, independent of the native code, and
+// helpers to compare against them.
+
+export type Shape = number[];
+
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export function strides(shape: readonly number[]): number[] {
+  const out = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    out[i] = acc;
+    acc *= shape[i]!;
+  }
+  return out;
+}
+
+export function broadcastShapes(a: readonly number[], b: readonly number[]): number[] {
+  const n = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const da = i < n - a.length ? 1 : a[i - (n - a.length)]!;
+    const db = i < n - b.length ? 1 : b[i - (n - b.length)]!;
+    if (da !== db && da !== 1 && db !== 1) throw new Error("no broadcast");
+    out.push(da === 1 ? db : da);
+  }
+  return out;
+}
+
+// Index of `outIndex` (in `outShape`) inside an array of `shape` broadcast to `outShape`.
+function broadcastIndex(outIndex: number, outShape: readonly number[], shape: readonly number[]): number {
+  const off = outShape.length - shape.length;
+  const st = strides(shape);
+  let rem = outIndex;
+  let idx = 0;
+  for (let d = outShape.length - 1; d >= 0; d--) {
+    const i = rem % outShape[d]!;
+    rem = Math.floor(rem / outShape[d]!);
+    if (d >= off && shape[d - off] !== 1) idx += i * st[d - off]!;
+  }
+  return idx;
+}
+
+export function refBinary(
+  f: (x: number, y: number) => number,
+  a: ArrayLike<number>,
+  as: readonly number[],
+  b: ArrayLike<number>,
+  bs: readonly number[],
+): { data: Float64Array; shape: number[] } {
+  const shape = broadcastShapes(as, bs);
+  const data = new Float64Array(numel(shape));
+  for (let i = 0; i < data.length; i++) data[i] = f(a[broadcastIndex(i, shape, as)]!, b[broadcastIndex(i, shape, bs)]!);
+  return { data, shape };
+}
+
+export function refMatmul(
+  a: ArrayLike<number>,
+  as: readonly number[],
+  b: ArrayLike<number>,
+  bs: readonly number[],
+): { data: Float64Array; shape: number[] } {
+  const M = as[as.length - 2]!, K = as[as.length - 1]!, N = bs[bs.length - 1]!;
+  const batch = broadcastShapes(as.slice(0, -2), bs.slice(0, -2));
+  const nb = numel(batch);
+  const data = new Float64Array(nb * M * N);
+  for (let bi = 0; bi < nb; bi++) {
+    const ao = broadcastIndex(bi, batch, as.slice(0, -2)) * M * K;
+    const bo = broadcastIndex(bi, batch, bs.slice(0, -2)) * K * N;
+    for (let i = 0; i < M; i++)
+      for (let j = 0; j < N; j++) {
+        let acc = 0;
+        for (let k = 0; k < K; k++) acc += a[ao + i * K + k]! * b[bo + k * N + j]!;
+        data[bi * M * N + i * N + j] = acc;
+      }
+  }
+  return { data, shape: [...batch, M, N] };
+}
+
+export function refReduce(
+  kind: "sum" | "max" | "mean",
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[] | undefined,
+  keepdims: boolean,
+): { data: Float64Array; shape: number[] } {
+  const nd = shape.length;
+  const ax = (axes ?? shape.map((_, i) => i)).map((a) => (a < 0 ? a + nd : a));
+  const outShapeKeep = shape.map((d, i) => (ax.includes(i) ? 1 : d));
+  const outShape = keepdims ? outShapeKeep : shape.filter((_, i) => !ax.includes(i));
+  const n = numel(outShapeKeep);
+  const acc = new Float64Array(n).fill(kind === "max" ? -Infinity : 0);
+  const count = numel(ax.map((a) => shape[a]!));
+  const st = strides(shape);
+  const ost = strides(outShapeKeep);
+  for (let i = 0; i < numel(shape); i++) {
+    let rem = i;
+    let o = 0;
+    for (let d = 0; d < nd; d++) {
+      const idx = Math.floor(rem / st[d]!);
+      rem -= idx * st[d]!;
+      if (!ax.includes(d)) o += idx * ost[d]!;
+    }
+    const v = x[i]!;
+    if (kind === "max") acc[o] = Number.isNaN(v) || v > acc[o]! || Number.isNaN(acc[o]!) ? (Number.isNaN(acc[o]!) ? acc[o]! : v) : acc[o]!;
+    else acc[o] = acc[o]! + v;
+  }
+  if (kind === "mean") for (let i = 0; i < n; i++) acc[i] = acc[i]! / count;
+  return { data: acc, shape: outShape };
+}
+
+export function refSoftmax(x: ArrayLike<number>, shape: readonly number[], axis: number): Float64Array {
+  const nd = shape.length;
+  const a = axis < 0 ? axis + nd : axis;
+  const L = shape[a]!;
+  const inner = numel(shape.slice(a + 1));
+  const outer = numel(shape.slice(0, a));
+  const out = new Float64Array(numel(shape));
+  for (let o = 0; o < outer; o++)
+    for (let i = 0; i < inner; i++) {
+      let m = -Infinity;
+      for (let l = 0; l < L; l++) m = Math.max(m, x[o * L * inner + l * inner + i]!);
+      let s = 0;
+      for (let l = 0; l < L; l++) s += Math.exp(x[o * L * inner + l * inner + i]! - m);
+      for (let l = 0; l < L; l++) out[o * L * inner + l * inner + i] = Math.exp(x[o * L * inner + l * inner + i]! - m) / s;
+    }
+  return out;
+}
+
+// Deterministic test data (mulberry32), independent of lanes' own generator.
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomData(n: number, next: () => number, lo = -2, hi = 2): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * next();
+  return out;
+}
+
+export function randomShape(next: () => number, ndim: number, maxDim = 7): number[] {
+  return Array.from({ length: ndim }, () => 1 + Math.floor(next() * maxDim));
+}
+
+// Throws a readable error naming the first element outside |got - want| <= atol + rtol*|want|.
+export function expectClose(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  { rtol = 1e-5, atol = 1e-6, what = "" }: { rtol?: number; atol?: number; what?: string } = {},
+): void {
+  if (got.length !== want.length) throw new Error(`${what}: length ${got.length} != ${want.length}`);
+  for (let i = 0; i < got.length; i++) {
+    const g = got[i]!, w = want[i]!;
+    if (Number.isNaN(w)) {
+      if (!Number.isNaN(g)) throw new Error(`${what}: [${i}] got ${g}, want NaN`);
+      continue;
+    }
+    if (!Number.isFinite(w)) {
+      if (g !== w) throw new Error(`${what}: [${i}] got ${g}, want ${w}`);
+      continue;
+    }
+    if (!(Math.abs(g - w) <= atol + rtol * Math.abs(w))) throw new Error(`${what}: [${i}] got ${g}, want ${w}`);
+  }
+}
