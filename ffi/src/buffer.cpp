@@ -49,7 +49,7 @@ std::shared_ptr<Buffer> Allocator::allocate(size_t bytes) {
   if (!data && over_limit()) {
     trim_locked();
     // Buffers held by in-flight epochs come back as their completions run.
-    returned_.wait_for(lock, kInFlightGrace, [&] { return !over_limit(); });
+    if (work_in_flight_()) returned_.wait_for(lock, kInFlightGrace, [&] { return !over_limit() || !work_in_flight_(); });
     if (over_limit())
       throw_error(LANES_ERR_OUT_OF_MEMORY, "allocation of " + std::to_string(bytes) + " bytes exceeds the memory limit (" +
                                                std::to_string(stats_.active) + " of " + std::to_string(limit_) +

@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -47,7 +48,9 @@ struct MemoryStats {
 
 class Allocator {
  public:
-  explicit Allocator(Backend& backend) : backend_(backend) {}
+  // `work_in_flight` tells whether committed work may still return buffers.
+  Allocator(Backend& backend, std::function<bool()> work_in_flight)
+      : backend_(backend), work_in_flight_(std::move(work_in_flight)) {}
 
   // Throws an out-of-memory error once the limit is still exceeded after trimming the cache
   // and waiting for in-flight work to return buffers.
@@ -65,6 +68,7 @@ class Allocator {
   void trim_locked();
 
   Backend& backend_;
+  std::function<bool()> work_in_flight_;
   mutable RankedMutex mutex_{LockRank::Leaf, "allocator"};
   std::condition_variable_any returned_;
   std::multimap<size_t, void*> cache_;

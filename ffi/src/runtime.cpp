@@ -17,7 +17,11 @@ std::unique_ptr<Backend> select_backend() {
 
 }  // namespace
 
-Runtime::Runtime() : backend_(select_backend()), allocator_(*backend_) {
+Runtime::Runtime()
+    : backend_(select_backend()), allocator_(*backend_, [this] {
+        return counters.epochs_completed.load(std::memory_order_acquire) <
+               counters.epochs_committed.load(std::memory_order_acquire);
+      }) {
   default_stream_handle_ = streams.insert(new_stream());
 }
 
