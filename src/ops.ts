@@ -92,6 +92,51 @@ export function negative(a: LanesArray, opts?: StreamOptions): LanesArray {
   return unary(2, a, opts);
 }
 
+/** |a|, elementwise (int32 stays int32). */
+export function abs(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(3, a, opts);
+}
+/** a², elementwise (int32 stays int32). */
+export function square(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(4, a, opts);
+}
+/** √a, elementwise. */
+export function sqrt(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(5, a, opts);
+}
+/** 1/√a, elementwise. */
+export function rsqrt(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(6, a, opts);
+}
+/** tanh(a), elementwise. */
+export function tanh(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(7, a, opts);
+}
+/** 1 / (1 + e^-a), elementwise. */
+export function sigmoid(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(8, a, opts);
+}
+/** a · sigmoid(a), elementwise. */
+export function silu(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(9, a, opts);
+}
+/** GELU, exact form: a · Φ(a) = a/2 · (1 + erf(a/√2)). */
+export function gelu(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(10, a, opts);
+}
+/** GELU, tanh approximation: a/2 · (1 + tanh(√(2/π) · (a + 0.044715 a³))). */
+export function geluApprox(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(11, a, opts);
+}
+/** sin(a), elementwise. */
+export function sin(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(12, a, opts);
+}
+/** cos(a), elementwise. */
+export function cos(a: LanesArray, opts?: StreamOptions): LanesArray {
+  return unary(13, a, opts);
+}
+
 /** a + b with broadcasting. */
 export function add(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
   return binary(0, a, b, opts);
@@ -111,6 +156,15 @@ export function divide(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesA
 /** Elementwise maximum with broadcasting; NaN propagates. */
 export function maximum(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
   return binary(4, a, b, opts);
+}
+
+/** Elementwise minimum with broadcasting; NaN propagates. */
+export function minimum(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return binary(5, a, b, opts);
+}
+/** a ** b with broadcasting (always floating point). */
+export function power(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return binary(6, a, b, opts);
 }
 
 /** Converts to another dtype (float→int truncates and saturates; NaN becomes 0). */
@@ -146,6 +200,27 @@ export function max(a: LanesArray, axis?: number | readonly number[], opts?: Red
 /** Mean over `axis` (one or several; all when omitted). */
 export function mean(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
   return reduce(2, a, axis, opts);
+}
+
+/** Minimum over `axis` (one or several; all when omitted); NaN propagates. */
+export function min(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
+  return reduce(3, a, axis, opts);
+}
+/** log(sum(exp(a))) over `axis`, computed stably (max-shifted). */
+export function logsumexp(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
+  return reduce(4, a, axis, opts);
+}
+/** Population variance (ddof 0) over `axis`, two-pass. */
+export function variance(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
+  return reduce(5, a, axis, opts);
+}
+/** Index (int32) of the first maximum along `axis`, or of the flattened array when omitted. */
+export function argmax(a: LanesArray, axis?: number, opts?: ReduceOptions): LanesArray {
+  return reduce(6, a, axis, opts);
+}
+/** Index (int32) of the first minimum along `axis`, or of the flattened array when omitted. */
+export function argmin(a: LanesArray, axis?: number, opts?: ReduceOptions): LanesArray {
+  return reduce(7, a, axis, opts);
 }
 
 /** Softmax along `axis` (default: the last), numerically stable. */

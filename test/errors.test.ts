@@ -149,3 +149,19 @@ describe("evaluation", () => {
     expect(lx.sum(lx.ones([1 << 20])).item()).toBe(1 << 20);
   });
 });
+
+describe("loading", () => {
+  test("a missing native library names the command that builds it", async () => {
+    const { mkdtempSync, cpSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const dir = mkdtempSync(join(require("node:os").tmpdir(), "lanes-noload-"));
+    cpSync(join(import.meta.dir, "..", "src"), join(dir, "src"), { recursive: true });
+    const proc = Bun.spawnSync([process.execPath, "-e", `await import(${JSON.stringify(join(dir, "src", "index.ts"))})`], {
+      env: { ...process.env, LANES_LIBRARY_PATH: "" },
+    });
+    const stderr = proc.stderr.toString();
+    expect(proc.exitCode).not.toBe(0);
+    expect(stderr).toContain("native library not found");
+    expect(stderr).toContain("bun run build");
+  });
+});

@@ -56,7 +56,22 @@ typedef int32_t lanes_dtype;
 enum { LANES_FLOAT32 = 0, LANES_INT32 = 1 };
 
 typedef int32_t lanes_unary_op;
-enum { LANES_OP_EXP = 0, LANES_OP_LOG = 1, LANES_OP_NEGATIVE = 2 };
+enum {
+  LANES_OP_EXP = 0,
+  LANES_OP_LOG = 1,
+  LANES_OP_NEGATIVE = 2,
+  LANES_OP_ABS = 3,
+  LANES_OP_SQUARE = 4,
+  LANES_OP_SQRT = 5,
+  LANES_OP_RSQRT = 6,
+  LANES_OP_TANH = 7,
+  LANES_OP_SIGMOID = 8,
+  LANES_OP_SILU = 9,
+  LANES_OP_GELU = 10,        /* exact: x * Phi(x), with erf */
+  LANES_OP_GELU_APPROX = 11, /* tanh form */
+  LANES_OP_SIN = 12,
+  LANES_OP_COS = 13,
+};
 
 typedef int32_t lanes_binary_op;
 enum {
@@ -65,10 +80,21 @@ enum {
   LANES_OP_MULTIPLY = 2,
   LANES_OP_DIVIDE = 3,
   LANES_OP_MAXIMUM = 4,
+  LANES_OP_MINIMUM = 5,
+  LANES_OP_POWER = 6,
 };
 
 typedef int32_t lanes_reduce_op;
-enum { LANES_REDUCE_SUM = 0, LANES_REDUCE_MAX = 1, LANES_REDUCE_MEAN = 2 };
+enum {
+  LANES_REDUCE_SUM = 0,
+  LANES_REDUCE_MAX = 1,
+  LANES_REDUCE_MEAN = 2,
+  LANES_REDUCE_MIN = 3,
+  LANES_REDUCE_LOGSUMEXP = 4,
+  LANES_REDUCE_VARIANCE = 5, /* population variance (ddof 0) */
+  LANES_REDUCE_ARGMAX = 6,   /* int32 result, exactly one axis (or all, flattened) */
+  LANES_REDUCE_ARGMIN = 7,
+};
 
 typedef int32_t lanes_random_kind;
 enum { LANES_RANDOM_UNIFORM = 0, LANES_RANDOM_NORMAL = 1 };

@@ -16,17 +16,18 @@ const char* op_name(OpCode op, int subop) {
     case OpCode::Arange: return "arange";
     case OpCode::Random: return subop == LANES_RANDOM_NORMAL ? "random.normal" : "random.uniform";
     case OpCode::Unary: {
-      static const char* names[] = {"exp", "log", "negative"};
-      return subop >= 0 && subop < 3 ? names[subop] : "unary";
+      static const char* names[] = {"exp",  "log",     "negative", "abs",  "square",      "sqrt", "rsqrt",
+                                    "tanh", "sigmoid", "silu",     "gelu", "geluApprox",  "sin",  "cos"};
+      return subop >= 0 && subop < 14 ? names[subop] : "unary";
     }
     case OpCode::Binary: {
-      static const char* names[] = {"add", "subtract", "multiply", "divide", "maximum"};
-      return subop >= 0 && subop < 5 ? names[subop] : "binary";
+      static const char* names[] = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "power"};
+      return subop >= 0 && subop < 7 ? names[subop] : "binary";
     }
     case OpCode::Matmul: return "matmul";
     case OpCode::Reduce: {
-      static const char* names[] = {"sum", "max", "mean"};
-      return subop >= 0 && subop < 3 ? names[subop] : "reduce";
+      static const char* names[] = {"sum", "max", "mean", "min", "logsumexp", "variance", "argmax", "argmin"};
+      return subop >= 0 && subop < 8 ? names[subop] : "reduce";
     }
     case OpCode::Softmax: return "softmax";
     case OpCode::AsType: return "astype";
@@ -99,9 +100,10 @@ NodePtr make_random(int kind, uint64_t seed, double a, double b, Shape shape, St
 }
 
 NodePtr make_unary(int op, NodePtr a, StreamPtr stream) {
-  if (op < LANES_OP_EXP || op > LANES_OP_NEGATIVE)
+  if (op < LANES_OP_EXP || op > LANES_OP_COS)
     throw_error(LANES_ERR_INVALID_ARGUMENT, "unary: unknown op " + std::to_string(op));
-  if (op != LANES_OP_NEGATIVE) a = as_float(a, stream);
+  bool keeps_int = op == LANES_OP_NEGATIVE || op == LANES_OP_ABS || op == LANES_OP_SQUARE;
+  if (!keeps_int) a = as_float(a, stream);
   OpParams p;
   p.subop = op;
   Shape shape = a->shape;
@@ -110,11 +112,12 @@ NodePtr make_unary(int op, NodePtr a, StreamPtr stream) {
 }
 
 NodePtr make_binary(int op, NodePtr a, NodePtr b, StreamPtr stream) {
-  if (op < LANES_OP_ADD || op > LANES_OP_MAXIMUM)
+  if (op < LANES_OP_ADD || op > LANES_OP_POWER)
     throw_error(LANES_ERR_INVALID_ARGUMENT, "binary: unknown op " + std::to_string(op));
   const char* name = op_name(OpCode::Binary, op);
   Shape shape = broadcast_shapes(a->shape, b->shape, name);
-  DType dtype = op == LANES_OP_DIVIDE ? DType::Float32 : promote(a->dtype, b->dtype);
+  bool float_only = op == LANES_OP_DIVIDE || op == LANES_OP_POWER;
+  DType dtype = float_only ? DType::Float32 : promote(a->dtype, b->dtype);
   if (a->dtype != dtype) a = make_astype(a, dtype, stream);
   if (b->dtype != dtype) b = make_astype(b, dtype, stream);
   OpParams p;
@@ -141,10 +144,15 @@ NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream) {
 }
 
 NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, bool keepdims, StreamPtr stream) {
-  if (op < LANES_REDUCE_SUM || op > LANES_REDUCE_MEAN)
+  if (op < LANES_REDUCE_SUM || op > LANES_REDUCE_ARGMIN)
     throw_error(LANES_ERR_INVALID_ARGUMENT, "reduce: unknown op " + std::to_string(op));
   const char* name = op_name(OpCode::Reduce, op);
+  bool arg = op == LANES_REDUCE_ARGMAX || op == LANES_REDUCE_ARGMIN;
+  bool needs_elements = arg || op == LANES_REDUCE_MAX || op == LANES_REDUCE_MIN;
   int ndim = static_cast<int>(a->shape.size());
+  if (arg && !all_axes && axes.size() != 1)
+    throw_error(LANES_ERR_SHAPE, std::string(name) + ": takes one axis (or none, for the flattened array), got " +
+                                     std::to_string(axes.size()));
   if (all_axes) {
     axes.clear();
     for (int i = 0; i < ndim; ++i) axes.push_back(i);
@@ -154,16 +162,18 @@ NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, boo
   if (std::adjacent_find(axes.begin(), axes.end()) != axes.end())
     throw_error(LANES_ERR_SHAPE, std::string(name) + ": duplicate axis");
   Shape shape;
+  int64_t reduced_count = 1;
   for (int i = 0; i < ndim; ++i) {
     bool reduced = std::binary_search(axes.begin(), axes.end(), i);
-    if (reduced && op == LANES_REDUCE_MAX && a->shape[i] == 0)
-      throw_error(LANES_ERR_SHAPE, std::string(name) + ": cannot reduce over empty axis " + std::to_string(i) +
-                                       " of shape " + shape_str(a->shape));
+    if (reduced) reduced_count *= a->shape[i];
     if (!reduced) shape.push_back(a->shape[i]);
     else if (keepdims) shape.push_back(1);
   }
-  if (op == LANES_REDUCE_MEAN) a = as_float(a, stream);
-  DType dtype = a->dtype;
+  if (needs_elements && reduced_count == 0)
+    throw_error(LANES_ERR_SHAPE, std::string(name) + ": cannot reduce an empty selection of shape " + shape_str(a->shape));
+  bool float_result = op == LANES_REDUCE_MEAN || op == LANES_REDUCE_LOGSUMEXP || op == LANES_REDUCE_VARIANCE;
+  if (float_result) a = as_float(a, stream);
+  DType dtype = arg ? DType::Int32 : a->dtype;
   OpParams p;
   p.subop = op;
   p.axes = std::move(axes);

@@ -147,6 +147,7 @@ uint64_t StreamOpLock::open_sequence() const {
 }
 
 uint64_t StreamOpLock::encode(Command command) {
+  held_.assert_held();
   SubmissionEpoch& epoch = open_epoch();
   uint64_t value = epoch.sequence();
   epoch.encode(std::move(command));
@@ -161,6 +162,7 @@ void StreamOpLock::encode_wait(const std::shared_ptr<Timeline>& other, uint64_t 
 }
 
 uint64_t StreamOpLock::commit() {
+  held_.assert_held();
   if (!stream_.open_ || stream_.open_->ops() == 0) return stream_.committed_.load(std::memory_order_relaxed);
   SubmissionEpoch epoch = std::move(*stream_.open_);
   stream_.open_.reset();

@@ -171,3 +171,46 @@ export function expectClose(
     if (!(Math.abs(g - w) <= atol + rtol * Math.abs(w))) throw new Error(`${what}: [${i}] got ${g}, want ${w}`);
   }
 }
+
+// Gathers, for every output of a reduction, its input values in increasing flat-index order.
+export function groupForReduce(
+  x: ArrayLike<number>,
+  shape: readonly number[],
+  axes: readonly number[] | undefined,
+  keepdims: boolean,
+): { groups: number[][]; shape: number[] } {
+  const nd = shape.length;
+  const ax = (axes ?? shape.map((_, i) => i)).map((a) => (a < 0 ? a + nd : a));
+  const keepShape = shape.map((d, i) => (ax.includes(i) ? 1 : d));
+  const outShape = keepdims ? keepShape : shape.filter((_, i) => !ax.includes(i));
+  const groups: number[][] = Array.from({ length: numel(keepShape) }, () => []);
+  const st = strides(shape);
+  const ost = strides(keepShape);
+  for (let i = 0; i < numel(shape); i++) {
+    let rem = i;
+    let o = 0;
+    for (let d = 0; d < nd; d++) {
+      const idx = Math.floor(rem / st[d]!);
+      rem -= idx * st[d]!;
+      if (!ax.includes(d)) o += idx * ost[d]!;
+    }
+    groups[o]!.push(x[i]!);
+  }
+  return { groups, shape: outShape };
+}
+
+// erf in float64: Taylor series below 3, asymptotic erfc above (both far below float32 error).
+export function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (ax < 3) {
+    let term = ax, sum = ax;
+    for (let n = 1; n < 60; n++) {
+      term *= (-ax * ax) / n;
+      sum += term / (2 * n + 1);
+    }
+    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  const z = 1 / (ax * ax);
+  const erfc = (Math.exp(-ax * ax) / (ax * Math.sqrt(Math.PI))) * (1 - z / 2 + (3 * z * z) / 4 - (15 * z * z * z) / 8 + (105 * z ** 4) / 16);
+  return Math.sign(x) * (1 - erfc);
+}

@@ -1,6 +1,7 @@
 #include "kernels.hpp"
 
 #include <algorithm>
+#include <utility>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -85,6 +86,50 @@ void random(const Command& c) {
 
 // ---- elementwise ------------------------------------------------------------------------------
 
+int32_t unary_int(int op, int32_t x) {
+  uint32_t u = static_cast<uint32_t>(x);  // wrap-around like int32 arithmetic, no signed UB
+  switch (op) {
+    case LANES_OP_ABS: return x < 0 ? static_cast<int32_t>(0u - u) : x;
+    case LANES_OP_SQUARE: return static_cast<int32_t>(u * u);
+    default: return static_cast<int32_t>(0u - u);
+  }
+}
+
+float unary_float(int op, float x) {
+  switch (op) {
+    case LANES_OP_EXP: return std::exp(x);
+    case LANES_OP_LOG: return std::log(x);
+    case LANES_OP_NEGATIVE: return -x;
+    case LANES_OP_ABS: return std::fabs(x);
+    case LANES_OP_SQUARE: return x * x;
+    case LANES_OP_SQRT: return std::sqrt(x);
+    case LANES_OP_RSQRT: return 1.0f / std::sqrt(x);
+    case LANES_OP_TANH: return std::tanh(x);
+    case LANES_OP_SIGMOID: return 1.0f / (1.0f + std::exp(-x));
+    case LANES_OP_SILU: return x / (1.0f + std::exp(-x));
+    case LANES_OP_GELU: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+    case LANES_OP_GELU_APPROX: {
+      float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+      return 0.5f * x * (1.0f + std::tanh(inner));
+    }
+    case LANES_OP_SIN: return std::sin(x);
+    default: return std::cos(x);
+  }
+}
+
+template <int Op>
+void unary_float_range(const float* x, float* y, int64_t b, int64_t e) {
+  for (int64_t i = b; i < e; ++i) y[i] = unary_float(Op, x[i]);
+}
+
+using UnaryRange = void (*)(const float*, float*, int64_t, int64_t);
+
+template <int... Ops>
+UnaryRange unary_dispatch(int op, std::integer_sequence<int, Ops...>) {
+  UnaryRange table[] = {&unary_float_range<Ops>...};
+  return table[op];
+}
+
 void unary(const Command& c) {
   int64_t n = numel(c.output.shape);
   int op = c.params.subop;
@@ -92,24 +137,15 @@ void unary(const Command& c) {
     const int32_t* x = in_ptr<int32_t>(c, 0);
     int32_t* y = out_ptr<int32_t>(c);
     parallel_for(n, kElementGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) y[i] = static_cast<int32_t>(0u - static_cast<uint32_t>(x[i]));
+      for (int64_t i = b; i < e; ++i) y[i] = unary_int(op, x[i]);
     });
     return;
   }
   const float* x = in_ptr<float>(c, 0);
   float* y = out_ptr<float>(c);
-  parallel_for(n, kElementGrain, [&](int64_t b, int64_t e) {
-    switch (op) {
-      case LANES_OP_EXP:
-        for (int64_t i = b; i < e; ++i) y[i] = std::exp(x[i]);
-        break;
-      case LANES_OP_LOG:
-        for (int64_t i = b; i < e; ++i) y[i] = std::log(x[i]);
-        break;
-      default:
-        for (int64_t i = b; i < e; ++i) y[i] = -x[i];
-    }
-  });
+  // One loop per op, so each inner loop is a plain, vectorizable map.
+  UnaryRange range = unary_dispatch(op, std::make_integer_sequence<int, LANES_OP_COS + 1>{});
+  parallel_for(n, kElementGrain, [&](int64_t b, int64_t e) { range(x, y, b, e); });
 }
 
 template <class T>
@@ -119,10 +155,12 @@ T apply_binary(int op, T a, T b) {
     case LANES_OP_SUBTRACT: return a - b;
     case LANES_OP_MULTIPLY: return a * b;
     case LANES_OP_DIVIDE: return a / b;
+    case LANES_OP_POWER: return std::pow(a, b);
+    case LANES_OP_MINIMUM:
+      if (a != a || b != b) return std::numeric_limits<T>::quiet_NaN();
+      return a < b ? a : b;
     default:
-      if constexpr (std::is_floating_point_v<T>) {
-        if (a != a || b != b) return std::numeric_limits<T>::quiet_NaN();
-      }
+      if (a != a || b != b) return std::numeric_limits<T>::quiet_NaN();
       return a > b ? a : b;
   }
 }
@@ -135,7 +173,8 @@ int32_t apply_binary<int32_t>(int op, int32_t a, int32_t b) {
     case LANES_OP_ADD: return static_cast<int32_t>(ua + ub);
     case LANES_OP_SUBTRACT: return static_cast<int32_t>(ua - ub);
     case LANES_OP_MULTIPLY: return static_cast<int32_t>(ua * ub);
-    default: return a > b ? a : b;  // divide is float-only (promoted in the graph)
+    case LANES_OP_MINIMUM: return a < b ? a : b;
+    default: return a > b ? a : b;  // divide and power are float-only (promoted in the graph)
   }
 }
 
@@ -203,6 +242,8 @@ void binary(const Command& c) {
     case LANES_OP_SUBTRACT: return binary_typed<T, LANES_OP_SUBTRACT>(c);
     case LANES_OP_MULTIPLY: return binary_typed<T, LANES_OP_MULTIPLY>(c);
     case LANES_OP_DIVIDE: return binary_typed<T, LANES_OP_DIVIDE>(c);
+    case LANES_OP_MINIMUM: return binary_typed<T, LANES_OP_MINIMUM>(c);
+    case LANES_OP_POWER: return binary_typed<T, LANES_OP_POWER>(c);
     default: return binary_typed<T, LANES_OP_MAXIMUM>(c);
   }
 }
@@ -326,39 +367,88 @@ const T* reduction_input(const Command& c, ReduceLayout& layout, std::vector<T>&
   return permuted.data();
 }
 
+// One output's reduction over `n` elements `base[r * stride]`, in a fixed order.
 template <class T, class Acc>
+Acc reduce_row(int op, const T* base, int64_t n, int64_t stride) {
+  auto at = [&](int64_t r) { return static_cast<Acc>(base[r * stride]); };
+  switch (op) {
+    case LANES_REDUCE_MAX:
+    case LANES_REDUCE_MIN: {
+      bool is_max = op == LANES_REDUCE_MAX;
+      Acc acc = at(0);
+      for (int64_t r = 1; r < n; ++r) {
+        Acc v = at(r);
+        if (acc != acc) break;  // NaN propagates
+        if (v != v || (is_max ? v > acc : v < acc)) acc = v;
+      }
+      return acc;
+    }
+    case LANES_REDUCE_ARGMAX:
+    case LANES_REDUCE_ARGMIN: {
+      // First index of the extreme; a NaN counts as the extreme (numpy's rule).
+      bool is_max = op == LANES_REDUCE_ARGMAX;
+      int64_t best = 0;
+      Acc acc = at(0);
+      for (int64_t r = 1; r < n && acc == acc; ++r) {
+        Acc v = at(r);
+        if (v != v || (is_max ? v > acc : v < acc)) {
+          acc = v;
+          best = r;
+        }
+      }
+      return static_cast<Acc>(best);
+    }
+    case LANES_REDUCE_LOGSUMEXP: {
+      if (n == 0) return -std::numeric_limits<Acc>::infinity();
+      Acc m = reduce_row<T, Acc>(LANES_REDUCE_MAX, base, n, stride);
+      if (m != m || std::isinf(m)) return m;  // NaN, +inf and an all -inf row are their own answer
+      Acc sum = 0;
+      for (int64_t r = 0; r < n; ++r) sum += std::exp(at(r) - m);
+      return m + std::log(sum);
+    }
+    case LANES_REDUCE_VARIANCE: {
+      if (n == 0) return std::numeric_limits<Acc>::quiet_NaN();
+      Acc mean = 0;
+      for (int64_t r = 0; r < n; ++r) mean += at(r);
+      mean /= static_cast<Acc>(n);
+      Acc ss = 0;
+      for (int64_t r = 0; r < n; ++r) ss += (at(r) - mean) * (at(r) - mean);
+      return ss / static_cast<Acc>(n);
+    }
+    default: {  // sum, mean
+      Acc acc = 0;
+      for (int64_t r = 0; r < n; ++r) acc += at(r);
+      if (op == LANES_REDUCE_MEAN) return n ? acc / static_cast<Acc>(n) : std::numeric_limits<Acc>::quiet_NaN();
+      return acc;
+    }
+  }
+}
+
+template <class T, class Acc, class Out>
 void reduce_typed(const Command& c) {
   ReduceLayout L;
   std::vector<T> scratch;
   const T* x = reduction_input<T>(c, L, scratch);
-  T* y = out_ptr<T>(c);
+  Out* y = static_cast<Out*>(c.output.buffer->data());
   int op = c.params.subop;
-  bool is_max = op == LANES_REDUCE_MAX;
   int64_t outputs = L.outer * L.inner;
   int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, L.reduced));
   parallel_for(outputs, grain, [&](int64_t ob, int64_t oe) {
     for (int64_t o = ob; o < oe; ++o) {
       int64_t outer = o / L.inner, inner = o % L.inner;
       const T* base = x + outer * L.reduced * L.inner + inner;
-      Acc acc = is_max ? static_cast<Acc>(base[0]) : Acc(0);
-      for (int64_t r = 0; r < L.reduced; ++r) {
-        Acc v = static_cast<Acc>(base[r * L.inner]);
-        if (is_max) {
-          if (v > acc || v != v) acc = v;
-        } else {
-          acc += v;
-        }
-      }
-      if (op == LANES_REDUCE_MEAN) acc = L.reduced ? acc / static_cast<Acc>(L.reduced) : std::numeric_limits<Acc>::quiet_NaN();
-      y[o] = static_cast<T>(acc);
+      y[o] = static_cast<Out>(reduce_row<T, Acc>(op, base, L.reduced, L.inner));
     }
   });
 }
 
 void reduce(const Command& c) {
+  bool arg = c.params.subop == LANES_REDUCE_ARGMAX || c.params.subop == LANES_REDUCE_ARGMIN;
+  bool int_input = c.inputs[0].dtype == DType::Int32;
   // int32 sums accumulate wide and wrap on the final narrowing, like int32 arithmetic.
-  if (c.output.dtype == DType::Int32) return reduce_typed<int32_t, int64_t>(c);
-  reduce_typed<float, double>(c);
+  if (arg) return int_input ? reduce_typed<int32_t, int64_t, int32_t>(c) : reduce_typed<float, double, int32_t>(c);
+  if (int_input) return reduce_typed<int32_t, int64_t, int32_t>(c);
+  reduce_typed<float, double, float>(c);
 }
 
 // ---- softmax ----------------------------------------------------------------------------------
