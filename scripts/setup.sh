@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the pinned toolchain from the registries and builds liblanes.
-#   zig 0.17.0 (PyPI `ziglang`, in .zig-venv), bun + typescript + bun-types (npm, package-lock.json)
+#   zig 0.17.0 (PyPI `ziglang`, in a venv under ~/.cache/lanes), bun + typescript + bun-types (npm,
+#   versions pinned in package.json and package-lock.json)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ZIGLANG_VERSION=0.17.0
-if ! .zig-venv/bin/python -m ziglang version 2>/dev/null | grep -qx "$ZIGLANG_VERSION"; then
-  python3 -m venv .zig-venv
-  .zig-venv/bin/pip install --quiet --disable-pip-version-check "ziglang==$ZIGLANG_VERSION"
+venv="${LANES_ZIG_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/lanes/ziglang-$ZIGLANG_VERSION}"
+if ! "$venv/bin/python" -m ziglang version 2>/dev/null | grep -qx "$ZIGLANG_VERSION"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "ziglang==$ZIGLANG_VERSION"
 fi
 if [ ! -x node_modules/.bin/bun ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error

@@ -86,29 +86,14 @@ export function refReduce(
   axes: readonly number[] | undefined,
   keepdims: boolean,
 ): { data: Float64Array; shape: number[] } {
-  const nd = shape.length;
-  const ax = (axes ?? shape.map((_, i) => i)).map((a) => (a < 0 ? a + nd : a));
-  const outShapeKeep = shape.map((d, i) => (ax.includes(i) ? 1 : d));
-  const outShape = keepdims ? outShapeKeep : shape.filter((_, i) => !ax.includes(i));
-  const n = numel(outShapeKeep);
-  const acc = new Float64Array(n).fill(kind === "max" ? -Infinity : 0);
-  const count = numel(ax.map((a) => shape[a]!));
-  const st = strides(shape);
-  const ost = strides(outShapeKeep);
-  for (let i = 0; i < numel(shape); i++) {
-    let rem = i;
-    let o = 0;
-    for (let d = 0; d < nd; d++) {
-      const idx = Math.floor(rem / st[d]!);
-      rem -= idx * st[d]!;
-      if (!ax.includes(d)) o += idx * ost[d]!;
-    }
-    const v = x[i]!;
-    if (kind === "max") acc[o] = Number.isNaN(v) || v > acc[o]! || Number.isNaN(acc[o]!) ? (Number.isNaN(acc[o]!) ? acc[o]! : v) : acc[o]!;
-    else acc[o] = acc[o]! + v;
-  }
-  if (kind === "mean") for (let i = 0; i < n; i++) acc[i] = acc[i]! / count;
-  return { data: acc, shape: outShape };
+  const { groups, shape: outShape } = groupForReduce(x, shape, axes, keepdims);
+  const total = (v: number[]) => v.reduce((s, x) => s + x, 0);
+  const reduceGroup = {
+    sum: total,
+    mean: (v: number[]) => total(v) / v.length,
+    max: (v: number[]) => (v.some(Number.isNaN) ? NaN : Math.max(...v)),
+  }[kind];
+  return { data: Float64Array.from(groups, reduceGroup), shape: outShape };
 }
 
 export function refSoftmax(x: ArrayLike<number>, shape: readonly number[], axis: number): Float64Array {
