@@ -106,7 +106,7 @@ class Evaluation {
       }
       if (failed_input) {
         encode_batch(in_batch);
-        fail(*n, failed_input->error);
+        fail(*n, failed_input->error_code, failed_input->error);
         progressed = true;
         continue;
       }
@@ -160,7 +160,7 @@ class Evaluation {
       }
     } catch (const Error& e) {
       if (e.code() != LANES_ERR_DISPOSED) throw;
-      for (Planned& p : batch) fail(*p.node, e.what());
+      for (Planned& p : batch) fail(*p.node, e.code(), e.what());
       return;
     }
     touched_.insert(stream);
@@ -173,7 +173,8 @@ class Evaluation {
     // Dropping inputs may free nodes (and streams): only after the op lock is released.
   }
 
-  void fail(Node& n, const std::string& error) {
+  void fail(Node& n, lanes_status code, const std::string& error) {
+    n.error_code = code;
     n.error = error;
     n.buffer.reset();
     std::vector<NodePtr> inputs = std::move(n.inputs);
@@ -219,9 +220,7 @@ std::string node_error(const Node& n) {
 }
 
 lanes_status error_code_of(const Node& n) {
-  if (state_of(n.state.load(std::memory_order_acquire)) == NodeState::Failed &&
-      n.error.find("disposed") != std::string::npos)
-    return LANES_ERR_DISPOSED;
+  if (state_of(n.state.load(std::memory_order_acquire)) == NodeState::Failed) return n.error_code;
   return LANES_ERR_DEVICE;
 }
 

@@ -44,7 +44,8 @@ struct Node {
   std::shared_ptr<Buffer> buffer;
   std::shared_ptr<Timeline> timeline;  // null: ready since creation
   uint64_t value = 0;
-  std::string error;
+  std::string error;                    // Failed only
+  lanes_status error_code = LANES_OK;   // Failed only
 
   size_t nbytes() const { return static_cast<size_t>(numel(shape)) * dtype_size(dtype); }
 };
