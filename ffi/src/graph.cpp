@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <string>
 
 #include "runtime.hpp"
@@ -18,16 +19,16 @@ const char* op_name(OpCode op, int subop) {
     case OpCode::Unary: {
       static const char* names[] = {"exp",  "log",     "negative", "abs",  "square",      "sqrt", "rsqrt",
                                     "tanh", "sigmoid", "silu",     "gelu", "geluApprox",  "sin",  "cos"};
-      return subop >= 0 && subop < 14 ? names[subop] : "unary";
+      return subop >= 0 && subop < static_cast<int>(std::size(names)) ? names[subop] : "unary";
     }
     case OpCode::Binary: {
       static const char* names[] = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "power"};
-      return subop >= 0 && subop < 7 ? names[subop] : "binary";
+      return subop >= 0 && subop < static_cast<int>(std::size(names)) ? names[subop] : "binary";
     }
     case OpCode::Matmul: return "matmul";
     case OpCode::Reduce: {
       static const char* names[] = {"sum", "max", "mean", "min", "logsumexp", "variance", "argmax", "argmin"};
-      return subop >= 0 && subop < 8 ? names[subop] : "reduce";
+      return subop >= 0 && subop < static_cast<int>(std::size(names)) ? names[subop] : "reduce";
     }
     case OpCode::Softmax: return "softmax";
     case OpCode::AsType: return "astype";

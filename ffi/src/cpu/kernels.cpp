@@ -1,10 +1,10 @@
 #include "kernels.hpp"
 
 #include <algorithm>
-#include <utility>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "../status.hpp"
@@ -376,9 +376,8 @@ Acc reduce_row(int op, const T* base, int64_t n, int64_t stride) {
     case LANES_REDUCE_MIN: {
       bool is_max = op == LANES_REDUCE_MAX;
       Acc acc = at(0);
-      for (int64_t r = 1; r < n; ++r) {
+      for (int64_t r = 1; r < n && acc == acc; ++r) {  // once NaN, it stays
         Acc v = at(r);
-        if (acc != acc) break;  // NaN propagates
         if (v != v || (is_max ? v > acc : v < acc)) acc = v;
       }
       return acc;
@@ -443,11 +442,9 @@ void reduce_typed(const Command& c) {
 }
 
 void reduce(const Command& c) {
-  bool arg = c.params.subop == LANES_REDUCE_ARGMAX || c.params.subop == LANES_REDUCE_ARGMIN;
-  bool int_input = c.inputs[0].dtype == DType::Int32;
   // int32 sums accumulate wide and wrap on the final narrowing, like int32 arithmetic.
-  if (arg) return int_input ? reduce_typed<int32_t, int64_t, int32_t>(c) : reduce_typed<float, double, int32_t>(c);
-  if (int_input) return reduce_typed<int32_t, int64_t, int32_t>(c);
+  if (c.inputs[0].dtype == DType::Int32) return reduce_typed<int32_t, int64_t, int32_t>(c);
+  if (c.output.dtype == DType::Int32) return reduce_typed<float, double, int32_t>(c);  // argmax, argmin
   reduce_typed<float, double, float>(c);
 }
 
