@@ -5,16 +5,35 @@
 import { DisposedError, ShapeError, DTypeError } from "./errors.ts";
 import { callForHandle, check, native, outPtr } from "./native.ts";
 
-/** Element types. */
-export type DType = "float32" | "int32";
+/**
+ * Element types. float16 and bfloat16 are stored as 16 bits and computed in float32; bool is
+ * one byte (0 or 1).
+ */
+export type DType = "float32" | "int32" | "bool" | "float16" | "bfloat16";
 
-const dtypeCodes: Record<DType, number> = { float32: 0, int32: 1 };
-const dtypeNames: DType[] = ["float32", "int32"];
+const dtypeCodes: Record<DType, number> = { float32: 0, int32: 1, bool: 2, float16: 3, bfloat16: 4 };
+const dtypeNames: DType[] = ["float32", "int32", "bool", "float16", "bfloat16"];
+
+/** The typed array {@link LanesArray.toTypedArray} returns for each dtype. */
+export type TypedArrayOf = Float32Array | Int32Array | Uint8Array | Uint16Array;
+
+function typedArrayFor(dtype: DType, n: number): TypedArrayOf {
+  switch (dtype) {
+    case "float32":
+      return new Float32Array(n);
+    case "int32":
+      return new Int32Array(n);
+    case "bool":
+      return new Uint8Array(n);
+    default:
+      return new Uint16Array(n); // float16 and bfloat16 bit patterns
+  }
+}
 
 /** @internal */
 export function dtypeCode(dtype: DType): number {
   const code = dtypeCodes[dtype];
-  if (code === undefined) throw new DTypeError(`unsupported dtype '${String(dtype)}' (have: float32, int32)`);
+  if (code === undefined) throw new DTypeError(`unsupported dtype '${String(dtype)}' (have: float32, int32, bool, float16, bfloat16)`);
   return code;
 }
 
@@ -82,22 +101,32 @@ export class LanesArray implements Disposable {
     return this.id;
   }
 
-  /** Evaluates if needed (blocking) and copies the values out as float32. */
+  /** Evaluates if needed (blocking) and copies the values out as float32 (converting natively). */
   toFloat32Array(): Float32Array {
-    if (this.dtype === "float32") return this.#read(new Float32Array(this.size));
-    const ints = this.#read(new Int32Array(this.size));
-    return Float32Array.from(ints);
+    return this.#readAs("float32") as Float32Array;
   }
 
-  /** Evaluates if needed (blocking) and copies the values out as int32 (truncating floats). */
+  /** Evaluates if needed (blocking) and copies the values out as int32 (floats truncate and saturate). */
   toInt32Array(): Int32Array {
-    if (this.dtype === "int32") return this.#read(new Int32Array(this.size));
-    return Int32Array.from(this.#read(new Float32Array(this.size)), (v) => Math.trunc(v));
+    return this.#readAs("int32") as Int32Array;
   }
 
-  /** Evaluates if needed (blocking) and returns the natural typed array for the dtype. */
-  toTypedArray(): Float32Array | Int32Array {
-    return this.dtype === "float32" ? this.#read(new Float32Array(this.size)) : this.#read(new Int32Array(this.size));
+  /**
+   * Evaluates if needed (blocking) and returns the natural view for the dtype: Float32Array,
+   * Int32Array, Uint8Array for bool, Uint16Array bit patterns for float16 and bfloat16.
+   */
+  toTypedArray(): TypedArrayOf {
+    return this.#read(typedArrayFor(this.dtype, this.size));
+  }
+
+  #readAs(dtype: DType): TypedArrayOf {
+    if (this.dtype === dtype) return this.toTypedArray();
+    const converted = new LanesArray(callForHandle(native.lanes_array_astype(this.handle(), dtypeCodes[dtype], 0, outPtr)));
+    try {
+      return converted.toTypedArray();
+    } finally {
+      converted.dispose();
+    }
   }
 
   /** The single value of a one-element array. */
@@ -106,7 +135,7 @@ export class LanesArray implements Disposable {
     return this.toTypedArray()[0]!;
   }
 
-  #read<T extends Float32Array | Int32Array>(out: T): T {
+  #read<T extends TypedArrayOf>(out: T): T {
     check(native.lanes_array_read(this.handle(), out, out.byteLength));
     return out;
   }
@@ -163,16 +192,18 @@ export function shapeBuffer(shape: readonly number[], op: string): BigInt64Array
 
 /**
  * Creates an array from data (copied now). `data` may be a Float32Array, an Int32Array, a
- * number, or nested number arrays; `shape` defaults to the data's own shape.
+ * Uint8Array (bool), a number, or nested number arrays; `shape` defaults to the data's own
+ * shape. A `dtype` other than the data's converts natively (float16/bfloat16 round to nearest
+ * even).
  */
 export function array(
-  data: Float32Array | Int32Array | NestedNumbers,
+  data: Float32Array | Int32Array | Uint8Array | NestedNumbers,
   shape?: readonly number[],
   dtype?: DType,
 ): LanesArray {
-  let typed: Float32Array | Int32Array;
+  let typed: Float32Array | Int32Array | Uint8Array;
   let inferred: number[];
-  if (data instanceof Float32Array || data instanceof Int32Array) {
+  if (data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint8Array) {
     typed = data;
     inferred = [data.length];
   } else {
@@ -181,22 +212,17 @@ export function array(
     flatten(data, inferred, 0, flat);
     typed = dtype === "int32" ? Int32Array.from(flat) : Float32Array.from(flat);
   }
-  const finalDtype: DType = typed instanceof Int32Array ? "int32" : "float32";
-  if (dtype && dtype !== finalDtype) {
-    typed = dtype === "int32" ? Int32Array.from(typed, (v) => Math.trunc(v)) : Float32Array.from(typed);
-  }
+  const own: DType = typed instanceof Int32Array ? "int32" : typed instanceof Uint8Array ? "bool" : "float32";
   const dims = shapeBuffer(shape ?? inferred, "array");
   const id = callForHandle(
-    native.lanes_array_from_data(
-      typed.byteLength ? typed : null,
-      typed.byteLength,
-      dtypeCode(dtype ?? finalDtype),
-      dims.length ? dims : null,
-      dims.length,
-      outPtr,
-    ),
+    native.lanes_array_from_data(typed.byteLength ? typed : null, typed.byteLength, dtypeCode(own), dims.length ? dims : null, dims.length, outPtr),
   );
-  return new LanesArray(id);
+  const made = new LanesArray(id);
+  if (!dtype || dtype === own) return made;
+  // Other dtypes (float16, bfloat16, ...) are converted natively, with its rounding rules.
+  const converted = new LanesArray(callForHandle(native.lanes_array_astype(made.id, dtypeCode(dtype), 0, outPtr)));
+  made.dispose();
+  return converted;
 }
 
 /**

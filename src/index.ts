@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-export { array, arrayFromId, LanesArray, type DType, type NestedNumbers } from "./array.ts";
+export { array, arrayFromId, LanesArray, type DType, type NestedNumbers, type TypedArrayOf } from "./array.ts";
 export {
   DeviceError,
   DisposedError,
@@ -31,10 +31,13 @@ export {
   astype,
   cos,
   divide,
+  equal,
   exp,
   full,
   gelu,
+  greater,
   geluApprox,
+  less,
   log,
   logsumexp,
   matmul,
@@ -58,6 +61,7 @@ export {
   sum,
   tanh,
   variance,
+  where,
   zeros,
   type ArrayLike,
   type CreationOptions,

@@ -32,6 +32,7 @@ const symbols = {
   lanes_array_matmul: { args: [u64, u64, u64, pointer], returns: i32 },
   lanes_array_reduce: { args: [i32, u64, pointer, i32, i32, u64, pointer], returns: i32 },
   lanes_array_softmax: { args: [u64, i32, u64, pointer], returns: i32 },
+  lanes_array_where: { args: [u64, u64, u64, u64, pointer], returns: i32 },
   lanes_array_astype: { args: [u64, i32, u64, pointer], returns: i32 },
   lanes_array_info: { args: [u64, pointer, pointer, pointer, i32], returns: i32 },
   lanes_array_read: { args: [u64, pointer, u64], returns: i32 },

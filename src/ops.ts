@@ -167,7 +167,28 @@ export function power(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesAr
   return binary(6, a, b, opts);
 }
 
-/** Converts to another dtype (float→int truncates and saturates; NaN becomes 0). */
+/** a == b elementwise with broadcasting, as bool (NaN is unequal to everything). */
+export function equal(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return binary(7, a, b, opts);
+}
+/** a < b elementwise with broadcasting, as bool. */
+export function less(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return binary(8, a, b, opts);
+}
+/** a > b elementwise with broadcasting, as bool. */
+export function greater(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return binary(9, a, b, opts);
+}
+
+/** `cond ? a : b` elementwise, broadcasting all three; `cond` is converted to bool. */
+export function where(cond: ArrayLike, a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  return wrap(native.lanes_array_where(asArray(cond).handle(), asArray(a).handle(), asArray(b).handle(), streamHandle(opts), outPtr));
+}
+
+/**
+ * Converts to another dtype: float→int truncates and saturates (NaN becomes 0), →bool is
+ * "not zero", →float16/bfloat16 rounds to nearest even.
+ */
 export function astype(a: LanesArray, dtype: DType, opts?: StreamOptions): LanesArray {
   return wrap(native.lanes_array_astype(a.handle(), dtypeCode(dtype), streamHandle(opts), outPtr));
 }

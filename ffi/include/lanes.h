@@ -53,7 +53,13 @@ enum {
 };
 
 typedef int32_t lanes_dtype;
-enum { LANES_FLOAT32 = 0, LANES_INT32 = 1 };
+enum {
+  LANES_FLOAT32 = 0,
+  LANES_INT32 = 1,
+  LANES_BOOL = 2,     /* one byte, 0 or 1 */
+  LANES_FLOAT16 = 3,  /* IEEE binary16, stored as 16 bits, computed in float32 */
+  LANES_BFLOAT16 = 4, /* bfloat16, stored as 16 bits, computed in float32 */
+};
 
 typedef int32_t lanes_unary_op;
 enum {
@@ -82,6 +88,9 @@ enum {
   LANES_OP_MAXIMUM = 4,
   LANES_OP_MINIMUM = 5,
   LANES_OP_POWER = 6,
+  LANES_OP_EQUAL = 7,   /* comparisons return bool */
+  LANES_OP_LESS = 8,
+  LANES_OP_GREATER = 9,
 };
 
 typedef int32_t lanes_reduce_op;
@@ -146,6 +155,8 @@ LANES_API lanes_status lanes_array_matmul(uint64_t a, uint64_t b, uint64_t strea
 LANES_API lanes_status lanes_array_reduce(lanes_reduce_op op, uint64_t a, const int32_t* axes, int32_t naxes,
                                           int32_t keepdims, uint64_t stream, uint64_t* out); /* any thread; naxes<0: all axes */
 LANES_API lanes_status lanes_array_softmax(uint64_t a, int32_t axis, uint64_t stream, uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_where(uint64_t cond, uint64_t a, uint64_t b, uint64_t stream,
+                                         uint64_t* out); /* any thread; cond ? a : b, three-way broadcasting */
 LANES_API lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out); /* any thread */
 
 /* ---- arrays: inspection and lifetime ------------------------------------------------------- */

@@ -187,6 +187,13 @@ lanes_status lanes_array_softmax(uint64_t a, int32_t axis, uint64_t stream, uint
   });
 }
 
+lanes_status lanes_array_where(uint64_t cond, uint64_t a, uint64_t b, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "where: out");
+    publish(make_where(array_at(cond), array_at(a), array_at(b), runtime().stream_or_default(stream)), out);
+  });
+}
+
 lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "astype: out");

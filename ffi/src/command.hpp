@@ -22,6 +22,7 @@ enum class OpCode : int {
   Reduce,
   Softmax,
   AsType,
+  Where,
 };
 
 const char* op_name(OpCode op, int subop);
@@ -34,10 +35,14 @@ struct OpParams {
   uint64_t seed = 0;           // Random
 };
 
+// A tensor as a kernel reads it: a buffer, plus a strided view of it (element strides and
+// offset). Empty strides mean contiguous.
 struct TensorArg {
   std::shared_ptr<Buffer> buffer;
   Shape shape;
   DType dtype = DType::Float32;
+  std::vector<int64_t> strides;
+  int64_t offset = 0;
 };
 
 struct Command {

@@ -22,7 +22,8 @@ const char* op_name(OpCode op, int subop) {
       return subop >= 0 && subop < static_cast<int>(std::size(names)) ? names[subop] : "unary";
     }
     case OpCode::Binary: {
-      static const char* names[] = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "power"};
+      static const char* names[] = {"add",   "subtract", "multiply", "divide", "maximum",
+                                    "minimum", "power", "equal",    "less",   "greater"};
       return subop >= 0 && subop < static_cast<int>(std::size(names)) ? names[subop] : "binary";
     }
     case OpCode::Matmul: return "matmul";
@@ -32,6 +33,7 @@ const char* op_name(OpCode op, int subop) {
     }
     case OpCode::Softmax: return "softmax";
     case OpCode::AsType: return "astype";
+    case OpCode::Where: return "where";
   }
   return "op";
 }
@@ -42,9 +44,12 @@ NodePtr node(OpCode op, OpParams params, Shape shape, DType dtype, std::vector<N
   return std::make_shared<Node>(op, std::move(params), std::move(shape), dtype, std::move(inputs), std::move(stream));
 }
 
-NodePtr as_float(const NodePtr& a, const StreamPtr& stream) {
-  return a->dtype == DType::Float32 ? a : make_astype(a, DType::Float32, stream);
+NodePtr cast(const NodePtr& a, DType dtype, const StreamPtr& stream) {
+  return a->dtype == dtype ? a : make_astype(a, dtype, stream);
 }
+
+// For ops that need floating point: halves stay half, everything else becomes float32.
+NodePtr as_floating(const NodePtr& a, const StreamPtr& stream) { return cast(a, floating_of(a->dtype), stream); }
 
 }  // namespace
 
@@ -104,7 +109,8 @@ NodePtr make_unary(int op, NodePtr a, StreamPtr stream) {
   if (op < LANES_OP_EXP || op > LANES_OP_COS)
     throw_error(LANES_ERR_INVALID_ARGUMENT, "unary: unknown op " + std::to_string(op));
   bool keeps_int = op == LANES_OP_NEGATIVE || op == LANES_OP_ABS || op == LANES_OP_SQUARE;
-  if (!keeps_int) a = as_float(a, stream);
+  if (keeps_int && a->dtype == DType::Bool) a = cast(a, DType::Int32, stream);
+  if (!keeps_int) a = as_floating(a, stream);
   OpParams p;
   p.subop = op;
   Shape shape = a->shape;
@@ -113,14 +119,18 @@ NodePtr make_unary(int op, NodePtr a, StreamPtr stream) {
 }
 
 NodePtr make_binary(int op, NodePtr a, NodePtr b, StreamPtr stream) {
-  if (op < LANES_OP_ADD || op > LANES_OP_POWER)
+  if (op < LANES_OP_ADD || op > LANES_OP_GREATER)
     throw_error(LANES_ERR_INVALID_ARGUMENT, "binary: unknown op " + std::to_string(op));
   const char* name = op_name(OpCode::Binary, op);
   Shape shape = broadcast_shapes(a->shape, b->shape, name);
-  bool float_only = op == LANES_OP_DIVIDE || op == LANES_OP_POWER;
-  DType dtype = float_only ? DType::Float32 : promote(a->dtype, b->dtype);
-  if (a->dtype != dtype) a = make_astype(a, dtype, stream);
-  if (b->dtype != dtype) b = make_astype(b, dtype, stream);
+  bool comparison = op >= LANES_OP_EQUAL;
+  DType common = promote(a->dtype, b->dtype);
+  // Arithmetic on bools counts in int32; divide and power need floating point.
+  if (!comparison && common == DType::Bool) common = DType::Int32;
+  if (op == LANES_OP_DIVIDE || op == LANES_OP_POWER) common = floating_of(common);
+  a = cast(a, common, stream);
+  b = cast(b, common, stream);
+  DType dtype = comparison ? DType::Bool : common;
   OpParams p;
   p.subop = op;
   return node(OpCode::Binary, p, std::move(shape), dtype, {std::move(a), std::move(b)}, std::move(stream));
@@ -139,9 +149,10 @@ NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream) {
   shape.push_back(a->shape[a->shape.size() - 2]);
   shape.push_back(b->shape.back());
   checked_numel(shape, "matmul");
-  a = as_float(a, stream);
-  b = as_float(b, stream);
-  return node(OpCode::Matmul, {}, std::move(shape), DType::Float32, {std::move(a), std::move(b)}, std::move(stream));
+  DType dtype = floating_of(promote(a->dtype, b->dtype));
+  a = cast(a, dtype, stream);
+  b = cast(b, dtype, stream);
+  return node(OpCode::Matmul, {}, std::move(shape), dtype, {std::move(a), std::move(b)}, std::move(stream));
 }
 
 NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, bool keepdims, StreamPtr stream) {
@@ -173,7 +184,8 @@ NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, boo
   if (needs_elements && reduced_count == 0)
     throw_error(LANES_ERR_SHAPE, std::string(name) + ": cannot reduce an empty selection of shape " + shape_str(a->shape));
   bool float_result = op == LANES_REDUCE_MEAN || op == LANES_REDUCE_LOGSUMEXP || op == LANES_REDUCE_VARIANCE;
-  if (float_result) a = as_float(a, stream);
+  if (float_result) a = as_floating(a, stream);
+  else if (op == LANES_REDUCE_SUM && a->dtype == DType::Bool) a = cast(a, DType::Int32, stream);
   DType dtype = arg ? DType::Int32 : a->dtype;
   OpParams p;
   p.subop = op;
@@ -186,9 +198,19 @@ NodePtr make_softmax(NodePtr a, int axis, StreamPtr stream) {
   int ndim = static_cast<int>(a->shape.size());
   if (ndim == 0) throw_error(LANES_ERR_SHAPE, "softmax: needs at least one dimension");
   p.axis = normalize_axis(axis, ndim, "softmax");
-  a = as_float(a, stream);
+  a = as_floating(a, stream);
   Shape shape = a->shape;
-  return node(OpCode::Softmax, p, std::move(shape), DType::Float32, {std::move(a)}, std::move(stream));
+  DType dtype = a->dtype;
+  return node(OpCode::Softmax, p, std::move(shape), dtype, {std::move(a)}, std::move(stream));
+}
+
+NodePtr make_where(NodePtr cond, NodePtr a, NodePtr b, StreamPtr stream) {
+  Shape shape = broadcast_shapes(broadcast_shapes(cond->shape, a->shape, "where"), b->shape, "where");
+  DType dtype = promote(a->dtype, b->dtype);
+  cond = cast(cond, DType::Bool, stream);
+  a = cast(a, dtype, stream);
+  b = cast(b, dtype, stream);
+  return node(OpCode::Where, {}, std::move(shape), dtype, {std::move(cond), std::move(a), std::move(b)}, std::move(stream));
 }
 
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream) {

@@ -20,6 +20,7 @@ NodePtr make_binary(int op, NodePtr a, NodePtr b, StreamPtr stream);
 NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream);
 NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, bool keepdims, StreamPtr stream);
 NodePtr make_softmax(NodePtr a, int axis, StreamPtr stream);
+NodePtr make_where(NodePtr cond, NodePtr a, NodePtr b, StreamPtr stream);
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream);
 
 }  // namespace lanes

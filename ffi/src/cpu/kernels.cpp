@@ -10,52 +10,56 @@
 #include "../status.hpp"
 #include "compute_pool.hpp"
 #include "philox.hpp"
+#include "tensor_access.hpp"
 
 namespace lanes::cpu {
 namespace {
 
-constexpr int64_t kElementGrain = 1 << 14;
-
-// double -> T with defined behaviour for every input (saturating, NaN to 0 for int32).
+// double -> storage type T with defined behaviour for every input: int32 saturates (NaN to 0),
+// bool is "not zero" (NaN is true), halves round to nearest even.
 template <class T>
-T convert(double v) {
+T from_double(double v) {
   if constexpr (std::is_same_v<T, int32_t>) {
     if (v != v) return 0;
     if (v >= 2147483647.0) return INT32_MAX;
     if (v <= -2147483648.0) return INT32_MIN;
+    return static_cast<int32_t>(v);
+  } else if constexpr (std::is_same_v<T, uint8_t>) {
+    return v != 0 ? 1 : 0;
+  } else {
+    return down<T>(static_cast<float>(v));
   }
-  return static_cast<T>(v);
 }
 
 template <class T>
-T* out_ptr(const Command& c) {
-  return static_cast<T*>(c.output.buffer->data());
-}
-template <class T>
-const T* in_ptr(const Command& c, size_t i) {
-  return static_cast<const T*>(c.inputs[i].buffer->data());
+double to_double(T v) {
+  return static_cast<double>(up(v));
 }
 
 // ---- creation ----------------------------------------------------------------------------------
 
-template <class T>
 void full(const Command& c) {
-  T v = convert<T>(c.params.scalars[0]);
-  T* out = out_ptr<T>(c);
-  parallel_for(numel(c.output.shape), kElementGrain, [&](int64_t b, int64_t e) { std::fill(out + b, out + e, v); });
+  dispatch(c.output.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T v = from_double<T>(c.params.scalars[0]);
+    T* out = output<T>(c);
+    parallel_for(numel(c.output.shape), kElementGrain, [&](int64_t b, int64_t e) { std::fill(out + b, out + e, v); });
+  });
 }
 
-template <class T>
 void arange(const Command& c) {
   double start = c.params.scalars[0], step = c.params.scalars[1];
-  T* out = out_ptr<T>(c);
-  parallel_for(numel(c.output.shape), kElementGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) out[i] = convert<T>(start + static_cast<double>(i) * step);
+  dispatch(c.output.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* out = output<T>(c);
+    parallel_for(numel(c.output.shape), kElementGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) out[i] = from_double<T>(start + static_cast<double>(i) * step);
+    });
   });
 }
 
 void random(const Command& c) {
-  float* out = out_ptr<float>(c);
+  float* out = output<float>(c);
   int64_t n = numel(c.output.shape);
   std::array<uint32_t, 2> key = {uint32_t(c.params.seed), uint32_t(c.params.seed >> 32)};
   double a = c.params.scalars[0], b = c.params.scalars[1];
@@ -117,35 +121,36 @@ float unary_float(int op, float x) {
   }
 }
 
-template <int Op>
-void unary_float_range(const float* x, float* y, int64_t b, int64_t e) {
-  for (int64_t i = b; i < e; ++i) y[i] = unary_float(Op, x[i]);
+// One loop per (storage type, op), so each inner loop is a plain map the compiler can vectorize.
+template <class T, int Op>
+void unary_rows(const Command& c) {
+  const TensorArg& in = c.inputs[0];
+  const T* x = base<T>(in);
+  T* y = output<T>(c);
+  std::array<std::vector<int64_t>, 1> st{read_strides(in, c.output.shape)};
+  int64_t inner = c.output.shape.empty() ? 0 : st[0].back();
+  for_each_row<1>(c.output.shape, st, [&](int64_t o, const std::array<int64_t, 1>& off, int64_t n) {
+    const T* xr = x + off[0];
+    for (int64_t i = 0; i < n; ++i) {
+      if constexpr (std::is_same_v<T, int32_t>) y[o + i] = unary_int(Op, xr[i * inner]);
+      else y[o + i] = down<T>(unary_float(Op, up(xr[i * inner])));
+    }
+  });
 }
 
-using UnaryRange = void (*)(const float*, float*, int64_t, int64_t);
-
-template <int... Ops>
-UnaryRange unary_dispatch(int op, std::integer_sequence<int, Ops...>) {
-  UnaryRange table[] = {&unary_float_range<Ops>...};
-  return table[op];
+template <class T, int... Ops>
+void unary_dispatch(const Command& c, std::integer_sequence<int, Ops...>) {
+  using Kernel = void (*)(const Command&);
+  static constexpr Kernel table[] = {&unary_rows<T, Ops>...};
+  table[c.params.subop](c);
 }
 
 void unary(const Command& c) {
-  int64_t n = numel(c.output.shape);
-  int op = c.params.subop;
-  if (c.output.dtype == DType::Int32) {
-    const int32_t* x = in_ptr<int32_t>(c, 0);
-    int32_t* y = out_ptr<int32_t>(c);
-    parallel_for(n, kElementGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) y[i] = unary_int(op, x[i]);
-    });
-    return;
-  }
-  const float* x = in_ptr<float>(c, 0);
-  float* y = out_ptr<float>(c);
-  // One loop per op, so each inner loop is a plain, vectorizable map.
-  UnaryRange range = unary_dispatch(op, std::make_integer_sequence<int, LANES_OP_COS + 1>{});
-  parallel_for(n, kElementGrain, [&](int64_t b, int64_t e) { range(x, y, b, e); });
+  dispatch(c.output.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, uint8_t>) throw_error(LANES_ERR_INTERNAL, "unary: bool input reached the kernel");
+    else unary_dispatch<T>(c, std::make_integer_sequence<int, LANES_OP_COS + 1>{});
+  });
 }
 
 template <class T>
@@ -179,112 +184,103 @@ int32_t apply_binary<int32_t>(int op, int32_t a, int32_t b) {
 }
 
 template <class T, int Op>
-void binary_row(const T* a, int64_t sa, const T* b, int64_t sb, T* y, int64_t n) {
-  if (sa == 1 && sb == 1) {
-    for (int64_t i = 0; i < n; ++i) y[i] = apply_binary<T>(Op, a[i], b[i]);
-  } else if (sa == 0 && sb == 1) {
-    T av = a[0];
-    for (int64_t i = 0; i < n; ++i) y[i] = apply_binary<T>(Op, av, b[i]);
-  } else if (sa == 1 && sb == 0) {
-    T bv = b[0];
-    for (int64_t i = 0; i < n; ++i) y[i] = apply_binary<T>(Op, a[i], bv);
-  } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = apply_binary<T>(Op, a[i * sa], b[i * sb]);
-  }
-}
-
-template <class T, int Op>
 void binary_typed(const Command& c) {
-  const Shape& shape = c.output.shape;
-  int64_t n = numel(shape);
-  if (n == 0) return;
-  const T* a = in_ptr<T>(c, 0);
-  const T* b = in_ptr<T>(c, 1);
-  T* y = out_ptr<T>(c);
-  std::vector<int64_t> sa = broadcast_strides(c.inputs[0].shape, shape);
-  std::vector<int64_t> sb = broadcast_strides(c.inputs[1].shape, shape);
-  int nd = static_cast<int>(shape.size());
-  if (nd == 0) {
-    y[0] = apply_binary<T>(Op, a[0], b[0]);
-    return;
-  }
-  int64_t inner = shape[nd - 1];
-  int64_t rows = n / inner;
-  auto row_offsets = [&](int64_t row, int64_t& oa, int64_t& ob) {
-    oa = ob = 0;
-    for (int d = nd - 2; d >= 0; --d) {
-      int64_t idx = row % shape[d];
-      row /= shape[d];
-      oa += idx * sa[d];
-      ob += idx * sb[d];
-    }
-  };
-  if (rows == 1) {
-    parallel_for(inner, kElementGrain, [&](int64_t b0, int64_t e0) {
-      binary_row<T, Op>(a + b0 * sa[nd - 1], sa[nd - 1], b + b0 * sb[nd - 1], sb[nd - 1], y + b0, e0 - b0);
-    });
-    return;
-  }
-  int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, inner));
-  parallel_for(rows, grain, [&](int64_t rb, int64_t re) {
-    for (int64_t r = rb; r < re; ++r) {
-      int64_t oa, ob;
-      row_offsets(r, oa, ob);
-      binary_row<T, Op>(a + oa, sa[nd - 1], b + ob, sb[nd - 1], y + r * inner, inner);
+  constexpr bool comparison = Op >= LANES_OP_EQUAL;
+  using Out = std::conditional_t<comparison, uint8_t, T>;
+  const T* a = base<T>(c.inputs[0]);
+  const T* b = base<T>(c.inputs[1]);
+  Out* y = output<Out>(c);
+  std::array<std::vector<int64_t>, 2> st{read_strides(c.inputs[0], c.output.shape), read_strides(c.inputs[1], c.output.shape)};
+  int64_t sa = c.output.shape.empty() ? 0 : st[0].back(), sb = c.output.shape.empty() ? 0 : st[1].back();
+  for_each_row<2>(c.output.shape, st, [&](int64_t o, const std::array<int64_t, 2>& off, int64_t n) {
+    const T* ar = a + off[0];
+    const T* br = b + off[1];
+    for (int64_t i = 0; i < n; ++i) {
+      auto av = up(ar[i * sa]);
+      auto bv = up(br[i * sb]);
+      if constexpr (Op == LANES_OP_EQUAL) y[o + i] = av == bv;
+      else if constexpr (Op == LANES_OP_LESS) y[o + i] = av < bv;
+      else if constexpr (Op == LANES_OP_GREATER) y[o + i] = av > bv;
+      else y[o + i] = down<T>(apply_binary<decltype(av)>(Op, av, bv));
     }
   });
 }
 
-template <class T>
+template <class T, int... Ops>
+void binary_dispatch(const Command& c, std::integer_sequence<int, Ops...>) {
+  using Kernel = void (*)(const Command&);
+  static constexpr Kernel table[] = {&binary_typed<T, Ops>...};
+  table[c.params.subop](c);
+}
+
 void binary(const Command& c) {
-  switch (c.params.subop) {
-    case LANES_OP_ADD: return binary_typed<T, LANES_OP_ADD>(c);
-    case LANES_OP_SUBTRACT: return binary_typed<T, LANES_OP_SUBTRACT>(c);
-    case LANES_OP_MULTIPLY: return binary_typed<T, LANES_OP_MULTIPLY>(c);
-    case LANES_OP_DIVIDE: return binary_typed<T, LANES_OP_DIVIDE>(c);
-    case LANES_OP_MINIMUM: return binary_typed<T, LANES_OP_MINIMUM>(c);
-    case LANES_OP_POWER: return binary_typed<T, LANES_OP_POWER>(c);
-    default: return binary_typed<T, LANES_OP_MAXIMUM>(c);
-  }
+  dispatch(c.inputs[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, uint8_t>) {
+      // Bools only compare (the graph promotes bool arithmetic to int32).
+      switch (c.params.subop) {
+        case LANES_OP_EQUAL: return binary_typed<T, LANES_OP_EQUAL>(c);
+        case LANES_OP_LESS: return binary_typed<T, LANES_OP_LESS>(c);
+        case LANES_OP_GREATER: return binary_typed<T, LANES_OP_GREATER>(c);
+        default: throw_error(LANES_ERR_INTERNAL, "binary: bool arithmetic reached the kernel");
+      }
+    } else {
+      binary_dispatch<T>(c, std::make_integer_sequence<int, LANES_OP_GREATER + 1>{});
+    }
+  });
+}
+
+void where(const Command& c) {
+  dispatch(c.output.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const uint8_t* cond = base<uint8_t>(c.inputs[0]);
+    const T* a = base<T>(c.inputs[1]);
+    const T* b = base<T>(c.inputs[2]);
+    T* y = output<T>(c);
+    const Shape& shape = c.output.shape;
+    std::array<std::vector<int64_t>, 3> st{read_strides(c.inputs[0], shape), read_strides(c.inputs[1], shape),
+                                           read_strides(c.inputs[2], shape)};
+    std::array<int64_t, 3> inner{};
+    if (!shape.empty())
+      for (size_t k = 0; k < 3; ++k) inner[k] = st[k].back();
+    for_each_row<3>(shape, st, [&](int64_t o, const std::array<int64_t, 3>& off, int64_t n) {
+      for (int64_t i = 0; i < n; ++i)
+        y[o + i] = cond[off[0] + i * inner[0]] ? a[off[1] + i * inner[1]] : b[off[2] + i * inner[2]];
+    });
+  });
 }
 
 void astype(const Command& c) {
-  int64_t n = numel(c.output.shape);
-  DType from = c.inputs[0].dtype, to = c.output.dtype;
-  void* y = c.output.buffer->data();
-  const void* x = c.inputs[0].buffer->data();
-  if (from == to) {
-    if (n) std::memcpy(y, x, static_cast<size_t>(n) * dtype_size(to));
-    return;
-  }
-  parallel_for(n, kElementGrain, [&](int64_t b, int64_t e) {
-    if (to == DType::Float32) {
-      const int32_t* src = static_cast<const int32_t*>(x);
-      float* dst = static_cast<float*>(y);
-      for (int64_t i = b; i < e; ++i) dst[i] = static_cast<float>(src[i]);
-    } else {
-      const float* src = static_cast<const float*>(x);
-      int32_t* dst = static_cast<int32_t*>(y);
-      for (int64_t i = b; i < e; ++i) dst[i] = convert<int32_t>(src[i]);
-    }
+  const TensorArg& in = c.inputs[0];
+  dispatch(in.dtype, [&](auto from_tag) {
+    using From = decltype(from_tag);
+    dispatch(c.output.dtype, [&](auto to_tag) {
+      using To = decltype(to_tag);
+      const From* x = base<From>(in);
+      To* y = output<To>(c);
+      std::array<std::vector<int64_t>, 1> st{read_strides(in, c.output.shape)};
+      int64_t inner = c.output.shape.empty() ? 0 : st[0].back();
+      for_each_row<1>(c.output.shape, st, [&](int64_t o, const std::array<int64_t, 1>& off, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) {
+          From v = x[off[0] + i * inner];
+          if constexpr (std::is_same_v<From, To>) y[o + i] = v;
+          else if constexpr (is_half_v<From> && is_half_v<To>) y[o + i] = down<To>(up(v));
+          else y[o + i] = from_double<To>(to_double(v));
+        }
+      });
+    });
   });
 }
 
 // ---- matmul -----------------------------------------------------------------------------------
 
-void matmul(const Command& c) {
-  const Shape& ys = c.output.shape;
-  const Shape& as = c.inputs[0].shape;
-  const Shape& bs = c.inputs[1].shape;
+void matmul_f32(const float* A, const Shape& as, const float* B, const Shape& bs, float* Y, const Shape& ys) {
   int nd = static_cast<int>(ys.size());
   int64_t M = ys[nd - 2], N = ys[nd - 1], K = as[as.size() - 1];
   Shape batch(ys.begin(), ys.end() - 2);
   int64_t batches = numel(batch);
   Shape a_batch(as.begin(), as.end() - 2), b_batch(bs.begin(), bs.end() - 2);
   std::vector<int64_t> sa = broadcast_strides(a_batch, batch), sb = broadcast_strides(b_batch, batch);
-  const float* A = in_ptr<float>(c, 0);
-  const float* B = in_ptr<float>(c, 1);
-  float* Y = out_ptr<float>(c);
   if (M * N == 0) return;
   constexpr int64_t kBlockK = 256;
   int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, N * K / 64 + 1));
@@ -315,6 +311,29 @@ void matmul(const Command& c) {
   });
 }
 
+void matmul(const Command& c) {
+  dispatch(c.output.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, float> || is_half_v<T>) {
+      std::vector<T> sa, sb;
+      std::vector<float> wa, wb;
+      const float* A = as_float_rows<T>(c.inputs[0], sa, wa);
+      const float* B = as_float_rows<T>(c.inputs[1], sb, wb);
+      if constexpr (std::is_same_v<T, float>) {
+        matmul_f32(A, c.inputs[0].shape, B, c.inputs[1].shape, output<float>(c), c.output.shape);
+      } else {
+        // Half inputs accumulate in float32 and round once at the end.
+        std::vector<float> y(static_cast<size_t>(numel(c.output.shape)));
+        matmul_f32(A, c.inputs[0].shape, B, c.inputs[1].shape, y.data(), c.output.shape);
+        T* out = output<T>(c);
+        for (size_t i = 0; i < y.size(); ++i) out[i] = down<T>(y[i]);
+      }
+    } else {
+      throw_error(LANES_ERR_INTERNAL, "matmul: non-floating dtype reached the kernel");
+    }
+  });
+}
+
 // ---- reductions -------------------------------------------------------------------------------
 
 // Views the reduction as [outer, R, inner] when the reduced axes are adjacent; otherwise
@@ -327,7 +346,6 @@ template <class T>
 const T* reduction_input(const Command& c, ReduceLayout& layout, std::vector<T>& permuted) {
   const Shape& s = c.inputs[0].shape;
   const std::vector<int>& axes = c.params.axes;
-  const T* x = in_ptr<T>(c, 0);
   bool adjacent = axes.empty() || axes.back() - axes.front() + 1 == static_cast<int>(axes.size());
   if (adjacent) {
     int first = axes.empty() ? static_cast<int>(s.size()) : axes.front();
@@ -335,7 +353,7 @@ const T* reduction_input(const Command& c, ReduceLayout& layout, std::vector<T>&
     for (int d = 0; d < first; ++d) layout.outer *= s[d];
     for (int d = first; d < last; ++d) layout.reduced *= s[d];
     for (int d = last; d < static_cast<int>(s.size()); ++d) layout.inner *= s[d];
-    return x;
+    return contiguous<T>(c.inputs[0], permuted);
   }
   std::vector<int> order;
   for (int d = 0; d < static_cast<int>(s.size()); ++d)
@@ -343,7 +361,8 @@ const T* reduction_input(const Command& c, ReduceLayout& layout, std::vector<T>&
   for (int d : axes) order.push_back(d);
   Shape ps;
   for (int d : order) ps.push_back(s[d]);
-  Shape in_strides = contiguous_strides(s);
+  std::vector<int64_t> in_strides = read_strides(c.inputs[0], s);
+  const T* x = base<T>(c.inputs[0]);
   int64_t n = numel(s);
   permuted.resize(static_cast<size_t>(n));
   int nd = static_cast<int>(s.size());
@@ -370,7 +389,7 @@ const T* reduction_input(const Command& c, ReduceLayout& layout, std::vector<T>&
 // One output's reduction over `n` elements `base[r * stride]`, in a fixed order.
 template <class T, class Acc>
 Acc reduce_row(int op, const T* base, int64_t n, int64_t stride) {
-  auto at = [&](int64_t r) { return static_cast<Acc>(base[r * stride]); };
+  auto at = [&](int64_t r) { return static_cast<Acc>(up(base[r * stride])); };
   switch (op) {
     case LANES_REDUCE_MAX:
     case LANES_REDUCE_MIN: {
@@ -428,77 +447,91 @@ void reduce_typed(const Command& c) {
   ReduceLayout L;
   std::vector<T> scratch;
   const T* x = reduction_input<T>(c, L, scratch);
-  Out* y = static_cast<Out*>(c.output.buffer->data());
+  Out* y = output<Out>(c);
   int op = c.params.subop;
   int64_t outputs = L.outer * L.inner;
   int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, L.reduced));
   parallel_for(outputs, grain, [&](int64_t ob, int64_t oe) {
     for (int64_t o = ob; o < oe; ++o) {
       int64_t outer = o / L.inner, inner = o % L.inner;
-      const T* base = x + outer * L.reduced * L.inner + inner;
-      y[o] = static_cast<Out>(reduce_row<T, Acc>(op, base, L.reduced, L.inner));
+      const T* base_row = x + outer * L.reduced * L.inner + inner;
+      y[o] = down<Out>(reduce_row<T, Acc>(op, base_row, L.reduced, L.inner));
     }
   });
 }
 
 void reduce(const Command& c) {
-  // int32 sums accumulate wide and wrap on the final narrowing, like int32 arithmetic.
-  if (c.inputs[0].dtype == DType::Int32) return reduce_typed<int32_t, int64_t, int32_t>(c);
-  if (c.output.dtype == DType::Int32) return reduce_typed<float, double, int32_t>(c);  // argmax, argmin
-  reduce_typed<float, double, float>(c);
+  bool arg = c.output.dtype == DType::Int32 && c.inputs[0].dtype != DType::Int32;  // argmax/argmin
+  dispatch(c.inputs[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    // Integers accumulate in int64 (int32 sums wrap on the final narrowing), floats in double.
+    using Acc = std::conditional_t<std::is_same_v<T, int32_t> || std::is_same_v<T, uint8_t>, int64_t, double>;
+    if (arg) reduce_typed<T, Acc, int32_t>(c);
+    else reduce_typed<T, Acc, T>(c);
+  });
 }
 
 // ---- softmax ----------------------------------------------------------------------------------
 
-void softmax(const Command& c) {
+template <class T>
+void softmax_typed(const Command& c) {
   const Shape& s = c.output.shape;
   int axis = c.params.axis;
   int64_t outer = 1, L = s[axis], inner = 1;
   for (int d = 0; d < axis; ++d) outer *= s[d];
   for (int d = axis + 1; d < static_cast<int>(s.size()); ++d) inner *= s[d];
-  const float* x = in_ptr<float>(c, 0);
-  float* y = out_ptr<float>(c);
+  std::vector<T> scratch;
+  const T* x = contiguous<T>(c.inputs[0], scratch);
+  T* y = output<T>(c);
   int64_t rows = outer * inner;
   int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, L));
   parallel_for(rows, grain, [&](int64_t rb, int64_t re) {
+    std::vector<float> e(static_cast<size_t>(L));
     for (int64_t r = rb; r < re; ++r) {
       int64_t o = r / inner, in = r % inner;
-      const float* xr = x + o * L * inner + in;
-      float* yr = y + o * L * inner + in;
+      const T* xr = x + o * L * inner + in;
+      T* yr = y + o * L * inner + in;
       float m = -std::numeric_limits<float>::infinity();
       bool nan = false;
       for (int64_t l = 0; l < L; ++l) {
-        float v = xr[l * inner];
+        float v = up(xr[l * inner]);
         nan |= v != v;
         m = v > m ? v : m;
       }
       if (nan || m == std::numeric_limits<float>::infinity()) {
         // NaN propagates; +inf rows follow from the limit exp(x - inf): NaN as in MLX/numpy.
-        for (int64_t l = 0; l < L; ++l) yr[l * inner] = std::numeric_limits<float>::quiet_NaN();
+        for (int64_t l = 0; l < L; ++l) yr[l * inner] = down<T>(std::numeric_limits<float>::quiet_NaN());
         continue;
       }
       double sum = 0;
       for (int64_t l = 0; l < L; ++l) {
-        float e = std::exp(xr[l * inner] - m);
-        yr[l * inner] = e;
-        sum += e;
+        e[l] = std::exp(float(up(xr[l * inner])) - m);
+        sum += e[l];
       }
       float inv = static_cast<float>(1.0 / sum);
-      for (int64_t l = 0; l < L; ++l) yr[l * inner] *= inv;
+      for (int64_t l = 0; l < L; ++l) yr[l * inner] = down<T>(e[l] * inv);
     }
+  });
+}
+
+void softmax(const Command& c) {
+  dispatch(c.output.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, float> || is_half_v<T>) softmax_typed<T>(c);
+    else throw_error(LANES_ERR_INTERNAL, "softmax: non-floating dtype reached the kernel");
   });
 }
 
 }  // namespace
 
 void run_kernel(const Command& c) {
-  bool f32 = c.output.dtype == DType::Float32;
   switch (c.op) {
-    case OpCode::Full: return f32 ? full<float>(c) : full<int32_t>(c);
-    case OpCode::Arange: return f32 ? arange<float>(c) : arange<int32_t>(c);
+    case OpCode::Full: return full(c);
+    case OpCode::Arange: return arange(c);
     case OpCode::Random: return random(c);
     case OpCode::Unary: return unary(c);
-    case OpCode::Binary: return f32 ? binary<float>(c) : binary<int32_t>(c);
+    case OpCode::Binary: return binary(c);
+    case OpCode::Where: return where(c);
     case OpCode::AsType: return astype(c);
     case OpCode::Matmul: return matmul(c);
     case OpCode::Reduce: return reduce(c);
