@@ -4,6 +4,7 @@
  * @module
  */
 import { array, dtypeCode, LanesArray, shapeBuffer, type DType } from "./array.ts";
+import { ShapeError } from "./errors.ts";
 import { callForHandle, native, outPtr } from "./native.ts";
 import { currentStream, type Stream } from "./stream.ts";
 
@@ -191,6 +192,93 @@ export function where(cond: ArrayLike, a: ArrayLike, b: ArrayLike, opts?: Stream
  */
 export function astype(a: LanesArray, dtype: DType, opts?: StreamOptions): LanesArray {
   return wrap(native.lanes_array_astype(a.handle(), dtypeCode(dtype), streamHandle(opts), outPtr));
+}
+
+// ---- shape ops (strided views where the layout allows: no copy) ----
+
+function axesBuffer(axes: number | readonly number[]): Int32Array {
+  return Int32Array.from(typeof axes === "number" ? [axes] : axes);
+}
+
+function int64s(values: readonly number[], op: string): BigInt64Array {
+  return BigInt64Array.from(values, (v) => {
+    if (!Number.isSafeInteger(v)) throw new ShapeError(`${op}: ${v} is not an integer`);
+    return BigInt(v);
+  });
+}
+
+/** The same data in a new shape (one dimension may be -1). A view unless `a` is strided. */
+export function reshape(a: LanesArray, shape: readonly number[], opts?: StreamOptions): LanesArray {
+  const dims = int64s(shape, "reshape");
+  return wrap(native.lanes_array_reshape(a.handle(), dims.length ? dims : null, dims.length, streamHandle(opts), outPtr));
+}
+
+/** Permutes the axes (default: reverses them). A view. */
+export function transpose(a: LanesArray, axes?: readonly number[], opts?: StreamOptions): LanesArray {
+  const ax = axes === undefined ? null : axesBuffer(axes);
+  return wrap(native.lanes_array_transpose(a.handle(), ax && ax.length ? ax : null, ax === null ? -1 : ax.length, streamHandle(opts), outPtr));
+}
+
+/** Broadcasts to `shape` (numpy rules). A view with zero strides. */
+export function broadcastTo(a: LanesArray, shape: readonly number[], opts?: StreamOptions): LanesArray {
+  const dims = shapeBuffer(shape, "broadcastTo");
+  return wrap(native.lanes_array_broadcast_to(a.handle(), dims.length ? dims : null, dims.length, streamHandle(opts), outPtr));
+}
+
+/** Inserts size-1 axes at `axis` (positions in the result). A view. */
+export function expandDims(a: LanesArray, axis: number | readonly number[], opts?: StreamOptions): LanesArray {
+  const ax = axesBuffer(axis);
+  return wrap(native.lanes_array_expand_dims(a.handle(), ax.length ? ax : null, ax.length, streamHandle(opts), outPtr));
+}
+
+/** Removes size-1 axes (`axis`, or all of them). A view. */
+export function squeeze(a: LanesArray, axis?: number | readonly number[], opts?: StreamOptions): LanesArray {
+  const ax = axis === undefined ? null : axesBuffer(axis);
+  return wrap(native.lanes_array_squeeze(a.handle(), ax && ax.length ? ax : null, ax === null ? -1 : ax.length, streamHandle(opts), outPtr));
+}
+
+/**
+ * `a[starts[0]:stops[0]:steps[0], ...]` over the leading axes, with Python's rules (negative
+ * indices count from the end, then clamp; negative steps go backwards). A view.
+ */
+export function slice(
+  a: LanesArray,
+  starts: readonly number[],
+  stops: readonly number[],
+  steps?: readonly number[],
+  opts?: StreamOptions,
+): LanesArray {
+  const b = int64s(starts, "slice"), e = int64s(stops, "slice"), st = steps ? int64s(steps, "slice") : null;
+  if (e.length !== b.length || (st && st.length !== b.length))
+    throw new ShapeError(`slice: starts, stops and steps need the same length (${b.length}, ${e.length}, ${st?.length ?? "-"})`);
+  return wrap(
+    native.lanes_array_slice(a.handle(), b.length ? b : null, e.length ? e : null, st && st.length ? st : null, b.length, streamHandle(opts), outPtr),
+  );
+}
+
+function join(arrays: readonly LanesArray[], axis: number, stack: boolean, opts?: StreamOptions): LanesArray {
+  const ids = BigUint64Array.from(arrays, (x) => BigInt(x.handle()));
+  return wrap(native.lanes_array_concatenate(ids.length ? ids : null, ids.length, axis, stack ? 1 : 0, streamHandle(opts), outPtr));
+}
+
+/** Joins arrays along an existing axis (dtypes promote). */
+export function concatenate(arrays: readonly LanesArray[], axis = 0, opts?: StreamOptions): LanesArray {
+  return join(arrays, axis, false, opts);
+}
+
+/** Joins same-shaped arrays along a new axis. */
+export function stack(arrays: readonly LanesArray[], axis = 0, opts?: StreamOptions): LanesArray {
+  return join(arrays, axis, true, opts);
+}
+
+/**
+ * Gathers entries of `a` along `axis` at integer `indices` (the embedding lookup). Negative
+ * indices count from the end; an index out of range makes evaluation fail with a
+ * `DeviceError` naming it.
+ */
+export function take(a: LanesArray, indices: LanesArray | readonly number[], axis = 0, opts?: StreamOptions): LanesArray {
+  const idx = indices instanceof LanesArray ? indices : array(Int32Array.from(indices));
+  return wrap(native.lanes_array_take(a.handle(), idx.handle(), axis, streamHandle(opts), outPtr));
 }
 
 // ---- matmul ----

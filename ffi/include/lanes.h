@@ -157,6 +157,27 @@ LANES_API lanes_status lanes_array_reduce(lanes_reduce_op op, uint64_t a, const 
 LANES_API lanes_status lanes_array_softmax(uint64_t a, int32_t axis, uint64_t stream, uint64_t* out); /* any thread */
 LANES_API lanes_status lanes_array_where(uint64_t cond, uint64_t a, uint64_t b, uint64_t stream,
                                          uint64_t* out); /* any thread; cond ? a : b, three-way broadcasting */
+/* Shape ops. reshape/transpose/broadcast_to/expand_dims/squeeze/slice are strided views
+ * (no copy) where the layout allows. naxes < 0: transpose reverses, squeeze drops every size-1
+ * axis. slice: Python rules per axis (negative indices count from the end, then clamp);
+ * steps may be NULL (all 1). take: indices are int32 (negative ones count from the end); an
+ * index out of range fails the evaluation with a device error naming it. */
+LANES_API lanes_status lanes_array_reshape(uint64_t a, const int64_t* shape, int32_t ndim, uint64_t stream,
+                                           uint64_t* out); /* any thread; one dimension may be -1 */
+LANES_API lanes_status lanes_array_transpose(uint64_t a, const int32_t* axes, int32_t naxes, uint64_t stream,
+                                             uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_broadcast_to(uint64_t a, const int64_t* shape, int32_t ndim, uint64_t stream,
+                                                uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_expand_dims(uint64_t a, const int32_t* axes, int32_t naxes, uint64_t stream,
+                                               uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_squeeze(uint64_t a, const int32_t* axes, int32_t naxes, uint64_t stream,
+                                           uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_slice(uint64_t a, const int64_t* starts, const int64_t* stops, const int64_t* steps,
+                                         int32_t count, uint64_t stream, uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_concatenate(const uint64_t* arrays, int32_t count, int32_t axis, int32_t stack,
+                                               uint64_t stream, uint64_t* out); /* any thread; stack != 0: new axis */
+LANES_API lanes_status lanes_array_take(uint64_t a, uint64_t indices, int32_t axis, uint64_t stream,
+                                        uint64_t* out); /* any thread */
 LANES_API lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out); /* any thread */
 
 /* ---- arrays: inspection and lifetime ------------------------------------------------------- */

@@ -31,8 +31,8 @@ NodePtr array_at(uint64_t handle) { return runtime().arrays.get(handle); }
 void publish(NodePtr node, uint64_t* out) { *out = runtime().arrays.insert(std::move(node)); }
 
 std::vector<NodePtr> arrays_at(const uint64_t* handles, int32_t count) {
-  if (count < 0) throw_error(LANES_ERR_INVALID_ARGUMENT, "eval: negative array count");
-  if (count > 0) require(handles, "eval: arrays");
+  if (count < 0) throw_error(LANES_ERR_INVALID_ARGUMENT, "negative array count");
+  if (count > 0) require(handles, "arrays");
   std::vector<NodePtr> nodes;
   nodes.reserve(static_cast<size_t>(count));
   for (int32_t i = 0; i < count; ++i) nodes.push_back(array_at(handles[i]));
@@ -194,6 +194,84 @@ lanes_status lanes_array_where(uint64_t cond, uint64_t a, uint64_t b, uint64_t s
   });
 }
 
+namespace {
+std::vector<int64_t> vec64(const int64_t* p, int32_t n, const char* what) {
+  if (n < 0 || n > 32) throw_error(LANES_ERR_SHAPE, std::string(what) + ": count " + std::to_string(n) + " is out of range [0, 32]");
+  if (n > 0) require(p, what);
+  return std::vector<int64_t>(p, p + n);
+}
+std::vector<int> vec32(const int32_t* p, int32_t n, const char* what) {
+  if (n < 0 || n > 32) throw_error(LANES_ERR_SHAPE, std::string(what) + ": count " + std::to_string(n) + " is out of range [0, 32]");
+  if (n > 0) require(p, what);
+  return std::vector<int>(p, p + n);
+}
+}  // namespace
+
+lanes_status lanes_array_reshape(uint64_t a, const int64_t* shape, int32_t ndim, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "reshape: out");
+    publish(make_reshape(array_at(a), vec64(shape, ndim, "reshape: shape"), runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_transpose(uint64_t a, const int32_t* axes, int32_t naxes, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "transpose: out");
+    std::vector<int> ax = naxes < 0 ? std::vector<int>{} : vec32(axes, naxes, "transpose: axes");
+    publish(make_transpose(array_at(a), std::move(ax), naxes < 0, runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_broadcast_to(uint64_t a, const int64_t* shape, int32_t ndim, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "broadcastTo: out");
+    publish(make_broadcast_to(array_at(a), shape_from(shape, ndim, "broadcastTo"), runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_expand_dims(uint64_t a, const int32_t* axes, int32_t naxes, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "expandDims: out");
+    publish(make_expand_dims(array_at(a), vec32(axes, naxes, "expandDims: axes"), runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_squeeze(uint64_t a, const int32_t* axes, int32_t naxes, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "squeeze: out");
+    std::vector<int> ax = naxes < 0 ? std::vector<int>{} : vec32(axes, naxes, "squeeze: axes");
+    publish(make_squeeze(array_at(a), std::move(ax), naxes < 0, runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_slice(uint64_t a, const int64_t* starts, const int64_t* stops, const int64_t* steps, int32_t count,
+                               uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "slice: out");
+    std::vector<int64_t> st = steps ? vec64(steps, count, "slice: steps") : std::vector<int64_t>{};
+    publish(make_slice(array_at(a), vec64(starts, count, "slice: starts"), vec64(stops, count, "slice: stops"), st,
+                       runtime().stream_or_default(stream)),
+            out);
+  });
+}
+
+lanes_status lanes_array_concatenate(const uint64_t* arrays, int32_t count, int32_t axis, int32_t stack, uint64_t stream,
+                                     uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "concatenate: out");
+    std::vector<NodePtr> nodes = arrays_at(arrays, count);
+    StreamPtr s = runtime().stream_or_default(stream);
+    publish(stack ? make_stack(std::move(nodes), axis, s) : make_concatenate(std::move(nodes), axis, s), out);
+  });
+}
+
+lanes_status lanes_array_take(uint64_t a, uint64_t indices, int32_t axis, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "take: out");
+    publish(make_take(array_at(a), array_at(indices), axis, runtime().stream_or_default(stream)), out);
+  });
+}
+
 lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "astype: out");
@@ -221,9 +299,12 @@ lanes_status lanes_array_read(uint64_t a, void* dst, uint64_t nbytes) {
       throw_error(LANES_ERR_INVALID_ARGUMENT, "read: destination has " + std::to_string(nbytes) + " bytes, array " +
                                                   shape_str(n->shape) + " needs " + std::to_string(n->nbytes()));
     if (nbytes) require(dst, "read: destination");
+    // A strided view is read through a contiguous copy.
+    if (!n->contiguous()) n = make_astype(n, n->dtype, n->stream ? n->stream : runtime().stream_or_default(0));
     schedule({n});
     wait_ready(*n);
-    if (nbytes) runtime().backend().download(dst, n->buffer->data(), nbytes);
+    const char* src = static_cast<const char*>(n->buffer->data()) + n->offset * static_cast<int64_t>(dtype_size(n->dtype));
+    if (nbytes) runtime().backend().download(dst, src, nbytes);
   });
 }
 

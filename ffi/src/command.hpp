@@ -23,6 +23,9 @@ enum class OpCode : int {
   Softmax,
   AsType,
   Where,
+  View,         // no kernel: shares its input's buffer through a strided layout
+  Concatenate,  // params.axis
+  Take,         // params.axis; inputs: array, int32 indices
 };
 
 const char* op_name(OpCode op, int subop);

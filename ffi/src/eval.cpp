@@ -97,6 +97,10 @@ class Evaluation {
     bool progressed = false;
     std::unordered_set<const Node*> in_batch;
     for (const NodePtr& n : mine_) {
+      if (n->op == OpCode::View) {
+        progressed |= schedule_view(n, in_batch);
+        continue;
+      }
       bool blocked = false;
       const Node* failed_input = nullptr;
       for (const NodePtr& in : n->inputs) {
@@ -123,6 +127,25 @@ class Evaluation {
     return progressed;
   }
 
+  // A view needs no kernel: it is scheduled as soon as its source is, sharing its buffer and
+  // timeline value. Its input (the source) is kept: other views may be built from it.
+  bool schedule_view(const NodePtr& n, std::unordered_set<const Node*>& in_batch) {
+    const NodePtr& source = n->inputs.front();
+    if (in_batch.count(source.get())) encode_batch(in_batch);
+    NodeState s = state_of(source->state.load(std::memory_order_acquire));
+    if (s == NodeState::Failed) {
+      fail(*n, source->error_code, source->error);
+      return true;
+    }
+    if (s != NodeState::Scheduled) return false;
+    n->buffer = source->buffer;
+    n->timeline = source->timeline;
+    n->value = source->value;
+    n->state.store(static_cast<uint64_t>(NodeState::Scheduled), std::memory_order_release);
+    n->state.notify_all();
+    return true;
+  }
+
   // Host preparation, outside every stream lock: output allocation and the command itself.
   Planned prepare(const NodePtr& n) {
     Planned p;
@@ -132,7 +155,7 @@ class Evaluation {
     p.command.params = n->params;
     p.command.output = TensorArg{n->buffer, n->shape, n->dtype};
     for (const NodePtr& in : n->inputs) {
-      p.command.inputs.push_back(TensorArg{in->buffer, in->shape, in->dtype});
+      p.command.inputs.push_back(TensorArg{in->buffer, in->shape, in->dtype, in->strides, in->offset});
       if (in->timeline && in->stream != n->stream) p.waits.emplace_back(in->timeline, in->value);
     }
     return p;
@@ -145,6 +168,7 @@ class Evaluation {
     in_batch.clear();
     StreamPtr stream = std::move(batch_stream_);
     batch_stream_.reset();
+    if (!stream) throw_error(LANES_ERR_INTERNAL, "a computed node has no stream");
     // A wait on a value its stream has not committed yet could stall: commit those first.
     for (Planned& p : batch)
       for (auto& [timeline, value] : p.waits)

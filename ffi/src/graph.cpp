@@ -34,6 +34,9 @@ const char* op_name(OpCode op, int subop) {
     case OpCode::Softmax: return "softmax";
     case OpCode::AsType: return "astype";
     case OpCode::Where: return "where";
+    case OpCode::View: return "view";
+    case OpCode::Concatenate: return "concatenate";
+    case OpCode::Take: return "take";
   }
   return "op";
 }
@@ -211,6 +214,214 @@ NodePtr make_where(NodePtr cond, NodePtr a, NodePtr b, StreamPtr stream) {
   a = cast(a, dtype, stream);
   b = cast(b, dtype, stream);
   return node(OpCode::Where, {}, std::move(shape), dtype, {std::move(cond), std::move(a), std::move(b)}, std::move(stream));
+}
+
+// ---- views and shape ops ----------------------------------------------------------------------
+
+namespace {
+
+// A view of `a`'s data with a new shape and layout. Views of views point at the root, so a
+// View node's input is always a computed (or uploaded) node.
+NodePtr view(const NodePtr& a, Shape shape, std::vector<int64_t> strides, int64_t offset) {
+  NodePtr root = a->op == OpCode::View ? a->inputs.front() : a;
+  // The view lives on its source's stream: it is ready when the source is.
+  NodePtr v = node(OpCode::View, {}, std::move(shape), a->dtype, {root}, root->stream);
+  v->strides = std::move(strides);
+  v->offset = offset;
+  return v;
+}
+
+std::string axes_str(const std::vector<int>& axes) {
+  std::string out = "[";
+  for (size_t i = 0; i < axes.size(); ++i) out += (i ? ", " : "") + std::to_string(axes[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+NodePtr make_reshape(NodePtr a, Shape shape, StreamPtr stream) {
+  int64_t known = 1;
+  int infer = -1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == -1 && infer < 0) {
+      infer = static_cast<int>(i);
+    } else if (shape[i] < 0) {
+      throw_error(LANES_ERR_SHAPE, "reshape: invalid target shape " + shape_str(shape));
+    } else {
+      known *= shape[i];
+    }
+  }
+  int64_t n = numel(a->shape);
+  if (infer >= 0) {
+    if (known == 0 || n % known != 0)
+      throw_error(LANES_ERR_SHAPE, "reshape: cannot reshape " + shape_str(a->shape) + " into " + shape_str(shape));
+    shape[infer] = n / known;
+  }
+  if (checked_numel(shape, "reshape") != n)
+    throw_error(LANES_ERR_SHAPE, "reshape: cannot reshape " + shape_str(a->shape) + " (" + std::to_string(n) +
+                                     " elements) into " + shape_str(shape));
+  // A strided layout cannot always be re-read in a new shape: copy it to contiguous first.
+  if (!a->contiguous()) a = make_astype(a, a->dtype, stream);
+  Shape strides = contiguous_strides(shape);
+  int64_t offset = a->offset;
+  return view(a, std::move(shape), std::move(strides), offset);
+}
+
+NodePtr make_transpose(NodePtr a, std::vector<int> axes, bool reverse, StreamPtr stream) {
+  int ndim = static_cast<int>(a->shape.size());
+  if (reverse) {
+    axes.clear();
+    for (int i = ndim - 1; i >= 0; --i) axes.push_back(i);
+  }
+  if (static_cast<int>(axes.size()) != ndim)
+    throw_error(LANES_ERR_SHAPE, "transpose: axes " + axes_str(axes) + " do not match " + std::to_string(ndim) + "-d array");
+  std::vector<bool> used(ndim, false);
+  Shape shape, strides;
+  for (int& ax : axes) {
+    ax = normalize_axis(ax, ndim, "transpose");
+    if (used[ax]) throw_error(LANES_ERR_SHAPE, "transpose: repeated axis in " + axes_str(axes));
+    used[ax] = true;
+    shape.push_back(a->shape[ax]);
+    strides.push_back(a->strides[ax]);
+  }
+  (void)stream;
+  return view(a, std::move(shape), std::move(strides), a->offset);
+}
+
+NodePtr make_broadcast_to(NodePtr a, Shape shape, StreamPtr stream) {
+  checked_numel(shape, "broadcastTo");
+  if (broadcast_shapes(a->shape, shape, "broadcastTo") != shape || a->shape.size() > shape.size())
+    throw_error(LANES_ERR_SHAPE, "broadcastTo: cannot broadcast " + shape_str(a->shape) + " to " + shape_str(shape));
+  Shape strides(shape.size(), 0);
+  size_t off = shape.size() - a->shape.size();
+  for (size_t i = 0; i < a->shape.size(); ++i) strides[off + i] = a->shape[i] == 1 ? 0 : a->strides[i];
+  (void)stream;
+  return view(a, std::move(shape), std::move(strides), a->offset);
+}
+
+NodePtr make_expand_dims(NodePtr a, std::vector<int> axes, StreamPtr stream) {
+  int out_ndim = static_cast<int>(a->shape.size() + axes.size());
+  for (int& ax : axes) ax = normalize_axis(ax, out_ndim, "expandDims");
+  std::sort(axes.begin(), axes.end());
+  if (std::adjacent_find(axes.begin(), axes.end()) != axes.end())
+    throw_error(LANES_ERR_SHAPE, "expandDims: repeated axis in " + axes_str(axes));
+  Shape shape, strides;
+  size_t src = 0;
+  for (int i = 0; i < out_ndim; ++i) {
+    if (std::binary_search(axes.begin(), axes.end(), i)) {
+      shape.push_back(1);
+      strides.push_back(0);
+    } else {
+      shape.push_back(a->shape[src]);
+      strides.push_back(a->strides[src]);
+      ++src;
+    }
+  }
+  (void)stream;
+  return view(a, std::move(shape), std::move(strides), a->offset);
+}
+
+NodePtr make_squeeze(NodePtr a, std::vector<int> axes, bool all_unit_axes, StreamPtr stream) {
+  int ndim = static_cast<int>(a->shape.size());
+  if (all_unit_axes) {
+    axes.clear();
+    for (int i = 0; i < ndim; ++i)
+      if (a->shape[i] == 1) axes.push_back(i);
+  }
+  for (int& ax : axes) {
+    ax = normalize_axis(ax, ndim, "squeeze");
+    if (a->shape[ax] != 1)
+      throw_error(LANES_ERR_SHAPE, "squeeze: axis " + std::to_string(ax) + " of " + shape_str(a->shape) + " has size " +
+                                       std::to_string(a->shape[ax]) + ", not 1");
+  }
+  Shape shape, strides;
+  for (int i = 0; i < ndim; ++i) {
+    if (std::find(axes.begin(), axes.end(), i) != axes.end()) continue;
+    shape.push_back(a->shape[i]);
+    strides.push_back(a->strides[i]);
+  }
+  (void)stream;
+  return view(a, std::move(shape), std::move(strides), a->offset);
+}
+
+NodePtr make_slice(NodePtr a, const std::vector<int64_t>& starts, const std::vector<int64_t>& stops,
+                   const std::vector<int64_t>& steps, StreamPtr stream) {
+  size_t ndim = a->shape.size();
+  if (starts.size() > ndim || stops.size() != starts.size() || (!steps.empty() && steps.size() != starts.size()))
+    throw_error(LANES_ERR_SHAPE, "slice: starts, stops and steps must have one entry per sliced axis (at most " +
+                                     std::to_string(ndim) + ") for " + shape_str(a->shape));
+  Shape shape = a->shape, strides = a->strides;
+  int64_t offset = a->offset;
+  for (size_t i = 0; i < starts.size(); ++i) {
+    int64_t dim = a->shape[i], step = steps.empty() ? 1 : steps[i];
+    if (step == 0) throw_error(LANES_ERR_SHAPE, "slice: step 0 on axis " + std::to_string(i));
+    // Python's rules: negative indices count from the end, then clamp to the axis.
+    auto clamp = [&](int64_t v, int64_t lo, int64_t hi) {
+      if (v < 0) v += dim;
+      return std::min(std::max(v, lo), hi);
+    };
+    int64_t start = step > 0 ? clamp(starts[i], 0, dim) : clamp(starts[i], -1, dim - 1);
+    int64_t stop = step > 0 ? clamp(stops[i], 0, dim) : clamp(stops[i], -1, dim - 1);
+    int64_t count = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
+                             : (start > stop ? (start - stop - step - 1) / -step : 0);
+    shape[i] = count;
+    if (count > 0) offset += start * a->strides[i];
+    strides[i] = a->strides[i] * step;
+  }
+  (void)stream;
+  return view(a, std::move(shape), std::move(strides), offset);
+}
+
+NodePtr make_concatenate(std::vector<NodePtr> arrays, int axis, StreamPtr stream) {
+  if (arrays.empty()) throw_error(LANES_ERR_INVALID_ARGUMENT, "concatenate: needs at least one array");
+  const Shape& first = arrays.front()->shape;
+  int ndim = static_cast<int>(first.size());
+  if (ndim == 0) throw_error(LANES_ERR_SHAPE, "concatenate: cannot concatenate 0-d arrays");
+  int ax = normalize_axis(axis, ndim, "concatenate");
+  Shape shape = first;
+  shape[ax] = 0;
+  DType dtype = arrays.front()->dtype;
+  for (const NodePtr& a : arrays) {
+    bool same = a->shape.size() == first.size();
+    for (int d = 0; same && d < ndim; ++d) same = d == ax || a->shape[d] == first[d];
+    if (!same)
+      throw_error(LANES_ERR_SHAPE, "concatenate: shapes " + shape_str(first) + " and " + shape_str(a->shape) +
+                                       " differ outside axis " + std::to_string(ax));
+    shape[ax] += a->shape[ax];
+    dtype = promote(dtype, a->dtype);
+  }
+  checked_numel(shape, "concatenate");
+  for (NodePtr& a : arrays) a = cast(a, dtype, stream);
+  OpParams p;
+  p.axis = ax;
+  return node(OpCode::Concatenate, p, std::move(shape), dtype, std::move(arrays), std::move(stream));
+}
+
+NodePtr make_stack(std::vector<NodePtr> arrays, int axis, StreamPtr stream) {
+  if (arrays.empty()) throw_error(LANES_ERR_INVALID_ARGUMENT, "stack: needs at least one array");
+  for (const NodePtr& a : arrays)
+    if (a->shape != arrays.front()->shape)
+      throw_error(LANES_ERR_SHAPE, "stack: shapes " + shape_str(arrays.front()->shape) + " and " + shape_str(a->shape) + " differ");
+  int ax = normalize_axis(axis, static_cast<int>(arrays.front()->shape.size()) + 1, "stack");
+  for (NodePtr& a : arrays) a = make_expand_dims(a, {ax}, stream);
+  return make_concatenate(std::move(arrays), ax, std::move(stream));
+}
+
+NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream) {
+  int ndim = static_cast<int>(a->shape.size());
+  if (ndim == 0) throw_error(LANES_ERR_SHAPE, "take: cannot index a 0-d array");
+  int ax = normalize_axis(axis, ndim, "take");
+  if (is_floating(indices->dtype))
+    throw_error(LANES_ERR_DTYPE, std::string("take: indices must be integers, got ") + dtype_name(indices->dtype));
+  indices = cast(indices, DType::Int32, stream);
+  Shape shape(a->shape.begin(), a->shape.begin() + ax);
+  shape.insert(shape.end(), indices->shape.begin(), indices->shape.end());
+  shape.insert(shape.end(), a->shape.begin() + ax + 1, a->shape.end());
+  checked_numel(shape, "take");
+  OpParams p;
+  p.axis = ax;
+  DType dtype = a->dtype;
+  return node(OpCode::Take, p, std::move(shape), dtype, {std::move(a), std::move(indices)}, std::move(stream));
 }
 
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream) {

@@ -21,6 +21,17 @@ NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream);
 NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, bool keepdims, StreamPtr stream);
 NodePtr make_softmax(NodePtr a, int axis, StreamPtr stream);
 NodePtr make_where(NodePtr cond, NodePtr a, NodePtr b, StreamPtr stream);
+// Views where the layout allows (no copy), else a copy then a view.
+NodePtr make_reshape(NodePtr a, Shape shape, StreamPtr stream);
+NodePtr make_transpose(NodePtr a, std::vector<int> axes, bool reverse, StreamPtr stream);
+NodePtr make_broadcast_to(NodePtr a, Shape shape, StreamPtr stream);
+NodePtr make_expand_dims(NodePtr a, std::vector<int> axes, StreamPtr stream);
+NodePtr make_squeeze(NodePtr a, std::vector<int> axes, bool all_unit_axes, StreamPtr stream);
+NodePtr make_slice(NodePtr a, const std::vector<int64_t>& starts, const std::vector<int64_t>& stops,
+                   const std::vector<int64_t>& steps, StreamPtr stream);
+NodePtr make_concatenate(std::vector<NodePtr> arrays, int axis, StreamPtr stream);
+NodePtr make_stack(std::vector<NodePtr> arrays, int axis, StreamPtr stream);
+NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream);
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream);
 
 }  // namespace lanes

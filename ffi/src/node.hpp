@@ -33,6 +33,10 @@ struct Node {
   const OpParams params;
   const Shape shape;
   const DType dtype;
+  // Layout in the buffer, fixed at construction: computed nodes are contiguous; a View node
+  // reads its one input's buffer (never itself a view) through these strides and offset.
+  std::vector<int64_t> strides = contiguous_strides(shape);
+  int64_t offset = 0;
 
   // Owned by the claiming evaluation; cleared when the node is scheduled.
   std::vector<std::shared_ptr<Node>> inputs;
@@ -48,6 +52,7 @@ struct Node {
   lanes_status error_code = LANES_OK;   // Failed only
 
   size_t nbytes() const { return static_cast<size_t>(numel(shape)) * dtype_size(dtype); }
+  bool contiguous() const { return strides == contiguous_strides(shape); }
 };
 
 }  // namespace lanes

@@ -199,3 +199,78 @@ export function erf(x: number): number {
   const erfc = (Math.exp(-ax * ax) / (ax * Math.sqrt(Math.PI))) * (1 - z / 2 + (3 * z * z) / 4 - (15 * z * z * z) / 8 + (105 * z ** 4) / 16);
   return Math.sign(x) * (1 - erfc);
 }
+
+// ---- shape-op references: plain index arithmetic ----
+
+function unravel(i: number, shape: readonly number[]): number[] {
+  const idx = new Array<number>(shape.length);
+  for (let d = shape.length - 1; d >= 0; d--) {
+    idx[d] = i % shape[d]!;
+    i = Math.floor(i / shape[d]!);
+  }
+  return idx;
+}
+
+function ravel(idx: readonly number[], shape: readonly number[]): number {
+  let i = 0;
+  for (let d = 0; d < shape.length; d++) i = i * shape[d]! + idx[d]!;
+  return i;
+}
+
+export function refTranspose(x: ArrayLike<number>, shape: readonly number[], axes: readonly number[]) {
+  const out = axes.map((a) => shape[a]!);
+  const data = Array.from({ length: numel(out) }, (_, i) => {
+    const oi = unravel(i, out);
+    const src = new Array<number>(shape.length);
+    axes.forEach((a, k) => (src[a] = oi[k]!));
+    return x[ravel(src, shape)]!;
+  });
+  return { data, shape: out };
+}
+
+// Python slice semantics per axis, for the leading axes.
+export function refSlice(x: ArrayLike<number>, shape: readonly number[], starts: number[], stops: number[], steps: number[]) {
+  const picks = shape.map((dim, d) => {
+    if (d >= starts.length) return Array.from({ length: dim }, (_, i) => i);
+    const step = steps[d]!;
+    const norm = (v: number, lo: number, hi: number) => Math.min(Math.max(v < 0 ? v + dim : v, lo), hi);
+    const start = step > 0 ? norm(starts[d]!, 0, dim) : norm(starts[d]!, -1, dim - 1);
+    const stop = step > 0 ? norm(stops[d]!, 0, dim) : norm(stops[d]!, -1, dim - 1);
+    const out: number[] = [];
+    for (let i = start; step > 0 ? i < stop : i > stop; i += step) out.push(i);
+    return out;
+  });
+  const out = picks.map((p) => p.length);
+  const data = Array.from({ length: numel(out) }, (_, i) => x[ravel(unravel(i, out).map((k, d) => picks[d]![k]!), shape)]!);
+  return { data, shape: out };
+}
+
+export function refTake(x: ArrayLike<number>, shape: readonly number[], indices: readonly number[], axis: number) {
+  const dim = shape[axis]!;
+  const out = [...shape.slice(0, axis), indices.length, ...shape.slice(axis + 1)];
+  const data = Array.from({ length: numel(out) }, (_, i) => {
+    const oi = unravel(i, out);
+    const k = indices[oi[axis]!]!;
+    oi[axis] = k < 0 ? k + dim : k;
+    return x[ravel(oi, shape)]!;
+  });
+  return { data, shape: out };
+}
+
+export function refConcatenate(parts: { data: ArrayLike<number>; shape: number[] }[], axis: number) {
+  const out = [...parts[0]!.shape];
+  out[axis] = parts.reduce((s, p) => s + p.shape[axis]!, 0);
+  const data = Array.from({ length: numel(out) }, (_, i) => {
+    const oi = unravel(i, out);
+    let k = oi[axis]!;
+    for (const p of parts) {
+      if (k < p.shape[axis]!) {
+        oi[axis] = k;
+        return p.data[ravel(oi, p.shape)]!;
+      }
+      k -= p.shape[axis]!;
+    }
+    throw new Error("unreachable");
+  });
+  return { data, shape: out };
+}

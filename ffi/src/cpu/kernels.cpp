@@ -274,14 +274,18 @@ void astype(const Command& c) {
 
 // ---- matmul -----------------------------------------------------------------------------------
 
-void matmul_f32(const float* A, const Shape& as, const float* B, const Shape& bs, float* Y, const Shape& ys) {
+// Y[batch, M, N] = A @ B for float32 operands read through strides (so transposed and
+// broadcast operands need no copy). `sa`/`sb` are the operands' element strides read as
+// [batch..., M, K] and [batch..., K, N].
+void matmul_f32(const float* A, const std::vector<int64_t>& sa, const float* B, const std::vector<int64_t>& sb,
+                float* Y, const Shape& ys, int64_t K) {
   int nd = static_cast<int>(ys.size());
-  int64_t M = ys[nd - 2], N = ys[nd - 1], K = as[as.size() - 1];
+  int64_t M = ys[nd - 2], N = ys[nd - 1];
   Shape batch(ys.begin(), ys.end() - 2);
   int64_t batches = numel(batch);
-  Shape a_batch(as.begin(), as.end() - 2), b_batch(bs.begin(), bs.end() - 2);
-  std::vector<int64_t> sa = broadcast_strides(a_batch, batch), sb = broadcast_strides(b_batch, batch);
   if (M * N == 0) return;
+  int64_t a_row = sa[nd - 2], a_col = sa[nd - 1], b_row = sb[nd - 2], b_col = sb[nd - 1];
+  bool b_rows_contiguous = b_col == 1 || N == 1;
   constexpr int64_t kBlockK = 256;
   int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, N * K / 64 + 1));
   parallel_for(batches * M, grain, [&](int64_t rb, int64_t re) {
@@ -294,17 +298,27 @@ void matmul_f32(const float* A, const Shape& as, const float* B, const Shape& bs
         oa += idx * sa[d];
         ob += idx * sb[d];
       }
-      const float* a_row = A + oa * M * K + i * K;
-      const float* b_mat = B + ob * K * N;
+      const float* a_i = A + oa + i * a_row;
+      const float* b_mat = B + ob;
       float* y_row = Y + bi * M * N + i * N;
-      std::fill(y_row, y_row + N, 0.0f);
-      // Fixed k order per output element: deterministic.
-      for (int64_t k0 = 0; k0 < K; k0 += kBlockK) {
-        int64_t k1 = std::min(K, k0 + kBlockK);
-        for (int64_t k = k0; k < k1; ++k) {
-          float av = a_row[k];
-          const float* b_row = b_mat + k * N;
-          for (int64_t j = 0; j < N; ++j) y_row[j] += av * b_row[j];
+      // Every output element sums over k in increasing order, whichever loop shape: deterministic.
+      if (b_rows_contiguous) {
+        std::fill(y_row, y_row + N, 0.0f);
+        for (int64_t k0 = 0; k0 < K; k0 += kBlockK) {
+          int64_t k1 = std::min(K, k0 + kBlockK);
+          for (int64_t k = k0; k < k1; ++k) {
+            float av = a_i[k * a_col];
+            const float* b_k = b_mat + k * b_row;
+            for (int64_t j = 0; j < N; ++j) y_row[j] += av * b_k[j];
+          }
+        }
+      } else {
+        // B's columns are contiguous or strided (a transposed operand): dot products.
+        for (int64_t j = 0; j < N; ++j) {
+          const float* b_j = b_mat + j * b_col;
+          float acc = 0.0f;
+          for (int64_t k = 0; k < K; ++k) acc += a_i[k * a_col] * b_j[k * b_row];
+          y_row[j] = acc;
         }
       }
     }
@@ -312,25 +326,90 @@ void matmul_f32(const float* A, const Shape& as, const float* B, const Shape& bs
 }
 
 void matmul(const Command& c) {
+  const Shape& ys = c.output.shape;
+  int nd = static_cast<int>(ys.size());
+  int64_t K = c.inputs[0].shape.back();
+  Shape a_view(ys.begin(), ys.end() - 2), b_view(ys.begin(), ys.end() - 2);
+  a_view.push_back(ys[nd - 2]);
+  a_view.push_back(K);
+  b_view.push_back(K);
+  b_view.push_back(ys[nd - 1]);
   dispatch(c.output.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_same_v<T, float> || is_half_v<T>) {
+    if constexpr (std::is_same_v<T, float>) {
+      matmul_f32(base<float>(c.inputs[0]), read_strides(c.inputs[0], a_view), base<float>(c.inputs[1]),
+                 read_strides(c.inputs[1], b_view), output<float>(c), ys, K);
+    } else if constexpr (is_half_v<T>) {
+      // Half inputs are widened once; accumulation is float32 and the result rounds once.
       std::vector<T> sa, sb;
       std::vector<float> wa, wb;
+      TensorArg fa{nullptr, c.inputs[0].shape, DType::Float32, {}, 0}, fb{nullptr, c.inputs[1].shape, DType::Float32, {}, 0};
       const float* A = as_float_rows<T>(c.inputs[0], sa, wa);
       const float* B = as_float_rows<T>(c.inputs[1], sb, wb);
-      if constexpr (std::is_same_v<T, float>) {
-        matmul_f32(A, c.inputs[0].shape, B, c.inputs[1].shape, output<float>(c), c.output.shape);
-      } else {
-        // Half inputs accumulate in float32 and round once at the end.
-        std::vector<float> y(static_cast<size_t>(numel(c.output.shape)));
-        matmul_f32(A, c.inputs[0].shape, B, c.inputs[1].shape, y.data(), c.output.shape);
-        T* out = output<T>(c);
-        for (size_t i = 0; i < y.size(); ++i) out[i] = down<T>(y[i]);
-      }
+      std::vector<float> y(static_cast<size_t>(numel(ys)));
+      matmul_f32(A, read_strides(fa, a_view), B, read_strides(fb, b_view), y.data(), ys, K);
+      T* out = output<T>(c);
+      for (size_t i = 0; i < y.size(); ++i) out[i] = down<T>(y[i]);
     } else {
       throw_error(LANES_ERR_INTERNAL, "matmul: non-floating dtype reached the kernel");
     }
+  });
+}
+
+// ---- shape ops with kernels --------------------------------------------------------------------
+
+void concatenate(const Command& c) {
+  const Shape& ys = c.output.shape;
+  int axis = c.params.axis;
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < axis; ++d) outer *= ys[d];
+  for (int d = axis + 1; d < static_cast<int>(ys.size()); ++d) inner *= ys[d];
+  int64_t out_row = ys[axis] * inner;
+  dispatch(c.output.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* y = output<T>(c);
+    int64_t at = 0;
+    for (const TensorArg& in : c.inputs) {
+      std::vector<T> scratch;
+      const T* x = contiguous<T>(in, scratch);
+      int64_t row = in.shape[axis] * inner;
+      parallel_for(outer, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, row)), [&](int64_t ob, int64_t oe) {
+        for (int64_t o = ob; o < oe; ++o) std::copy(x + o * row, x + o * row + row, y + o * out_row + at);
+      });
+      at += row;
+    }
+  });
+}
+
+void take(const Command& c) {
+  const TensorArg& a = c.inputs[0];
+  int axis = c.params.axis;
+  int64_t dim = a.shape[axis], outer = 1, inner = 1;
+  for (int d = 0; d < axis; ++d) outer *= a.shape[d];
+  for (int d = axis + 1; d < static_cast<int>(a.shape.size()); ++d) inner *= a.shape[d];
+  std::vector<int32_t> idx_scratch;
+  const int32_t* idx = contiguous<int32_t>(c.inputs[1], idx_scratch);
+  int64_t count = numel(c.inputs[1].shape);
+  std::vector<int64_t> rows(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t v = idx[i] < 0 ? idx[i] + dim : idx[i];
+    if (v < 0 || v >= dim)
+      throw_error(LANES_ERR_DEVICE, "index " + std::to_string(idx[i]) + " is out of range for axis " +
+                                        std::to_string(axis) + " of size " + std::to_string(dim));
+    rows[static_cast<size_t>(i)] = v;
+  }
+  dispatch(c.output.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<T> scratch;
+    const T* x = contiguous<T>(a, scratch);
+    T* y = output<T>(c);
+    parallel_for(outer * count, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, inner)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        int64_t o = r / count, i = r % count;
+        const T* src = x + (o * dim + rows[static_cast<size_t>(i)]) * inner;
+        std::copy(src, src + inner, y + r * inner);
+      }
+    });
   });
 }
 
@@ -536,7 +615,10 @@ void run_kernel(const Command& c) {
     case OpCode::Matmul: return matmul(c);
     case OpCode::Reduce: return reduce(c);
     case OpCode::Softmax: return softmax(c);
-    case OpCode::FromData: break;
+    case OpCode::Concatenate: return concatenate(c);
+    case OpCode::Take: return take(c);
+    case OpCode::FromData:
+    case OpCode::View: break;
   }
   throw_error(LANES_ERR_INTERNAL, "cpu backend: no kernel for op");
 }
