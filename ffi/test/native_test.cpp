@@ -151,7 +151,7 @@ uint64_t build_graph(const GraphSpec& spec, const std::vector<uint64_t>& shared,
   int steps = 4 + static_cast<int>(rng() % 8);
   for (int i = 0; i < steps; ++i) {
     uint64_t s = pick_stream(), a = any(), b = any(), t = 0, u = 0;
-    switch (rng() % 7) {
+    switch (rng() % 8) {
       case 0:
         lanes_array_binary(LANES_OP_ADD, a, b, s, &t);
         lanes_array_binary(LANES_OP_MULTIPLY, keep(t), scalar(0.5f), pick_stream(), &u);
@@ -176,10 +176,16 @@ uint64_t build_graph(const GraphSpec& spec, const std::vector<uint64_t>& shared,
         lanes_array_binary(LANES_OP_SUBTRACT, a, keep(t), pick_stream(), &u);
         break;
       }
-      default: {
+      case 6: {
         int32_t axis = static_cast<int32_t>(rng() % 2);
         lanes_array_reduce(LANES_REDUCE_MAX, b, &axis, 1, 1, s, &t);
         lanes_array_binary(LANES_OP_SUBTRACT, a, keep(t), pick_stream(), &u);
+        break;
+      }
+      default: {
+        // A strided view (no kernel) consumed on another stream.
+        lanes_array_transpose(a, nullptr, -1, s, &t);
+        lanes_array_binary(LANES_OP_MAXIMUM, keep(t), b, pick_stream(), &u);
       }
     }
     owned.push_back(u);
