@@ -281,6 +281,74 @@ export function take(a: LanesArray, indices: LanesArray | readonly number[], axi
   return wrap(native.lanes_array_take(a.handle(), idx.handle(), axis, streamHandle(opts), outPtr));
 }
 
+// ---- fused ops (one kernel each, like MLX's `fast` namespace) ----
+
+/** RMS normalization over the last axis: `x / sqrt(mean(x²) + eps) * weight`. */
+export function rmsNorm(x: LanesArray, weight: LanesArray | null, eps = 1e-5, opts?: StreamOptions): LanesArray {
+  return wrap(native.lanes_array_rms_norm(x.handle(), weight ? weight.handle() : 0, eps, streamHandle(opts), outPtr));
+}
+
+/** Layer normalization over the last axis: `(x - mean) / sqrt(var + eps) * weight + bias`. */
+export function layerNorm(
+  x: LanesArray,
+  weight: LanesArray | null = null,
+  bias: LanesArray | null = null,
+  eps = 1e-5,
+  opts?: StreamOptions,
+): LanesArray {
+  return wrap(
+    native.lanes_array_layer_norm(x.handle(), weight ? weight.handle() : 0, bias ? bias.handle() : 0, eps, streamHandle(opts), outPtr),
+  );
+}
+
+/** Options of {@link scaledDotProductAttention}. */
+export interface AttentionOptions extends StreamOptions {
+  /** Multiplies q·k (default 1/√dim). */
+  scale?: number;
+  /** Mask future keys; aligned to the end when k is longer than q (a KV cache). */
+  causal?: boolean;
+}
+
+/**
+ * `softmax(q kᵀ · scale [+ causal mask]) v` for `[batch, heads, seq, dim]` inputs, fused and
+ * numerically stable. k/v may have fewer heads than q (grouped-query attention); a query that
+ * sees no key gets zeros.
+ */
+export function scaledDotProductAttention(q: LanesArray, k: LanesArray, v: LanesArray, opts?: AttentionOptions): LanesArray {
+  return wrap(native.lanes_array_attention(q.handle(), k.handle(), v.handle(), opts?.scale ?? NaN, opts?.causal ? 1 : 0, streamHandle(opts), outPtr));
+}
+
+/** Options of {@link rope}. */
+export interface RopeOptions extends StreamOptions {
+  /** Frequency base (default 10000). */
+  base?: number;
+  /** Position of the first row along the sequence axis (default 0), for incremental decoding. */
+  offset?: number;
+  /** Positions are multiplied by this (default 1). */
+  scale?: number;
+  /** Rotate neighbouring pairs (2i, 2i+1) instead of halves (i, i + dims/2, the Llama/HF layout). */
+  traditional?: boolean;
+}
+
+/**
+ * Rotary position embeddings over the first `dims` features of `[..., seq, dim]`: pair i at
+ * position p turns by `p · base^(-2i/dims)`.
+ */
+export function rope(x: LanesArray, dims: number, opts?: RopeOptions): LanesArray {
+  return wrap(
+    native.lanes_array_rope(
+      x.handle(),
+      dims,
+      opts?.traditional ? 1 : 0,
+      opts?.base ?? 10000,
+      opts?.scale ?? 1,
+      opts?.offset ?? 0,
+      streamHandle(opts),
+      outPtr,
+    ),
+  );
+}
+
 // ---- matmul ----
 
 /** Matrix product of `[..., M, K]` and `[..., K, N]`; batch dimensions broadcast. */

@@ -178,6 +178,15 @@ LANES_API lanes_status lanes_array_concatenate(const uint64_t* arrays, int32_t c
                                                uint64_t stream, uint64_t* out); /* any thread; stack != 0: new axis */
 LANES_API lanes_status lanes_array_take(uint64_t a, uint64_t indices, int32_t axis, uint64_t stream,
                                         uint64_t* out); /* any thread */
+/* Fused ops, one kernel each; a weight or bias handle of 0 means none. */
+LANES_API lanes_status lanes_array_rms_norm(uint64_t x, uint64_t weight, double eps, uint64_t stream,
+                                            uint64_t* out); /* any thread; over the last axis */
+LANES_API lanes_status lanes_array_layer_norm(uint64_t x, uint64_t weight, uint64_t bias, double eps, uint64_t stream,
+                                              uint64_t* out); /* any thread; over the last axis */
+LANES_API lanes_status lanes_array_attention(uint64_t q, uint64_t k, uint64_t v, double scale, int32_t causal,
+                                             uint64_t stream, uint64_t* out); /* any thread; [B,H,L,D]; scale NaN: 1/sqrt(D) */
+LANES_API lanes_status lanes_array_rope(uint64_t x, int32_t dims, int32_t traditional, double base, double scale,
+                                        int64_t offset, uint64_t stream, uint64_t* out); /* any thread; [..., L, D] */
 LANES_API lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out); /* any thread */
 
 /* ---- arrays: inspection and lifetime ------------------------------------------------------- */

@@ -272,6 +272,41 @@ lanes_status lanes_array_take(uint64_t a, uint64_t indices, int32_t axis, uint64
   });
 }
 
+namespace {
+NodePtr optional_array(uint64_t handle) { return handle ? array_at(handle) : nullptr; }
+}  // namespace
+
+lanes_status lanes_array_rms_norm(uint64_t x, uint64_t weight, double eps, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "rmsNorm: out");
+    publish(make_rms_norm(array_at(x), optional_array(weight), eps, runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_layer_norm(uint64_t x, uint64_t weight, uint64_t bias, double eps, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "layerNorm: out");
+    publish(make_layer_norm(array_at(x), optional_array(weight), optional_array(bias), eps, runtime().stream_or_default(stream)),
+            out);
+  });
+}
+
+lanes_status lanes_array_attention(uint64_t q, uint64_t k, uint64_t v, double scale, int32_t causal, uint64_t stream,
+                                   uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "scaledDotProductAttention: out");
+    publish(make_attention(array_at(q), array_at(k), array_at(v), scale, causal != 0, runtime().stream_or_default(stream)), out);
+  });
+}
+
+lanes_status lanes_array_rope(uint64_t x, int32_t dims, int32_t traditional, double base, double scale, int64_t offset,
+                              uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "rope: out");
+    publish(make_rope(array_at(x), dims, traditional != 0, base, scale, offset, runtime().stream_or_default(stream)), out);
+  });
+}
+
 lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "astype: out");

@@ -26,6 +26,10 @@ enum class OpCode : int {
   View,         // no kernel: shares its input's buffer through a strided layout
   Concatenate,  // params.axis
   Take,         // params.axis; inputs: array, int32 indices
+  RmsNorm,      // inputs: x, weight?; scalars[0] = eps; flags & 1: has weight
+  LayerNorm,    // inputs: x, weight?, bias?; scalars[0] = eps; flags & 1: weight, & 2: bias
+  Attention,    // inputs: q, k, v; scalars[0] = scale; flags & 1: causal
+  Rope,         // scalars: base, scale; axis = dims; offset = first position; flags & 1: traditional
 };
 
 const char* op_name(OpCode op, int subop);
@@ -36,6 +40,8 @@ struct OpParams {
   int axis = 0;                // Softmax: normalized
   double scalars[3] = {0, 0, 0};  // Full: value; Arange: start, step; Random: a, b
   uint64_t seed = 0;           // Random
+  int flags = 0;               // fused ops
+  int64_t offset = 0;          // Rope
 };
 
 // A tensor as a kernel reads it: a buffer, plus a strided view of it (element strides and

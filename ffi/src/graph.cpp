@@ -37,6 +37,10 @@ const char* op_name(OpCode op, int subop) {
     case OpCode::View: return "view";
     case OpCode::Concatenate: return "concatenate";
     case OpCode::Take: return "take";
+    case OpCode::RmsNorm: return "rmsNorm";
+    case OpCode::LayerNorm: return "layerNorm";
+    case OpCode::Attention: return "scaledDotProductAttention";
+    case OpCode::Rope: return "rope";
   }
   return "op";
 }
@@ -422,6 +426,108 @@ NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream) {
   p.axis = ax;
   DType dtype = a->dtype;
   return node(OpCode::Take, p, std::move(shape), dtype, {std::move(a), std::move(indices)}, std::move(stream));
+}
+
+// ---- fused ops ---------------------------------------------------------------------------------
+
+namespace {
+
+void check_last_dim(const char* op, const char* what, const NodePtr& p, const NodePtr& x) {
+  if (p->shape.size() != 1 || p->shape[0] != x->shape.back())
+    throw_error(LANES_ERR_SHAPE, std::string(op) + ": " + what + " of shape " + shape_str(p->shape) + " does not match the last axis of " +
+                                     shape_str(x->shape));
+}
+
+DType common_floating(const std::vector<NodePtr>& nodes) {
+  DType d = nodes.front()->dtype;
+  for (const NodePtr& n : nodes) d = promote(d, n->dtype);
+  return floating_of(d);
+}
+
+void check_eps(const char* op, double eps) {
+  if (!(eps >= 0) || !std::isfinite(eps))
+    throw_error(LANES_ERR_INVALID_ARGUMENT, std::string(op) + ": eps must be finite and non-negative, got " + std::to_string(eps));
+}
+
+}  // namespace
+
+NodePtr make_rms_norm(NodePtr x, NodePtr weight, double eps, StreamPtr stream) {
+  if (x->shape.empty()) throw_error(LANES_ERR_SHAPE, "rmsNorm: needs at least one dimension");
+  check_eps("rmsNorm", eps);
+  std::vector<NodePtr> inputs{x};
+  OpParams p;
+  p.scalars[0] = eps;
+  if (weight) {
+    check_last_dim("rmsNorm", "weight", weight, x);
+    inputs.push_back(weight);
+    p.flags |= 1;
+  }
+  DType dtype = common_floating(inputs);
+  for (NodePtr& n : inputs) n = cast(n, dtype, stream);
+  Shape shape = x->shape;
+  return node(OpCode::RmsNorm, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
+}
+
+NodePtr make_layer_norm(NodePtr x, NodePtr weight, NodePtr bias, double eps, StreamPtr stream) {
+  if (x->shape.empty()) throw_error(LANES_ERR_SHAPE, "layerNorm: needs at least one dimension");
+  check_eps("layerNorm", eps);
+  std::vector<NodePtr> inputs{x};
+  OpParams p;
+  p.scalars[0] = eps;
+  if (weight) {
+    check_last_dim("layerNorm", "weight", weight, x);
+    inputs.push_back(weight);
+    p.flags |= 1;
+  }
+  if (bias) {
+    check_last_dim("layerNorm", "bias", bias, x);
+    inputs.push_back(bias);
+    p.flags |= 2;
+  }
+  DType dtype = common_floating(inputs);
+  for (NodePtr& n : inputs) n = cast(n, dtype, stream);
+  Shape shape = x->shape;
+  return node(OpCode::LayerNorm, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
+}
+
+NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, StreamPtr stream) {
+  const char* op = "scaledDotProductAttention";
+  if (q->shape.size() != 4 || k->shape.size() != 4 || v->shape.size() != 4)
+    throw_error(LANES_ERR_SHAPE, std::string(op) + ": q, k, v must be [batch, heads, seq, dim], got " + shape_str(q->shape) + ", " +
+                                     shape_str(k->shape) + ", " + shape_str(v->shape));
+  const Shape &qs = q->shape, &ks = k->shape, &vs = v->shape;
+  bool ok = qs[0] == ks[0] && ks[0] == vs[0] && ks[1] == vs[1] && ks[2] == vs[2] && qs[3] == ks[3] && ks[1] > 0 &&
+            qs[1] % ks[1] == 0;
+  if (!ok)
+    throw_error(LANES_ERR_SHAPE, std::string(op) + ": incompatible q " + shape_str(qs) + ", k " + shape_str(ks) + ", v " + shape_str(vs) +
+                                     " (need equal batch, k/v sharing heads and length, q heads a multiple of k heads, equal q/k dim)");
+  if (!std::isfinite(scale)) scale = 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(1, qs[3])));
+  OpParams p;
+  p.scalars[0] = scale;
+  p.flags = causal ? 1 : 0;
+  std::vector<NodePtr> inputs{q, k, v};
+  DType dtype = common_floating(inputs);
+  for (NodePtr& n : inputs) n = cast(n, dtype, stream);
+  Shape shape{qs[0], qs[1], qs[2], vs[3]};
+  return node(OpCode::Attention, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
+}
+
+NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, StreamPtr stream) {
+  if (x->shape.size() < 2) throw_error(LANES_ERR_SHAPE, "rope: needs [..., seq, dim], got " + shape_str(x->shape));
+  if (dims <= 0 || dims % 2 != 0 || dims > x->shape.back())
+    throw_error(LANES_ERR_SHAPE, "rope: dims must be even and in (0, " + std::to_string(x->shape.back()) + "], got " + std::to_string(dims));
+  if (!(base > 0) || !std::isfinite(base) || !std::isfinite(scale))
+    throw_error(LANES_ERR_INVALID_ARGUMENT, "rope: base must be positive and finite and scale finite");
+  OpParams p;
+  p.axis = dims;
+  p.scalars[0] = base;
+  p.scalars[1] = scale;
+  p.offset = offset;
+  p.flags = traditional ? 1 : 0;
+  x = as_floating(x, stream);
+  Shape shape = x->shape;
+  DType dtype = x->dtype;
+  return node(OpCode::Rope, p, std::move(shape), dtype, {std::move(x)}, std::move(stream));
 }
 
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream) {

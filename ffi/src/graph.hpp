@@ -32,6 +32,11 @@ NodePtr make_slice(NodePtr a, const std::vector<int64_t>& starts, const std::vec
 NodePtr make_concatenate(std::vector<NodePtr> arrays, int axis, StreamPtr stream);
 NodePtr make_stack(std::vector<NodePtr> arrays, int axis, StreamPtr stream);
 NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream);
+// Fused ops: one kernel each. Null weight/bias mean none.
+NodePtr make_rms_norm(NodePtr x, NodePtr weight, double eps, StreamPtr stream);
+NodePtr make_layer_norm(NodePtr x, NodePtr weight, NodePtr bias, double eps, StreamPtr stream);
+NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, StreamPtr stream);
+NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, StreamPtr stream);
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream);
 
 }  // namespace lanes

@@ -36,6 +36,16 @@ double to_double(T v) {
   return static_cast<double>(up(v));
 }
 
+// Runs `kernel<T>` for the floating storage types.
+template <template <class> class Kernel>
+void floating_only(const Command& c) {
+  dispatch(c.output.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, float> || is_half_v<T>) Kernel<T>::run(c);
+    else throw_error(LANES_ERR_INTERNAL, std::string(op_name(c.op, c.params.subop)) + ": non-floating dtype reached the kernel");
+  });
+}
+
 // ---- creation ----------------------------------------------------------------------------------
 
 void full(const Command& c) {
@@ -593,13 +603,144 @@ void softmax_typed(const Command& c) {
   });
 }
 
-void softmax(const Command& c) {
-  dispatch(c.output.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    if constexpr (std::is_same_v<T, float> || is_half_v<T>) softmax_typed<T>(c);
-    else throw_error(LANES_ERR_INTERNAL, "softmax: non-floating dtype reached the kernel");
+template <class T>
+struct SoftmaxKernel {
+  static void run(const Command& c) { softmax_typed<T>(c); }
+};
+
+// ---- fused ops ---------------------------------------------------------------------------------
+
+// Widened float copies of every input (contiguous), for fused kernels that read whole rows.
+template <class T>
+std::vector<std::vector<float>> widened_inputs(const Command& c) {
+  std::vector<std::vector<float>> out(c.inputs.size());
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    std::vector<T> scratch;
+    std::vector<float> wide;
+    const float* p = as_float_rows<T>(c.inputs[i], scratch, wide);
+    out[i].assign(p, p + numel(c.inputs[i].shape));
+  }
+  return out;
+}
+
+template <class T>
+void norm_typed(const Command& c, bool layer) {
+  std::vector<std::vector<float>> in = widened_inputs<T>(c);
+  int64_t D = c.output.shape.back();
+  int64_t rows = D ? numel(c.output.shape) / D : 0;
+  bool has_weight = c.params.flags & 1, has_bias = c.params.flags & 2;
+  const float* x = in[0].data();
+  const float* w = has_weight ? in[1].data() : nullptr;
+  const float* b = has_bias ? in[has_weight ? 2 : 1].data() : nullptr;
+  double eps = c.params.scalars[0];
+  T* y = output<T>(c);
+  parallel_for(rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, D)), [&](int64_t rb, int64_t re) {
+    for (int64_t r = rb; r < re; ++r) {
+      const float* xr = x + r * D;
+      double mean = 0, ss = 0;
+      if (layer) {
+        for (int64_t i = 0; i < D; ++i) mean += xr[i];
+        mean /= static_cast<double>(D);
+      }
+      for (int64_t i = 0; i < D; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
+      float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps));
+      for (int64_t i = 0; i < D; ++i) {
+        float v = static_cast<float>(xr[i] - mean) * inv;
+        if (w) v *= w[i];
+        if (b) v += b[i];
+        y[r * D + i] = down<T>(v);
+      }
+    }
   });
 }
+
+template <class T>
+void attention_typed(const Command& c) {
+  std::vector<std::vector<float>> in = widened_inputs<T>(c);
+  const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
+  int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Lk = ks[2], Dv = vs[3];
+  int64_t group = H / Hk;
+  float scale = static_cast<float>(c.params.scalars[0]);
+  bool causal = c.params.flags & 1;
+  const float *q = in[0].data(), *k = in[1].data(), *v = in[2].data();
+  T* y = output<T>(c);
+  parallel_for(B * H * Lq, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, Lk * D)), [&](int64_t rb, int64_t re) {
+    std::vector<float> scores(static_cast<size_t>(Lk));
+    std::vector<float> acc(static_cast<size_t>(Dv));
+    for (int64_t r = rb; r < re; ++r) {
+      int64_t i = r % Lq, h = (r / Lq) % H, bi = r / (Lq * H);
+      int64_t kv = bi * Hk + h / group;
+      const float* qi = q + r * D;
+      // Causal masking aligned to the end: query i sees keys up to i + (Lk - Lq).
+      int64_t visible = causal ? std::min(Lk, std::max<int64_t>(0, i + Lk - Lq + 1)) : Lk;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < visible; ++j) {
+        const float* kj = k + (kv * Lk + j) * D;
+        float dot = 0;
+        for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
+        scores[j] = dot * scale;
+        m = std::max(m, scores[j]);
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      double total = 0;
+      for (int64_t j = 0; j < visible; ++j) {
+        float p = std::exp(scores[j] - m);
+        total += p;
+        const float* vj = v + (kv * Lk + j) * Dv;
+        for (int64_t d = 0; d < Dv; ++d) acc[d] += p * vj[d];
+      }
+      // A query that sees no key (causal with Lq > Lk) gets zeros rather than 0/0.
+      float inv = total > 0 ? static_cast<float>(1.0 / total) : 0.0f;
+      for (int64_t d = 0; d < Dv; ++d) y[r * Dv + d] = down<T>(acc[d] * inv);
+    }
+  });
+}
+
+template <class T>
+void rope_typed(const Command& c) {
+  std::vector<std::vector<float>> in = widened_inputs<T>(c);
+  const Shape& s = c.output.shape;
+  int64_t D = s.back(), L = s[s.size() - 2];
+  int64_t rows = D ? numel(s) / D : 0;
+  int dims = c.params.axis, half = dims / 2;
+  double base = c.params.scalars[0], scale = c.params.scalars[1];
+  bool traditional = c.params.flags & 1;
+  const float* x = in[0].data();
+  T* y = output<T>(c);
+  parallel_for(rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, D)), [&](int64_t rb, int64_t re) {
+    for (int64_t r = rb; r < re; ++r) {
+      double pos = static_cast<double>(c.params.offset + r % L) * scale;
+      const float* xr = x + r * D;
+      T* yr = y + r * D;
+      for (int i = 0; i < half; ++i) {
+        double theta = pos * std::pow(base, -2.0 * i / dims);
+        float cs = static_cast<float>(std::cos(theta)), sn = static_cast<float>(std::sin(theta));
+        // Traditional pairs neighbours (2i, 2i+1); the default (Llama/HF) pairs halves (i, i+dims/2).
+        int64_t a = traditional ? 2 * i : i, b = traditional ? 2 * i + 1 : i + half;
+        yr[a] = down<T>(xr[a] * cs - xr[b] * sn);
+        yr[b] = down<T>(xr[a] * sn + xr[b] * cs);
+      }
+      for (int64_t d = dims; d < D; ++d) yr[d] = down<T>(xr[d]);
+    }
+  });
+}
+
+template <class T>
+struct RmsNormKernel {
+  static void run(const Command& c) { norm_typed<T>(c, false); }
+};
+template <class T>
+struct LayerNormKernel {
+  static void run(const Command& c) { norm_typed<T>(c, true); }
+};
+template <class T>
+struct AttentionKernel {
+  static void run(const Command& c) { attention_typed<T>(c); }
+};
+template <class T>
+struct RopeKernel {
+  static void run(const Command& c) { rope_typed<T>(c); }
+};
 
 }  // namespace
 
@@ -614,9 +755,13 @@ void run_kernel(const Command& c) {
     case OpCode::AsType: return astype(c);
     case OpCode::Matmul: return matmul(c);
     case OpCode::Reduce: return reduce(c);
-    case OpCode::Softmax: return softmax(c);
+    case OpCode::Softmax: return floating_only<SoftmaxKernel>(c);
     case OpCode::Concatenate: return concatenate(c);
     case OpCode::Take: return take(c);
+    case OpCode::RmsNorm: return floating_only<RmsNormKernel>(c);
+    case OpCode::LayerNorm: return floating_only<LayerNormKernel>(c);
+    case OpCode::Attention: return floating_only<AttentionKernel>(c);
+    case OpCode::Rope: return floating_only<RopeKernel>(c);
     case OpCode::FromData:
     case OpCode::View: break;
   }
