@@ -16,6 +16,7 @@ const core_sources = [_][]const u8{
     "ffi/src/status.cpp",
     "ffi/src/stream.cpp",
     "ffi/src/timeline.cpp",
+    "ffi/src/watchdog.cpp",
     "ffi/src/cpu/compute_pool.cpp",
     "ffi/src/cpu/cpu_backend.cpp",
     "ffi/src/cpu/kernels.cpp",

@@ -84,5 +84,6 @@ export {
   type StreamOptions,
 } from "./ops.ts";
 export * as random from "./random.ts";
-export { resetPeakMemory, setEpochBudget, setMemoryLimit, stats, type Stats } from "./stats.ts";
+export * as debug from "./debug.ts";
+export { resetPeakMemory, setEpochBudget, setMemoryLimit, shutdown, stats, type Stats } from "./stats.ts";
 export { currentStream, defaultStream, newStream, Stream, streamFromId, synchronize, withStream } from "./stream.ts";

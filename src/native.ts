@@ -14,6 +14,10 @@ const pointer = FFIType.ptr;
 const symbols = {
   lanes_last_error: { args: [], returns: cstring },
   lanes_backend_name: { args: [], returns: cstring },
+  lanes_thread_track_handles: { args: [i32], returns: i32 },
+  lanes_shutdown: { args: [], returns: i32 },
+  lanes_debug_fail_next_epochs: { args: [u64, u32], returns: i32 },
+  lanes_debug_pause_stream: { args: [u64, i32], returns: i32 },
   lanes_stats_read: { args: [pointer, i32], returns: i32 },
   lanes_stats_reset_peak: { args: [], returns: i32 },
   lanes_set_memory_limit: { args: [u64], returns: i32 },
@@ -82,6 +86,10 @@ function open() {
 
 /** The raw symbols of liblanes. */
 export const native = open().symbols;
+
+// A Worker's handles are released natively when its thread ends, even if it is terminated
+// mid-eval before any JS cleanup could run.
+if (!Bun.isMainThread) native.lanes_thread_track_handles(1);
 
 // Per-thread scratch for out-parameters: each Worker has its own copy of this module. Its
 // storage is an explicit ArrayBuffer: small typed arrays made from a length keep their data in

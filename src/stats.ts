@@ -56,3 +56,11 @@ export function setMemoryLimit(bytes: number): void {
 export function setEpochBudget(maxOps: number, maxBytes: number): void {
   check(native.lanes_set_epoch_budget(maxOps, maxBytes));
 }
+
+/**
+ * Waits for the default stream, then shuts lanes down: every later call throws
+ * `DisposedError`. For orderly process teardown; there is no restart.
+ */
+export function shutdown(): void {
+  check(native.lanes_shutdown());
+}

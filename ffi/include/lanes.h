@@ -129,6 +129,17 @@ LANES_API lanes_status lanes_stats_reset_peak(void);   /* any thread */
 LANES_API lanes_status lanes_set_memory_limit(uint64_t bytes); /* any thread; 0 = no limit */
 LANES_API lanes_status lanes_set_epoch_budget(uint32_t max_ops, uint64_t max_bytes); /* any thread; applies to epochs opened later */
 
+/* The calling thread's handles (arrays, streams, completion queues it created, retained and did
+ * not release) are released when the thread exits. Bun Workers turn this on, so terminating a
+ * Worker mid-eval leaks nothing. Not for threads that hand their handles to others unretained. */
+LANES_API lanes_status lanes_thread_track_handles(int32_t on); /* calling thread only */
+LANES_API lanes_status lanes_shutdown(void); /* any thread; waits for the default stream, then every later call fails with LANES_ERR_DISPOSED */
+/* Test-only: with LANES_FAULT_INJECTION=1 in the environment, the next `count` epochs committed on
+ * `stream` fail as if the device had failed them (else LANES_ERR_INVALID_ARGUMENT). */
+LANES_API lanes_status lanes_debug_fail_next_epochs(uint64_t stream, uint32_t count); /* any thread */
+/* Test-only, same switch: a paused stream starts none of its committed work until resumed. */
+LANES_API lanes_status lanes_debug_pause_stream(uint64_t stream, int32_t paused); /* any thread */
+
 /* ---- streams ----------------------------------------------------------------------------- */
 LANES_API lanes_status lanes_stream_new(uint64_t* out_stream);      /* any thread; caller owns one reference */
 LANES_API lanes_status lanes_stream_default(uint64_t* out_stream);  /* any thread; the process-wide default stream, never freed */

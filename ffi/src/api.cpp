@@ -1,5 +1,6 @@
 // The C ABI: handle resolution, argument checks, and abi_guard around every entry point.
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "eval.hpp"
@@ -26,9 +27,42 @@ T* require(T* p, const char* what) {
   return p;
 }
 
-NodePtr array_at(uint64_t handle) { return runtime().arrays.get(handle); }
+NodePtr array_at(uint64_t handle) { return running_runtime().arrays.get(handle); }
 
-void publish(NodePtr node, uint64_t* out) { *out = runtime().arrays.insert(std::move(node)); }
+// References a thread holds, when it asked for tracking (Bun Workers do): given back when the
+// thread exits, so a terminated Worker leaves no handle behind.
+struct ThreadHandles {
+  bool tracking = false;
+  std::unordered_map<uint64_t, uint32_t> arrays, streams, queues;
+
+  static void add(std::unordered_map<uint64_t, uint32_t>& refs, uint64_t h) { ++refs[h]; }
+  static void drop(std::unordered_map<uint64_t, uint32_t>& refs, uint64_t h) {
+    auto it = refs.find(h);
+    if (it != refs.end() && --it->second == 0) refs.erase(it);
+  }
+
+  ~ThreadHandles() {
+    if (!tracking) return;
+    try {
+      Runtime& rt = runtime();
+      for (auto& [h, n] : arrays)
+        for (uint32_t i = 0; i < n; ++i) rt.arrays.release(h);
+      for (auto& [h, n] : queues)
+        for (uint32_t i = 0; i < n; ++i) rt.queues.release(h);
+      for (auto& [h, n] : streams)
+        for (uint32_t i = 0; i < n; ++i)
+          if (auto last = rt.streams.release(h)) last->shutdown();
+    } catch (...) {
+      // Thread exit must not throw; a handle freed meanwhile is simply gone.
+    }
+  }
+};
+thread_local ThreadHandles t_handles;
+
+void publish(NodePtr node, uint64_t* out) {
+  *out = running_runtime().arrays.insert(std::move(node));
+  if (t_handles.tracking) ThreadHandles::add(t_handles.arrays, *out);
+}
 
 std::vector<NodePtr> arrays_at(const uint64_t* handles, int32_t count) {
   if (count < 0) throw_error(LANES_ERR_INVALID_ARGUMENT, "negative array count");
@@ -39,6 +73,18 @@ std::vector<NodePtr> arrays_at(const uint64_t* handles, int32_t count) {
   return nodes;
 }
 
+std::vector<int64_t> vec64(const int64_t* p, int32_t n, const char* what) {
+  if (n < 0 || n > 32) throw_error(LANES_ERR_SHAPE, std::string(what) + ": count " + std::to_string(n) + " is out of range [0, 32]");
+  if (n > 0) require(p, what);
+  return std::vector<int64_t>(p, p + n);
+}
+std::vector<int> vec32(const int32_t* p, int32_t n, const char* what) {
+  if (n < 0 || n > 32) throw_error(LANES_ERR_SHAPE, std::string(what) + ": count " + std::to_string(n) + " is out of range [0, 32]");
+  if (n > 0) require(p, what);
+  return std::vector<int>(p, p + n);
+}
+NodePtr optional_array(uint64_t handle) { return handle ? array_at(handle) : nullptr; }
+
 }  // namespace
 
 extern "C" {
@@ -48,14 +94,14 @@ lanes_status lanes_last_error_code(void) { return last_error_code(); }
 
 const char* lanes_backend_name(void) {
   const char* name = "unavailable";
-  abi_guard([&] { name = runtime().backend().name(); });
+  abi_guard([&] { name = running_runtime().backend().name(); });
   return name;
 }
 
 lanes_status lanes_stats_read(uint64_t* out, int32_t count) {
   return abi_guard([&] {
     require(out, "stats: out");
-    Runtime& rt = runtime();
+    Runtime& rt = running_runtime();
     MemoryStats mem = rt.allocator().stats();
     uint64_t values[LANES_STAT_COUNT] = {
         rt.counters.kernels_executed.load(), rt.counters.epochs_committed.load(), mem.active, mem.peak, mem.cached,
@@ -65,11 +111,11 @@ lanes_status lanes_stats_read(uint64_t* out, int32_t count) {
 }
 
 lanes_status lanes_stats_reset_peak(void) {
-  return abi_guard([&] { runtime().allocator().reset_peak(); });
+  return abi_guard([&] { running_runtime().allocator().reset_peak(); });
 }
 
 lanes_status lanes_set_memory_limit(uint64_t bytes) {
-  return abi_guard([&] { runtime().allocator().set_limit(bytes); });
+  return abi_guard([&] { running_runtime().allocator().set_limit(bytes); });
 }
 
 lanes_status lanes_set_epoch_budget(uint32_t max_ops, uint64_t max_bytes) {
@@ -81,31 +127,58 @@ lanes_status lanes_set_epoch_budget(uint32_t max_ops, uint64_t max_bytes) {
 lanes_status lanes_stream_new(uint64_t* out_stream) {
   return abi_guard([&] {
     require(out_stream, "stream_new: out");
-    *out_stream = runtime().streams.insert(runtime().new_stream());
+    *out_stream = running_runtime().streams.insert(running_runtime().new_stream());
+    if (t_handles.tracking) ThreadHandles::add(t_handles.streams, *out_stream);
   });
 }
 
 lanes_status lanes_stream_default(uint64_t* out_stream) {
-  return abi_guard([&] { *require(out_stream, "stream_default: out") = runtime().default_stream_handle(); });
+  return abi_guard([&] { *require(out_stream, "stream_default: out") = running_runtime().default_stream_handle(); });
 }
 
 lanes_status lanes_stream_retain(uint64_t stream) {
   return abi_guard([&] {
-    if (stream == runtime().default_stream_handle()) return;
-    runtime().streams.retain(stream);
+    if (stream == running_runtime().default_stream_handle()) return;
+    running_runtime().streams.retain(stream);
+    if (t_handles.tracking) ThreadHandles::add(t_handles.streams, stream);
   });
 }
 
 lanes_status lanes_stream_release(uint64_t stream) {
   return abi_guard([&] {
-    if (stream == runtime().default_stream_handle()) return;  // lives for the process
-    std::shared_ptr<Stream> last = runtime().streams.release(stream);
+    if (stream == running_runtime().default_stream_handle()) return;  // lives for the process
+    std::shared_ptr<Stream> last = running_runtime().streams.release(stream);
+    if (t_handles.tracking) ThreadHandles::drop(t_handles.streams, stream);
     if (last) last->shutdown();  // outside the table lock: waits for in-flight work
   });
 }
 
+lanes_status lanes_thread_track_handles(int32_t on) {
+  return abi_guard([&] { t_handles.tracking = on != 0; });
+}
+
+lanes_status lanes_shutdown(void) {
+  return abi_guard([&] { shutdown_runtime(); });
+}
+
+lanes_status lanes_debug_fail_next_epochs(uint64_t stream, uint32_t count) {
+  return abi_guard([&] {
+    if (!fault_injection_enabled())
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "fault injection is disabled (set LANES_FAULT_INJECTION=1 before start)");
+    running_runtime().stream_or_default(stream)->inject_failures(count);
+  });
+}
+
+lanes_status lanes_debug_pause_stream(uint64_t stream, int32_t paused) {
+  return abi_guard([&] {
+    if (!fault_injection_enabled())
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "fault injection is disabled (set LANES_FAULT_INJECTION=1 before start)");
+    running_runtime().stream_or_default(stream)->debug_pause(paused != 0);
+  });
+}
+
 lanes_status lanes_stream_synchronize(uint64_t stream) {
-  return abi_guard([&] { runtime().stream_or_default(stream)->synchronize(); });
+  return abi_guard([&] { running_runtime().stream_or_default(stream)->synchronize(); });
 }
 
 // ---- creation ----
@@ -123,7 +196,7 @@ lanes_status lanes_array_full(double value, lanes_dtype dtype, const int64_t* sh
   return abi_guard([&] {
     require(out, "full: out");
     publish(make_full(value, dtype_from_abi(dtype, "full"), shape_from(shape, ndim, "full"),
-                      runtime().stream_or_default(stream)),
+                      running_runtime().stream_or_default(stream)),
             out);
   });
 }
@@ -132,7 +205,7 @@ lanes_status lanes_array_arange(double start, double stop, double step, lanes_dt
                                 uint64_t* out) {
   return abi_guard([&] {
     require(out, "arange: out");
-    publish(make_arange(start, stop, step, dtype_from_abi(dtype, "arange"), runtime().stream_or_default(stream)), out);
+    publish(make_arange(start, stop, step, dtype_from_abi(dtype, "arange"), running_runtime().stream_or_default(stream)), out);
   });
 }
 
@@ -140,7 +213,7 @@ lanes_status lanes_array_random(lanes_random_kind kind, uint64_t seed, double a,
                                 int32_t ndim, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "random: out");
-    publish(make_random(kind, seed, a, b, shape_from(shape, ndim, "random"), runtime().stream_or_default(stream)), out);
+    publish(make_random(kind, seed, a, b, shape_from(shape, ndim, "random"), running_runtime().stream_or_default(stream)), out);
   });
 }
 
@@ -149,21 +222,21 @@ lanes_status lanes_array_random(lanes_random_kind kind, uint64_t seed, double a,
 lanes_status lanes_array_unary(lanes_unary_op op, uint64_t a, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "unary: out");
-    publish(make_unary(op, array_at(a), runtime().stream_or_default(stream)), out);
+    publish(make_unary(op, array_at(a), running_runtime().stream_or_default(stream)), out);
   });
 }
 
 lanes_status lanes_array_binary(lanes_binary_op op, uint64_t a, uint64_t b, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "binary: out");
-    publish(make_binary(op, array_at(a), array_at(b), runtime().stream_or_default(stream)), out);
+    publish(make_binary(op, array_at(a), array_at(b), running_runtime().stream_or_default(stream)), out);
   });
 }
 
 lanes_status lanes_array_matmul(uint64_t a, uint64_t b, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "matmul: out");
-    publish(make_matmul(array_at(a), array_at(b), runtime().stream_or_default(stream)), out);
+    publish(make_matmul(array_at(a), array_at(b), running_runtime().stream_or_default(stream)), out);
   });
 }
 
@@ -175,7 +248,7 @@ lanes_status lanes_array_reduce(lanes_reduce_op op, uint64_t a, const int32_t* a
     if (naxes > 0) require(axes, "reduce: axes");
     std::vector<int> ax;
     for (int32_t i = 0; i < naxes; ++i) ax.push_back(axes[i]);
-    publish(make_reduce(op, array_at(a), std::move(ax), naxes < 0, keepdims != 0, runtime().stream_or_default(stream)),
+    publish(make_reduce(op, array_at(a), std::move(ax), naxes < 0, keepdims != 0, running_runtime().stream_or_default(stream)),
             out);
   });
 }
@@ -183,34 +256,21 @@ lanes_status lanes_array_reduce(lanes_reduce_op op, uint64_t a, const int32_t* a
 lanes_status lanes_array_softmax(uint64_t a, int32_t axis, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "softmax: out");
-    publish(make_softmax(array_at(a), axis, runtime().stream_or_default(stream)), out);
+    publish(make_softmax(array_at(a), axis, running_runtime().stream_or_default(stream)), out);
   });
 }
 
 lanes_status lanes_array_where(uint64_t cond, uint64_t a, uint64_t b, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "where: out");
-    publish(make_where(array_at(cond), array_at(a), array_at(b), runtime().stream_or_default(stream)), out);
+    publish(make_where(array_at(cond), array_at(a), array_at(b), running_runtime().stream_or_default(stream)), out);
   });
 }
-
-namespace {
-std::vector<int64_t> vec64(const int64_t* p, int32_t n, const char* what) {
-  if (n < 0 || n > 32) throw_error(LANES_ERR_SHAPE, std::string(what) + ": count " + std::to_string(n) + " is out of range [0, 32]");
-  if (n > 0) require(p, what);
-  return std::vector<int64_t>(p, p + n);
-}
-std::vector<int> vec32(const int32_t* p, int32_t n, const char* what) {
-  if (n < 0 || n > 32) throw_error(LANES_ERR_SHAPE, std::string(what) + ": count " + std::to_string(n) + " is out of range [0, 32]");
-  if (n > 0) require(p, what);
-  return std::vector<int>(p, p + n);
-}
-}  // namespace
 
 lanes_status lanes_array_reshape(uint64_t a, const int64_t* shape, int32_t ndim, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "reshape: out");
-    publish(make_reshape(array_at(a), vec64(shape, ndim, "reshape: shape"), runtime().stream_or_default(stream)), out);
+    publish(make_reshape(array_at(a), vec64(shape, ndim, "reshape: shape"), running_runtime().stream_or_default(stream)), out);
   });
 }
 
@@ -218,21 +278,21 @@ lanes_status lanes_array_transpose(uint64_t a, const int32_t* axes, int32_t naxe
   return abi_guard([&] {
     require(out, "transpose: out");
     std::vector<int> ax = naxes < 0 ? std::vector<int>{} : vec32(axes, naxes, "transpose: axes");
-    publish(make_transpose(array_at(a), std::move(ax), naxes < 0, runtime().stream_or_default(stream)), out);
+    publish(make_transpose(array_at(a), std::move(ax), naxes < 0, running_runtime().stream_or_default(stream)), out);
   });
 }
 
 lanes_status lanes_array_broadcast_to(uint64_t a, const int64_t* shape, int32_t ndim, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "broadcastTo: out");
-    publish(make_broadcast_to(array_at(a), shape_from(shape, ndim, "broadcastTo"), runtime().stream_or_default(stream)), out);
+    publish(make_broadcast_to(array_at(a), shape_from(shape, ndim, "broadcastTo"), running_runtime().stream_or_default(stream)), out);
   });
 }
 
 lanes_status lanes_array_expand_dims(uint64_t a, const int32_t* axes, int32_t naxes, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "expandDims: out");
-    publish(make_expand_dims(array_at(a), vec32(axes, naxes, "expandDims: axes"), runtime().stream_or_default(stream)), out);
+    publish(make_expand_dims(array_at(a), vec32(axes, naxes, "expandDims: axes"), running_runtime().stream_or_default(stream)), out);
   });
 }
 
@@ -240,7 +300,7 @@ lanes_status lanes_array_squeeze(uint64_t a, const int32_t* axes, int32_t naxes,
   return abi_guard([&] {
     require(out, "squeeze: out");
     std::vector<int> ax = naxes < 0 ? std::vector<int>{} : vec32(axes, naxes, "squeeze: axes");
-    publish(make_squeeze(array_at(a), std::move(ax), naxes < 0, runtime().stream_or_default(stream)), out);
+    publish(make_squeeze(array_at(a), std::move(ax), naxes < 0, running_runtime().stream_or_default(stream)), out);
   });
 }
 
@@ -250,7 +310,7 @@ lanes_status lanes_array_slice(uint64_t a, const int64_t* starts, const int64_t*
     require(out, "slice: out");
     std::vector<int64_t> st = steps ? vec64(steps, count, "slice: steps") : std::vector<int64_t>{};
     publish(make_slice(array_at(a), vec64(starts, count, "slice: starts"), vec64(stops, count, "slice: stops"), st,
-                       runtime().stream_or_default(stream)),
+                       running_runtime().stream_or_default(stream)),
             out);
   });
 }
@@ -260,7 +320,7 @@ lanes_status lanes_array_concatenate(const uint64_t* arrays, int32_t count, int3
   return abi_guard([&] {
     require(out, "concatenate: out");
     std::vector<NodePtr> nodes = arrays_at(arrays, count);
-    StreamPtr s = runtime().stream_or_default(stream);
+    StreamPtr s = running_runtime().stream_or_default(stream);
     publish(stack ? make_stack(std::move(nodes), axis, s) : make_concatenate(std::move(nodes), axis, s), out);
   });
 }
@@ -268,25 +328,21 @@ lanes_status lanes_array_concatenate(const uint64_t* arrays, int32_t count, int3
 lanes_status lanes_array_take(uint64_t a, uint64_t indices, int32_t axis, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "take: out");
-    publish(make_take(array_at(a), array_at(indices), axis, runtime().stream_or_default(stream)), out);
+    publish(make_take(array_at(a), array_at(indices), axis, running_runtime().stream_or_default(stream)), out);
   });
 }
-
-namespace {
-NodePtr optional_array(uint64_t handle) { return handle ? array_at(handle) : nullptr; }
-}  // namespace
 
 lanes_status lanes_array_rms_norm(uint64_t x, uint64_t weight, double eps, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "rmsNorm: out");
-    publish(make_rms_norm(array_at(x), optional_array(weight), eps, runtime().stream_or_default(stream)), out);
+    publish(make_rms_norm(array_at(x), optional_array(weight), eps, running_runtime().stream_or_default(stream)), out);
   });
 }
 
 lanes_status lanes_array_layer_norm(uint64_t x, uint64_t weight, uint64_t bias, double eps, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "layerNorm: out");
-    publish(make_layer_norm(array_at(x), optional_array(weight), optional_array(bias), eps, runtime().stream_or_default(stream)),
+    publish(make_layer_norm(array_at(x), optional_array(weight), optional_array(bias), eps, running_runtime().stream_or_default(stream)),
             out);
   });
 }
@@ -295,7 +351,7 @@ lanes_status lanes_array_attention(uint64_t q, uint64_t k, uint64_t v, double sc
                                    uint64_t* out) {
   return abi_guard([&] {
     require(out, "scaledDotProductAttention: out");
-    publish(make_attention(array_at(q), array_at(k), array_at(v), scale, causal != 0, runtime().stream_or_default(stream)), out);
+    publish(make_attention(array_at(q), array_at(k), array_at(v), scale, causal != 0, running_runtime().stream_or_default(stream)), out);
   });
 }
 
@@ -303,14 +359,14 @@ lanes_status lanes_array_rope(uint64_t x, int32_t dims, int32_t traditional, dou
                               uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "rope: out");
-    publish(make_rope(array_at(x), dims, traditional != 0, base, scale, offset, runtime().stream_or_default(stream)), out);
+    publish(make_rope(array_at(x), dims, traditional != 0, base, scale, offset, running_runtime().stream_or_default(stream)), out);
   });
 }
 
 lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "astype: out");
-    publish(make_astype(array_at(a), dtype_from_abi(dtype, "astype"), runtime().stream_or_default(stream)), out);
+    publish(make_astype(array_at(a), dtype_from_abi(dtype, "astype"), running_runtime().stream_or_default(stream)), out);
   });
 }
 
@@ -335,21 +391,25 @@ lanes_status lanes_array_read(uint64_t a, void* dst, uint64_t nbytes) {
                                                   shape_str(n->shape) + " needs " + std::to_string(n->nbytes()));
     if (nbytes) require(dst, "read: destination");
     // A strided view is read through a contiguous copy.
-    if (!n->contiguous()) n = make_astype(n, n->dtype, n->stream ? n->stream : runtime().stream_or_default(0));
+    if (!n->contiguous()) n = make_astype(n, n->dtype, n->stream ? n->stream : running_runtime().stream_or_default(0));
     schedule({n});
     wait_ready(*n);
     const char* src = static_cast<const char*>(n->buffer->data()) + n->offset * static_cast<int64_t>(dtype_size(n->dtype));
-    if (nbytes) runtime().backend().download(dst, src, nbytes);
+    if (nbytes) running_runtime().backend().download(dst, src, nbytes);
   });
 }
 
 lanes_status lanes_array_retain(uint64_t a) {
-  return abi_guard([&] { runtime().arrays.retain(a); });
+  return abi_guard([&] {
+    running_runtime().arrays.retain(a);
+    if (t_handles.tracking) ThreadHandles::add(t_handles.arrays, a);
+  });
 }
 
 lanes_status lanes_array_release(uint64_t a) {
   return abi_guard([&] {
-    NodePtr last = runtime().arrays.release(a);  // destroyed here, outside the table lock
+    NodePtr last = running_runtime().arrays.release(a);  // destroyed here, outside the table lock
+    if (t_handles.tracking) ThreadHandles::drop(t_handles.arrays, a);
   });
 }
 
@@ -365,7 +425,7 @@ lanes_status lanes_eval(const uint64_t* arrays, int32_t count) {
 
 lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t queue, uint64_t token) {
   return abi_guard([&] {
-    std::shared_ptr<CompletionQueue> q = runtime().queues.get(queue);
+    std::shared_ptr<CompletionQueue> q = running_runtime().queues.get(queue);
     std::vector<NodePtr> nodes = arrays_at(arrays, count);
     schedule(nodes);
     when_ready(nodes, [q, token](lanes_status status) { q->post(token, status); });
@@ -376,18 +436,22 @@ lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t qu
 
 lanes_status lanes_completion_queue_new(uint64_t* out_queue) {
   return abi_guard([&] {
-    *require(out_queue, "completion_queue_new: out") = runtime().queues.insert(std::make_shared<CompletionQueue>());
+    *require(out_queue, "completion_queue_new: out") = running_runtime().queues.insert(std::make_shared<CompletionQueue>());
+    if (t_handles.tracking) ThreadHandles::add(t_handles.queues, *out_queue);
   });
 }
 
 lanes_status lanes_completion_queue_release(uint64_t queue) {
-  return abi_guard([&] { runtime().queues.release(queue); });
+  return abi_guard([&] {
+    running_runtime().queues.release(queue);
+    if (t_handles.tracking) ThreadHandles::drop(t_handles.queues, queue);
+  });
 }
 
 lanes_status lanes_completion_queue_drain(uint64_t queue, uint64_t* out_tokens, int32_t* out_status, int32_t capacity,
                                           int32_t* out_count) {
   return abi_guard([&] {
-    std::shared_ptr<CompletionQueue> q = runtime().queues.get(queue);
+    std::shared_ptr<CompletionQueue> q = running_runtime().queues.get(queue);
     require(out_count, "drain: out_count");
     if (capacity > 0) {
       require(out_tokens, "drain: tokens");
@@ -398,7 +462,7 @@ lanes_status lanes_completion_queue_drain(uint64_t queue, uint64_t* out_tokens, 
 }
 
 lanes_status lanes_completion_queue_wait(uint64_t queue, uint32_t timeout_ms) {
-  return abi_guard([&] { runtime().queues.get(queue)->wait(timeout_ms); });
+  return abi_guard([&] { running_runtime().queues.get(queue)->wait(timeout_ms); });
 }
 
 }  // extern "C"

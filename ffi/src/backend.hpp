@@ -19,6 +19,8 @@ class CommandBuffer {
   virtual void encode(Command command) = 0;
   // Makes later commands wait until `other` reaches `value` (a cross-stream dependency).
   virtual void encode_wait(std::shared_ptr<Timeline> other, uint64_t value) = 0;
+  // Test-only fault injection: the buffer fails on the device with `reason` instead of running.
+  virtual void inject_failure(std::string reason) = 0;
 };
 
 // Runs on a backend thread once every command of a committed buffer ran (error set on
@@ -31,6 +33,8 @@ class Queue {
   virtual ~Queue() = default;
   virtual std::unique_ptr<CommandBuffer> new_command_buffer() = 0;
   virtual void commit(std::unique_ptr<CommandBuffer> buffer, CompletionFn on_complete) = 0;
+  // Test-only: while paused the queue starts no committed buffer (to exercise the watchdog).
+  virtual void debug_pause(bool paused) = 0;
 };
 
 class Backend {

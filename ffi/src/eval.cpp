@@ -1,12 +1,34 @@
 #include "eval.hpp"
 
+#include <chrono>
+#include <thread>
 #include <unordered_set>
 
 #include "runtime.hpp"
 #include "status.hpp"
+#include "watchdog.hpp"
 
 namespace lanes {
 namespace {
+
+// Sleeps until another evaluation moves `n` out of the claimed state `word`. Under the
+// watchdog the wait is polled so a claim that is never resolved fails with a diagnostic.
+void wait_for_claim(const Node& n, uint64_t word) {
+  auto limit = watchdog_limit();
+  if (!limit) {
+    n.state.wait(word, std::memory_order_acquire);
+    return;
+  }
+  auto deadline = std::chrono::steady_clock::now() + *limit;
+  while (n.state.load(std::memory_order_acquire) == word) {
+    if (std::chrono::steady_clock::now() > deadline)
+      throw_error(LANES_ERR_DEVICE, std::string("watchdog: waited ") + std::to_string(limit->count()) + " ms for " +
+                                        op_name(n.op, n.params.subop) + " " + shape_str(n.shape) +
+                                        ", claimed by evaluation " + std::to_string(word >> 2) + " on stream " +
+                                        std::to_string(n.stream ? n.stream->id() : 0) + ", to be scheduled");
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
 
 struct Planned {
   NodePtr node;
@@ -30,7 +52,7 @@ class Evaluation {
         flush_touched();
         const NodePtr& blocker = foreign_.front();
         uint64_t word = blocker->state.load(std::memory_order_acquire);
-        if (state_of(word) == NodeState::Claimed) blocker->state.wait(word, std::memory_order_acquire);
+        if (state_of(word) == NodeState::Claimed) wait_for_claim(*blocker, word);
       }
       flush_touched();
     } catch (...) {
@@ -257,11 +279,12 @@ void schedule(const std::vector<NodePtr>& outputs) {
 
 void wait_ready(const Node& n) {
   NodeState s = state_of(n.state.load(std::memory_order_acquire));
+  std::string error;
   if (s == NodeState::Scheduled && n.timeline) {
     n.stream->flush_through(n.value);
-    n.timeline->wait(n.value);
+    if (auto waited = n.timeline->wait(n.value)) error = *waited;  // a failure, or the watchdog
   }
-  std::string error = node_error(n);
+  if (error.empty()) error = node_error(n);
   if (!error.empty())
     throw_error(error_code_of(n), std::string(op_name(n.op, n.params.subop)) + " " + shape_str(n.shape) + ": " + error);
 }

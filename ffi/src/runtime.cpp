@@ -34,9 +34,32 @@ std::shared_ptr<Stream> Runtime::stream_or_default(uint64_t handle) {
   return streams.get(handle == 0 ? default_stream_handle_ : handle);
 }
 
+namespace {
+std::atomic<bool> g_shut_down{false};
+}
+
 Runtime& runtime() {
   static Runtime* instance = new Runtime();
   return *instance;
+}
+
+Runtime& running_runtime() {
+  if (g_shut_down.load(std::memory_order_acquire)) throw_error(LANES_ERR_DISPOSED, "lanes was shut down (lanes_shutdown)");
+  return runtime();
+}
+
+void shutdown_runtime() {
+  Runtime& rt = running_runtime();
+  rt.stream_or_default(0)->synchronize();
+  g_shut_down.store(true, std::memory_order_release);
+}
+
+bool fault_injection_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("LANES_FAULT_INJECTION");
+    return v && std::strcmp(v, "1") == 0;
+  }();
+  return enabled;
 }
 
 }  // namespace lanes

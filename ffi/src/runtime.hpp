@@ -47,6 +47,13 @@ class Runtime {
   uint64_t default_stream_handle_ = 0;
 };
 
+// The process-wide runtime. Completion paths use it unconditionally.
 Runtime& runtime();
+// The runtime for an ABI entry point: throws a disposed error once lanes_shutdown() ran.
+Runtime& running_runtime();
+// Waits for all work, then makes every later call fail with a disposed error.
+void shutdown_runtime();
+// LANES_FAULT_INJECTION=1 in the environment enables the test-only fault hooks.
+bool fault_injection_enabled();
 
 }  // namespace lanes

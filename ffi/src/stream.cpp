@@ -50,6 +50,8 @@ void SubmissionEpoch::encode_wait(const std::shared_ptr<Timeline>& other, uint64
   buffer_->encode_wait(other, value);
 }
 
+void SubmissionEpoch::inject_failure(std::string reason) { buffer_->inject_failure(std::move(reason)); }
+
 void SubmissionEpoch::commit(Queue& queue, CompletionFn on_complete) && {
   queue.commit(std::move(buffer_), std::move(on_complete));
 }
@@ -72,6 +74,11 @@ void Stream::on_epoch_complete(uint64_t sequence, const std::string* error) {
   // Waiters may free the stream once signalled: keep the timeline alive on our own.
   std::shared_ptr<Timeline> timeline = timeline_;
   timeline->signal(sequence, error);
+}
+
+void Stream::debug_pause(bool paused) {
+  StreamOpLock lock(*this);
+  queue_->debug_pause(paused);
 }
 
 void Stream::flush_through(uint64_t value) {
@@ -173,6 +180,10 @@ uint64_t StreamOpLock::commit() {
   });
   stream_.committed_.store(seq, std::memory_order_release);
   runtime().counters.epochs_committed.fetch_add(1, std::memory_order_relaxed);
+  uint32_t pending = stream_.injected_failures_.load(std::memory_order_relaxed);
+  while (pending > 0 && !stream_.injected_failures_.compare_exchange_weak(pending, pending - 1)) {
+  }
+  if (pending > 0) epoch.inject_failure("injected fault on stream " + std::to_string(stream_.id_));
   Stream* s = &stream_;
   std::move(epoch).commit(*stream_.queue_, [s, seq](const std::string* e) { s->on_epoch_complete(seq, e); });
   return seq;

@@ -40,6 +40,7 @@ class SubmissionEpoch {
 
   void encode(Command command);
   void encode_wait(const std::shared_ptr<Timeline>& other, uint64_t value);
+  void inject_failure(std::string reason);
   // Hands the commands to `queue`; `on_complete` runs on a backend thread.
   void commit(Queue& queue, CompletionFn on_complete) &&;
 
@@ -81,6 +82,11 @@ class Stream {
   // Later encodes fail with a disposed error. Idempotent.
   void shutdown();
 
+  // Test-only (LANES_FAULT_INJECTION=1): the next `count` epochs committed on this stream fail.
+  void inject_failures(uint32_t count) { injected_failures_.fetch_add(count, std::memory_order_relaxed); }
+  // Test-only: holds back (or releases) the stream's committed work. Disposed streams ignore it.
+  void debug_pause(bool paused);
+
  private:
   friend class StreamOpLock;
   void on_epoch_complete(uint64_t sequence, const std::string* error);
@@ -97,6 +103,7 @@ class Stream {
   // Lock-free mirrors for fast paths.
   std::atomic<uint64_t> committed_{0};
   std::atomic<bool> disposed_{false};
+  std::atomic<uint32_t> injected_failures_{0};
 };
 
 // Holds a stream's op lock. Only encode and commit happen under it; nothing here waits on the

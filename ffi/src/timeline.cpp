@@ -1,5 +1,11 @@
 #include "timeline.hpp"
 
+#include <algorithm>
+#include <sstream>
+#include <thread>
+
+#include "watchdog.hpp"
+
 namespace lanes {
 
 void Timeline::signal(uint64_t value, const std::string* error) {
@@ -24,7 +30,23 @@ void Timeline::signal(uint64_t value, const std::string* error) {
 
 std::optional<std::string> Timeline::wait(uint64_t value) {
   std::unique_lock lock(mutex_);
-  reached_.wait(lock, [&] { return completed_.load(std::memory_order_acquire) >= value; });
+  auto reached = [&] { return completed_.load(std::memory_order_acquire) >= value; };
+  auto limit = watchdog_limit();
+  if (!limit) {
+    reached_.wait(lock, reached);
+    return error_at_locked(value);
+  }
+  waiting_.emplace_back(std::this_thread::get_id(), value);
+  bool done = reached_.wait_for(lock, *limit, reached);
+  waiting_.erase(std::find(waiting_.begin(), waiting_.end(), std::make_pair(std::this_thread::get_id(), value)));
+  if (!done) {
+    std::ostringstream msg;
+    msg << "watchdog: waited " << limit->count() << " ms for stream " << stream_id_ << " to reach timeline value " << value
+        << " (completed " << completed_.load() << "); threads waiting on this stream:";
+    msg << " [this thread " << std::this_thread::get_id() << " for " << value << "]";
+    for (auto& [thread, v] : waiting_) msg << " [thread " << thread << " for " << v << "]";
+    return msg.str();
+  }
   return error_at_locked(value);
 }
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "lock_order.hpp"
@@ -45,6 +46,8 @@ class Timeline {
   // work that waited on it fails in turn and poisons its own.
   std::map<uint64_t, std::string> failures_;
   std::vector<std::pair<uint64_t, std::function<void()>>> waiters_;
+  // Host threads blocked in wait() (for the watchdog's diagnostic).
+  std::vector<std::pair<std::thread::id, uint64_t>> waiting_;
 };
 
 }  // namespace lanes

@@ -29,9 +29,11 @@ class CpuCommandBuffer final : public CommandBuffer {
     items_.push_back(Item{Command{}, std::move(other), value});
   }
 
+  void inject_failure(std::string reason) override { injected_ = std::move(reason); }
+
   // Runs every item; on failure marks every output of this buffer poisoned and returns why.
   std::optional<std::string> execute() {
-    std::optional<std::string> error;
+    std::optional<std::string> error = injected_;
     for (Item& item : items_) {
       if (error) break;
       if (item.wait_on) {
@@ -62,6 +64,7 @@ class CpuCommandBuffer final : public CommandBuffer {
   }
 
   std::vector<Item> items_;
+  std::optional<std::string> injected_;
 };
 
 class CpuQueue final : public Queue {
@@ -79,6 +82,14 @@ class CpuQueue final : public Queue {
   }
 
   std::unique_ptr<CommandBuffer> new_command_buffer() override { return std::make_unique<CpuCommandBuffer>(); }
+
+  void debug_pause(bool paused) override {
+    {
+      std::lock_guard lock(mutex_);
+      paused_ = paused;
+    }
+    ready_.notify_all();
+  }
 
   void commit(std::unique_ptr<CommandBuffer> buffer, CompletionFn on_complete) override {
     std::unique_ptr<CpuCommandBuffer> cpu(static_cast<CpuCommandBuffer*>(buffer.release()));
@@ -100,7 +111,7 @@ class CpuQueue final : public Queue {
       Submission next;
       {
         std::unique_lock lock(mutex_);
-        ready_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+        ready_.wait(lock, [&] { return stopping_ || (!paused_ && !pending_.empty()); });
         if (pending_.empty()) return;  // stopping, and every submission ran
         next = std::move(pending_.front());
         pending_.pop_front();
@@ -115,6 +126,7 @@ class CpuQueue final : public Queue {
   std::condition_variable ready_;
   std::deque<Submission> pending_;
   bool stopping_ = false;
+  bool paused_ = false;
   std::thread worker_;
 };
 

@@ -1,0 +1,12 @@
+// A Worker that takes handles and starts long work, then waits to be terminated.
+import * as lx from "../../src/index.ts";
+
+declare const self: Worker;
+const s = lx.newStream();
+const arrays: lx.LanesArray[] = [];
+for (let i = 0; i < 50; i++) arrays.push(lx.random.normal([64, 64], { seed: i, stream: s }));
+const big = lx.random.normal([512, 512], { seed: 9, stream: s });
+let h = big;
+for (let k = 0; k < 8; k++) h = lx.matmul(h, big, { stream: s });
+void lx.evalAsync(h);
+self.postMessage("started");
