@@ -85,5 +85,5 @@ export {
 } from "./ops.ts";
 export * as random from "./random.ts";
 export * as debug from "./debug.ts";
-export { resetPeakMemory, setEpochBudget, setMemoryLimit, shutdown, stats, type Stats } from "./stats.ts";
+export { clearCache, resetPeakMemory, setEpochBudget, setMemoryLimit, shutdown, stats, type Stats } from "./stats.ts";
 export { currentStream, defaultStream, newStream, Stream, streamFromId, synchronize, withStream } from "./stream.ts";

@@ -21,6 +21,7 @@ const symbols = {
   lanes_stats_read: { args: [pointer, i32], returns: i32 },
   lanes_stats_reset_peak: { args: [], returns: i32 },
   lanes_set_memory_limit: { args: [u64], returns: i32 },
+  lanes_clear_cache: { args: [], returns: i32 },
   lanes_set_epoch_budget: { args: [u32, u64], returns: i32 },
   lanes_stream_new: { args: [pointer], returns: i32 },
   lanes_stream_default: { args: [pointer], returns: i32 },

@@ -49,6 +49,11 @@ export function setMemoryLimit(bytes: number): void {
   check(native.lanes_set_memory_limit(bytes));
 }
 
+/** Frees the buffers the allocator keeps cached for reuse (`cachedBytes` drops to 0). */
+export function clearCache(): void {
+  check(native.lanes_clear_cache());
+}
+
 /**
  * Sets how many ops and bytes a submission epoch takes before it is committed (for epochs
  * opened afterwards). Small budgets submit sooner; large ones batch more.

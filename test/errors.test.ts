@@ -79,10 +79,14 @@ describe("typed errors", () => {
   test("disposed streams: ops, withStream and pending work", () => {
     const t = lx.newStream();
     const pending = lx.exp(lx.ones([4]), { stream: t });
+    const stranded = lx.exp(lx.ones([4]), { stream: t });
     t.dispose();
     expectError(() => lx.exp(a, { stream: t }), lx.DisposedError, /stream \d+ was disposed/);
     expectError(() => lx.withStream(t, () => 1), lx.DisposedError, /was disposed/);
     expectError(() => lx.eval(pending), lx.DisposedError, /exp \[4\]: stream \d+ was disposed/);
+    // A consumer on a live stream of work stranded on the disposed one fails the same way
+    // (found by the fuzzer: it once read the failed input's buffer).
+    expectError(() => lx.eval(lx.transpose(lx.add(stranded, 1, { stream: s }))), lx.DisposedError, /stream \d+ was disposed/);
     const other = lx.streamFromId(s.id); // a stream with two references survives one dispose
     other.dispose();
     expect(Array.from(lx.add(a, 1, { stream: s }).toFloat32Array())).toEqual([2, 2, 2, 2, 2, 2]);

@@ -127,6 +127,7 @@ LANES_API const char* lanes_backend_name(void);        /* any thread */
 LANES_API lanes_status lanes_stats_read(uint64_t* out, int32_t count); /* any thread; fills up to count counters */
 LANES_API lanes_status lanes_stats_reset_peak(void);   /* any thread */
 LANES_API lanes_status lanes_set_memory_limit(uint64_t bytes); /* any thread; 0 = no limit */
+LANES_API lanes_status lanes_clear_cache(void);         /* any thread; frees the allocator's cached buffers */
 LANES_API lanes_status lanes_set_epoch_budget(uint32_t max_ops, uint64_t max_bytes); /* any thread; applies to epochs opened later */
 
 /* The calling thread's handles (arrays, streams, completion queues it created, retained and did

@@ -118,6 +118,10 @@ lanes_status lanes_set_memory_limit(uint64_t bytes) {
   return abi_guard([&] { running_runtime().allocator().set_limit(bytes); });
 }
 
+lanes_status lanes_clear_cache(void) {
+  return abi_guard([&] { running_runtime().allocator().trim(); });
+}
+
 lanes_status lanes_set_epoch_budget(uint32_t max_ops, uint64_t max_bytes) {
   return abi_guard([&] { set_epoch_budget(EpochBudget{max_ops, max_bytes}); });
 }

@@ -123,15 +123,22 @@ class Evaluation {
         progressed |= schedule_view(n, in_batch);
         continue;
       }
+      // A node on another stream that reads from the open batch needs that batch encoded (or
+      // failed) first; its inputs are judged after that.
+      if (n->stream != batch_stream_)
+        for (const NodePtr& in : n->inputs)
+          if (in_batch.count(in.get())) {
+            encode_batch(in_batch);
+            break;
+          }
       bool blocked = false;
       const Node* failed_input = nullptr;
       for (const NodePtr& in : n->inputs) {
         NodeState s = state_of(in->state.load(std::memory_order_acquire));
         if (s == NodeState::Failed) failed_input = in.get();
-        else if (s != NodeState::Scheduled && !(in_batch.count(in.get()) && in->stream == batch_stream_)) blocked = true;
+        else if (s != NodeState::Scheduled && !in_batch.count(in.get())) blocked = true;
       }
       if (failed_input) {
-        encode_batch(in_batch);
         fail(*n, failed_input->error_code, failed_input->error);
         progressed = true;
         continue;
@@ -223,8 +230,12 @@ class Evaluation {
     n.error_code = code;
     n.error = error;
     n.buffer.reset();
-    std::vector<NodePtr> inputs = std::move(n.inputs);
-    n.inputs.clear();
+    // A view keeps its source: views of it are built from that source.
+    std::vector<NodePtr> inputs;
+    if (n.op != OpCode::View) {
+      inputs = std::move(n.inputs);
+      n.inputs.clear();
+    }
     n.state.store(static_cast<uint64_t>(NodeState::Failed), std::memory_order_release);
     n.state.notify_all();
   }

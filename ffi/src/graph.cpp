@@ -47,7 +47,13 @@ const char* op_name(OpCode op, int subop) {
 
 namespace {
 
+// The most dimensions an array may have (the C ABI's shape buffers are sized for it).
+constexpr size_t kMaxDims = 32;
+
 NodePtr node(OpCode op, OpParams params, Shape shape, DType dtype, std::vector<NodePtr> inputs, StreamPtr stream) {
+  if (shape.size() > kMaxDims)
+    throw_error(LANES_ERR_SHAPE, std::string(op_name(op, params.subop)) + ": the result would have " +
+                                     std::to_string(shape.size()) + " dimensions (at most " + std::to_string(kMaxDims) + ")");
   return std::make_shared<Node>(op, std::move(params), std::move(shape), dtype, std::move(inputs), std::move(stream));
 }
 

@@ -105,7 +105,8 @@ void for_each_row(const Shape& shape, const std::array<std::vector<int64_t>, K>&
 // plain rows.
 template <class T>
 const T* contiguous(const TensorArg& a, std::vector<T>& scratch) {
-  if (is_contiguous(a)) return base<T>(a);
+  // Empty tensors read from their (valid) buffer too: pointer arithmetic on a null scratch is UB.
+  if (is_contiguous(a) || numel(a.shape) == 0) return base<T>(a);
   scratch.resize(static_cast<size_t>(numel(a.shape)));
   std::array<std::vector<int64_t>, 1> st{read_strides(a, a.shape)};
   int64_t inner_stride = a.shape.empty() ? 0 : st[0].back();
@@ -124,8 +125,9 @@ const float* as_float_rows(const TensorArg& a, std::vector<T>& scratch, std::vec
   if constexpr (std::is_same_v<T, float>) {
     return x;
   } else {
-    widened.resize(static_cast<size_t>(numel(a.shape)));
-    for (size_t i = 0; i < widened.size(); ++i) widened[i] = static_cast<float>(up(x[i]));
+    size_t n = static_cast<size_t>(numel(a.shape));
+    widened.resize(std::max<size_t>(n, 1));  // never a null pointer, even when empty
+    for (size_t i = 0; i < n; ++i) widened[i] = static_cast<float>(up(x[i]));
     return widened.data();
   }
 }
