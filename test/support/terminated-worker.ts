@@ -9,4 +9,5 @@ const big = lx.random.normal([512, 512], { seed: 9, stream: s });
 let h = big;
 for (let k = 0; k < 8; k++) h = lx.matmul(h, big, { stream: s });
 void lx.evalAsync(h);
+setInterval(() => {}, 1000); // stay alive until terminated, whatever the work's speed
 self.postMessage("started");
