@@ -13,6 +13,7 @@ const pointer = FFIType.ptr;
 
 const symbols = {
   lanes_last_error: { args: [], returns: cstring },
+  lanes_last_error_code: { args: [], returns: i32 },
   lanes_backend_name: { args: [], returns: cstring },
   lanes_thread_track_handles: { args: [i32], returns: i32 },
   lanes_shutdown: { args: [], returns: i32 },

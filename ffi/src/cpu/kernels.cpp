@@ -296,11 +296,15 @@ void matmul_f32(const float* A, const std::vector<int64_t>& sa, const float* B, 
   if (M * N == 0) return;
   int64_t a_row = sa[nd - 2], a_col = sa[nd - 1], b_row = sb[nd - 2], b_col = sb[nd - 1];
   bool b_rows_contiguous = b_col == 1 || N == 1;
-  constexpr int64_t kBlockK = 256;
-  int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, N * K / 64 + 1));
-  parallel_for(batches * M, grain, [&](int64_t rb, int64_t re) {
-    for (int64_t r = rb; r < re; ++r) {
-      int64_t bi = r / M, i = r % M;
+  // Work items are blocks of up to kRows rows of one batch: each B row loaded is used kRows
+  // times, and a panel of kPanel columns keeps the kRows output rows in L1.
+  constexpr int64_t kRows = 4, kPanel = 512;
+  int64_t blocks_per_batch = (M + kRows - 1) / kRows;
+  int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, kRows * N * K / 64 + 1));
+  parallel_for(batches * blocks_per_batch, grain, [&](int64_t wb, int64_t we) {
+    for (int64_t w = wb; w < we; ++w) {
+      int64_t bi = w / blocks_per_batch, i0 = (w % blocks_per_batch) * kRows;
+      int64_t rows = std::min(kRows, M - i0);
       int64_t oa = 0, ob = 0, rem = bi;
       for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
         int64_t idx = rem % batch[d];
@@ -308,27 +312,47 @@ void matmul_f32(const float* A, const std::vector<int64_t>& sa, const float* B, 
         oa += idx * sa[d];
         ob += idx * sb[d];
       }
-      const float* a_i = A + oa + i * a_row;
       const float* b_mat = B + ob;
-      float* y_row = Y + bi * M * N + i * N;
       // Every output element sums over k in increasing order, whichever loop shape: deterministic.
-      if (b_rows_contiguous) {
-        std::fill(y_row, y_row + N, 0.0f);
-        for (int64_t k0 = 0; k0 < K; k0 += kBlockK) {
-          int64_t k1 = std::min(K, k0 + kBlockK);
-          for (int64_t k = k0; k < k1; ++k) {
-            float av = a_i[k * a_col];
-            const float* b_k = b_mat + k * b_row;
-            for (int64_t j = 0; j < N; ++j) y_row[j] += av * b_k[j];
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* a_i = A + oa + (i0 + r) * a_row;
+        float* y_row = Y + bi * M * N + (i0 + r) * N;
+        if (!b_rows_contiguous) {
+          // B's columns are contiguous or strided (a transposed operand): dot products.
+          for (int64_t j = 0; j < N; ++j) {
+            const float* b_j = b_mat + j * b_col;
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; ++k) acc += a_i[k * a_col] * b_j[k * b_row];
+            y_row[j] = acc;
           }
+        } else {
+          std::fill(y_row, y_row + N, 0.0f);
         }
-      } else {
-        // B's columns are contiguous or strided (a transposed operand): dot products.
-        for (int64_t j = 0; j < N; ++j) {
-          const float* b_j = b_mat + j * b_col;
-          float acc = 0.0f;
-          for (int64_t k = 0; k < K; ++k) acc += a_i[k * a_col] * b_j[k * b_row];
-          y_row[j] = acc;
+      }
+      if (!b_rows_contiguous) continue;
+      float* y0 = Y + bi * M * N + i0 * N;
+      const float* a0 = A + oa + i0 * a_row;
+      for (int64_t j0 = 0; j0 < N; j0 += kPanel) {
+        int64_t jn = std::min(kPanel, N - j0);
+        for (int64_t k = 0; k < K; ++k) {
+          const float* b_k = b_mat + k * b_row + j0;
+          if (rows == kRows) {
+            float v0 = a0[k * a_col], v1 = a0[a_row + k * a_col], v2 = a0[2 * a_row + k * a_col], v3 = a0[3 * a_row + k * a_col];
+            float *r0 = y0 + j0, *r1 = r0 + N, *r2 = r1 + N, *r3 = r2 + N;
+            for (int64_t j = 0; j < jn; ++j) {
+              float bv = b_k[j];
+              r0[j] += v0 * bv;
+              r1[j] += v1 * bv;
+              r2[j] += v2 * bv;
+              r3[j] += v3 * bv;
+            }
+          } else {
+            for (int64_t r = 0; r < rows; ++r) {
+              float v = a0[r * a_row + k * a_col];
+              float* yr = y0 + r * N + j0;
+              for (int64_t j = 0; j < jn; ++j) yr[j] += v * b_k[j];
+            }
+          }
         }
       }
     }

@@ -1,0 +1,31 @@
+// One scaling Worker: on its own stream, runs graphs of the given kind until told to stop.
+import * as lx from "../src/index.ts";
+
+declare const self: Worker;
+
+export type ScalingTask = { kind: "small" | "large"; graphs: number; barrier: Int32Array; parties: number };
+
+// 29 small kernels at 64×64 (7 × matmul, add, maximum, multiply; then softmax), like the PyTorch figure.
+function small(x: lx.LanesArray, w: lx.LanesArray, b: lx.LanesArray, s: lx.Stream): lx.LanesArray {
+  let h = x;
+  for (let i = 0; i < 7; i++) h = lx.multiply(lx.maximum(lx.add(lx.matmul(h, w, { stream: s }), b, { stream: s }), 0, { stream: s }), 0.125, { stream: s });
+  return lx.softmax(h, -1, { stream: s });
+}
+
+self.onmessage = (event: MessageEvent<ScalingTask>) => {
+  const { kind, graphs, barrier, parties } = event.data;
+  using s = lx.newStream();
+  const n = kind === "small" ? 64 : 512;
+  const x = lx.random.normal([n, n], { seed: 1, stream: s });
+  const w = lx.random.normal([n, n], { seed: 2, scale: 0.1, stream: s });
+  const b = lx.random.normal([1, n], { seed: 3, stream: s });
+  lx.eval(x, w, b);
+  Atomics.add(barrier, 0, 1);
+  while (Atomics.load(barrier, 0) < parties) Atomics.wait(barrier, 0, Atomics.load(barrier, 0), 5);
+  const t0 = performance.now();
+  for (let g = 0; g < graphs; g++) {
+    const y = kind === "small" ? small(x, w, b, s) : lx.matmul(lx.matmul(x, w, { stream: s }), w, { stream: s });
+    lx.eval(y);
+  }
+  self.postMessage({ graphs, ms: performance.now() - t0 });
+};
