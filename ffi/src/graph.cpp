@@ -457,43 +457,40 @@ void check_eps(const char* op, double eps) {
 
 }  // namespace
 
-NodePtr make_rms_norm(NodePtr x, NodePtr weight, double eps, StreamPtr stream) {
-  if (x->shape.empty()) throw_error(LANES_ERR_SHAPE, "rmsNorm: needs at least one dimension");
-  check_eps("rmsNorm", eps);
-  std::vector<NodePtr> inputs{x};
-  OpParams p;
-  p.scalars[0] = eps;
-  if (weight) {
-    check_last_dim("rmsNorm", "weight", weight, x);
-    inputs.push_back(weight);
-    p.flags |= 1;
-  }
-  DType dtype = common_floating(inputs);
-  for (NodePtr& n : inputs) n = cast(n, dtype, stream);
-  Shape shape = x->shape;
-  return node(OpCode::RmsNorm, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
-}
+namespace {
 
-NodePtr make_layer_norm(NodePtr x, NodePtr weight, NodePtr bias, double eps, StreamPtr stream) {
-  if (x->shape.empty()) throw_error(LANES_ERR_SHAPE, "layerNorm: needs at least one dimension");
-  check_eps("layerNorm", eps);
+// rmsNorm and layerNorm: the same inputs and checks, one kernel flag apart.
+NodePtr make_norm(OpCode op, NodePtr x, NodePtr weight, NodePtr bias, double eps, StreamPtr stream) {
+  const char* name = op_name(op, 0);
+  if (x->shape.empty()) throw_error(LANES_ERR_SHAPE, std::string(name) + ": needs at least one dimension");
+  check_eps(name, eps);
   std::vector<NodePtr> inputs{x};
   OpParams p;
   p.scalars[0] = eps;
   if (weight) {
-    check_last_dim("layerNorm", "weight", weight, x);
+    check_last_dim(name, "weight", weight, x);
     inputs.push_back(weight);
     p.flags |= 1;
   }
   if (bias) {
-    check_last_dim("layerNorm", "bias", bias, x);
+    check_last_dim(name, "bias", bias, x);
     inputs.push_back(bias);
     p.flags |= 2;
   }
   DType dtype = common_floating(inputs);
   for (NodePtr& n : inputs) n = cast(n, dtype, stream);
   Shape shape = x->shape;
-  return node(OpCode::LayerNorm, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
+  return node(op, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
+}
+
+}  // namespace
+
+NodePtr make_rms_norm(NodePtr x, NodePtr weight, double eps, StreamPtr stream) {
+  return make_norm(OpCode::RmsNorm, std::move(x), std::move(weight), nullptr, eps, std::move(stream));
+}
+
+NodePtr make_layer_norm(NodePtr x, NodePtr weight, NodePtr bias, double eps, StreamPtr stream) {
+  return make_norm(OpCode::LayerNorm, std::move(x), std::move(weight), std::move(bias), eps, std::move(stream));
 }
 
 NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, StreamPtr stream) {
