@@ -76,15 +76,24 @@ describe("lifecycles", () => {
     await Bun.sleep(50);
     const before = lx.stats();
     const worker = new Worker(join(here, "support", "terminated-worker.ts"));
-    await new Promise<void>((resolve) => (worker.onmessage = () => resolve()));
-    expect(lx.stats().liveArrays).toBeGreaterThan(before.liveArrays + 50);
+    // The Worker reports the ids it holds; after termination each must be rejected as stale.
+    const ids = await new Promise<number[]>((resolve) => (worker.onmessage = (e) => resolve(e.data as number[])));
+    expect(ids.length).toBe(60);
     worker.terminate();
     // Other work continues meanwhile.
     using s = lx.newStream();
     expect(lx.sum(lx.ones([100], { stream: s })).item()).toBe(100);
+    const isReclaimed = (id: number): boolean => {
+      try {
+        lx.arrayFromId(id).dispose(); // still alive: drop the reference we just took
+        return false;
+      } catch (e) {
+        return e instanceof lx.InvalidHandleError;
+      }
+    };
     const reclaimed = await until(() => {
       const now = lx.stats();
-      return now.liveArrays <= before.liveArrays + 2 && now.liveStreams <= before.liveStreams + 1;
+      return ids.every(isReclaimed) && now.liveArrays <= before.liveArrays + 2 && now.liveStreams <= before.liveStreams + 1;
     }, 20_000);
     expect(reclaimed).toBe(true);
   }, 30_000);
