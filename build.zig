@@ -22,6 +22,17 @@ const core_sources = [_][]const u8{
     "ffi/src/cpu/kernels.cpp",
 };
 
+// The CUDA backend: no CUDA headers or libraries at build time (driver, NVRTC and cuBLASLt are
+// loaded with dlopen when LANES_BACKEND=cuda), so it builds everywhere Linux does.
+const cuda_sources = [_][]const u8{
+    "cuda/cuda_backend.cpp",
+    "cuda/driver.cpp",
+    "cuda/kernels_source.cpp",
+    "cuda/launch.cpp",
+    "cuda/matmul.cpp",
+    "cuda/modules.cpp",
+};
+
 const Sanitizer = enum { none, thread };
 
 pub fn build(b: *std.Build) void {
@@ -43,6 +54,7 @@ pub fn build(b: *std.Build) void {
     });
     lib_mod.addIncludePath(b.path("ffi/include"));
     lib_mod.addCSourceFiles(.{ .files = &core_sources, .flags = flags.items });
+    if (target.result.os.tag == .linux) lib_mod.addCSourceFiles(.{ .files = &cuda_sources, .flags = flags.items });
     const lib = b.addLibrary(.{ .name = "lanes", .linkage = .dynamic, .root_module = lib_mod });
     if (target.result.os.tag == .linux) lib.setVersionScript(b.path("ffi/lanes.map"));
     b.installArtifact(lib);
@@ -60,9 +72,13 @@ pub fn build(b: *std.Build) void {
     test_mod.addIncludePath(b.path("ffi/include"));
     test_mod.addIncludePath(b.path("ffi/src"));
     test_mod.addCSourceFiles(.{ .files = &core_sources, .flags = test_flags.items });
+    if (target.result.os.tag == .linux) test_mod.addCSourceFiles(.{ .files = &cuda_sources, .flags = test_flags.items });
     test_mod.addCSourceFiles(.{ .files = &.{"ffi/test/native_test.cpp"}, .flags = test_flags.items });
     const test_exe = b.addExecutable(.{ .name = "lanes-native-test", .root_module = test_mod });
     const install_test = b.addInstallArtifact(test_exe, .{});
+
+    const native_test_step = b.step("native-test", "Build (without running) the native test executable");
+    native_test_step.dependOn(&install_test.step);
 
     const run_tests = b.addRunArtifact(test_exe);
     run_tests.setEnvironmentVariable("TSAN_OPTIONS", "halt_on_error=1 second_deadlock_stack=1");

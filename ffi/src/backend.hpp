@@ -32,7 +32,8 @@ class Queue {
  public:
   virtual ~Queue() = default;
   virtual std::unique_ptr<CommandBuffer> new_command_buffer() = 0;
-  virtual void commit(std::unique_ptr<CommandBuffer> buffer, CompletionFn on_complete) = 0;
+  // `sequence` is the epoch's timeline value: consecutive, starting at 1.
+  virtual void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) = 0;
   // Test-only: while paused the queue starts no committed buffer (to exercise the watchdog).
   virtual void debug_pause(bool paused) = 0;
 };
@@ -48,8 +49,12 @@ class Backend {
   // Called only once the work that wrote `device_src` completed.
   virtual void download(void* host_dst, const void* device_src, size_t bytes) = 0;
   virtual std::unique_ptr<Queue> new_queue(uint64_t stream_id) = 0;
+  // How many freed bytes the allocator may keep cached for reuse.
+  virtual uint64_t max_cached_bytes() const { return uint64_t(1) << 30; }
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+// Throws a device error when there is no usable NVIDIA GPU, driver or NVRTC.
+std::unique_ptr<Backend> make_cuda_backend();
 
 }  // namespace lanes

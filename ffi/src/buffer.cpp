@@ -8,7 +8,6 @@
 
 namespace lanes {
 namespace {
-constexpr uint64_t kMaxCachedBytes = uint64_t(1) << 30;
 constexpr auto kInFlightGrace = std::chrono::seconds(2);
 }  // namespace
 
@@ -78,7 +77,7 @@ void Allocator::recycle(void* data, size_t capacity) {
   {
     std::unique_lock lock(mutex_);
     stats_.active -= capacity;
-    if (stats_.cached + capacity <= kMaxCachedBytes && (limit_ == 0 || stats_.active + stats_.cached + capacity <= limit_)) {
+    if (stats_.cached + capacity <= backend_.max_cached_bytes() && (limit_ == 0 || stats_.active + stats_.cached + capacity <= limit_)) {
       cache_.emplace(capacity, data);
       stats_.cached += capacity;
       data = nullptr;

@@ -12,7 +12,12 @@ namespace {
 std::unique_ptr<Backend> select_backend() {
   const char* name = std::getenv("LANES_BACKEND");
   if (!name || !*name || std::strcmp(name, "cpu") == 0) return make_cpu_backend();
+#if defined(__linux__)
+  if (std::strcmp(name, "cuda") == 0) return make_cuda_backend();
+  throw_error(LANES_ERR_DEVICE, std::string("LANES_BACKEND=") + name + " is not available in this build (have: cpu, cuda)");
+#else
   throw_error(LANES_ERR_DEVICE, std::string("LANES_BACKEND=") + name + " is not available in this build (have: cpu)");
+#endif
 }
 
 }  // namespace

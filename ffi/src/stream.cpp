@@ -53,7 +53,7 @@ void SubmissionEpoch::encode_wait(const std::shared_ptr<Timeline>& other, uint64
 void SubmissionEpoch::inject_failure(std::string reason) { buffer_->inject_failure(std::move(reason)); }
 
 void SubmissionEpoch::commit(Queue& queue, CompletionFn on_complete) && {
-  queue.commit(std::move(buffer_), std::move(on_complete));
+  queue.commit(std::move(buffer_), sequence_, std::move(on_complete));
 }
 
 // ---- Stream ------------------------------------------------------------------------------------
@@ -178,7 +178,6 @@ uint64_t StreamOpLock::commit() {
     f.last_committed = seq;
     ++f.in_flight;
   });
-  stream_.committed_.store(seq, std::memory_order_release);
   runtime().counters.epochs_committed.fetch_add(1, std::memory_order_relaxed);
   uint32_t pending = stream_.injected_failures_.load(std::memory_order_relaxed);
   while (pending > 0 && !stream_.injected_failures_.compare_exchange_weak(pending, pending - 1)) {
@@ -186,6 +185,10 @@ uint64_t StreamOpLock::commit() {
   if (pending > 0) epoch.inject_failure("injected fault on stream " + std::to_string(stream_.id_));
   Stream* s = &stream_;
   std::move(epoch).commit(*stream_.queue_, [s, seq](const std::string* e) { s->on_epoch_complete(seq, e); });
+  // Published only once the queue has the work: a stream that sees `seq` committed may make
+  // the device wait for it, and a device wait queued ahead of the work it waits for (in a
+  // hardware queue two CUDA streams share) would never be released.
+  stream_.committed_.store(seq, std::memory_order_release);
   return seq;
 }
 

@@ -16,6 +16,10 @@
 namespace lanes {
 namespace {
 
+// Set when a queue is destroyed from its own worker thread (inside a completion): the worker
+// must return without touching the queue again.
+thread_local const void* t_destroyed_self = nullptr;
+
 class CpuCommandBuffer final : public CommandBuffer {
  public:
   struct Item {
@@ -77,8 +81,12 @@ class CpuQueue final : public Queue {
       stopping_ = true;
     }
     ready_.notify_all();
-    if (worker_.get_id() == std::this_thread::get_id()) worker_.detach();
-    else worker_.join();
+    if (worker_.get_id() == std::this_thread::get_id()) {
+      worker_.detach();
+      t_destroyed_self = this;
+    } else {
+      worker_.join();
+    }
   }
 
   std::unique_ptr<CommandBuffer> new_command_buffer() override { return std::make_unique<CpuCommandBuffer>(); }
@@ -91,7 +99,7 @@ class CpuQueue final : public Queue {
     ready_.notify_all();
   }
 
-  void commit(std::unique_ptr<CommandBuffer> buffer, CompletionFn on_complete) override {
+  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t, CompletionFn on_complete) override {
     std::unique_ptr<CpuCommandBuffer> cpu(static_cast<CpuCommandBuffer*>(buffer.release()));
     {
       std::lock_guard lock(mutex_);
@@ -119,6 +127,7 @@ class CpuQueue final : public Queue {
       std::optional<std::string> error = next.buffer->execute();
       next.buffer.reset();  // release the epoch's temporaries before signalling
       next.on_complete(error ? &*error : nullptr);
+      if (t_destroyed_self == this) return;  // the completion dropped the last stream reference
     }
   }
 

@@ -1,0 +1,89 @@
+// The CUDA benchmarks: lanes against PyTorch on the same GPU, in one run.
+//   LANES_BACKEND=cuda bun bench/cuda.ts      (python3 with torch on the path)
+// Writes bench/results/cuda-<gpu>.json. Each ratio is ours / PyTorch (higher is better).
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as lx from "../src/index.ts";
+import { workerCounts } from "./scaling.ts";
+
+if (lx.backendName() !== "cuda") throw new Error("run with LANES_BACKEND=cuda");
+const here = import.meta.dir;
+
+function python(args: string[]): Record<string, unknown> {
+  const r = spawnSync("python3", [join(here, "torch_baseline.py"), ...args], { encoding: "utf8", maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`torch baseline failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split("\n").pop()!);
+}
+
+// Seconds per op: `repeat` independent ops evaluated together (so launches overlap the GPU
+// like back-to-back PyTorch calls), best of 3.
+function perOp(build: () => lx.LanesArray, repeat: number): number {
+  using warm = build();
+  lx.eval(warm);
+  let best = Infinity;
+  for (let r = 0; r < 3; r++) {
+    const t = performance.now();
+    const ys = Array.from({ length: repeat }, build);
+    lx.eval(...ys);
+    best = Math.min(best, (performance.now() - t) / 1000 / repeat);
+    for (const y of ys) y.dispose();
+  }
+  return best;
+}
+
+type Row = { name: string; unit: string; lanes: number; torch: number; ratio: number };
+const rows: Row[] = [];
+function row(name: string, unit: string, lanes: number, torch: number) {
+  rows.push({ name, unit, lanes, torch, ratio: lanes / torch });
+  console.log(`${name.padEnd(28)} ${lanes.toFixed(1).padStart(9)} ${unit.padEnd(7)} torch ${torch.toFixed(1).padStart(9)}  ratio ${(lanes / torch).toFixed(2)}`);
+}
+
+const torchKernels = python(["kernels"]) as Record<string, number>;
+for (const dtype of ["float32", "bfloat16"] as const) {
+  const tag = dtype === "float32" ? "f32" : "bf16";
+  for (const n of [1024, 2048, 4096, 8192]) {
+    using a = lx.astype(lx.random.normal([n, n], { seed: 1 }), dtype);
+    using b = lx.astype(lx.random.normal([n, n], { seed: 2 }), dtype);
+    lx.eval(a, b);
+    const s = perOp(() => lx.matmul(a, b), Math.max(3, Math.min(50, Math.floor(4e11 / (2 * n ** 3)))));
+    row(`matmul ${tag} ${n}`, "TFLOP/s", (2 * n ** 3) / s / 1e12, torchKernels[`matmul_${tag}_${n}`]!);
+  }
+  const n = 8192;
+  using x = lx.astype(lx.random.normal([n, n], { seed: 3 }), dtype);
+  using y = lx.astype(lx.random.normal([n, n], { seed: 4 }), dtype);
+  using w = lx.astype(lx.random.normal([n], { seed: 5 }), dtype);
+  lx.eval(x, y, w);
+  const bytes = n * n * (dtype === "float32" ? 4 : 2);
+  row(`softmax ${tag} 8192²`, "GB/s", (2 * bytes) / perOp(() => lx.softmax(x, -1), 20) / 1e9, torchKernels[`softmax_${tag}`]!);
+  row(`rmsNorm ${tag} 8192²`, "GB/s", (2 * bytes) / perOp(() => lx.rmsNorm(x, w), 20) / 1e9, torchKernels[`rmsnorm_${tag}`]!);
+  row(`add ${tag} 8192²`, "GB/s", (3 * bytes) / perOp(() => lx.add(x, y), 20) / 1e9, torchKernels[`add_${tag}`]!);
+}
+
+// Concurrency: Workers on their own streams (lanes, per-stream and global locking) against
+// Python threads on their own torch.cuda.Streams, all running the same 29-kernel graph.
+function lanesScaling(mode: string): Record<string, number> {
+  const r = spawnSync(process.execPath, [join(here, "scaling.ts"), "small"], {
+    encoding: "utf8",
+    env: { ...process.env, LANES_LOCKING: mode },
+  });
+  if (r.status !== 0) throw new Error(`scaling (${mode}) failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split("\n").pop()!).throughput;
+}
+const perStream = lanesScaling("per-stream");
+const global = lanesScaling("global");
+const torchScaling = (python(["scaling"]) as { throughput: Record<string, number> }).throughput;
+console.log("\nsmall graphs/s   lanes per-stream   lanes global   torch threads   lanes/torch   per-stream/global");
+for (const w of workerCounts) {
+  const p = perStream[w]!, g = global[w]!, t = torchScaling[w]!;
+  console.log(`${String(w).padStart(2)} workers  ${p.toFixed(0).padStart(17)} ${g.toFixed(0).padStart(14)} ${t.toFixed(0).padStart(15)} ${(p / t).toFixed(2).padStart(13)} ${(p / g).toFixed(2).padStart(19)}`);
+}
+
+const gpu = String(torchKernels.gpu ?? "gpu");
+mkdirSync(join(here, "results"), { recursive: true });
+const file = join(here, "results", `cuda-${gpu.replace(/[^A-Za-z0-9]+/g, "-")}.json`);
+writeFileSync(
+  file,
+  JSON.stringify({ date: new Date().toISOString(), gpu, torch: torchKernels.torch, kernels: rows, scaling: { perStream, global, torch: torchScaling } }, null, 2),
+);
+console.log(`\nwrote ${file}`);

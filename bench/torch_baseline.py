@@ -1,0 +1,84 @@
+"""PyTorch baselines for bench/cuda.ts, printed as JSON: the same kernels and the same
+small-graph concurrency test as lanes, on the same GPU in the same run.
+  python3 bench/torch_baseline.py kernels|scaling"""
+import json
+import sys
+import threading
+import time
+
+import torch
+
+
+def timed(fn, repeat):
+    fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t) / repeat)
+    return best
+
+
+def kernels():
+    torch.backends.cuda.matmul.allow_tf32 = False  # lanes' default: full float32
+    out = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for dtype, name in ((torch.float32, "f32"), (torch.bfloat16, "bf16")):
+        for n in (1024, 2048, 4096, 8192):
+            a = torch.randn(n, n, device="cuda", generator=g).to(dtype)
+            b = torch.randn(n, n, device="cuda", generator=g).to(dtype)
+            t = timed(lambda: a @ b, max(3, min(50, int(4e11 / (2 * n**3)))))
+            out[f"matmul_{name}_{n}"] = 2 * n**3 / t / 1e12
+        rows = cols = 8192
+        x = torch.randn(rows, cols, device="cuda", generator=g).to(dtype)
+        y = torch.randn(rows, cols, device="cuda", generator=g).to(dtype)
+        w = torch.randn(cols, device="cuda", generator=g).to(dtype)
+        nbytes = x.numel() * x.element_size()
+        out[f"softmax_{name}"] = 2 * nbytes / timed(lambda: torch.softmax(x, -1), 20) / 1e9
+        out[f"rmsnorm_{name}"] = 2 * nbytes / timed(lambda: torch.nn.functional.rms_norm(x, (cols,), w, 1e-5), 20) / 1e9
+        out[f"add_{name}"] = 3 * nbytes / timed(lambda: x + y, 20) / 1e9
+    print(json.dumps(out))
+
+
+def small_graph(x, w, b):
+    h = x
+    for _ in range(7):
+        h = torch.clamp_min(h @ w + b, 0) * 0.125
+    return torch.softmax(h, -1)
+
+
+def scaling():
+    graphs = 200
+    out = {}
+    for threads in (1, 2, 4, 8, 16):
+        barrier = threading.Barrier(threads)
+        times = [0.0] * threads
+
+        def run(i):
+            s = torch.cuda.Stream()
+            with torch.cuda.stream(s):
+                x = torch.randn(64, 64, device="cuda")
+                w = torch.randn(64, 64, device="cuda") * 0.1
+                b = torch.randn(1, 64, device="cuda")
+                s.synchronize()
+                barrier.wait()
+                t = time.perf_counter()
+                for _ in range(graphs):
+                    small_graph(x, w, b)
+                    s.synchronize()
+                times[i] = time.perf_counter() - t
+
+        pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for p in pool:
+            p.start()
+        for p in pool:
+            p.join()
+        out[threads] = threads * graphs / max(times)
+    print(json.dumps({"torch": torch.__version__, "throughput": out}))
+
+
+if __name__ == "__main__":
+    {"kernels": kernels, "scaling": scaling}[sys.argv[1]]()

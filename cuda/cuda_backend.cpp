@@ -1,0 +1,432 @@
+// The CUDA backend: one non-blocking CUstream per lanes stream.
+//
+// Commit launches an epoch's kernels, then writes the epoch's sequence number to the
+// stream's 64-bit device counter (cuStreamWriteValue64) and enqueues a host function. Other
+// streams wait on that counter on the device (cuStreamWaitValue64), so cross-stream
+// dependencies never block a host thread. The host function only bumps an atomic and wakes
+// the queue's completion thread; that thread checks errors, poisons outputs of failed work,
+// drops the epoch's buffers and signals the timeline. It is never inside a CUDA callback, so
+// it may call CUDA (freeing memory), and it never takes an op lock. If the context dies
+// (a sticky error), host functions stop running: the completion thread notices through
+// cuStreamQuery and fails the outstanding epochs with the driver's message.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <algorithm>
+#include <thread>
+#include <unordered_map>
+
+#include "../ffi/src/backend.hpp"
+#include "../ffi/src/runtime.hpp"
+#include "../ffi/src/status.hpp"
+#include "device.hpp"
+
+namespace lanes {
+namespace cuda {
+namespace {
+
+thread_local CUcontext t_current = nullptr;
+// Set when a queue is destroyed from its own completion thread (a completion dropped the last
+// reference to its stream): that thread must return without touching the queue again.
+thread_local const void* t_destroyed_self = nullptr;
+
+bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v && std::strcmp(v, value) == 0;
+}
+
+// A stream's completion counter in device memory: the last sequence whose work finished.
+struct Counter {
+  const Device* device = nullptr;
+  CUdeviceptr address = 0;
+  ~Counter() {
+    if (!address) return;
+    device->make_current();
+    driver().cuMemFree(address);
+  }
+};
+
+class CudaCommandBuffer final : public CommandBuffer {
+ public:
+  struct Item {
+    Command command;
+    std::shared_ptr<Timeline> wait_on;  // set: a wait, not a command
+    uint64_t wait_value = 0;
+    std::shared_ptr<Counter> wait_counter;
+  };
+
+  explicit CudaCommandBuffer(std::function<std::shared_ptr<Counter>(uint64_t)> counter_of)
+      : counter_of_(std::move(counter_of)) {}
+
+  void encode(Command command) override { items.push_back(Item{std::move(command), nullptr, 0, nullptr}); }
+  void encode_wait(std::shared_ptr<Timeline> other, uint64_t value) override {
+    std::shared_ptr<Counter> counter = counter_of_(other->stream_id());
+    items.push_back(Item{Command{}, std::move(other), value, std::move(counter)});
+  }
+  void inject_failure(std::string reason) override { injected = std::move(reason); }
+
+  std::vector<Item> items;
+  std::optional<std::string> injected;
+
+ private:
+  std::function<std::shared_ptr<Counter>(uint64_t)> counter_of_;
+};
+
+class CudaBackend;
+
+class CudaQueue final : public Queue {
+ public:
+  CudaQueue(CudaBackend& backend, uint64_t stream_id, std::shared_ptr<Counter> counter);
+  ~CudaQueue() override;
+
+  std::unique_ptr<CommandBuffer> new_command_buffer() override;
+  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) override;
+  void debug_pause(bool paused) override;
+
+ private:
+  struct Submission {
+    std::unique_ptr<CudaCommandBuffer> buffer;
+    uint64_t sequence = 0;
+    CompletionFn on_complete;
+    std::unique_ptr<LaunchContext> launched;
+    std::optional<std::string> error;  // at launch time
+    bool host_fn_enqueued = false;
+  };
+
+  static void host_done(void* queue);
+  void launch_locked(std::unique_ptr<Submission> s);
+  void complete(Submission& s, const std::optional<std::string>& sticky);
+  void completion_loop();
+
+  CudaBackend& backend_;
+  const uint64_t stream_id_;
+  std::shared_ptr<Counter> counter_;
+  CUstream stream_ = nullptr;
+
+  std::mutex mutex_;  // leaf: in_flight_ and gates_; never taken by the host function
+  std::deque<std::unique_ptr<Submission>> in_flight_;
+  // debug_pause: the stream waits on the device for a host-written word, so paused work still
+  // sits in the CUDA stream in commit order (holding it back on the host could put another
+  // stream's wait for it ahead of it in a shared hardware queue).
+  std::vector<ErrorWords::Word> gates_;
+  std::atomic<bool> stopping_{false};
+
+  // Host function -> completion thread. Only these are touched inside the CUDA callback.
+  std::atomic<uint64_t> arrived_{0};
+  std::mutex wake_mutex_;  // leaf, held only around the condition variable
+  std::condition_variable wake_;
+  uint64_t consumed_ = 0;  // host-function arrivals already processed (completion thread only)
+
+  std::thread completion_;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend() {
+    const Driver& d = driver();
+    int count = 0;
+    check(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
+    if (count == 0) throw_error(LANES_ERR_DEVICE, "LANES_BACKEND=cuda: the driver reports no CUDA device");
+    check(d.cuDeviceGet(&device_.device, 0), "cuDeviceGet");
+    char name[256] = {};
+    d.cuDeviceGetName(name, sizeof name - 1, device_.device);
+    device_.name = name;
+    check(d.cuDeviceGetAttribute(&device_.cc_major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device_.device), "attribute");
+    check(d.cuDeviceGetAttribute(&device_.cc_minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_.device), "attribute");
+    check(d.cuDeviceGetAttribute(&device_.sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device_.device), "attribute");
+    int mem_ops = 0;
+    d.cuDeviceGetAttribute(&mem_ops, CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS, device_.device);
+    if (!mem_ops)
+      throw_error(LANES_ERR_DEVICE, "LANES_BACKEND=cuda: " + device_.name +
+                                        " does not support 64-bit stream memory operations, which lanes' timelines use");
+    check(d.cuDevicePrimaryCtxRetain(&device_.context, device_.device), "cuDevicePrimaryCtxRetain");
+    device_.make_current();
+    nvrtc();  // fail now, with a clear message, rather than at the first kernel
+    device_.modules = std::make_unique<Modules>(device_.cc_major, device_.cc_minor);
+    device_.modules->prefetch([](const void* d) { static_cast<const Device*>(d)->make_current(); }, &device_);
+    size_t free_bytes = 0, total_bytes = 0;
+    if (d.cuMemGetInfo(&free_bytes, &total_bytes) == CUDA_SUCCESS) cached_limit_ = std::max<uint64_t>(cached_limit_, total_bytes / 4);
+    device_.tf32 = env_is("LANES_CUDA_TF32", "1");
+    device_.use_cublaslt = !env_is("LANES_CUDA_CUBLASLT", "0");
+    if (const CublasLt* lt = cublaslt(); lt && device_.use_cublaslt)
+      if (lt->cublasLtCreate(&device_.cublaslt_handle) != 0) device_.cublaslt_handle = nullptr;
+  }
+
+  const char* name() const override { return "cuda"; }
+  // A quarter of device memory: cuMemAlloc and cuMemFree are slow, and cuMemFree can
+  // synchronize the device, so freed buffers are kept for reuse.
+  uint64_t max_cached_bytes() const override { return cached_limit_; }
+
+  void* allocate(size_t bytes) override {
+    device_.make_current();
+    CUdeviceptr p = 0;
+    CUresult r = driver().cuMemAlloc(&p, bytes);
+    if (r == CUDA_ERROR_OUT_OF_MEMORY) return nullptr;
+    check(r, "cuMemAlloc");
+    return reinterpret_cast<void*>(p);
+  }
+  void deallocate(void* data, size_t) override {
+    device_.make_current();
+    driver().cuMemFree(reinterpret_cast<CUdeviceptr>(data));
+  }
+  void upload(void* dst, const void* src, size_t bytes) override {
+    device_.make_current();
+    check(driver().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, bytes), "copy to the device");
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    device_.make_current();
+    check(driver().cuMemcpyDtoH(dst, reinterpret_cast<CUdeviceptr>(src), bytes), "copy from the device");
+  }
+
+  std::unique_ptr<Queue> new_queue(uint64_t stream_id) override {
+    device_.make_current();
+    auto counter = std::make_shared<Counter>();
+    counter->device = &device_;
+    check(driver().cuMemAlloc(&counter->address, sizeof(uint64_t)), "allocating a stream counter");
+    check(driver().cuMemsetD8(counter->address, 0, sizeof(uint64_t)), "clearing a stream counter");
+    {
+      std::lock_guard lock(counters_mutex_);
+      counters_[stream_id] = counter;
+    }
+    return std::make_unique<CudaQueue>(*this, stream_id, std::move(counter));
+  }
+
+  // The counter of stream `id`; it stays alive while a wait that reads it is in flight.
+  std::shared_ptr<Counter> counter_of(uint64_t id) {
+    std::lock_guard lock(counters_mutex_);
+    auto it = counters_.find(id);
+    std::shared_ptr<Counter> c = it == counters_.end() ? nullptr : it->second.lock();
+    if (!c) throw_error(LANES_ERR_INTERNAL, "cuda: waiting on stream " + std::to_string(id) + ", which has no counter");
+    return c;
+  }
+  void forget_counter(uint64_t id) {
+    std::lock_guard lock(counters_mutex_);
+    counters_.erase(id);
+  }
+
+  const Device& device() const { return device_; }
+  ErrorWords& error_words() { return error_words_; }
+
+ private:
+  Device device_;
+  uint64_t cached_limit_ = uint64_t(1) << 30;
+  ErrorWords error_words_;
+  std::mutex counters_mutex_;  // leaf
+  std::unordered_map<uint64_t, std::weak_ptr<Counter>> counters_;
+};
+
+// ---- queue ---------------------------------------------------------------------------------
+
+CudaQueue::CudaQueue(CudaBackend& backend, uint64_t stream_id, std::shared_ptr<Counter> counter)
+    : backend_(backend), stream_id_(stream_id), counter_(std::move(counter)) {
+  backend_.device().make_current();
+  check(driver().cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+  completion_ = std::thread([this] { completion_loop(); });
+}
+
+CudaQueue::~CudaQueue() {
+  {
+    std::lock_guard lock(wake_mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (completion_.get_id() == std::this_thread::get_id()) {
+    completion_.detach();
+    t_destroyed_self = this;
+  } else {
+    completion_.join();
+  }
+  backend_.forget_counter(stream_id_);
+  backend_.device().make_current();
+  for (ErrorWords::Word& gate : gates_) reinterpret_cast<volatile uint64_t*>(gate.host)[0] = 1;
+  driver().cuStreamSynchronize(stream_);  // gates opened: nothing still reads them
+  for (ErrorWords::Word& gate : gates_) backend_.error_words().give_back(gate);
+  driver().cuStreamDestroy(stream_);
+}
+
+std::unique_ptr<CommandBuffer> CudaQueue::new_command_buffer() {
+  CudaBackend* backend = &backend_;
+  return std::make_unique<CudaCommandBuffer>([backend](uint64_t id) { return backend->counter_of(id); });
+}
+
+void CudaQueue::host_done(void* self) {
+  // Inside a CUDA callback: no CUDA calls and no lock that is ever held across one.
+  auto* q = static_cast<CudaQueue*>(self);
+  q->arrived_.fetch_add(1, std::memory_order_release);
+  {
+    std::lock_guard lock(q->wake_mutex_);
+  }
+  q->wake_.notify_one();
+}
+
+void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) {
+  auto s = std::make_unique<Submission>();
+  s->buffer.reset(static_cast<CudaCommandBuffer*>(buffer.release()));
+  s->sequence = sequence;
+  s->on_complete = std::move(on_complete);
+  std::lock_guard lock(mutex_);
+  launch_locked(std::move(s));
+}
+
+void CudaQueue::launch_locked(std::unique_ptr<Submission> s) {
+  const Driver& d = driver();
+  backend_.device().make_current();
+  s->launched = std::make_unique<LaunchContext>(LaunchContext{backend_.device(), backend_.error_words(), stream_, {}, {}});
+  if (!s->buffer->injected) {
+    try {
+      for (CudaCommandBuffer::Item& item : s->buffer->items) {
+        if (item.wait_on) check(d.cuStreamWaitValue64(stream_, item.wait_counter->address, item.wait_value, CU_STREAM_WAIT_VALUE_GEQ), "cuStreamWaitValue64");
+        else launch_command(item.command, *s->launched);
+      }
+    } catch (const std::exception& e) {
+      s->error = e.what();
+    }
+  }
+  // Always signal, so other streams' waits and this completion thread move on.
+  CUresult w = d.cuStreamWriteValue64(stream_, counter_->address, s->sequence, 0);
+  CUresult h = w == CUDA_SUCCESS ? d.cuLaunchHostFunc(stream_, &CudaQueue::host_done, this) : w;
+  if (h != CUDA_SUCCESS && !s->error) s->error = "CUDA stream " + std::to_string(stream_id_) + ": " + error_text(h);
+  s->host_fn_enqueued = h == CUDA_SUCCESS;
+  in_flight_.push_back(std::move(s));
+  if (h != CUDA_SUCCESS) {
+    std::lock_guard lock(wake_mutex_);
+    wake_.notify_one();
+  }
+}
+
+void CudaQueue::debug_pause(bool paused) {
+  std::lock_guard lock(mutex_);
+  if (paused) {
+    ErrorWords::Word gate = backend_.error_words().take();  // zeroed
+    backend_.device().make_current();
+    check(driver().cuStreamWaitValue64(stream_, gate.device, 1, CU_STREAM_WAIT_VALUE_GEQ), "pausing a stream");
+    gates_.push_back(gate);
+    return;
+  }
+  for (ErrorWords::Word& gate : gates_) reinterpret_cast<volatile uint64_t*>(gate.host)[0] = 1;
+}
+
+void CudaQueue::complete(Submission& s, const std::optional<std::string>& sticky) {
+  CudaCommandBuffer& b = *s.buffer;
+  std::optional<std::string> error = b.injected ? b.injected : s.error ? s.error : sticky;
+  for (CudaCommandBuffer::Item& item : b.items) {
+    if (error) break;
+    if (item.wait_on) {
+      // Already reached on the device; this waits for its host-side completion, which
+      // records whether it failed.
+      if (auto e = item.wait_on->wait(item.wait_value))
+        error = "waited on stream " + std::to_string(item.wait_on->stream_id()) + ", which failed: " + *e;
+      continue;
+    }
+    for (const TensorArg& in : item.command.inputs)
+      if (in.buffer->poisoned.load(std::memory_order_acquire)) {
+        error = std::string(op_name(item.command.op, item.command.params.subop)) + ": an input was produced by failed work";
+        break;
+      }
+  }
+  if (s.launched) {
+    for (const TakeCheck& t : s.launched->take_checks) {
+      volatile int* word = t.word.host;
+      if (!error && word[0])
+        error = "take: index " + std::to_string(word[1]) + " is out of range for axis " + std::to_string(t.axis) +
+                " of size " + std::to_string(t.dim);
+      s.launched->error_words.give_back(t.word);
+    }
+  }
+  uint64_t commands = 0;
+  for (CudaCommandBuffer::Item& item : b.items) {
+    if (!item.command.output.buffer) continue;
+    ++commands;
+    if (error) item.command.output.buffer->poisoned.store(true, std::memory_order_release);
+  }
+  if (!error) runtime().counters.kernels_executed.fetch_add(commands, std::memory_order_relaxed);
+  CompletionFn done = std::move(s.on_complete);
+  s.buffer.reset();  // release the epoch's buffers and scratch before signalling
+  s.launched.reset();
+  done(error ? &*error : nullptr);
+}
+
+void CudaQueue::completion_loop() {
+  backend_.device().make_current();
+  std::optional<std::string> sticky;
+  for (;;) {
+    {
+      std::unique_lock lock(wake_mutex_);
+      wake_.wait_for(lock, std::chrono::milliseconds(50), [&] {
+        return arrived_.load(std::memory_order_acquire) > consumed_ || stopping_;
+      });
+    }
+    for (;;) {
+      std::unique_ptr<Submission> next;
+      {
+        std::lock_guard lock(mutex_);
+        if (in_flight_.empty()) {
+          if (stopping_) return;
+          break;
+        }
+        Submission& front = *in_flight_.front();
+        bool arrived = !front.host_fn_enqueued || arrived_.load(std::memory_order_acquire) > consumed_;
+        if (!arrived && !sticky) {
+          // Nothing arrived: is the context still alive?
+          CUresult r = driver().cuStreamQuery(stream_);
+          if (r != CUDA_SUCCESS && r != CUDA_ERROR_NOT_READY)
+            sticky = "the CUDA context failed (" + error_text(r) + "); restart the process to use the GPU again";
+          if (!sticky) break;
+        }
+        if (front.host_fn_enqueued && arrived_.load(std::memory_order_acquire) > consumed_) ++consumed_;
+        next = std::move(in_flight_.front());
+        in_flight_.pop_front();
+      }
+      complete(*next, sticky);
+      if (t_destroyed_self == this) return;
+    }
+  }
+}
+
+}  // namespace
+
+// ---- shared pieces -------------------------------------------------------------------------
+
+void Device::make_current() const {
+  if (t_current == context) return;
+  check(driver().cuCtxSetCurrent(context), "cuCtxSetCurrent");
+  t_current = context;
+}
+
+ErrorWords::Word ErrorWords::take() {
+  std::lock_guard lock(mutex_);
+  if (free_.empty()) {
+    constexpr int kWords = 1024;  // a slab of 1024 two-int words, pinned and mapped
+    void* host = nullptr;
+    check(driver().cuMemHostAlloc(&host, kWords * 2 * sizeof(int), CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP),
+          "cuMemHostAlloc");
+    CUdeviceptr dev = 0;
+    check(driver().cuMemHostGetDevicePointer(&dev, host, 0), "cuMemHostGetDevicePointer");
+    for (int i = kWords - 1; i >= 0; --i)
+      free_.push_back(Word{static_cast<int*>(host) + 2 * i, dev + 2 * i * sizeof(int)});
+  }
+  Word w = free_.back();
+  free_.pop_back();
+  w.host[0] = 0;
+  w.host[1] = 0;
+  return w;
+}
+
+void ErrorWords::give_back(Word w) {
+  std::lock_guard lock(mutex_);
+  free_.push_back(w);
+}
+
+CUdeviceptr LaunchContext::temp(size_t bytes) {
+  temps.push_back(runtime().allocator().allocate(bytes));
+  return reinterpret_cast<CUdeviceptr>(temps.back()->data());
+}
+
+}  // namespace cuda
+
+std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<cuda::CudaBackend>(); }
+
+}  // namespace lanes

@@ -1,0 +1,439 @@
+// Op translation for the CUDA backend: each Command becomes one or a few kernel launches on
+// the epoch's CUstream. Strided and broadcast operands are read in place by the elementwise
+// kernels; kernels that want plain rows get a contiguous copy first (a scratch buffer kept
+// alive until the epoch completes).
+#include <algorithm>
+#include <cstring>
+
+#include "../ffi/src/cpu/half.hpp"
+#include "../ffi/src/runtime.hpp"
+#include "../ffi/src/status.hpp"
+#include "device.hpp"
+#include "kernel_abi.hpp"
+
+namespace lanes::cuda {
+namespace {
+
+const char* suffix(DType d) {
+  switch (d) {
+    case DType::Float32: return "f32";
+    case DType::Float16: return "f16";
+    case DType::BFloat16: return "bf16";
+    case DType::Int32: return "i32";
+    case DType::Bool: return "b8";
+  }
+  return "?";
+}
+
+std::string size_suffix(DType d) { return std::to_string(dtype_size(d)); }
+
+CUdeviceptr base_ptr(const TensorArg& a) { return reinterpret_cast<CUdeviceptr>(a.buffer->data()); }
+CUdeviceptr data_ptr(const TensorArg& a) { return base_ptr(a) + a.offset * static_cast<int64_t>(dtype_size(a.dtype)); }
+
+bool is_contiguous(const TensorArg& a) { return a.strides.empty() || a.strides == contiguous_strides(a.shape); }
+
+// Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
+std::vector<int64_t> read_strides(const TensorArg& a, const Shape& out) {
+  std::vector<int64_t> own = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
+  std::vector<int64_t> st(out.size(), 0);
+  size_t off = out.size() - a.shape.size();
+  for (size_t i = 0; i < a.shape.size(); ++i) st[off + i] = a.shape[i] == 1 ? 0 : own[i];
+  return st;
+}
+
+// A walk over `shape` reading K operands: size-1 dims dropped and dims merged wherever every
+// operand steps through them as one, so most launches index 1-2 dims.
+struct Walk {
+  KShape shape{};
+  std::vector<KStrides> strides;
+  bool contiguous = true;  // every operand reads 0..n-1 from its offset
+};
+
+Walk collapse(const Shape& shape, const std::vector<std::vector<int64_t>>& strides, const std::vector<int64_t>& offsets) {
+  size_t k = strides.size();
+  std::vector<int64_t> dims;
+  std::vector<std::vector<int64_t>> st(k);
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    bool merge = !dims.empty();
+    for (size_t j = 0; j < k && merge; ++j) merge = st[j].back() == strides[j][d] * shape[d];
+    if (merge) {
+      dims.back() *= shape[d];
+      for (size_t j = 0; j < k; ++j) st[j].back() = strides[j][d];
+    } else {
+      dims.push_back(shape[d]);
+      for (size_t j = 0; j < k; ++j) st[j].push_back(strides[j][d]);
+    }
+  }
+  if (dims.size() > static_cast<size_t>(kMaxDims)) throw_error(LANES_ERR_INTERNAL, "cuda: too many dimensions");
+  Walk w;
+  w.shape.nd = static_cast<int64_t>(dims.size());
+  for (size_t d = 0; d < dims.size(); ++d) w.shape.dims[d] = dims[d];
+  w.strides.resize(k);
+  for (size_t j = 0; j < k; ++j) {
+    w.strides[j].offset = offsets[j];
+    for (size_t d = 0; d < dims.size(); ++d) w.strides[j].s[d] = st[j][d];
+    if (dims.size() > 1 || (dims.size() == 1 && st[j][0] != 1)) w.contiguous = false;
+  }
+  return w;
+}
+
+unsigned blocks_for(const Device& dev, int64_t n, int64_t per_block = 256) {
+  int64_t want = (n + per_block - 1) / per_block;
+  int64_t cap = int64_t(dev.sm_count) * 32;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min(want, cap)));
+}
+
+template <class... Args>
+void launch(LaunchContext& ctx, const std::string& name, unsigned gx, unsigned gy, unsigned gz, unsigned block,
+            unsigned shared, Args&... args) {
+  void* params[] = {static_cast<void*>(&args)..., nullptr};
+  CUfunction fn = ctx.device.modules->function(name);
+  check(driver().cuLaunchKernel(fn, gx, gy, gz, block, 1, 1, shared, ctx.stream, params, nullptr), name.c_str());
+}
+
+template <class... Args>
+void launch_1d(LaunchContext& ctx, const std::string& name, int64_t n, Args&... args) {
+  launch(ctx, name, blocks_for(ctx.device, n), 1, 1, 256, 0, args...);
+}
+
+// A contiguous copy of `a` in scratch (or `a` itself when already contiguous).
+CUdeviceptr contiguous(const TensorArg& a, LaunchContext& ctx) {
+  int64_t n = numel(a.shape);
+  if (is_contiguous(a) || n == 0) return data_ptr(a);
+  size_t es = dtype_size(a.dtype);
+  CUdeviceptr dst = ctx.temp(static_cast<size_t>(n) * es);
+  Walk w = collapse(a.shape, {contiguous_strides(a.shape), read_strides(a, a.shape)}, {0, a.offset});
+  CUdeviceptr src = base_ptr(a);
+  launch_1d(ctx, "copy_" + size_suffix(a.dtype), n, dst, w.strides[0], src, w.strides[1], w.shape, n);
+  return dst;
+}
+
+// ---- creation ----------------------------------------------------------------------------------
+
+uint32_t storage_bits(DType d, double v) {
+  switch (d) {
+    case DType::Float32: {
+      float f = static_cast<float>(v);
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      return u;
+    }
+    case DType::Float16: return cpu::to_f16(static_cast<float>(v)).bits;
+    case DType::BFloat16: return cpu::to_bf16(static_cast<float>(v)).bits;
+    case DType::Bool: return v != 0 ? 1 : 0;
+    case DType::Int32: {
+      int32_t i = v != v ? 0 : v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : static_cast<int32_t>(v);
+      return static_cast<uint32_t>(i);
+    }
+  }
+  return 0;
+}
+
+void full(const Command& c, LaunchContext& ctx) {
+  CUdeviceptr y = data_ptr(c.output);
+  int64_t n = numel(c.output.shape);
+  uint32_t bits = storage_bits(c.output.dtype, c.params.scalars[0]);
+  launch_1d(ctx, "fill_" + size_suffix(c.output.dtype), n, y, n, bits);
+}
+
+void arange(const Command& c, LaunchContext& ctx) {
+  CUdeviceptr y = data_ptr(c.output);
+  int64_t n = numel(c.output.shape);
+  double start = c.params.scalars[0], step = c.params.scalars[1];
+  launch_1d(ctx, std::string("arange_") + suffix(c.output.dtype), n, y, n, start, step);
+}
+
+void random(const Command& c, LaunchContext& ctx) {
+  CUdeviceptr y = data_ptr(c.output);
+  int64_t n = numel(c.output.shape);
+  uint64_t seed = c.params.seed;
+  double a = c.params.scalars[0], b = c.params.scalars[1];
+  int32_t normal = c.params.subop == LANES_RANDOM_NORMAL;
+  launch_1d(ctx, "random_f32", (n + 1) / 2, y, n, seed, a, b, normal);
+}
+
+// ---- elementwise -------------------------------------------------------------------------------
+
+void unary(const Command& c, LaunchContext& ctx) {
+  const TensorArg& x = c.inputs[0];
+  int64_t n = numel(c.output.shape);
+  Walk w = collapse(c.output.shape, {read_strides(x, c.output.shape)}, {x.offset});
+  CUdeviceptr y = data_ptr(c.output), xp = base_ptr(x);
+  int32_t op = c.params.subop, flags = w.contiguous ? 1 : 0;
+  launch_1d(ctx, std::string("unary_") + suffix(c.output.dtype), n, y, xp, w.strides[0], w.shape, n, op, flags);
+}
+
+void binary(const Command& c, LaunchContext& ctx) {
+  const TensorArg &a = c.inputs[0], &b = c.inputs[1];
+  const Shape& s = c.output.shape;
+  int64_t n = numel(s);
+  Walk w = collapse(s, {read_strides(a, s), read_strides(b, s)}, {a.offset, b.offset});
+  CUdeviceptr y = data_ptr(c.output), ap = base_ptr(a), bp = base_ptr(b);
+  int32_t op = c.params.subop, flags = w.contiguous ? 1 : 0;
+  launch_1d(ctx, std::string("binary_") + suffix(a.dtype), n, y, ap, w.strides[0], bp, w.strides[1], w.shape, n, op,
+            flags);
+}
+
+void where(const Command& c, LaunchContext& ctx) {
+  const TensorArg &cond = c.inputs[0], &a = c.inputs[1], &b = c.inputs[2];
+  const Shape& s = c.output.shape;
+  int64_t n = numel(s);
+  Walk w = collapse(s, {read_strides(cond, s), read_strides(a, s), read_strides(b, s)}, {cond.offset, a.offset, b.offset});
+  CUdeviceptr y = data_ptr(c.output), cp = base_ptr(cond), ap = base_ptr(a), bp = base_ptr(b);
+  launch_1d(ctx, "where_" + size_suffix(c.output.dtype), n, y, cp, w.strides[0], ap, w.strides[1], bp, w.strides[2],
+            w.shape, n);
+}
+
+void astype(const Command& c, LaunchContext& ctx) {
+  const TensorArg& x = c.inputs[0];
+  int64_t n = numel(c.output.shape);
+  Walk w = collapse(c.output.shape, {read_strides(x, c.output.shape)}, {x.offset});
+  CUdeviceptr y = data_ptr(c.output), xp = base_ptr(x);
+  launch_1d(ctx, std::string("astype_") + suffix(x.dtype) + "_" + suffix(c.output.dtype), n, y, xp, w.strides[0],
+            w.shape, n);
+}
+
+// ---- shape ops -------------------------------------------------------------------------------
+
+void concatenate(const Command& c, LaunchContext& ctx) {
+  const Shape& ys = c.output.shape;
+  int axis = c.params.axis;
+  std::vector<int64_t> out_strides = contiguous_strides(ys);
+  int64_t at = 0;
+  CUdeviceptr y = base_ptr(c.output);
+  for (const TensorArg& in : c.inputs) {
+    int64_t n = numel(in.shape);
+    if (n) {
+      Walk w = collapse(in.shape, {out_strides, read_strides(in, in.shape)}, {c.output.offset + at * out_strides[axis], in.offset});
+      CUdeviceptr x = base_ptr(in);
+      launch_1d(ctx, "copy_" + size_suffix(in.dtype), n, y, w.strides[0], x, w.strides[1], w.shape, n);
+    }
+    at += in.shape[axis];
+  }
+}
+
+void take(const Command& c, LaunchContext& ctx) {
+  const TensorArg &a = c.inputs[0], &indices = c.inputs[1];
+  int axis = c.params.axis;
+  int64_t dim = a.shape[axis], outer = 1, inner = 1, count = numel(indices.shape);
+  for (int d = 0; d < axis; ++d) outer *= a.shape[d];
+  for (int d = axis + 1; d < static_cast<int>(a.shape.size()); ++d) inner *= a.shape[d];
+  int64_t n = outer * count * inner;
+  if (n == 0) return;
+  CUdeviceptr x = contiguous(a, ctx), idx = contiguous(indices, ctx), y = data_ptr(c.output);
+  ErrorWords::Word word = ctx.error_words.take();
+  ctx.take_checks.push_back(TakeCheck{word, axis, dim});
+  CUdeviceptr err = word.device;
+  launch_1d(ctx, "take_" + size_suffix(a.dtype), n, y, x, idx, outer, dim, inner, count, err);
+}
+
+// ---- reductions and rows -----------------------------------------------------------------------
+
+// Threads per row: one thread for short rows (or strided rows, where neighbouring threads
+// read neighbouring columns), a warp, or a whole block for long rows.
+int group_for(int64_t length, int64_t inner, int64_t rows, const Device& dev) {
+  if (inner > 1 || length < 32) return 1;
+  if (length >= 2048 && rows <= int64_t(dev.sm_count) * 8) return 256;
+  return length >= 1024 && rows <= int64_t(dev.sm_count) * 32 ? 256 : 32;
+}
+
+void launch_rows(LaunchContext& ctx, const std::string& prefix, int group, int64_t rows, auto&... args) {
+  int64_t per_block = 256 / group;
+  unsigned grid = static_cast<unsigned>((rows + per_block - 1) / per_block);
+  launch(ctx, prefix + "_g" + std::to_string(group), grid, 1, 1, 256, 0, args...);
+}
+
+void reduce(const Command& c, LaunchContext& ctx) {
+  const TensorArg& x = c.inputs[0];
+  const Shape& s = x.shape;
+  const std::vector<int>& axes = c.params.axes;
+  int nd = static_cast<int>(s.size());
+  int64_t outer = 1, R = 1, inner = 1;
+  CUdeviceptr src;
+  bool adjacent = axes.empty() || axes.back() - axes.front() + 1 == static_cast<int>(axes.size());
+  if (adjacent) {
+    int first = axes.empty() ? nd : axes.front(), last = axes.empty() ? nd : axes.back() + 1;
+    for (int d = 0; d < first; ++d) outer *= s[d];
+    for (int d = first; d < last; ++d) R *= s[d];
+    for (int d = last; d < nd; ++d) inner *= s[d];
+    src = contiguous(x, ctx);
+  } else {
+    // Permute the reduced axes to the end: [kept..., reduced...], contiguous.
+    std::vector<int> order;
+    for (int d = 0; d < nd; ++d)
+      if (!std::binary_search(axes.begin(), axes.end(), d)) order.push_back(d);
+    for (int d : axes) order.push_back(d);
+    Shape ps;
+    std::vector<int64_t> in_strides = read_strides(x, s), ps_strides;
+    for (int d : order) {
+      ps.push_back(s[d]);
+      ps_strides.push_back(in_strides[d]);
+    }
+    for (int d : axes) R *= s[d];
+    for (int d = 0; d < nd; ++d)
+      if (!std::binary_search(axes.begin(), axes.end(), d)) outer *= s[d];
+    int64_t n = numel(s);
+    src = ctx.temp(static_cast<size_t>(std::max<int64_t>(n, 1)) * dtype_size(x.dtype));
+    if (n) {
+      Walk w = collapse(ps, {contiguous_strides(ps), ps_strides}, {0, x.offset});
+      CUdeviceptr xp = base_ptr(x);
+      launch_1d(ctx, "copy_" + size_suffix(x.dtype), n, src, w.strides[0], xp, w.strides[1], w.shape, n);
+    }
+  }
+  int64_t outputs = outer * inner;
+  if (outputs == 0) return;
+  CUdeviceptr y = data_ptr(c.output);
+  int32_t op = c.params.subop;
+  launch_rows(ctx, std::string("reduce_") + suffix(x.dtype), group_for(R, inner, outputs, ctx.device), outputs, y, src,
+              outer, R, inner, op);
+}
+
+void softmax(const Command& c, LaunchContext& ctx) {
+  const Shape& s = c.output.shape;
+  int axis = c.params.axis;
+  int64_t outer = 1, L = s[axis], inner = 1;
+  for (int d = 0; d < axis; ++d) outer *= s[d];
+  for (int d = axis + 1; d < static_cast<int>(s.size()); ++d) inner *= s[d];
+  int64_t rows = outer * inner;
+  if (rows == 0 || L == 0) return;
+  CUdeviceptr x = contiguous(c.inputs[0], ctx), y = data_ptr(c.output);
+  launch_rows(ctx, std::string("softmax_") + suffix(c.output.dtype), group_for(L, inner, rows, ctx.device), rows, y, x,
+              outer, L, inner);
+}
+
+void norm(const Command& c, LaunchContext& ctx, bool layer) {
+  int64_t D = c.output.shape.back();
+  int64_t rows = D ? numel(c.output.shape) / D : 0;
+  if (rows == 0) return;
+  bool has_weight = c.params.flags & 1, has_bias = layer && (c.params.flags & 2);
+  CUdeviceptr x = contiguous(c.inputs[0], ctx), y = data_ptr(c.output);
+  CUdeviceptr w = has_weight ? contiguous(c.inputs[1], ctx) : 0;
+  CUdeviceptr b = has_bias ? contiguous(c.inputs[has_weight ? 2 : 1], ctx) : 0;
+  double eps = c.params.scalars[0];
+  int32_t is_layer = layer ? 1 : 0;
+  launch_rows(ctx, std::string("norm_") + suffix(c.output.dtype), group_for(D, 1, rows, ctx.device), rows, y, x, w, b,
+              rows, D, eps, is_layer);
+}
+
+// ---- fused ops -------------------------------------------------------------------------------
+
+void attention(const Command& c, LaunchContext& ctx) {
+  const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
+  int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Lk = ks[2], Dv = vs[3];
+  int64_t rows = B * H * Lq;
+  if (rows == 0 || Dv == 0) return;
+  CUdeviceptr q = contiguous(c.inputs[0], ctx), k = contiguous(c.inputs[1], ctx), v = contiguous(c.inputs[2], ctx);
+  CUdeviceptr y = data_ptr(c.output);
+  float scale = static_cast<float>(c.params.scalars[0]);
+  int32_t causal = c.params.flags & 1;
+  // Scores of one query row: in shared memory up to 32 KiB, else in a global scratch row.
+  size_t score_bytes = static_cast<size_t>(std::max<int64_t>(Lk, 1)) * 4;
+  unsigned shared = score_bytes <= (32u << 10) ? static_cast<unsigned>(score_bytes) : 0;
+  CUdeviceptr scratch = shared ? 0 : ctx.temp(score_bytes * static_cast<size_t>(rows));
+  launch(ctx, std::string("attention_") + suffix(c.output.dtype), static_cast<unsigned>(rows), 1, 1, 256, shared, y, q,
+         k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal);
+}
+
+void rope(const Command& c, LaunchContext& ctx) {
+  const Shape& s = c.output.shape;
+  int64_t D = s.back(), L = s[s.size() - 2];
+  int64_t rows = D ? numel(s) / D : 0;
+  if (rows == 0) return;
+  CUdeviceptr x = contiguous(c.inputs[0], ctx), y = data_ptr(c.output);
+  int32_t dims = c.params.axis, traditional = c.params.flags & 1;
+  double base = c.params.scalars[0], scale = c.params.scalars[1];
+  int64_t offset = c.params.offset;
+  launch_1d(ctx, std::string("rope_") + suffix(c.output.dtype), rows * D, y, x, rows, L, D, dims, base, scale, offset,
+            traditional);
+}
+
+// Batch dims of one operand as a single stride, if they collapse to one (or broadcast).
+bool flat_batch_stride(const Shape& batch, const std::vector<int64_t>& strides, int64_t& out) {
+  int64_t stride = 0;
+  bool first = true;
+  int64_t expect = 0;
+  for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
+    if (batch[d] == 1) continue;
+    if (first) {
+      stride = strides[d];
+      expect = stride * batch[d];
+      first = false;
+    } else {
+      if (strides[d] != expect) return false;
+      expect = strides[d] * batch[d];
+    }
+  }
+  out = stride;
+  return true;
+}
+
+void matmul(const Command& c, LaunchContext& ctx) {
+  const Shape& ys = c.output.shape;
+  int nd = static_cast<int>(ys.size());
+  int64_t M = ys[nd - 2], N = ys[nd - 1], K = c.inputs[0].shape.back();
+  Shape batch(ys.begin(), ys.end() - 2);
+  int64_t batches = numel(batch);
+  if (M * N * batches == 0) return;
+  CUdeviceptr y = data_ptr(c.output);
+  if (K == 0) {
+    int64_t n = M * N * batches;
+    uint32_t zero = 0;
+    launch_1d(ctx, "fill_" + size_suffix(c.output.dtype), n, y, n, zero);
+    return;
+  }
+  Shape a_view = batch, b_view = batch;
+  a_view.insert(a_view.end(), {M, K});
+  b_view.insert(b_view.end(), {K, N});
+  std::vector<int64_t> sa = read_strides(c.inputs[0], a_view), sb = read_strides(c.inputs[1], b_view);
+  MatmulOperands m{base_ptr(c.inputs[0]) + c.inputs[0].offset * static_cast<int64_t>(dtype_size(c.output.dtype)),
+                   base_ptr(c.inputs[1]) + c.inputs[1].offset * static_cast<int64_t>(dtype_size(c.output.dtype)),
+                   y, batches, M, N, K, 0, sa[nd - 2], sa[nd - 1], 0, sb[nd - 2], sb[nd - 1], c.output.dtype};
+  bool flat = flat_batch_stride(batch, sa, m.a_batch) && flat_batch_stride(batch, sb, m.b_batch);
+  if (flat && ctx.device.use_cublaslt && matmul_cublaslt(m, ctx)) return;
+  // lanes' own kernel: any strides, any batch layout.
+  KShape kb{};
+  KStrides ab{}, bb{};
+  kb.nd = static_cast<int64_t>(batch.size());
+  for (size_t d = 0; d < batch.size(); ++d) {
+    kb.dims[d] = batch[d];
+    ab.s[d] = sa[d];
+    bb.s[d] = sb[d];
+  }
+  CUdeviceptr a = base_ptr(c.inputs[0]), b = base_ptr(c.inputs[1]);
+  ab.offset = c.inputs[0].offset;
+  bb.offset = c.inputs[1].offset;
+  int64_t a_row = m.a_row, a_col = m.a_col, b_row = m.b_row, b_col = m.b_col;
+  unsigned gz = static_cast<unsigned>(std::min<int64_t>(batches, 65535));
+  launch(ctx, std::string("matmul_") + suffix(c.output.dtype), static_cast<unsigned>((N + 15) / 16),
+         static_cast<unsigned>((M + 15) / 16), gz, 256, 0, y, a, b, M, N, K, a_row, a_col, b_row, b_col, kb, ab, bb,
+         batches);
+}
+
+}  // namespace
+
+void launch_command(const Command& c, LaunchContext& ctx) {
+  switch (c.op) {
+    case OpCode::Full: return full(c, ctx);
+    case OpCode::Arange: return arange(c, ctx);
+    case OpCode::Random: return random(c, ctx);
+    case OpCode::Unary: return unary(c, ctx);
+    case OpCode::Binary: return binary(c, ctx);
+    case OpCode::Where: return where(c, ctx);
+    case OpCode::AsType: return astype(c, ctx);
+    case OpCode::Matmul: return matmul(c, ctx);
+    case OpCode::Reduce: return reduce(c, ctx);
+    case OpCode::Softmax: return softmax(c, ctx);
+    case OpCode::Concatenate: return concatenate(c, ctx);
+    case OpCode::Take: return take(c, ctx);
+    case OpCode::RmsNorm: return norm(c, ctx, false);
+    case OpCode::LayerNorm: return norm(c, ctx, true);
+    case OpCode::Attention: return attention(c, ctx);
+    case OpCode::Rope: return rope(c, ctx);
+    case OpCode::FromData:
+    case OpCode::View: break;
+  }
+  throw_error(LANES_ERR_INTERNAL, "cuda backend: no kernel for op");
+}
+
+}  // namespace lanes::cuda
