@@ -206,10 +206,29 @@ __device__ __forceinline__ T unary_one(int op, T x) { return Down<T>::of(unary_f
 template <>
 __device__ __forceinline__ int unary_one<int>(int op, int x) { return unary_int(op, x); }
 
-// flags & 1: input and output are contiguous with the same shape (no index arithmetic).
+// 16-byte packs for the contiguous fast paths (callers check 16-byte alignment).
+template <class T>
+struct alignas(16) Pack {
+  T v[16 / sizeof(T)];
+};
+
+// flags & 1: input and output are contiguous with the same shape (no index arithmetic);
+// flags & 2: also 16-byte aligned, so whole packs move per load.
 template <class T>
 __device__ void unary_impl(T* y, const T* x, KStrides sx, KShape shape, i64 n, int op, int flags) {
-  if (flags & 1) {
+  if (flags & 2) {
+    constexpr int V = 16 / sizeof(T);
+    const Pack<T>* xp = reinterpret_cast<const Pack<T>*>(x + sx.offset);
+    Pack<T>* yp = reinterpret_cast<Pack<T>*>(y);
+    GRID_STRIDE(i, n / V) {
+      Pack<T> v = xp[i];
+#pragma unroll
+      for (int k = 0; k < V; ++k) v.v[k] = unary_one<T>(op, v.v[k]);
+      yp[i] = v;
+    }
+    const T* xs = x + sx.offset;
+    GRID_STRIDE(i, n % V) y[n / V * V + i] = unary_one<T>(op, xs[n / V * V + i]);
+  } else if (flags & 1) {
     const T* xs = x + sx.offset;
     GRID_STRIDE(i, n) y[i] = unary_one<T>(op, xs[i]);
   } else {
@@ -257,10 +276,37 @@ __device__ __forceinline__ u8 compare(int op, T a, T b) {
   return op == OP_EQUAL ? av == bv : op == OP_LESS ? av < bv : av > bv;
 }
 
+// Contiguous, 16-byte aligned operands: whole packs per load. Op < 0: read `op` at run time.
+template <class T, int Op>
+__device__ void binary_packs(T* y, const T* a, const T* b, i64 n, int op = 0) {
+  constexpr int V = 16 / sizeof(T);
+  const Pack<T>* ap = reinterpret_cast<const Pack<T>*>(a);
+  const Pack<T>* bp = reinterpret_cast<const Pack<T>*>(b);
+  Pack<T>* yp = reinterpret_cast<Pack<T>*>(y);
+  int o = Op >= 0 ? Op : op;
+  GRID_STRIDE(i, n / V) {
+    Pack<T> u = ap[i], v = bp[i];
+#pragma unroll
+    for (int k = 0; k < V; ++k) u.v[k] = Arith<T>::of(o, u.v[k], v.v[k]);
+    yp[i] = u;
+  }
+  i64 done = n / V * V;
+  GRID_STRIDE(i, n - done) y[done + i] = Arith<T>::of(o, a[done + i], b[done + i]);
+}
+
 template <class T>
 __device__ void binary_impl(void* out, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape, i64 n, int op,
                             int flags) {
   bool cmp = op >= OP_EQUAL;
+  if ((flags & 2) && !cmp) {
+    // The op is a template argument here, so the inner loop is a plain map.
+    switch (op) {
+      case OP_ADD: return binary_packs<T, OP_ADD>(static_cast<T*>(out), a + sa.offset, b + sb.offset, n);
+      case OP_SUBTRACT: return binary_packs<T, OP_SUBTRACT>(static_cast<T*>(out), a + sa.offset, b + sb.offset, n);
+      case OP_MULTIPLY: return binary_packs<T, OP_MULTIPLY>(static_cast<T*>(out), a + sa.offset, b + sb.offset, n);
+      default: return binary_packs<T, -1>(static_cast<T*>(out), a + sa.offset, b + sb.offset, n, op);
+    }
+  }
   if (flags & 1) {
     const T* ap = a + sa.offset;
     const T* bp = b + sb.offset;
@@ -360,6 +406,7 @@ __device__ RState<Acc> group_reduce(int kind, const T* base, i64 n, i64 stride, 
   RState<Acc> s;
   s.v = Acc(0);
   s.idx = -1;
+#pragma unroll 4
   for (i64 r = lane; r < n; r += G) s = fold<Acc>(kind, s, Acc(up(base[r * stride])), r, shift);
   if (G == 1) return s;
   sh[threadIdx.x] = s;
@@ -481,6 +528,7 @@ __device__ void softmax_impl(T* y, const T* x, i64 outer, i64 L, i64 inner) {
   T* yr = y + start;
   float m = -finf();
   float nan_seen = 0.0f;
+#pragma unroll 4
   for (i64 l = lane; l < n; l += G) {
     float v = up(xr[l * inner]);
     if (v != v) nan_seen = 1.0f;

@@ -4,6 +4,7 @@
 // alive until the epoch completes).
 #include <algorithm>
 #include <cstring>
+#include <unordered_map>
 
 #include "../ffi/src/cpu/half.hpp"
 #include "../ffi/src/runtime.hpp"
@@ -29,6 +30,8 @@ std::string size_suffix(DType d) { return std::to_string(dtype_size(d)); }
 
 CUdeviceptr base_ptr(const TensorArg& a) { return reinterpret_cast<CUdeviceptr>(a.buffer->data()); }
 CUdeviceptr data_ptr(const TensorArg& a) { return base_ptr(a) + a.offset * static_cast<int64_t>(dtype_size(a.dtype)); }
+
+bool aligned16(CUdeviceptr p) { return p % 16 == 0; }
 
 bool is_contiguous(const TensorArg& a) { return a.strides.empty() || a.strides == contiguous_strides(a.shape); }
 
@@ -88,12 +91,16 @@ template <class... Args>
 void launch(LaunchContext& ctx, const std::string& name, unsigned gx, unsigned gy, unsigned gz, unsigned block,
             unsigned shared, Args&... args) {
   void* params[] = {static_cast<void*>(&args)..., nullptr};
-  CUfunction fn = ctx.device.modules->function(name);
+  // Per-thread cache: kernel lookups never contend between streams.
+  thread_local std::unordered_map<std::string, CUfunction> t_functions;
+  CUfunction& fn = t_functions[name];
+  if (!fn) fn = ctx.device.modules->function(name);
   check(driver().cuLaunchKernel(fn, gx, gy, gz, block, 1, 1, shared, ctx.stream, params, nullptr), name.c_str());
 }
 
 template <class... Args>
 void launch_1d(LaunchContext& ctx, const std::string& name, int64_t n, Args&... args) {
+  if (n == 0) return;
   launch(ctx, name, blocks_for(ctx.device, n), 1, 1, 256, 0, args...);
 }
 
@@ -161,6 +168,7 @@ void unary(const Command& c, LaunchContext& ctx) {
   Walk w = collapse(c.output.shape, {read_strides(x, c.output.shape)}, {x.offset});
   CUdeviceptr y = data_ptr(c.output), xp = base_ptr(x);
   int32_t op = c.params.subop, flags = w.contiguous ? 1 : 0;
+  if (w.contiguous && aligned16(y) && aligned16(data_ptr(x))) flags |= 2;
   launch_1d(ctx, std::string("unary_") + suffix(c.output.dtype), n, y, xp, w.strides[0], w.shape, n, op, flags);
 }
 
@@ -171,6 +179,7 @@ void binary(const Command& c, LaunchContext& ctx) {
   Walk w = collapse(s, {read_strides(a, s), read_strides(b, s)}, {a.offset, b.offset});
   CUdeviceptr y = data_ptr(c.output), ap = base_ptr(a), bp = base_ptr(b);
   int32_t op = c.params.subop, flags = w.contiguous ? 1 : 0;
+  if (w.contiguous && aligned16(y) && aligned16(data_ptr(a)) && aligned16(data_ptr(b))) flags |= 2;
   launch_1d(ctx, std::string("binary_") + suffix(a.dtype), n, y, ap, w.strides[0], bp, w.strides[1], w.shape, n, op,
             flags);
 }
@@ -232,10 +241,9 @@ void take(const Command& c, LaunchContext& ctx) {
 
 // Threads per row: one thread for short rows (or strided rows, where neighbouring threads
 // read neighbouring columns), a warp, or a whole block for long rows.
-int group_for(int64_t length, int64_t inner, int64_t rows, const Device& dev) {
+int group_for(int64_t length, int64_t inner) {
   if (inner > 1 || length < 32) return 1;
-  if (length >= 2048 && rows <= int64_t(dev.sm_count) * 8) return 256;
-  return length >= 1024 && rows <= int64_t(dev.sm_count) * 32 ? 256 : 32;
+  return length >= 1024 ? 256 : 32;
 }
 
 void launch_rows(LaunchContext& ctx, const std::string& prefix, int group, int64_t rows, auto&... args) {
@@ -285,7 +293,7 @@ void reduce(const Command& c, LaunchContext& ctx) {
   if (outputs == 0) return;
   CUdeviceptr y = data_ptr(c.output);
   int32_t op = c.params.subop;
-  launch_rows(ctx, std::string("reduce_") + suffix(x.dtype), group_for(R, inner, outputs, ctx.device), outputs, y, src,
+  launch_rows(ctx, std::string("reduce_") + suffix(x.dtype), group_for(R, inner), outputs, y, src,
               outer, R, inner, op);
 }
 
@@ -298,7 +306,7 @@ void softmax(const Command& c, LaunchContext& ctx) {
   int64_t rows = outer * inner;
   if (rows == 0 || L == 0) return;
   CUdeviceptr x = contiguous(c.inputs[0], ctx), y = data_ptr(c.output);
-  launch_rows(ctx, std::string("softmax_") + suffix(c.output.dtype), group_for(L, inner, rows, ctx.device), rows, y, x,
+  launch_rows(ctx, std::string("softmax_") + suffix(c.output.dtype), group_for(L, inner), rows, y, x,
               outer, L, inner);
 }
 
@@ -312,7 +320,7 @@ void norm(const Command& c, LaunchContext& ctx, bool layer) {
   CUdeviceptr b = has_bias ? contiguous(c.inputs[has_weight ? 2 : 1], ctx) : 0;
   double eps = c.params.scalars[0];
   int32_t is_layer = layer ? 1 : 0;
-  launch_rows(ctx, std::string("norm_") + suffix(c.output.dtype), group_for(D, 1, rows, ctx.device), rows, y, x, w, b,
+  launch_rows(ctx, std::string("norm_") + suffix(c.output.dtype), group_for(D, 1), rows, y, x, w, b,
               rows, D, eps, is_layer);
 }
 

@@ -1,10 +1,12 @@
 // Matmul through cuBLASLt. lanes arrays are row-major; cuBLASLt is column-major, so
 // Y = A·B is computed as Yᵀ = Bᵀ·Aᵀ: a row-major matrix with row stride ld is the same
 // memory as a column-major one with leading dimension ld, transposed. Transposed views
-// (unit row stride) become op T with no copy. Only algorithms without in-place split-K
-// reduction are allowed, so results are deterministic run to run.
+// (unit row stride) become op T with no copy. A plan (and so its algorithm) is fixed per
+// shape for the life of the process, so results are deterministic run to run.
 #include <map>
+#include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <tuple>
 
 #include "../ffi/src/status.hpp"
@@ -18,9 +20,8 @@ constexpr int CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77;
 constexpr int CUBLAS_OP_N = 0, CUBLAS_OP_T = 1;
 constexpr int DESC_TRANSA = 3, DESC_TRANSB = 4;
 constexpr int LAYOUT_BATCH_COUNT = 5, LAYOUT_STRIDED_BATCH_OFFSET = 6;
-constexpr int PREF_MAX_WORKSPACE_BYTES = 1, PREF_REDUCTION_SCHEME_MASK = 3;
+constexpr int PREF_MAX_WORKSPACE_BYTES = 1;
 constexpr int PREF_MIN_ALIGNMENT_A = 5, PREF_MIN_ALIGNMENT_B = 6, PREF_MIN_ALIGNMENT_C = 7, PREF_MIN_ALIGNMENT_D = 8;
-constexpr uint32_t REDUCTION_COMPUTE_TYPE = 2, REDUCTION_OUTPUT_TYPE = 4;
 constexpr uint64_t kMaxWorkspace = uint64_t(32) << 20;
 
 // One operand as cuBLASLt sees it: column-major rows x cols with leading dimension ld.
@@ -52,27 +53,39 @@ uint32_t alignment_of(CUdeviceptr p) {
 
 int data_type(DType d) { return d == DType::Float16 ? CUDA_R_16F : d == DType::BFloat16 ? CUDA_R_16BF : CUDA_R_32F; }
 
-struct Descriptors {
-  const CublasLt& lt;
-  void* desc = nullptr;
-  void* layouts[3] = {nullptr, nullptr, nullptr};
-  void* pref = nullptr;
-  ~Descriptors() {
-    if (pref) lt.cublasLtMatmulPreferenceDestroy(pref);
-    for (void* l : layouts)
-      if (l) lt.cublasLtMatrixLayoutDestroy(l);
-    if (desc) lt.cublasLtMatmulDescDestroy(desc);
-  }
-};
-
 void lt_check(int status, const char* what) {
   if (status != 0) throw_error(LANES_ERR_DEVICE, std::string("cuBLASLt ") + what + " failed with status " + std::to_string(status));
 }
 
-using HeuristicKey = std::tuple<int, int, int, uint64_t, uint64_t, uint64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                uint32_t, uint32_t, uint32_t, bool>;
-std::mutex g_heuristics_mutex;  // leaf
-std::map<HeuristicKey, std::pair<bool, CublasLtHeuristic>> g_heuristics;
+// Everything cuBLASLt needs for one problem shape, built once: descriptors, the algorithm
+// the heuristic chose and its workspace size. Plans are kept for the life of the process
+// (up to kMaxPlans shapes), so a repeated matmul costs one lookup and one launch.
+struct Plan {
+  const CublasLt* lt = nullptr;
+  bool usable = false;  // false: cuBLASLt declined; lanes' kernel serves this shape
+  void* desc = nullptr;
+  void* layouts[3] = {nullptr, nullptr, nullptr};
+  CublasLtHeuristic heuristic{};
+  ~Plan() {
+    for (void* l : layouts)
+      if (l) lt->cublasLtMatrixLayoutDestroy(l);
+    if (desc) lt->cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+struct Preference {
+  const CublasLt& lt;
+  void* pref = nullptr;
+  ~Preference() {
+    if (pref) lt.cublasLtMatmulPreferenceDestroy(pref);
+  }
+};
+
+using PlanKey = std::tuple<int, int, int, uint64_t, uint64_t, uint64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                           uint32_t, uint32_t, uint32_t>;
+constexpr size_t kMaxPlans = 4096;
+std::shared_mutex g_plans_mutex;  // leaf
+std::map<PlanKey, std::shared_ptr<Plan>> g_plans;
 
 }  // namespace
 
@@ -88,60 +101,56 @@ bool matmul_cublaslt(const MatmulOperands& m, LaunchContext& ctx) {
   if (m.batches > INT32_MAX) return false;
   int64_t y_batch = m.M * m.N;
 
-  Descriptors d{*lt};
-  lt_check(lt->cublasLtMatmulDescCreate(&d.desc, compute, CUDA_R_32F), "descriptor");
-  lt_check(lt->cublasLtMatmulDescSetAttribute(d.desc, DESC_TRANSA, &ob.op, sizeof ob.op), "transa");
-  lt_check(lt->cublasLtMatmulDescSetAttribute(d.desc, DESC_TRANSB, &oa.op, sizeof oa.op), "transb");
-  const Operand* ops[2] = {&ob, &oa};
-  int64_t batch_strides[3] = {m.b_batch, m.a_batch, y_batch};
-  for (int i = 0; i < 3; ++i) {
-    uint64_t rows = i < 2 ? ops[i]->rows : uint64_t(m.N), cols = i < 2 ? ops[i]->cols : uint64_t(m.M);
-    int64_t ld = i < 2 ? ops[i]->ld : std::max<int64_t>(m.N, 1);
-    lt_check(lt->cublasLtMatrixLayoutCreate(&d.layouts[i], type, rows, cols, ld), "layout");
-    if (batches > 1) {
-      lt_check(lt->cublasLtMatrixLayoutSetAttribute(d.layouts[i], LAYOUT_BATCH_COUNT, &batches, sizeof batches), "batch count");
-      lt_check(lt->cublasLtMatrixLayoutSetAttribute(d.layouts[i], LAYOUT_STRIDED_BATCH_OFFSET, &batch_strides[i],
-                                                    sizeof(int64_t)),
-               "batch stride");
-    }
-  }
   uint32_t align_a = alignment_of(m.b), align_b = alignment_of(m.a), align_d = alignment_of(m.y);
-  HeuristicKey key{type, compute, ob.op * 2 + oa.op, uint64_t(m.M), uint64_t(m.N), uint64_t(m.K), ob.ld, oa.ld,
-                   m.b_batch, m.a_batch, m.batches, align_a, align_b, align_d, false};
-  CublasLtHeuristic h{};
-  bool found = false;
+  PlanKey key{type, compute, ob.op * 2 + oa.op, uint64_t(m.M), uint64_t(m.N), uint64_t(m.K), ob.ld, oa.ld,
+              m.b_batch, m.a_batch, m.batches, align_a, align_b, align_d};
+  std::shared_ptr<Plan> plan;
   {
-    std::lock_guard lock(g_heuristics_mutex);
-    auto it = g_heuristics.find(key);
-    if (it != g_heuristics.end()) {
-      found = true;
-      if (!it->second.first) return false;  // cuBLASLt declined this problem before
-      h = it->second.second;
+    std::shared_lock lock(g_plans_mutex);
+    if (auto it = g_plans.find(key); it != g_plans.end()) plan = it->second;
+  }
+  if (!plan) {
+    plan = std::make_shared<Plan>();
+    plan->lt = lt;
+    lt_check(lt->cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F), "descriptor");
+    lt_check(lt->cublasLtMatmulDescSetAttribute(plan->desc, DESC_TRANSA, &ob.op, sizeof ob.op), "transa");
+    lt_check(lt->cublasLtMatmulDescSetAttribute(plan->desc, DESC_TRANSB, &oa.op, sizeof oa.op), "transb");
+    const Operand* ops[2] = {&ob, &oa};
+    int64_t batch_strides[3] = {m.b_batch, m.a_batch, y_batch};
+    for (int i = 0; i < 3; ++i) {
+      uint64_t rows = i < 2 ? ops[i]->rows : uint64_t(m.N), cols = i < 2 ? ops[i]->cols : uint64_t(m.M);
+      int64_t ld = i < 2 ? ops[i]->ld : std::max<int64_t>(m.N, 1);
+      lt_check(lt->cublasLtMatrixLayoutCreate(&plan->layouts[i], type, rows, cols, ld), "layout");
+      if (batches > 1) {
+        lt_check(lt->cublasLtMatrixLayoutSetAttribute(plan->layouts[i], LAYOUT_BATCH_COUNT, &batches, sizeof batches), "batch count");
+        lt_check(lt->cublasLtMatrixLayoutSetAttribute(plan->layouts[i], LAYOUT_STRIDED_BATCH_OFFSET, &batch_strides[i],
+                                                      sizeof(int64_t)),
+                 "batch stride");
+      }
     }
-  }
-  if (!found) {
-    lt_check(lt->cublasLtMatmulPreferenceCreate(&d.pref), "preference");
+    Preference p{*lt};
+    lt_check(lt->cublasLtMatmulPreferenceCreate(&p.pref), "preference");
     uint64_t max_ws = kMaxWorkspace;
-    uint32_t schemes = REDUCTION_COMPUTE_TYPE | REDUCTION_OUTPUT_TYPE;
-    lt->cublasLtMatmulPreferenceSetAttribute(d.pref, PREF_MAX_WORKSPACE_BYTES, &max_ws, sizeof max_ws);
-    lt->cublasLtMatmulPreferenceSetAttribute(d.pref, PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof schemes);
-    lt->cublasLtMatmulPreferenceSetAttribute(d.pref, PREF_MIN_ALIGNMENT_A, &align_a, sizeof align_a);
-    lt->cublasLtMatmulPreferenceSetAttribute(d.pref, PREF_MIN_ALIGNMENT_B, &align_b, sizeof align_b);
-    lt->cublasLtMatmulPreferenceSetAttribute(d.pref, PREF_MIN_ALIGNMENT_C, &align_d, sizeof align_d);
-    lt->cublasLtMatmulPreferenceSetAttribute(d.pref, PREF_MIN_ALIGNMENT_D, &align_d, sizeof align_d);
+    lt->cublasLtMatmulPreferenceSetAttribute(p.pref, PREF_MAX_WORKSPACE_BYTES, &max_ws, sizeof max_ws);
+    lt->cublasLtMatmulPreferenceSetAttribute(p.pref, PREF_MIN_ALIGNMENT_A, &align_a, sizeof align_a);
+    lt->cublasLtMatmulPreferenceSetAttribute(p.pref, PREF_MIN_ALIGNMENT_B, &align_b, sizeof align_b);
+    lt->cublasLtMatmulPreferenceSetAttribute(p.pref, PREF_MIN_ALIGNMENT_C, &align_d, sizeof align_d);
+    lt->cublasLtMatmulPreferenceSetAttribute(p.pref, PREF_MIN_ALIGNMENT_D, &align_d, sizeof align_d);
     int returned = 0;
-    int status = lt->cublasLtMatmulAlgoGetHeuristic(ctx.device.cublaslt_handle, d.desc, d.layouts[0], d.layouts[1],
-                                                    d.layouts[2], d.layouts[2], d.pref, 1, &h, &returned);
-    bool ok = status == 0 && returned > 0 && h.state == 0;
-    std::lock_guard lock(g_heuristics_mutex);
-    g_heuristics.emplace(key, std::make_pair(ok, h));
-    if (!ok) return false;
+    int status = lt->cublasLtMatmulAlgoGetHeuristic(ctx.device.cublaslt_handle, plan->desc, plan->layouts[0], plan->layouts[1],
+                                                    plan->layouts[2], plan->layouts[2], p.pref, 1, &plan->heuristic, &returned);
+    plan->usable = status == 0 && returned > 0 && plan->heuristic.state == 0;
+    std::unique_lock lock(g_plans_mutex);
+    if (g_plans.size() < kMaxPlans) plan = g_plans.emplace(key, plan).first->second;
   }
+  if (!plan->usable) return false;
+  const CublasLtHeuristic& h = plan->heuristic;
   CUdeviceptr workspace = h.workspace_size ? ctx.temp(h.workspace_size) : 0;
   float alpha = 1.0f, beta = 0.0f;
-  lt_check(lt->cublasLtMatmul(ctx.device.cublaslt_handle, d.desc, &alpha, reinterpret_cast<const void*>(m.b), d.layouts[0],
-                              reinterpret_cast<const void*>(m.a), d.layouts[1], &beta, reinterpret_cast<const void*>(m.y),
-                              d.layouts[2], reinterpret_cast<void*>(m.y), d.layouts[2], &h.algo,
+  lt_check(lt->cublasLtMatmul(ctx.device.cublaslt_handle, plan->desc, &alpha, reinterpret_cast<const void*>(m.b),
+                              plan->layouts[0], reinterpret_cast<const void*>(m.a), plan->layouts[1], &beta,
+                              reinterpret_cast<const void*>(m.y), plan->layouts[2], reinterpret_cast<void*>(m.y),
+                              plan->layouts[2], &h.algo,
                               reinterpret_cast<void*>(workspace), h.workspace_size, ctx.stream),
            "matmul");
   return true;
