@@ -1,73 +1,13 @@
-// The main job (until the service lands): 8 Workers, each on its own stream, run mixed graphs
-// concurrently; every result is checked bitwise against a serial run on the main thread.
+// The main job: the inference service (three models, each request on its own stream) started
+// in-process on the default backend, driven by the load ramp (1 → 20 concurrent clients, 357
+// requests), every response checked against a serial run of the same request. Prints the
+// ramp table; exits 0 only when every request succeeded and matched.
 //
 //   bun run demo
-import * as lx from "../src/index.ts";
-import type { DemoResult, DemoTask } from "./demo-worker.ts";
-import { buildGraph, graphKinds, sameBits } from "./workloads.ts";
+import { backendName } from "../src/index.ts";
+import { benchServe } from "../src/serve/bench.ts";
 
-const workers = Number(process.env.LANES_DEMO_WORKERS ?? 8);
-const graphsPerWorker = Number(process.env.LANES_DEMO_GRAPHS ?? 12);
-
-const tasks: DemoTask[] = Array.from({ length: workers }, (_, w) => ({
-  jobs: Array.from({ length: graphsPerWorker }, (_, i) => ({ kind: graphKinds[(w + i) % graphKinds.length]!, seed: 1000 * w + i })),
-}));
-
-// Serial reference: the same graphs, one after another, on the main thread's default stream.
-const serialStart = performance.now();
-const expected = tasks.map((t) =>
-  t.jobs.map(({ kind, seed }) => {
-    using y = buildGraph(kind, seed);
-    return y.toFloat32Array();
-  }),
-);
-const serialMs = performance.now() - serialStart;
-
-const concurrentStart = performance.now();
-const results = await Promise.all(
-  tasks.map(
-    (task) =>
-      new Promise<DemoResult>((resolve, reject) => {
-        const worker = new Worker(new URL("./demo-worker.ts", import.meta.url).href);
-        worker.onmessage = (e: MessageEvent<DemoResult>) => {
-          worker.terminate();
-          if (e.data.error) reject(new Error(e.data.error));
-          else resolve(e.data);
-        };
-        worker.onerror = (e) => reject(new Error(e.message));
-        worker.postMessage(task);
-      }),
-  ),
-);
-const concurrentMs = performance.now() - concurrentStart;
-
-let mismatches = 0;
-const rows = results.map((r, w) => {
-  const matches = r.results.filter((out, i) => sameBits(out, expected[w]![i]!)).length;
-  mismatches += r.results.length - matches;
-  const kinds = [...new Set(tasks[w]!.jobs.map((j) => j.kind))].join(",");
-  return {
-    worker: w,
-    stream: r.streamId,
-    graphs: r.results.length,
-    kinds,
-    "ms": Number(r.ms.toFixed(1)),
-    "graphs/s": Number(((r.results.length / r.ms) * 1000).toFixed(1)),
-    "equal to serial": `${matches}/${r.results.length}`,
-  };
-});
-
-console.log(`lanes demo — backend: ${lx.backendName()}, ${workers} Workers x ${graphsPerWorker} graphs, each Worker on its own stream`);
-console.table(rows);
-const total = workers * graphsPerWorker;
-console.log(
-  `serial: ${serialMs.toFixed(1)} ms (${((total / serialMs) * 1000).toFixed(1)} graphs/s)   ` +
-    `concurrent: ${concurrentMs.toFixed(1)} ms wall incl. Worker start (${((total / concurrentMs) * 1000).toFixed(1)} graphs/s)`,
-);
-const s = lx.stats();
-console.log(`kernels executed: ${s.kernelsExecuted}, epochs committed: ${s.epochsCommitted}, peak bytes: ${s.peakBytes}`);
-if (mismatches > 0) {
-  console.error(`FAILED: ${mismatches} results differ from the serial run`);
-  process.exit(1);
-}
-console.log(`all ${total} results equal the serial run bitwise`);
+const t0 = performance.now();
+const ok = await benchServe({ compareGlobal: false, torture: false });
+console.log(`\n${ok ? "all requests succeeded and equal the serial run" : "FAILED: errors or mismatches above"} (backend ${backendName()}, ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+process.exit(ok ? 0 : 1);

@@ -226,6 +226,20 @@ export function array(
 }
 
 /**
+ * Creates an array of `dtype` from its raw little-endian storage bytes (copied now): 4 bytes
+ * per float32/int32 element, 2 per float16/bfloat16 (bit patterns), 1 per bool (0 or 1).
+ * This is how weights stored in half precision load without a float32 detour.
+ */
+export function arrayFromBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType): LanesArray {
+  const dims = shapeBuffer(shape, "array");
+  return new LanesArray(
+    callForHandle(
+      native.lanes_array_from_data(bytes.byteLength ? bytes : null, bytes.byteLength, dtypeCode(dtype), dims.length ? dims : null, dims.length, outPtr),
+    ),
+  );
+}
+
+/**
  * Adopts an array made elsewhere (another Worker) by its id. Takes a reference of its own, so
  * neither side frees it under the other.
  */

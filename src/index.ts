@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-export { array, arrayFromId, LanesArray, type DType, type NestedNumbers, type TypedArrayOf } from "./array.ts";
+export { array, arrayFromBytes, arrayFromId, LanesArray, type DType, type NestedNumbers, type TypedArrayOf } from "./array.ts";
 export {
   DeviceError,
   DisposedError,

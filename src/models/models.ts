@@ -1,0 +1,203 @@
+/**
+ * The three model architectures the service runs, built only from lanes ops:
+ * - `mlp`: a classifier (mean of token embeddings, GELU hidden layer, class logits);
+ * - `transformer`: a dense Llama-style decoder (RMSNorm, rotary grouped-query attention with a
+ *   causal mask and KV cache, SwiGLU MLP, LM head tied to the embedding);
+ * - `hybrid`: attention blocks with a gated linear recurrence layer between them and a
+ *   separate LM head.
+ * @module
+ */
+import type { LanesArray } from "../array.ts";
+import * as lx from "../index.ts";
+import type { Stream } from "../stream.ts";
+import { attentionBlock, type DecoderConfig, mlpBlock, recurrenceBlock, Scope, weight, type Weights } from "./layers.ts";
+import { byteVocab } from "./tokenizer.ts";
+
+/** Per-request decoding state: the position and the caches (KV pairs, recurrence states). */
+export interface DecoderState {
+  pos: number;
+  caches: LanesArray[];
+}
+
+/** One forward step's lazy outputs: the last position's logits and the next state. */
+export interface Step {
+  logits: LanesArray;
+  state: DecoderState;
+  scope: Scope;
+}
+
+/** A model the service can run. */
+export interface Model {
+  readonly name: string;
+  readonly kind: "classifier" | "decoder";
+  /** Token ids accepted: [0, vocab). */
+  readonly vocab: number;
+  /** Longest prompt plus generation. */
+  readonly maxSeq: number;
+  /** Number of logits a step returns. */
+  readonly outputs: number;
+  /** Records one step on `stream` (lazy): `tokens` follow `state` (undefined: a new sequence). */
+  step(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step;
+  /** Frees the weights. */
+  dispose(): void;
+}
+
+/** Layer layout of a model kind, and the weights it needs (name → shape). */
+export interface Architecture {
+  name: "mlp" | "transformer" | "hybrid";
+  config: DecoderConfig & { classes?: number; layers: ("attn" | "rec")[] };
+  shapes(): Record<string, number[]>;
+}
+
+const decoderBase: DecoderConfig = { vocab: byteVocab, dim: 128, heads: 8, kvHeads: 2, hidden: 384, maxSeq: 512, ropeBase: 10000 };
+
+function decoderShapes(cfg: Architecture["config"], tiedHead: boolean): Record<string, number[]> {
+  const hd = cfg.dim / cfg.heads;
+  const out: Record<string, number[]> = { embed: [cfg.vocab, cfg.dim], norm: [cfg.dim] };
+  if (!tiedHead) out.head = [cfg.dim, cfg.vocab];
+  cfg.layers.forEach((kind, i) => {
+    const p = `layers.${i}`;
+    if (kind === "attn") {
+      Object.assign(out, {
+        [`${p}.attn_norm`]: [cfg.dim],
+        [`${p}.wq`]: [cfg.dim, cfg.heads * hd],
+        [`${p}.wk`]: [cfg.dim, cfg.kvHeads * hd],
+        [`${p}.wv`]: [cfg.dim, cfg.kvHeads * hd],
+        [`${p}.wo`]: [cfg.heads * hd, cfg.dim],
+      });
+    } else {
+      Object.assign(out, {
+        [`${p}.rec_norm`]: [cfg.dim],
+        [`${p}.wa`]: [cfg.dim, cfg.dim],
+        [`${p}.wu`]: [cfg.dim, cfg.dim],
+        [`${p}.wg`]: [cfg.dim, cfg.dim],
+        [`${p}.wout`]: [cfg.dim, cfg.dim],
+      });
+    }
+    Object.assign(out, {
+      [`${p}.mlp_norm`]: [cfg.dim],
+      [`${p}.w1`]: [cfg.dim, cfg.hidden],
+      [`${p}.w3`]: [cfg.dim, cfg.hidden],
+      [`${p}.w2`]: [cfg.hidden, cfg.dim],
+    });
+  });
+  return out;
+}
+
+/** The architectures, with the sizes of the default (small, seeded) weights. */
+export const architectures: Record<Architecture["name"], Architecture> = {
+  mlp: {
+    name: "mlp",
+    config: { ...decoderBase, hidden: 128, classes: 8, layers: [] },
+    shapes() {
+      const c = this.config;
+      return { embed: [c.vocab, c.dim], w1: [c.dim, c.hidden], b1: [c.hidden], w2: [c.hidden, c.classes!], b2: [c.classes!] };
+    },
+  },
+  transformer: {
+    name: "transformer",
+    config: { ...decoderBase, layers: ["attn", "attn", "attn", "attn"] },
+    shapes() {
+      return decoderShapes(this.config, true);
+    },
+  },
+  hybrid: {
+    name: "hybrid",
+    config: { ...decoderBase, layers: ["attn", "rec", "attn"] },
+    shapes() {
+      return decoderShapes(this.config, false);
+    },
+  },
+};
+
+function checkShapes(arch: Architecture, w: Weights): void {
+  for (const [name, shape] of Object.entries(arch.shapes())) weight(w, name, shape);
+}
+
+class Classifier implements Model {
+  readonly kind = "classifier";
+  readonly vocab: number;
+  readonly maxSeq: number;
+  readonly outputs: number;
+  constructor(
+    readonly name: string,
+    private readonly arch: Architecture,
+    private readonly w: Weights,
+  ) {
+    checkShapes(arch, w);
+    this.vocab = arch.config.vocab;
+    this.maxSeq = arch.config.maxSeq;
+    this.outputs = arch.config.classes!;
+  }
+  step(tokens: readonly number[], _state: DecoderState | undefined, stream: Stream): Step {
+    const s = new Scope();
+    const w = this.w;
+    const logits = lx.withStream(stream, () => {
+      const x = s.t(lx.mean(s.t(lx.take(w.get("embed")!, s.t(lx.array(Int32Array.from(tokens))))), 0, { keepdims: true }));
+      const h = s.t(lx.gelu(s.t(lx.add(s.t(lx.matmul(x, w.get("w1")!)), w.get("b1")!))));
+      return s.t(lx.reshape(s.t(lx.add(s.t(lx.matmul(h, w.get("w2")!)), w.get("b2")!)), [this.outputs]));
+    });
+    return { logits, state: { pos: tokens.length, caches: [] }, scope: s };
+  }
+  dispose(): void {
+    for (const a of this.w.values()) a.dispose();
+  }
+}
+
+class Decoder implements Model {
+  readonly kind = "decoder";
+  readonly vocab: number;
+  readonly maxSeq: number;
+  readonly outputs: number;
+  constructor(
+    readonly name: string,
+    private readonly arch: Architecture,
+    private readonly w: Weights,
+  ) {
+    checkShapes(arch, w);
+    this.vocab = arch.config.vocab;
+    this.maxSeq = arch.config.maxSeq;
+    this.outputs = arch.config.vocab;
+  }
+  step(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step {
+    const s = new Scope();
+    const cfg = this.arch.config;
+    const w = this.w;
+    const pos = state?.pos ?? 0;
+    const caches: LanesArray[] = [];
+    const logits = lx.withStream(stream, () => {
+      let x = s.t(lx.reshape(s.t(lx.take(w.get("embed")!, s.t(lx.array(Int32Array.from(tokens))))), [1, tokens.length, cfg.dim]));
+      let c = 0;
+      cfg.layers.forEach((kind, i) => {
+        const p = `layers.${i}`;
+        if (kind === "attn") {
+          const prev = state ? ([state.caches[c], state.caches[c + 1]] as [LanesArray, LanesArray]) : undefined;
+          const [y, k, v] = attentionBlock(s, w, p, cfg, x, pos, prev);
+          caches.push(k, v);
+          c += 2;
+          x = y;
+        } else {
+          const [y, st] = recurrenceBlock(s, w, p, cfg.dim, x, state?.caches[c]);
+          caches.push(st);
+          c += 1;
+          x = y;
+        }
+        x = mlpBlock(s, w, p, x);
+      });
+      const L = tokens.length;
+      const last = s.t(lx.reshape(s.t(lx.slice(x, [0, L - 1, 0], [1, L, cfg.dim])), [1, cfg.dim]));
+      const h = s.t(lx.rmsNorm(last, w.get("norm")!, 1e-5));
+      const head = w.get("head") ?? s.t(lx.transpose(w.get("embed")!));
+      return s.t(lx.reshape(s.t(lx.matmul(h, head)), [cfg.vocab]));
+    });
+    return { logits, state: { pos: pos + tokens.length, caches }, scope: s };
+  }
+  dispose(): void {
+    for (const a of this.w.values()) a.dispose();
+  }
+}
+
+/** Builds a model of `arch` from float32 weights (converted by the caller). */
+export function buildModel(name: string, arch: Architecture, weights: Weights): Model {
+  return arch.name === "mlp" ? new Classifier(name, arch, weights) : new Decoder(name, arch, weights);
+}

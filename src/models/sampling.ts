@@ -1,0 +1,56 @@
+/**
+ * Next-token choice from logits: greedy at temperature 0, else temperature-scaled softmax over
+ * the top k, drawn with a seeded generator so a request with a seed is reproducible.
+ * @module
+ */
+
+/** A seeded 32-bit generator (mulberry32): the same seed gives the same draws everywhere. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Options of {@link sample}. */
+export interface SampleOptions {
+  /** 0 (the default) is greedy. */
+  temperature?: number;
+  /** Only the k most likely tokens are candidates (default: all). */
+  topK?: number;
+}
+
+/** Indices of the k largest logits, largest first (ties: lower index first). */
+export function topIndices(logits: Float32Array, k: number): number[] {
+  const idx = Array.from(logits.keys());
+  idx.sort((a, b) => logits[b]! - logits[a]! || a - b);
+  return idx.slice(0, Math.max(1, Math.min(k, logits.length)));
+}
+
+/** Picks the next token. `random` draws in [0, 1). */
+export function sample(logits: Float32Array, random: () => number, opts: SampleOptions = {}): number {
+  const temperature = opts.temperature ?? 0;
+  if (temperature <= 0) return topIndices(logits, 1)[0]!;
+  const candidates = topIndices(logits, opts.topK ?? logits.length);
+  const top = logits[candidates[0]!]!;
+  const weights = candidates.map((i) => Math.exp((logits[i]! - top) / temperature));
+  const total = weights.reduce((s, w) => s + w, 0);
+  let r = random() * total;
+  for (let j = 0; j < candidates.length; j++) {
+    r -= weights[j]!;
+    if (r <= 0) return candidates[j]!;
+  }
+  return candidates[candidates.length - 1]!;
+}
+
+/** A bit-exact fingerprint of logits (FNV-1a over their float32 bytes), for comparing runs. */
+export function checksum(logits: Float32Array): string {
+  const bytes = new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength);
+  let h = 0x811c9dc5;
+  for (const b of bytes) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, "0");
+}

@@ -1,0 +1,96 @@
+/**
+ * `lanes bench-serve`: starts the service in-process with the three default models, runs the
+ * ramp with every response checked against a serial run, repeats it in a child process with
+ * the global-lock mode for comparison, and optionally the torture run.
+ * @module
+ */
+import { spawnSync } from "node:child_process";
+import { backendName } from "../native.ts";
+import { stats } from "../stats.ts";
+import type { Model } from "../models/models.ts";
+import { loadModel } from "../models/weights.ts";
+import { type LevelResult, rampLevels, rampTable, runRamp, runTorture, serialReferences } from "./ramp.ts";
+import { serve } from "./server.ts";
+
+/** Options of {@link benchServe}. */
+export interface BenchServeOptions {
+  /** Also run the ramp under LANES_LOCKING=global (in a child process) and compare. */
+  compareGlobal?: boolean;
+  torture?: boolean;
+  /** Print the ramp rows as one JSON line (for the parent of a comparison run). */
+  json?: boolean;
+  /** Levels to run (default: the full ramp). */
+  levels?: [number, number][];
+  streams?: number;
+}
+
+/** The three default models. */
+export function defaultModels(): Model[] {
+  return [loadModel("transformer"), loadModel("hybrid"), loadModel("mlp")];
+}
+
+/** Runs the benchmark; returns true when every check passed. */
+export async function benchServe(opts: BenchServeOptions = {}): Promise<boolean> {
+  const models = defaultModels();
+  const byName = new Map(models.map((m) => [m.name, m]));
+  const svc = serve({ models, port: 0, streams: opts.streams });
+  let ok = true;
+  try {
+    const expected = await serialReferences(byName);
+    const rows = await runRamp(svc.url, expected, opts.levels ?? rampLevels);
+    ok &&= rows.every((r) => r.errors === 0 && r.equalSerial === r.requests);
+    if (opts.json) {
+      console.log(JSON.stringify(rows));
+      return ok;
+    }
+    let global: LevelResult[] | undefined;
+    if (opts.compareGlobal) {
+      const child = spawnSync(process.execPath, [import.meta.dir + "/../cli.ts", "bench-serve", "--json"], {
+        encoding: "utf8",
+        env: { ...process.env, LANES_LOCKING: "global" },
+        maxBuffer: 1 << 24,
+      });
+      if (child.status !== 0) throw new Error(`global-lock ramp failed: ${child.stderr}`);
+      global = JSON.parse(child.stdout.trim().split("\n").pop()!) as LevelResult[];
+    }
+    const total = rows.reduce((n, r) => n + r.requests, 0);
+    console.log(`lanes serve ramp — backend ${backendName()}, ${svc.pool.size} streams, ${total} requests over ${byName.size} models`);
+    console.log(rampTable(rows, global));
+    if (opts.torture) ok = (await torture(svc.url, byName)) && ok;
+  } finally {
+    await svc.shutdown();
+    for (const m of models) m.dispose();
+  }
+  return ok;
+}
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) {
+    Bun.gc(true);
+    await Bun.sleep(20);
+  }
+}
+
+async function torture(url: string, models: Map<string, Model>): Promise<boolean> {
+  const longTokens = 48;
+  const expectedLong = await serialReferences(models, longTokens);
+  await settle();
+  const before = stats();
+  const rssBefore = process.memoryUsage().rss;
+  const pidBefore = ((await (await fetch(url + "/healthz")).json()) as { pid: number }).pid;
+  const t0 = performance.now();
+  const r = await runTorture(url, expectedLong, longTokens);
+  const seconds = (performance.now() - t0) / 1000;
+  const health = await fetch(url + "/healthz");
+  const pidAfter = ((await health.json()) as { pid: number }).pid;
+  await settle();
+  const after = stats();
+  const rssAfter = process.memoryUsage().rss;
+  const memoryBack = after.activeBytes <= before.activeBytes + (1 << 20) && after.liveArrays <= before.liveArrays + 8;
+  console.log(`\ntorture (12 → 16 → 20 concurrent, ${longTokens}-token generations, disconnects, bad requests) in ${seconds.toFixed(1)} s:`);
+  console.log(`  sent ${r.sent}: verified equal to serial ${r.verified}, mismatches ${r.mismatches}, abandoned mid-request ${r.cancelled}, bad requests rejected with 400 ${r.badRejected}`);
+  console.log(`  unexpected: ${r.unexpected.length ? r.unexpected.slice(0, 5).join("; ") : "none"}`);
+  console.log(`  still up: ${health.status === 200}, same pid: ${pidAfter === pidBefore} (${pidAfter})`);
+  console.log(`  lanes memory: active ${before.activeBytes} → ${after.activeBytes} bytes, live arrays ${before.liveArrays} → ${after.liveArrays}; RSS ${(rssBefore / 2 ** 20).toFixed(0)} → ${(rssAfter / 2 ** 20).toFixed(0)} MiB`);
+  return r.mismatches === 0 && r.unexpected.length === 0 && health.status === 200 && pidAfter === pidBefore && memoryBack;
+}
