@@ -159,6 +159,9 @@ class CudaBackend final : public Backend {
   // A quarter of device memory: cuMemAlloc and cuMemFree are slow, and cuMemFree can
   // synchronize the device, so freed buffers are kept for reuse.
   uint64_t max_cached_bytes() const override { return cached_limit_; }
+  // A host function stalls its stream until a host thread ran it: commit GPU epochs on the
+  // op count (or an eval's end), not after every large output.
+  uint64_t default_epoch_bytes() const override { return uint64_t(4) << 30; }
 
   void* allocate(size_t bytes) override {
     device_.make_current();

@@ -70,6 +70,29 @@ describe("injected faults (child process with LANES_FAULT_INJECTION=1)", () => {
   });
 });
 
+describe("backend selection", () => {
+  test("LANES_BACKEND=cuda either runs on the GPU or fails with a DeviceError naming what is missing", () => {
+    const r = runChild("backend-probe.ts", [], { LANES_BACKEND: "cuda" });
+    expect(r.code).toBe(0);
+    const [first, last] = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    expect(last).toEqual({ alive: true });
+    if (first.backend === "cuda") {
+      expect(first.sum).toBe(45);
+    } else {
+      expect(first.error).toBe("DeviceError");
+      expect(first.message).toMatch(/LANES_BACKEND=cuda: (no NVIDIA driver library|NVRTC|the driver reports no CUDA device|cuInit failed)/);
+    }
+  }, 60_000);
+
+  test("an unknown LANES_BACKEND is a DeviceError listing the backends this build has", () => {
+    const r = runChild("backend-probe.ts", [], { LANES_BACKEND: "tpu" });
+    expect(r.code).toBe(0);
+    const first = JSON.parse(r.stdout.trim().split("\n")[0]!);
+    expect(first.error).toBe("DeviceError");
+    expect(first.message).toContain("LANES_BACKEND=tpu is not available in this build (have: cpu, cuda)");
+  }, 60_000);
+});
+
 describe("lifecycles", () => {
   test("a Worker terminated mid-eval crashes nothing and its handles are reclaimed", async () => {
     Bun.gc(true);

@@ -49,6 +49,9 @@ class Backend {
   // Called only once the work that wrote `device_src` completed.
   virtual void download(void* host_dst, const void* device_src, size_t bytes) = 0;
   virtual std::unique_ptr<Queue> new_queue(uint64_t stream_id) = 0;
+  // Output bytes after which an open epoch is committed by default. Each commit costs the
+  // device a completion signal, so GPUs take larger epochs than the CPU.
+  virtual uint64_t default_epoch_bytes() const { return uint64_t(64) << 20; }
   // How many freed bytes the allocator may keep cached for reuse.
   virtual uint64_t max_cached_bytes() const { return uint64_t(1) << 30; }
 };

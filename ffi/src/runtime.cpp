@@ -27,6 +27,7 @@ Runtime::Runtime()
         return counters.epochs_completed.load(std::memory_order_acquire) <
                counters.epochs_committed.load(std::memory_order_acquire);
       }) {
+  set_epoch_budget(EpochBudget{epoch_budget().max_ops, backend_->default_epoch_bytes()});
   default_stream_handle_ = streams.insert(new_stream());
 }
 
