@@ -20,6 +20,14 @@ const core_sources = [_][]const u8{
     "ffi/src/cpu/compute_pool.cpp",
     "ffi/src/cpu/cpu_backend.cpp",
     "ffi/src/cpu/kernels.cpp",
+    "ffi/src/gpu/in_order_completions.cpp",
+    "ffi/src/gpu/kernel_layout.cpp",
+};
+
+// The Metal backend (macOS): Objective-C++ with ARC; the kernel source is embedded by metal/embed.zig.
+const metal_sources = [_][]const u8{
+    "metal/launch.mm",
+    "metal/metal_backend.mm",
 };
 
 // The CUDA backend: no CUDA headers or libraries at build time (driver, NVRTC and cuBLASLt are
@@ -54,7 +62,7 @@ pub fn build(b: *std.Build) void {
     });
     lib_mod.addIncludePath(b.path("ffi/include"));
     lib_mod.addCSourceFiles(.{ .files = &core_sources, .flags = flags.items });
-    if (target.result.os.tag == .linux) lib_mod.addCSourceFiles(.{ .files = &cuda_sources, .flags = flags.items });
+    addBackends(b, lib_mod, target, optimize, flags.items);
     const lib = b.addLibrary(.{ .name = "lanes", .linkage = .dynamic, .root_module = lib_mod });
     if (target.result.os.tag == .linux) lib.setVersionScript(b.path("ffi/lanes.map"));
     b.installArtifact(lib);
@@ -72,7 +80,7 @@ pub fn build(b: *std.Build) void {
     test_mod.addIncludePath(b.path("ffi/include"));
     test_mod.addIncludePath(b.path("ffi/src"));
     test_mod.addCSourceFiles(.{ .files = &core_sources, .flags = test_flags.items });
-    if (target.result.os.tag == .linux) test_mod.addCSourceFiles(.{ .files = &cuda_sources, .flags = test_flags.items });
+    addBackends(b, test_mod, target, optimize, test_flags.items);
     test_mod.addCSourceFiles(.{ .files = &.{"ffi/test/native_test.cpp"}, .flags = test_flags.items });
     const test_exe = b.addExecutable(.{ .name = "lanes-native-test", .root_module = test_mod });
     const install_test = b.addInstallArtifact(test_exe, .{});
@@ -86,4 +94,26 @@ pub fn build(b: *std.Build) void {
     run_tests.step.dependOn(&install_test.step);
     const test_step = b.step("test", "Build and run the native tests");
     test_step.dependOn(&run_tests.step);
+}
+
+// The GPU backends a target gets: CUDA on Linux (nothing to link: loaded at run time), Metal
+// on macOS (the Metal and Foundation frameworks).
+fn addBackends(b: *std.Build, module: *std.Build.Module, target: std.Build.ResolvedTarget, optimize: std.builtin.OptimizeMode, flags: []const []const u8) void {
+    switch (target.result.os.tag) {
+        .linux => module.addCSourceFiles(.{ .files = &cuda_sources, .flags = flags }),
+        .macos => {
+            var objc_flags: std.ArrayList([]const u8) = .empty;
+            objc_flags.appendSlice(b.allocator, flags) catch @panic("oom");
+            objc_flags.append(b.allocator, "-fobjc-arc") catch @panic("oom");
+            module.addCSourceFiles(.{ .files = &metal_sources, .flags = objc_flags.items });
+            const kernels = b.addObject(.{
+                .name = "metal_kernels",
+                .root_module = b.createModule(.{ .root_source_file = b.path("metal/embed.zig"), .target = target, .optimize = optimize }),
+            });
+            module.addObject(kernels);
+            module.linkFramework("Metal", .{});
+            module.linkFramework("Foundation", .{});
+        },
+        else => {},
+    }
 }

@@ -22,6 +22,7 @@
 #include "../ffi/src/backend.hpp"
 #include "../ffi/src/runtime.hpp"
 #include "../ffi/src/status.hpp"
+#include "../ffi/src/gpu/in_order_completions.hpp"
 #include "device.hpp"
 
 namespace lanes {
@@ -29,9 +30,6 @@ namespace cuda {
 namespace {
 
 thread_local CUcontext t_current = nullptr;
-// Set when a queue is destroyed from its own completion thread (a completion dropped the last
-// reference to its stream): that thread must return without touching the queue again.
-thread_local const void* t_destroyed_self = nullptr;
 
 bool env_is(const char* name, const char* value) {
   const char* v = std::getenv(name);
@@ -93,34 +91,21 @@ class CudaQueue final : public Queue {
     CompletionFn on_complete;
     std::unique_ptr<LaunchContext> launched;
     std::optional<std::string> error;  // at launch time
-    bool host_fn_enqueued = false;
   };
 
-  static void host_done(void* queue);
-  void launch_locked(std::unique_ptr<Submission> s);
+  static void host_done(void* completions);
   void complete(Submission& s, const std::optional<std::string>& sticky);
-  void completion_loop();
 
   CudaBackend& backend_;
   const uint64_t stream_id_;
   std::shared_ptr<Counter> counter_;
   CUstream stream_ = nullptr;
-
-  std::mutex mutex_;  // leaf: in_flight_ and gates_; never taken by the host function
-  std::deque<std::unique_ptr<Submission>> in_flight_;
+  std::mutex mutex_;  // leaf: launches and gates_; never taken by the host function
   // debug_pause: the stream waits on the device for a host-written word, so paused work still
   // sits in the CUDA stream in commit order (holding it back on the host could put another
   // stream's wait for it ahead of it in a shared hardware queue).
   std::vector<ErrorWords::Word> gates_;
-  std::atomic<bool> stopping_{false};
-
-  // Host function -> completion thread. Only these are touched inside the CUDA callback.
-  std::atomic<uint64_t> arrived_{0};
-  std::mutex wake_mutex_;  // leaf, held only around the condition variable
-  std::condition_variable wake_;
-  uint64_t consumed_ = 0;  // host-function arrivals already processed (completion thread only)
-
-  std::thread completion_;
+  std::unique_ptr<gpu::InOrderCompletions> completions_;
 };
 
 class CudaBackend final : public Backend {
@@ -227,21 +212,17 @@ CudaQueue::CudaQueue(CudaBackend& backend, uint64_t stream_id, std::shared_ptr<C
     : backend_(backend), stream_id_(stream_id), counter_(std::move(counter)) {
   backend_.device().make_current();
   check(driver().cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
-  completion_ = std::thread([this] { completion_loop(); });
+  completions_ = std::make_unique<gpu::InOrderCompletions>(
+      [this]() -> std::optional<std::string> {
+        CUresult r = driver().cuStreamQuery(stream_);
+        if (r == CUDA_SUCCESS || r == CUDA_ERROR_NOT_READY) return std::nullopt;
+        return "the CUDA context failed (" + error_text(r) + "); restart the process to use the GPU again";
+      },
+      [this] { backend_.device().make_current(); });
 }
 
 CudaQueue::~CudaQueue() {
-  {
-    std::lock_guard lock(wake_mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  if (completion_.get_id() == std::this_thread::get_id()) {
-    completion_.detach();
-    t_destroyed_self = this;
-  } else {
-    completion_.join();
-  }
+  completions_.reset();  // the stream's work completed before its queue is freed
   backend_.forget_counter(stream_id_);
   backend_.device().make_current();
   for (ErrorWords::Word& gate : gates_) reinterpret_cast<volatile uint64_t*>(gate.host)[0] = 1;
@@ -255,27 +236,18 @@ std::unique_ptr<CommandBuffer> CudaQueue::new_command_buffer() {
   return std::make_unique<CudaCommandBuffer>([backend](uint64_t id) { return backend->counter_of(id); });
 }
 
-void CudaQueue::host_done(void* self) {
+void CudaQueue::host_done(void* completions) {
   // Inside a CUDA callback: no CUDA calls and no lock that is ever held across one.
-  auto* q = static_cast<CudaQueue*>(self);
-  q->arrived_.fetch_add(1, std::memory_order_release);
-  {
-    std::lock_guard lock(q->wake_mutex_);
-  }
-  q->wake_.notify_one();
+  static_cast<gpu::InOrderCompletions*>(completions)->signal();
 }
 
 void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) {
-  auto s = std::make_unique<Submission>();
+  auto s = std::make_shared<Submission>();
   s->buffer.reset(static_cast<CudaCommandBuffer*>(buffer.release()));
   s->sequence = sequence;
   s->on_complete = std::move(on_complete);
-  std::lock_guard lock(mutex_);
-  launch_locked(std::move(s));
-}
-
-void CudaQueue::launch_locked(std::unique_ptr<Submission> s) {
   const Driver& d = driver();
+  std::lock_guard lock(mutex_);
   backend_.device().make_current();
   s->launched = std::make_unique<LaunchContext>(LaunchContext{backend_.device(), backend_.error_words(), stream_, {}, {}});
   if (!s->buffer->injected) {
@@ -288,16 +260,11 @@ void CudaQueue::launch_locked(std::unique_ptr<Submission> s) {
       s->error = e.what();
     }
   }
-  // Always signal, so other streams' waits and this completion thread move on.
-  CUresult w = d.cuStreamWriteValue64(stream_, counter_->address, s->sequence, 0);
-  CUresult h = w == CUDA_SUCCESS ? d.cuLaunchHostFunc(stream_, &CudaQueue::host_done, this) : w;
+  // Always signal, so other streams' waits and the completion thread move on.
+  CUresult w = d.cuStreamWriteValue64(stream_, counter_->address, sequence, 0);
+  CUresult h = w == CUDA_SUCCESS ? d.cuLaunchHostFunc(stream_, &CudaQueue::host_done, completions_.get()) : w;
   if (h != CUDA_SUCCESS && !s->error) s->error = "CUDA stream " + std::to_string(stream_id_) + ": " + error_text(h);
-  s->host_fn_enqueued = h == CUDA_SUCCESS;
-  in_flight_.push_back(std::move(s));
-  if (h != CUDA_SUCCESS) {
-    std::lock_guard lock(wake_mutex_);
-    wake_.notify_one();
-  }
+  completions_->push([this, s](const std::optional<std::string>& sticky) { complete(*s, sticky); }, h == CUDA_SUCCESS);
 }
 
 void CudaQueue::debug_pause(bool paused) {
@@ -350,43 +317,6 @@ void CudaQueue::complete(Submission& s, const std::optional<std::string>& sticky
   s.buffer.reset();  // release the epoch's buffers and scratch before signalling
   s.launched.reset();
   done(error ? &*error : nullptr);
-}
-
-void CudaQueue::completion_loop() {
-  backend_.device().make_current();
-  std::optional<std::string> sticky;
-  for (;;) {
-    {
-      std::unique_lock lock(wake_mutex_);
-      wake_.wait_for(lock, std::chrono::milliseconds(50), [&] {
-        return arrived_.load(std::memory_order_acquire) > consumed_ || stopping_;
-      });
-    }
-    for (;;) {
-      std::unique_ptr<Submission> next;
-      {
-        std::lock_guard lock(mutex_);
-        if (in_flight_.empty()) {
-          if (stopping_) return;
-          break;
-        }
-        Submission& front = *in_flight_.front();
-        bool arrived = !front.host_fn_enqueued || arrived_.load(std::memory_order_acquire) > consumed_;
-        if (!arrived && !sticky) {
-          // Nothing arrived: is the context still alive?
-          CUresult r = driver().cuStreamQuery(stream_);
-          if (r != CUDA_SUCCESS && r != CUDA_ERROR_NOT_READY)
-            sticky = "the CUDA context failed (" + error_text(r) + "); restart the process to use the GPU again";
-          if (!sticky) break;
-        }
-        if (front.host_fn_enqueued && arrived_.load(std::memory_order_acquire) > consumed_) ++consumed_;
-        next = std::move(in_flight_.front());
-        in_flight_.pop_front();
-      }
-      complete(*next, sticky);
-      if (t_destroyed_self == this) return;
-    }
-  }
 }
 
 }  // namespace

@@ -6,80 +6,28 @@
 #include <cstring>
 #include <unordered_map>
 
-#include "../ffi/src/cpu/half.hpp"
+#include "../ffi/src/gpu/kernel_layout.hpp"
 #include "../ffi/src/runtime.hpp"
 #include "../ffi/src/status.hpp"
 #include "device.hpp"
-#include "kernel_abi.hpp"
 
 namespace lanes::cuda {
 namespace {
 
-const char* suffix(DType d) {
-  switch (d) {
-    case DType::Float32: return "f32";
-    case DType::Float16: return "f16";
-    case DType::BFloat16: return "bf16";
-    case DType::Int32: return "i32";
-    case DType::Bool: return "b8";
-  }
-  return "?";
-}
-
-std::string size_suffix(DType d) { return std::to_string(dtype_size(d)); }
+using gpu::collapse;
+using gpu::group_for;
+using gpu::is_contiguous;
+using gpu::KShape;
+using gpu::KStrides;
+using gpu::read_strides;
+using gpu::size_suffix;
+using gpu::suffix;
+using gpu::Walk;
 
 CUdeviceptr base_ptr(const TensorArg& a) { return reinterpret_cast<CUdeviceptr>(a.buffer->data()); }
 CUdeviceptr data_ptr(const TensorArg& a) { return base_ptr(a) + a.offset * static_cast<int64_t>(dtype_size(a.dtype)); }
 
 bool aligned16(CUdeviceptr p) { return p % 16 == 0; }
-
-bool is_contiguous(const TensorArg& a) { return a.strides.empty() || a.strides == contiguous_strides(a.shape); }
-
-// Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
-std::vector<int64_t> read_strides(const TensorArg& a, const Shape& out) {
-  std::vector<int64_t> own = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
-  std::vector<int64_t> st(out.size(), 0);
-  size_t off = out.size() - a.shape.size();
-  for (size_t i = 0; i < a.shape.size(); ++i) st[off + i] = a.shape[i] == 1 ? 0 : own[i];
-  return st;
-}
-
-// A walk over `shape` reading K operands: size-1 dims dropped and dims merged wherever every
-// operand steps through them as one, so most launches index 1-2 dims.
-struct Walk {
-  KShape shape{};
-  std::vector<KStrides> strides;
-  bool contiguous = true;  // every operand reads 0..n-1 from its offset
-};
-
-Walk collapse(const Shape& shape, const std::vector<std::vector<int64_t>>& strides, const std::vector<int64_t>& offsets) {
-  size_t k = strides.size();
-  std::vector<int64_t> dims;
-  std::vector<std::vector<int64_t>> st(k);
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (shape[d] == 1) continue;
-    bool merge = !dims.empty();
-    for (size_t j = 0; j < k && merge; ++j) merge = st[j].back() == strides[j][d] * shape[d];
-    if (merge) {
-      dims.back() *= shape[d];
-      for (size_t j = 0; j < k; ++j) st[j].back() = strides[j][d];
-    } else {
-      dims.push_back(shape[d]);
-      for (size_t j = 0; j < k; ++j) st[j].push_back(strides[j][d]);
-    }
-  }
-  if (dims.size() > static_cast<size_t>(kMaxDims)) throw_error(LANES_ERR_INTERNAL, "cuda: too many dimensions");
-  Walk w;
-  w.shape.nd = static_cast<int64_t>(dims.size());
-  for (size_t d = 0; d < dims.size(); ++d) w.shape.dims[d] = dims[d];
-  w.strides.resize(k);
-  for (size_t j = 0; j < k; ++j) {
-    w.strides[j].offset = offsets[j];
-    for (size_t d = 0; d < dims.size(); ++d) w.strides[j].s[d] = st[j][d];
-    if (dims.size() > 1 || (dims.size() == 1 && st[j][0] != 1)) w.contiguous = false;
-  }
-  return w;
-}
 
 unsigned blocks_for(const Device& dev, int64_t n, int64_t per_block = 256) {
   int64_t want = (n + per_block - 1) / per_block;
@@ -118,29 +66,10 @@ CUdeviceptr contiguous(const TensorArg& a, LaunchContext& ctx) {
 
 // ---- creation ----------------------------------------------------------------------------------
 
-uint32_t storage_bits(DType d, double v) {
-  switch (d) {
-    case DType::Float32: {
-      float f = static_cast<float>(v);
-      uint32_t u;
-      std::memcpy(&u, &f, 4);
-      return u;
-    }
-    case DType::Float16: return cpu::to_f16(static_cast<float>(v)).bits;
-    case DType::BFloat16: return cpu::to_bf16(static_cast<float>(v)).bits;
-    case DType::Bool: return v != 0 ? 1 : 0;
-    case DType::Int32: {
-      int32_t i = v != v ? 0 : v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : static_cast<int32_t>(v);
-      return static_cast<uint32_t>(i);
-    }
-  }
-  return 0;
-}
-
 void full(const Command& c, LaunchContext& ctx) {
   CUdeviceptr y = data_ptr(c.output);
   int64_t n = numel(c.output.shape);
-  uint32_t bits = storage_bits(c.output.dtype, c.params.scalars[0]);
+  uint32_t bits = gpu::storage_bits(c.output.dtype, c.params.scalars[0]);
   launch_1d(ctx, "fill_" + size_suffix(c.output.dtype), n, y, n, bits);
 }
 
@@ -239,13 +168,6 @@ void take(const Command& c, LaunchContext& ctx) {
 
 // ---- reductions and rows -----------------------------------------------------------------------
 
-// Threads per row: one thread for short rows (or strided rows, where neighbouring threads
-// read neighbouring columns), a warp, or a whole block for long rows.
-int group_for(int64_t length, int64_t inner) {
-  if (inner > 1 || length < 32) return 1;
-  return length >= 1024 ? 256 : 32;
-}
-
 void launch_rows(LaunchContext& ctx, const std::string& prefix, int group, int64_t rows, auto&... args) {
   int64_t per_block = 256 / group;
   unsigned grid = static_cast<unsigned>((rows + per_block - 1) / per_block);
@@ -254,47 +176,24 @@ void launch_rows(LaunchContext& ctx, const std::string& prefix, int group, int64
 
 void reduce(const Command& c, LaunchContext& ctx) {
   const TensorArg& x = c.inputs[0];
-  const Shape& s = x.shape;
-  const std::vector<int>& axes = c.params.axes;
-  int nd = static_cast<int>(s.size());
-  int64_t outer = 1, R = 1, inner = 1;
+  gpu::ReduceLayout L = gpu::reduce_layout(x, c.params.axes);
   CUdeviceptr src;
-  bool adjacent = axes.empty() || axes.back() - axes.front() + 1 == static_cast<int>(axes.size());
-  if (adjacent) {
-    int first = axes.empty() ? nd : axes.front(), last = axes.empty() ? nd : axes.back() + 1;
-    for (int d = 0; d < first; ++d) outer *= s[d];
-    for (int d = first; d < last; ++d) R *= s[d];
-    for (int d = last; d < nd; ++d) inner *= s[d];
+  if (!L.permute) {
     src = contiguous(x, ctx);
   } else {
-    // Permute the reduced axes to the end: [kept..., reduced...], contiguous.
-    std::vector<int> order;
-    for (int d = 0; d < nd; ++d)
-      if (!std::binary_search(axes.begin(), axes.end(), d)) order.push_back(d);
-    for (int d : axes) order.push_back(d);
-    Shape ps;
-    std::vector<int64_t> in_strides = read_strides(x, s), ps_strides;
-    for (int d : order) {
-      ps.push_back(s[d]);
-      ps_strides.push_back(in_strides[d]);
-    }
-    for (int d : axes) R *= s[d];
-    for (int d = 0; d < nd; ++d)
-      if (!std::binary_search(axes.begin(), axes.end(), d)) outer *= s[d];
-    int64_t n = numel(s);
+    // The reduced axes permuted to the end: [kept..., reduced...], contiguous.
+    int64_t n = numel(x.shape);
     src = ctx.temp(static_cast<size_t>(std::max<int64_t>(n, 1)) * dtype_size(x.dtype));
-    if (n) {
-      Walk w = collapse(ps, {contiguous_strides(ps), ps_strides}, {0, x.offset});
-      CUdeviceptr xp = base_ptr(x);
-      launch_1d(ctx, "copy_" + size_suffix(x.dtype), n, src, w.strides[0], xp, w.strides[1], w.shape, n);
-    }
+    Walk w = collapse(L.permuted_shape, {contiguous_strides(L.permuted_shape), L.permuted_strides}, {0, x.offset});
+    CUdeviceptr xp = base_ptr(x);
+    launch_1d(ctx, "copy_" + size_suffix(x.dtype), n, src, w.strides[0], xp, w.strides[1], w.shape, n);
   }
-  int64_t outputs = outer * inner;
+  int64_t outputs = L.outer * L.inner;
   if (outputs == 0) return;
   CUdeviceptr y = data_ptr(c.output);
+  int64_t outer = L.outer, R = L.reduced, inner = L.inner;
   int32_t op = c.params.subop;
-  launch_rows(ctx, std::string("reduce_") + suffix(x.dtype), group_for(R, inner), outputs, y, src,
-              outer, R, inner, op);
+  launch_rows(ctx, std::string("reduce_") + suffix(x.dtype), group_for(R, inner), outputs, y, src, outer, R, inner, op);
 }
 
 void softmax(const Command& c, LaunchContext& ctx) {
@@ -356,26 +255,6 @@ void rope(const Command& c, LaunchContext& ctx) {
             traditional);
 }
 
-// Batch dims of one operand as a single stride, if they collapse to one (or broadcast).
-bool flat_batch_stride(const Shape& batch, const std::vector<int64_t>& strides, int64_t& out) {
-  int64_t stride = 0;
-  bool first = true;
-  int64_t expect = 0;
-  for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
-    if (batch[d] == 1) continue;
-    if (first) {
-      stride = strides[d];
-      expect = stride * batch[d];
-      first = false;
-    } else {
-      if (strides[d] != expect) return false;
-      expect = strides[d] * batch[d];
-    }
-  }
-  out = stride;
-  return true;
-}
-
 void matmul(const Command& c, LaunchContext& ctx) {
   const Shape& ys = c.output.shape;
   int nd = static_cast<int>(ys.size());
@@ -397,7 +276,7 @@ void matmul(const Command& c, LaunchContext& ctx) {
   MatmulOperands m{base_ptr(c.inputs[0]) + c.inputs[0].offset * static_cast<int64_t>(dtype_size(c.output.dtype)),
                    base_ptr(c.inputs[1]) + c.inputs[1].offset * static_cast<int64_t>(dtype_size(c.output.dtype)),
                    y, batches, M, N, K, 0, sa[nd - 2], sa[nd - 1], 0, sb[nd - 2], sb[nd - 1], c.output.dtype};
-  bool flat = flat_batch_stride(batch, sa, m.a_batch) && flat_batch_stride(batch, sb, m.b_batch);
+  bool flat = gpu::flat_batch_stride(batch, sa, m.a_batch) && gpu::flat_batch_stride(batch, sb, m.b_batch);
   if (flat && ctx.device.use_cublaslt && matmul_cublaslt(m, ctx)) return;
   // lanes' own kernel: any strides, any batch layout.
   KShape kb{};

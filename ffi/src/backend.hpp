@@ -52,6 +52,7 @@ class Backend {
   // Output bytes after which an open epoch is committed by default. Each commit costs the
   // device a completion signal, so GPUs take larger epochs than the CPU.
   virtual uint64_t default_epoch_bytes() const { return uint64_t(64) << 20; }
+  virtual uint32_t default_epoch_ops() const { return 64; }
   // How many freed bytes the allocator may keep cached for reuse.
   virtual uint64_t max_cached_bytes() const { return uint64_t(1) << 30; }
 };
@@ -59,5 +60,7 @@ class Backend {
 std::unique_ptr<Backend> make_cpu_backend();
 // Throws a device error when there is no usable NVIDIA GPU, driver or NVRTC.
 std::unique_ptr<Backend> make_cuda_backend();
+// macOS only. Throws a device error when there is no Metal device.
+std::unique_ptr<Backend> make_metal_backend();
 
 }  // namespace lanes

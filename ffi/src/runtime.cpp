@@ -9,15 +9,21 @@
 namespace lanes {
 namespace {
 
+// LANES_BACKEND picks the backend; unset, Metal on macOS and the CPU elsewhere.
 std::unique_ptr<Backend> select_backend() {
-  const char* name = std::getenv("LANES_BACKEND");
-  if (!name || !*name || std::strcmp(name, "cpu") == 0) return make_cpu_backend();
-#if defined(__linux__)
-  if (std::strcmp(name, "cuda") == 0) return make_cuda_backend();
-  throw_error(LANES_ERR_DEVICE, std::string("LANES_BACKEND=") + name + " is not available in this build (have: cpu, cuda)");
+  const char* env = std::getenv("LANES_BACKEND");
+  std::string name = env && *env ? env : "";
+#if defined(__APPLE__)
+  const char* available = "metal, cpu";
+  if (name.empty() || name == "metal") return make_metal_backend();
+#elif defined(__linux__)
+  const char* available = "cpu, cuda";
+  if (name == "cuda") return make_cuda_backend();
 #else
-  throw_error(LANES_ERR_DEVICE, std::string("LANES_BACKEND=") + name + " is not available in this build (have: cpu)");
+  const char* available = "cpu";
 #endif
+  if (name.empty() || name == "cpu") return make_cpu_backend();
+  throw_error(LANES_ERR_DEVICE, "LANES_BACKEND=" + name + " is not available in this build (have: " + available + ")");
 }
 
 }  // namespace
@@ -27,7 +33,7 @@ Runtime::Runtime()
         return counters.epochs_completed.load(std::memory_order_acquire) <
                counters.epochs_committed.load(std::memory_order_acquire);
       }) {
-  set_epoch_budget(EpochBudget{epoch_budget().max_ops, backend_->default_epoch_bytes()});
+  set_epoch_budget(EpochBudget{backend_->default_epoch_ops(), backend_->default_epoch_bytes()});
   default_stream_handle_ = streams.insert(new_stream());
 }
 

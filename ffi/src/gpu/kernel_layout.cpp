@@ -1,0 +1,137 @@
+#include "kernel_layout.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "../cpu/half.hpp"
+#include "../status.hpp"
+
+namespace lanes::gpu {
+
+const char* suffix(DType d) {
+  switch (d) {
+    case DType::Float32: return "f32";
+    case DType::Float16: return "f16";
+    case DType::BFloat16: return "bf16";
+    case DType::Int32: return "i32";
+    case DType::Bool: return "b8";
+  }
+  return "?";
+}
+
+std::string size_suffix(DType d) { return std::to_string(dtype_size(d)); }
+
+bool is_contiguous(const TensorArg& a) { return a.strides.empty() || a.strides == contiguous_strides(a.shape); }
+
+// Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
+std::vector<int64_t> read_strides(const TensorArg& a, const Shape& out) {
+  std::vector<int64_t> own = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
+  std::vector<int64_t> st(out.size(), 0);
+  size_t off = out.size() - a.shape.size();
+  for (size_t i = 0; i < a.shape.size(); ++i) st[off + i] = a.shape[i] == 1 ? 0 : own[i];
+  return st;
+}
+
+Walk collapse(const Shape& shape, const std::vector<std::vector<int64_t>>& strides, const std::vector<int64_t>& offsets) {
+  size_t k = strides.size();
+  std::vector<int64_t> dims;
+  std::vector<std::vector<int64_t>> st(k);
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    bool merge = !dims.empty();
+    for (size_t j = 0; j < k && merge; ++j) merge = st[j].back() == strides[j][d] * shape[d];
+    if (merge) {
+      dims.back() *= shape[d];
+      for (size_t j = 0; j < k; ++j) st[j].back() = strides[j][d];
+    } else {
+      dims.push_back(shape[d]);
+      for (size_t j = 0; j < k; ++j) st[j].push_back(strides[j][d]);
+    }
+  }
+  if (dims.size() > static_cast<size_t>(kMaxDims)) throw_error(LANES_ERR_INTERNAL, "gpu: too many dimensions after collapsing");
+  Walk w;
+  w.shape.nd = static_cast<int64_t>(dims.size());
+  for (size_t d = 0; d < dims.size(); ++d) w.shape.dims[d] = dims[d];
+  w.strides.resize(k);
+  for (size_t j = 0; j < k; ++j) {
+    w.strides[j].offset = offsets[j];
+    for (size_t d = 0; d < dims.size(); ++d) w.strides[j].s[d] = st[j][d];
+    if (dims.size() > 1 || (dims.size() == 1 && st[j][0] != 1)) w.contiguous = false;
+  }
+  return w;
+}
+
+uint32_t storage_bits(DType d, double v) {
+  switch (d) {
+    case DType::Float32: {
+      float f = static_cast<float>(v);
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      return u;
+    }
+    case DType::Float16: return cpu::to_f16(static_cast<float>(v)).bits;
+    case DType::BFloat16: return cpu::to_bf16(static_cast<float>(v)).bits;
+    case DType::Bool: return v != 0 ? 1 : 0;
+    case DType::Int32: {
+      int32_t i = v != v ? 0 : v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : static_cast<int32_t>(v);
+      return static_cast<uint32_t>(i);
+    }
+  }
+  return 0;
+}
+
+// One thread for short rows (or strided rows, where neighbouring threads read neighbouring
+// columns), a warp, or a whole block for long rows.
+int group_for(int64_t length, int64_t inner) {
+  if (inner > 1 || length < 32) return 1;
+  return length >= 1024 ? 256 : 32;
+}
+
+bool flat_batch_stride(const Shape& batch, const std::vector<int64_t>& strides, int64_t& out) {
+  int64_t stride = 0;
+  bool first = true;
+  int64_t expect = 0;
+  for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
+    if (batch[d] == 1) continue;
+    if (first) {
+      stride = strides[d];
+      expect = stride * batch[d];
+      first = false;
+    } else {
+      if (strides[d] != expect) return false;
+      expect = strides[d] * batch[d];
+    }
+  }
+  out = stride;
+  return true;
+}
+
+ReduceLayout reduce_layout(const TensorArg& x, const std::vector<int>& axes) {
+  const Shape& s = x.shape;
+  int nd = static_cast<int>(s.size());
+  ReduceLayout L;
+  bool adjacent = axes.empty() || axes.back() - axes.front() + 1 == static_cast<int>(axes.size());
+  if (adjacent) {
+    int first = axes.empty() ? nd : axes.front(), last = axes.empty() ? nd : axes.back() + 1;
+    for (int d = 0; d < first; ++d) L.outer *= s[d];
+    for (int d = first; d < last; ++d) L.reduced *= s[d];
+    for (int d = last; d < nd; ++d) L.inner *= s[d];
+    return L;
+  }
+  L.permute = true;
+  std::vector<int64_t> in_strides = read_strides(x, s);
+  std::vector<int> order;
+  for (int d = 0; d < nd; ++d)
+    if (!std::binary_search(axes.begin(), axes.end(), d)) order.push_back(d);
+  for (int d : axes) order.push_back(d);
+  for (int d : order) {
+    L.permuted_shape.push_back(s[d]);
+    L.permuted_strides.push_back(in_strides[d]);
+  }
+  for (int d : axes) L.reduced *= s[d];
+  for (int d = 0; d < nd; ++d)
+    if (!std::binary_search(axes.begin(), axes.end(), d)) L.outer *= s[d];
+  return L;
+}
+
+}  // namespace lanes::gpu

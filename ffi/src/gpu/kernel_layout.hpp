@@ -1,0 +1,64 @@
+// Host-side layout logic shared by the GPU backends (CUDA, Metal): how a Command's strided and
+// broadcast operands are described to a kernel, which kernel variant a dtype or row length
+// takes, and the argument structs the kernels read. Backend-neutral; no device calls.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../command.hpp"
+
+namespace lanes::gpu {
+
+inline constexpr int kMaxDims = 32;
+
+// The logical shape a kernel walks (row-major, the output's shape). Kernels repeat these
+// structs word for word (64-bit integers, 8-byte aligned on every side).
+struct KShape {
+  int64_t nd;
+  int64_t dims[kMaxDims];
+};
+
+// How one operand is read along KShape: element strides (0 = broadcast) and an offset.
+struct KStrides {
+  int64_t offset;
+  int64_t s[kMaxDims];
+};
+
+// Kernel name suffix of a dtype ("f32", "f16", "bf16", "i32", "b8"), and of its element size.
+const char* suffix(DType d);
+std::string size_suffix(DType d);
+
+bool is_contiguous(const TensorArg& a);
+// Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
+std::vector<int64_t> read_strides(const TensorArg& a, const Shape& out);
+
+// A walk over `shape` reading K operands: size-1 dims dropped and dims merged wherever every
+// operand steps through them as one, so most launches index 1-2 dims.
+struct Walk {
+  KShape shape{};
+  std::vector<KStrides> strides;
+  bool contiguous = true;  // every operand reads 0..n-1 from its offset
+};
+Walk collapse(const Shape& shape, const std::vector<std::vector<int64_t>>& strides, const std::vector<int64_t>& offsets);
+
+// The stored bits of `v` in dtype `d` (the CPU backend's conversion rules), for fills.
+uint32_t storage_bits(DType d, double v);
+
+// Threads per row (1, 32 or 256) for a row of `length` elements `inner` apart.
+int group_for(int64_t length, int64_t inner);
+
+// Batch dims of one operand as a single stride, if they collapse to one (or broadcast).
+bool flat_batch_stride(const Shape& batch, const std::vector<int64_t>& strides, int64_t& out);
+
+// Reductions view their input as [outer, reduced, inner]; non-adjacent reduced axes are
+// permuted to the end first (`permuted` then holds the shape and source strides to copy).
+struct ReduceLayout {
+  int64_t outer = 1, reduced = 1, inner = 1;
+  bool permute = false;
+  Shape permuted_shape;
+  std::vector<int64_t> permuted_strides;
+};
+ReduceLayout reduce_layout(const TensorArg& x, const std::vector<int>& axes);
+
+}  // namespace lanes::gpu

@@ -1,0 +1,651 @@
+// lanes kernels for Metal, compiled at run time with newLibraryWithSource (no Xcode Metal
+// toolchain needed). Each kernel mirrors the CPU kernel of the same op: the same float16 /
+// bfloat16 rounding (in software, bit for bit as ffi/src/cpu/half.hpp) and fixed reduction
+// orders, so results do not depend on timing. Metal has no double: sums accumulate in float
+// (the CPU uses double), integer sums in 64-bit.
+//
+// Argument layout (kept in sync with metal/kernel_params.h): device buffers at indices 0..4,
+// the kernel's parameter struct at index 8.
+#include <metal_stdlib>
+using namespace metal;
+
+#define MAXD 32
+struct KShape { long nd; long dims[MAXD]; };
+struct KStrides { long offset; long s[MAXD]; };
+
+// Elementwise family: unary, binary, where, copy, astype.
+struct EwParams {
+  KShape shape;
+  KStrides s0, s1, s2, s3;
+  long n;
+  int op;
+  int flags;
+};
+struct FillParams { long n; uint bits; int integral; float start; float step; long istart; long istep; };
+struct RandomParams { long n; uint key0; uint key1; float a; float b; int normal; };
+struct RowsParams { long outer; long len; long inner; int op; int layer; int has_weight; int has_bias; float eps; };
+struct TakeParams { long outer; long dim; long inner; long count; };
+struct AttnParams { long B, H, Lq, D, Hk, Lk, Dv; float scale; int causal; };
+struct RopeParams { long rows, L, D; int dims; int traditional; float base; float scale; long offset; };
+struct MatmulParams { long M, N, K, a_row, a_col, b_row, b_col, batches; KShape batch; KStrides ab, bb; };
+
+struct f16 { ushort bits; };
+struct bf16 { ushort bits; };
+
+// ---- storage <-> compute ----------------------------------------------------------------------
+
+inline float to_float(bf16 h) { return as_type<float>(uint(h.bits) << 16); }
+inline bf16 to_bf16(float f) {
+  uint u = as_type<uint>(f);
+  bf16 r;
+  if ((u & 0x7fffffffu) > 0x7f800000u) { r.bits = ushort((u >> 16) | 0x40); return r; }
+  u += 0x7fffu + ((u >> 16) & 1);
+  r.bits = ushort(u >> 16);
+  return r;
+}
+inline float to_float(f16 h) {
+  uint sign = uint(h.bits & 0x8000) << 16;
+  uint e = (h.bits >> 10) & 0x1f;
+  uint mant = h.bits & 0x3ff;
+  if (e == 0x1f) return as_type<float>(sign | 0x7f800000u | (mant << 13));
+  if (e == 0) {
+    if (mant == 0) return as_type<float>(sign);
+    float v = float(mant) * (1.0f / 16777216.0f);
+    return sign ? -v : v;
+  }
+  return as_type<float>(sign | ((e + 112) << 23) | (mant << 13));
+}
+inline f16 to_f16(float f) {
+  uint u = as_type<uint>(f);
+  ushort sign = ushort((u >> 16) & 0x8000);
+  uint a = u & 0x7fffffffu;
+  f16 r;
+  if (a > 0x7f800000u) { r.bits = ushort(sign | 0x7e00); return r; }
+  if (a >= 0x477ff000u) { r.bits = ushort(sign | 0x7c00); return r; }
+  if (a < 0x38800000u) {
+    float scaled = as_type<float>(a) * 16777216.0f;
+    uint q = uint(scaled);
+    float rem = scaled - float(q);
+    if (rem > 0.5f || (rem == 0.5f && (q & 1))) ++q;
+    r.bits = ushort(sign | q);
+    return r;
+  }
+  uint mant = a & 0x7fffffu;
+  uint e = (a >> 23) - 112;
+  uint h = (e << 10) | (mant >> 13);
+  uint rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1))) ++h;
+  r.bits = ushort(sign | h);
+  return r;
+}
+
+inline float up(float v) { return v; }
+inline float up(f16 v) { return to_float(v); }
+inline float up(bf16 v) { return to_float(v); }
+inline int up(int v) { return v; }
+inline int up(uchar v) { return v; }
+
+template <typename T> struct Down;
+template <> struct Down<float> { static float of(float v) { return v; } };
+template <> struct Down<f16> { static f16 of(float v) { return to_f16(v); } };
+template <> struct Down<bf16> { static bf16 of(float v) { return to_bf16(v); } };
+
+inline float qnan() { return as_type<float>(0x7fc00000u); }
+inline float finf() { return as_type<float>(0x7f800000u); }
+
+// float -> storage with the CPU's rules: int32 saturates (NaN to 0), bool is "not zero".
+template <typename T> struct FromFloat;
+template <> struct FromFloat<float> { static float of(float v) { return v; } };
+template <> struct FromFloat<f16> { static f16 of(float v) { return to_f16(v); } };
+template <> struct FromFloat<bf16> { static bf16 of(float v) { return to_bf16(v); } };
+template <> struct FromFloat<uchar> { static uchar of(float v) { return v != 0 ? 1 : 0; } };
+template <> struct FromFloat<int> {
+  static int of(float v) {
+    if (v != v) return 0;
+    if (v >= 2147483647.0f) return 2147483647;
+    if (v <= -2147483648.0f) return (-2147483647 - 1);
+    return int(v);
+  }
+};
+
+inline long offset_of(long i, constant KShape& shape, constant KStrides& st) {
+  long off = st.offset;
+  for (int d = int(shape.nd) - 1; d >= 0; --d) {
+    long n = shape.dims[d];
+    off += (i % n) * st.s[d];
+    i /= n;
+  }
+  return off;
+}
+
+#define GRID_STRIDE(i, n) for (long i = long(gid); i < (n); i += long(gsize))
+#define GRID_ARGS uint gid [[thread_position_in_grid]], uint gsize [[threads_per_grid]]
+
+// ---- creation --------------------------------------------------------------------------------
+
+kernel void fill_4(device uint* out [[buffer(0)]], constant FillParams& p [[buffer(8)]], GRID_ARGS) { GRID_STRIDE(i, p.n) out[i] = p.bits; }
+kernel void fill_2(device ushort* out [[buffer(0)]], constant FillParams& p [[buffer(8)]], GRID_ARGS) { GRID_STRIDE(i, p.n) out[i] = ushort(p.bits); }
+kernel void fill_1(device uchar* out [[buffer(0)]], constant FillParams& p [[buffer(8)]], GRID_ARGS) { GRID_STRIDE(i, p.n) out[i] = uchar(p.bits); }
+
+// Integral start and step count exactly in 64-bit; others in float (Metal has no double).
+template <typename T>
+void arange_impl(device T* out, constant FillParams& p, uint gid, uint gsize) {
+  GRID_STRIDE(i, p.n) {
+    if (p.integral) {
+      long v = p.istart + i * p.istep;
+      out[i] = FromFloat<T>::of(float(v));
+    } else {
+      out[i] = FromFloat<T>::of(p.start + float(i) * p.step);
+    }
+  }
+}
+template <>
+void arange_impl<int>(device int* out, constant FillParams& p, uint gid, uint gsize) {
+  GRID_STRIDE(i, p.n) {
+    if (p.integral) {
+      long v = p.istart + i * p.istep;
+      out[i] = v > 2147483647 ? 2147483647 : v < -2147483648L ? int(-2147483647 - 1) : int(v);
+    } else {
+      out[i] = FromFloat<int>::of(p.start + float(i) * p.step);
+    }
+  }
+}
+
+inline void philox(thread uint c[4], uint k0, uint k1) {
+  for (int round = 0; round < 10; ++round) {
+    uint hi0 = mulhi(0xD2511F53u, c[0]), lo0 = 0xD2511F53u * c[0];
+    uint hi1 = mulhi(0xCD9E8D57u, c[2]), lo1 = 0xCD9E8D57u * c[2];
+    uint n0 = hi1 ^ c[1] ^ k0, n1 = lo1, n2 = hi0 ^ c[3] ^ k1, n3 = lo0;
+    c[0] = n0; c[1] = n1; c[2] = n2; c[3] = n3;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+kernel void random_f32(device float* out [[buffer(0)]], constant RandomParams& p [[buffer(8)]], GRID_ARGS) {
+  const float k2pow32 = 4294967296.0f;
+  long pairs = (p.n + 1) / 2;
+  GRID_STRIDE(j, pairs) {
+    uint c[4] = {uint(j), uint(ulong(j) >> 32), 0, 0};
+    philox(c, p.key0, p.key1);
+    float v0, v1;
+    if (p.normal) {
+      float u1 = (float(c[0]) + 0.5f) / k2pow32, u2 = (float(c[1]) + 0.5f) / k2pow32;
+      float radius = sqrt(-2.0f * log(u1));
+      float angle = 2.0f * M_PI_F * u2;
+      v0 = p.a + p.b * radius * cos(angle);
+      v1 = p.a + p.b * radius * sin(angle);
+    } else {
+      v0 = p.a + (p.b - p.a) * (float(c[0]) / k2pow32);
+      v1 = p.a + (p.b - p.a) * (float(c[1]) / k2pow32);
+    }
+    out[2 * j] = v0;
+    if (2 * j + 1 < p.n) out[2 * j + 1] = v1;
+  }
+}
+
+// ---- elementwise -----------------------------------------------------------------------------
+
+enum { OP_EXP, OP_LOG, OP_NEGATIVE, OP_ABS, OP_SQUARE, OP_SQRT, OP_RSQRT, OP_TANH, OP_SIGMOID, OP_SILU,
+       OP_GELU, OP_GELU_APPROX, OP_SIN, OP_COS };
+enum { OP_ADD, OP_SUBTRACT, OP_MULTIPLY, OP_DIVIDE, OP_MAXIMUM, OP_MINIMUM, OP_POWER, OP_EQUAL, OP_LESS, OP_GREATER };
+
+// Metal's standard library has no erf: Abramowitz & Stegun 7.1.26 refined by one Newton step
+// on erf's derivative keeps the error near float rounding.
+inline float erf_approx(float x) {
+  float s = sign(x), a = fabs(x);
+  float t = 1.0f / (1.0f + 0.3275911f * a);
+  float y = 1.0f - (((((1.061405429f * t - 1.453152027f) * t) + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t * exp(-a * a);
+  return s * y;
+}
+
+inline float unary_float(int op, float x) {
+  switch (op) {
+    case OP_EXP: return exp(x);
+    case OP_LOG: return log(x);
+    case OP_NEGATIVE: return -x;
+    case OP_ABS: return fabs(x);
+    case OP_SQUARE: return x * x;
+    case OP_SQRT: return sqrt(x);
+    case OP_RSQRT: return 1.0f / sqrt(x);
+    case OP_TANH: return tanh(x);
+    case OP_SIGMOID: return 1.0f / (1.0f + exp(-x));
+    case OP_SILU: return x / (1.0f + exp(-x));
+    case OP_GELU: return 0.5f * x * (1.0f + erf_approx(x * 0.70710678118654752f));
+    case OP_GELU_APPROX: {
+      float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+      return 0.5f * x * (1.0f + tanh(inner));
+    }
+    case OP_SIN: return sin(x);
+    default: return cos(x);
+  }
+}
+
+inline int unary_int(int op, int x) {
+  uint u = uint(x);
+  switch (op) {
+    case OP_ABS: return x < 0 ? int(0u - u) : x;
+    case OP_SQUARE: return int(u * u);
+    default: return int(0u - u);
+  }
+}
+
+template <typename T> struct Unary { static T of(int op, T x) { return Down<T>::of(unary_float(op, up(x))); } };
+template <> struct Unary<int> { static int of(int op, int x) { return unary_int(op, x); } };
+
+template <typename T>
+void unary_impl(device T* y, const device T* x, constant EwParams& p, uint gid, uint gsize) {
+  if (p.flags & 1) { GRID_STRIDE(i, p.n) y[i] = Unary<T>::of(p.op, x[p.s0.offset + i]); }
+  else { GRID_STRIDE(i, p.n) y[i] = Unary<T>::of(p.op, x[offset_of(i, p.shape, p.s0)]); }
+}
+
+inline float binary_float(int op, float a, float b) {
+  switch (op) {
+    case OP_ADD: return a + b;
+    case OP_SUBTRACT: return a - b;
+    case OP_MULTIPLY: return a * b;
+    case OP_DIVIDE: return a / b;
+    case OP_POWER: return pow(a, b);
+    case OP_MINIMUM: return (a != a || b != b) ? qnan() : (a < b ? a : b);
+    default: return (a != a || b != b) ? qnan() : (a > b ? a : b);
+  }
+}
+
+inline int binary_int(int op, int a, int b) {
+  uint ua = uint(a), ub = uint(b);
+  switch (op) {
+    case OP_ADD: return int(ua + ub);
+    case OP_SUBTRACT: return int(ua - ub);
+    case OP_MULTIPLY: return int(ua * ub);
+    case OP_MINIMUM: return a < b ? a : b;
+    default: return a > b ? a : b;
+  }
+}
+
+template <typename T> struct Arith { static T of(int op, T a, T b) { return Down<T>::of(binary_float(op, up(a), up(b))); } };
+template <> struct Arith<int> { static int of(int op, int a, int b) { return binary_int(op, a, b); } };
+template <> struct Arith<uchar> { static uchar of(int, uchar, uchar) { return 0; } };
+
+template <typename T>
+inline uchar compare(int op, T a, T b) {
+  auto av = up(a);
+  auto bv = up(b);
+  return op == OP_EQUAL ? av == bv : op == OP_LESS ? av < bv : av > bv;
+}
+
+template <typename T>
+void binary_impl(device uchar* out, const device T* a, const device T* b, constant EwParams& p, uint gid, uint gsize) {
+  bool cmp = p.op >= OP_EQUAL;
+  GRID_STRIDE(i, p.n) {
+    T av = a[(p.flags & 1) ? p.s0.offset + i : offset_of(i, p.shape, p.s0)];
+    T bv = b[(p.flags & 1) ? p.s1.offset + i : offset_of(i, p.shape, p.s1)];
+    if (cmp) out[i] = compare<T>(p.op, av, bv);
+    else reinterpret_cast<device T*>(out)[i] = Arith<T>::of(p.op, av, bv);
+  }
+}
+
+template <typename T>
+void where_impl(device T* y, const device uchar* c, const device T* a, const device T* b, constant EwParams& p, uint gid, uint gsize) {
+  GRID_STRIDE(i, p.n) y[i] = c[offset_of(i, p.shape, p.s0)] ? a[offset_of(i, p.shape, p.s1)] : b[offset_of(i, p.shape, p.s2)];
+}
+
+// Strided -> strided copy: s0 describes the destination, s1 the source.
+template <typename T>
+void copy_impl(device T* y, const device T* x, constant EwParams& p, uint gid, uint gsize) {
+  GRID_STRIDE(i, p.n) y[offset_of(i, p.shape, p.s0)] = x[offset_of(i, p.shape, p.s1)];
+}
+
+// astype: halves through float; int32 and bool through float too (exact below 2^24, which is
+// where int32 <-> float32 conversion itself is exact).
+template <typename F, typename T> struct Convert { static T of(F v) { return FromFloat<T>::of(float(up(v))); } };
+template <typename T> struct Convert<T, T> { static T of(T v) { return v; } };
+template <> struct Convert<uchar, int> { static int of(uchar v) { return v; } };
+template <> struct Convert<int, uchar> { static uchar of(int v) { return v != 0 ? 1 : 0; } };
+
+template <typename F, typename T>
+void astype_impl(device T* y, const device F* x, constant EwParams& p, uint gid, uint gsize) {
+  GRID_STRIDE(i, p.n) y[i] = Convert<F, T>::of(x[offset_of(i, p.shape, p.s0)]);
+}
+
+// error[0] becomes 1 and error[1] the first bad index seen; the epoch then fails.
+template <typename T>
+void take_impl(device T* y, const device T* x, const device int* idx, device atomic_int* error, constant TakeParams& p, uint gid, uint gsize) {
+  GRID_STRIDE(e, p.outer * p.count * p.inner) {
+    long r = e / p.inner, c = e % p.inner;
+    long o = r / p.count, i = r % p.count;
+    long v = idx[i];
+    if (v < 0) v += p.dim;
+    if (v < 0 || v >= p.dim) {
+      int expected = 0;
+      if (atomic_compare_exchange_weak_explicit(&error[0], &expected, 1, memory_order_relaxed, memory_order_relaxed))
+        atomic_store_explicit(&error[1], idx[i], memory_order_relaxed);
+      y[e] = T();
+      continue;
+    }
+    y[e] = x[(o * p.dim + v) * p.inner + c];
+  }
+}
+
+// ---- group reductions ------------------------------------------------------------------------
+//
+// A group of G consecutive threads of a 256-thread threadgroup reduces one row: lane l folds
+// elements l, l+G, ... in order, then the lanes combine in a fixed tree. Every thread reaches
+// every barrier.
+
+enum { K_SUM, K_MAX, K_MIN, K_ARGMAX, K_ARGMIN, K_SUMEXP, K_SUMSQDEV };
+
+template <typename Acc>
+struct RState {
+  Acc v;
+  long idx;
+};
+
+template <typename Acc> inline bool is_nan_v(Acc v) { return v != v; }
+
+template <typename Acc>
+inline RState<Acc> fold(int kind, RState<Acc> s, Acc v, long r, Acc shift) {
+  switch (kind) {
+    case K_SUM: s.v += v; break;
+    case K_SUMEXP: s.v += Acc(exp(float(v - shift))); break;
+    case K_SUMSQDEV: s.v += (v - shift) * (v - shift); break;
+    case K_MAX:
+    case K_ARGMAX:
+      if (s.idx < 0 || (!is_nan_v(s.v) && (is_nan_v(v) || v > s.v))) { s.v = v; s.idx = r; }
+      break;
+    default:
+      if (s.idx < 0 || (!is_nan_v(s.v) && (is_nan_v(v) || v < s.v))) { s.v = v; s.idx = r; }
+      break;
+  }
+  return s;
+}
+
+template <typename Acc>
+inline RState<Acc> combine(int kind, RState<Acc> a, RState<Acc> b) {
+  if (kind == K_SUM || kind == K_SUMEXP || kind == K_SUMSQDEV) { a.v += b.v; return a; }
+  if (b.idx < 0) return a;
+  if (a.idx < 0) return b;
+  bool an = is_nan_v(a.v), bn = is_nan_v(b.v);
+  if (an || bn) {
+    if (an && bn) return a.idx < b.idx ? a : b;
+    return an ? a : b;
+  }
+  bool is_max = kind == K_MAX || kind == K_ARGMAX;
+  if (a.v == b.v) return a.idx < b.idx ? a : b;
+  return (is_max ? b.v > a.v : b.v < a.v) ? b : a;
+}
+
+template <typename T, typename Acc, int G>
+RState<Acc> group_reduce(int kind, const device T* base, long n, long stride, Acc shift, threadgroup RState<Acc>* sh, uint tid) {
+  int lane = int(tid) % G;
+  RState<Acc> s;
+  s.v = Acc(0);
+  s.idx = -1;
+  for (long r = lane; r < n; r += G) s = fold<Acc>(kind, s, Acc(up(base[r * stride])), r, shift);
+  if (G == 1) return s;
+  sh[tid] = s;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int width = G / 2; width > 0; width /= 2) {
+    if (lane < width) sh[tid] = combine<Acc>(kind, sh[tid], sh[tid + width]);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+  }
+  RState<Acc> result = sh[tid - lane];
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  return result;
+}
+
+template <typename Out, typename Acc> inline Out store_acc(Acc v) { return Down<Out>::of(float(v)); }
+template <> inline int store_acc<int, float>(float v) { return int(v); }
+template <> inline uchar store_acc<uchar, float>(float v) { return uchar(v); }
+template <> inline int store_acc<int, long>(long v) { return int(v); }
+template <> inline uchar store_acc<uchar, long>(long v) { return uchar(v); }
+
+enum { R_SUM, R_MAX, R_MEAN, R_MIN, R_LOGSUMEXP, R_VARIANCE, R_ARGMAX, R_ARGMIN };
+
+template <typename T, typename Acc, int G>
+void reduce_impl(device uchar* out, const device T* x, constant RowsParams& p, threadgroup RState<Acc>* sh, uint tid, uint group) {
+  long groups = 256 / G;
+  long o = long(group) * groups + tid / G;
+  bool valid = o < p.outer * p.inner;
+  long n = valid ? p.len : 0;
+  const device T* base = x + (valid ? (o / p.inner) * p.len * p.inner + o % p.inner : 0);
+  Acc zero = Acc(0);
+  bool write = valid && tid % G == 0;
+  switch (p.op) {
+    case R_SUM: {
+      RState<Acc> s = group_reduce<T, Acc, G>(K_SUM, base, n, p.inner, zero, sh, tid);
+      if (write) reinterpret_cast<device T*>(out)[o] = store_acc<T, Acc>(s.v);
+      break;
+    }
+    case R_MEAN: {
+      RState<Acc> s = group_reduce<T, Acc, G>(K_SUM, base, n, p.inner, zero, sh, tid);
+      if (write) reinterpret_cast<device T*>(out)[o] = store_acc<T, Acc>(n ? s.v / Acc(n) : Acc(qnan()));
+      break;
+    }
+    case R_MAX:
+    case R_MIN: {
+      RState<Acc> s = group_reduce<T, Acc, G>(p.op == R_MAX ? K_MAX : K_MIN, base, n, p.inner, zero, sh, tid);
+      if (write) reinterpret_cast<device T*>(out)[o] = store_acc<T, Acc>(s.v);
+      break;
+    }
+    case R_ARGMAX:
+    case R_ARGMIN: {
+      RState<Acc> s = group_reduce<T, Acc, G>(p.op == R_ARGMAX ? K_ARGMAX : K_ARGMIN, base, n, p.inner, zero, sh, tid);
+      if (write) reinterpret_cast<device int*>(out)[o] = int(s.idx < 0 ? 0 : s.idx);
+      break;
+    }
+    case R_LOGSUMEXP: {
+      RState<Acc> m = group_reduce<T, Acc, G>(K_MAX, base, n, p.inner, zero, sh, tid);
+      float mv = float(m.v);
+      bool special = n == 0 || isnan(mv) || isinf(mv);
+      RState<Acc> s = group_reduce<T, Acc, G>(K_SUMEXP, base, special ? 0 : n, p.inner, m.v, sh, tid);
+      float r = n == 0 ? -finf() : special ? mv : mv + log(float(s.v));
+      if (write) reinterpret_cast<device T*>(out)[o] = store_acc<T, Acc>(Acc(r));
+      break;
+    }
+    default: {
+      RState<Acc> s = group_reduce<T, Acc, G>(K_SUM, base, n, p.inner, zero, sh, tid);
+      Acc mean = n ? s.v / Acc(n) : zero;
+      RState<Acc> q = group_reduce<T, Acc, G>(K_SUMSQDEV, base, n, p.inner, mean, sh, tid);
+      if (write) reinterpret_cast<device T*>(out)[o] = store_acc<T, Acc>(n ? q.v / Acc(n) : Acc(qnan()));
+      break;
+    }
+  }
+}
+
+template <int G>
+float group_fold(float v, bool is_max, threadgroup float* sh, uint tid) {
+  if (G == 1) return v;
+  int lane = int(tid) % G;
+  sh[tid] = v;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int width = G / 2; width > 0; width /= 2) {
+    if (lane < width) {
+      float a = sh[tid], b = sh[tid + width];
+      sh[tid] = is_max ? (b > a ? b : a) : a + b;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+  }
+  float r = sh[tid - lane];
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  return r;
+}
+
+template <typename T, int G>
+void softmax_impl(device T* y, const device T* x, constant RowsParams& p, threadgroup float* sh, uint tid, uint group) {
+  long groups = 256 / G;
+  long row = long(group) * groups + tid / G;
+  int lane = int(tid) % G;
+  bool valid = row < p.outer * p.inner;
+  long n = valid ? p.len : 0;
+  long start = valid ? (row / p.inner) * p.len * p.inner + row % p.inner : 0;
+  float m = -finf();
+  float nan_seen = 0.0f;
+  for (long l = lane; l < n; l += G) {
+    float v = up(x[start + l * p.inner]);
+    if (v != v) nan_seen = 1.0f;
+    m = v > m ? v : m;
+  }
+  m = group_fold<G>(m, true, sh, tid);
+  nan_seen = group_fold<G>(nan_seen, true, sh, tid);
+  bool poisoned = nan_seen > 0.0f || m == finf();
+  float sum = 0;
+  if (!poisoned)
+    for (long l = lane; l < n; l += G) sum += exp(float(up(x[start + l * p.inner])) - m);
+  sum = group_fold<G>(sum, false, sh, tid);
+  float inv = 1.0f / sum;
+  for (long l = lane; l < n; l += G)
+    y[start + l * p.inner] = poisoned ? Down<T>::of(qnan()) : Down<T>::of(exp(float(up(x[start + l * p.inner])) - m) * inv);
+}
+
+// rmsNorm (p.layer = 0) and layerNorm over the last dimension of contiguous rows.
+template <typename T, int G>
+void norm_impl(device T* y, const device T* x, const device T* w, const device T* b, constant RowsParams& p, threadgroup float* sh, uint tid, uint group) {
+  long groups = 256 / G;
+  long row = long(group) * groups + tid / G;
+  int lane = int(tid) % G;
+  bool valid = row < p.outer;
+  long D = p.len;
+  long n = valid ? D : 0;
+  const device T* xr = x + (valid ? row * D : 0);
+  float mean = 0;
+  if (p.layer) {
+    float s = 0;
+    for (long i = lane; i < n; i += G) s += up(xr[i]);
+    s = group_fold<G>(s, false, sh, tid);
+    mean = s / float(D);
+  }
+  float ss = 0;
+  for (long i = lane; i < n; i += G) {
+    float d = up(xr[i]) - mean;
+    ss += d * d;
+  }
+  ss = group_fold<G>(ss, false, sh, tid);
+  float inv = rsqrt(ss / float(D) + p.eps);
+  for (long i = lane; i < n; i += G) {
+    float v = (up(xr[i]) - mean) * inv;
+    if (p.has_weight) v *= up(w[i]);
+    if (p.has_bias) v += up(b[i]);
+    y[row * D + i] = Down<T>::of(v);
+  }
+}
+
+// One threadgroup (256 threads) per query row; scores in `scratch` (a device buffer row).
+template <typename T>
+void attention_impl(device T* y, const device T* q, const device T* k, const device T* v, device float* scratch,
+                    constant AttnParams& p, threadgroup float* sh, uint tid, uint r) {
+  device float* scores = scratch + long(r) * p.Lk;
+  long i = r % p.Lq, h = (r / p.Lq) % p.H, bi = r / (p.Lq * p.H);
+  long kv = bi * p.Hk + h / (p.H / p.Hk);
+  const device T* qi = q + long(r) * p.D;
+  long visible = p.Lk;
+  if (p.causal) {
+    long last = i + p.Lk - p.Lq + 1;
+    visible = last < 0 ? 0 : (last < p.Lk ? last : p.Lk);
+  }
+  float m = -finf();
+  for (long j = tid; j < visible; j += 256) {
+    const device T* kj = k + (kv * p.Lk + j) * p.D;
+    float dot = 0;
+    for (long d = 0; d < p.D; ++d) dot += up(qi[d]) * up(kj[d]);
+    float s = dot * p.scale;
+    scores[j] = s;
+    m = s > m ? s : m;
+  }
+  m = group_fold<256>(m, true, sh, tid);
+  float total = 0;
+  for (long j = tid; j < visible; j += 256) {
+    float pj = exp(scores[j] - m);
+    scores[j] = pj;
+    total += pj;
+  }
+  total = group_fold<256>(total, false, sh, tid);  // its barriers also order the scores writes
+  float inv = total > 0 ? 1.0f / total : 0.0f;
+  for (long d = tid; d < p.Dv; d += 256) {
+    float acc = 0;
+    for (long j = 0; j < visible; ++j) acc += scores[j] * up(v[(kv * p.Lk + j) * p.Dv + d]);
+    y[long(r) * p.Dv + d] = Down<T>::of(acc * inv);
+  }
+}
+
+template <typename T>
+void rope_impl(device T* y, const device T* x, constant RopeParams& p, uint gid, uint gsize) {
+  int half_dims = p.dims / 2;
+  GRID_STRIDE(e, p.rows * p.D) {
+    long r = e / p.D, d = e % p.D;
+    if (d >= p.dims) { y[e] = x[e]; continue; }
+    int i = p.traditional ? int(d / 2) : int(d < half_dims ? d : d - half_dims);
+    bool first = p.traditional ? (d % 2 == 0) : d < half_dims;
+    long a = p.traditional ? 2 * i : i, b = p.traditional ? 2 * i + 1 : i + half_dims;
+    float pos = float(p.offset + r % p.L) * p.scale;
+    float theta = pos * pow(p.base, -2.0f * float(i) / float(p.dims));
+    float cs = cos(theta), sn = sin(theta);
+    float xa = up(x[r * p.D + a]), xb = up(x[r * p.D + b]);
+    y[e] = Down<T>::of(first ? xa * cs - xb * sn : xa * sn + xb * cs);
+  }
+}
+
+// Y[batch, M, N] = A @ B through strides: 16x16 tiles in threadgroup memory, float accumulation
+// in k order. One threadgroup of 256 threads per output tile.
+template <typename T>
+void matmul_impl(device T* y, const device T* a, const device T* b, constant MatmulParams& p, threadgroup float* ta,
+                 threadgroup float* tb, uint2 tid2, uint3 tile) {
+  int tx = int(tid2.x), ty = int(tid2.y);
+  long row = long(tile.y) * 16 + ty, col = long(tile.x) * 16 + tx;
+  for (long z = tile.z; z < p.batches; z += 65535) {
+    const device T* az = a + offset_of(z, p.batch, p.ab);
+    const device T* bz = b + offset_of(z, p.batch, p.bb);
+    float acc = 0;
+    for (long k0 = 0; k0 < p.K; k0 += 16) {
+      long ka = k0 + tx, kb = k0 + ty;
+      ta[ty * 17 + tx] = (row < p.M && ka < p.K) ? float(up(az[row * p.a_row + ka * p.a_col])) : 0.0f;
+      tb[ty * 17 + tx] = (kb < p.K && col < p.N) ? float(up(bz[kb * p.b_row + col * p.b_col])) : 0.0f;
+      threadgroup_barrier(mem_flags::mem_threadgroup);
+      for (int kk = 0; kk < 16; ++kk) acc += ta[ty * 17 + kk] * tb[kk * 17 + tx];
+      threadgroup_barrier(mem_flags::mem_threadgroup);
+    }
+    if (row < p.M && col < p.N) y[z * p.M * p.N + row * p.N + col] = Down<T>::of(acc);
+  }
+}
+
+// ---- entry points ----------------------------------------------------------------------------
+
+#define EW_ARGS constant EwParams& p [[buffer(8)]], GRID_ARGS
+
+#define ARANGE(T, S) kernel void arange_##S(device T* out [[buffer(0)]], constant FillParams& p [[buffer(8)]], GRID_ARGS) { arange_impl<T>(out, p, gid, gsize); }
+ARANGE(float, f32) ARANGE(f16, f16) ARANGE(bf16, bf16) ARANGE(int, i32) ARANGE(uchar, b8)
+
+#define UNARY(T, S) kernel void unary_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], EW_ARGS) { unary_impl<T>(y, x, p, gid, gsize); }
+UNARY(float, f32) UNARY(f16, f16) UNARY(bf16, bf16) UNARY(int, i32)
+
+#define BINARY(T, S) kernel void binary_##S(device uchar* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], EW_ARGS) { binary_impl<T>(y, a, b, p, gid, gsize); }
+BINARY(float, f32) BINARY(f16, f16) BINARY(bf16, bf16) BINARY(int, i32) BINARY(uchar, b8)
+
+#define BY_SIZE(X) X(uint, 4) X(ushort, 2) X(uchar, 1)
+#define WHERE(T, S) kernel void where_##S(device T* y [[buffer(0)]], const device uchar* c [[buffer(1)]], const device T* a [[buffer(2)]], const device T* b [[buffer(3)]], EW_ARGS) { where_impl<T>(y, c, a, b, p, gid, gsize); }
+BY_SIZE(WHERE)
+#define COPY(T, S) kernel void copy_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], EW_ARGS) { copy_impl<T>(y, x, p, gid, gsize); }
+BY_SIZE(COPY)
+#define TAKE(T, S) kernel void take_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], const device int* idx [[buffer(2)]], device atomic_int* error [[buffer(3)]], constant TakeParams& p [[buffer(8)]], GRID_ARGS) { take_impl<T>(y, x, idx, error, p, gid, gsize); }
+BY_SIZE(TAKE)
+
+#define ASTYPE_TO(F, FS, T, TS) kernel void astype_##FS##_##TS(device T* y [[buffer(0)]], const device F* x [[buffer(1)]], EW_ARGS) { astype_impl<F, T>(y, x, p, gid, gsize); }
+#define ASTYPE_FROM(F, FS) ASTYPE_TO(F, FS, float, f32) ASTYPE_TO(F, FS, f16, f16) ASTYPE_TO(F, FS, bf16, bf16) ASTYPE_TO(F, FS, int, i32) ASTYPE_TO(F, FS, uchar, b8)
+ASTYPE_FROM(float, f32) ASTYPE_FROM(f16, f16) ASTYPE_FROM(bf16, bf16) ASTYPE_FROM(int, i32) ASTYPE_FROM(uchar, b8)
+
+#define GROUP_ARGS uint tid [[thread_index_in_threadgroup]], uint group [[threadgroup_position_in_grid]]
+#define REDUCE_G(T, S, ACC, G) kernel void reduce_##S##_g##G(device uchar* y [[buffer(0)]], const device T* x [[buffer(1)]], constant RowsParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup RState<ACC> sh[256]; reduce_impl<T, ACC, G>(y, x, p, sh, tid, group); }
+#define REDUCE_F(T, S) REDUCE_G(T, S, float, 1) REDUCE_G(T, S, float, 32) REDUCE_G(T, S, float, 256)
+#define REDUCE_I(T, S) REDUCE_G(T, S, long, 1) REDUCE_G(T, S, long, 32) REDUCE_G(T, S, long, 256)
+REDUCE_F(float, f32) REDUCE_F(f16, f16) REDUCE_F(bf16, bf16) REDUCE_I(int, i32) REDUCE_I(uchar, b8)
+
+#define ROWS_G(T, S, G) \
+  kernel void softmax_##S##_g##G(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], constant RowsParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; softmax_impl<T, G>(y, x, p, sh, tid, group); } \
+  kernel void norm_##S##_g##G(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], const device T* w [[buffer(2)]], const device T* b [[buffer(3)]], constant RowsParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; norm_impl<T, G>(y, x, w, b, p, sh, tid, group); }
+#define ROWS(T, S) ROWS_G(T, S, 1) ROWS_G(T, S, 32) ROWS_G(T, S, 256)
+ROWS(float, f32) ROWS(f16, f16) ROWS(bf16, bf16)
+
+#define FUSED(T, S) \
+  kernel void attention_##S(device T* y [[buffer(0)]], const device T* q [[buffer(1)]], const device T* k [[buffer(2)]], const device T* v [[buffer(3)]], device float* scratch [[buffer(4)]], constant AttnParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; attention_impl<T>(y, q, k, v, scratch, p, sh, tid, group); } \
+  kernel void rope_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], constant RopeParams& p [[buffer(8)]], GRID_ARGS) { rope_impl<T>(y, x, p, gid, gsize); } \
+  kernel void matmul_##S(device T* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], constant MatmulParams& p [[buffer(8)]], uint2 tid2 [[thread_position_in_threadgroup]], uint3 tile [[threadgroup_position_in_grid]]) { threadgroup float ta[16 * 17]; threadgroup float tb[16 * 17]; matmul_impl<T>(y, a, b, p, ta, tb, tid2, tile); }
+FUSED(float, f32) FUSED(f16, f16) FUSED(bf16, bf16)
