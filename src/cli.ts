@@ -2,9 +2,9 @@
 /**
  * The `lanes` command.
  *
- *   lanes serve [--port 8080] [--streams N] [--queue 64] [--timeout-ms 30000]
+ *   lanes serve [--port 8080] [--streams N] [--workers N] [--queue 64] [--timeout-ms 30000]
  *               [--model NAME=ARCH[:weights.safetensors]]...
- *   lanes bench-serve [--torture] [--no-global] [--streams N]
+ *   lanes bench-serve [--torture] [--no-global] [--streams N] [--workers N]
  *
  * Without --model, `serve` runs the three default models (transformer, hybrid, mlp) with
  * small seeded weights written to the cache folder on first use.
@@ -38,15 +38,16 @@ if (command === "serve") {
         return loadModel(m[2] as Architecture["name"], m[3], m[1]);
       })
     : defaultModels();
-  const svc = serve({
+  const svc = await serve({
     models,
+    workers: numberFlag(args, "--workers"),
     port: numberFlag(args, "--port") ?? 8080,
     hostname: flag(args, "--host"),
     streams: numberFlag(args, "--streams"),
     queue: numberFlag(args, "--queue"),
     timeoutMs: numberFlag(args, "--timeout-ms"),
   });
-  console.log(`lanes serve: ${svc.url} (${svc.pool.size} streams; models ${models.map((m) => m.name).join(", ")})`);
+  console.log(`lanes serve: ${svc.url} (${svc.load().size} streams; models ${models.map((m) => m.name).join(", ")})`);
   const stop = async () => {
     console.log("lanes serve: draining in-flight requests");
     await svc.shutdown();
@@ -61,9 +62,10 @@ if (command === "serve") {
     torture: args.includes("--torture"),
     json: args.includes("--json"),
     streams: numberFlag(args, "--streams"),
+    workers: numberFlag(args, "--workers"),
   });
   process.exit(ok ? 0 : 1);
 } else {
-  console.log("usage: lanes serve [--port N] [--streams N] [--queue N] [--timeout-ms N] [--model NAME=ARCH[:file]]...\n       lanes bench-serve [--torture] [--no-global] [--streams N]");
+  console.log("usage: lanes serve [--port N] [--streams N] [--workers N] [--queue N] [--timeout-ms N] [--model NAME=ARCH[:file]]...\n       lanes bench-serve [--torture] [--no-global] [--streams N] [--workers N]");
   process.exit(command === "help" ? 0 : 2);
 }

@@ -14,9 +14,9 @@ let svc: Service;
 const post = (url: string, body: unknown, init: RequestInit = {}) =>
   fetch(url, { method: "POST", body: typeof body === "string" ? body : JSON.stringify(body), headers: { "content-type": "application/json" }, ...init });
 
-beforeAll(() => {
+beforeAll(async () => {
   models = defaultModels();
-  svc = serve({ models, port: 0, streams: 3, queue: 8 });
+  svc = await serve({ models, port: 0, streams: 3, queue: 8 });
 });
 afterAll(async () => {
   await svc.shutdown();
@@ -98,7 +98,7 @@ describe("input validation", () => {
 
 describe("capacity, timeouts and cancellation", () => {
   test("past the queue, requests get 429 with Retry-After; queued ones still complete", async () => {
-    const tiny = serve({ models, port: 0, streams: 1, queue: 1 });
+    const tiny = await serve({ models, port: 0, streams: 1, queue: 1, workers: 0 });
     try {
       const body = { model: "transformer", prompt: "busy", max_tokens: 40 };
       const first = post(tiny.url + "/v1/generate", body);
@@ -116,11 +116,11 @@ describe("capacity, timeouts and cancellation", () => {
   });
 
   test("a request past its timeout gets 504 and frees its stream", async () => {
-    const slow = serve({ models, port: 0, streams: 1, timeoutMs: 30 });
+    const slow = await serve({ models, port: 0, streams: 1, timeoutMs: 30 });
     try {
       const res = await post(slow.url + "/v1/generate", { model: "hybrid", prompt: "x".repeat(200), max_tokens: 200 });
       expect(res.status).toBe(504);
-      expect(slow.pool.busy).toBe(0);
+      expect(slow.load().busy).toBe(0);
       const ok = await post(slow.url + "/v1/forward", { model: "mlp", prompt: "still works" });
       expect(ok.status).toBe(200);
     } finally {
@@ -135,8 +135,8 @@ describe("capacity, timeouts and cancellation", () => {
     ac.abort();
     await pending;
     const deadline = Date.now() + 5000;
-    while ((svc.pool.busy > 0 || svc.metrics.inFlight > 0) && Date.now() < deadline) await Bun.sleep(10);
-    expect(svc.pool.busy).toBe(0);
+    while ((svc.load().busy > 0 || svc.metrics.inFlight > 0) && Date.now() < deadline) await Bun.sleep(10);
+    expect(svc.load().busy).toBe(0);
     const text = await (await fetch(svc.url + "/metrics")).text();
     expect(text).toMatch(/status="499"\} 1/);
   });

@@ -93,11 +93,12 @@ export function recurrenceBlock(s: Scope, w: Weights, p: string, dim: number, x:
   const u = s.t(lx.matmul(h, w.get(`${p}.wu`)!));
   const g = s.t(lx.silu(s.t(lx.matmul(h, w.get(`${p}.wg`)!))));
   let st = state ?? s.t(lx.zeros([1, 1, dim]));
+  const one = s.t(lx.full([], 1)); // tracked here: a number operand would make an untracked scalar array
   const steps: LanesArray[] = [];
   for (let t = 0; t < L; t++) {
     const at = s.t(lx.slice(a, [0, t, 0], [1, t + 1, dim]));
     const ut = s.t(lx.slice(u, [0, t, 0], [1, t + 1, dim]));
-    st = s.t(lx.add(s.t(lx.multiply(at, st)), s.t(lx.multiply(s.t(lx.subtract(1, at)), ut))));
+    st = s.t(lx.add(s.t(lx.multiply(at, st)), s.t(lx.multiply(s.t(lx.subtract(one, at)), ut))));
     steps.push(st);
   }
   const seq = steps.length === 1 ? steps[0]! : s.t(lx.concatenate(steps, 1));

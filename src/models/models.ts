@@ -29,6 +29,9 @@ export interface Step {
 /** A model the service can run. */
 export interface Model {
   readonly name: string;
+  readonly architecture: Architecture["name"];
+  /** The float32 weights, by tensor name (shareable with Workers by id). */
+  readonly weights: ReadonlyMap<string, LanesArray>;
   readonly kind: "classifier" | "decoder";
   /** Token ids accepted: [0, vocab). */
   readonly vocab: number;
@@ -119,12 +122,14 @@ class Classifier implements Model {
   readonly vocab: number;
   readonly maxSeq: number;
   readonly outputs: number;
+  readonly architecture: Architecture["name"];
   constructor(
     readonly name: string,
     private readonly arch: Architecture,
     private readonly w: Weights,
   ) {
     checkShapes(arch, w);
+    this.architecture = arch.name;
     this.vocab = arch.config.vocab;
     this.maxSeq = arch.config.maxSeq;
     this.outputs = arch.config.classes!;
@@ -139,6 +144,9 @@ class Classifier implements Model {
     });
     return { logits, state: { pos: tokens.length, caches: [] }, scope: s };
   }
+  get weights(): ReadonlyMap<string, LanesArray> {
+    return this.w;
+  }
   dispose(): void {
     for (const a of this.w.values()) a.dispose();
   }
@@ -149,12 +157,14 @@ class Decoder implements Model {
   readonly vocab: number;
   readonly maxSeq: number;
   readonly outputs: number;
+  readonly architecture: Architecture["name"];
   constructor(
     readonly name: string,
     private readonly arch: Architecture,
     private readonly w: Weights,
   ) {
     checkShapes(arch, w);
+    this.architecture = arch.name;
     this.vocab = arch.config.vocab;
     this.maxSeq = arch.config.maxSeq;
     this.outputs = arch.config.vocab;
@@ -191,6 +201,9 @@ class Decoder implements Model {
       return s.t(lx.reshape(s.t(lx.matmul(h, head)), [cfg.vocab]));
     });
     return { logits, state: { pos: pos + tokens.length, caches }, scope: s };
+  }
+  get weights(): ReadonlyMap<string, LanesArray> {
+    return this.w;
   }
   dispose(): void {
     for (const a of this.w.values()) a.dispose();

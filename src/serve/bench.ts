@@ -22,6 +22,8 @@ export interface BenchServeOptions {
   /** Levels to run (default: the full ramp). */
   levels?: [number, number][];
   streams?: number;
+  /** Engine Workers (see ServeOptions.workers). */
+  workers?: number;
 }
 
 /** The three default models. */
@@ -33,7 +35,7 @@ export function defaultModels(): Model[] {
 export async function benchServe(opts: BenchServeOptions = {}): Promise<boolean> {
   const models = defaultModels();
   const byName = new Map(models.map((m) => [m.name, m]));
-  const svc = serve({ models, port: 0, streams: opts.streams });
+  const svc = await serve({ models, port: 0, streams: opts.streams, workers: opts.workers });
   let ok = true;
   try {
     const expected = await serialReferences(byName);
@@ -45,7 +47,10 @@ export async function benchServe(opts: BenchServeOptions = {}): Promise<boolean>
     }
     let global: LevelResult[] | undefined;
     if (opts.compareGlobal) {
-      const child = spawnSync(process.execPath, [import.meta.dir + "/../cli.ts", "bench-serve", "--json"], {
+      const args = [import.meta.dir + "/../cli.ts", "bench-serve", "--json"];
+      if (opts.streams !== undefined) args.push("--streams", String(opts.streams));
+      if (opts.workers !== undefined) args.push("--workers", String(opts.workers));
+      const child = spawnSync(process.execPath, args, {
         encoding: "utf8",
         env: { ...process.env, LANES_LOCKING: "global" },
         maxBuffer: 1 << 24,
@@ -54,9 +59,12 @@ export async function benchServe(opts: BenchServeOptions = {}): Promise<boolean>
       global = JSON.parse(child.stdout.trim().split("\n").pop()!) as LevelResult[];
     }
     const total = rows.reduce((n, r) => n + r.requests, 0);
-    console.log(`lanes serve ramp — backend ${backendName()}, ${svc.pool.size} streams, ${total} requests over ${byName.size} models`);
+    const health = (await (await fetch(svc.url + "/healthz")).json()) as { workers: number };
+    const threads = health.workers ? `${health.workers} engine Workers` : "the HTTP thread";
+    console.log(`lanes serve ramp — backend ${backendName()}, ${svc.load().size} streams on ${threads}, ${total} requests over ${byName.size} models`);
     console.log(rampTable(rows, global));
-    if (opts.torture) ok = (await torture(svc.url, byName)) && ok;
+    const idle = () => svc.metrics.inFlight === 0 && svc.load().busy === 0;
+    if (opts.torture) ok = (await torture(svc.url, byName, idle)) && ok;
   } finally {
     await svc.shutdown();
     for (const m of models) m.dispose();
@@ -64,17 +72,21 @@ export async function benchServe(opts: BenchServeOptions = {}): Promise<boolean>
   return ok;
 }
 
-async function settle(): Promise<void> {
+// Waits until no request runs (abandoned ones finish at their next step), then lets the
+// garbage collector and the arrays' finalizers run.
+async function settle(idle: () => boolean = () => true): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!idle() && Date.now() < deadline) await Bun.sleep(10);
   for (let i = 0; i < 5; i++) {
     Bun.gc(true);
     await Bun.sleep(20);
   }
 }
 
-async function torture(url: string, models: Map<string, Model>): Promise<boolean> {
+async function torture(url: string, models: Map<string, Model>, idle: () => boolean): Promise<boolean> {
   const longTokens = 48;
   const expectedLong = await serialReferences(models, longTokens);
-  await settle();
+  await settle(idle);
   const before = stats();
   const rssBefore = process.memoryUsage().rss;
   const pidBefore = ((await (await fetch(url + "/healthz")).json()) as { pid: number }).pid;
@@ -83,7 +95,7 @@ async function torture(url: string, models: Map<string, Model>): Promise<boolean
   const seconds = (performance.now() - t0) / 1000;
   const health = await fetch(url + "/healthz");
   const pidAfter = ((await health.json()) as { pid: number }).pid;
-  await settle();
+  await settle(idle);
   const after = stats();
   const rssAfter = process.memoryUsage().rss;
   const memoryBack = after.activeBytes <= before.activeBytes + (1 << 20) && after.liveArrays <= before.liveArrays + 8;

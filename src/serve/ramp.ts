@@ -41,7 +41,7 @@ export function rampRequest(i: number, maxTokens?: number): RampRequest {
   return {
     key,
     path: "/v1/generate",
-    body: { model, prompt, max_tokens: maxTokens ?? 6 + (key % 4) * 2, temperature: sampled ? 0.8 : 0, top_k: sampled ? 20 : undefined, seed: 1000 + key },
+    body: { model, prompt, max_tokens: maxTokens ?? 12 + (key % 4) * 4, temperature: sampled ? 0.8 : 0, top_k: sampled ? 20 : undefined, seed: 1000 + key },
   };
 }
 

@@ -7,10 +7,10 @@
  */
 import { backendName } from "../native.ts";
 import { clearCache } from "../stats.ts";
-import { newStream, type Stream } from "../stream.ts";
-import { CancelledError, forward, generate } from "../models/generate.ts";
+import { CancelledError, type ForwardSummary, type GenerateResult } from "../models/generate.ts";
 import type { Model } from "../models/models.ts";
 import { decode, encode } from "../models/tokenizer.ts";
+import { type Engine, type EngineLoad, InProcessEngine, type Job, QueueFullError, WorkerEngine } from "./engine.ts";
 import { Metrics } from "./metrics.ts";
 
 /** Service options. */
@@ -21,6 +21,12 @@ export interface ServeOptions {
   hostname?: string;
   /** Streams in the pool (default: 4 on the CPU backend, 16 on a GPU). */
   streams?: number;
+  /**
+   * Bun Workers that build and submit the requests' graphs, sharing the weights by handle
+   * (default: LANES_SERVE_WORKERS, else 2 on the CPU backend and 4 on a GPU). 0 runs the
+   * model work on the HTTP thread.
+   */
+  workers?: number;
   /** Requests that may wait for a stream before 429 (default 64). */
   queue?: number;
   /** Per-request timeout (default 30 s). */
@@ -33,7 +39,8 @@ export interface ServeOptions {
 export interface Service {
   readonly url: string;
   readonly metrics: Metrics;
-  readonly pool: StreamPool;
+  /** Streams, busy streams and queued requests. */
+  load(): EngineLoad;
   /** Stops accepting requests, waits for those in flight, frees the streams. */
   shutdown(): Promise<void>;
 }
@@ -45,65 +52,6 @@ class HttpError extends Error {
     readonly headers: Record<string, string> = {},
   ) {
     super(message);
-  }
-}
-
-/** Streams handed to one request at a time, with a bounded wait queue. */
-export class StreamPool {
-  readonly #free: Stream[];
-  readonly #waiting: { resolve: (s: Stream) => void; reject: (e: Error) => void }[] = [];
-  readonly #all: Stream[];
-
-  constructor(
-    size: number,
-    readonly maxQueue: number,
-  ) {
-    this.#all = Array.from({ length: size }, () => newStream());
-    this.#free = [...this.#all];
-  }
-
-  get size(): number {
-    return this.#all.length;
-  }
-  get busy(): number {
-    return this.#all.length - this.#free.length;
-  }
-  get queued(): number {
-    return this.#waiting.length;
-  }
-
-  /** A free stream, or a place in the queue; 429 when the queue is full. */
-  acquire(signal: AbortSignal): Promise<Stream> {
-    const s = this.#free.pop();
-    if (s) return Promise.resolve(s);
-    if (this.#waiting.length >= this.maxQueue)
-      return Promise.reject(new HttpError(429, `all ${this.size} streams busy and ${this.maxQueue} requests queued`, { "Retry-After": "1" }));
-    return new Promise<Stream>((resolve, reject) => {
-      const entry = { resolve, reject };
-      this.#waiting.push(entry);
-      signal.addEventListener(
-        "abort",
-        () => {
-          const i = this.#waiting.indexOf(entry);
-          if (i >= 0) {
-            this.#waiting.splice(i, 1);
-            reject(new CancelledError("cancelled while queued"));
-          }
-        },
-        { once: true },
-      );
-    });
-  }
-
-  release(s: Stream): void {
-    const next = this.#waiting.shift();
-    if (next) next.resolve(s);
-    else this.#free.push(s);
-  }
-
-  dispose(): void {
-    for (const w of this.#waiting.splice(0)) w.reject(new HttpError(503, "shutting down"));
-    for (const s of this.#all) s.dispose();
   }
 }
 
@@ -162,11 +110,15 @@ export function parseRequest(body: unknown, models: Map<string, Model>, maxToken
 const json = (value: unknown, status = 200, headers: Record<string, string> = {}) =>
   new Response(JSON.stringify(value), { status, headers: { "content-type": "application/json", ...headers } });
 
-/** Starts the service. */
-export function serve(opts: ServeOptions): Service {
+/** Starts the service (and its engine Workers). */
+export async function serve(opts: ServeOptions): Promise<Service> {
   const models = new Map(opts.models.map((m) => [m.name, m]));
   const metrics = new Metrics();
-  const pool = new StreamPool(opts.streams ?? (backendName() === "cpu" ? 4 : 16), opts.queue ?? 64);
+  const gpu = backendName() !== "cpu";
+  const streams = opts.streams ?? (gpu ? 16 : 4);
+  const queue = opts.queue ?? 64;
+  const workers = opts.workers ?? (process.env.LANES_SERVE_WORKERS ? Number(process.env.LANES_SERVE_WORKERS) : gpu ? 4 : 2);
+  const engine: Engine = workers > 0 ? await WorkerEngine.start(opts.models, workers, streams, queue) : new InProcessEngine(models, streams, queue);
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const maxTokens = opts.maxTokens ?? 256;
   let draining = false;
@@ -181,19 +133,16 @@ export function serve(opts: ServeOptions): Service {
     }
   }
 
-  // Runs `work` on a pooled stream; the signal aborts on client disconnect or timeout.
-  async function withPooledStream<T>(req: Request, work: (s: Stream, signal: AbortSignal) => Promise<T>): Promise<T> {
+  // Runs the job; its signal aborts on client disconnect or timeout.
+  function run(req: Request, p: ParsedRequest, kind: Job["kind"], onToken?: (t: number, i: number) => void) {
     const signal = AbortSignal.any([req.signal, AbortSignal.timeout(timeoutMs)]);
-    const stream = await pool.acquire(signal);
-    try {
-      return await work(stream, signal);
-    } finally {
-      pool.release(stream);
-    }
+    const job: Job = { model: p.model.name, kind, tokens: p.tokens, maxTokens: p.maxTokens, temperature: p.temperature, topK: p.topK, seed: p.seed };
+    return engine.run(job, signal, onToken);
   }
 
   function failure(e: unknown, req: Request): Response {
     if (e instanceof HttpError) return json({ error: e.message }, e.status, e.headers);
+    if (e instanceof QueueFullError) return json({ error: e.message }, 429, { "Retry-After": "1" });
     if (e instanceof CancelledError) {
       if (req.signal.aborted) return json({ error: "client went away" }, 499);
       return json({ error: `timed out after ${timeoutMs} ms` }, 504);
@@ -204,29 +153,30 @@ export function serve(opts: ServeOptions): Service {
   async function handleGenerate(req: Request): Promise<Response> {
     const p = parseRequest(await readBody(req), models, maxTokens, false);
     if (p.stream) return generateStream(req, p);
-    return withPooledStream(req, async (stream, signal) => {
-      const r = await generate(p.model, { tokens: p.tokens, maxTokens: p.maxTokens, temperature: p.temperature, topK: p.topK, seed: p.seed }, stream, { signal });
-      metrics.tokens(r.tokens.length);
-      return json({ model: p.model.name, tokens: r.tokens, text: decode(r.tokens), checksums: r.checksums, usage: { prompt_tokens: p.tokens.length, completion_tokens: r.tokens.length } });
-    });
+    const r = (await run(req, p, "generate")) as GenerateResult;
+    metrics.tokens(r.tokens.length);
+    return json({ model: p.model.name, tokens: r.tokens, text: decode(r.tokens), checksums: r.checksums, usage: { prompt_tokens: p.tokens.length, completion_tokens: r.tokens.length } });
   }
 
   function generateStream(req: Request, p: ParsedRequest): Response {
     const enc = new TextEncoder();
     const body = new ReadableStream<Uint8Array>({
       start: async (controller) => {
-        const send = (v: unknown) => controller.enqueue(enc.encode(`data: ${JSON.stringify(v)}\n\n`));
+        let open = true;
+        const send = (v: unknown) => {
+          if (!open) return;
+          try {
+            controller.enqueue(enc.encode(`data: ${JSON.stringify(v)}\n\n`));
+          } catch {
+            open = false;  // the client went away; the job is cancelled through its signal
+          }
+        };
         try {
-          await withPooledStream(req, (stream, signal) =>
-            generate(p.model, { tokens: p.tokens, maxTokens: p.maxTokens, temperature: p.temperature, topK: p.topK, seed: p.seed }, stream, {
-              signal,
-              onToken: (token, index) => {
-                metrics.tokens(1);
-                send({ index, token, text: decode([token]) });
-              },
-            }),
-          );
-          controller.enqueue(enc.encode("data: [DONE]\n\n"));
+          await run(req, p, "generate", (token, index) => {
+            metrics.tokens(1);
+            send({ index, token, text: decode([token]) });
+          });
+          if (open) controller.enqueue(enc.encode("data: [DONE]\n\n"));
         } catch (e) {
           if (!req.signal.aborted) send({ error: (e as Error).message });
         } finally {
@@ -243,11 +193,9 @@ export function serve(opts: ServeOptions): Service {
 
   async function handleForward(req: Request): Promise<Response> {
     const p = parseRequest(await readBody(req), models, maxTokens, true);
-    const k = p.topK ?? 5;
-    return withPooledStream(req, async (stream) => {
-      const r = await forward(p.model, p.tokens, stream, k);
-      return json({ model: p.model.name, top_k: r.top, checksum: r.checksum });
-    });
+    p.topK ??= 5;
+    const r = (await run(req, p, "forward")) as ForwardSummary;
+    return json({ model: p.model.name, top_k: r.top, checksum: r.checksum });
   }
 
   async function route(req: Request, path: string): Promise<Response> {
@@ -256,8 +204,9 @@ export function serve(opts: ServeOptions): Service {
     if (req.method === "POST" && path === "/v1/forward") return handleForward(req);
     if (req.method === "GET" && path === "/v1/models")
       return json({ models: [...models.values()].map((m) => ({ name: m.name, kind: m.kind, vocab: m.vocab, max_seq: m.maxSeq })) });
-    if (req.method === "GET" && path === "/healthz") return json({ ok: true, pid: process.pid, backend: backendName(), streams: pool.size });
-    if (req.method === "GET" && path === "/metrics") return new Response(metrics.render(pool), { headers: { "content-type": "text/plain; version=0.0.4" } });
+    if (req.method === "GET" && path === "/healthz")
+      return json({ ok: true, pid: process.pid, backend: backendName(), streams: engine.load().size, workers });
+    if (req.method === "GET" && path === "/metrics") return new Response(metrics.render(engine.load()), { headers: { "content-type": "text/plain; version=0.0.4" } });
     return json({ error: `no route ${req.method} ${path}` }, 404);
   }
 
@@ -285,12 +234,12 @@ export function serve(opts: ServeOptions): Service {
   return {
     url: `http://${server.hostname}:${server.port}`,
     metrics,
-    pool,
+    load: () => engine.load(),
     async shutdown() {
       draining = true;
       server.stop(false);
-      while (metrics.inFlight > 0 || pool.busy > 0) await Bun.sleep(10);
-      pool.dispose();
+      while (metrics.inFlight > 0 || engine.load().busy > 0) await Bun.sleep(10);
+      await engine.dispose();
       clearCache();
     },
   };

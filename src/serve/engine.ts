@@ -1,0 +1,246 @@
+/**
+ * Where the service's model work runs. {@link InProcessEngine}: on the HTTP thread, a stream
+ * per request. {@link WorkerEngine}: on a pool of Bun Workers, each owning a share of the
+ * streams, so graphs for different requests are built and submitted from several threads at
+ * once (the case per-stream locking is for). The weights are loaded once and shared with the
+ * Workers by handle. Both bound the wait queue and answer 429 past it.
+ * @module
+ */
+import { newStream, type Stream } from "../stream.ts";
+import { CancelledError, forward, type ForwardSummary, generate, type GenerateResult } from "../models/generate.ts";
+import type { Model } from "../models/models.ts";
+
+/** One unit of model work. */
+export interface Job {
+  model: string;
+  kind: "generate" | "forward";
+  tokens: number[];
+  maxTokens: number;
+  temperature: number;
+  topK: number | undefined;
+  seed: number;
+}
+
+/** Capacity and load, for metrics. */
+export interface EngineLoad {
+  size: number;
+  busy: number;
+  queued: number;
+}
+
+/** Runs jobs; rejects with {@link QueueFullError} past the queue, {@link CancelledError} on abort. */
+export interface Engine {
+  load(): EngineLoad;
+  run(job: Job, signal: AbortSignal, onToken?: (token: number, index: number) => void): Promise<GenerateResult | ForwardSummary>;
+  /** Waits for running jobs, then frees streams and Workers. */
+  dispose(): Promise<void>;
+}
+
+/** All slots are busy and the wait queue is full. */
+export class QueueFullError extends Error {
+  override name = "QueueFullError";
+}
+
+/** Slots handed to one job at a time, with a bounded wait queue. */
+export class SlotPool<T> {
+  readonly #free: T[];
+  readonly #waiting: { resolve: (s: T) => void; reject: (e: Error) => void }[] = [];
+
+  constructor(
+    readonly slots: readonly T[],
+    readonly maxQueue: number,
+  ) {
+    this.#free = [...slots].reverse();
+  }
+
+  load(): EngineLoad {
+    return { size: this.slots.length, busy: this.slots.length - this.#free.length, queued: this.#waiting.length };
+  }
+
+  acquire(signal: AbortSignal): Promise<T> {
+    const s = this.#free.pop();
+    if (s !== undefined) return Promise.resolve(s);
+    if (this.#waiting.length >= this.maxQueue)
+      return Promise.reject(new QueueFullError(`all ${this.slots.length} streams busy and ${this.maxQueue} requests queued`));
+    return new Promise<T>((resolve, reject) => {
+      const entry = { resolve, reject };
+      this.#waiting.push(entry);
+      signal.addEventListener(
+        "abort",
+        () => {
+          const i = this.#waiting.indexOf(entry);
+          if (i >= 0) {
+            this.#waiting.splice(i, 1);
+            reject(new CancelledError("cancelled while queued"));
+          }
+        },
+        { once: true },
+      );
+    });
+  }
+
+  release(s: T): void {
+    const next = this.#waiting.shift();
+    if (next) next.resolve(s);
+    else this.#free.push(s);
+  }
+
+  /** Rejects everything still waiting. */
+  close(): void {
+    for (const w of this.#waiting.splice(0)) w.reject(new CancelledError("shutting down"));
+  }
+}
+
+/** Runs one job on `stream` (on the calling thread). */
+export function runJob(model: Model, job: Job, stream: Stream, signal: AbortSignal, onToken?: (t: number, i: number) => void): Promise<GenerateResult | ForwardSummary> {
+  if (job.kind === "forward") return forward(model, job.tokens, stream, job.topK ?? 5);
+  return generate(model, { tokens: job.tokens, maxTokens: job.maxTokens, temperature: job.temperature, topK: job.topK, seed: job.seed }, stream, {
+    signal,
+    onToken,
+  });
+}
+
+/** Model work on the calling (HTTP) thread, one stream per job. */
+export class InProcessEngine implements Engine {
+  readonly #pool: SlotPool<Stream>;
+  constructor(
+    private readonly models: Map<string, Model>,
+    streams: number,
+    queue: number,
+  ) {
+    this.#pool = new SlotPool(Array.from({ length: streams }, () => newStream()), queue);
+  }
+  load(): EngineLoad {
+    return this.#pool.load();
+  }
+  async run(job: Job, signal: AbortSignal, onToken?: (t: number, i: number) => void) {
+    const stream = await this.#pool.acquire(signal);
+    try {
+      return await runJob(this.models.get(job.model)!, job, stream, signal, onToken);
+    } finally {
+      this.#pool.release(stream);
+    }
+  }
+  async dispose() {
+    this.#pool.close();
+    while (this.#pool.load().busy > 0) await Bun.sleep(5);
+    for (const s of this.#pool.slots) s.dispose();
+  }
+}
+
+/** A model's description for a Worker: its architecture and its weights' array ids. */
+export interface SharedModel {
+  name: string;
+  architecture: "mlp" | "transformer" | "hybrid";
+  weights: Record<string, number>;
+}
+
+/** Messages to an engine Worker. */
+export type ToWorker =
+  | { type: "init"; models: SharedModel[]; streams: number }
+  | { type: "run"; id: number; stream: number; job: Job }
+  | { type: "cancel"; id: number }
+  | { type: "stop" };
+
+/** Messages from an engine Worker. */
+export type FromWorker =
+  | { type: "ready" }
+  | { type: "token"; id: number; token: number; index: number }
+  | { type: "done"; id: number; result: GenerateResult | ForwardSummary }
+  | { type: "error"; id: number; name: string; message: string }
+  | { type: "stopped" };
+
+type Slot = { worker: number; stream: number };
+
+/** Model work on `workers` Bun Workers sharing the models' weights by handle. */
+export class WorkerEngine implements Engine {
+  readonly #workers: Worker[] = [];
+  readonly #pool: SlotPool<Slot>;
+  readonly #pending = new Map<number, { resolve: (r: GenerateResult | ForwardSummary) => void; reject: (e: Error) => void; onToken?: (t: number, i: number) => void }>();
+  #next = 1;
+
+  private constructor(workers: number, streamsPerWorker: number, queue: number) {
+    const slots: Slot[] = [];
+    for (let s = 0; s < streamsPerWorker; s++) for (let w = 0; w < workers; w++) slots.push({ worker: w, stream: s });
+    this.#pool = new SlotPool(slots, queue);
+  }
+
+  /** Starts the Workers and hands them the models (by weight id); resolves once all are ready. */
+  static async start(models: readonly Model[], workers: number, streams: number, queue: number): Promise<WorkerEngine> {
+    const perWorker = Math.max(1, Math.ceil(streams / workers));
+    const engine = new WorkerEngine(workers, perWorker, queue);
+    await Promise.all(
+      Array.from({ length: workers }, (_, w) => {
+        const worker = new Worker(new URL("./engine-worker.ts", import.meta.url).href);
+        engine.#workers.push(worker);
+        return new Promise<void>((resolve, reject) => {
+          worker.onmessage = (e: MessageEvent<FromWorker>) => {
+            if (e.data.type === "ready") {
+              worker.onmessage = (m: MessageEvent<FromWorker>) => engine.#receive(m.data);
+              resolve();
+            } else if (e.data.type === "error") {
+              reject(new Error(`engine worker ${w}: ${e.data.message}`));
+            }
+          };
+          worker.onerror = (e) => reject(new Error(`engine worker ${w} failed to start: ${e.message}`));
+          worker.postMessage({ type: "init", models: models.map(shareModel), streams: perWorker } satisfies ToWorker);
+        });
+      }),
+    );
+    return engine;
+  }
+
+  #receive(m: FromWorker): void {
+    if (m.type === "token") this.#pending.get(m.id)?.onToken?.(m.token, m.index);
+    else if (m.type === "done") this.#pending.get(m.id)?.resolve(m.result);
+    else if (m.type === "error") {
+      const p = this.#pending.get(m.id);
+      const error = m.name === "CancelledError" ? new CancelledError(m.message) : Object.assign(new Error(m.message), { name: m.name });
+      p?.reject(error);
+    }
+  }
+
+  load(): EngineLoad {
+    return this.#pool.load();
+  }
+
+  async run(job: Job, signal: AbortSignal, onToken?: (t: number, i: number) => void) {
+    const slot = await this.#pool.acquire(signal);
+    const id = this.#next++;
+    const worker = this.#workers[slot.worker]!;
+    const cancel = () => worker.postMessage({ type: "cancel", id } satisfies ToWorker);
+    try {
+      return await new Promise<GenerateResult | ForwardSummary>((resolve, reject) => {
+        this.#pending.set(id, { resolve, reject, onToken });
+        signal.addEventListener("abort", cancel, { once: true });
+        worker.postMessage({ type: "run", id, stream: slot.stream, job } satisfies ToWorker);
+      });
+    } finally {
+      signal.removeEventListener("abort", cancel);
+      this.#pending.delete(id);
+      this.#pool.release(slot);
+    }
+  }
+
+  async dispose() {
+    this.#pool.close();
+    while (this.#pool.load().busy > 0) await Bun.sleep(5);
+    await Promise.all(
+      this.#workers.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            w.onmessage = (e: MessageEvent<FromWorker>) => {
+              if (e.data.type === "stopped") resolve();
+            };
+            w.postMessage({ type: "stop" } satisfies ToWorker);
+          }),
+      ),
+    );
+    for (const w of this.#workers) w.terminate();
+  }
+}
+
+/** The weight ids of a loaded model, for Workers to adopt. */
+export function shareModel(model: Model): SharedModel {
+  return { name: model.name, architecture: model.architecture, weights: Object.fromEntries([...model.weights].map(([k, a]) => [k, a.id])) };
+}
