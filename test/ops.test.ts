@@ -194,6 +194,27 @@ describe("matmul", () => {
     }
   });
 
+  test("large enough for the packed SIMD path: odd sizes, transposed and strided operands, batches", () => {
+    for (const [M, K, N] of [
+      [97, 301, 113],
+      [260, 64, 300],
+      [7, 1030, 70],
+    ]) {
+      const a = randomData(M! * K!, next), b = randomData(K! * N!, next);
+      const want = refMatmul(a, [M!, K!], b, [K!, N!]);
+      const tol = { rtol: 1e-4, atol: 1e-4 * Math.sqrt(K!) };
+      const A = lx.array(a, [M!, K!]), B = lx.array(b, [K!, N!]);
+      expectClose(lx.matmul(A, B).toFloat32Array(), want.data, { ...tol, what: `packed ${M}x${K}x${N}` });
+      // The same operands read through transposes of transposed copies (strided, no copy).
+      const At = lx.transpose(lx.array(lx.transpose(A).toFloat32Array(), [K!, M!]));
+      const Bt = lx.transpose(lx.array(lx.transpose(B).toFloat32Array(), [N!, K!]));
+      expectClose(lx.matmul(At, Bt).toFloat32Array(), want.data, { ...tol, what: `packed transposed ${M}x${K}x${N}` });
+    }
+    const a = randomData(3 * 70 * 90, next), b = randomData(90 * 80, next);
+    const got = lx.matmul(lx.array(a, [3, 70, 90]), lx.array(b, [90, 80]));
+    expectClose(got.toFloat32Array(), refMatmul(a, [3, 70, 90], b, [90, 80]).data, { rtol: 1e-4, atol: 1e-3, what: "packed batched" });
+  });
+
   test("batched, with broadcast batch dimensions", () => {
     for (const [as, bs] of [
       [

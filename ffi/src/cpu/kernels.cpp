@@ -10,6 +10,7 @@
 #include "../status.hpp"
 #include "compute_pool.hpp"
 #include "philox.hpp"
+#include "sgemm.hpp"
 #include "tensor_access.hpp"
 
 namespace lanes::cpu {
@@ -284,6 +285,8 @@ void astype(const Command& c) {
 
 // ---- matmul -----------------------------------------------------------------------------------
 
+constexpr int64_t kPackedMatmulWork = int64_t(64) * 64 * 64;
+
 // Y[batch, M, N] = A @ B for float32 operands read through strides (so transposed and
 // broadcast operands need no copy). `sa`/`sb` are the operands' element strides read as
 // [batch..., M, K] and [batch..., K, N].
@@ -295,6 +298,23 @@ void matmul_f32(const float* A, const std::vector<int64_t>& sa, const float* B, 
   int64_t batches = numel(batch);
   if (M * N == 0) return;
   int64_t a_row = sa[nd - 2], a_col = sa[nd - 1], b_row = sb[nd - 2], b_col = sb[nd - 1];
+  // Large products: packed panels and the SIMD microkernel, one batch after another (each is
+  // split over the pool). The size threshold depends only on the shape, so a given matmul
+  // always takes the same path.
+  if (M * N * K >= kPackedMatmulWork) {
+    bool done = true;
+    for (int64_t bi = 0; bi < batches && done; ++bi) {
+      int64_t oa = 0, ob = 0, rem = bi;
+      for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
+        int64_t idx = rem % batch[d];
+        rem /= batch[d];
+        oa += idx * sa[d];
+        ob += idx * sb[d];
+      }
+      done = sgemm_packed({A + oa, a_row, a_col}, {B + ob, b_row, b_col}, Y + bi * M * N, M, N, K);
+    }
+    if (done) return;
+  }
   bool b_rows_contiguous = b_col == 1 || N == 1;
   // Work items are blocks of up to kRows rows of one batch: each B row loaded is used kRows
   // times, and a panel of kPanel columns keeps the kRows output rows in L1.
