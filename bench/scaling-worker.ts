@@ -3,7 +3,7 @@ import * as lx from "../src/index.ts";
 
 declare const self: Worker;
 
-export type ScalingTask = { kind: "small" | "large"; graphs: number; barrier: Int32Array; parties: number };
+export type ScalingTask = { kind: "small" | "large"; graphs: number; barrier: Int32Array; parties: number; device: number };
 
 // 29 small kernels at 64×64 (7 × matmul, add, maximum, multiply; then softmax), like the PyTorch figure.
 function small(x: lx.LanesArray, w: lx.LanesArray, b: lx.LanesArray, s: lx.Stream): lx.LanesArray {
@@ -13,8 +13,8 @@ function small(x: lx.LanesArray, w: lx.LanesArray, b: lx.LanesArray, s: lx.Strea
 }
 
 self.onmessage = (event: MessageEvent<ScalingTask>) => {
-  const { kind, graphs, barrier, parties } = event.data;
-  using s = lx.newStream();
+  const { kind, graphs, barrier, parties, device } = event.data;
+  using s = lx.newStream({ device });
   const n = kind === "small" ? 64 : 512;
   const x = lx.random.normal([n, n], { seed: 1, stream: s });
   const w = lx.random.normal([n, n], { seed: 2, scale: 0.1, stream: s });

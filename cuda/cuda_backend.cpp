@@ -36,11 +36,18 @@ bool env_is(const char* name, const char* value) {
   return v && std::strcmp(v, value) == 0;
 }
 
-// A stream's completion counter in device memory: the last sequence whose work finished.
+// A stream's completion counter: the last sequence whose work finished, in its GPU's memory
+// (waits on the same GPU read it there) and, with several GPUs, mirrored in pinned host memory
+// that streams on the other GPUs wait on.
 struct Counter {
   const Device* device = nullptr;
   CUdeviceptr address = 0;
+  ErrorWords::Word host{};
+  ErrorWords* words = nullptr;
+  // Where a stream on `waiter` waits for this counter.
+  CUdeviceptr address_for(const Device& waiter) const { return &waiter == device ? address : host.device; }
   ~Counter() {
+    if (words) words->give_back(host);
     if (!address) return;
     device->make_current();
     driver().cuMemFree(address);
@@ -77,7 +84,7 @@ class CudaBackend;
 
 class CudaQueue final : public Queue {
  public:
-  CudaQueue(CudaBackend& backend, uint64_t stream_id, std::shared_ptr<Counter> counter);
+  CudaQueue(CudaBackend& backend, Device& device, uint64_t stream_id, std::shared_ptr<Counter> counter);
   ~CudaQueue() override;
 
   std::unique_ptr<CommandBuffer> new_command_buffer() override;
@@ -97,6 +104,7 @@ class CudaQueue final : public Queue {
   void complete(Submission& s, const std::optional<std::string>& sticky);
 
   CudaBackend& backend_;
+  Device& device_;
   const uint64_t stream_id_;
   std::shared_ptr<Counter> counter_;
   CUstream stream_ = nullptr;
@@ -115,32 +123,23 @@ class CudaBackend final : public Backend {
     int count = 0;
     check(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
     if (count == 0) throw_error(LANES_ERR_DEVICE, "LANES_BACKEND=cuda: the driver reports no CUDA device");
-    check(d.cuDeviceGet(&device_.device, 0), "cuDeviceGet");
-    char name[256] = {};
-    d.cuDeviceGetName(name, sizeof name - 1, device_.device);
-    device_.name = name;
-    check(d.cuDeviceGetAttribute(&device_.cc_major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device_.device), "attribute");
-    check(d.cuDeviceGetAttribute(&device_.cc_minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_.device), "attribute");
-    check(d.cuDeviceGetAttribute(&device_.sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device_.device), "attribute");
-    int mem_ops = 0;
-    d.cuDeviceGetAttribute(&mem_ops, CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS, device_.device);
-    if (!mem_ops)
-      throw_error(LANES_ERR_DEVICE, "LANES_BACKEND=cuda: " + device_.name +
-                                        " does not support 64-bit stream memory operations, which lanes' timelines use");
-    check(d.cuDevicePrimaryCtxRetain(&device_.context, device_.device), "cuDevicePrimaryCtxRetain");
-    device_.make_current();
     nvrtc();  // fail now, with a clear message, rather than at the first kernel
-    device_.modules = std::make_unique<Modules>(device_.cc_major, device_.cc_minor);
-    device_.modules->prefetch([](const void* d) { static_cast<const Device*>(d)->make_current(); }, &device_);
-    size_t free_bytes = 0, total_bytes = 0;
-    if (d.cuMemGetInfo(&free_bytes, &total_bytes) == CUDA_SUCCESS) cached_limit_ = std::max<uint64_t>(cached_limit_, total_bytes / 4);
-    device_.tf32 = env_is("LANES_CUDA_TF32", "1");
-    device_.use_cublaslt = !env_is("LANES_CUDA_CUBLASLT", "0");
-    if (const CublasLt* lt = cublaslt(); lt && device_.use_cublaslt)
-      if (lt->cublasLtCreate(&device_.cublaslt_handle) != 0) device_.cublaslt_handle = nullptr;
+    for (int i = 0; i < count; ++i) devices_.push_back(open_device(i));
+    // Streams on different GPUs read each other's arrays directly: peer access both ways.
+    for (auto& a : devices_)
+      for (auto& b : devices_) {
+        if (a == b) continue;
+        int can = 0;
+        d.cuDeviceCanAccessPeer(&can, a->device, b->device);
+        a->make_current();
+        CUresult r = can ? d.cuCtxEnablePeerAccess(b->context, 0) : CUDA_SUCCESS;
+        if (!can || (r != CUDA_SUCCESS && r != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED)) peer_access_ = false;
+      }
+    devices_[0]->make_current();
   }
 
   const char* name() const override { return "cuda"; }
+  int device_count() const override { return static_cast<int>(devices_.size()); }
   // A quarter of device memory: cuMemAlloc and cuMemFree are slow, and cuMemFree can
   // synchronize the device, so freed buffers are kept for reuse.
   uint64_t max_cached_bytes() const override { return cached_limit_; }
@@ -148,38 +147,45 @@ class CudaBackend final : public Backend {
   // op count (or an eval's end), not after every large output.
   uint64_t default_epoch_bytes() const override { return uint64_t(4) << 30; }
 
-  void* allocate(size_t bytes) override {
-    device_.make_current();
+  void* allocate(size_t bytes, int device) override {
+    devices_.at(device)->make_current();
     CUdeviceptr p = 0;
     CUresult r = driver().cuMemAlloc(&p, bytes);
     if (r == CUDA_ERROR_OUT_OF_MEMORY) return nullptr;
     check(r, "cuMemAlloc");
     return reinterpret_cast<void*>(p);
   }
-  void deallocate(void* data, size_t) override {
-    device_.make_current();
+  void deallocate(void* data, size_t, int device) override {
+    devices_.at(device)->make_current();
     driver().cuMemFree(reinterpret_cast<CUdeviceptr>(data));
   }
+  // Unified addressing: copies find the pointer's device; any context may issue them.
   void upload(void* dst, const void* src, size_t bytes) override {
-    device_.make_current();
+    devices_[0]->make_current();
     check(driver().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, bytes), "copy to the device");
   }
   void download(void* dst, const void* src, size_t bytes) override {
-    device_.make_current();
+    devices_[0]->make_current();
     check(driver().cuMemcpyDtoH(dst, reinterpret_cast<CUdeviceptr>(src), bytes), "copy from the device");
   }
 
-  std::unique_ptr<Queue> new_queue(uint64_t stream_id) override {
-    device_.make_current();
+  std::unique_ptr<Queue> new_queue(uint64_t stream_id, int device_index) override {
+    if (device_index > 0 && !peer_access_)
+      throw_error(LANES_ERR_DEVICE, "cuda: streams on device " + std::to_string(device_index) +
+                                        " need peer access between the GPUs, which the driver does not offer here");
+    Device& device = *devices_.at(device_index);
+    device.make_current();
     auto counter = std::make_shared<Counter>();
-    counter->device = &device_;
+    counter->device = &device;
+    counter->host = error_words_.take();  // zeroed; a mirror every GPU can read
     check(driver().cuMemAlloc(&counter->address, sizeof(uint64_t)), "allocating a stream counter");
     check(driver().cuMemsetD8(counter->address, 0, sizeof(uint64_t)), "clearing a stream counter");
+    counter->words = &error_words_;
     {
       std::lock_guard lock(counters_mutex_);
       counters_[stream_id] = counter;
     }
-    return std::make_unique<CudaQueue>(*this, stream_id, std::move(counter));
+    return std::make_unique<CudaQueue>(*this, device, stream_id, std::move(counter));
   }
 
   // The counter of stream `id`; it stays alive while a wait that reads it is in flight.
@@ -195,11 +201,42 @@ class CudaBackend final : public Backend {
     counters_.erase(id);
   }
 
-  const Device& device() const { return device_; }
+  bool multi_device() const { return devices_.size() > 1; }
   ErrorWords& error_words() { return error_words_; }
 
  private:
-  Device device_;
+  std::unique_ptr<Device> open_device(int index) {
+    const Driver& d = driver();
+    auto dev = std::make_unique<Device>();
+    dev->index = index;
+    check(d.cuDeviceGet(&dev->device, index), "cuDeviceGet");
+    char name[256] = {};
+    d.cuDeviceGetName(name, sizeof name - 1, dev->device);
+    dev->name = name;
+    check(d.cuDeviceGetAttribute(&dev->cc_major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev->device), "attribute");
+    check(d.cuDeviceGetAttribute(&dev->cc_minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev->device), "attribute");
+    check(d.cuDeviceGetAttribute(&dev->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev->device), "attribute");
+    int mem_ops = 0;
+    d.cuDeviceGetAttribute(&mem_ops, CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS, dev->device);
+    if (!mem_ops)
+      throw_error(LANES_ERR_DEVICE, "LANES_BACKEND=cuda: " + dev->name +
+                                        " does not support 64-bit stream memory operations, which lanes' timelines use");
+    check(d.cuDevicePrimaryCtxRetain(&dev->context, dev->device), "cuDevicePrimaryCtxRetain");
+    dev->make_current();
+    dev->modules = std::make_unique<Modules>(dev->cc_major, dev->cc_minor);
+    dev->modules->prefetch([](const void* p) { static_cast<const Device*>(p)->make_current(); }, dev.get());
+    size_t free_bytes = 0, total_bytes = 0;
+    if (index == 0 && d.cuMemGetInfo(&free_bytes, &total_bytes) == CUDA_SUCCESS)
+      cached_limit_ = std::max<uint64_t>(cached_limit_, total_bytes / 4);
+    dev->tf32 = env_is("LANES_CUDA_TF32", "1");
+    dev->use_cublaslt = !env_is("LANES_CUDA_CUBLASLT", "0");
+    if (const CublasLt* lt = cublaslt(); lt && dev->use_cublaslt)
+      if (lt->cublasLtCreate(&dev->cublaslt_handle) != 0) dev->cublaslt_handle = nullptr;
+    return dev;
+  }
+
+  std::vector<std::unique_ptr<Device>> devices_;
+  bool peer_access_ = true;
   uint64_t cached_limit_ = uint64_t(1) << 30;
   ErrorWords error_words_;
   std::mutex counters_mutex_;  // leaf
@@ -208,9 +245,9 @@ class CudaBackend final : public Backend {
 
 // ---- queue ---------------------------------------------------------------------------------
 
-CudaQueue::CudaQueue(CudaBackend& backend, uint64_t stream_id, std::shared_ptr<Counter> counter)
-    : backend_(backend), stream_id_(stream_id), counter_(std::move(counter)) {
-  backend_.device().make_current();
+CudaQueue::CudaQueue(CudaBackend& backend, Device& device, uint64_t stream_id, std::shared_ptr<Counter> counter)
+    : backend_(backend), device_(device), stream_id_(stream_id), counter_(std::move(counter)) {
+  device_.make_current();
   check(driver().cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
   completions_ = std::make_unique<gpu::InOrderCompletions>(
       [this]() -> std::optional<std::string> {
@@ -218,13 +255,13 @@ CudaQueue::CudaQueue(CudaBackend& backend, uint64_t stream_id, std::shared_ptr<C
         if (r == CUDA_SUCCESS || r == CUDA_ERROR_NOT_READY) return std::nullopt;
         return "the CUDA context failed (" + error_text(r) + "); restart the process to use the GPU again";
       },
-      [this] { backend_.device().make_current(); });
+      [this] { device_.make_current(); });
 }
 
 CudaQueue::~CudaQueue() {
   completions_.reset();  // the stream's work completed before its queue is freed
   backend_.forget_counter(stream_id_);
-  backend_.device().make_current();
+  device_.make_current();
   for (ErrorWords::Word& gate : gates_) reinterpret_cast<volatile uint64_t*>(gate.host)[0] = 1;
   driver().cuStreamSynchronize(stream_);  // gates opened: nothing still reads them
   for (ErrorWords::Word& gate : gates_) backend_.error_words().give_back(gate);
@@ -248,12 +285,14 @@ void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence,
   s->on_complete = std::move(on_complete);
   const Driver& d = driver();
   std::lock_guard lock(mutex_);
-  backend_.device().make_current();
-  s->launched = std::make_unique<LaunchContext>(LaunchContext{backend_.device(), backend_.error_words(), stream_, {}, {}});
+  device_.make_current();
+  s->launched = std::make_unique<LaunchContext>(LaunchContext{device_, backend_.error_words(), stream_, {}, {}});
   if (!s->buffer->injected) {
     try {
       for (CudaCommandBuffer::Item& item : s->buffer->items) {
-        if (item.wait_on) check(d.cuStreamWaitValue64(stream_, item.wait_counter->address, item.wait_value, CU_STREAM_WAIT_VALUE_GEQ), "cuStreamWaitValue64");
+        if (item.wait_on)
+          check(d.cuStreamWaitValue64(stream_, item.wait_counter->address_for(device_), item.wait_value, CU_STREAM_WAIT_VALUE_GEQ),
+                "cuStreamWaitValue64");
         else launch_command(item.command, *s->launched);
       }
     } catch (const std::exception& e) {
@@ -262,6 +301,7 @@ void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence,
   }
   // Always signal, so other streams' waits and the completion thread move on.
   CUresult w = d.cuStreamWriteValue64(stream_, counter_->address, sequence, 0);
+  if (w == CUDA_SUCCESS && backend_.multi_device()) w = d.cuStreamWriteValue64(stream_, counter_->host.device, sequence, 0);
   CUresult h = w == CUDA_SUCCESS ? d.cuLaunchHostFunc(stream_, &CudaQueue::host_done, completions_.get()) : w;
   if (h != CUDA_SUCCESS && !s->error) s->error = "CUDA stream " + std::to_string(stream_id_) + ": " + error_text(h);
   completions_->push([this, s](const std::optional<std::string>& sticky) { complete(*s, sticky); }, h == CUDA_SUCCESS);
@@ -271,7 +311,7 @@ void CudaQueue::debug_pause(bool paused) {
   std::lock_guard lock(mutex_);
   if (paused) {
     ErrorWords::Word gate = backend_.error_words().take();  // zeroed
-    backend_.device().make_current();
+    device_.make_current();
     check(driver().cuStreamWaitValue64(stream_, gate.device, 1, CU_STREAM_WAIT_VALUE_GEQ), "pausing a stream");
     gates_.push_back(gate);
     return;
@@ -354,7 +394,7 @@ void ErrorWords::give_back(Word w) {
 }
 
 CUdeviceptr LaunchContext::temp(size_t bytes) {
-  temps.push_back(runtime().allocator().allocate(bytes));
+  temps.push_back(runtime().allocator().allocate(bytes, device.index));
   return reinterpret_cast<CUdeviceptr>(temps.back()->data());
 }
 

@@ -15,6 +15,7 @@
 namespace lanes::cuda {
 
 struct Device {
+  int index = 0;  // lanes' device number (the CUDA ordinal)
   CUdevice device = 0;
   CUcontext context = nullptr;
   std::string name;

@@ -60,6 +60,8 @@ Driver load_driver() {
   BIND(lib, d, cuDeviceGetAttribute, "cuDeviceGetAttribute");
   BIND(lib, d, cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
   BIND(lib, d, cuCtxSetCurrent, "cuCtxSetCurrent");
+  BIND(lib, d, cuDeviceCanAccessPeer, "cuDeviceCanAccessPeer");
+  BIND(lib, d, cuCtxEnablePeerAccess, "cuCtxEnablePeerAccess");
   BIND(lib, d, cuGetErrorName, "cuGetErrorName");
   BIND(lib, d, cuGetErrorString, "cuGetErrorString");
   BIND(lib, d, cuMemAlloc, "cuMemAlloc_v2");

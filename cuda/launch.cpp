@@ -39,9 +39,9 @@ template <class... Args>
 void launch(LaunchContext& ctx, const std::string& name, unsigned gx, unsigned gy, unsigned gz, unsigned block,
             unsigned shared, Args&... args) {
   void* params[] = {static_cast<void*>(&args)..., nullptr};
-  // Per-thread cache: kernel lookups never contend between streams.
-  thread_local std::unordered_map<std::string, CUfunction> t_functions;
-  CUfunction& fn = t_functions[name];
+  // Per-thread cache (per device: each has its own module): lookups never contend.
+  thread_local std::unordered_map<const Modules*, std::unordered_map<std::string, CUfunction>> t_functions;
+  CUfunction& fn = t_functions[ctx.device.modules.get()][name];
   if (!fn) fn = ctx.device.modules->function(name);
   check(driver().cuLaunchKernel(fn, gx, gy, gz, block, 1, 1, shared, ctx.stream, params, nullptr), name.c_str());
 }

@@ -81,7 +81,7 @@ struct Preference {
   }
 };
 
-using PlanKey = std::tuple<int, int, int, uint64_t, uint64_t, uint64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+using PlanKey = std::tuple<int, int, int, int, uint64_t, uint64_t, uint64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                            uint32_t, uint32_t, uint32_t>;
 constexpr size_t kMaxPlans = 4096;
 std::shared_mutex g_plans_mutex;  // leaf
@@ -102,7 +102,7 @@ bool matmul_cublaslt(const MatmulOperands& m, LaunchContext& ctx) {
   int64_t y_batch = m.M * m.N;
 
   uint32_t align_a = alignment_of(m.b), align_b = alignment_of(m.a), align_d = alignment_of(m.y);
-  PlanKey key{type, compute, ob.op * 2 + oa.op, uint64_t(m.M), uint64_t(m.N), uint64_t(m.K), ob.ld, oa.ld,
+  PlanKey key{ctx.device.index, type, compute, ob.op * 2 + oa.op, uint64_t(m.M), uint64_t(m.N), uint64_t(m.K), ob.ld, oa.ld,
               m.b_batch, m.a_batch, m.batches, align_a, align_b, align_d};
   std::shared_ptr<Plan> plan;
   {

@@ -120,19 +120,19 @@ class MetalBackend final : public Backend {
 
   const char* name() const override { return "metal"; }
 
-  void* allocate(size_t bytes) override {
+  void* allocate(size_t bytes, int) override {
     id<MTLBuffer> b = [device_.device newBufferWithLength:bytes options:MTLResourceStorageModeShared];
     if (!b) return nullptr;
     void* contents = [b contents];
     buffers_->add(contents, b);
     return contents;
   }
-  void deallocate(void* data, size_t) override { buffers_->remove(data); }
+  void deallocate(void* data, size_t, int) override { buffers_->remove(data); }
   // Unified memory: the CPU writes and reads shared buffers directly.
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
 
-  std::unique_ptr<Queue> new_queue(uint64_t stream_id) override {
+  std::unique_ptr<Queue> new_queue(uint64_t stream_id, int) override {
     auto event = std::make_shared<Event>();
     event->event = [device_.device newSharedEvent];
     {

@@ -86,4 +86,4 @@ export {
 export * as random from "./random.ts";
 export * as debug from "./debug.ts";
 export { clearCache, resetPeakMemory, setEpochBudget, setMemoryLimit, shutdown, stats, type Stats } from "./stats.ts";
-export { currentStream, defaultStream, newStream, Stream, streamFromId, synchronize, withStream } from "./stream.ts";
+export { currentStream, defaultStream, deviceCount, newStream, type NewStreamOptions, Stream, streamFromId, synchronize, withStream } from "./stream.ts";

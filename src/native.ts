@@ -25,6 +25,8 @@ const symbols = {
   lanes_clear_cache: { args: [], returns: i32 },
   lanes_set_epoch_budget: { args: [u32, u64], returns: i32 },
   lanes_stream_new: { args: [pointer], returns: i32 },
+  lanes_stream_new_on: { args: [i32, pointer], returns: i32 },
+  lanes_device_count: { args: [pointer], returns: i32 },
   lanes_stream_default: { args: [pointer], returns: i32 },
   lanes_stream_retain: { args: [u64], returns: i32 },
   lanes_stream_release: { args: [u64], returns: i32 },

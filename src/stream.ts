@@ -60,9 +60,28 @@ export class Stream implements Disposable {
 let defaultStreamObject: Stream | undefined;
 const streamScopes: Stream[] = [];
 
-/** Creates a new stream. */
-export function newStream(): Stream {
-  return new Stream(callForHandle(native.lanes_stream_new(outPtr)), true);
+/** Options of {@link newStream}. */
+export interface NewStreamOptions {
+  /**
+   * The device the stream runs on (default 0; see {@link deviceCount}). Arrays it computes live
+   * there; streams on different devices may still use each other's arrays.
+   */
+  device?: number;
+}
+
+/** A new stream (Disposable). */
+export function newStream(opts?: NewStreamOptions): Stream {
+  const device = opts?.device ?? 0;
+  if (!Number.isSafeInteger(device) || device < 0) throw new RangeError(`newStream: device must be a non-negative integer, got ${device}`);
+  if (device === 0) return new Stream(callForHandle(native.lanes_stream_new(outPtr)), true);
+  return new Stream(callForHandle(native.lanes_stream_new_on(device, outPtr)), true);
+}
+
+/** How many devices the backend drives (GPUs for CUDA; 1 for the CPU and Metal). */
+export function deviceCount(): number {
+  const out = new Int32Array(1);
+  check(native.lanes_device_count(out));
+  return out[0]!;
 }
 
 /** The process-wide default stream (shared by all Workers). */

@@ -143,6 +143,10 @@ LANES_API lanes_status lanes_debug_pause_stream(uint64_t stream, int32_t paused)
 
 /* ---- streams ----------------------------------------------------------------------------- */
 LANES_API lanes_status lanes_stream_new(uint64_t* out_stream);      /* any thread; caller owns one reference */
+/* A stream on device `device` (0 .. lanes_device_count()-1); arrays it computes live there.
+ * Streams on different devices may depend on each other (the CUDA backend enables peer access). */
+LANES_API lanes_status lanes_stream_new_on(int32_t device, uint64_t* out_stream); /* any thread */
+LANES_API lanes_status lanes_device_count(int32_t* out_count);                    /* any thread */
 LANES_API lanes_status lanes_stream_default(uint64_t* out_stream);  /* any thread; the process-wide default stream, never freed */
 LANES_API lanes_status lanes_stream_retain(uint64_t stream);        /* any thread; adds one reference (another Worker's copy) */
 LANES_API lanes_status lanes_stream_release(uint64_t stream);       /* any thread; the last release waits for in-flight work, then frees */

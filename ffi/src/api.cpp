@@ -136,6 +136,18 @@ lanes_status lanes_stream_new(uint64_t* out_stream) {
   });
 }
 
+lanes_status lanes_stream_new_on(int32_t device, uint64_t* out_stream) {
+  return abi_guard([&] {
+    require(out_stream, "stream_new_on: out");
+    *out_stream = running_runtime().streams.insert(running_runtime().new_stream(device));
+    if (t_handles.tracking) ThreadHandles::add(t_handles.streams, *out_stream);
+  });
+}
+
+lanes_status lanes_device_count(int32_t* out_count) {
+  return abi_guard([&] { *require(out_count, "device_count: out") = running_runtime().backend().device_count(); });
+}
+
 lanes_status lanes_stream_default(uint64_t* out_stream) {
   return abi_guard([&] { *require(out_stream, "stream_default: out") = running_runtime().default_stream_handle(); });
 }

@@ -42,13 +42,15 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+  // Devices this backend drives (streams pick one; 1 for the CPU and Metal).
+  virtual int device_count() const { return 1; }
   // Returns null when the device is out of memory.
-  virtual void* allocate(size_t bytes) = 0;
-  virtual void deallocate(void* data, size_t bytes) = 0;
+  virtual void* allocate(size_t bytes, int device) = 0;
+  virtual void deallocate(void* data, size_t bytes, int device) = 0;
   virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
   // Called only once the work that wrote `device_src` completed.
   virtual void download(void* host_dst, const void* device_src, size_t bytes) = 0;
-  virtual std::unique_ptr<Queue> new_queue(uint64_t stream_id) = 0;
+  virtual std::unique_ptr<Queue> new_queue(uint64_t stream_id, int device) = 0;
   // Output bytes after which an open epoch is committed by default. Each commit costs the
   // device a completion signal, so GPUs take larger epochs than the CPU.
   virtual uint64_t default_epoch_bytes() const { return uint64_t(64) << 20; }

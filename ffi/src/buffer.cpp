@@ -11,7 +11,7 @@ namespace {
 constexpr auto kInFlightGrace = std::chrono::seconds(2);
 }  // namespace
 
-Buffer::~Buffer() { owner_->recycle(data_, capacity_); }
+Buffer::~Buffer() { owner_->recycle(data_, capacity_, device_); }
 
 size_t Allocator::round_capacity(size_t bytes) {
   if (bytes <= 256) return 256;
@@ -24,27 +24,27 @@ size_t Allocator::round_capacity(size_t bytes) {
   return (bytes + page - 1) / page * page;
 }
 
-void* Allocator::take_cached_locked(size_t capacity) {
-  auto it = cache_.lower_bound(capacity);
-  if (it == cache_.end() || it->first > capacity + capacity / 4) return nullptr;
+void* Allocator::take_cached_locked(size_t capacity, int device) {
+  auto it = cache_.lower_bound({device, capacity});
+  if (it == cache_.end() || it->first.first != device || it->first.second > capacity + capacity / 4) return nullptr;
   void* p = it->second;
-  stats_.cached -= it->first;
+  stats_.cached -= it->first.second;
   cache_.erase(it);
   return p;
 }
 
 void Allocator::trim_locked() {
-  for (auto& [cap, p] : cache_) backend_.deallocate(p, cap);
+  for (auto& [key, p] : cache_) backend_.deallocate(p, key.second, key.first);
   cache_.clear();
   stats_.cached = 0;
 }
 
-std::shared_ptr<Buffer> Allocator::allocate(size_t bytes) {
+std::shared_ptr<Buffer> Allocator::allocate(size_t bytes, int device) {
   size_t capacity = round_capacity(bytes);
   std::unique_lock lock(mutex_);
   auto over_limit = [&] { return limit_ != 0 && stats_.active + capacity > limit_; };
   void* data = nullptr;
-  if (!over_limit()) data = take_cached_locked(capacity);
+  if (!over_limit()) data = take_cached_locked(capacity, device);
   if (!data && over_limit()) {
     trim_locked();
     // Buffers held by in-flight epochs come back as their completions run.
@@ -55,10 +55,10 @@ std::shared_ptr<Buffer> Allocator::allocate(size_t bytes) {
                                                " bytes in use)");
   }
   if (!data) {
-    data = backend_.allocate(capacity);
+    data = backend_.allocate(capacity, device);
     if (!data) {
       trim_locked();
-      data = backend_.allocate(capacity);
+      data = backend_.allocate(capacity, device);
     }
     if (!data) throw_error(LANES_ERR_OUT_OF_MEMORY, "device allocation of " + std::to_string(bytes) + " bytes failed");
   }
@@ -66,24 +66,24 @@ std::shared_ptr<Buffer> Allocator::allocate(size_t bytes) {
   if (stats_.active > stats_.peak) stats_.peak = stats_.active;
   lock.unlock();
   try {
-    return std::make_shared<Buffer>(this, data, bytes, capacity);
+    return std::make_shared<Buffer>(this, data, bytes, capacity, device);
   } catch (...) {
-    recycle(data, capacity);
+    recycle(data, capacity, device);
     throw;
   }
 }
 
-void Allocator::recycle(void* data, size_t capacity) {
+void Allocator::recycle(void* data, size_t capacity, int device) {
   {
     std::unique_lock lock(mutex_);
     stats_.active -= capacity;
     if (stats_.cached + capacity <= backend_.max_cached_bytes() && (limit_ == 0 || stats_.active + stats_.cached + capacity <= limit_)) {
-      cache_.emplace(capacity, data);
+      cache_.emplace(std::make_pair(device, capacity), data);
       stats_.cached += capacity;
       data = nullptr;
     }
   }
-  if (data) backend_.deallocate(data, capacity);
+  if (data) backend_.deallocate(data, capacity, device);
   returned_.notify_all();
 }
 

@@ -19,8 +19,8 @@ class Allocator;
 // which may happen on a completion thread.
 class Buffer {
  public:
-  Buffer(Allocator* owner, void* data, size_t bytes, size_t capacity)
-      : owner_(owner), data_(data), bytes_(bytes), capacity_(capacity) {}
+  Buffer(Allocator* owner, void* data, size_t bytes, size_t capacity, int device)
+      : owner_(owner), data_(data), bytes_(bytes), capacity_(capacity), device_(device) {}
   ~Buffer();
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
@@ -28,6 +28,7 @@ class Buffer {
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
   size_t capacity() const { return capacity_; }
+  int device() const { return device_; }
 
   // Set when the work that writes this buffer failed; work that reads it fails in turn, so an
   // error follows the data to every dependent, on any stream.
@@ -38,6 +39,7 @@ class Buffer {
   void* data_;
   size_t bytes_;
   size_t capacity_;
+  int device_;
 };
 
 struct MemoryStats {
@@ -54,7 +56,7 @@ class Allocator {
 
   // Throws an out-of-memory error once the limit is still exceeded after trimming the cache
   // and waiting for in-flight work to return buffers.
-  std::shared_ptr<Buffer> allocate(size_t bytes);
+  std::shared_ptr<Buffer> allocate(size_t bytes, int device = 0);
   void set_limit(uint64_t bytes);
   MemoryStats stats() const;
   void reset_peak();
@@ -62,16 +64,16 @@ class Allocator {
 
  private:
   friend class Buffer;
-  void recycle(void* data, size_t capacity);
+  void recycle(void* data, size_t capacity, int device);
   static size_t round_capacity(size_t bytes);
-  void* take_cached_locked(size_t capacity);
+  void* take_cached_locked(size_t capacity, int device);
   void trim_locked();
 
   Backend& backend_;
   std::function<bool()> work_in_flight_;
   mutable RankedMutex mutex_{LockRank::Leaf, "allocator"};
   std::condition_variable_any returned_;
-  std::multimap<size_t, void*> cache_;
+  std::multimap<std::pair<int, size_t>, void*> cache_;  // (device, capacity) -> memory
   uint64_t limit_ = 0;
   MemoryStats stats_;
 };

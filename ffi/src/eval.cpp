@@ -179,7 +179,7 @@ class Evaluation {
   Planned prepare(const NodePtr& n) {
     Planned p;
     p.node = n;
-    n->buffer = runtime().allocator().allocate(n->nbytes());
+    n->buffer = runtime().allocator().allocate(n->nbytes(), n->stream ? n->stream->device() : 0);
     p.command.op = n->op;
     p.command.params = n->params;
     p.command.output = TensorArg{n->buffer, n->shape, n->dtype};

@@ -37,9 +37,13 @@ Runtime::Runtime()
   default_stream_handle_ = streams.insert(new_stream());
 }
 
-std::shared_ptr<Stream> Runtime::new_stream() {
+std::shared_ptr<Stream> Runtime::new_stream(int device) {
+  int count = backend_->device_count();
+  if (device < 0 || device >= count)
+    throw_error(LANES_ERR_INVALID_ARGUMENT, "stream: device " + std::to_string(device) + " does not exist (the " +
+                                                backend_->name() + " backend has " + std::to_string(count) + ")");
   uint64_t id = next_stream_id_.fetch_add(1, std::memory_order_relaxed);
-  return std::make_shared<Stream>(id, backend_->new_queue(id));
+  return std::make_shared<Stream>(id, device, backend_->new_queue(id, device));
 }
 
 std::shared_ptr<Stream> Runtime::stream_or_default(uint64_t handle) {

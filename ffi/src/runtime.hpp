@@ -28,7 +28,8 @@ class Runtime {
   Backend& backend() { return *backend_; }
   Allocator& allocator() { return allocator_; }
 
-  std::shared_ptr<Stream> new_stream();
+  // A stream on `device` (0..device_count-1); throws an invalid-argument error otherwise.
+  std::shared_ptr<Stream> new_stream(int device = 0);
   // Resolves a stream handle; 0 means the default stream.
   std::shared_ptr<Stream> stream_or_default(uint64_t handle);
   uint64_t default_stream_handle() const { return default_stream_handle_; }

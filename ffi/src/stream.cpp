@@ -58,8 +58,8 @@ void SubmissionEpoch::commit(Queue& queue, CompletionFn on_complete) && {
 
 // ---- Stream ------------------------------------------------------------------------------------
 
-Stream::Stream(uint64_t id, std::unique_ptr<Queue> queue)
-    : id_(id), timeline_(std::make_shared<Timeline>(id)), queue_(std::move(queue)) {}
+Stream::Stream(uint64_t id, int device, std::unique_ptr<Queue> queue)
+    : id_(id), device_(device), timeline_(std::make_shared<Timeline>(id)), queue_(std::move(queue)) {}
 
 Stream::~Stream() { shutdown(); }
 

@@ -64,12 +64,13 @@ LockingMode locking_mode();
 
 class Stream {
  public:
-  Stream(uint64_t id, std::unique_ptr<Queue> queue);
+  Stream(uint64_t id, int device, std::unique_ptr<Queue> queue);
   ~Stream();
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
 
   uint64_t id() const { return id_; }
+  int device() const { return device_; }
   const std::shared_ptr<Timeline>& timeline() const { return timeline_; }
   bool disposed() const { return disposed_.load(std::memory_order_acquire); }
 
@@ -92,6 +93,7 @@ class Stream {
   void on_epoch_complete(uint64_t sequence, const std::string* error);
 
   const uint64_t id_;
+  const int device_;
   const std::shared_ptr<Timeline> timeline_;
   RankedMutex op_mtx_{LockRank::StreamOp, "stream.op_mtx"};
   RankedMutex fence_mtx_{LockRank::StreamFence, "stream.fence_mtx"};

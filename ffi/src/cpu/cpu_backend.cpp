@@ -142,11 +142,11 @@ class CpuQueue final : public Queue {
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
-  void* allocate(size_t bytes) override { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
-  void deallocate(void* data, size_t) override { std::free(data); }
+  void* allocate(size_t bytes, int) override { return std::aligned_alloc(64, (bytes + 63) / 64 * 64); }
+  void deallocate(void* data, size_t, int) override { std::free(data); }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  std::unique_ptr<Queue> new_queue(uint64_t) override { return std::make_unique<CpuQueue>(); }
+  std::unique_ptr<Queue> new_queue(uint64_t, int) override { return std::make_unique<CpuQueue>(); }
 };
 
 }  // namespace
