@@ -203,7 +203,15 @@ void step(Input& in, State& st) {
       }
       break;
     case 26:
-      if (st.streams.size() < 2 && lanes_stream_new(&out) == LANES_OK) st.streams.push_back(out);
+      if (st.streams.size() < 2) {
+        // Device 0 mostly; sometimes a device that may not exist (it must fail cleanly).
+        int32_t device = in.u8() % 8 == 0 ? in.i8() : 0;
+        int32_t count = 0;
+        if (lanes_device_count(&count) != LANES_OK || count < 1) __builtin_trap();
+        lanes_status s = device == 0 ? lanes_stream_new(&out) : lanes_stream_new_on(device, &out);
+        if (s == LANES_OK) st.streams.push_back(out);
+        else if (device >= 0 && device < count) __builtin_trap();
+      }
       break;
     case 27:
       if (!st.streams.empty() && in.u8() % 4 == 0) {  // dispose a stream with work maybe in flight
