@@ -68,11 +68,22 @@ const symbols = {
 const packageRoot = resolve(dirname(import.meta.path), "..");
 const libraryName = `liblanes.${suffix}`;
 
+/** The package that carries the prebuilt library for this platform. */
+export function platformPackage(): string {
+  return process.platform === "linux" ? `@lanes/linux-${process.arch}-gnu` : `@lanes/${process.platform}-${process.arch}`;
+}
+
+// In order: LANES_LIBRARY_PATH, a local build (zig-out/lib), the platform package.
 function candidatePaths(): string[] {
   const paths: string[] = [];
   const fromEnv = process.env.LANES_LIBRARY_PATH;
   if (fromEnv) paths.push(fromEnv);
   paths.push(join(packageRoot, "zig-out", "lib", libraryName));
+  try {
+    paths.push(join(dirname(Bun.resolveSync(`${platformPackage()}/package.json`, packageRoot)), "lib", libraryName));
+  } catch {
+    paths.push(`${platformPackage()} (not installed)`);
+  }
   return paths;
 }
 
@@ -83,8 +94,8 @@ function open() {
   }
   throw new LanesError(
     "INTERNAL",
-    `lanes: native library not found (tried: ${tried.join(", ")}). Build it with \`bun run build\` ` +
-      "(zig build -Doptimize=ReleaseFast) in the lanes package folder.",
+    `lanes: native library not found (tried: ${tried.join(", ")}). Install the prebuilt package for this ` +
+      `platform (${platformPackage()}), or build it with \`bun run build\` (zig build -Doptimize=ReleaseFast) in the lanes package folder.`,
   );
 }
 

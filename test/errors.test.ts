@@ -155,7 +155,7 @@ describe("evaluation", () => {
 });
 
 describe("loading", () => {
-  test("a missing native library names the command that builds it", async () => {
+  test("a missing native library lists every place tried, the platform package and the build command", async () => {
     const { mkdtempSync, cpSync } = await import("node:fs");
     const { join } = await import("node:path");
     const dir = mkdtempSync(join(require("node:os").tmpdir(), "lanes-noload-"));
@@ -167,5 +167,6 @@ describe("loading", () => {
     expect(proc.exitCode).not.toBe(0);
     expect(stderr).toContain("native library not found");
     expect(stderr).toContain("bun run build");
+    expect(stderr).toContain(process.platform === "linux" ? `@lanes/linux-${process.arch}-gnu (not installed)` : "@lanes/");
   });
 });
