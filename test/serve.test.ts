@@ -150,3 +150,31 @@ describe("ramp", () => {
     expect(r.equalSerial).toBe(27);
   });
 });
+
+describe("process lifecycle", () => {
+  test("SIGTERM drains the request in flight, then the process exits 0", async () => {
+    const proc = Bun.spawn([process.execPath, `${import.meta.dir}/../src/cli.ts`, "serve", "--port", "0", "--workers", "1"], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    try {
+      const reader = proc.stdout.getReader();
+      let text = "";
+      while (!/http:\/\/[\d.]+:\d+/.test(text)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`serve exited early: ${await new Response(proc.stderr).text()}`);
+        text += new TextDecoder().decode(value);
+      }
+      const url = /http:\/\/[\d.]+:\d+/.exec(text)![0];
+      const pending = post(url + "/v1/generate", { model: "transformer", prompt: "drain me", max_tokens: 120 });
+      await Bun.sleep(60);
+      proc.kill("SIGTERM");
+      const res = await pending;
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as { tokens: number[] }).tokens.length).toBe(120);
+      expect(await proc.exited).toBe(0);
+    } finally {
+      proc.kill();
+    }
+  }, 60_000);
+});
