@@ -40,6 +40,7 @@ const cuda_sources = [_][]const u8{
     "cuda/launch.cpp",
     "cuda/matmul.cpp",
     "cuda/modules.cpp",
+    "cuda/staging.cpp",
 };
 
 const Sanitizer = enum { none, thread };

@@ -60,6 +60,23 @@ for (const dtype of ["float32", "bfloat16"] as const) {
   row(`add ${tag} 8192²`, "GB/s", (3 * bytes) / perOp(() => lx.add(x, y), 20) / 1e9, torchKernels[`add_${tag}`]!);
 }
 
+// Host <-> device copies of 256 MB: lanes' array() upload and toFloat32Array() download.
+{
+  const host = new Float32Array(64 << 20).map((_, i) => i % 1000);
+  let up = Infinity, down = Infinity;
+  for (let r = 0; r < 4; r++) {
+    let t = performance.now();
+    const a = lx.array(host, [host.length]);
+    up = Math.min(up, (performance.now() - t) / 1000);
+    t = performance.now();
+    a.toFloat32Array();
+    down = Math.min(down, (performance.now() - t) / 1000);
+    a.dispose();
+  }
+  row("upload 256 MB (array())", "GB/s", host.byteLength / up / 1e9, torchKernels.upload!);
+  row("download 256 MB (toFloat32Array)", "GB/s", host.byteLength / down / 1e9, torchKernels.download!);
+}
+
 // Concurrency: Workers on their own streams (lanes, per-stream and global locking) against
 // Python threads on their own torch.cuda.Streams, all running the same 29-kernel graph.
 function lanesScaling(mode: string): Record<string, number> {

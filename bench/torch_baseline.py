@@ -40,6 +40,13 @@ def kernels():
         out[f"softmax_{name}"] = 2 * nbytes / timed(lambda: torch.softmax(x, -1), 20) / 1e9
         out[f"rmsnorm_{name}"] = 2 * nbytes / timed(lambda: torch.nn.functional.rms_norm(x, (cols,), w, 1e-5), 20) / 1e9
         out[f"add_{name}"] = 3 * nbytes / timed(lambda: x + y, 20) / 1e9
+    # Host <-> device copies of 256 MB, from and into ordinary (pageable) host memory, as a
+    # Bun program's typed arrays are.
+    host = torch.randn(64 << 20).numpy()
+    dev = torch.randn(64 << 20, device="cuda")
+    nbytes = host.nbytes
+    out["upload"] = nbytes / timed(lambda: torch.from_numpy(host).to("cuda"), 5) / 1e9
+    out["download"] = nbytes / timed(lambda: dev.cpu(), 5) / 1e9
     print(json.dumps(out))
 
 

@@ -72,6 +72,10 @@ Driver load_driver() {
   BIND(lib, d, cuMemcpyHtoD, "cuMemcpyHtoD_v2");
   BIND(lib, d, cuMemcpyDtoH, "cuMemcpyDtoH_v2");
   BIND(lib, d, cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2");
+  BIND(lib, d, cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2");
+  BIND(lib, d, cuEventCreate, "cuEventCreate");
+  BIND(lib, d, cuEventRecord, "cuEventRecord");
+  BIND(lib, d, cuEventSynchronize, "cuEventSynchronize");
   BIND(lib, d, cuMemsetD8, "cuMemsetD8_v2");
   BIND(lib, d, cuStreamCreate, "cuStreamCreate");
   BIND(lib, d, cuStreamDestroy, "cuStreamDestroy_v2");

@@ -24,6 +24,19 @@ function broadcastPartner(base: number[]): number[] {
 }
 
 describe("creation", () => {
+  test("large arrays round-trip exactly, across copy-chunk boundaries", () => {
+    // 25 MiB + 3 elements: several 8 MiB staging chunks on GPUs and a ragged last one.
+    const n = (25 << 18) + 3;
+    const host = new Float32Array(n);
+    for (let i = 0; i < n; i++) host[i] = (i % 9973) * 0.5 - i / n;
+    const a = lx.array(host, [n]);
+    expect(a.toFloat32Array()).toEqual(host);
+    const doubled = lx.add(a, a).toFloat32Array();
+    for (let i = 0; i < n; i += 4099) expect(doubled[i]).toBe(host[i]! * 2);
+    expect(doubled[n - 1]).toBe(host[n - 1]! * 2);
+    a.dispose();
+  });
+
   test("array from nested numbers, Float32Array, Int32Array and scalars", () => {
     const a = lx.array([
       [1, 2, 3],

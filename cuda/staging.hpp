@@ -1,0 +1,33 @@
+// Host <-> device copies through pinned staging buffers: a large copy moves in 8 MiB chunks,
+// double-buffered, so the DMA of one chunk overlaps the CPU copy of the previous one and the
+// transfer runs at pinned-memory speed without pinning the caller's memory.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "driver.hpp"
+
+namespace lanes::cuda {
+
+class Staging {
+ public:
+  void download(void* dst, CUdeviceptr src, size_t bytes);
+  void upload(CUdeviceptr dst, const void* src, size_t bytes);
+
+ private:
+  // Two pinned chunks, their events and a copy stream: one caller at a time.
+  struct Slot {
+    void* chunk[2] = {nullptr, nullptr};
+    CUevent done[2] = {nullptr, nullptr};
+    CUstream stream = nullptr;
+  };
+  std::unique_ptr<Slot> take();
+  void give_back(std::unique_ptr<Slot> slot);
+
+  std::mutex mutex_;  // leaf: the free slots
+  std::vector<std::unique_ptr<Slot>> free_;
+};
+
+}  // namespace lanes::cuda
