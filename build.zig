@@ -18,9 +18,11 @@ const core_sources = [_][]const u8{
     "ffi/src/timeline.cpp",
     "ffi/src/watchdog.cpp",
     "ffi/src/cpu/compute_pool.cpp",
+    "ffi/src/cpu/cpu_features.cpp",
     "ffi/src/cpu/cpu_backend.cpp",
     "ffi/src/cpu/kernels.cpp",
     "ffi/src/cpu/sgemm.cpp",
+    "ffi/src/cpu/softmax_simd.cpp",
     "ffi/src/gpu/in_order_completions.cpp",
     "ffi/src/gpu/kernel_layout.cpp",
 };

@@ -11,6 +11,7 @@
 #include "compute_pool.hpp"
 #include "philox.hpp"
 #include "sgemm.hpp"
+#include "softmax_simd.hpp"
 #include "tensor_access.hpp"
 
 namespace lanes::cpu {
@@ -636,6 +637,10 @@ void softmax_typed(const Command& c) {
         for (int64_t l = 0; l < L; ++l) yr[l * inner] = down<T>(std::numeric_limits<float>::quiet_NaN());
         continue;
       }
+      // Contiguous float32 rows: the vectorized exp (a fixed code path per row, so results
+      // never depend on threads).
+      if constexpr (std::is_same_v<T, float>)
+        if (inner == 1 && m > -std::numeric_limits<float>::infinity() && softmax_row_avx2(xr, yr, L)) continue;
       double sum = 0;
       for (int64_t l = 0; l < L; ++l) {
         e[l] = std::exp(float(up(xr[l * inner])) - m);
