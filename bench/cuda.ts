@@ -77,6 +77,28 @@ for (const dtype of ["float32", "bfloat16"] as const) {
   row("download 256 MB (toFloat32Array)", "GB/s", host.byteLength / down / 1e9, torchKernels.download!);
 }
 
+// The serving loop's round trip: build a small graph and read its result (the copy is queued
+// on the stream right behind the kernels).
+{
+  using x = lx.random.normal([64, 64], { seed: 6 });
+  using w = lx.random.normal([64, 64], { seed: 7 });
+  lx.eval(x, w);
+  const once = () => {
+    using y = lx.softmax(lx.matmul(x, w), -1);
+    y.toFloat32Array();
+  };
+  for (let i = 0; i < 50; i++) once();
+  let best = Infinity;
+  for (let r = 0; r < 3; r++) {
+    const t = performance.now();
+    for (let i = 0; i < 500; i++) once();
+    best = Math.min(best, (performance.now() - t) / 500);
+  }
+  const us = best * 1000;
+  rows.push({ name: "graph + read round trip (64x64)", unit: "us", lanes: us, torch: torchKernels.read_roundtrip_us!, ratio: torchKernels.read_roundtrip_us! / us });
+  console.log(`${"graph + read round trip (64x64)".padEnd(28)} ${us.toFixed(1).padStart(9)} us      torch ${torchKernels.read_roundtrip_us!.toFixed(1).padStart(9)}  ratio ${(torchKernels.read_roundtrip_us! / us).toFixed(2)} (torch time / lanes time)`);
+}
+
 // Concurrency: Workers on their own streams (lanes, per-stream and global locking) against
 // Python threads on their own torch.cuda.Streams, all running the same 29-kernel graph.
 function lanesScaling(mode: string): Record<string, number> {

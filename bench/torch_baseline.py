@@ -47,6 +47,10 @@ def kernels():
     nbytes = host.nbytes
     out["upload"] = nbytes / timed(lambda: torch.from_numpy(host).to("cuda"), 5) / 1e9
     out["download"] = nbytes / timed(lambda: dev.cpu(), 5) / 1e9
+    # The serving loop's round trip: a small graph, then its result on the host.
+    x = torch.randn(64, 64, device="cuda")
+    w = torch.randn(64, 64, device="cuda")
+    out["read_roundtrip_us"] = timed(lambda: torch.softmax(x @ w, -1).cpu(), 500) * 1e6
     print(json.dumps(out))
 
 

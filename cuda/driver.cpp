@@ -76,6 +76,7 @@ Driver load_driver() {
   BIND(lib, d, cuEventCreate, "cuEventCreate");
   BIND(lib, d, cuEventRecord, "cuEventRecord");
   BIND(lib, d, cuEventSynchronize, "cuEventSynchronize");
+  BIND(lib, d, cuEventQuery, "cuEventQuery");
   BIND(lib, d, cuMemsetD8, "cuMemsetD8_v2");
   BIND(lib, d, cuStreamCreate, "cuStreamCreate");
   BIND(lib, d, cuStreamDestroy, "cuStreamDestroy_v2");

@@ -4,10 +4,6 @@
 #include <cstring>
 
 namespace lanes::cuda {
-namespace {
-constexpr size_t kChunk = size_t(8) << 20;
-}
-
 std::unique_ptr<Staging::Slot> Staging::take() {
   {
     std::lock_guard lock(mutex_);
