@@ -47,7 +47,37 @@ struct Counter {
   ErrorWords* words = nullptr;
   // Where a stream on `waiter` waits for this counter.
   CUdeviceptr address_for(const Device& waiter) const { return &waiter == device ? address : host.device; }
+
+  // LANES_CUDA_SYNC=events (an experiment, measured in docs/CUDA.md): an event recorded after
+  // each epoch still in flight, by sequence. Waiters make their stream wait on it.
+  std::mutex events_mutex;  // leaf; held across cuStreamWaitEvent/cuEventRecord, which never block
+  std::deque<std::pair<uint64_t, CUevent>> events;
+  void record(uint64_t sequence, CUstream stream) {
+    CUevent e = nullptr;
+    check(driver().cuEventCreate(&e, CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+    std::lock_guard lock(events_mutex);
+    check(driver().cuEventRecord(e, stream), "cuEventRecord");
+    events.emplace_back(sequence, e);
+  }
+  void wait(CUstream stream, uint64_t value) {
+    std::lock_guard lock(events_mutex);
+    for (auto& [seq, e] : events)
+      if (seq >= value) {
+        check(driver().cuStreamWaitEvent(stream, e, 0), "cuStreamWaitEvent");
+        return;
+      }
+    // Not in flight any more: it completed already.
+  }
+  void completed(uint64_t sequence) {
+    std::lock_guard lock(events_mutex);
+    while (!events.empty() && events.front().first <= sequence) {
+      driver().cuEventDestroy(events.front().second);
+      events.pop_front();
+    }
+  }
+
   ~Counter() {
+    for (auto& [seq, e] : events) driver().cuEventDestroy(e);
     if (words) words->give_back(host);
     if (!address) return;
     device->make_current();
@@ -123,6 +153,7 @@ class CudaQueue final : public Queue {
     CompletionFn on_complete;
     std::unique_ptr<LaunchContext> launched;
     std::optional<std::string> error;  // at launch time
+    CUgraphExec graph = nullptr;       // LANES_CUDA_GRAPHS=1: destroyed at completion
   };
 
   static void host_done(void* completions);
@@ -259,6 +290,8 @@ class CudaBackend final : public Backend {
       cached_limit_ = std::max<uint64_t>(cached_limit_, total_bytes / 4);
     dev->tf32 = env_is("LANES_CUDA_TF32", "1");
     dev->use_cublaslt = !env_is("LANES_CUDA_CUBLASLT", "0");
+    dev->graphs = env_is("LANES_CUDA_GRAPHS", "1");
+    dev->event_sync = env_is("LANES_CUDA_SYNC", "events");
     if (const CublasLt* lt = cublaslt(); lt && dev->use_cublaslt)
       if (lt->cublasLtCreate(&dev->cublaslt_handle) != 0) dev->cublaslt_handle = nullptr;
     return dev;
@@ -319,9 +352,13 @@ void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence,
   device_.make_current();
   s->launched = std::make_unique<LaunchContext>(LaunchContext{device_, backend_.error_words(), stream_, {}, {}});
   if (!s->buffer->injected) {
+    // LANES_CUDA_GRAPHS=1 (an experiment, measured in docs/CUDA.md): the epoch's launches are
+    // captured into a graph, instantiated and launched as one.
+    bool capturing = device_.graphs && d.cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_RELAXED) == CUDA_SUCCESS;
     try {
       for (CudaCommandBuffer::Item& item : s->buffer->items) {
-        if (item.wait_on)
+        if (item.wait_on && device_.event_sync) item.wait_counter->wait(stream_, item.wait_value);
+        else if (item.wait_on)
           check(d.cuStreamWaitValue64(stream_, item.wait_counter->address_for(device_), item.wait_value, CU_STREAM_WAIT_VALUE_GEQ),
                 "cuStreamWaitValue64");
         else launch_command(item.command, *s->launched);
@@ -329,8 +366,23 @@ void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence,
     } catch (const std::exception& e) {
       s->error = e.what();
     }
+    if (capturing) {
+      CUgraph graph = nullptr;
+      CUresult r = d.cuStreamEndCapture(stream_, &graph);
+      if (r == CUDA_SUCCESS && !s->error) r = d.cuGraphInstantiateWithFlags(&s->graph, graph, 0);
+      if (r == CUDA_SUCCESS && !s->error) r = d.cuGraphLaunch(s->graph, stream_);
+      if (graph) d.cuGraphDestroy(graph);
+      if (r != CUDA_SUCCESS && !s->error) s->error = "CUDA graph of stream " + std::to_string(stream_id_) + ": " + error_text(r);
+    }
   }
   // Always signal, so other streams' waits and the completion thread move on.
+  if (device_.event_sync) {
+    try {
+      counter_->record(sequence, stream_);
+    } catch (const std::exception& e) {
+      if (!s->error) s->error = e.what();
+    }
+  }
   CUresult w = d.cuStreamWriteValue64(stream_, counter_->address, sequence, 0);
   if (w == CUDA_SUCCESS && backend_.multi_device()) w = d.cuStreamWriteValue64(stream_, counter_->host.device, sequence, 0);
   CUresult h = w == CUDA_SUCCESS ? d.cuLaunchHostFunc(stream_, &CudaQueue::host_done, completions_.get()) : w;
@@ -400,6 +452,8 @@ void CudaQueue::complete(Submission& s, const std::optional<std::string>& sticky
   }
   if (!error) runtime().counters.kernels_executed.fetch_add(commands, std::memory_order_relaxed);
   CompletionFn done = std::move(s.on_complete);
+  if (s.graph) driver().cuGraphExecDestroy(s.graph);
+  if (device_.event_sync) counter_->completed(s.sequence);
   s.buffer.reset();  // release the epoch's buffers and scratch before signalling
   s.launched.reset();
   done(error ? &*error : nullptr);

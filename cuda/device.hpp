@@ -22,6 +22,8 @@ struct Device {
   int cc_major = 0, cc_minor = 0, sm_count = 1;
   bool tf32 = false;          // LANES_CUDA_TF32=1: float32 matmul may use TF32 tensor cores
   bool use_cublaslt = true;   // LANES_CUDA_CUBLASLT=0 forces lanes' own matmul kernel
+  bool graphs = false;        // LANES_CUDA_GRAPHS=1: each epoch is captured and launched as a CUDA graph
+  bool event_sync = false;    // LANES_CUDA_SYNC=events: cross-stream waits on events, not counters
   void* cublaslt_handle = nullptr;
   std::unique_ptr<Modules> modules;
 

@@ -77,6 +77,14 @@ Driver load_driver() {
   BIND(lib, d, cuEventRecord, "cuEventRecord");
   BIND(lib, d, cuEventSynchronize, "cuEventSynchronize");
   BIND(lib, d, cuEventQuery, "cuEventQuery");
+  BIND(lib, d, cuEventDestroy, "cuEventDestroy_v2", "cuEventDestroy");
+  BIND(lib, d, cuStreamWaitEvent, "cuStreamWaitEvent");
+  BIND(lib, d, cuStreamBeginCapture, "cuStreamBeginCapture_v2", "cuStreamBeginCapture");
+  BIND(lib, d, cuStreamEndCapture, "cuStreamEndCapture");
+  BIND(lib, d, cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags");
+  BIND(lib, d, cuGraphLaunch, "cuGraphLaunch");
+  BIND(lib, d, cuGraphDestroy, "cuGraphDestroy");
+  BIND(lib, d, cuGraphExecDestroy, "cuGraphExecDestroy");
   BIND(lib, d, cuMemsetD8, "cuMemsetD8_v2");
   BIND(lib, d, cuStreamCreate, "cuStreamCreate");
   BIND(lib, d, cuStreamDestroy, "cuStreamDestroy_v2");
