@@ -77,8 +77,7 @@ for (const dtype of ["float32", "bfloat16"] as const) {
   row("download 256 MB (toFloat32Array)", "GB/s", host.byteLength / down / 1e9, torchKernels.download!);
 }
 
-// The serving loop's round trip: build a small graph and read its result (the copy is queued
-// on the stream right behind the kernels).
+// The serving loop's round trip: build a small graph and read its result.
 {
   using x = lx.random.normal([64, 64], { seed: 6 });
   using w = lx.random.normal([64, 64], { seed: 7 });

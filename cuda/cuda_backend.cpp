@@ -113,28 +113,6 @@ class CudaCommandBuffer final : public CommandBuffer {
 
 class CudaBackend;
 
-// A copy into a pinned staging chunk queued on a stream; finish() waits for its event.
-class CudaPendingRead final : public PendingRead {
- public:
-  CudaPendingRead(Staging& staging, std::unique_ptr<Staging::Slot> slot, size_t bytes)
-      : staging_(staging), slot_(std::move(slot)), bytes_(bytes) {}
-  ~CudaPendingRead() override {
-    // Unfinished (the read failed): recycle the chunk only if its copy is already done; a
-    // copy held behind a paused or broken stream must never block this thread.
-    if (slot_ && driver().cuEventQuery(slot_->done[0]) == CUDA_SUCCESS) staging_.give_back(std::move(slot_));
-    else slot_.release();  // NOLINT: leaked on purpose, see above
-  }
-  void finish(void* dst) override {
-    check(driver().cuEventSynchronize(slot_->done[0]), "copy from the device");
-    std::memcpy(dst, slot_->chunk[0], bytes_);
-    staging_.give_back(std::move(slot_));
-  }
-
- private:
-  Staging& staging_;
-  std::unique_ptr<Staging::Slot> slot_;
-  size_t bytes_;
-};
 
 class CudaQueue final : public Queue {
  public:
@@ -144,7 +122,6 @@ class CudaQueue final : public Queue {
   std::unique_ptr<CommandBuffer> new_command_buffer() override;
   void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) override;
   void debug_pause(bool paused) override;
-  std::unique_ptr<PendingRead> read_after(const void* src, size_t bytes) override;
 
  private:
   struct Submission {
@@ -261,7 +238,6 @@ class CudaBackend final : public Backend {
   }
 
   bool multi_device() const { return devices_.size() > 1; }
-  Staging& staging() { return staging_; }
   ErrorWords& error_words() { return error_words_; }
 
  private:
@@ -388,21 +364,6 @@ void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence,
   CUresult h = w == CUDA_SUCCESS ? d.cuLaunchHostFunc(stream_, &CudaQueue::host_done, completions_.get()) : w;
   if (h != CUDA_SUCCESS && !s->error) s->error = "CUDA stream " + std::to_string(stream_id_) + ": " + error_text(h);
   completions_->push([this, s](const std::optional<std::string>& sticky) { complete(*s, sticky); }, h == CUDA_SUCCESS);
-}
-
-std::unique_ptr<PendingRead> CudaQueue::read_after(const void* src, size_t bytes) {
-  if (bytes > Staging::kChunk) return nullptr;  // large reads stream through double buffering instead
-  std::lock_guard lock(mutex_);
-  device_.make_current();
-  std::unique_ptr<Staging::Slot> slot = backend_.staging().take();
-  const Driver& d = driver();
-  CUresult r = d.cuMemcpyDtoHAsync(slot->chunk[0], reinterpret_cast<CUdeviceptr>(src), bytes, stream_);
-  if (r == CUDA_SUCCESS) r = d.cuEventRecord(slot->done[0], stream_);
-  if (r != CUDA_SUCCESS) {
-    backend_.staging().give_back(std::move(slot));
-    return nullptr;
-  }
-  return std::make_unique<CudaPendingRead>(backend_.staging(), std::move(slot), bytes);
 }
 
 void CudaQueue::debug_pause(bool paused) {

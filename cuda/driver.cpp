@@ -76,7 +76,6 @@ Driver load_driver() {
   BIND(lib, d, cuEventCreate, "cuEventCreate");
   BIND(lib, d, cuEventRecord, "cuEventRecord");
   BIND(lib, d, cuEventSynchronize, "cuEventSynchronize");
-  BIND(lib, d, cuEventQuery, "cuEventQuery");
   BIND(lib, d, cuEventDestroy, "cuEventDestroy_v2", "cuEventDestroy");
   BIND(lib, d, cuStreamWaitEvent, "cuStreamWaitEvent");
   BIND(lib, d, cuStreamBeginCapture, "cuStreamBeginCapture_v2", "cuStreamBeginCapture");

@@ -13,12 +13,12 @@ namespace lanes::cuda {
 
 class Staging {
  public:
-  static constexpr size_t kChunk = size_t(8) << 20;
-
   void download(void* dst, CUdeviceptr src, size_t bytes);
   void upload(CUdeviceptr dst, const void* src, size_t bytes);
 
-  // Two pinned chunks, their events and a copy stream: one user at a time.
+ private:
+  static constexpr size_t kChunk = size_t(8) << 20;
+  // Two pinned chunks, their events and a copy stream: one caller at a time.
   struct Slot {
     void* chunk[2] = {nullptr, nullptr};
     CUevent done[2] = {nullptr, nullptr};
@@ -27,7 +27,6 @@ class Staging {
   std::unique_ptr<Slot> take();
   void give_back(std::unique_ptr<Slot> slot);
 
- private:
   std::mutex mutex_;  // leaf: the free slots
   std::vector<std::unique_ptr<Slot>> free_;
 };

@@ -409,17 +409,9 @@ lanes_status lanes_array_read(uint64_t a, void* dst, uint64_t nbytes) {
     // A strided view is read through a contiguous copy.
     if (!n->contiguous()) n = make_astype(n, n->dtype, n->stream ? n->stream : running_runtime().stream_or_default(0));
     schedule({n});
-    const char* src = static_cast<const char*>(n->buffer->data()) + n->offset * static_cast<int64_t>(dtype_size(n->dtype));
-    // Still running on its own stream: queue the copy right behind it on the device.
-    std::unique_ptr<PendingRead> pending;
-    if (nbytes && n->op != OpCode::View && n->stream && n->timeline &&
-        state_of(n->state.load(std::memory_order_acquire)) == NodeState::Scheduled && n->timeline->completed() < n->value) {
-      n->stream->flush_through(n->value);
-      pending = n->stream->read_after(src, nbytes);
-    }
     wait_ready(*n);
-    if (pending) pending->finish(dst);
-    else if (nbytes) running_runtime().backend().download(dst, src, nbytes);
+    const char* src = static_cast<const char*>(n->buffer->data()) + n->offset * static_cast<int64_t>(dtype_size(n->dtype));
+    if (nbytes) running_runtime().backend().download(dst, src, nbytes);
   });
 }
 

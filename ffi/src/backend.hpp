@@ -23,15 +23,6 @@ class CommandBuffer {
   virtual void inject_failure(std::string reason) = 0;
 };
 
-// A copy to the host queued on a stream behind the work committed before it.
-class PendingRead {
- public:
-  virtual ~PendingRead() = default;
-  // Blocks until the copy landed, then writes its bytes to `dst`. Call only after the work it
-  // follows completed successfully (its data is undefined otherwise).
-  virtual void finish(void* dst) = 0;
-};
-
 // Runs on a backend thread once every command of a committed buffer ran (error set on
 // failure). It must not take any op lock, and must not throw.
 using CompletionFn = std::function<void(const std::string* error)>;
@@ -45,10 +36,6 @@ class Queue {
   virtual void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) = 0;
   // Test-only: while paused the queue starts no committed buffer (to exercise the watchdog).
   virtual void debug_pause(bool paused) = 0;
-  // Queues a copy of `bytes` at device address `src` to the host behind everything committed
-  // so far, so it starts the moment the producer finishes on the device. Null when the backend
-  // has no such path (the read then copies after completion).
-  virtual std::unique_ptr<PendingRead> read_after(const void* src, size_t bytes) { return nullptr; }
 };
 
 class Backend {

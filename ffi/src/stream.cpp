@@ -81,15 +81,6 @@ void Stream::debug_pause(bool paused) {
   queue_->debug_pause(paused);
 }
 
-std::unique_ptr<PendingRead> Stream::read_after(const void* src, size_t bytes) {
-  try {
-    StreamOpLock lock(*this);
-    return queue_->read_after(src, bytes);
-  } catch (const Error&) {
-    return nullptr;  // disposed, or the device refused the copy: read after completion instead
-  }
-}
-
 void Stream::flush_through(uint64_t value) {
   if (committed_.load(std::memory_order_acquire) >= value) return;
   if (disposed()) return;  // shutdown committed everything

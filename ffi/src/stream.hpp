@@ -87,8 +87,6 @@ class Stream {
   void inject_failures(uint32_t count) { injected_failures_.fetch_add(count, std::memory_order_relaxed); }
   // Test-only: holds back (or releases) the stream's committed work. Disposed streams ignore it.
   void debug_pause(bool paused);
-  // The queue's read_after, under the op lock; null if unsupported or the stream was disposed.
-  std::unique_ptr<PendingRead> read_after(const void* src, size_t bytes);
 
  private:
   friend class StreamOpLock;
