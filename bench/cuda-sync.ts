@@ -53,7 +53,7 @@ if (process.argv.includes("--child")) {
   ];
   const results = variants.map(([name, env]) => {
     const r = spawnSync(process.execPath, [import.meta.path, "--child"], { encoding: "utf8", env: { ...process.env, ...env } });
-    if (r.status !== 0) return { name, error: r.stderr.trim().split("\n").slice(-3).join(" ") };
+    if (r.status !== 0) return { name, error: r.stderr.trim().split("\n").filter((l) => /error|Error/.test(l)).slice(0, 3).join(" | ") };
     return { name, ...JSON.parse(r.stdout.trim().split("\n").pop()!) };
   });
   console.log(`backend ${lx.backendName()}`);
