@@ -117,22 +117,33 @@ function checkShapes(arch: Architecture, w: Weights): void {
   for (const [name, shape] of Object.entries(arch.shapes())) weight(w, name, shape);
 }
 
-class Classifier implements Model {
-  readonly kind = "classifier";
+// What both model kinds share: the checked weights and the dimensions from the architecture.
+abstract class BaseModel {
   readonly vocab: number;
   readonly maxSeq: number;
-  readonly outputs: number;
   readonly architecture: Architecture["name"];
   constructor(
     readonly name: string,
-    private readonly arch: Architecture,
-    private readonly w: Weights,
+    protected readonly arch: Architecture,
+    protected readonly w: Weights,
   ) {
     checkShapes(arch, w);
     this.architecture = arch.name;
     this.vocab = arch.config.vocab;
     this.maxSeq = arch.config.maxSeq;
-    this.outputs = arch.config.classes!;
+  }
+  get weights(): ReadonlyMap<string, LanesArray> {
+    return this.w;
+  }
+  dispose(): void {
+    for (const a of this.w.values()) a.dispose();
+  }
+}
+
+class Classifier extends BaseModel implements Model {
+  readonly kind = "classifier";
+  get outputs(): number {
+    return this.arch.config.classes!;
   }
   step(tokens: readonly number[], _state: DecoderState | undefined, stream: Stream): Step {
     const s = new Scope();
@@ -144,30 +155,12 @@ class Classifier implements Model {
     });
     return { logits, state: { pos: tokens.length, caches: [] }, scope: s };
   }
-  get weights(): ReadonlyMap<string, LanesArray> {
-    return this.w;
-  }
-  dispose(): void {
-    for (const a of this.w.values()) a.dispose();
-  }
 }
 
-class Decoder implements Model {
+class Decoder extends BaseModel implements Model {
   readonly kind = "decoder";
-  readonly vocab: number;
-  readonly maxSeq: number;
-  readonly outputs: number;
-  readonly architecture: Architecture["name"];
-  constructor(
-    readonly name: string,
-    private readonly arch: Architecture,
-    private readonly w: Weights,
-  ) {
-    checkShapes(arch, w);
-    this.architecture = arch.name;
-    this.vocab = arch.config.vocab;
-    this.maxSeq = arch.config.maxSeq;
-    this.outputs = arch.config.vocab;
+  get outputs(): number {
+    return this.arch.config.vocab;
   }
   step(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step {
     const s = new Scope();
@@ -201,12 +194,6 @@ class Decoder implements Model {
       return s.t(lx.reshape(s.t(lx.matmul(h, head)), [cfg.vocab]));
     });
     return { logits, state: { pos: pos + tokens.length, caches }, scope: s };
-  }
-  get weights(): ReadonlyMap<string, LanesArray> {
-    return this.w;
-  }
-  dispose(): void {
-    for (const a of this.w.values()) a.dispose();
   }
 }
 

@@ -288,6 +288,19 @@ void astype(const Command& c) {
 
 constexpr int64_t kPackedMatmulWork = int64_t(64) * 64 * 64;
 
+// Element offsets of batch `bi` in the two operands (batch dims read through their strides).
+std::pair<int64_t, int64_t> batch_offsets(int64_t bi, const Shape& batch, const std::vector<int64_t>& sa,
+                                          const std::vector<int64_t>& sb) {
+  int64_t oa = 0, ob = 0;
+  for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
+    int64_t idx = bi % batch[d];
+    bi /= batch[d];
+    oa += idx * sa[d];
+    ob += idx * sb[d];
+  }
+  return {oa, ob};
+}
+
 // Y[batch, M, N] = A @ B for float32 operands read through strides (so transposed and
 // broadcast operands need no copy). `sa`/`sb` are the operands' element strides read as
 // [batch..., M, K] and [batch..., K, N].
@@ -305,13 +318,7 @@ void matmul_f32(const float* A, const std::vector<int64_t>& sa, const float* B, 
   if (M * N * K >= kPackedMatmulWork) {
     bool done = true;
     for (int64_t bi = 0; bi < batches && done; ++bi) {
-      int64_t oa = 0, ob = 0, rem = bi;
-      for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
-        int64_t idx = rem % batch[d];
-        rem /= batch[d];
-        oa += idx * sa[d];
-        ob += idx * sb[d];
-      }
+      auto [oa, ob] = batch_offsets(bi, batch, sa, sb);
       done = sgemm_packed({A + oa, a_row, a_col}, {B + ob, b_row, b_col}, Y + bi * M * N, M, N, K);
     }
     if (done) return;
@@ -326,13 +333,7 @@ void matmul_f32(const float* A, const std::vector<int64_t>& sa, const float* B, 
     for (int64_t w = wb; w < we; ++w) {
       int64_t bi = w / blocks_per_batch, i0 = (w % blocks_per_batch) * kRows;
       int64_t rows = std::min(kRows, M - i0);
-      int64_t oa = 0, ob = 0, rem = bi;
-      for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
-        int64_t idx = rem % batch[d];
-        rem /= batch[d];
-        oa += idx * sa[d];
-        ob += idx * sb[d];
-      }
+      auto [oa, ob] = batch_offsets(bi, batch, sa, sb);
       const float* b_mat = B + ob;
       // Every output element sums over k in increasing order, whichever loop shape: deterministic.
       for (int64_t r = 0; r < rows; ++r) {
