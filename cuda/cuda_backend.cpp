@@ -20,6 +20,7 @@
 #include <unordered_map>
 
 #include "../ffi/src/backend.hpp"
+#include "../ffi/src/epoch_checks.hpp"
 #include "../ffi/src/runtime.hpp"
 #include "../ffi/src/status.hpp"
 #include "../ffi/src/gpu/in_order_completions.hpp"
@@ -112,7 +113,6 @@ class CudaCommandBuffer final : public CommandBuffer {
 };
 
 class CudaBackend;
-
 
 class CudaQueue final : public Queue {
  public:
@@ -386,15 +386,10 @@ void CudaQueue::complete(Submission& s, const std::optional<std::string>& sticky
     if (item.wait_on) {
       // Already reached on the device; this waits for its host-side completion, which
       // records whether it failed.
-      if (auto e = item.wait_on->wait(item.wait_value))
-        error = "waited on stream " + std::to_string(item.wait_on->stream_id()) + ", which failed: " + *e;
+      error = failed_wait(*item.wait_on, item.wait_value);
       continue;
     }
-    for (const TensorArg& in : item.command.inputs)
-      if (in.buffer->poisoned.load(std::memory_order_acquire)) {
-        error = std::string(op_name(item.command.op, item.command.params.subop)) + ": an input was produced by failed work";
-        break;
-      }
+    error = poisoned_input(item.command);
   }
   if (s.launched) {
     for (const TakeCheck& t : s.launched->take_checks) {

@@ -22,6 +22,7 @@
 #include <optional>
 
 #include "../ffi/src/backend.hpp"
+#include "../ffi/src/epoch_checks.hpp"
 #include "../ffi/src/gpu/in_order_completions.hpp"
 #include "../ffi/src/runtime.hpp"
 #include "../ffi/src/status.hpp"
@@ -263,16 +264,11 @@ void MetalQueue::complete(Submission& s, const std::optional<std::string>& stick
   if (error && event_->event.signaledValue < s.sequence) event_->event.signaledValue = s.sequence;  // release waiters
   for (MetalCommandBuffer::Wait& w : b.waits) {
     if (error) break;
-    if (auto e = w.timeline->wait(w.value))
-      error = "waited on stream " + std::to_string(w.timeline->stream_id()) + ", which failed: " + *e;
+    error = failed_wait(*w.timeline, w.value);
   }
   for (const Command& c : b.commands) {
     if (error) break;
-    for (const TensorArg& in : c.inputs)
-      if (in.buffer->poisoned.load(std::memory_order_acquire)) {
-        error = std::string(op_name(c.op, c.params.subop)) + ": an input was produced by failed work";
-        break;
-      }
+    error = poisoned_input(c);
   }
   for (const TakeCheck& t : b.context->take_checks) {
     if (!error && t.word.host[0])

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "../backend.hpp"
+#include "../epoch_checks.hpp"
 #include "../runtime.hpp"
 #include "../status.hpp"
 #include "kernels.hpp"
@@ -41,8 +42,7 @@ class CpuCommandBuffer final : public CommandBuffer {
     for (Item& item : items_) {
       if (error) break;
       if (item.wait_on) {
-        if (auto e = item.wait_on->wait(item.wait_value))
-          error = "waited on stream " + std::to_string(item.wait_on->stream_id()) + ", which failed: " + *e;
+        error = failed_wait(*item.wait_on, item.wait_value);
         continue;
       }
       error = run(item.command);
@@ -55,9 +55,7 @@ class CpuCommandBuffer final : public CommandBuffer {
 
  private:
   static std::optional<std::string> run(const Command& c) {
-    for (const TensorArg& in : c.inputs)
-      if (in.buffer->poisoned.load(std::memory_order_acquire))
-        return std::string(op_name(c.op, c.params.subop)) + ": an input was produced by failed work";
+    if (auto poisoned = poisoned_input(c)) return poisoned;
     try {
       cpu::run_kernel(c);
     } catch (const std::exception& e) {
