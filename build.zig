@@ -51,6 +51,7 @@ pub fn build(b: *std.Build) void {
     const target = b.standardTargetOptions(.{});
     const optimize = b.standardOptimizeOption(.{});
     const sanitize = b.option(Sanitizer, "sanitize", "Build with a sanitizer (thread)") orelse .none;
+    const strip = b.option(bool, "strip", "Leave debug info out of the library (the prebuilt packages)");
     const lock_debug = b.option(bool, "lock-debug", "Track lock ranks and owners (default: on in Debug)") orelse (optimize == .debug);
 
     var flags: std.ArrayList([]const u8) = .empty;
@@ -63,6 +64,7 @@ pub fn build(b: *std.Build) void {
         .optimize = optimize,
         .link_libcpp = true,
         .sanitize_thread = sanitize == .thread,
+        .strip = strip,
     });
     lib_mod.addIncludePath(b.path("ffi/include"));
     lib_mod.addCSourceFiles(.{ .files = &core_sources, .flags = flags.items });

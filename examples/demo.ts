@@ -4,8 +4,8 @@
 // ramp table; exits 0 only when every request succeeded and matched.
 //
 //   bun run demo
-import { backendName } from "../src/index.ts";
-import { benchServe } from "../src/serve/bench.ts";
+import { backendName } from "lanes";
+import { benchServe } from "lanes/serve";
 
 const t0 = performance.now();
 const ok = await benchServe({ compareGlobal: false, torture: false });

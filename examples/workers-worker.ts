@@ -1,15 +1,16 @@
-// One demo Worker: runs its graphs on its own stream and posts results and timing back.
-import * as lx from "../src/index.ts";
+// One pool Worker: runs its graphs on the stream it was given (shared with other Workers) and
+// posts results and timing back.
+import * as lx from "lanes";
 import { buildGraph, type GraphKind } from "./workloads.ts";
 
 declare const self: Worker;
 
-export type DemoTask = { jobs: { kind: GraphKind; seed: number }[] };
+export type DemoTask = { streamId: number; jobs: { kind: GraphKind; seed: number }[] };
 export type DemoResult = { streamId: number; results: Float32Array[]; ms: number; error?: string };
 
 self.onmessage = async (event: MessageEvent<DemoTask>) => {
   try {
-    using stream = lx.newStream();
+    using stream = lx.streamFromId(event.data.streamId);
     const start = performance.now();
     const results: Float32Array[] = [];
     for (const { kind, seed } of event.data.jobs) {

@@ -1,15 +1,18 @@
-// Workers demo: 8 Workers, each on its own stream, run mixed graphs
-// concurrently; every result is checked bitwise against a serial run on the main thread.
+// A Worker pool sharing streams: 8 Workers run mixed graphs on 4 streams that the main thread
+// made and shares by id (two Workers submit to each stream at once); every result is checked
+// bitwise against a serial run on the main thread.
 //
-//   bun examples/workers.ts
-import * as lx from "../src/index.ts";
+//   bun examples/workers.ts          (LANES_DEMO_WORKERS, LANES_DEMO_STREAMS, LANES_DEMO_GRAPHS)
+import * as lx from "lanes";
 import type { DemoResult, DemoTask } from "./workers-worker.ts";
 import { buildGraph, graphKinds, sameBits } from "./workloads.ts";
 
 const workers = Number(process.env.LANES_DEMO_WORKERS ?? 8);
 const graphsPerWorker = Number(process.env.LANES_DEMO_GRAPHS ?? 12);
+const streams = Array.from({ length: Number(process.env.LANES_DEMO_STREAMS ?? 4) }, () => lx.newStream());
 
 const tasks: DemoTask[] = Array.from({ length: workers }, (_, w) => ({
+  streamId: streams[w % streams.length]!.id,
   jobs: Array.from({ length: graphsPerWorker }, (_, i) => ({ kind: graphKinds[(w + i) % graphKinds.length]!, seed: 1000 * w + i })),
 }));
 
@@ -57,7 +60,8 @@ const rows = results.map((r, w) => {
   };
 });
 
-console.log(`lanes demo — backend: ${lx.backendName()}, ${workers} Workers x ${graphsPerWorker} graphs, each Worker on its own stream`);
+for (const s of streams) s.dispose();
+console.log(`lanes Worker pool — backend: ${lx.backendName()}, ${workers} Workers x ${graphsPerWorker} graphs on ${streams.length} shared streams`);
 console.table(rows);
 const total = workers * graphsPerWorker;
 console.log(

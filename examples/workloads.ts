@@ -1,5 +1,5 @@
 // Mixed graphs (matmul, reductions, elementwise, softmax) used by the demo and the tests.
-import * as lx from "../src/index.ts";
+import * as lx from "lanes";
 
 export type GraphKind = "matmul" | "mixed" | "elementwise" | "reduce" | "softmax" | "chain";
 export const graphKinds: GraphKind[] = ["matmul", "mixed", "elementwise", "reduce", "softmax", "chain"];

@@ -21,7 +21,7 @@ export {
   type ErrorCode,
 } from "./errors.ts";
 export { eval, evalAsync } from "./eval.ts";
-export { backendName } from "./native.ts";
+export { backendName, libraryPath } from "./native.ts";
 export {
   abs,
   add,

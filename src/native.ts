@@ -87,10 +87,14 @@ function candidatePaths(): string[] {
   return paths;
 }
 
+let loadedFrom = "";
+
 function open() {
   const tried = candidatePaths();
   for (const path of tried) {
-    if (existsSync(path)) return dlopen(path, symbols);
+    if (!existsSync(path)) continue;
+    loadedFrom = path;
+    return dlopen(path, symbols);
   }
   throw new LanesError(
     "INTERNAL",
@@ -127,6 +131,11 @@ export function check(status: number): void {
 export function callForHandle(status: number): number {
   check(status);
   return outHandle();
+}
+
+/** The file liblanes was loaded from: `LANES_LIBRARY_PATH`, a local build, or the platform package. */
+export function libraryPath(): string {
+  return loadedFrom;
 }
 
 /** Name of the backend in use ("cpu", "cuda", "metal"). */

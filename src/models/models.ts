@@ -49,6 +49,7 @@ export interface Model {
 export interface Architecture {
   name: "mlp" | "transformer" | "hybrid";
   config: DecoderConfig & { classes?: number; layers: ("attn" | "rec")[] };
+  /** Every weight the architecture needs: tensor name → shape. */
   shapes(): Record<string, number[]>;
 }
 

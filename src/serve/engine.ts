@@ -6,6 +6,9 @@
  * Workers by handle. Both bound the wait queue and answer 429 past it.
  * @module
  */
+import { existsSync } from "node:fs";
+import { dirname } from "node:path";
+import { libraryPath } from "../native.ts";
 import { newStream, type Stream } from "../stream.ts";
 import { CancelledError, forward, type ForwardSummary, generate, type GenerateResult } from "../models/generate.ts";
 import type { Model } from "../models/models.ts";
@@ -30,7 +33,9 @@ export interface EngineLoad {
 
 /** Runs jobs; rejects with {@link QueueFullError} past the queue, {@link CancelledError} on abort. */
 export interface Engine {
+  /** Streams, busy streams and queued jobs right now. */
   load(): EngineLoad;
+  /** Runs `job` on a free stream (waiting in the queue for one); `onToken` sees each generated token. */
   run(job: Job, signal: AbortSignal, onToken?: (token: number, index: number) => void): Promise<GenerateResult | ForwardSummary>;
   /** Waits for running jobs, then frees streams and Workers. */
   dispose(): Promise<void>;
@@ -53,6 +58,7 @@ export class SlotPool<T> {
     this.#free = [...slots].reverse();
   }
 
+  /** Slots, busy slots and queued waiters. */
   load(): EngineLoad {
     return { size: this.slots.length, busy: this.slots.length - this.#free.length, queued: this.#waiting.length };
   }
@@ -110,9 +116,11 @@ export class InProcessEngine implements Engine {
   ) {
     this.#pool = new SlotPool(Array.from({ length: streams }, () => newStream()), queue);
   }
+  /** {@inheritDoc Engine.load} */
   load(): EngineLoad {
     return this.#pool.load();
   }
+  /** {@inheritDoc Engine.run} */
   async run(job: Job, signal: AbortSignal, onToken?: (t: number, i: number) => void) {
     const stream = await this.#pool.acquire(signal);
     try {
@@ -152,6 +160,21 @@ export type FromWorker =
 
 type Slot = { worker: number; stream: number };
 
+// Inside a `bun build --compile` executable every module reports the executable's own path, and
+// the Worker's module is an extra entry point stored (transpiled to .js) under its path relative
+// to the build's root folder.
+function engineWorkerModule(): string {
+  if (!import.meta.path.startsWith("/$bunfs/")) return new URL("./engine-worker.ts", import.meta.url).href;
+  const root = dirname(import.meta.path);
+  const candidates = ["node_modules/lanes/src/serve", "src/serve", "."].map((d) => `${root}/${d}/engine-worker.js`);
+  const found = candidates.find((c) => existsSync(c));
+  if (found) return found;
+  throw new Error(
+    "this executable does not contain lanes' engine Worker: add node_modules/lanes/src/serve/engine-worker.ts " +
+      "as a second entry point to `bun build --compile`, or serve with `workers: 0`",
+  );
+}
+
 /** Model work on `workers` Bun Workers sharing the models' weights by handle. */
 export class WorkerEngine implements Engine {
   readonly #workers: Worker[] = [];
@@ -171,7 +194,9 @@ export class WorkerEngine implements Engine {
     const engine = new WorkerEngine(workers, perWorker, queue);
     await Promise.all(
       Array.from({ length: workers }, (_, w) => {
-        const worker = new Worker(new URL("./engine-worker.ts", import.meta.url).href);
+        // The Workers must open the very library file this thread opened (one runtime per
+        // process); Bun Workers start from the original environment, not from process.env.
+        const worker = new Worker(engineWorkerModule(), { env: { ...process.env, LANES_LIBRARY_PATH: libraryPath() } });
         engine.#workers.push(worker);
         return new Promise<void>((resolve, reject) => {
           worker.onmessage = (e: MessageEvent<FromWorker>) => {
@@ -200,10 +225,12 @@ export class WorkerEngine implements Engine {
     }
   }
 
+  /** {@inheritDoc Engine.load} */
   load(): EngineLoad {
     return this.#pool.load();
   }
 
+  /** {@inheritDoc Engine.run} */
   async run(job: Job, signal: AbortSignal, onToken?: (t: number, i: number) => void) {
     const slot = await this.#pool.acquire(signal);
     const id = this.#next++;

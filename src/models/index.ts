@@ -1,0 +1,21 @@
+/**
+ * Models built from lanes ops, and the pieces to run them: `.safetensors` weights, a
+ * byte-level tokenizer, greedy and top-k sampling, and a generation loop on a stream.
+ *
+ * ```ts
+ * import * as lx from "lanes";
+ * import { loadModel, generate, encode, decode } from "lanes/models";
+ * const model = loadModel("transformer", "weights.safetensors");
+ * using stream = lx.newStream();
+ * const out = await generate(model, { tokens: encode("hello"), maxTokens: 16 }, stream);
+ * console.log(decode(out.tokens));
+ * ```
+ * @module
+ */
+export { forward, generate, CancelledError, type ForwardSummary, type GenerateParams, type GenerateResult } from "./generate.ts";
+export { attentionBlock, mlpBlock, recurrenceBlock, Scope, weight, type DecoderConfig, type Weights } from "./layers.ts";
+export { architectures, buildModel, type Architecture, type DecoderState, type Model, type Step } from "./models.ts";
+export { loadSafetensors, parseHeader, saveSafetensors, SafetensorsError, type TensorBytes, type TensorInfo } from "./safetensors.ts";
+export { checksum, sample, seededRandom, topIndices, type SampleOptions } from "./sampling.ts";
+export { bos, byteVocab, decode, encode } from "./tokenizer.ts";
+export { defaultWeightsPath, loadModel, modelCacheDir, writeDefaultWeights } from "./weights.ts";
