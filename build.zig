@@ -22,6 +22,7 @@ const core_sources = [_][]const u8{
     "ffi/src/cpu/cpu_backend.cpp",
     "ffi/src/cpu/kernels.cpp",
     "ffi/src/cpu/sgemm.cpp",
+    "ffi/src/cpu/reduce_simd.cpp",
     "ffi/src/cpu/softmax_simd.cpp",
     "ffi/src/gpu/in_order_completions.cpp",
     "ffi/src/gpu/kernel_layout.cpp",

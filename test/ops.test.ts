@@ -300,6 +300,27 @@ describe("reductions", () => {
     const big = randomData(300007, next);
     expectClose([lx.sum(lx.array(big)).item()], [big.reduce((s, v) => s + v, 0)], { rtol: 1e-6, atol: 1e-3 });
   });
+
+  test("long rows and wide columns (the vectorized row sum and the blocked column sum), with NaN and Inf", () => {
+    // Rows off the 16-lane width, columns across several 256-wide blocks with a ragged last one.
+    for (const [shape, axis] of [[[37, 1031], 1], [[37, 1031], 0], [[3, 50, 600], 1], [[2, 4, 5, 300], -3], [[600, 1], 0]] as const) {
+      const x = randomData(numel([...shape]), next, -3, 3);
+      x[5] = NaN;
+      x[x.length - 2] = Infinity;
+      for (const [kind, op] of [["sum", lx.sum], ["mean", lx.mean]] as const) {
+        const got = op(lx.array(x, [...shape]), axis);
+        const want = refReduce(kind, x, shape, [axis], false);
+        expect(got.shape).toEqual(want.shape);
+        const values = got.toFloat32Array();
+        for (let i = 0; i < values.length; i++) {
+          if (Number.isNaN(want.data[i])) expect(values[i]).toBeNaN();
+          else if (!Number.isFinite(want.data[i]!)) expect(values[i]).toBe(want.data[i]!);
+        }
+        const finite = (a: ArrayLike<number>) => Array.from(a, (v) => (Number.isFinite(v) ? v : 0));
+        expectClose(finite(values), finite(want.data), { rtol: 1e-6, atol: 1e-5, what: `${kind} ${shape} axis ${axis}` });
+      }
+    }
+  });
 });
 
 describe("softmax", () => {
@@ -311,6 +332,19 @@ describe("softmax", () => {
       const got = lx.softmax(lx.array(x, shape), axis);
       expectClose(got.toFloat32Array(), refSoftmax(x, shape, axis), { rtol: 1e-5, atol: 1e-7, what: `softmax ${shape} ${axis}` });
     }
+  });
+
+  test("long float32 rows (the vectorized kernel) next to rows it hands back: NaN, +inf, all -inf", () => {
+    const n = 1029, rows = 6;
+    const x = randomData(n * rows, next, -30, 30);
+    x[1 * n + 7] = NaN;
+    x[2 * n + 1000] = Infinity;
+    for (let i = 0; i < n; i++) x[3 * n + i] = -Infinity;
+    x[4 * n + 3] = -Infinity; // one -inf: an exact zero
+    const got = lx.softmax(lx.array(x, [rows, n])).toFloat32Array();
+    for (const r of [0, 4, 5]) expectClose(got.subarray(r * n, (r + 1) * n), refSoftmax(x.subarray(r * n, (r + 1) * n), [n], 0), { rtol: 1e-5, atol: 1e-8, what: `row ${r}` });
+    expect(got[4 * n + 3]).toBe(0);
+    for (const r of [1, 2, 3]) expect(Array.from(got.subarray(r * n, (r + 1) * n)).every(Number.isNaN)).toBe(true);
   });
 
   test("large logits stay finite; NaN propagates along its row only", () => {

@@ -11,6 +11,8 @@
 #include "compute_pool.hpp"
 #include "philox.hpp"
 #include "sgemm.hpp"
+#include "cpu_features.hpp"
+#include "reduce_simd.hpp"
 #include "softmax_simd.hpp"
 #include "tensor_access.hpp"
 
@@ -577,6 +579,29 @@ Acc reduce_row(int op, const T* base, int64_t n, int64_t stride) {
   }
 }
 
+// Sum or mean over the middle axis of [outer, R, inner] with inner > 1: a block of adjacent
+// outputs accumulates row by row, so memory is read in order. Each output still adds its
+// elements in the order r = 0, 1, ..., exactly as reduce_row does.
+template <class T, class Acc, class Out>
+void sum_columns(const T* x, Out* y, const ReduceLayout& L, bool mean) {
+  constexpr int64_t kBlock = 256;
+  int64_t blocks = (L.inner + kBlock - 1) / kBlock;
+  int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, L.reduced * kBlock));
+  parallel_for(L.outer * blocks, grain, [&](int64_t tb, int64_t te) {
+    Acc acc[kBlock];
+    for (int64_t t = tb; t < te; ++t) {
+      int64_t outer = t / blocks, first = (t % blocks) * kBlock, width = std::min(kBlock, L.inner - first);
+      for (int64_t j = 0; j < width; ++j) acc[j] = 0;
+      const T* base = x + outer * L.reduced * L.inner + first;
+      for (int64_t r = 0; r < L.reduced; ++r)
+        for (int64_t j = 0; j < width; ++j) acc[j] += static_cast<Acc>(up(base[r * L.inner + j]));
+      Out* out = y + outer * L.inner + first;
+      for (int64_t j = 0; j < width; ++j)
+        out[j] = down<Out>(mean ? (L.reduced ? acc[j] / static_cast<Acc>(L.reduced) : std::numeric_limits<Acc>::quiet_NaN()) : acc[j]);
+    }
+  });
+}
+
 template <class T, class Acc, class Out>
 void reduce_typed(const Command& c) {
   ReduceLayout L;
@@ -584,8 +609,22 @@ void reduce_typed(const Command& c) {
   const T* x = reduction_input<T>(c, L, scratch);
   Out* y = output<Out>(c);
   int op = c.params.subop;
+  bool sum_or_mean = op == LANES_REDUCE_SUM || op == LANES_REDUCE_MEAN;
+  if (sum_or_mean && L.inner > 1) return sum_columns<T, Acc, Out>(x, y, L, op == LANES_REDUCE_MEAN);
   int64_t outputs = L.outer * L.inner;
   int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, L.reduced));
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<Out, float>) {
+    // Contiguous float32 rows: the vectorized sum (one fixed code path, whatever the thread).
+    if (sum_or_mean && L.reduced > 0 && has_avx2_fma()) {
+      parallel_for(outputs, grain, [&](int64_t ob, int64_t oe) {
+        for (int64_t o = ob; o < oe; ++o) {
+          double acc = sum_row_avx2(x + o * L.reduced, L.reduced);
+          y[o] = static_cast<float>(op == LANES_REDUCE_MEAN ? acc / static_cast<double>(L.reduced) : acc);
+        }
+      });
+      return;
+    }
+  }
   parallel_for(outputs, grain, [&](int64_t ob, int64_t oe) {
     for (int64_t o = ob; o < oe; ++o) {
       int64_t outer = o / L.inner, inner = o % L.inner;
@@ -626,6 +665,10 @@ void softmax_typed(const Command& c) {
       int64_t o = r / inner, in = r % inner;
       const T* xr = x + o * L * inner + in;
       T* yr = y + o * L * inner + in;
+      // Contiguous float32 rows: the vectorized kernel (a fixed code path per row, so results
+      // never depend on threads); it declines rows with NaN, +inf or only -inf.
+      if constexpr (std::is_same_v<T, float>)
+        if (inner == 1 && softmax_row_avx2(xr, yr, L)) continue;
       float m = -std::numeric_limits<float>::infinity();
       bool nan = false;
       for (int64_t l = 0; l < L; ++l) {
@@ -638,10 +681,6 @@ void softmax_typed(const Command& c) {
         for (int64_t l = 0; l < L; ++l) yr[l * inner] = down<T>(std::numeric_limits<float>::quiet_NaN());
         continue;
       }
-      // Contiguous float32 rows: the vectorized exp (a fixed code path per row, so results
-      // never depend on threads).
-      if constexpr (std::is_same_v<T, float>)
-        if (inner == 1 && m > -std::numeric_limits<float>::infinity() && softmax_row_avx2(xr, yr, L)) continue;
       double sum = 0;
       for (int64_t l = 0; l < L; ++l) {
         e[l] = std::exp(float(up(xr[l * inner])) - m);

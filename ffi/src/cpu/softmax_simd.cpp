@@ -35,15 +35,28 @@ __attribute__((target("avx2,fma"))) inline __m256 exp_nonpositive(__m256 x) {
   return _mm256_andnot_ps(underflow, y);
 }
 
-__attribute__((target("avx2,fma"))) void softmax_row(const float* x, float* y, int64_t n) {
-  __m256 vmax = _mm256_set1_ps(-INFINITY);
+// False (nothing written) when the row holds a NaN or +inf, or only -inf: the caller's general
+// path gives those their NaN / uniform answers.
+__attribute__((target("avx2,fma"))) bool softmax_row(const float* x, float* y, int64_t n) {
+  // Max, and whether anything is NaN or +inf, in one pass.
+  __m256 vmax = _mm256_set1_ps(-INFINITY), special = _mm256_setzero_ps();
+  const __m256 inf = _mm256_set1_ps(INFINITY);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    special = _mm256_or_ps(special, _mm256_cmp_ps(v, inf, _CMP_NLT_UQ));  // NaN or +inf
+    vmax = _mm256_max_ps(vmax, v);
+  }
+  if (!_mm256_testz_ps(special, special)) return false;
   alignas(32) float lanes8[8];
   _mm256_store_ps(lanes8, vmax);
   float m = -INFINITY;
   for (float v : lanes8) m = v > m ? v : m;
-  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  for (; i < n; ++i) {
+    if (!(x[i] < INFINITY)) return false;
+    m = x[i] > m ? x[i] : m;
+  }
+  if (m == -INFINITY) return false;
   // Sums of exp in double, four lanes at a time, in a fixed order.
   __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
   __m256 vm = _mm256_set1_ps(m);
@@ -66,6 +79,7 @@ __attribute__((target("avx2,fma"))) void softmax_row(const float* x, float* y, i
   i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), inv));
   for (; i < n; ++i) y[i] *= static_cast<float>(1.0 / sum);
+  return true;
 }
 #endif
 
@@ -73,9 +87,7 @@ __attribute__((target("avx2,fma"))) void softmax_row(const float* x, float* y, i
 
 bool softmax_row_avx2(const float* x, float* y, int64_t n) {
 #if defined(__x86_64__)
-  if (!has_avx2_fma()) return false;
-  softmax_row(x, y, n);
-  return true;
+  return has_avx2_fma() && softmax_row(x, y, n);
 #else
   (void)x, (void)y, (void)n;
   return false;

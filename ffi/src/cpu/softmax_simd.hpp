@@ -5,8 +5,9 @@
 
 namespace lanes::cpu {
 
-// y = softmax(x) over n elements, or false when the CPU lacks AVX2/FMA. The row must hold no
-// NaN and no +inf (the caller handles those rows); -inf entries give exact zeros.
+// y = softmax(x) over n elements; -inf entries give exact zeros. False, with nothing written,
+// when the CPU lacks AVX2/FMA or the row holds a NaN or +inf or only -inf (the caller's general
+// path handles those).
 bool softmax_row_avx2(const float* x, float* y, int64_t n);
 
 }  // namespace lanes::cpu
