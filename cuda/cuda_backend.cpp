@@ -199,6 +199,11 @@ class CudaBackend final : public Backend {
     if (bytes >= kStagedCopyBytes) return staging_.upload(reinterpret_cast<CUdeviceptr>(dst), src, bytes);
     check(driver().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, bytes), "copy to the device");
   }
+  std::shared_ptr<void> read_staging(size_t bytes) override {
+    if (bytes > ReadBlocks::kBytes || read_after_wait_) return nullptr;
+    return read_blocks_.take();
+  }
+
   void download(void* dst, const void* src, size_t bytes) override {
     devices_[0]->make_current();
     if (bytes >= kStagedCopyBytes) return staging_.download(dst, reinterpret_cast<CUdeviceptr>(src), bytes);
@@ -276,6 +281,9 @@ class CudaBackend final : public Backend {
   static constexpr size_t kStagedCopyBytes = size_t(1) << 20;
   std::vector<std::unique_ptr<Device>> devices_;
   Staging staging_;
+  ReadBlocks read_blocks_;
+  // LANES_CUDA_READ=wait: every read waits for its array, then copies (for comparison).
+  bool read_after_wait_ = env_is("LANES_CUDA_READ", "wait");
   bool peer_access_ = true;
   uint64_t cached_limit_ = uint64_t(1) << 30;
   ErrorWords error_words_;
@@ -403,7 +411,7 @@ void CudaQueue::complete(Submission& s, const std::optional<std::string>& sticky
   uint64_t commands = 0;
   for (CudaCommandBuffer::Item& item : b.items) {
     if (!item.command.output.buffer) continue;
-    ++commands;
+    if (item.command.op != OpCode::Download) ++commands;  // a copy, not a kernel
     if (error) item.command.output.buffer->poisoned.store(true, std::memory_order_release);
   }
   if (!error) runtime().counters.kernels_executed.fetch_add(commands, std::memory_order_relaxed);

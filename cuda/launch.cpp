@@ -132,6 +132,13 @@ void astype(const Command& c, LaunchContext& ctx) {
             w.shape, n);
 }
 
+// A read queued behind the kernels that produce its input (the input is contiguous).
+void download(const Command& c, LaunchContext& ctx) {
+  const TensorArg& x = c.inputs[0];
+  size_t bytes = static_cast<size_t>(numel(x.shape)) * dtype_size(x.dtype);
+  check(driver().cuMemcpyDtoHAsync(c.params.host_staging.get(), data_ptr(x), bytes, ctx.stream), "copy from the device");
+}
+
 // ---- shape ops -------------------------------------------------------------------------------
 
 void concatenate(const Command& c, LaunchContext& ctx) {
@@ -317,6 +324,7 @@ void launch_command(const Command& c, LaunchContext& ctx) {
     case OpCode::LayerNorm: return norm(c, ctx, true);
     case OpCode::Attention: return attention(c, ctx);
     case OpCode::Rope: return rope(c, ctx);
+    case OpCode::Download: return download(c, ctx);
     case OpCode::FromData:
     case OpCode::View: break;
   }

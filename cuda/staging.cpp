@@ -23,6 +23,23 @@ std::unique_ptr<Staging::Slot> Staging::take() {
   return s;
 }
 
+std::shared_ptr<void> ReadBlocks::take() {
+  void* block = nullptr;
+  {
+    std::lock_guard lock(*mutex_);
+    if (!free_->empty()) {
+      block = free_->back();
+      free_->pop_back();
+    }
+  }
+  if (!block) check(driver().cuMemHostAlloc(&block, kBytes, CU_MEMHOSTALLOC_PORTABLE), "allocating pinned memory for a read");
+  // The deleter holds the free list, so a block outliving the backend still has somewhere to go.
+  return std::shared_ptr<void>(block, [mutex = mutex_, free = free_](void* b) {
+    std::lock_guard lock(*mutex);
+    free->push_back(b);
+  });
+}
+
 void Staging::give_back(std::unique_ptr<Slot> slot) {
   std::lock_guard lock(mutex_);
   free_.push_back(std::move(slot));

@@ -11,6 +11,19 @@
 
 namespace lanes::cuda {
 
+// Pinned blocks for small reads done on the array's stream (Backend::read_staging). Kept for the
+// life of the process, like the chunks above.
+class ReadBlocks {
+ public:
+  static constexpr size_t kBytes = size_t(1) << 20;
+  // A block of kBytes; it comes back here when the last owner lets go.
+  std::shared_ptr<void> take();
+
+ private:
+  std::shared_ptr<std::mutex> mutex_ = std::make_shared<std::mutex>();  // leaf: the free blocks
+  std::shared_ptr<std::vector<void*>> free_ = std::make_shared<std::vector<void*>>();
+};
+
 class Staging {
  public:
   void download(void* dst, CUdeviceptr src, size_t bytes);

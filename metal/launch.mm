@@ -368,7 +368,8 @@ void encode_command(const Command& c, EncodeContext& ctx) {
     case OpCode::Attention: return attention(c, ctx);
     case OpCode::Rope: return rope(c, ctx);
     case OpCode::FromData:
-    case OpCode::View: break;
+    case OpCode::View:
+    case OpCode::Download: break;  // no read_staging(): reads copy after the wait
   }
   throw_error(LANES_ERR_INTERNAL, "metal backend: no kernel for op");
 }

@@ -1,4 +1,5 @@
 // The C ABI: handle resolution, argument checks, and abi_guard around every entry point.
+#include <cstring>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -84,6 +85,12 @@ std::vector<int> vec32(const int32_t* p, int32_t n, const char* what) {
   return std::vector<int>(p, p + n);
 }
 NodePtr optional_array(uint64_t handle) { return handle ? array_at(handle) : nullptr; }
+
+// Scheduled and already reached on its timeline: nothing to wait for.
+bool completed_now(const Node& n) {
+  if (state_of(n.state.load(std::memory_order_acquire)) != NodeState::Scheduled) return false;
+  return !n.timeline || n.timeline->completed() >= n.value;
+}
 
 }  // namespace
 
@@ -408,6 +415,23 @@ lanes_status lanes_array_read(uint64_t a, void* dst, uint64_t nbytes) {
     if (nbytes) require(dst, "read: destination");
     // A strided view is read through a contiguous copy.
     if (!n->contiguous()) n = make_astype(n, n->dtype, n->stream ? n->stream : running_runtime().stream_or_default(0));
+    if (nbytes && n->stream && !completed_now(*n))
+      if (std::shared_ptr<void> staging = running_runtime().backend().read_staging(nbytes)) {
+        NodePtr read = make_download(n, staging, n->stream);
+        schedule({read});
+        bool copied = false;
+        try {
+          wait_ready(*read);
+          copied = true;
+        } catch (const Error&) {
+          // The array's own failure is reported below, with its own name; a read that failed
+          // by itself (its stream disposed meanwhile) falls back to the plain copy.
+        }
+        if (copied) {
+          std::memcpy(dst, staging.get(), nbytes);
+          return;
+        }
+      }
     schedule({n});
     wait_ready(*n);
     const char* src = static_cast<const char*>(n->buffer->data()) + n->offset * static_cast<int64_t>(dtype_size(n->dtype));

@@ -50,6 +50,12 @@ class Backend {
   virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
   // Called only once the work that wrote `device_src` completed.
   virtual void download(void* host_dst, const void* device_src, size_t bytes) = 0;
+  // Host memory for a read of `bytes` done as a Download command on the array's own stream: the
+  // copy is queued right behind the kernels that produce the array, so the reader waits for one
+  // completion instead of a completion and then a copy. Shared, so a reader that gives up (the
+  // watchdog) leaves the memory to the command in flight. Null: the reader waits for the array,
+  // then calls download().
+  virtual std::shared_ptr<void> read_staging(size_t bytes) { return nullptr; }
   virtual std::unique_ptr<Queue> new_queue(uint64_t stream_id, int device) = 0;
   // Output bytes after which an open epoch is committed by default. Each commit costs the
   // device a completion signal, so GPUs take larger epochs than the CPU.

@@ -30,6 +30,7 @@ enum class OpCode : int {
   LayerNorm,    // inputs: x, weight?, bias?; scalars[0] = eps; flags & 1: weight, & 2: bias
   Attention,    // inputs: q, k, v; scalars[0] = scale; flags & 1: causal
   Rope,         // scalars: base, scale; axis = dims; offset = first position; flags & 1: traditional
+  Download,     // a read on the stream: the input's bytes into params.host_staging (see Backend::read_staging)
 };
 
 const char* op_name(OpCode op, int subop);
@@ -42,6 +43,7 @@ struct OpParams {
   uint64_t seed = 0;           // Random
   int flags = 0;               // fused ops
   int64_t offset = 0;          // Rope
+  std::shared_ptr<void> host_staging;  // Download: host memory the device writes; the reader copies it out
 };
 
 // A tensor as a kernel reads it: a buffer, plus a strided view of it (element strides and

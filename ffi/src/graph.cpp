@@ -41,6 +41,7 @@ const char* op_name(OpCode op, int subop) {
     case OpCode::LayerNorm: return "layerNorm";
     case OpCode::Attention: return "scaledDotProductAttention";
     case OpCode::Rope: return "rope";
+    case OpCode::Download: return "read";
   }
   return "op";
 }
@@ -536,6 +537,13 @@ NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double sca
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream) {
   Shape shape = a->shape;
   return node(OpCode::AsType, {}, std::move(shape), dtype, {std::move(a)}, std::move(stream));
+}
+
+NodePtr make_download(NodePtr a, std::shared_ptr<void> staging, StreamPtr stream) {
+  OpParams p;
+  p.host_staging = std::move(staging);
+  DType dtype = a->dtype;
+  return node(OpCode::Download, std::move(p), Shape{0}, dtype, {std::move(a)}, std::move(stream));
 }
 
 }  // namespace lanes

@@ -38,5 +38,7 @@ NodePtr make_layer_norm(NodePtr x, NodePtr weight, NodePtr bias, double eps, Str
 NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, StreamPtr stream);
 NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, StreamPtr stream);
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream);
+// A read of contiguous `a` into host `staging` (a->nbytes() bytes), as a command on `stream`.
+NodePtr make_download(NodePtr a, std::shared_ptr<void> staging, StreamPtr stream);
 
 }  // namespace lanes

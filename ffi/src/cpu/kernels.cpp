@@ -852,7 +852,8 @@ void run_kernel(const Command& c) {
     case OpCode::Attention: return floating_only<AttentionKernel>(c);
     case OpCode::Rope: return floating_only<RopeKernel>(c);
     case OpCode::FromData:
-    case OpCode::View: break;
+    case OpCode::View:
+    case OpCode::Download: break;  // no read_staging(): reads copy after the wait
   }
   throw_error(LANES_ERR_INTERNAL, "cpu backend: no kernel for op");
 }

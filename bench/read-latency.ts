@@ -1,0 +1,51 @@
+// A read's round trip, the serving loop's pattern: build a small graph, read its result. On CUDA
+// the read is a copy queued on the array's stream right behind its kernels; LANES_CUDA_READ=wait
+// makes it wait for the kernels and then copy, as before. Both run here, alternating, in child
+// processes on the same GPU, and the table gives the ratio.
+//   LANES_BACKEND=cuda bun bench/read-latency.ts
+import * as lx from "../src/index.ts";
+
+const sizes = [64, 256];
+
+if (process.env.LANES_READ_CHILD) {
+  const out: Record<string, number> = {};
+  for (const n of sizes) {
+    using x = lx.random.normal([n, n], { seed: 6 });
+    using w = lx.random.normal([n, n], { seed: 7 });
+    lx.eval(x, w);
+    const once = () => {
+      using y = lx.softmax(lx.matmul(x, w), -1);
+      y.toFloat32Array();
+    };
+    for (let i = 0; i < 100; i++) once();
+    let best = Infinity;
+    for (let r = 0; r < 5; r++) {
+      const t = performance.now();
+      for (let i = 0; i < 300; i++) once();
+      best = Math.min(best, (performance.now() - t) / 300);
+    }
+    out[String(n)] = best * 1000;
+  }
+  console.log(JSON.stringify(out));
+  process.exit(0);
+}
+
+function child(mode: "stream" | "wait"): Record<string, number> {
+  const env: Record<string, string> = { ...(process.env as Record<string, string>), LANES_READ_CHILD: "1" };
+  if (mode === "wait") env.LANES_CUDA_READ = "wait";
+  else delete env.LANES_CUDA_READ;
+  const r = Bun.spawnSync([process.execPath, import.meta.path], { env, stdout: "pipe", stderr: "inherit" });
+  if (r.exitCode !== 0) throw new Error(`child (${mode}) exited ${r.exitCode}`);
+  return JSON.parse(r.stdout.toString().trim().split("\n").at(-1)!) as Record<string, number>;
+}
+
+const best = { stream: {} as Record<string, number>, wait: {} as Record<string, number> };
+for (let round = 0; round < 3; round++)
+  for (const mode of ["stream", "wait"] as const)
+    for (const [n, us] of Object.entries(child(mode))) best[mode][n] = Math.min(best[mode][n] ?? Infinity, us);
+
+console.log(`backend ${lx.backendName()}: graph (matmul + softmax) + read, best of 3 alternating runs`);
+console.log("| size | read on the stream µs | wait, then copy µs | speedup |");
+console.log("|---|---|---|---|");
+for (const n of sizes.map(String))
+  console.log(`| ${n}×${n} | ${best.stream[n]!.toFixed(1)} | ${best.wait[n]!.toFixed(1)} | ${(best.wait[n]! / best.stream[n]!).toFixed(2)} |`);
