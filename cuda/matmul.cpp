@@ -3,6 +3,7 @@
 // memory as a column-major one with leading dimension ld, transposed. Transposed views
 // (unit row stride) become op T with no copy. A plan (and so its algorithm) is fixed per
 // shape for the life of the process, so results are deterministic run to run.
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -137,8 +138,15 @@ bool matmul_cublaslt(const MatmulOperands& m, LaunchContext& ctx) {
     lt->cublasLtMatmulPreferenceSetAttribute(p.pref, PREF_MIN_ALIGNMENT_C, &align_d, sizeof align_d);
     lt->cublasLtMatmulPreferenceSetAttribute(p.pref, PREF_MIN_ALIGNMENT_D, &align_d, sizeof align_d);
     int returned = 0;
+    CublasLtHeuristic candidates[8]{};
     int status = lt->cublasLtMatmulAlgoGetHeuristic(ctx.device.cublaslt_handle, plan->desc, plan->layouts[0], plan->layouts[1],
-                                                    plan->layouts[2], plan->layouts[2], p.pref, 1, &plan->heuristic, &returned);
+                                                    plan->layouts[2], plan->layouts[2], p.pref, 8, candidates, &returned);
+    // LANES_CUDA_ALGO_INDEX=k takes the k-th candidate instead of the first (bench/cuda-algos.ts).
+    static const int pick = [] {
+      const char* v = std::getenv("LANES_CUDA_ALGO_INDEX");
+      return v ? std::max(0, std::atoi(v)) : 0;
+    }();
+    if (status == 0 && returned > 0) plan->heuristic = candidates[std::min(pick, returned - 1)];
     plan->usable = status == 0 && returned > 0 && plan->heuristic.state == 0;
     std::unique_lock lock(g_plans_mutex);
     if (g_plans.size() < kMaxPlans) plan = g_plans.emplace(key, plan).first->second;
