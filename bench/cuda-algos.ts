@@ -3,22 +3,9 @@
 // the benchmark's op count and with four times as many, so a fixed per-evaluation cost shows.
 //   LANES_BACKEND=cuda bun bench/cuda-algos.ts
 import * as lx from "../src/index.ts";
+import { perOp } from "./per-op.ts";
 
 const cases = [["bfloat16", 1024], ["bfloat16", 2048], ["bfloat16", 4096], ["float32", 1024]] as const;
-
-function perOp(build: () => lx.LanesArray, repeat: number): number {
-  using warm = build();
-  lx.eval(warm);
-  let best = Infinity;
-  for (let r = 0; r < 3; r++) {
-    const t = performance.now();
-    const ys = Array.from({ length: repeat }, build);
-    lx.eval(...ys);
-    best = Math.min(best, (performance.now() - t) / 1000 / repeat);
-    for (const y of ys) y.dispose();
-  }
-  return best;
-}
 
 if (process.env.LANES_ALGOS_CHILD) {
   const out: string[] = [];

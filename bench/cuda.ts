@@ -5,6 +5,7 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as lx from "../src/index.ts";
+import { perOp } from "./per-op.ts";
 import { workerCounts } from "./scaling.ts";
 
 if (lx.backendName() !== "cuda") throw new Error("run with LANES_BACKEND=cuda");
@@ -14,22 +15,6 @@ function python(args: string[]): Record<string, unknown> {
   const r = spawnSync("python3", [join(here, "torch_baseline.py"), ...args], { encoding: "utf8", maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`torch baseline failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split("\n").pop()!);
-}
-
-// Seconds per op: `repeat` independent ops evaluated together (so launches overlap the GPU
-// like back-to-back PyTorch calls), best of 3.
-function perOp(build: () => lx.LanesArray, repeat: number): number {
-  using warm = build();
-  lx.eval(warm);
-  let best = Infinity;
-  for (let r = 0; r < 3; r++) {
-    const t = performance.now();
-    const ys = Array.from({ length: repeat }, build);
-    lx.eval(...ys);
-    best = Math.min(best, (performance.now() - t) / 1000 / repeat);
-    for (const y of ys) y.dispose();
-  }
-  return best;
 }
 
 type Row = { name: string; unit: string; lanes: number; torch: number; ratio: number };

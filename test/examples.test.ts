@@ -10,6 +10,7 @@ import { generate } from "../src/models/generate.ts";
 import { saveSafetensors } from "../src/models/safetensors.ts";
 import { encode } from "../src/models/tokenizer.ts";
 import { loadModel } from "../src/models/weights.ts";
+import { serviceUrl } from "./support/service-url.ts";
 
 const root = join(import.meta.dir, "..");
 const scratch = mkdtempSync(join(tmpdir(), "lanes-examples-"));
@@ -82,14 +83,7 @@ describe("examples", () => {
       stderr: "pipe",
     });
     try {
-      const reader = proc.stdout.getReader();
-      let text = "";
-      while (!/http:\/\/[\w.]+:\d+/.test(text)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`service.ts exited early: ${await new Response(proc.stderr).text()}`);
-        text += new TextDecoder().decode(value);
-      }
-      const url = /http:\/\/[\w.]+:\d+/.exec(text)![0];
+      const url = await serviceUrl(proc, "service.ts");
       const res = await fetch(`${url}/v1/generate`, { method: "POST", body: JSON.stringify({ model: "transformer", prompt: "lanes", max_tokens: 12 }) });
       expect(res.status).toBe(200);
       const body = (await res.json()) as { tokens: number[]; checksums: string[] };

@@ -11,6 +11,7 @@ import * as lx from "../src/index.ts";
 import { generate } from "../src/models/generate.ts";
 import { encode } from "../src/models/tokenizer.ts";
 import { loadModel } from "../src/models/weights.ts";
+import { serviceUrl } from "./support/service-url.ts";
 
 const root = join(import.meta.dir, "..");
 const scratch = mkdtempSync(join(tmpdir(), "lanes-package-"));
@@ -111,14 +112,7 @@ describe.if(linuxX64)("packages", () => {
 
     const proc = Bun.spawn([join(elsewhere, "lanes-service")], { cwd: elsewhere, env: { ...bareEnv, PORT: "0", LANES_SERVE_WORKERS: "2" }, stdout: "pipe", stderr: "pipe" });
     try {
-      const reader = proc.stdout.getReader();
-      let text = "";
-      while (!/http:\/\/[\w.]+:\d+/.test(text)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`lanes-service exited early: ${await new Response(proc.stderr).text()}`);
-        text += new TextDecoder().decode(value);
-      }
-      const url = /http:\/\/[\w.]+:\d+/.exec(text)![0];
+      const url = await serviceUrl(proc, "lanes-service");
       const requests = ["compiled", "single file", "no repo"].map(async (prompt) => {
         const res = await fetch(`${url}/v1/generate`, { method: "POST", body: JSON.stringify({ model: "hybrid", prompt, max_tokens: 10 }) });
         expect(res.status).toBe(200);

@@ -8,6 +8,7 @@ import { encode } from "../src/models/tokenizer.ts";
 import { defaultModels } from "../src/serve/bench.ts";
 import { runLevel, serialReferences } from "../src/serve/ramp.ts";
 import { type Service, serve } from "../src/serve/server.ts";
+import { serviceUrl } from "./support/service-url.ts";
 
 let models: Model[];
 let svc: Service;
@@ -158,14 +159,7 @@ describe("process lifecycle", () => {
       stderr: "pipe",
     });
     try {
-      const reader = proc.stdout.getReader();
-      let text = "";
-      while (!/http:\/\/[\d.]+:\d+/.test(text)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`serve exited early: ${await new Response(proc.stderr).text()}`);
-        text += new TextDecoder().decode(value);
-      }
-      const url = /http:\/\/[\d.]+:\d+/.exec(text)![0];
+      const url = await serviceUrl(proc, "serve");
       const pending = post(url + "/v1/generate", { model: "transformer", prompt: "drain me", max_tokens: 120 });
       await Bun.sleep(60);
       proc.kill("SIGTERM");
