@@ -645,6 +645,16 @@ void reduce(const Command& c) {
   });
 }
 
+// ---- reads -------------------------------------------------------------------------------------
+
+// A read queued behind the work that produces its (contiguous) input.
+void download(const Command& c) {
+  const TensorArg& x = c.inputs[0];
+  size_t bytes = static_cast<size_t>(numel(x.shape)) * dtype_size(x.dtype);
+  const char* src = static_cast<const char*>(x.buffer->data()) + x.offset * static_cast<int64_t>(dtype_size(x.dtype));
+  if (bytes) std::memcpy(c.params.host_staging.get(), src, bytes);
+}
+
 // ---- softmax ----------------------------------------------------------------------------------
 
 template <class T>
@@ -851,9 +861,9 @@ void run_kernel(const Command& c) {
     case OpCode::LayerNorm: return floating_only<LayerNormKernel>(c);
     case OpCode::Attention: return floating_only<AttentionKernel>(c);
     case OpCode::Rope: return floating_only<RopeKernel>(c);
+    case OpCode::Download: return download(c);
     case OpCode::FromData:
-    case OpCode::View:
-    case OpCode::Download: break;  // no read_staging(): reads copy after the wait
+    case OpCode::View: break;
   }
   throw_error(LANES_ERR_INTERNAL, "cpu backend: no kernel for op");
 }
