@@ -58,9 +58,10 @@ function writeJson(path: string, value: unknown): void {
 /** Fails unless the ELF library needs glibc ≤ the floor and exports only lanes_* functions. */
 function checkElf(path: string): void {
   const syms = run(["readelf", "--dyn-syms", "--wide", path]);
+  const newer = (a: number[], b: number[]) => a[0]! - b[0]! || a[1]! - b[1]!;
   const versions = [...syms.matchAll(/GLIBC_(\d+)\.(\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]);
-  const newest = versions.reduce((a, b) => (b[0]! > a[0]! || (b[0] === a[0] && b[1]! > a[1]!) ? b : a), [0, 0]);
-  if (newest[0]! > glibcFloor[0]! || (newest[0] === glibcFloor[0] && newest[1]! > glibcFloor[1]!))
+  const newest = versions.reduce((a, b) => (newer(b, a) > 0 ? b : a), [0, 0]);
+  if (newer(newest, glibcFloor) > 0)
     throw new Error(`${path} needs GLIBC_${newest.join(".")}, above the floor ${glibcFloor.join(".")}`);
   const exported = syms
     .split("\n")

@@ -10,6 +10,7 @@ import { generate } from "../src/models/generate.ts";
 import { saveSafetensors } from "../src/models/safetensors.ts";
 import { encode } from "../src/models/tokenizer.ts";
 import { loadModel } from "../src/models/weights.ts";
+import { expectQuickstartOutput } from "./support/quickstart.ts";
 import { serviceUrl } from "./support/service-url.ts";
 
 const root = join(import.meta.dir, "..");
@@ -30,16 +31,7 @@ async function runExample(file: string, args: string[] = [], env: Record<string,
 
 describe("examples", () => {
   test("quickstart.ts (the README's ten lines): softmax rows sum to 1 and |x[0]|² matches float64", async () => {
-    const out = await runExample("quickstart.ts");
-    const m = /softmax rows sum to ([\d.]+), \|x\[0\]\|² = ([\d.]+)/.exec(out);
-    expect(m).not.toBeNull();
-    expect(Number(m![1])).toBeCloseTo(1, 4);
-    // The same counter-based random numbers, drawn here: element i depends only on (seed, i).
-    using x = lx.random.normal([256, 256], { seed: 1 });
-    const row = x.toFloat32Array().subarray(0, 256);
-    let sumSquares = 0;
-    for (const v of row) sumSquares += v * v;
-    expect(Math.abs(Number(m![2]) - sumSquares)).toBeLessThan(1e-3 + 1e-5 * sumSquares);
+    expectQuickstartOutput(await runExample("quickstart.ts"));
   });
 
   test("workers.ts: a Worker pool on shared streams; every result equals the serial run", async () => {

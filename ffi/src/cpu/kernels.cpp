@@ -651,8 +651,7 @@ void reduce(const Command& c) {
 void download(const Command& c) {
   const TensorArg& x = c.inputs[0];
   size_t bytes = static_cast<size_t>(numel(x.shape)) * dtype_size(x.dtype);
-  const char* src = static_cast<const char*>(x.buffer->data()) + x.offset * static_cast<int64_t>(dtype_size(x.dtype));
-  if (bytes) std::memcpy(c.params.host_staging.get(), src, bytes);
+  if (bytes) dispatch(x.dtype, [&](auto tag) { std::memcpy(c.params.host_staging.get(), base<decltype(tag)>(x), bytes); });
 }
 
 // ---- softmax ----------------------------------------------------------------------------------
