@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fuzz_seconds="${1:-60}"
 out="${LANES_SANITIZER_DIR:-$(mktemp -d)}"
 mkdir -p "$out"
-core=$(sed -n 's/^ *"\(\(ffi\/src\|cuda\)\/[^"]*\.cpp\)",$/\1/p' build.zig)
+core=$(sed -n 's/^ *"\(\(ffi\/src\|cpu\|cuda\)\/[^"]*\.cpp\)",$/\1/p' build.zig)
 
 # Compiles every source to an object in parallel: build COMPILER DIR FLAGS... ; prints the objects.
 build() {

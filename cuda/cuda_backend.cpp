@@ -1,29 +1,23 @@
 // The CUDA backend: one non-blocking CUstream per lanes stream.
 //
-// Commit launches an epoch's kernels, then writes the epoch's sequence number to the
-// stream's 64-bit device counter (cuStreamWriteValue64) and enqueues a host function. Other
-// streams wait on that counter on the device (cuStreamWaitValue64), so cross-stream
-// dependencies never block a host thread. The host function only bumps an atomic and wakes
-// the queue's completion thread; that thread checks errors, poisons outputs of failed work,
-// drops the epoch's buffers and signals the timeline. It is never inside a CUDA callback, so
-// it may call CUDA (freeing memory), and it never takes an op lock. If the context dies
-// (a sticky error), host functions stop running: the completion thread notices through
-// cuStreamQuery and fails the outstanding epochs with the driver's message.
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <cstdlib>
-#include <cstring>
-#include <deque>
+// Commands are translated into stream operations before the op lock (prepare), and issued
+// onto the stream as they are encoded, so a long epoch's first kernels run while the rest is
+// still being encoded. Commit writes the epoch's sequence number to the stream's 64-bit device
+// counter (cuStreamWriteValue64) and enqueues a host function. Other streams wait on that
+// counter on the device (cuStreamWaitValue64), so cross-stream dependencies never block a host
+// thread. The host function only hands the epoch to the device's completion thread, which
+// reads the kernels' error words and reports to the core. If the context dies (a sticky
+// error), host functions stop running: the completion thread notices through cuStreamQuery and
+// fails the outstanding epochs with the driver's message.
 #include <algorithm>
-#include <thread>
-#include <unordered_map>
+#include <atomic>
+#include <cstring>
+#include <optional>
+#include <string>
 
 #include "../ffi/src/backend.hpp"
-#include "../ffi/src/epoch_checks.hpp"
-#include "../ffi/src/runtime.hpp"
+#include "../ffi/src/config.hpp"
 #include "../ffi/src/status.hpp"
-#include "../ffi/src/gpu/in_order_completions.hpp"
 #include "device.hpp"
 #include "staging.hpp"
 
@@ -33,120 +27,103 @@ namespace {
 
 thread_local CUcontext t_current = nullptr;
 
-bool env_is(const char* name, const char* value) {
-  const char* v = std::getenv(name);
-  return v && std::strcmp(v, value) == 0;
-}
-
 // A stream's completion counter: the last sequence whose work finished, in its GPU's memory
 // (waits on the same GPU read it there) and, with several GPUs, mirrored in pinned host memory
 // that streams on the other GPUs wait on.
-struct Counter {
-  const Device* device = nullptr;
-  CUdeviceptr address = 0;
-  ErrorWords::Word host{};
-  ErrorWords* words = nullptr;
+class CudaFence final : public Fence {
+ public:
+  CudaFence(const Device& device, ErrorWords& words) : device_(device), words_(words) {
+    host_ = words_.take();  // zeroed; a mirror every GPU can read
+    check(driver().cuMemAlloc(&address_, sizeof(uint64_t)), "allocating a stream counter");
+    check(driver().cuMemsetD8(address_, 0, sizeof(uint64_t)), "clearing a stream counter");
+  }
+  ~CudaFence() override {
+    words_.give_back(host_);
+    device_.make_current();
+    driver().cuMemFree(address_);
+  }
+
+  const Device& device() const { return device_; }
+  CUdeviceptr address() const { return address_; }
+  CUdeviceptr mirror() const { return host_.device; }
   // Where a stream on `waiter` waits for this counter.
-  CUdeviceptr address_for(const Device& waiter) const { return &waiter == device ? address : host.device; }
+  CUdeviceptr address_for(const Device& waiter) const { return &waiter == &device_ ? address_ : host_.device; }
 
-  // LANES_CUDA_SYNC=events (an experiment, measured in docs/CUDA.md): an event recorded after
-  // each epoch still in flight, by sequence. Waiters make their stream wait on it.
-  std::mutex events_mutex;  // leaf; held across cuStreamWaitEvent/cuEventRecord, which never block
-  std::deque<std::pair<uint64_t, CUevent>> events;
-  void record(uint64_t sequence, CUstream stream) {
-    CUevent e = nullptr;
-    check(driver().cuEventCreate(&e, CU_EVENT_DISABLE_TIMING), "cuEventCreate");
-    std::lock_guard lock(events_mutex);
-    check(driver().cuEventRecord(e, stream), "cuEventRecord");
-    events.emplace_back(sequence, e);
-  }
-  void wait(CUstream stream, uint64_t value) {
-    std::lock_guard lock(events_mutex);
-    for (auto& [seq, e] : events)
-      if (seq >= value) {
-        check(driver().cuStreamWaitEvent(stream, e, 0), "cuStreamWaitEvent");
-        return;
-      }
-    // Not in flight any more: it completed already.
-  }
-  void completed(uint64_t sequence) {
-    std::lock_guard lock(events_mutex);
-    while (!events.empty() && events.front().first <= sequence) {
-      driver().cuEventDestroy(events.front().second);
-      events.pop_front();
-    }
-  }
-
-  ~Counter() {
-    for (auto& [seq, e] : events) driver().cuEventDestroy(e);
-    if (words) words->give_back(host);
-    if (!address) return;
-    device->make_current();
-    driver().cuMemFree(address);
-  }
+ private:
+  const Device& device_;
+  ErrorWords& words_;
+  ErrorWords::Word host_{};
+  CUdeviceptr address_ = 0;
 };
 
 class CudaCommandBuffer final : public CommandBuffer {
  public:
-  struct Item {
-    Command command;
-    std::shared_ptr<Timeline> wait_on;  // set: a wait, not a command
-    uint64_t wait_value = 0;
-    std::shared_ptr<Counter> wait_counter;
-  };
+  CudaCommandBuffer(const Device& device, CUstream stream) : device_(device), stream_(stream) {}
 
-  explicit CudaCommandBuffer(std::function<std::shared_ptr<Counter>(uint64_t)> counter_of)
-      : counter_of_(std::move(counter_of)) {}
-
-  void encode(Command command) override { items.push_back(Item{std::move(command), nullptr, 0, nullptr}); }
-  void encode_wait(std::shared_ptr<Timeline> other, uint64_t value) override {
-    std::shared_ptr<Counter> counter = counter_of_(other->stream_id());
-    items.push_back(Item{Command{}, std::move(other), value, std::move(counter)});
+  void encode(const Command&, std::unique_ptr<Prepared> prepared) override {
+    auto* p = static_cast<CudaPrepared*>(prepared.release());
+    prepared_.emplace_back(p);
+    if (error) return;  // the epoch failed already; its remaining work is not issued
+    device_.make_current();
+    for (const StreamOp& op : p->ops)
+      if (auto e = op.issue(stream_)) {
+        error = e;
+        return;
+      }
   }
-  void inject_failure(std::string reason) override { injected = std::move(reason); }
 
-  std::vector<Item> items;
-  std::optional<std::string> injected;
+  void encode_wait(Fence& other, uint64_t value) override {
+    auto& fence = static_cast<CudaFence&>(other);
+    device_.make_current();
+    CUresult r = driver().cuStreamWaitValue64(stream_, fence.address_for(device_), value, CU_STREAM_WAIT_VALUE_GEQ);
+    if (r != CUDA_SUCCESS && !error) error = "cuStreamWaitValue64: " + error_text(r);
+  }
+
+  // A take index out of range, reported by its kernel.
+  std::optional<std::string> take_error() const {
+    for (const auto& p : prepared_)
+      for (const TakeCheck& t : p->take_checks) {
+        volatile int* word = t.word.host;
+        if (word[0])
+          return "take: index " + std::to_string(word[1]) + " is out of range for axis " + std::to_string(t.axis) + " of size " +
+                 std::to_string(t.dim);
+      }
+    return std::nullopt;
+  }
+
+  std::optional<std::string> error;  // at issue time
 
  private:
-  std::function<std::shared_ptr<Counter>(uint64_t)> counter_of_;
+  const Device& device_;
+  CUstream stream_;
+  std::vector<std::unique_ptr<CudaPrepared>> prepared_;
 };
 
 class CudaBackend;
 
 class CudaQueue final : public Queue {
  public:
-  CudaQueue(CudaBackend& backend, Device& device, uint64_t stream_id, std::shared_ptr<Counter> counter);
+  CudaQueue(CudaBackend& backend, Device& device);
   ~CudaQueue() override;
 
-  std::unique_ptr<CommandBuffer> new_command_buffer() override;
-  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) override;
+  std::unique_ptr<CommandBuffer> new_command_buffer() override {
+    return std::make_unique<CudaCommandBuffer>(device_, stream_);
+  }
+  std::shared_ptr<Fence> fence() override { return fence_; }
+  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) override;
   void debug_pause(bool paused) override;
 
  private:
-  struct Submission {
-    std::unique_ptr<CudaCommandBuffer> buffer;
-    uint64_t sequence = 0;
-    CompletionFn on_complete;
-    std::unique_ptr<LaunchContext> launched;
-    std::optional<std::string> error;  // at launch time
-    CUgraphExec graph = nullptr;       // LANES_CUDA_GRAPHS=1: destroyed at completion
-  };
-
-  static void host_done(void* completions);
-  void complete(Submission& s, const std::optional<std::string>& sticky);
+  static void host_done(void* token);
 
   CudaBackend& backend_;
   Device& device_;
-  const uint64_t stream_id_;
-  std::shared_ptr<Counter> counter_;
+  std::shared_ptr<CudaFence> fence_;
   CUstream stream_ = nullptr;
-  std::mutex mutex_;  // leaf: launches and gates_; never taken by the host function
   // debug_pause: the stream waits on the device for a host-written word, so paused work still
   // sits in the CUDA stream in commit order (holding it back on the host could put another
   // stream's wait for it ahead of it in a shared hardware queue).
   std::vector<ErrorWords::Word> gates_;
-  std::unique_ptr<gpu::InOrderCompletions> completions_;
 };
 
 class CudaBackend final : public Backend {
@@ -200,46 +177,29 @@ class CudaBackend final : public Backend {
     check(driver().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, bytes), "copy to the device");
   }
   std::shared_ptr<void> read_staging(size_t bytes) override {
-    if (bytes > ReadBlocks::kBytes || read_after_wait_) return nullptr;
+    if (bytes > ReadBlocks::kBytes || config().cuda_read_wait) return nullptr;
     return read_blocks_.take();
   }
-
   void download(void* dst, const void* src, size_t bytes) override {
     devices_[0]->make_current();
     if (bytes >= kStagedCopyBytes) return staging_.download(dst, reinterpret_cast<CUdeviceptr>(src), bytes);
     check(driver().cuMemcpyDtoH(dst, reinterpret_cast<CUdeviceptr>(src), bytes), "copy from the device");
   }
 
-  std::unique_ptr<Queue> new_queue(uint64_t stream_id, int device_index) override {
+  std::unique_ptr<Prepared> prepare(const Command& command, int device_index, Scratch& scratch) override {
+    Device& device = *devices_.at(device_index);
+    device.make_current();
+    auto prepared = std::make_unique<CudaPrepared>(error_words_);
+    LaunchContext ctx{device, error_words_, scratch, *prepared};
+    translate(command, ctx);
+    return prepared;
+  }
+
+  std::unique_ptr<Queue> new_queue(int device_index) override {
     if (device_index > 0 && !peer_access_)
       throw_error(LANES_ERR_DEVICE, "cuda: streams on device " + std::to_string(device_index) +
                                         " need peer access between the GPUs, which the driver does not offer here");
-    Device& device = *devices_.at(device_index);
-    device.make_current();
-    auto counter = std::make_shared<Counter>();
-    counter->device = &device;
-    counter->host = error_words_.take();  // zeroed; a mirror every GPU can read
-    check(driver().cuMemAlloc(&counter->address, sizeof(uint64_t)), "allocating a stream counter");
-    check(driver().cuMemsetD8(counter->address, 0, sizeof(uint64_t)), "clearing a stream counter");
-    counter->words = &error_words_;
-    {
-      std::lock_guard lock(counters_mutex_);
-      counters_[stream_id] = counter;
-    }
-    return std::make_unique<CudaQueue>(*this, device, stream_id, std::move(counter));
-  }
-
-  // The counter of stream `id`; it stays alive while a wait that reads it is in flight.
-  std::shared_ptr<Counter> counter_of(uint64_t id) {
-    std::lock_guard lock(counters_mutex_);
-    auto it = counters_.find(id);
-    std::shared_ptr<Counter> c = it == counters_.end() ? nullptr : it->second.lock();
-    if (!c) throw_error(LANES_ERR_INTERNAL, "cuda: waiting on stream " + std::to_string(id) + ", which has no counter");
-    return c;
-  }
-  void forget_counter(uint64_t id) {
-    std::lock_guard lock(counters_mutex_);
-    counters_.erase(id);
+    return std::make_unique<CudaQueue>(*this, *devices_.at(device_index));
   }
 
   bool multi_device() const { return devices_.size() > 1; }
@@ -269,12 +229,20 @@ class CudaBackend final : public Backend {
     size_t free_bytes = 0, total_bytes = 0;
     if (index == 0 && d.cuMemGetInfo(&free_bytes, &total_bytes) == CUDA_SUCCESS)
       cached_limit_ = std::max<uint64_t>(cached_limit_, total_bytes / 4);
-    dev->tf32 = env_is("LANES_CUDA_TF32", "1");
-    dev->use_cublaslt = !env_is("LANES_CUDA_CUBLASLT", "0");
-    dev->graphs = env_is("LANES_CUDA_GRAPHS", "1");
-    dev->event_sync = env_is("LANES_CUDA_SYNC", "events");
+    dev->tf32 = config().cuda_tf32;
+    dev->use_cublaslt = config().cuda_cublaslt;
     if (const CublasLt* lt = cublaslt(); lt && dev->use_cublaslt)
       if (lt->cublasLtCreate(&dev->cublaslt_handle) != 0) dev->cublaslt_handle = nullptr;
+    // An idle stream of its own: querying it answers at once, and fails once the context died.
+    check(d.cuStreamCreate(&dev->probe, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    Device* raw = dev.get();
+    dev->completions = std::make_unique<gpu::DeviceCompletions>(
+        [raw]() -> std::optional<std::string> {
+          CUresult r = driver().cuStreamQuery(raw->probe);
+          if (r == CUDA_SUCCESS || r == CUDA_ERROR_NOT_READY) return std::nullopt;
+          return "the CUDA context failed (" + error_text(r) + "); restart the process to use the GPU again";
+        },
+        [raw] { raw->make_current(); });
     return dev;
   }
 
@@ -282,33 +250,20 @@ class CudaBackend final : public Backend {
   std::vector<std::unique_ptr<Device>> devices_;
   Staging staging_;
   ReadBlocks read_blocks_;
-  // LANES_CUDA_READ=wait: every read waits for its array, then copies (for comparison).
-  bool read_after_wait_ = env_is("LANES_CUDA_READ", "wait");
   bool peer_access_ = true;
   uint64_t cached_limit_ = uint64_t(1) << 30;
   ErrorWords error_words_;
-  std::mutex counters_mutex_;  // leaf
-  std::unordered_map<uint64_t, std::weak_ptr<Counter>> counters_;
 };
 
 // ---- queue ---------------------------------------------------------------------------------
 
-CudaQueue::CudaQueue(CudaBackend& backend, Device& device, uint64_t stream_id, std::shared_ptr<Counter> counter)
-    : backend_(backend), device_(device), stream_id_(stream_id), counter_(std::move(counter)) {
+CudaQueue::CudaQueue(CudaBackend& backend, Device& device)
+    : backend_(backend), device_(device), fence_(std::make_shared<CudaFence>(device, backend.error_words())) {
   device_.make_current();
   check(driver().cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
-  completions_ = std::make_unique<gpu::InOrderCompletions>(
-      [this]() -> std::optional<std::string> {
-        CUresult r = driver().cuStreamQuery(stream_);
-        if (r == CUDA_SUCCESS || r == CUDA_ERROR_NOT_READY) return std::nullopt;
-        return "the CUDA context failed (" + error_text(r) + "); restart the process to use the GPU again";
-      },
-      [this] { device_.make_current(); });
 }
 
 CudaQueue::~CudaQueue() {
-  completions_.reset();  // the stream's work completed before its queue is freed
-  backend_.forget_counter(stream_id_);
   device_.make_current();
   for (ErrorWords::Word& gate : gates_) reinterpret_cast<volatile uint64_t*>(gate.host)[0] = 1;
   driver().cuStreamSynchronize(stream_);  // gates opened: nothing still reads them
@@ -316,66 +271,31 @@ CudaQueue::~CudaQueue() {
   driver().cuStreamDestroy(stream_);
 }
 
-std::unique_ptr<CommandBuffer> CudaQueue::new_command_buffer() {
-  CudaBackend* backend = &backend_;
-  return std::make_unique<CudaCommandBuffer>([backend](uint64_t id) { return backend->counter_of(id); });
-}
-
-void CudaQueue::host_done(void* completions) {
+void CudaQueue::host_done(void* token) {
   // Inside a CUDA callback: no CUDA calls and no lock that is ever held across one.
-  static_cast<gpu::InOrderCompletions*>(completions)->signal();
+  gpu::DeviceCompletions::arrive(token);
 }
 
-void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) {
-  auto s = std::make_shared<Submission>();
-  s->buffer.reset(static_cast<CudaCommandBuffer*>(buffer.release()));
-  s->sequence = sequence;
-  s->on_complete = std::move(on_complete);
+void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) {
+  std::shared_ptr<CudaCommandBuffer> b(static_cast<CudaCommandBuffer*>(buffer.release()));
   const Driver& d = driver();
-  std::lock_guard lock(mutex_);
   device_.make_current();
-  s->launched = std::make_unique<LaunchContext>(LaunchContext{device_, backend_.error_words(), stream_, {}, {}});
-  if (!s->buffer->injected) {
-    // LANES_CUDA_GRAPHS=1 (an experiment, measured in docs/CUDA.md): the epoch's launches are
-    // captured into a graph, instantiated and launched as one.
-    bool capturing = device_.graphs && d.cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_RELAXED) == CUDA_SUCCESS;
-    try {
-      for (CudaCommandBuffer::Item& item : s->buffer->items) {
-        if (item.wait_on && device_.event_sync) item.wait_counter->wait(stream_, item.wait_value);
-        else if (item.wait_on)
-          check(d.cuStreamWaitValue64(stream_, item.wait_counter->address_for(device_), item.wait_value, CU_STREAM_WAIT_VALUE_GEQ),
-                "cuStreamWaitValue64");
-        else launch_command(item.command, *s->launched);
-      }
-    } catch (const std::exception& e) {
-      s->error = e.what();
-    }
-    if (capturing) {
-      CUgraph graph = nullptr;
-      CUresult r = d.cuStreamEndCapture(stream_, &graph);
-      if (r == CUDA_SUCCESS && !s->error) r = d.cuGraphInstantiateWithFlags(&s->graph, graph, 0);
-      if (r == CUDA_SUCCESS && !s->error) r = d.cuGraphLaunch(s->graph, stream_);
-      if (graph) d.cuGraphDestroy(graph);
-      if (r != CUDA_SUCCESS && !s->error) s->error = "CUDA graph of stream " + std::to_string(stream_id_) + ": " + error_text(r);
-    }
-  }
+  void* item = device_.completions->expect([b, done](const std::optional<std::string>& lost) mutable {
+    std::optional<std::string> error = b->error ? b->error : lost ? lost : b->take_error();
+    b.reset();  // error words back before the core finishes (it may free this queue)
+    done->complete(error ? error->c_str() : nullptr);
+  });
   // Always signal, so other streams' waits and the completion thread move on.
-  if (device_.event_sync) {
-    try {
-      counter_->record(sequence, stream_);
-    } catch (const std::exception& e) {
-      if (!s->error) s->error = e.what();
-    }
+  CUresult r = d.cuStreamWriteValue64(stream_, fence_->address(), sequence, 0);
+  if (r == CUDA_SUCCESS && backend_.multi_device()) r = d.cuStreamWriteValue64(stream_, fence_->mirror(), sequence, 0);
+  if (r == CUDA_SUCCESS) r = d.cuLaunchHostFunc(stream_, &CudaQueue::host_done, item);
+  if (r != CUDA_SUCCESS) {
+    if (!b->error) b->error = "CUDA stream: " + error_text(r);
+    gpu::DeviceCompletions::arrive(item);
   }
-  CUresult w = d.cuStreamWriteValue64(stream_, counter_->address, sequence, 0);
-  if (w == CUDA_SUCCESS && backend_.multi_device()) w = d.cuStreamWriteValue64(stream_, counter_->host.device, sequence, 0);
-  CUresult h = w == CUDA_SUCCESS ? d.cuLaunchHostFunc(stream_, &CudaQueue::host_done, completions_.get()) : w;
-  if (h != CUDA_SUCCESS && !s->error) s->error = "CUDA stream " + std::to_string(stream_id_) + ": " + error_text(h);
-  completions_->push([this, s](const std::optional<std::string>& sticky) { complete(*s, sticky); }, h == CUDA_SUCCESS);
 }
 
 void CudaQueue::debug_pause(bool paused) {
-  std::lock_guard lock(mutex_);
   if (paused) {
     ErrorWords::Word gate = backend_.error_words().take();  // zeroed
     device_.make_current();
@@ -386,43 +306,6 @@ void CudaQueue::debug_pause(bool paused) {
   for (ErrorWords::Word& gate : gates_) reinterpret_cast<volatile uint64_t*>(gate.host)[0] = 1;
 }
 
-void CudaQueue::complete(Submission& s, const std::optional<std::string>& sticky) {
-  CudaCommandBuffer& b = *s.buffer;
-  std::optional<std::string> error = b.injected ? b.injected : s.error ? s.error : sticky;
-  for (CudaCommandBuffer::Item& item : b.items) {
-    if (error) break;
-    if (item.wait_on) {
-      // Already reached on the device; this waits for its host-side completion, which
-      // records whether it failed.
-      error = failed_wait(*item.wait_on, item.wait_value);
-      continue;
-    }
-    error = poisoned_input(item.command);
-  }
-  if (s.launched) {
-    for (const TakeCheck& t : s.launched->take_checks) {
-      volatile int* word = t.word.host;
-      if (!error && word[0])
-        error = "take: index " + std::to_string(word[1]) + " is out of range for axis " + std::to_string(t.axis) +
-                " of size " + std::to_string(t.dim);
-      s.launched->error_words.give_back(t.word);
-    }
-  }
-  uint64_t commands = 0;
-  for (CudaCommandBuffer::Item& item : b.items) {
-    if (!item.command.output.buffer) continue;
-    if (item.command.op != OpCode::Download) ++commands;  // a copy, not a kernel
-    if (error) item.command.output.buffer->poisoned.store(true, std::memory_order_release);
-  }
-  if (!error) runtime().counters.kernels_executed.fetch_add(commands, std::memory_order_relaxed);
-  CompletionFn done = std::move(s.on_complete);
-  if (s.graph) driver().cuGraphExecDestroy(s.graph);
-  if (device_.event_sync) counter_->completed(s.sequence);
-  s.buffer.reset();  // release the epoch's buffers and scratch before signalling
-  s.launched.reset();
-  done(error ? &*error : nullptr);
-}
-
 }  // namespace
 
 // ---- shared pieces -------------------------------------------------------------------------
@@ -431,6 +314,22 @@ void Device::make_current() const {
   if (t_current == context) return;
   check(driver().cuCtxSetCurrent(context), "cuCtxSetCurrent");
   t_current = context;
+}
+
+std::optional<std::string> StreamOp::issue(CUstream stream) const {
+  if (call) return call(stream);
+  CUresult r;
+  if (host_dst) {
+    r = driver().cuMemcpyDtoHAsync(host_dst, src, bytes, stream);
+    if (r != CUDA_SUCCESS) return "copy from the device: " + error_text(r);
+    return std::nullopt;
+  }
+  void* params[32];
+  size_t n = std::min<size_t>(offsets.size(), 32);
+  for (size_t i = 0; i < n; ++i) params[i] = const_cast<unsigned char*>(args.data()) + offsets[i];
+  r = driver().cuLaunchKernel(function, grid[0], grid[1], grid[2], block, 1, 1, shared, stream, params, nullptr);
+  if (r != CUDA_SUCCESS) return "kernel launch: " + error_text(r);
+  return std::nullopt;
 }
 
 ErrorWords::Word ErrorWords::take() {
@@ -455,11 +354,6 @@ ErrorWords::Word ErrorWords::take() {
 void ErrorWords::give_back(Word w) {
   std::lock_guard lock(mutex_);
   free_.push_back(w);
-}
-
-CUdeviceptr LaunchContext::temp(size_t bytes) {
-  temps.push_back(runtime().allocator().allocate(bytes, device.index));
-  return reinterpret_cast<CUdeviceptr>(temps.back()->data());
 }
 
 }  // namespace cuda

@@ -1,14 +1,17 @@
 // One CUDA device as the backend uses it, and what the op translation (launch.cpp,
-// matmul.cpp) needs while it encodes one committed epoch onto a CUstream.
+// matmul.cpp) produces for one command: the stream operations it becomes, recorded before the
+// op lock and issued under it.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "../ffi/src/buffer.hpp"
-#include "../ffi/src/command.hpp"
+#include "../ffi/src/backend.hpp"
+#include "../ffi/src/gpu/device_completions.hpp"
 #include "driver.hpp"
 #include "modules.hpp"
 
@@ -22,10 +25,10 @@ struct Device {
   int cc_major = 0, cc_minor = 0, sm_count = 1;
   bool tf32 = false;          // LANES_CUDA_TF32=1: float32 matmul may use TF32 tensor cores
   bool use_cublaslt = true;   // LANES_CUDA_CUBLASLT=0 forces lanes' own matmul kernel
-  bool graphs = false;        // LANES_CUDA_GRAPHS=1: each epoch is captured and launched as a CUDA graph
-  bool event_sync = false;    // LANES_CUDA_SYNC=events: cross-stream waits on events, not counters
   void* cublaslt_handle = nullptr;
   std::unique_ptr<Modules> modules;
+  std::unique_ptr<gpu::DeviceCompletions> completions;
+  CUstream probe = nullptr;  // never used for work: its query fails only once the context died
 
   // Makes the device's context current on the calling thread (cheap when it already is).
   void make_current() const;
@@ -53,21 +56,50 @@ struct TakeCheck {
   int64_t dim;
 };
 
-// State of one epoch being launched; the submission keeps it until the epoch completed, so
-// scratch buffers outlive the kernels that use them.
+// One operation on a CUstream: a kernel launch with its packed arguments, a copy to the host,
+// or a library call.
+struct StreamOp {
+  CUfunction function = nullptr;
+  unsigned grid[3] = {1, 1, 1};
+  unsigned block = 1, shared = 0;
+  std::vector<unsigned char> args;  // each argument at its natural alignment
+  std::vector<size_t> offsets;
+  void* host_dst = nullptr;  // a copy to the host when set
+  CUdeviceptr src = 0;
+  size_t bytes = 0;
+  std::function<std::optional<std::string>(CUstream)> call;  // a library call (cuBLASLt) when set
+
+  // Issues the operation; what failed is returned, not thrown.
+  std::optional<std::string> issue(CUstream stream) const;
+};
+
+// A translated command. Its error words go back when it is destroyed, after its epoch completed.
+class CudaPrepared final : public Prepared {
+ public:
+  explicit CudaPrepared(ErrorWords& words) : words_(words) {}
+  ~CudaPrepared() override {
+    for (const TakeCheck& t : take_checks) words_.give_back(t.word);
+  }
+  std::vector<StreamOp> ops;
+  std::vector<TakeCheck> take_checks;
+
+ private:
+  ErrorWords& words_;
+};
+
+// What translating one command needs.
 struct LaunchContext {
   const Device& device;
   ErrorWords& error_words;
-  CUstream stream;
-  std::vector<std::shared_ptr<Buffer>> temps;
-  std::vector<TakeCheck> take_checks;
+  Scratch& scratch;
+  CudaPrepared& out;
 
-  // Device scratch of `bytes`, from the caching allocator (counted against its limit).
-  CUdeviceptr temp(size_t bytes);
+  // Device scratch of `bytes`, alive until the command's epoch completed.
+  CUdeviceptr temp(size_t bytes) { return reinterpret_cast<CUdeviceptr>(scratch.allocate(bytes)); }
 };
 
-// Launches the kernels of one command onto ctx.stream. Throws lanes::Error on failure.
-void launch_command(const Command& command, LaunchContext& ctx);
+// Records the stream operations of one command. Throws lanes::Error on failure.
+void translate(const Command& command, LaunchContext& ctx);
 
 // Matmul through cuBLASLt; false when cuBLASLt is unavailable or declines the problem (the
 // caller then uses lanes' own kernel). a/b are device pointers with the given read strides.

@@ -1,6 +1,7 @@
 // The CUDA C++ source of every lanes kernel, compiled at run time by NVRTC.
 #pragma once
+#include <string>
 
 namespace lanes::cuda {
-extern const char* const kKernelSource;
+const std::string& kernel_source();
 }

@@ -7,7 +7,6 @@
 #include <unordered_map>
 
 #include "../ffi/src/gpu/kernel_layout.hpp"
-#include "../ffi/src/runtime.hpp"
 #include "../ffi/src/status.hpp"
 #include "device.hpp"
 
@@ -24,7 +23,7 @@ using gpu::size_suffix;
 using gpu::suffix;
 using gpu::Walk;
 
-CUdeviceptr base_ptr(const TensorArg& a) { return reinterpret_cast<CUdeviceptr>(a.buffer->data()); }
+CUdeviceptr base_ptr(const TensorArg& a) { return reinterpret_cast<CUdeviceptr>(a.data); }
 CUdeviceptr data_ptr(const TensorArg& a) { return base_ptr(a) + a.offset * static_cast<int64_t>(dtype_size(a.dtype)); }
 
 bool aligned16(CUdeviceptr p) { return p % 16 == 0; }
@@ -35,19 +34,34 @@ unsigned blocks_for(const Device& dev, int64_t n, int64_t per_block = 256) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min(want, cap)));
 }
 
+template <class T>
+void pack(StreamOp& op, const T& value) {
+  size_t at = (op.args.size() + alignof(T) - 1) / alignof(T) * alignof(T);
+  op.args.resize(at + sizeof(T));
+  std::memcpy(op.args.data() + at, &value, sizeof(T));
+  op.offsets.push_back(at);
+}
+
 template <class... Args>
 void launch(LaunchContext& ctx, const std::string& name, unsigned gx, unsigned gy, unsigned gz, unsigned block,
-            unsigned shared, Args&... args) {
-  void* params[] = {static_cast<void*>(&args)..., nullptr};
+            unsigned shared, const Args&... args) {
   // Per-thread cache (per device: each has its own module): lookups never contend.
   thread_local std::unordered_map<const Modules*, std::unordered_map<std::string, CUfunction>> t_functions;
   CUfunction& fn = t_functions[ctx.device.modules.get()][name];
   if (!fn) fn = ctx.device.modules->function(name);
-  check(driver().cuLaunchKernel(fn, gx, gy, gz, block, 1, 1, shared, ctx.stream, params, nullptr), name.c_str());
+  StreamOp op;
+  op.function = fn;
+  op.grid[0] = gx;
+  op.grid[1] = gy;
+  op.grid[2] = gz;
+  op.block = block;
+  op.shared = shared;
+  (pack(op, args), ...);
+  ctx.out.ops.push_back(std::move(op));
 }
 
 template <class... Args>
-void launch_1d(LaunchContext& ctx, const std::string& name, int64_t n, Args&... args) {
+void launch_1d(LaunchContext& ctx, const std::string& name, int64_t n, const Args&... args) {
   if (n == 0) return;
   launch(ctx, name, blocks_for(ctx.device, n), 1, 1, 256, 0, args...);
 }
@@ -113,6 +127,41 @@ void binary(const Command& c, LaunchContext& ctx) {
             flags);
 }
 
+void binary_scalar(const Command& c, LaunchContext& ctx) {
+  const TensorArg& a = c.inputs[0];
+  const Shape& s = c.output.shape;
+  int64_t n = numel(s);
+  Walk w = collapse(s, {read_strides(a, s)}, {a.offset});
+  CUdeviceptr y = data_ptr(c.output), ap = base_ptr(a);
+  int32_t op = c.params.subop, flags = (w.contiguous ? 1 : 0) | (c.params.flags & 1 ? 4 : 0);
+  if (w.contiguous && aligned16(y) && aligned16(data_ptr(a))) flags |= 2;
+  double scalar = c.params.scalars[0];
+  launch_1d(ctx, std::string("binary_scalar_") + suffix(a.dtype), n, y, ap, w.strides[0], w.shape, n, op, flags, scalar);
+}
+
+// The target copied to the output unless it was donated (then they share memory), then the
+// update written at the offset: both are strided copies.
+void slice_update(const Command& c, LaunchContext& ctx) {
+  const TensorArg &target = c.inputs[0], &update = c.inputs[1];
+  int axis = c.params.axis;
+  int64_t offset = static_cast<int64_t>(c.params.scalars[0]);
+  int64_t room = target.shape[axis] - update.shape[axis];
+  if (offset < 0 || offset > room)
+    throw_error(LANES_ERR_DEVICE, "offset " + std::to_string(offset) + " is out of range [0, " + std::to_string(room) +
+                                      "] along axis " + std::to_string(axis));
+  std::vector<int64_t> out_strides = contiguous_strides(c.output.shape);
+  CUdeviceptr y = base_ptr(c.output);
+  std::string copy = "copy_" + size_suffix(c.output.dtype);
+  if (!(c.params.flags & 1)) {
+    int64_t n = numel(target.shape);
+    Walk w = collapse(target.shape, {out_strides, read_strides(target, target.shape)}, {0, target.offset});
+    if (n) launch_1d(ctx, copy, n, y, w.strides[0], base_ptr(target), w.strides[1], w.shape, n);
+  }
+  int64_t n = numel(update.shape);
+  Walk w = collapse(update.shape, {out_strides, read_strides(update, update.shape)}, {offset * out_strides[axis], update.offset});
+  if (n) launch_1d(ctx, copy, n, y, w.strides[0], base_ptr(update), w.strides[1], w.shape, n);
+}
+
 void where(const Command& c, LaunchContext& ctx) {
   const TensorArg &cond = c.inputs[0], &a = c.inputs[1], &b = c.inputs[2];
   const Shape& s = c.output.shape;
@@ -135,8 +184,11 @@ void astype(const Command& c, LaunchContext& ctx) {
 // A read queued behind the kernels that produce its input (the input is contiguous).
 void download(const Command& c, LaunchContext& ctx) {
   const TensorArg& x = c.inputs[0];
-  size_t bytes = static_cast<size_t>(numel(x.shape)) * dtype_size(x.dtype);
-  check(driver().cuMemcpyDtoHAsync(c.params.host_staging.get(), data_ptr(x), bytes, ctx.stream), "copy from the device");
+  StreamOp op;
+  op.host_dst = c.params.host_staging;
+  op.src = data_ptr(x);
+  op.bytes = static_cast<size_t>(numel(x.shape)) * dtype_size(x.dtype);
+  ctx.out.ops.push_back(std::move(op));
 }
 
 // ---- shape ops -------------------------------------------------------------------------------
@@ -168,14 +220,14 @@ void take(const Command& c, LaunchContext& ctx) {
   if (n == 0) return;
   CUdeviceptr x = contiguous(a, ctx), idx = contiguous(indices, ctx), y = data_ptr(c.output);
   ErrorWords::Word word = ctx.error_words.take();
-  ctx.take_checks.push_back(TakeCheck{word, axis, dim});
+  ctx.out.take_checks.push_back(TakeCheck{word, axis, dim});
   CUdeviceptr err = word.device;
   launch_1d(ctx, "take_" + size_suffix(a.dtype), n, y, x, idx, outer, dim, inner, count, err);
 }
 
 // ---- reductions and rows -----------------------------------------------------------------------
 
-void launch_rows(LaunchContext& ctx, const std::string& prefix, int group, int64_t rows, auto&... args) {
+void launch_rows(LaunchContext& ctx, const std::string& prefix, int group, int64_t rows, const auto&... args) {
   int64_t per_block = 256 / group;
   unsigned grid = static_cast<unsigned>((rows + per_block - 1) / per_block);
   launch(ctx, prefix + "_g" + std::to_string(group), grid, 1, 1, 256, 0, args...);
@@ -235,6 +287,9 @@ void norm(const Command& c, LaunchContext& ctx, bool layer) {
 void attention(const Command& c, LaunchContext& ctx) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
   int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Lk = ks[2], Dv = vs[3];
+  int64_t used = static_cast<int64_t>(c.params.scalars[1]);  // keys in use: a prefix of k and v
+  if (used < 0 || used > Lk)
+    throw_error(LANES_ERR_DEVICE, "key length " + std::to_string(used) + " is out of range for " + std::to_string(Lk) + " keys");
   int64_t rows = B * H * Lq;
   if (rows == 0 || Dv == 0) return;
   CUdeviceptr q = contiguous(c.inputs[0], ctx), k = contiguous(c.inputs[1], ctx), v = contiguous(c.inputs[2], ctx);
@@ -246,7 +301,7 @@ void attention(const Command& c, LaunchContext& ctx) {
   unsigned shared = score_bytes <= (32u << 10) ? static_cast<unsigned>(score_bytes) : 0;
   CUdeviceptr scratch = shared ? 0 : ctx.temp(score_bytes * static_cast<size_t>(rows));
   launch(ctx, std::string("attention_") + suffix(c.output.dtype), static_cast<unsigned>(rows), 1, 1, 256, shared, y, q,
-         k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal);
+         k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used);
 }
 
 void rope(const Command& c, LaunchContext& ctx) {
@@ -257,7 +312,7 @@ void rope(const Command& c, LaunchContext& ctx) {
   CUdeviceptr x = contiguous(c.inputs[0], ctx), y = data_ptr(c.output);
   int32_t dims = c.params.axis, traditional = c.params.flags & 1;
   double base = c.params.scalars[0], scale = c.params.scalars[1];
-  int64_t offset = c.params.offset;
+  double offset = c.params.scalars[2];
   launch_1d(ctx, std::string("rope_") + suffix(c.output.dtype), rows * D, y, x, rows, L, D, dims, base, scale, offset,
             traditional);
 }
@@ -306,13 +361,15 @@ void matmul(const Command& c, LaunchContext& ctx) {
 
 }  // namespace
 
-void launch_command(const Command& c, LaunchContext& ctx) {
+void translate(const Command& c, LaunchContext& ctx) {
   switch (c.op) {
     case OpCode::Full: return full(c, ctx);
     case OpCode::Arange: return arange(c, ctx);
     case OpCode::Random: return random(c, ctx);
     case OpCode::Unary: return unary(c, ctx);
     case OpCode::Binary: return binary(c, ctx);
+    case OpCode::BinaryScalar: return binary_scalar(c, ctx);
+    case OpCode::SliceUpdate: return slice_update(c, ctx);
     case OpCode::Where: return where(c, ctx);
     case OpCode::AsType: return astype(c, ctx);
     case OpCode::Matmul: return matmul(c, ctx);
@@ -326,9 +383,11 @@ void launch_command(const Command& c, LaunchContext& ctx) {
     case OpCode::Rope: return rope(c, ctx);
     case OpCode::Download: return download(c, ctx);
     case OpCode::FromData:
-    case OpCode::View: break;
+    case OpCode::View:
+    case OpCode::Placeholder:
+    case OpCode::QuantizedMatmul: break;
   }
-  throw_error(LANES_ERR_INTERNAL, "cuda backend: no kernel for op");
+  throw_error(LANES_ERR_INTERNAL, std::string("cuda backend: no kernel for ") + op_name(c.op, c.params.subop));
 }
 
 }  // namespace lanes::cuda

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "../ffi/src/config.hpp"
 #include "../ffi/src/status.hpp"
 #include "kernels_source.hpp"
 
@@ -36,10 +37,8 @@ uint64_t fnv1a(const std::string& text, uint64_t h = 1469598103934665603ull) {
 }
 
 std::filesystem::path cache_dir() {
-  if (const char* d = std::getenv("LANES_CACHE_DIR"); d && *d) return std::filesystem::path(d) / "cuda";
-  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return std::filesystem::path(d) / "lanes" / "cuda";
-  if (const char* d = std::getenv("HOME"); d && *d) return std::filesystem::path(d) / ".cache" / "lanes" / "cuda";
-  return {};
+  if (config().cache_dir.empty()) return {};
+  return std::filesystem::path(config().cache_dir) / "cuda";
 }
 
 std::vector<char> read_file(const std::filesystem::path& p) {
@@ -67,7 +66,7 @@ void write_file_atomically(const std::filesystem::path& p, const std::vector<cha
 std::vector<char> compile(const std::string& family, const std::vector<std::string>& options) {
   const Nvrtc& n = nvrtc();
   void* prog = nullptr;
-  if (int r = n.nvrtcCreateProgram(&prog, kKernelSource, ("lanes_" + family + ".cu").c_str(), 0, nullptr, nullptr))
+  if (int r = n.nvrtcCreateProgram(&prog, kernel_source().c_str(), ("lanes_" + family + ".cu").c_str(), 0, nullptr, nullptr))
     throw_error(LANES_ERR_DEVICE, std::string("NVRTC: ") + n.nvrtcGetErrorString(r));
   std::vector<const char*> opts;
   for (const std::string& o : options) opts.push_back(o.c_str());
@@ -99,7 +98,7 @@ CUmodule Modules::load_family(const std::string& family) {
   std::string arch = "-arch=sm_" + std::to_string(cc_major_) + std::to_string(cc_minor_);
   std::vector<std::string> options = {arch, "-std=c++17", "-DLANES_FAMILY_" + family};
   std::ostringstream key;
-  key << kKernelSource << '\n' << major << '.' << minor;
+  key << kernel_source().c_str() << '\n' << major << '.' << minor;
   for (const std::string& o : options) key << ' ' << o;
   char name[64];
   std::snprintf(name, sizeof name, "%016llx.cubin", static_cast<unsigned long long>(fnv1a(key.str())));

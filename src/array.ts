@@ -2,17 +2,13 @@
  * Arrays: immutable, lazily computed nodes of a graph, held by handle.
  * @module
  */
+import { dtypes, type DType } from "./abi.ts";
 import { DisposedError, ShapeError, DTypeError } from "./errors.ts";
 import { callForHandle, check, native, outPtr } from "./native.ts";
 
-/**
- * Element types. float16 and bfloat16 are stored as 16 bits and computed in float32; bool is
- * one byte (0 or 1).
- */
-export type DType = "float32" | "int32" | "bool" | "float16" | "bfloat16";
+export type { DType, ElementDType } from "./abi.ts";
 
-const dtypeCodes: Record<DType, number> = { float32: 0, int32: 1, bool: 2, float16: 3, bfloat16: 4 };
-const dtypeNames: DType[] = ["float32", "int32", "bool", "float16", "bfloat16"];
+const dtypeNames = Object.keys(dtypes) as DType[];
 
 /** The typed array {@link LanesArray.toTypedArray} returns for each dtype. */
 export type TypedArrayOf = Float32Array | Int32Array | Uint8Array | Uint16Array;
@@ -25,21 +21,34 @@ function typedArrayFor(dtype: DType, n: number): TypedArrayOf {
       return new Int32Array(n);
     case "bool":
       return new Uint8Array(n);
+    case "float16":
+    case "bfloat16":
+      return new Uint16Array(n); // bit patterns
     default:
-      return new Uint16Array(n); // float16 and bfloat16 bit patterns
+      throw new DTypeError(`${dtype} arrays are read as float32: use toFloat32Array()`);
   }
 }
 
 /** @internal */
 export function dtypeCode(dtype: DType): number {
-  const code = dtypeCodes[dtype];
-  if (code === undefined) throw new DTypeError(`unsupported dtype '${String(dtype)}' (have: float32, int32, bool, float16, bfloat16)`);
-  return code;
+  const info = dtypes[dtype];
+  if (info === undefined) throw new DTypeError(`unsupported dtype '${String(dtype)}' (have: ${dtypeNames.join(", ")})`);
+  return info.code;
 }
 
-const arrayRegistry = new FinalizationRegistry<number>((id) => {
-  native.lanes_array_release(id);
+// What the GC backstop releases. Registering with an unregister token costs about 25× more
+// than without one, so dispose() marks the cell instead of unregistering.
+interface Held {
+  readonly id: number;
+  live: boolean;
+}
+
+const arrayRegistry = new FinalizationRegistry<Held>((held) => {
+  if (held.live) native.lanes_array_release(held.id);
 });
+
+// The innermost tidy() scope: arrays made inside are disposed when it ends unless returned.
+let scope: LanesArray[] | undefined;
 
 const infoDtype = new Int32Array(1);
 const infoNdim = new Int32Array(1);
@@ -51,12 +60,21 @@ export class LanesArray implements Disposable {
   readonly id: number;
   #shape: number[] | undefined;
   #dtype: DType | undefined;
-  #disposed = false;
+  readonly #held: Held;
 
   /** @internal Arrays come from ops, {@link array} or {@link arrayFromId}. */
   constructor(id: number) {
     this.id = id;
-    arrayRegistry.register(this, id, this);
+    this.#held = { id, live: true };
+    if (scope) scope.push(this);
+    else arrayRegistry.register(this, this.#held);
+  }
+
+  /** @internal Hands a tidy() survivor to the enclosing scope, or to the GC backstop. */
+  adopt(): void {
+    if (!this.#held.live) return;
+    if (scope) scope.push(this);
+    else arrayRegistry.register(this, this.#held);
   }
 
   #loadInfo(): void {
@@ -92,12 +110,12 @@ export class LanesArray implements Disposable {
 
   /** True once {@link LanesArray.dispose} ran. */
   get disposed(): boolean {
-    return this.#disposed;
+    return !this.#held.live;
   }
 
   /** @internal The handle, checked for use after dispose. */
   handle(): number {
-    if (this.#disposed) throw new DisposedError(`array ${this.id} was disposed`);
+    if (!this.#held.live) throw new DisposedError(`array ${this.id} was disposed`);
     return this.id;
   }
 
@@ -121,7 +139,7 @@ export class LanesArray implements Disposable {
 
   #readAs(dtype: DType): TypedArrayOf {
     if (this.dtype === dtype) return this.toTypedArray();
-    const converted = new LanesArray(callForHandle(native.lanes_array_astype(this.handle(), dtypeCodes[dtype], 0, outPtr)));
+    const converted = new LanesArray(callForHandle(native.lanes_array_astype(this.handle(), dtypeCode(dtype), 0, outPtr)));
     try {
       return converted.toTypedArray();
     } finally {
@@ -142,9 +160,8 @@ export class LanesArray implements Disposable {
 
   /** Releases this reference; the node lives on while other arrays or Workers use it. Idempotent. */
   dispose(): void {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    arrayRegistry.unregister(this);
+    if (!this.#held.live) return;
+    this.#held.live = false;
     check(native.lanes_array_release(this.id));
   }
 
@@ -237,6 +254,43 @@ export function arrayFromBytes(bytes: Uint8Array, shape: readonly number[], dtyp
       native.lanes_array_from_data(bytes.byteLength ? bytes : null, bytes.byteLength, dtypeCode(dtype), dims.length ? dims : null, dims.length, outPtr),
     ),
   );
+}
+
+/** Anything {@link tidy} may return: arrays, possibly inside arrays and plain objects. */
+export type Tidied = LanesArray | void | undefined | null | number | string | boolean | readonly Tidied[] | { readonly [key: string]: Tidied };
+
+function collect(value: Tidied, out: Set<LanesArray>): void {
+  if (value instanceof LanesArray) out.add(value);
+  else if (Array.isArray(value)) for (const v of value) collect(v, out);
+  else if (value && typeof value === "object") for (const v of Object.values(value)) collect(v as Tidied, out);
+}
+
+/**
+ * Runs `fn` and disposes every array it created that it does not return (in an array or a
+ * plain object too), so intermediates free their memory when the scope ends rather than when
+ * the garbage collector gets to them. Arrays made inside also skip the GC registration. Scopes
+ * nest; `fn` must be synchronous.
+ */
+export function tidy<T extends Tidied>(fn: () => T): T {
+  const outer = scope;
+  const made: LanesArray[] = [];
+  scope = made;
+  let result: T;
+  try {
+    result = fn();
+  } catch (error) {
+    scope = outer;
+    for (const a of made) a.dispose();
+    throw error;
+  }
+  scope = outer;
+  const keep = new Set<LanesArray>();
+  collect(result, keep);
+  for (const a of made) {
+    if (keep.has(a)) a.adopt();
+    else a.dispose();
+  }
+  return result;
 }
 
 /**

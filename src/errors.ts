@@ -1,15 +1,6 @@
-/** Status codes of the C ABI (`lanes_status`). */
-export const Status = {
-  ok: 0,
-  invalidArgument: 1,
-  shape: 2,
-  dtype: 3,
-  invalidHandle: 4,
-  disposed: 5,
-  device: 6,
-  outOfMemory: 7,
-  internal: 8,
-} as const;
+import { Status } from "./abi.ts";
+
+export { Status };
 
 /** A status code name, as carried by {@link LanesError.code}. */
 export type ErrorCode =

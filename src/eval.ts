@@ -31,62 +31,104 @@ interface Waiter {
 let queue = 0;
 let nextToken = 1;
 const waiters = new Map<number, Waiter>();
-let ticking = false;
 const drainCapacity = 64;
 const drainTokens = new BigUint64Array(drainCapacity);
 const drainStatus = new Int32Array(drainCapacity);
 const drainCount = new Int32Array(1);
-let idlePolls = 0;
+const fdOut = new Int32Array(1);
+
+// The read end of the queue's pipe: readable exactly when a completion was posted. Its reader
+// exists only while completions are awaited, since a pending read keeps the process alive.
+let wakeFd = -1;
+interface WakeReader {
+  read(): Promise<{ done: boolean }>;
+  cancel(): Promise<void>;
+}
+let reader: WakeReader | undefined;
+let idleCheck = false;
 
 function drain(): void {
-  check(native.lanes_completion_queue_drain(queue, drainTokens, drainStatus, drainCapacity, drainCount));
-  const n = drainCount[0]!;
-  for (let i = 0; i < n; i++) {
-    const token = Number(drainTokens[i]!);
-    const waiter = waiters.get(token);
-    if (!waiter) continue;
-    waiters.delete(token);
-    if (drainStatus[i] === 0) {
-      waiter.resolve();
-    } else {
-      // The arrays are computed (or failed): a blocking eval returns at once with the typed error.
-      try {
-        evalArrays(...waiter.arrays);
-        waiter.resolve();
-      } catch (error) {
-        waiter.reject(error);
-      }
-    }
+  for (;;) {
+    check(native.lanes_completion_queue_drain(queue, drainTokens, drainStatus, drainCapacity, drainCount));
+    const n = drainCount[0]!;
+    for (let i = 0; i < n; i++) settle(Number(drainTokens[i]!), drainStatus[i]!);
+    if (n < drainCapacity) return;
   }
-  idlePolls = n > 0 ? 0 : idlePolls + 1;
 }
 
-function tick(): void {
-  drain();
-  if (waiters.size === 0) {
-    ticking = false;
+function settle(token: number, status: number): void {
+  const waiter = waiters.get(token);
+  if (!waiter) return;
+  waiters.delete(token);
+  if (status === 0) {
+    waiter.resolve();
     return;
   }
-  // Poll eagerly right after activity, then back off to timer granularity.
-  if (idlePolls < 8) setImmediate(tick);
-  else setTimeout(tick, 1);
+  // The arrays are computed (or failed): a blocking eval returns at once with the typed error.
+  try {
+    evalArrays(...waiter.arrays);
+    waiter.resolve();
+  } catch (error) {
+    waiter.reject(error);
+  }
+}
+
+async function pump(mine: WakeReader): Promise<void> {
+  for (;;) {
+    const { done } = await mine.read();
+    if (done || mine !== reader) return;
+    drain();
+    if (waiters.size === 0) releaseReaderWhenIdle();
+  }
+}
+
+// Back-to-back awaits reuse the reader: it goes only once a turn of the event loop passed with
+// nothing awaited.
+function releaseReaderWhenIdle(): void {
+  if (idleCheck) return;
+  idleCheck = true;
+  setImmediate(() => {
+    idleCheck = false;
+    if (waiters.size > 0 || !reader) return;
+    const idle = reader;
+    reader = undefined;
+    void idle.cancel();
+  });
+}
+
+function listen(): void {
+  if (reader) return;
+  if (wakeFd < 0) {
+    check(native.lanes_completion_queue_fd(queue, fdOut));
+    wakeFd = fdOut[0]!;
+  }
+  const mine: WakeReader = Bun.file(wakeFd).stream().getReader();
+  reader = mine;
+  void pump(mine);
 }
 
 /**
  * Computes the arrays without blocking the event loop. Resolves when all are ready; rejects
- * with the typed error of the first failure.
+ * with the typed error of the first failure. The event loop is woken by the native side
+ * through a pipe it polls, when the work is done; nothing polls on a timer.
  */
 export function evalAsync(...arrays: LanesArray[]): Promise<void> {
   if (arrays.length === 0) return Promise.resolve();
   if (queue === 0) queue = callForHandle(native.lanes_completion_queue_new(outPtr));
   const token = nextToken++;
-  return new Promise<void>((resolve, reject) => {
-    check(native.lanes_eval_async(handles(arrays), arrays.length, queue, token));
+  const done = new Promise<void>((resolve, reject) => {
     waiters.set(token, { arrays, resolve, reject });
-    idlePolls = 0;
-    if (!ticking) {
-      ticking = true;
-      setImmediate(tick);
-    }
   });
+  const status = native.lanes_eval_async(handles(arrays), arrays.length, queue, token);
+  if (status !== 0) {
+    waiters.delete(token);
+    try {
+      check(status);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+  drain();  // work that was already done completes here, without a wake-up
+  if (waiters.size > 0) listen();
+  return done;
 }

@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-export { array, arrayFromBytes, arrayFromId, LanesArray, type DType, type NestedNumbers, type TypedArrayOf } from "./array.ts";
+export { array, arrayFromBytes, arrayFromId, LanesArray, tidy, type DType, type ElementDType, type NestedNumbers, type Tidied, type TypedArrayOf } from "./array.ts";
 export {
   DeviceError,
   DisposedError,
@@ -54,6 +54,7 @@ export {
   negative,
   ones,
   power,
+  quantizedMatmul,
   rmsNorm,
   rope,
   reshape,
@@ -63,6 +64,7 @@ export {
   silu,
   sin,
   slice,
+  sliceUpdate,
   softmax,
   sqrt,
   square,
@@ -79,11 +81,13 @@ export {
   type ArrayLike,
   type AttentionOptions,
   type RopeOptions,
+  type SliceUpdateOptions,
   type CreationOptions,
   type ReduceOptions,
   type StreamOptions,
 } from "./ops.ts";
 export * as random from "./random.ts";
+export { Scalar } from "./scalar.ts";
 export * as debug from "./debug.ts";
 export { clearCache, resetPeakMemory, setEpochBudget, setMemoryLimit, shutdown, stats, type Stats } from "./stats.ts";
 export { currentStream, defaultStream, deviceCount, newStream, type NewStreamOptions, Stream, streamFromId, synchronize, withStream } from "./stream.ts";

@@ -3,67 +3,11 @@
  * a typed error with the message the native side kept for this thread.
  * @module
  */
-import { dlopen, FFIType, ptr, suffix } from "bun:ffi";
+import { dlopen, ptr, suffix } from "bun:ffi";
+import { symbols } from "./abi.ts";
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { errorFor, LanesError } from "./errors.ts";
-
-const { i32, u32, u64, f64, cstring } = FFIType;
-const pointer = FFIType.ptr;
-
-const symbols = {
-  lanes_last_error: { args: [], returns: cstring },
-  lanes_last_error_code: { args: [], returns: i32 },
-  lanes_backend_name: { args: [], returns: cstring },
-  lanes_thread_track_handles: { args: [i32], returns: i32 },
-  lanes_shutdown: { args: [], returns: i32 },
-  lanes_debug_fail_next_epochs: { args: [u64, u32], returns: i32 },
-  lanes_debug_pause_stream: { args: [u64, i32], returns: i32 },
-  lanes_stats_read: { args: [pointer, i32], returns: i32 },
-  lanes_stats_reset_peak: { args: [], returns: i32 },
-  lanes_set_memory_limit: { args: [u64], returns: i32 },
-  lanes_clear_cache: { args: [], returns: i32 },
-  lanes_set_epoch_budget: { args: [u32, u64], returns: i32 },
-  lanes_stream_new: { args: [pointer], returns: i32 },
-  lanes_stream_new_on: { args: [i32, pointer], returns: i32 },
-  lanes_device_count: { args: [pointer], returns: i32 },
-  lanes_stream_default: { args: [pointer], returns: i32 },
-  lanes_stream_retain: { args: [u64], returns: i32 },
-  lanes_stream_release: { args: [u64], returns: i32 },
-  lanes_stream_synchronize: { args: [u64], returns: i32 },
-  lanes_array_from_data: { args: [pointer, u64, i32, pointer, i32, pointer], returns: i32 },
-  lanes_array_full: { args: [f64, i32, pointer, i32, u64, pointer], returns: i32 },
-  lanes_array_arange: { args: [f64, f64, f64, i32, u64, pointer], returns: i32 },
-  lanes_array_random: { args: [i32, u64, f64, f64, pointer, i32, u64, pointer], returns: i32 },
-  lanes_array_unary: { args: [i32, u64, u64, pointer], returns: i32 },
-  lanes_array_binary: { args: [i32, u64, u64, u64, pointer], returns: i32 },
-  lanes_array_matmul: { args: [u64, u64, u64, pointer], returns: i32 },
-  lanes_array_reduce: { args: [i32, u64, pointer, i32, i32, u64, pointer], returns: i32 },
-  lanes_array_softmax: { args: [u64, i32, u64, pointer], returns: i32 },
-  lanes_array_reshape: { args: [u64, pointer, i32, u64, pointer], returns: i32 },
-  lanes_array_transpose: { args: [u64, pointer, i32, u64, pointer], returns: i32 },
-  lanes_array_broadcast_to: { args: [u64, pointer, i32, u64, pointer], returns: i32 },
-  lanes_array_expand_dims: { args: [u64, pointer, i32, u64, pointer], returns: i32 },
-  lanes_array_squeeze: { args: [u64, pointer, i32, u64, pointer], returns: i32 },
-  lanes_array_slice: { args: [u64, pointer, pointer, pointer, i32, u64, pointer], returns: i32 },
-  lanes_array_concatenate: { args: [pointer, i32, i32, i32, u64, pointer], returns: i32 },
-  lanes_array_take: { args: [u64, u64, i32, u64, pointer], returns: i32 },
-  lanes_array_rms_norm: { args: [u64, u64, f64, u64, pointer], returns: i32 },
-  lanes_array_layer_norm: { args: [u64, u64, u64, f64, u64, pointer], returns: i32 },
-  lanes_array_attention: { args: [u64, u64, u64, f64, i32, u64, pointer], returns: i32 },
-  lanes_array_rope: { args: [u64, i32, i32, f64, f64, FFIType.i64, u64, pointer], returns: i32 },
-  lanes_array_where: { args: [u64, u64, u64, u64, pointer], returns: i32 },
-  lanes_array_astype: { args: [u64, i32, u64, pointer], returns: i32 },
-  lanes_array_info: { args: [u64, pointer, pointer, pointer, i32], returns: i32 },
-  lanes_array_read: { args: [u64, pointer, u64], returns: i32 },
-  lanes_array_retain: { args: [u64], returns: i32 },
-  lanes_array_release: { args: [u64], returns: i32 },
-  lanes_eval: { args: [pointer, i32], returns: i32 },
-  lanes_eval_async: { args: [pointer, i32, u64, u64], returns: i32 },
-  lanes_completion_queue_new: { args: [pointer], returns: i32 },
-  lanes_completion_queue_release: { args: [u64], returns: i32 },
-  lanes_completion_queue_drain: { args: [u64, pointer, pointer, i32, pointer], returns: i32 },
-} as const;
 
 const packageRoot = resolve(dirname(import.meta.path), "..");
 const libraryName = `liblanes.${suffix}`;

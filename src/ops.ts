@@ -3,9 +3,11 @@
  * at once; {@link eval} or reading the array computes it.
  * @module
  */
+import { binaryOps, reduceOps, unaryOps } from "./abi.ts";
 import { array, dtypeCode, LanesArray, shapeBuffer, type DType } from "./array.ts";
 import { ShapeError } from "./errors.ts";
 import { callForHandle, native, outPtr } from "./native.ts";
+import { Scalar } from "./scalar.ts";
 import { currentStream, type Stream } from "./stream.ts";
 
 /** Options every op takes. */
@@ -26,15 +28,29 @@ export interface CreationOptions extends StreamOptions {
   dtype?: DType;
 }
 
-/** An array or a scalar that broadcasts. */
-export type ArrayLike = LanesArray | number;
+/**
+ * An array, or a scalar that broadcasts. A number is passed to the kernel as a parameter (it
+ * never becomes an array) and is weakly typed, as in MLX: `multiply(halfArray, 0.5)` stays
+ * float16, `add(intArray, 1)` stays int32. Inside a compiled function a {@link Scalar}
+ * parameter may stand in for the number.
+ */
+export type ArrayLike = LanesArray | number | Scalar;
 
 function streamHandle(opts?: StreamOptions): number {
   return (opts?.stream ?? currentStream()).handle();
 }
 
 function asArray(x: ArrayLike): LanesArray {
+  if (x instanceof Scalar) throw new ShapeError("a compiled function's scalar parameter can only be an operand of add, multiply, ... (not of where)");
   return typeof x === "number" ? array(x) : x;
+}
+
+// A plan parameter index for a scalar stand-in, or -1 for a plain number.
+function scalarParam(x: number | Scalar): number {
+  return x instanceof Scalar ? x.index : -1;
+}
+function scalarValue(x: number | Scalar): number {
+  return x instanceof Scalar ? 0 : x;
 }
 
 function wrap(status: number): LanesArray {
@@ -72,113 +88,126 @@ export function arange(start: number, stop?: number, step?: number, opts?: Creat
 
 // ---- elementwise ----
 
-function unary(op: number, a: LanesArray, opts?: StreamOptions): LanesArray {
-  return wrap(native.lanes_array_unary(op, a.handle(), streamHandle(opts), outPtr));
+function unary(op: keyof typeof unaryOps, a: LanesArray, opts?: StreamOptions): LanesArray {
+  return wrap(native.lanes_array_unary(unaryOps[op], a.handle(), streamHandle(opts), outPtr));
 }
 
-function binary(op: number, a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return wrap(native.lanes_array_binary(op, asArray(a).handle(), asArray(b).handle(), streamHandle(opts), outPtr));
+function binary(op: keyof typeof binaryOps, a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
+  const code = binaryOps[op];
+  if (a instanceof LanesArray && b instanceof LanesArray)
+    return wrap(native.lanes_array_binary(code, a.handle(), b.handle(), streamHandle(opts), outPtr));
+  if (a instanceof LanesArray)
+    return wrap(native.lanes_array_binary_scalar(code, a.handle(), scalarValue(b as number | Scalar), 0, scalarParam(b as number | Scalar), streamHandle(opts), outPtr));
+  if (b instanceof LanesArray)
+    return wrap(native.lanes_array_binary_scalar(code, b.handle(), scalarValue(a), 1, scalarParam(a), streamHandle(opts), outPtr));
+  // Two scalars: a one-element array holds the first.
+  const left = array(scalarValue(a));
+  try {
+    return binary(op, left, b, opts);
+  } finally {
+    left.dispose();
+  }
 }
 
 /** e^a, elementwise. */
 export function exp(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(0, a, opts);
+  return unary("exp", a, opts);
 }
 /** Natural logarithm, elementwise. */
 export function log(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(1, a, opts);
+  return unary("log", a, opts);
 }
 /** -a, elementwise. */
 export function negative(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(2, a, opts);
+  return unary("negative", a, opts);
 }
 
 /** |a|, elementwise (int32 stays int32). */
 export function abs(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(3, a, opts);
+  return unary("abs", a, opts);
 }
 /** a², elementwise (int32 stays int32). */
 export function square(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(4, a, opts);
+  return unary("square", a, opts);
 }
 /** √a, elementwise. */
 export function sqrt(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(5, a, opts);
+  return unary("sqrt", a, opts);
 }
 /** 1/√a, elementwise. */
 export function rsqrt(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(6, a, opts);
+  return unary("rsqrt", a, opts);
 }
 /** tanh(a), elementwise. */
 export function tanh(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(7, a, opts);
+  return unary("tanh", a, opts);
 }
 /** 1 / (1 + e^-a), elementwise. */
 export function sigmoid(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(8, a, opts);
+  return unary("sigmoid", a, opts);
 }
 /** a · sigmoid(a), elementwise. */
 export function silu(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(9, a, opts);
+  return unary("silu", a, opts);
 }
 /** GELU, exact form: a · Φ(a) = a/2 · (1 + erf(a/√2)). */
 export function gelu(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(10, a, opts);
+  return unary("gelu", a, opts);
 }
 /** GELU, tanh approximation: a/2 · (1 + tanh(√(2/π) · (a + 0.044715 a³))). */
 export function geluApprox(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(11, a, opts);
+  return unary("geluApprox", a, opts);
 }
 /** sin(a), elementwise. */
 export function sin(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(12, a, opts);
+  return unary("sin", a, opts);
 }
 /** cos(a), elementwise. */
 export function cos(a: LanesArray, opts?: StreamOptions): LanesArray {
-  return unary(13, a, opts);
+  return unary("cos", a, opts);
 }
 
 /** a + b with broadcasting. */
 export function add(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return binary(0, a, b, opts);
+  return binary("add", a, b, opts);
 }
 /** a - b with broadcasting. */
 export function subtract(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return binary(1, a, b, opts);
+  return binary("subtract", a, b, opts);
 }
 /** a * b with broadcasting. */
 export function multiply(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return binary(2, a, b, opts);
+  return binary("multiply", a, b, opts);
 }
 /** a / b with broadcasting (always floating point). */
 export function divide(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return binary(3, a, b, opts);
+  return binary("divide", a, b, opts);
 }
 /** Elementwise maximum with broadcasting; NaN propagates. */
 export function maximum(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return binary(4, a, b, opts);
+  return binary("maximum", a, b, opts);
 }
 
 /** Elementwise minimum with broadcasting; NaN propagates. */
 export function minimum(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return binary(5, a, b, opts);
+  return binary("minimum", a, b, opts);
 }
 /** a ** b with broadcasting (always floating point). */
 export function power(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return binary(6, a, b, opts);
+  return binary("power", a, b, opts);
 }
 
 /** a == b elementwise with broadcasting, as bool (NaN is unequal to everything). */
 export function equal(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return binary(7, a, b, opts);
+  return binary("equal", a, b, opts);
 }
 /** a < b elementwise with broadcasting, as bool. */
 export function less(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return binary(8, a, b, opts);
+  return binary("less", a, b, opts);
 }
 /** a > b elementwise with broadcasting, as bool. */
 export function greater(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return binary(9, a, b, opts);
+  return binary("greater", a, b, opts);
 }
 
 /** `cond ? a : b` elementwise, broadcasting all three; `cond` is converted to bool. */
@@ -305,8 +334,13 @@ export function layerNorm(
 export interface AttentionOptions extends StreamOptions {
   /** Multiplies q·k (default 1/√dim). */
   scale?: number;
-  /** Mask future keys; aligned to the end when k is longer than q (a KV cache). */
+  /** Mask future keys; aligned to the end of the keys in use when they outnumber the queries (a KV cache). */
   causal?: boolean;
+  /**
+   * Attend over the first `keyLength` keys and values only (default: all): a KV cache
+   * preallocated to its full length is attended over its filled prefix, with no slicing.
+   */
+  keyLength?: number | Scalar;
 }
 
 /**
@@ -315,7 +349,20 @@ export interface AttentionOptions extends StreamOptions {
  * sees no key gets zeros.
  */
 export function scaledDotProductAttention(q: LanesArray, k: LanesArray, v: LanesArray, opts?: AttentionOptions): LanesArray {
-  return wrap(native.lanes_array_attention(q.handle(), k.handle(), v.handle(), opts?.scale ?? NaN, opts?.causal ? 1 : 0, streamHandle(opts), outPtr));
+  const keyLength = opts?.keyLength ?? -1;
+  return wrap(
+    native.lanes_array_attention(
+      q.handle(),
+      k.handle(),
+      v.handle(),
+      opts?.scale ?? NaN,
+      opts?.causal ? 1 : 0,
+      scalarValue(keyLength),
+      scalarParam(keyLength),
+      streamHandle(opts),
+      outPtr,
+    ),
+  );
 }
 
 /** Options of {@link rope}. */
@@ -323,7 +370,7 @@ export interface RopeOptions extends StreamOptions {
   /** Frequency base (default 10000). */
   base?: number;
   /** Position of the first row along the sequence axis (default 0), for incremental decoding. */
-  offset?: number;
+  offset?: number | Scalar;
   /** Positions are multiplied by this (default 1). */
   scale?: number;
   /** Rotate neighbouring pairs (2i, 2i+1) instead of halves (i, i + dims/2, the Llama/HF layout). */
@@ -342,7 +389,35 @@ export function rope(x: LanesArray, dims: number, opts?: RopeOptions): LanesArra
       opts?.traditional ? 1 : 0,
       opts?.base ?? 10000,
       opts?.scale ?? 1,
-      opts?.offset ?? 0,
+      scalarValue(opts?.offset ?? 0),
+      scalarParam(opts?.offset ?? 0),
+      streamHandle(opts),
+      outPtr,
+    ),
+  );
+}
+
+/** Options of {@link sliceUpdate}. */
+export interface SliceUpdateOptions extends StreamOptions {
+  /** The axis `offset` counts along (default 0). */
+  axis?: number;
+}
+
+/**
+ * `target` with `update` written at `offset` along `axis` (every other axis matches). When
+ * nothing else can see the target's memory (its array disposed, no other array built from it,
+ * no work in flight on it), the update is written in place: a preallocated KV cache grows by
+ * one token without a copy. Otherwise the target is copied first. Either way the result is a
+ * new array and the target keeps its values.
+ */
+export function sliceUpdate(target: LanesArray, update: LanesArray, offset: number | Scalar, opts?: SliceUpdateOptions): LanesArray {
+  return wrap(
+    native.lanes_array_slice_update(
+      target.handle(),
+      update.handle(),
+      opts?.axis ?? 0,
+      scalarValue(offset),
+      scalarParam(offset),
       streamHandle(opts),
       outPtr,
     ),
@@ -356,48 +431,57 @@ export function matmul(a: LanesArray, b: LanesArray, opts?: StreamOptions): Lane
   return wrap(native.lanes_array_matmul(a.handle(), b.handle(), streamHandle(opts), outPtr));
 }
 
+/**
+ * `x @ wᵀ` for weights `w` of shape `[n, k]` kept quantized (`q4_0`, `q4_1`, `q8_0`, as a GGUF
+ * file stores them): `x` is `[..., k]`, the result float32 `[..., n]`. Weights are read in
+ * their blocks; activations are quantized to 8 bits per block on the way, as llama.cpp does.
+ */
+export function quantizedMatmul(x: LanesArray, w: LanesArray, opts?: StreamOptions): LanesArray {
+  return wrap(native.lanes_array_quantized_matmul(x.handle(), w.handle(), streamHandle(opts), outPtr));
+}
+
 // ---- reductions ----
 
-function reduce(op: number, a: LanesArray, axis: number | readonly number[] | undefined, opts?: ReduceOptions): LanesArray {
+function reduce(op: keyof typeof reduceOps, a: LanesArray, axis: number | readonly number[] | undefined, opts?: ReduceOptions): LanesArray {
   const axes = axis === undefined ? null : Int32Array.from(typeof axis === "number" ? [axis] : axis);
   const count = axes === null ? -1 : axes.length;
   return wrap(
-    native.lanes_array_reduce(op, a.handle(), axes && axes.length ? axes : null, count, opts?.keepdims ? 1 : 0, streamHandle(opts), outPtr),
+    native.lanes_array_reduce(reduceOps[op], a.handle(), axes && axes.length ? axes : null, count, opts?.keepdims ? 1 : 0, streamHandle(opts), outPtr),
   );
 }
 
 /** Sum over `axis` (one or several; all when omitted). */
 export function sum(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
-  return reduce(0, a, axis, opts);
+  return reduce("sum", a, axis, opts);
 }
 /** Maximum over `axis` (one or several; all when omitted); NaN propagates. */
 export function max(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
-  return reduce(1, a, axis, opts);
+  return reduce("max", a, axis, opts);
 }
 /** Mean over `axis` (one or several; all when omitted). */
 export function mean(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
-  return reduce(2, a, axis, opts);
+  return reduce("mean", a, axis, opts);
 }
 
 /** Minimum over `axis` (one or several; all when omitted); NaN propagates. */
 export function min(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
-  return reduce(3, a, axis, opts);
+  return reduce("min", a, axis, opts);
 }
 /** log(sum(exp(a))) over `axis`, computed stably (max-shifted). */
 export function logsumexp(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
-  return reduce(4, a, axis, opts);
+  return reduce("logsumexp", a, axis, opts);
 }
 /** Population variance (ddof 0) over `axis`, two-pass. */
 export function variance(a: LanesArray, axis?: number | readonly number[], opts?: ReduceOptions): LanesArray {
-  return reduce(5, a, axis, opts);
+  return reduce("variance", a, axis, opts);
 }
 /** Index (int32) of the first maximum along `axis`, or of the flattened array when omitted. */
 export function argmax(a: LanesArray, axis?: number, opts?: ReduceOptions): LanesArray {
-  return reduce(6, a, axis, opts);
+  return reduce("argmax", a, axis, opts);
 }
 /** Index (int32) of the first minimum along `axis`, or of the flattened array when omitted. */
 export function argmin(a: LanesArray, axis?: number, opts?: ReduceOptions): LanesArray {
-  return reduce(7, a, axis, opts);
+  return reduce("argmin", a, axis, opts);
 }
 
 /** Softmax along `axis` (default: the last), numerically stable. */

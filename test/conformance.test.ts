@@ -14,7 +14,7 @@ type FloatType = (typeof floatTypes)[number];
 let cases = 0;
 
 // Random values in [lo, hi) for `dtype`, with NaN/±Inf sprinkled in for floats.
-function values(n: number, dtype: lx.DType, lo: number, hi: number, specials: boolean): Float64Array {
+function values(n: number, dtype: lx.ElementDType, lo: number, hi: number, specials: boolean): Float64Array {
   const round = roundTo[dtype] ?? ((x: number) => x);
   return Float64Array.from({ length: n }, () => {
     if (dtype === "int32") return Math.floor(lo + (hi - lo) * next());
@@ -24,7 +24,7 @@ function values(n: number, dtype: lx.DType, lo: number, hi: number, specials: bo
 }
 
 // An input array with these values: contiguous, or a transposed strided view of the same values.
-function input(vals: Float64Array, shape: number[], dtype: lx.DType, strided: boolean): lx.LanesArray {
+function input(vals: Float64Array, shape: number[], dtype: lx.ElementDType, strided: boolean): lx.LanesArray {
   const asF32 = Float32Array.from(vals);
   if (!strided || shape.length < 2) return lx.array(dtype === "int32" ? Int32Array.from(vals) : asF32, shape, dtype);
   // Store the transpose, then view it transposed back: same logical values, non-contiguous.
@@ -57,13 +57,13 @@ const unary: { name: string; op: (a: lx.LanesArray) => lx.LanesArray; ref: (x: n
 ];
 
 // Tolerance for an op's output dtype; int results compare exactly.
-function tol(dtype: lx.DType, what: string) {
+function tol(dtype: lx.ElementDType, what: string) {
   return { ...tolerance[dtype], what };
 }
 
 describe("conformance: unary ops × dtypes × shapes × layouts", () => {
   for (const u of unary) {
-    const dtypes: lx.DType[] = [...floatTypes, ...(u.ints ? (["int32"] as const) : [])];
+    const dtypes: lx.ElementDType[] = [...floatTypes, ...(u.ints ? (["int32"] as const) : [])];
     for (const dtype of dtypes) {
       test(`${u.name} ${dtype}`, () => {
         for (const shape of shapes()) {
@@ -103,7 +103,7 @@ function broadcastPair(): [number[], number[]] {
 
 describe("conformance: binary ops × dtypes × broadcasting × layouts", () => {
   for (const bop of binary) {
-    for (const dtype of [...floatTypes, "int32"] as lx.DType[]) {
+    for (const dtype of [...floatTypes, "int32"] as lx.ElementDType[]) {
       test(`${bop.name} ${dtype}`, () => {
         const pairs: [number[], number[]][] = [[[], []], [[1], [5]], [[0, 3], [3]], [[4, 1], [1, 3]], ...Array.from({ length: 8 }, broadcastPair)];
         for (const [as, bs] of pairs) {
@@ -173,7 +173,7 @@ const reducers: { name: string; op: (a: lx.LanesArray, axis?: number | number[],
 
 describe("conformance: reductions × dtypes × axes × layouts", () => {
   for (const r of reducers) {
-    for (const dtype of [...floatTypes, "int32"] as lx.DType[]) {
+    for (const dtype of [...floatTypes, "int32"] as lx.ElementDType[]) {
       test(`${r.name} ${dtype}`, () => {
         for (let trial = 0; trial < 12; trial++) {
           const shape = randomShape(next, 1 + Math.floor(next() * 3), 7);
@@ -240,7 +240,7 @@ describe("conformance: astype, where and softmax × dtypes", () => {
   }
 
   test("where over every dtype pair of branches", () => {
-    const dtypes: lx.DType[] = ["float32", "float16", "bfloat16", "int32", "bool"];
+    const dtypes: lx.ElementDType[] = ["float32", "float16", "bfloat16", "int32", "bool"];
     for (const da of dtypes)
       for (const db of dtypes) {
         const cond = lx.array(new Uint8Array([1, 0, 1, 0, 0, 1]), [2, 3]);
@@ -255,7 +255,7 @@ describe("conformance: astype, where and softmax × dtypes", () => {
   });
 
   test("shape ops, take and concatenate move every dtype's values exactly", () => {
-    for (const dtype of ["float32", "float16", "bfloat16", "int32", "bool"] as lx.DType[]) {
+    for (const dtype of ["float32", "float16", "bfloat16", "int32", "bool"] as lx.ElementDType[]) {
       const raw = Float64Array.from({ length: 24 }, (_, i) => (dtype === "bool" ? +(i % 3 === 0) : i - 7.5));
       const x = Float32Array.from(raw, (v) => (dtype === "int32" ? Math.trunc(v) + 0 /* int32 has no -0 */ : dtype === "bool" ? +(v !== 0) : roundTo[dtype]!(v)));
       const a = lx.array(Float32Array.from(raw), [2, 3, 4], dtype);

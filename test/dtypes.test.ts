@@ -31,14 +31,14 @@ describe("conversions", () => {
 
   test("conversions between every pair of dtypes", () => {
     const src = [-2.7, -1, -0.5, 0, 0.5, 1, 2.7, 300.25, NaN];
-    const ref: Record<lx.DType, (x: number) => number> = {
+    const ref: Record<lx.ElementDType, (x: number) => number> = {
       float32: Math.fround,
       float16: Math.f16round,
       bfloat16: bf16round,
       int32: (x) => (Number.isNaN(x) ? 0 : Math.trunc(x)),
       bool: (x) => (x !== 0 ? 1 : 0),
     };
-    const dtypes = Object.keys(ref) as lx.DType[];
+    const dtypes = Object.keys(ref) as lx.ElementDType[];
     for (const from of dtypes) {
       const a = lx.array(Float32Array.from(src), undefined, from);
       const aVals = Array.from(src, ref[from]);

@@ -39,74 +39,42 @@ extern "C" {
 #define LANES_API __attribute__((visibility("default")))
 #endif
 
+/* The codes below come from lanes_table.def, the one table of dtypes, status codes and ops. */
 typedef int32_t lanes_status;
 enum {
-  LANES_OK = 0,
-  LANES_ERR_INVALID_ARGUMENT = 1,
-  LANES_ERR_SHAPE = 2,
-  LANES_ERR_DTYPE = 3,
-  LANES_ERR_INVALID_HANDLE = 4,
-  LANES_ERR_DISPOSED = 5,
-  LANES_ERR_DEVICE = 6,
-  LANES_ERR_OUT_OF_MEMORY = 7,
-  LANES_ERR_INTERNAL = 8,
+#define LANES_STATUS(code, NAME, name) LANES_##NAME = code,
+#include "lanes_table.def"
 };
 
 typedef int32_t lanes_dtype;
 enum {
-  LANES_FLOAT32 = 0,
-  LANES_INT32 = 1,
-  LANES_BOOL = 2,     /* one byte, 0 or 1 */
-  LANES_FLOAT16 = 3,  /* IEEE binary16, stored as 16 bits, computed in float32 */
-  LANES_BFLOAT16 = 4, /* bfloat16, stored as 16 bits, computed in float32 */
+#define LANES_DTYPE(code, NAME, name, bytes, block) LANES_##NAME = code,
+#include "lanes_table.def"
 };
 
 typedef int32_t lanes_unary_op;
 enum {
-  LANES_OP_EXP = 0,
-  LANES_OP_LOG = 1,
-  LANES_OP_NEGATIVE = 2,
-  LANES_OP_ABS = 3,
-  LANES_OP_SQUARE = 4,
-  LANES_OP_SQRT = 5,
-  LANES_OP_RSQRT = 6,
-  LANES_OP_TANH = 7,
-  LANES_OP_SIGMOID = 8,
-  LANES_OP_SILU = 9,
-  LANES_OP_GELU = 10,        /* exact: x * Phi(x), with erf */
-  LANES_OP_GELU_APPROX = 11, /* tanh form */
-  LANES_OP_SIN = 12,
-  LANES_OP_COS = 13,
+#define LANES_UNARY(code, NAME, name, rule) LANES_OP_##NAME = code,
+#include "lanes_table.def"
 };
 
 typedef int32_t lanes_binary_op;
 enum {
-  LANES_OP_ADD = 0,
-  LANES_OP_SUBTRACT = 1,
-  LANES_OP_MULTIPLY = 2,
-  LANES_OP_DIVIDE = 3,
-  LANES_OP_MAXIMUM = 4,
-  LANES_OP_MINIMUM = 5,
-  LANES_OP_POWER = 6,
-  LANES_OP_EQUAL = 7,   /* comparisons return bool */
-  LANES_OP_LESS = 8,
-  LANES_OP_GREATER = 9,
+#define LANES_BINARY(code, NAME, name, rule) LANES_OP_##NAME = code,
+#include "lanes_table.def"
 };
 
 typedef int32_t lanes_reduce_op;
 enum {
-  LANES_REDUCE_SUM = 0,
-  LANES_REDUCE_MAX = 1,
-  LANES_REDUCE_MEAN = 2,
-  LANES_REDUCE_MIN = 3,
-  LANES_REDUCE_LOGSUMEXP = 4,
-  LANES_REDUCE_VARIANCE = 5, /* population variance (ddof 0) */
-  LANES_REDUCE_ARGMAX = 6,   /* int32 result, exactly one axis (or all, flattened) */
-  LANES_REDUCE_ARGMIN = 7,
+#define LANES_REDUCE(code, NAME, name, rule) LANES_REDUCE_##NAME = code,
+#include "lanes_table.def"
 };
 
 typedef int32_t lanes_random_kind;
-enum { LANES_RANDOM_UNIFORM = 0, LANES_RANDOM_NORMAL = 1 };
+enum {
+#define LANES_RANDOM(code, NAME, name) LANES_RANDOM_##NAME = code,
+#include "lanes_table.def"
+};
 
 /* Counters reported by lanes_stats_read, in this order. */
 enum {
@@ -140,6 +108,9 @@ LANES_API lanes_status lanes_shutdown(void); /* any thread; waits for the defaul
 LANES_API lanes_status lanes_debug_fail_next_epochs(uint64_t stream, uint32_t count); /* any thread */
 /* Test-only, same switch: a paused stream starts none of its committed work until resumed. */
 LANES_API lanes_status lanes_debug_pause_stream(uint64_t stream, int32_t paused); /* any thread */
+/* Test-only, same switch: the encode after `after` more commands on `stream` fails with
+ * LANES_ERR_INTERNAL, as a backend failing part-way through a batch would. */
+LANES_API lanes_status lanes_debug_fail_next_encode(uint64_t stream, uint32_t after); /* any thread */
 
 /* ---- streams ----------------------------------------------------------------------------- */
 LANES_API lanes_status lanes_stream_new(uint64_t* out_stream);      /* any thread; caller owns one reference */
@@ -167,6 +138,12 @@ LANES_API lanes_status lanes_array_random(lanes_random_kind kind, uint64_t seed,
 LANES_API lanes_status lanes_array_unary(lanes_unary_op op, uint64_t a, uint64_t stream, uint64_t* out); /* any thread */
 LANES_API lanes_status lanes_array_binary(lanes_binary_op op, uint64_t a, uint64_t b, uint64_t stream,
                                           uint64_t* out); /* any thread; numpy broadcasting */
+/* `a op scalar` (`scalar op a` when scalar_first != 0). The scalar is a kernel parameter, never
+ * an array, and weakly typed as in MLX: it takes a's type when that type holds it.
+ * Parameters named *_param bind a scalar to a compiled plan's scalar parameter while tracing
+ * (see lanes_plan_new); -1 fixes it. */
+LANES_API lanes_status lanes_array_binary_scalar(lanes_binary_op op, uint64_t a, double scalar, int32_t scalar_first,
+                                                 int32_t scalar_param, uint64_t stream, uint64_t* out); /* any thread */
 LANES_API lanes_status lanes_array_matmul(uint64_t a, uint64_t b, uint64_t stream, uint64_t* out); /* any thread; [...,M,K]x[...,K,N] */
 LANES_API lanes_status lanes_array_reduce(lanes_reduce_op op, uint64_t a, const int32_t* axes, int32_t naxes,
                                           int32_t keepdims, uint64_t stream, uint64_t* out); /* any thread; naxes<0: all axes */
@@ -199,10 +176,21 @@ LANES_API lanes_status lanes_array_rms_norm(uint64_t x, uint64_t weight, double 
                                             uint64_t* out); /* any thread; over the last axis */
 LANES_API lanes_status lanes_array_layer_norm(uint64_t x, uint64_t weight, uint64_t bias, double eps, uint64_t stream,
                                               uint64_t* out); /* any thread; over the last axis */
+/* [B,H,L,D]; scale NaN: 1/sqrt(D). Only the first `key_length` keys and values are used
+ * (< 0: all), so a preallocated KV cache is attended over its filled prefix. */
 LANES_API lanes_status lanes_array_attention(uint64_t q, uint64_t k, uint64_t v, double scale, int32_t causal,
-                                             uint64_t stream, uint64_t* out); /* any thread; [B,H,L,D]; scale NaN: 1/sqrt(D) */
+                                             int64_t key_length, int32_t key_length_param, uint64_t stream,
+                                             uint64_t* out); /* any thread */
 LANES_API lanes_status lanes_array_rope(uint64_t x, int32_t dims, int32_t traditional, double base, double scale,
-                                        int64_t offset, uint64_t stream, uint64_t* out); /* any thread; [..., L, D] */
+                                        int64_t offset, int32_t offset_param, uint64_t stream,
+                                        uint64_t* out); /* any thread; [..., L, D] */
+/* `target` with `update` written at `offset` along `axis`. When nothing else can see the
+ * target's memory (its handle released, no other array built from it, no work in flight on
+ * it) the update is written in place: a KV cache grows without copies. */
+LANES_API lanes_status lanes_array_slice_update(uint64_t target, uint64_t update, int32_t axis, int64_t offset,
+                                                int32_t offset_param, uint64_t stream, uint64_t* out); /* any thread */
+/* x [..., k] @ w^T for a quantized w [n, k] (LANES_Q4_0, LANES_Q4_1, LANES_Q8_0): float32 [..., n]. */
+LANES_API lanes_status lanes_array_quantized_matmul(uint64_t x, uint64_t w, uint64_t stream, uint64_t* out); /* any thread */
 LANES_API lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out); /* any thread */
 
 /* ---- arrays: inspection and lifetime ------------------------------------------------------- */
@@ -223,6 +211,10 @@ LANES_API lanes_status lanes_completion_queue_release(uint64_t queue);    /* any
 LANES_API lanes_status lanes_completion_queue_drain(uint64_t queue, uint64_t* out_tokens, int32_t* out_status,
                                                     int32_t capacity, int32_t* out_count); /* any thread; never blocks */
 LANES_API lanes_status lanes_completion_queue_wait(uint64_t queue, uint32_t timeout_ms); /* any thread; blocks until non-empty or timeout */
+/* A file descriptor that becomes readable when a completion is posted to an empty queue, for an
+ * event loop to poll (bytes written to it carry no meaning: drain the queue when it wakes).
+ * Owned by the queue; closed when the queue is released. */
+LANES_API lanes_status lanes_completion_queue_fd(uint64_t queue, int32_t* out_fd); /* any thread */
 
 #ifdef __cplusplus
 }

@@ -7,6 +7,7 @@
 #include "eval.hpp"
 #include "graph.hpp"
 #include "lanes.h"
+#include "config.hpp"
 #include "runtime.hpp"
 #include "status.hpp"
 
@@ -30,40 +31,65 @@ T* require(T* p, const char* what) {
 
 NodePtr array_at(uint64_t handle) { return running_runtime().arrays.get(handle); }
 
-// References a thread holds, when it asked for tracking (Bun Workers do): given back when the
-// thread exits, so a terminated Worker leaves no handle behind.
+// A Bun Worker asks for its handles to die with its thread, so terminating it mid-eval leaks
+// nothing. The handles it creates record it as their owner (no per-call bookkeeping); the few
+// it takes over from other threads (retain) are counted here.
 struct ThreadHandles {
   bool tracking = false;
-  std::unordered_map<uint64_t, uint32_t> arrays, streams, queues;
+  std::unordered_map<uint64_t, uint32_t> retained;
 
-  static void add(std::unordered_map<uint64_t, uint32_t>& refs, uint64_t h) { ++refs[h]; }
-  static void drop(std::unordered_map<uint64_t, uint32_t>& refs, uint64_t h) {
-    auto it = refs.find(h);
-    if (it != refs.end() && --it->second == 0) refs.erase(it);
+  void retain(uint64_t h) {
+    if (tracking) ++retained[h];
+  }
+  // Before a release by this thread: which of its references goes.
+  template <class T>
+  void releasing(HandleTable<T>& table, uint64_t h) {
+    if (!tracking) return;
+    auto it = retained.find(h);
+    if (it != retained.end()) {
+      if (--it->second == 0) retained.erase(it);
+      return;
+    }
+    if (table.owner(h) == this_thread_token()) table.disown(h);
   }
 
   ~ThreadHandles() {
     if (!tracking) return;
     try {
       Runtime& rt = runtime();
-      for (auto& [h, n] : arrays)
-        for (uint32_t i = 0; i < n; ++i) rt.arrays.release(h);
-      for (auto& [h, n] : queues)
-        for (uint32_t i = 0; i < n; ++i) rt.queues.release(h);
-      for (auto& [h, n] : streams)
-        for (uint32_t i = 0; i < n; ++i)
-          if (auto last = rt.streams.release(h)) last->shutdown();
+      uint32_t me = this_thread_token();
+      for (auto& [h, n] : retained)
+        for (uint32_t i = 0; i < n; ++i) release_any(rt, h);
+      for (uint64_t h : rt.arrays.owned_by(me)) rt.arrays.release(h);
+      for (uint64_t h : rt.queues.owned_by(me)) rt.queues.release(h);
+      for (uint64_t h : rt.streams.owned_by(me))
+        if (auto last = rt.streams.release(h)) last->shutdown();
     } catch (...) {
       // Thread exit must not throw; a handle freed meanwhile is simply gone.
     }
   }
+
+  static void release_any(Runtime& rt, uint64_t h) {
+    try {
+      rt.arrays.release(h);
+      return;
+    } catch (const Error&) {
+    }
+    try {
+      rt.queues.release(h);
+      return;
+    } catch (const Error&) {
+    }
+    if (auto last = rt.streams.release(h)) last->shutdown();
+  }
 };
 thread_local ThreadHandles t_handles;
 
-void publish(NodePtr node, uint64_t* out) {
-  *out = running_runtime().arrays.insert(std::move(node));
-  if (t_handles.tracking) ThreadHandles::add(t_handles.arrays, *out);
-}
+uint32_t owner_token() { return t_handles.tracking ? this_thread_token() : 0; }
+
+void publish(NodePtr node, uint64_t* out) { *out = running_runtime().arrays.insert(std::move(node), owner_token()); }
+
+StreamPtr stream_at(uint64_t handle) { return running_runtime().stream_or_default(handle); }
 
 std::vector<NodePtr> arrays_at(const uint64_t* handles, int32_t count) {
   if (count < 0) throw_error(LANES_ERR_INVALID_ARGUMENT, "negative array count");
@@ -84,12 +110,20 @@ std::vector<int> vec32(const int32_t* p, int32_t n, const char* what) {
   if (n > 0) require(p, what);
   return std::vector<int>(p, p + n);
 }
+// A scalar's binding to a compiled plan's parameter: -1 (fixed) or a parameter index.
+int plan_param(int32_t index) {
+  if (index < -1 || index >= kMaxPlanScalars)
+    throw_error(LANES_ERR_INVALID_ARGUMENT, "scalar parameter " + std::to_string(index) + " is out of range [-1, " +
+                                                std::to_string(kMaxPlanScalars - 1) + "]");
+  return index;
+}
+
 NodePtr optional_array(uint64_t handle) { return handle ? array_at(handle) : nullptr; }
 
 // Scheduled and already reached on its timeline: nothing to wait for.
 bool completed_now(const Node& n) {
   if (state_of(n.state.load(std::memory_order_acquire)) != NodeState::Scheduled) return false;
-  return !n.timeline || n.timeline->completed() >= n.value;
+  return !n.producer || n.producer->timeline()->completed() >= n.value;
 }
 
 }  // namespace
@@ -138,16 +172,14 @@ lanes_status lanes_set_epoch_budget(uint32_t max_ops, uint64_t max_bytes) {
 lanes_status lanes_stream_new(uint64_t* out_stream) {
   return abi_guard([&] {
     require(out_stream, "stream_new: out");
-    *out_stream = running_runtime().streams.insert(running_runtime().new_stream());
-    if (t_handles.tracking) ThreadHandles::add(t_handles.streams, *out_stream);
+    *out_stream = running_runtime().streams.insert(running_runtime().new_stream(), owner_token());
   });
 }
 
 lanes_status lanes_stream_new_on(int32_t device, uint64_t* out_stream) {
   return abi_guard([&] {
     require(out_stream, "stream_new_on: out");
-    *out_stream = running_runtime().streams.insert(running_runtime().new_stream(device));
-    if (t_handles.tracking) ThreadHandles::add(t_handles.streams, *out_stream);
+    *out_stream = running_runtime().streams.insert(running_runtime().new_stream(device), owner_token());
   });
 }
 
@@ -163,15 +195,15 @@ lanes_status lanes_stream_retain(uint64_t stream) {
   return abi_guard([&] {
     if (stream == running_runtime().default_stream_handle()) return;
     running_runtime().streams.retain(stream);
-    if (t_handles.tracking) ThreadHandles::add(t_handles.streams, stream);
+    t_handles.retain(stream);
   });
 }
 
 lanes_status lanes_stream_release(uint64_t stream) {
   return abi_guard([&] {
     if (stream == running_runtime().default_stream_handle()) return;  // lives for the process
+    t_handles.releasing(running_runtime().streams, stream);
     std::shared_ptr<Stream> last = running_runtime().streams.release(stream);
-    if (t_handles.tracking) ThreadHandles::drop(t_handles.streams, stream);
     if (last) last->shutdown();  // outside the table lock: waits for in-flight work
   });
 }
@@ -184,24 +216,37 @@ lanes_status lanes_shutdown(void) {
   return abi_guard([&] { shutdown_runtime(); });
 }
 
+namespace {
+void require_fault_injection() {
+  if (!config().fault_injection)
+    throw_error(LANES_ERR_INVALID_ARGUMENT, "fault injection is disabled (set LANES_FAULT_INJECTION=1 before start)");
+}
+}  // namespace
+
+lanes_status lanes_debug_fail_next_encode(uint64_t stream, uint32_t after) {
+  return abi_guard([&] {
+    require_fault_injection();
+    stream_at(stream)->inject_encode_failure(after);
+  });
+}
+
 lanes_status lanes_debug_fail_next_epochs(uint64_t stream, uint32_t count) {
   return abi_guard([&] {
-    if (!fault_injection_enabled())
+    if (!config().fault_injection)
       throw_error(LANES_ERR_INVALID_ARGUMENT, "fault injection is disabled (set LANES_FAULT_INJECTION=1 before start)");
-    running_runtime().stream_or_default(stream)->inject_failures(count);
+    stream_at(stream)->inject_failures(count);
   });
 }
 
 lanes_status lanes_debug_pause_stream(uint64_t stream, int32_t paused) {
   return abi_guard([&] {
-    if (!fault_injection_enabled())
-      throw_error(LANES_ERR_INVALID_ARGUMENT, "fault injection is disabled (set LANES_FAULT_INJECTION=1 before start)");
-    running_runtime().stream_or_default(stream)->debug_pause(paused != 0);
+    require_fault_injection();
+    stream_at(stream)->debug_pause(paused != 0);
   });
 }
 
 lanes_status lanes_stream_synchronize(uint64_t stream) {
-  return abi_guard([&] { running_runtime().stream_or_default(stream)->synchronize(); });
+  return abi_guard([&] { stream_at(stream)->synchronize(); });
 }
 
 // ---- creation ----
@@ -219,7 +264,7 @@ lanes_status lanes_array_full(double value, lanes_dtype dtype, const int64_t* sh
   return abi_guard([&] {
     require(out, "full: out");
     publish(make_full(value, dtype_from_abi(dtype, "full"), shape_from(shape, ndim, "full"),
-                      running_runtime().stream_or_default(stream)),
+                      stream_at(stream)),
             out);
   });
 }
@@ -228,7 +273,7 @@ lanes_status lanes_array_arange(double start, double stop, double step, lanes_dt
                                 uint64_t* out) {
   return abi_guard([&] {
     require(out, "arange: out");
-    publish(make_arange(start, stop, step, dtype_from_abi(dtype, "arange"), running_runtime().stream_or_default(stream)), out);
+    publish(make_arange(start, stop, step, dtype_from_abi(dtype, "arange"), stream_at(stream)), out);
   });
 }
 
@@ -236,7 +281,7 @@ lanes_status lanes_array_random(lanes_random_kind kind, uint64_t seed, double a,
                                 int32_t ndim, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "random: out");
-    publish(make_random(kind, seed, a, b, shape_from(shape, ndim, "random"), running_runtime().stream_or_default(stream)), out);
+    publish(make_random(kind, seed, a, b, shape_from(shape, ndim, "random"), stream_at(stream)), out);
   });
 }
 
@@ -245,21 +290,44 @@ lanes_status lanes_array_random(lanes_random_kind kind, uint64_t seed, double a,
 lanes_status lanes_array_unary(lanes_unary_op op, uint64_t a, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "unary: out");
-    publish(make_unary(op, array_at(a), running_runtime().stream_or_default(stream)), out);
+    publish(make_unary(op, array_at(a), stream_at(stream)), out);
   });
 }
 
 lanes_status lanes_array_binary(lanes_binary_op op, uint64_t a, uint64_t b, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "binary: out");
-    publish(make_binary(op, array_at(a), array_at(b), running_runtime().stream_or_default(stream)), out);
+    publish(make_binary(op, array_at(a), array_at(b), stream_at(stream)), out);
+  });
+}
+
+lanes_status lanes_array_binary_scalar(lanes_binary_op op, uint64_t a, double scalar, int32_t scalar_first,
+                                       int32_t scalar_param, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "binary: out");
+    publish(make_binary_scalar(op, array_at(a), scalar, scalar_first != 0, plan_param(scalar_param), stream_at(stream)), out);
+  });
+}
+
+lanes_status lanes_array_quantized_matmul(uint64_t x, uint64_t w, uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "quantizedMatmul: out");
+    publish(make_quantized_matmul(array_at(x), array_at(w), stream_at(stream)), out);
+  });
+}
+
+lanes_status lanes_array_slice_update(uint64_t target, uint64_t update, int32_t axis, int64_t offset, int32_t offset_param,
+                                      uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "sliceUpdate: out");
+    publish(make_slice_update(array_at(target), array_at(update), axis, offset, plan_param(offset_param), stream_at(stream)), out);
   });
 }
 
 lanes_status lanes_array_matmul(uint64_t a, uint64_t b, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "matmul: out");
-    publish(make_matmul(array_at(a), array_at(b), running_runtime().stream_or_default(stream)), out);
+    publish(make_matmul(array_at(a), array_at(b), stream_at(stream)), out);
   });
 }
 
@@ -271,7 +339,7 @@ lanes_status lanes_array_reduce(lanes_reduce_op op, uint64_t a, const int32_t* a
     if (naxes > 0) require(axes, "reduce: axes");
     std::vector<int> ax;
     for (int32_t i = 0; i < naxes; ++i) ax.push_back(axes[i]);
-    publish(make_reduce(op, array_at(a), std::move(ax), naxes < 0, keepdims != 0, running_runtime().stream_or_default(stream)),
+    publish(make_reduce(op, array_at(a), std::move(ax), naxes < 0, keepdims != 0, stream_at(stream)),
             out);
   });
 }
@@ -279,21 +347,21 @@ lanes_status lanes_array_reduce(lanes_reduce_op op, uint64_t a, const int32_t* a
 lanes_status lanes_array_softmax(uint64_t a, int32_t axis, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "softmax: out");
-    publish(make_softmax(array_at(a), axis, running_runtime().stream_or_default(stream)), out);
+    publish(make_softmax(array_at(a), axis, stream_at(stream)), out);
   });
 }
 
 lanes_status lanes_array_where(uint64_t cond, uint64_t a, uint64_t b, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "where: out");
-    publish(make_where(array_at(cond), array_at(a), array_at(b), running_runtime().stream_or_default(stream)), out);
+    publish(make_where(array_at(cond), array_at(a), array_at(b), stream_at(stream)), out);
   });
 }
 
 lanes_status lanes_array_reshape(uint64_t a, const int64_t* shape, int32_t ndim, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "reshape: out");
-    publish(make_reshape(array_at(a), vec64(shape, ndim, "reshape: shape"), running_runtime().stream_or_default(stream)), out);
+    publish(make_reshape(array_at(a), vec64(shape, ndim, "reshape: shape"), stream_at(stream)), out);
   });
 }
 
@@ -301,21 +369,21 @@ lanes_status lanes_array_transpose(uint64_t a, const int32_t* axes, int32_t naxe
   return abi_guard([&] {
     require(out, "transpose: out");
     std::vector<int> ax = naxes < 0 ? std::vector<int>{} : vec32(axes, naxes, "transpose: axes");
-    publish(make_transpose(array_at(a), std::move(ax), naxes < 0, running_runtime().stream_or_default(stream)), out);
+    publish(make_transpose(array_at(a), std::move(ax), naxes < 0, stream_at(stream)), out);
   });
 }
 
 lanes_status lanes_array_broadcast_to(uint64_t a, const int64_t* shape, int32_t ndim, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "broadcastTo: out");
-    publish(make_broadcast_to(array_at(a), shape_from(shape, ndim, "broadcastTo"), running_runtime().stream_or_default(stream)), out);
+    publish(make_broadcast_to(array_at(a), shape_from(shape, ndim, "broadcastTo"), stream_at(stream)), out);
   });
 }
 
 lanes_status lanes_array_expand_dims(uint64_t a, const int32_t* axes, int32_t naxes, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "expandDims: out");
-    publish(make_expand_dims(array_at(a), vec32(axes, naxes, "expandDims: axes"), running_runtime().stream_or_default(stream)), out);
+    publish(make_expand_dims(array_at(a), vec32(axes, naxes, "expandDims: axes"), stream_at(stream)), out);
   });
 }
 
@@ -323,7 +391,7 @@ lanes_status lanes_array_squeeze(uint64_t a, const int32_t* axes, int32_t naxes,
   return abi_guard([&] {
     require(out, "squeeze: out");
     std::vector<int> ax = naxes < 0 ? std::vector<int>{} : vec32(axes, naxes, "squeeze: axes");
-    publish(make_squeeze(array_at(a), std::move(ax), naxes < 0, running_runtime().stream_or_default(stream)), out);
+    publish(make_squeeze(array_at(a), std::move(ax), naxes < 0, stream_at(stream)), out);
   });
 }
 
@@ -333,7 +401,7 @@ lanes_status lanes_array_slice(uint64_t a, const int64_t* starts, const int64_t*
     require(out, "slice: out");
     std::vector<int64_t> st = steps ? vec64(steps, count, "slice: steps") : std::vector<int64_t>{};
     publish(make_slice(array_at(a), vec64(starts, count, "slice: starts"), vec64(stops, count, "slice: stops"), st,
-                       running_runtime().stream_or_default(stream)),
+                       stream_at(stream)),
             out);
   });
 }
@@ -343,7 +411,7 @@ lanes_status lanes_array_concatenate(const uint64_t* arrays, int32_t count, int3
   return abi_guard([&] {
     require(out, "concatenate: out");
     std::vector<NodePtr> nodes = arrays_at(arrays, count);
-    StreamPtr s = running_runtime().stream_or_default(stream);
+    StreamPtr s = stream_at(stream);
     publish(stack ? make_stack(std::move(nodes), axis, s) : make_concatenate(std::move(nodes), axis, s), out);
   });
 }
@@ -351,45 +419,47 @@ lanes_status lanes_array_concatenate(const uint64_t* arrays, int32_t count, int3
 lanes_status lanes_array_take(uint64_t a, uint64_t indices, int32_t axis, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "take: out");
-    publish(make_take(array_at(a), array_at(indices), axis, running_runtime().stream_or_default(stream)), out);
+    publish(make_take(array_at(a), array_at(indices), axis, stream_at(stream)), out);
   });
 }
 
 lanes_status lanes_array_rms_norm(uint64_t x, uint64_t weight, double eps, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "rmsNorm: out");
-    publish(make_rms_norm(array_at(x), optional_array(weight), eps, running_runtime().stream_or_default(stream)), out);
+    publish(make_rms_norm(array_at(x), optional_array(weight), eps, stream_at(stream)), out);
   });
 }
 
 lanes_status lanes_array_layer_norm(uint64_t x, uint64_t weight, uint64_t bias, double eps, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "layerNorm: out");
-    publish(make_layer_norm(array_at(x), optional_array(weight), optional_array(bias), eps, running_runtime().stream_or_default(stream)),
+    publish(make_layer_norm(array_at(x), optional_array(weight), optional_array(bias), eps, stream_at(stream)),
             out);
   });
 }
 
-lanes_status lanes_array_attention(uint64_t q, uint64_t k, uint64_t v, double scale, int32_t causal, uint64_t stream,
-                                   uint64_t* out) {
+lanes_status lanes_array_attention(uint64_t q, uint64_t k, uint64_t v, double scale, int32_t causal, int64_t key_length,
+                                   int32_t key_length_param, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "scaledDotProductAttention: out");
-    publish(make_attention(array_at(q), array_at(k), array_at(v), scale, causal != 0, running_runtime().stream_or_default(stream)), out);
+    publish(make_attention(array_at(q), array_at(k), array_at(v), scale, causal != 0, key_length, plan_param(key_length_param),
+                           stream_at(stream)),
+            out);
   });
 }
 
 lanes_status lanes_array_rope(uint64_t x, int32_t dims, int32_t traditional, double base, double scale, int64_t offset,
-                              uint64_t stream, uint64_t* out) {
+                              int32_t offset_param, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "rope: out");
-    publish(make_rope(array_at(x), dims, traditional != 0, base, scale, offset, running_runtime().stream_or_default(stream)), out);
+    publish(make_rope(array_at(x), dims, traditional != 0, base, scale, offset, plan_param(offset_param), stream_at(stream)), out);
   });
 }
 
 lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "astype: out");
-    publish(make_astype(array_at(a), dtype_from_abi(dtype, "astype"), running_runtime().stream_or_default(stream)), out);
+    publish(make_astype(array_at(a), dtype_from_abi(dtype, "astype"), stream_at(stream)), out);
   });
 }
 
@@ -442,14 +512,14 @@ lanes_status lanes_array_read(uint64_t a, void* dst, uint64_t nbytes) {
 lanes_status lanes_array_retain(uint64_t a) {
   return abi_guard([&] {
     running_runtime().arrays.retain(a);
-    if (t_handles.tracking) ThreadHandles::add(t_handles.arrays, a);
+    t_handles.retain(a);
   });
 }
 
 lanes_status lanes_array_release(uint64_t a) {
   return abi_guard([&] {
-    NodePtr last = running_runtime().arrays.release(a);  // destroyed here, outside the table lock
-    if (t_handles.tracking) ThreadHandles::drop(t_handles.arrays, a);
+    t_handles.releasing(running_runtime().arrays, a);
+    running_runtime().arrays.release(a);
   });
 }
 
@@ -476,15 +546,15 @@ lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t qu
 
 lanes_status lanes_completion_queue_new(uint64_t* out_queue) {
   return abi_guard([&] {
-    *require(out_queue, "completion_queue_new: out") = running_runtime().queues.insert(std::make_shared<CompletionQueue>());
-    if (t_handles.tracking) ThreadHandles::add(t_handles.queues, *out_queue);
+    *require(out_queue, "completion_queue_new: out") =
+        running_runtime().queues.insert(std::make_shared<CompletionQueue>(), owner_token());
   });
 }
 
 lanes_status lanes_completion_queue_release(uint64_t queue) {
   return abi_guard([&] {
+    t_handles.releasing(running_runtime().queues, queue);
     running_runtime().queues.release(queue);
-    if (t_handles.tracking) ThreadHandles::drop(t_handles.queues, queue);
   });
 }
 
@@ -503,6 +573,10 @@ lanes_status lanes_completion_queue_drain(uint64_t queue, uint64_t* out_tokens, 
 
 lanes_status lanes_completion_queue_wait(uint64_t queue, uint32_t timeout_ms) {
   return abi_guard([&] { running_runtime().queues.get(queue)->wait(timeout_ms); });
+}
+
+lanes_status lanes_completion_queue_fd(uint64_t queue, int32_t* out_fd) {
+  return abi_guard([&] { *require(out_fd, "completion_queue_fd: out") = running_runtime().queues.get(queue)->fd(); });
 }
 
 }  // extern "C"

@@ -1,39 +1,72 @@
-// The backend interface: the small surface every device translates (CPU, CUDA, Metal).
-// All locking, epochs and graph logic live above it in the shared core.
+// The backend interface: the small surface every device translates (CPU, CUDA, Metal). A
+// backend sees this header and the vocabulary (dtypes, shapes, status codes, the op table)
+// only; streams, epochs, timelines, memory pools and the graph live above it in the core.
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <string>
 
 #include "command.hpp"
-#include "timeline.hpp"
 
 namespace lanes {
 
-// Commands recorded for one submission epoch. Only touched under its stream's op lock.
+// A queue's timeline as the device sees it, owned by the backend: other queues make their
+// work wait until it reaches a value (a device counter on CUDA, a shared event on Metal, an
+// atomic on the CPU). The core holds it while any wait on it may still read it.
+class Fence {
+ public:
+  virtual ~Fence() = default;
+};
+
+// Device scratch for one command, from the stream's memory pool; the core keeps it until the
+// command's epoch completed.
+class Scratch {
+ public:
+  virtual void* allocate(size_t bytes) = 0;
+
+ protected:
+  ~Scratch() = default;
+};
+
+// A command translated for the device (kernel choice, launch shape, argument block), built
+// before the stream's op lock is taken.
+class Prepared {
+ public:
+  virtual ~Prepared() = default;
+};
+
+// Commands recorded for one submission epoch. Only touched under its stream's op lock; nothing
+// here may wait on the device.
 class CommandBuffer {
  public:
   virtual ~CommandBuffer() = default;
-  virtual void encode(Command command) = 0;
+  // `prepared` is what Backend::prepare returned for `command` (may be null).
+  virtual void encode(const Command& command, std::unique_ptr<Prepared> prepared) = 0;
   // Makes later commands wait until `other` reaches `value` (a cross-stream dependency).
-  virtual void encode_wait(std::shared_ptr<Timeline> other, uint64_t value) = 0;
-  // Test-only fault injection: the buffer fails on the device with `reason` instead of running.
-  virtual void inject_failure(std::string reason) = 0;
+  virtual void encode_wait(Fence& other, uint64_t value) = 0;
 };
 
-// Runs on a backend thread once every command of a committed buffer ran (error set on
-// failure). It must not take any op lock, and must not throw.
-using CompletionFn = std::function<void(const std::string* error)>;
+// How a backend reports a committed buffer: exactly once, with null when every command ran or
+// with why it failed. Called on the device's completion path, never under an op lock, and
+// never from inside a driver callback that forbids driver calls.
+class Completion {
+ public:
+  virtual void complete(const char* error) noexcept = 0;
+
+ protected:
+  ~Completion() = default;
+};
 
 // One device queue per stream.
 class Queue {
  public:
   virtual ~Queue() = default;
   virtual std::unique_ptr<CommandBuffer> new_command_buffer() = 0;
-  // `sequence` is the epoch's timeline value: consecutive, starting at 1.
-  virtual void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) = 0;
+  // `sequence` is the epoch's timeline value, consecutive from 1: the queue's fence reaches it
+  // once the buffer's work ran (failed or not), and then `done` is called. Never throws: a
+  // failure to submit is reported through `done`.
+  virtual void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) = 0;
+  virtual std::shared_ptr<Fence> fence() = 0;
   // Test-only: while paused the queue starts no committed buffer (to exercise the watchdog).
   virtual void debug_pause(bool paused) = 0;
 };
@@ -56,12 +89,15 @@ class Backend {
   // watchdog) leaves the memory to the command in flight. Null: the reader waits for the array,
   // then calls download().
   virtual std::shared_ptr<void> read_staging(size_t bytes) { return nullptr; }
-  virtual std::unique_ptr<Queue> new_queue(uint64_t stream_id, int device) = 0;
+  // Host translation of `command` for a stream on `device`, outside the stream's op lock.
+  // Null: encoded as it is.
+  virtual std::unique_ptr<Prepared> prepare(const Command& command, int device, Scratch& scratch) { return nullptr; }
+  virtual std::unique_ptr<Queue> new_queue(int device) = 0;
   // Output bytes after which an open epoch is committed by default. Each commit costs the
   // device a completion signal, so GPUs take larger epochs than the CPU.
   virtual uint64_t default_epoch_bytes() const { return uint64_t(64) << 20; }
   virtual uint32_t default_epoch_ops() const { return 64; }
-  // How many freed bytes the allocator may keep cached for reuse.
+  // How many freed bytes may stay cached for reuse.
   virtual uint64_t max_cached_bytes() const { return uint64_t(1) << 30; }
 };
 

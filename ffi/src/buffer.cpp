@@ -11,7 +11,50 @@ namespace {
 constexpr auto kInFlightGrace = std::chrono::seconds(2);
 }  // namespace
 
-Buffer::~Buffer() { owner_->recycle(data_, capacity_, device_); }
+Buffer::~Buffer() { owner_.give_back(home_.get(), data_, capacity_, device_); }
+
+// ---- MemoryPool ---------------------------------------------------------------------------------
+
+MemoryPool::~MemoryPool() {
+  std::vector<std::pair<void*, size_t>> blocks;
+  drain(blocks, true);
+  for (auto& [data, capacity] : blocks) allocator_.release_block(data, capacity, device_);
+}
+
+void* MemoryPool::take(size_t capacity, size_t& got) {
+  std::lock_guard lock(mutex_);
+  auto it = blocks_.lower_bound(capacity);
+  if (it == blocks_.end() || it->first > capacity + capacity / 4) return nullptr;
+  void* data = it->second;
+  got = it->first;
+  cached_ -= got;
+  blocks_.erase(it);
+  allocator_.cached_.fetch_sub(got, std::memory_order_relaxed);
+  return data;
+}
+
+bool MemoryPool::keep(void* data, size_t capacity) {
+  std::lock_guard lock(mutex_);
+  if (retired_ || cached_ + capacity > max_cached_) return false;
+  blocks_.emplace(capacity, data);
+  cached_ += capacity;
+  allocator_.cached_.fetch_add(capacity, std::memory_order_relaxed);
+  return true;
+}
+
+void MemoryPool::drain(std::vector<std::pair<void*, size_t>>& out, bool retire) {
+  std::lock_guard lock(mutex_);
+  for (auto& [capacity, data] : blocks_) out.emplace_back(data, capacity);
+  allocator_.cached_.fetch_sub(cached_, std::memory_order_relaxed);
+  blocks_.clear();
+  cached_ = 0;
+  retired_ = retired_ || retire;
+}
+
+// ---- Allocator ----------------------------------------------------------------------------------
+
+Allocator::Allocator(Backend& backend, std::function<bool()> work_in_flight)
+    : backend_(backend), work_in_flight_(std::move(work_in_flight)) {}
 
 size_t Allocator::round_capacity(size_t bytes) {
   if (bytes <= 256) return 256;
@@ -24,87 +67,135 @@ size_t Allocator::round_capacity(size_t bytes) {
   return (bytes + page - 1) / page * page;
 }
 
-void* Allocator::take_cached_locked(size_t capacity, int device) {
-  auto it = cache_.lower_bound({device, capacity});
-  if (it == cache_.end() || it->first.first != device || it->first.second > capacity + capacity / 4) return nullptr;
-  void* p = it->second;
-  stats_.cached -= it->first.second;
-  cache_.erase(it);
-  return p;
+std::shared_ptr<MemoryPool> Allocator::new_pool(int device) {
+  auto pool = std::make_shared<MemoryPool>(*this, device, backend_.max_cached_bytes() / 4);
+  std::lock_guard lock(mutex_);
+  std::erase_if(pools_, [](const std::weak_ptr<MemoryPool>& p) { return p.expired(); });
+  pools_.push_back(pool);
+  return pool;
 }
 
-void Allocator::trim_locked() {
-  for (auto& [key, p] : cache_) backend_.deallocate(p, key.second, key.first);
-  cache_.clear();
-  stats_.cached = 0;
+bool Allocator::over_limit(size_t capacity) const {
+  uint64_t limit = limit_.load(std::memory_order_relaxed);
+  return limit != 0 && active_.load(std::memory_order_relaxed) + capacity > limit;
 }
 
-std::shared_ptr<Buffer> Allocator::allocate(size_t bytes, int device) {
+void Allocator::wait_for_returns(size_t capacity) {
+  trim();
+  if (!over_limit(capacity)) return;
+  // Buffers held by in-flight epochs come back as their completions run.
+  waiting_.fetch_add(1, std::memory_order_acq_rel);
+  {
+    std::unique_lock lock(mutex_);
+    returned_.wait_for(lock, kInFlightGrace, [&] { return !over_limit(capacity) || !work_in_flight_(); });
+  }
+  waiting_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+std::shared_ptr<Buffer> Allocator::allocate(size_t bytes, int device, const std::shared_ptr<MemoryPool>& pool) {
   size_t capacity = round_capacity(bytes);
-  std::unique_lock lock(mutex_);
-  auto over_limit = [&] { return limit_ != 0 && stats_.active + capacity > limit_; };
-  void* data = nullptr;
-  if (!over_limit()) data = take_cached_locked(capacity, device);
-  if (!data && over_limit()) {
-    trim_locked();
-    // Buffers held by in-flight epochs come back as their completions run.
-    if (work_in_flight_()) returned_.wait_for(lock, kInFlightGrace, [&] { return !over_limit() || !work_in_flight_(); });
-    if (over_limit())
+  if (over_limit(capacity)) {
+    wait_for_returns(capacity);
+    if (over_limit(capacity))
       throw_error(LANES_ERR_OUT_OF_MEMORY, "allocation of " + std::to_string(bytes) + " bytes exceeds the memory limit (" +
-                                               std::to_string(stats_.active) + " of " + std::to_string(limit_) +
+                                               std::to_string(active_.load()) + " of " + std::to_string(limit_.load()) +
                                                " bytes in use)");
   }
+  size_t got = capacity;
+  void* data = pool && pool->device() == device ? pool->take(capacity, got) : nullptr;
   if (!data) {
+    std::lock_guard lock(mutex_);
+    auto it = shared_.lower_bound({device, capacity});
+    if (it != shared_.end() && it->first.first == device && it->first.second <= capacity + capacity / 4) {
+      data = it->second;
+      got = it->first.second;
+      cached_.fetch_sub(got, std::memory_order_relaxed);
+      shared_.erase(it);
+    }
+  }
+  if (!data) {
+    got = capacity;
     data = backend_.allocate(capacity, device);
     if (!data) {
-      trim_locked();
+      trim();
       data = backend_.allocate(capacity, device);
     }
     if (!data) throw_error(LANES_ERR_OUT_OF_MEMORY, "device allocation of " + std::to_string(bytes) + " bytes failed");
   }
-  stats_.active += capacity;
-  if (stats_.active > stats_.peak) stats_.peak = stats_.active;
-  lock.unlock();
+  uint64_t active = active_.fetch_add(got, std::memory_order_relaxed) + got;
+  uint64_t peak = peak_.load(std::memory_order_relaxed);
+  while (active > peak && !peak_.compare_exchange_weak(peak, active, std::memory_order_relaxed)) {
+  }
   try {
-    return std::make_shared<Buffer>(this, data, bytes, capacity, device);
+    return std::make_shared<Buffer>(*this, pool && pool->device() == device ? pool : nullptr, data, bytes, got, device);
   } catch (...) {
-    recycle(data, capacity, device);
+    give_back(nullptr, data, got, device);
     throw;
   }
 }
 
-void Allocator::recycle(void* data, size_t capacity, int device) {
-  {
-    std::unique_lock lock(mutex_);
-    stats_.active -= capacity;
-    if (stats_.cached + capacity <= backend_.max_cached_bytes() && (limit_ == 0 || stats_.active + stats_.cached + capacity <= limit_)) {
-      cache_.emplace(std::make_pair(device, capacity), data);
-      stats_.cached += capacity;
-      data = nullptr;
+void Allocator::give_back(MemoryPool* home, void* data, size_t capacity, int device) {
+  active_.fetch_sub(capacity, std::memory_order_relaxed);
+  uint64_t limit = limit_.load(std::memory_order_relaxed);
+  bool room = limit == 0 || active_.load(std::memory_order_relaxed) + cached_.load(std::memory_order_relaxed) + capacity <= limit;
+  if (!(room && home && home->keep(data, capacity))) {
+    bool cached = false;
+    if (room && cached_.load(std::memory_order_relaxed) + capacity <= backend_.max_cached_bytes()) {
+      std::lock_guard lock(mutex_);
+      shared_.emplace(std::make_pair(device, capacity), data);
+      cached_.fetch_add(capacity, std::memory_order_relaxed);
+      cached = true;
     }
+    if (!cached) backend_.deallocate(data, capacity, device);
   }
-  if (data) backend_.deallocate(data, capacity, device);
-  returned_.notify_all();
+  if (waiting_.load(std::memory_order_acquire) > 0) {
+    std::lock_guard lock(mutex_);
+    returned_.notify_all();
+  }
 }
 
-void Allocator::set_limit(uint64_t bytes) {
-  std::unique_lock lock(mutex_);
-  limit_ = bytes;
+void Allocator::release_block(void* data, size_t capacity, int device) {
+  bool cached = false;
+  uint64_t limit = limit_.load(std::memory_order_relaxed);
+  bool room = limit == 0 || active_.load(std::memory_order_relaxed) + cached_.load(std::memory_order_relaxed) + capacity <= limit;
+  if (room && cached_.load(std::memory_order_relaxed) + capacity <= backend_.max_cached_bytes()) {
+    std::lock_guard lock(mutex_);
+    shared_.emplace(std::make_pair(device, capacity), data);
+    cached_.fetch_add(capacity, std::memory_order_relaxed);
+    cached = true;
+  }
+  if (!cached) backend_.deallocate(data, capacity, device);
 }
+
+void Allocator::set_limit(uint64_t bytes) { limit_.store(bytes, std::memory_order_relaxed); }
 
 MemoryStats Allocator::stats() const {
-  std::unique_lock lock(mutex_);
-  return stats_;
+  return MemoryStats{active_.load(), peak_.load(), cached_.load()};
 }
 
-void Allocator::reset_peak() {
-  std::unique_lock lock(mutex_);
-  stats_.peak = stats_.active;
-}
+void Allocator::reset_peak() { peak_.store(active_.load()); }
 
 void Allocator::trim() {
-  std::unique_lock lock(mutex_);
-  trim_locked();
+  std::vector<std::shared_ptr<MemoryPool>> pools;
+  std::vector<std::pair<void*, size_t>> shared_blocks;
+  std::vector<int> shared_devices;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& weak : pools_)
+      if (auto p = weak.lock()) pools.push_back(std::move(p));
+    for (auto& [key, data] : shared_) {
+      shared_blocks.emplace_back(data, key.second);
+      shared_devices.push_back(key.first);
+      cached_.fetch_sub(key.second, std::memory_order_relaxed);
+    }
+    shared_.clear();
+  }
+  for (size_t i = 0; i < shared_blocks.size(); ++i) backend_.deallocate(shared_blocks[i].first, shared_blocks[i].second, shared_devices[i]);
+  for (auto& pool : pools) {
+    std::vector<std::pair<void*, size_t>> blocks;
+    pool->drain(blocks, false);
+    for (auto& [data, capacity] : blocks) backend_.deallocate(data, capacity, pool->device());
+  }
 }
 
 }  // namespace lanes

@@ -1,4 +1,10 @@
-// Device memory as the core sees it, and the caching allocator that owns it.
+// Device memory as the core sees it: buffers, each stream's pool of freed blocks, and the
+// allocator behind them.
+//
+// A buffer returns to the pool of the stream it was allocated for, so a stream reuses its own
+// blocks without touching anything another stream touches. Work that reads a buffer holds it
+// until that work completed, so a block in a pool is free to reuse at once. The allocator only
+// sees pool misses (a shared cache, then the device) and keeps the counters and the limit.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -7,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "lock_order.hpp"
 
@@ -14,13 +21,14 @@ namespace lanes {
 
 class Backend;
 class Allocator;
+class MemoryPool;
 
-// One device allocation. Returned to the allocator's cache when the last reference drops,
-// which may happen on a completion thread.
+// One device allocation. Returned to its pool when the last reference drops, which may happen
+// on a completion thread.
 class Buffer {
  public:
-  Buffer(Allocator* owner, void* data, size_t bytes, size_t capacity, int device)
-      : owner_(owner), data_(data), bytes_(bytes), capacity_(capacity), device_(device) {}
+  Buffer(Allocator& owner, std::shared_ptr<MemoryPool> home, void* data, size_t bytes, size_t capacity, int device)
+      : owner_(owner), home_(std::move(home)), data_(data), bytes_(bytes), capacity_(capacity), device_(device) {}
   ~Buffer();
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
@@ -35,7 +43,8 @@ class Buffer {
   std::atomic<bool> poisoned{false};
 
  private:
-  Allocator* owner_;
+  Allocator& owner_;
+  std::shared_ptr<MemoryPool> home_;
   void* data_;
   size_t bytes_;
   size_t capacity_;
@@ -48,34 +57,70 @@ struct MemoryStats {
   uint64_t cached = 0;
 };
 
+// A stream's freed blocks. Its lock is taken by the stream's allocations and by whoever drops
+// the stream's buffers (usually its completions), never by other streams.
+class MemoryPool {
+ public:
+  MemoryPool(Allocator& allocator, int device, size_t max_cached)
+      : allocator_(allocator), device_(device), max_cached_(max_cached) {}
+  ~MemoryPool();
+
+  int device() const { return device_; }
+  // A block of `capacity` (or up to a quarter larger), or null.
+  void* take(size_t capacity, size_t& got);
+  // False when the pool is full or retired: the caller hands the block on.
+  bool keep(void* data, size_t capacity);
+  // Empties the pool into `out` (for trimming or retirement); a retired pool keeps nothing.
+  void drain(std::vector<std::pair<void*, size_t>>& out, bool retire);
+
+ private:
+  Allocator& allocator_;
+  const int device_;
+  const size_t max_cached_;
+  RankedMutex mutex_{LockRank::Leaf, "stream memory pool"};
+  std::multimap<size_t, void*> blocks_;
+  size_t cached_ = 0;
+  bool retired_ = false;
+};
+
 class Allocator {
  public:
   // `work_in_flight` tells whether committed work may still return buffers.
-  Allocator(Backend& backend, std::function<bool()> work_in_flight)
-      : backend_(backend), work_in_flight_(std::move(work_in_flight)) {}
+  Allocator(Backend& backend, std::function<bool()> work_in_flight);
 
-  // Throws an out-of-memory error once the limit is still exceeded after trimming the cache
-  // and waiting for in-flight work to return buffers.
-  std::shared_ptr<Buffer> allocate(size_t bytes, int device = 0);
+  // A stream's pool (registered, so trim() reaches it).
+  std::shared_ptr<MemoryPool> new_pool(int device);
+  // Throws an out-of-memory error once the limit is still exceeded after trimming the caches
+  // and waiting for in-flight work to return buffers. Takes no lock while it calls the device.
+  std::shared_ptr<Buffer> allocate(size_t bytes, int device, const std::shared_ptr<MemoryPool>& pool);
   void set_limit(uint64_t bytes);
   MemoryStats stats() const;
   void reset_peak();
+  // Frees every cached block (the shared cache and every pool's).
   void trim();
+
+  static size_t round_capacity(size_t bytes);
+  // A block no pool keeps any more (a retired pool's): into the shared cache, or freed.
+  void release_block(void* data, size_t capacity, int device);
 
  private:
   friend class Buffer;
-  void recycle(void* data, size_t capacity, int device);
-  static size_t round_capacity(size_t bytes);
-  void* take_cached_locked(size_t capacity, int device);
-  void trim_locked();
+  friend class MemoryPool;
+  void give_back(MemoryPool* home, void* data, size_t capacity, int device);
+  void wait_for_returns(size_t capacity);
+  bool over_limit(size_t capacity) const;
 
   Backend& backend_;
   std::function<bool()> work_in_flight_;
-  mutable RankedMutex mutex_{LockRank::Leaf, "allocator"};
+  std::atomic<uint64_t> active_{0};
+  std::atomic<uint64_t> peak_{0};
+  std::atomic<uint64_t> cached_{0};
+  std::atomic<uint64_t> limit_{0};
+  std::atomic<int> waiting_{0};
+  RankedMutex mutex_{LockRank::Leaf, "allocator"};
   std::condition_variable_any returned_;
-  std::multimap<std::pair<int, size_t>, void*> cache_;  // (device, capacity) -> memory
-  uint64_t limit_ = 0;
-  MemoryStats stats_;
+  std::multimap<std::pair<int, size_t>, void*> shared_;  // (device, capacity) -> block
+  std::vector<std::weak_ptr<MemoryPool>> pools_;
 };
 
 }  // namespace lanes

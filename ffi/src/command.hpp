@@ -1,55 +1,47 @@
-// What the planner hands a backend: one kernel launch, fully described, holding its buffers
-// alive until the epoch that carries it completes.
+// What the core hands a backend: one operation, fully described, with plain pointers to its
+// memory. The core keeps that memory alive until the epoch that carries the command completed.
 #pragma once
 #include <cstdint>
-#include <memory>
 #include <vector>
 
-#include "buffer.hpp"
 #include "dtype.hpp"
 #include "shape.hpp"
 
 namespace lanes {
 
 enum class OpCode : int {
-  FromData,  // never executed: data is uploaded at creation
-  Full,
-  Arange,
-  Random,
-  Unary,
-  Binary,
-  Matmul,
-  Reduce,
-  Softmax,
-  AsType,
-  Where,
-  View,         // no kernel: shares its input's buffer through a strided layout
-  Concatenate,  // params.axis
-  Take,         // params.axis; inputs: array, int32 indices
-  RmsNorm,      // inputs: x, weight?; scalars[0] = eps; flags & 1: has weight
-  LayerNorm,    // inputs: x, weight?, bias?; scalars[0] = eps; flags & 1: weight, & 2: bias
-  Attention,    // inputs: q, k, v; scalars[0] = scale; flags & 1: causal
-  Rope,         // scalars: base, scale; axis = dims; offset = first position; flags & 1: traditional
-  Download,     // a read on the stream: the input's bytes into params.host_staging (see Backend::read_staging)
+#define LANES_KIND(NAME, name, arity) NAME,
+#include "lanes_table.def"
 };
 
+// The user-facing name of an op ("exp", "matmul", "random.normal").
 const char* op_name(OpCode op, int subop);
+// Inputs a node of this kind takes (-1: any number).
+int op_arity(OpCode op);
+
+// Scalar parameters a compiled plan may take.
+inline constexpr int kMaxPlanScalars = 16;
 
 struct OpParams {
-  int subop = 0;               // lanes_unary_op / lanes_binary_op / lanes_reduce_op / lanes_random_kind
+  int subop = 0;               // the sub-op code of Unary, Binary, BinaryScalar, Reduce and Random
   std::vector<int> axes;       // Reduce: sorted, normalized
-  int axis = 0;                // Softmax: normalized
-  double scalars[3] = {0, 0, 0};  // Full: value; Arange: start, step; Random: a, b
+  int axis = 0;                // Softmax, Concatenate, Take, SliceUpdate: normalized; Rope: dims
+  // Full: value. Arange: start, step. Random: a, b. BinaryScalar: the scalar. Norms: eps.
+  // Attention: scale, key length. Rope: base, scale, position offset. SliceUpdate: offset.
+  double scalars[3] = {0, 0, 0};
+  // The plan parameter each scalar is bound to while a compiled plan replays (-1: fixed).
+  int8_t dynamic[3] = {-1, -1, -1};
   uint64_t seed = 0;           // Random
-  int flags = 0;               // fused ops
-  int64_t offset = 0;          // Rope
-  std::shared_ptr<void> host_staging;  // Download: host memory the device writes; the reader copies it out
+  // BinaryScalar: 1 = the scalar is the left operand. Norms: 1 weight, 2 bias. Attention:
+  // 1 causal. Rope: 1 traditional.
+  int flags = 0;
+  void* host_staging = nullptr;  // Download: host memory the device writes
 };
 
-// A tensor as a kernel reads it: a buffer, plus a strided view of it (element strides and
-// offset). Empty strides mean contiguous.
+// A tensor as a kernel reads it: the base of its buffer plus a strided view of it (element
+// strides and offset). Empty strides mean contiguous.
 struct TensorArg {
-  std::shared_ptr<Buffer> buffer;
+  void* data = nullptr;
   Shape shape;
   DType dtype = DType::Float32;
   std::vector<int64_t> strides;

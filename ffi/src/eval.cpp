@@ -1,12 +1,13 @@
 #include "eval.hpp"
 
 #include <chrono>
+#include <mutex>
 #include <thread>
 #include <unordered_set>
 
+#include "config.hpp"
 #include "runtime.hpp"
 #include "status.hpp"
-#include "watchdog.hpp"
 
 namespace lanes {
 namespace {
@@ -14,7 +15,7 @@ namespace {
 // Sleeps until another evaluation moves `n` out of the claimed state `word`. Under the
 // watchdog the wait is polled so a claim that is never resolved fails with a diagnostic.
 void wait_for_claim(const Node& n, uint64_t word) {
-  auto limit = watchdog_limit();
+  auto limit = config().watchdog;
   if (!limit) {
     n.state.wait(word, std::memory_order_acquire);
     return;
@@ -30,10 +31,42 @@ void wait_for_claim(const Node& n, uint64_t word) {
   }
 }
 
+// Scratch a backend asks for while preparing a command: from the stream's pool, kept with the
+// command until its epoch completed.
+class PoolScratch final : public Scratch {
+ public:
+  PoolScratch(const StreamPtr& stream, std::vector<std::shared_ptr<Buffer>>& out) : stream_(stream), out_(out) {}
+  void* allocate(size_t bytes) override {
+    out_.push_back(runtime().allocator().allocate(bytes, stream_->device(), stream_->pool()));
+    return out_.back()->data();
+  }
+
+ private:
+  const StreamPtr& stream_;
+  std::vector<std::shared_ptr<Buffer>>& out_;
+};
+
+TensorArg tensor_arg(const Node& n) {
+  TensorArg t;
+  t.data = n.buffer ? n.buffer->data() : nullptr;
+  t.shape = n.shape;
+  t.dtype = n.dtype;
+  t.strides = n.strides;
+  t.offset = n.offset;
+  return t;
+}
+
+// A sliceUpdate may write into its target's memory when nothing else can see that memory:
+// the target is computed, only this node refers to it, and no work in flight holds its buffer.
+bool can_donate(const NodePtr& target) {
+  return target.use_count() == 1 && state_of(target->state.load(std::memory_order_acquire)) == NodeState::Scheduled &&
+         target->op != OpCode::View && target->buffer && target->buffer.use_count() == 1 && target->offset == 0 &&
+         target->contiguous();
+}
+
 struct Planned {
   NodePtr node;
-  Command command;
-  std::vector<std::pair<std::shared_ptr<Timeline>, uint64_t>> waits;  // cross-stream
+  PlannedCommand command;
 };
 
 class Evaluation {
@@ -95,6 +128,9 @@ class Evaluation {
 
   // Classifies a node; returns true if it is ours to compute (and its inputs must be walked).
   bool visit(const NodePtr& n) {
+    if (n->op == OpCode::Placeholder)
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "a compiled function's input " + shape_str(n->shape) +
+                                                  " has no value outside its trace (return it, or use a real array)");
     uint64_t word = n->state.load(std::memory_order_acquire);
     for (;;) {
       switch (state_of(word)) {
@@ -119,6 +155,7 @@ class Evaluation {
     bool progressed = false;
     std::unordered_set<const Node*> in_batch;
     for (const NodePtr& n : mine_) {
+      if (state_of(n->state.load(std::memory_order_acquire)) != NodeState::Claimed) continue;
       if (n->op == OpCode::View) {
         progressed |= schedule_view(n, in_batch);
         continue;
@@ -168,25 +205,39 @@ class Evaluation {
     }
     if (s != NodeState::Scheduled) return false;
     n->buffer = source->buffer;
-    n->timeline = source->timeline;
+    n->producer = source->producer;
     n->value = source->value;
-    n->state.store(static_cast<uint64_t>(NodeState::Scheduled), std::memory_order_release);
-    n->state.notify_all();
+    publish(*n, NodeState::Scheduled);
     return true;
   }
 
-  // Host preparation, outside every stream lock: output allocation and the command itself.
+  // Host preparation, outside every stream lock: the output's memory, the command, and the
+  // backend's translation of it.
   Planned prepare(const NodePtr& n) {
     Planned p;
     p.node = n;
-    n->buffer = runtime().allocator().allocate(n->nbytes(), n->stream ? n->stream->device() : 0);
-    p.command.op = n->op;
-    p.command.params = n->params;
-    p.command.output = TensorArg{n->buffer, n->shape, n->dtype};
-    for (const NodePtr& in : n->inputs) {
-      p.command.inputs.push_back(TensorArg{in->buffer, in->shape, in->dtype, in->strides, in->offset});
-      if (in->timeline && in->stream != n->stream) p.waits.emplace_back(in->timeline, in->value);
+    Runtime& rt = runtime();
+    const StreamPtr& stream = n->stream;
+    PlannedCommand& pc = p.command;
+    Command& c = pc.command;
+    c.op = n->op;
+    c.params = n->params;
+    bool donated = n->op == OpCode::SliceUpdate && can_donate(n->inputs.front());
+    if (donated) {
+      n->buffer = n->inputs.front()->buffer;
+      c.params.flags |= 1;
+    } else {
+      n->buffer = rt.allocator().allocate(n->nbytes(), stream->device(), stream->pool());
     }
+    c.output = tensor_arg(*n);
+    pc.writes = n->buffer;
+    for (const NodePtr& in : n->inputs) {
+      c.inputs.push_back(tensor_arg(*in));
+      pc.reads.push_back(in->buffer);
+    }
+    if (n->op == OpCode::Download) c.params.host_staging = n->staging.get(), pc.staging = n->staging;
+    PoolScratch scratch(stream, pc.scratch);
+    pc.prepared = rt.backend().prepare(c, stream->device(), scratch);
     return p;
   }
 
@@ -200,30 +251,36 @@ class Evaluation {
     if (!stream) throw_error(LANES_ERR_INTERNAL, "a computed node has no stream");
     // A wait on a value its stream has not committed yet could stall: commit those first.
     for (Planned& p : batch)
-      for (auto& [timeline, value] : p.waits)
-        for (const NodePtr& in : p.node->inputs)
-          if (in->timeline == timeline && in->stream) in->stream->flush_through(value);
+      for (const NodePtr& in : p.node->inputs)
+        if (in->producer && in->producer != stream) in->producer->flush_through(in->value);
     std::vector<std::vector<NodePtr>> released_inputs;
+    released_inputs.reserve(batch.size());
+    touched_.insert(stream);
     try {
       StreamOpLock lock(*stream);
       for (Planned& p : batch) {
-        for (auto& [timeline, value] : p.waits) lock.encode_wait(timeline, value);
+        for (const NodePtr& in : p.node->inputs)
+          if (in->producer) lock.encode_wait(*in->producer, in->value);
         p.node->value = lock.encode(std::move(p.command));
-        p.node->timeline = stream->timeline();
+        p.node->producer = stream;
+        // Published at once: if a later encode of this batch throws, this node is done and
+        // must not be computed again.
+        released_inputs.push_back(std::move(p.node->inputs));
+        p.node->inputs.clear();
+        publish(*p.node, NodeState::Scheduled);
       }
     } catch (const Error& e) {
       if (e.code() != LANES_ERR_DISPOSED) throw;
-      for (Planned& p : batch) fail(*p.node, e.code(), e.what());
+      for (Planned& p : batch)
+        if (state_of(p.node->state.load(std::memory_order_acquire)) == NodeState::Claimed) fail(*p.node, e.code(), e.what());
       return;
     }
-    touched_.insert(stream);
-    for (Planned& p : batch) {
-      released_inputs.push_back(std::move(p.node->inputs));
-      p.node->inputs.clear();
-      p.node->state.store(static_cast<uint64_t>(NodeState::Scheduled), std::memory_order_release);
-      p.node->state.notify_all();
-    }
     // Dropping inputs may free nodes (and streams): only after the op lock is released.
+  }
+
+  static void publish(Node& n, NodeState s) {
+    n.state.store(static_cast<uint64_t>(s), std::memory_order_release);
+    n.state.notify_all();
   }
 
   void fail(Node& n, lanes_status code, const std::string& error) {
@@ -236,8 +293,7 @@ class Evaluation {
       inputs = std::move(n.inputs);
       n.inputs.clear();
     }
-    n.state.store(static_cast<uint64_t>(NodeState::Failed), std::memory_order_release);
-    n.state.notify_all();
+    publish(n, NodeState::Failed);
   }
 
   // On a host-side error (out of memory): give unscheduled claims back, so a concurrent
@@ -248,8 +304,7 @@ class Evaluation {
     for (const NodePtr& n : mine_) {
       if (n->state.load(std::memory_order_acquire) != claim_word_) continue;  // scheduled or failed
       n->buffer.reset();
-      n->state.store(static_cast<uint64_t>(NodeState::Pending), std::memory_order_release);
-      n->state.notify_all();
+      publish(*n, NodeState::Pending);
     }
   }
 
@@ -269,8 +324,8 @@ class Evaluation {
 
 std::string node_error(const Node& n) {
   if (state_of(n.state.load(std::memory_order_acquire)) == NodeState::Failed) return n.error;
-  if (n.timeline) {
-    if (auto e = n.timeline->error_at(n.value)) return *e;
+  if (n.producer) {
+    if (auto e = n.producer->timeline()->error_at(n.value)) return *e;
   }
   if (n.buffer && n.buffer->poisoned.load(std::memory_order_acquire)) return "its input failed";
   return {};
@@ -284,6 +339,8 @@ lanes_status error_code_of(const Node& n) {
 }  // namespace
 
 void schedule(const std::vector<NodePtr>& outputs) {
+  std::unique_lock<RankedMutex> global;
+  if (locking_mode() == LockingMode::Global) global = std::unique_lock<RankedMutex>(global_evaluation_mutex());
   Evaluation eval;
   eval.run(outputs);
 }
@@ -291,9 +348,9 @@ void schedule(const std::vector<NodePtr>& outputs) {
 void wait_ready(const Node& n) {
   NodeState s = state_of(n.state.load(std::memory_order_acquire));
   std::string error;
-  if (s == NodeState::Scheduled && n.timeline) {
-    n.stream->flush_through(n.value);
-    if (auto waited = n.timeline->wait(n.value)) error = *waited;  // a failure, or the watchdog
+  if (s == NodeState::Scheduled && n.producer) {
+    n.producer->flush_through(n.value);
+    if (auto waited = n.producer->timeline()->wait(n.value)) error = *waited;  // a failure, or the watchdog
   }
   if (error.empty()) error = node_error(n);
   if (!error.empty())
@@ -320,8 +377,8 @@ void when_ready(const std::vector<NodePtr>& outputs, std::function<void(lanes_st
   };
   for (const NodePtr& n : outputs) {
     const Node* raw = n.get();
-    if (state_of(n->state.load(std::memory_order_acquire)) == NodeState::Scheduled && n->timeline) {
-      n->timeline->when_reached(n->value, [arrive, raw] { arrive(raw); });
+    if (state_of(n->state.load(std::memory_order_acquire)) == NodeState::Scheduled && n->producer) {
+      n->producer->timeline()->when_reached(n->value, [arrive, raw] { arrive(raw); });
     } else {
       arrive(raw);
     }

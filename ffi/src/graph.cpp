@@ -10,42 +10,6 @@
 
 namespace lanes {
 
-const char* op_name(OpCode op, int subop) {
-  switch (op) {
-    case OpCode::FromData: return "array";
-    case OpCode::Full: return "full";
-    case OpCode::Arange: return "arange";
-    case OpCode::Random: return subop == LANES_RANDOM_NORMAL ? "random.normal" : "random.uniform";
-    case OpCode::Unary: {
-      static const char* names[] = {"exp",  "log",     "negative", "abs",  "square",      "sqrt", "rsqrt",
-                                    "tanh", "sigmoid", "silu",     "gelu", "geluApprox",  "sin",  "cos"};
-      return subop >= 0 && subop < static_cast<int>(std::size(names)) ? names[subop] : "unary";
-    }
-    case OpCode::Binary: {
-      static const char* names[] = {"add",   "subtract", "multiply", "divide", "maximum",
-                                    "minimum", "power", "equal",    "less",   "greater"};
-      return subop >= 0 && subop < static_cast<int>(std::size(names)) ? names[subop] : "binary";
-    }
-    case OpCode::Matmul: return "matmul";
-    case OpCode::Reduce: {
-      static const char* names[] = {"sum", "max", "mean", "min", "logsumexp", "variance", "argmax", "argmin"};
-      return subop >= 0 && subop < static_cast<int>(std::size(names)) ? names[subop] : "reduce";
-    }
-    case OpCode::Softmax: return "softmax";
-    case OpCode::AsType: return "astype";
-    case OpCode::Where: return "where";
-    case OpCode::View: return "view";
-    case OpCode::Concatenate: return "concatenate";
-    case OpCode::Take: return "take";
-    case OpCode::RmsNorm: return "rmsNorm";
-    case OpCode::LayerNorm: return "layerNorm";
-    case OpCode::Attention: return "scaledDotProductAttention";
-    case OpCode::Rope: return "rope";
-    case OpCode::Download: return "read";
-  }
-  return "op";
-}
-
 namespace {
 
 // The most dimensions an array may have (the C ABI's shape buffers are sized for it).
@@ -56,6 +20,31 @@ NodePtr node(OpCode op, OpParams params, Shape shape, DType dtype, std::vector<N
     throw_error(LANES_ERR_SHAPE, std::string(op_name(op, params.subop)) + ": the result would have " +
                                      std::to_string(shape.size()) + " dimensions (at most " + std::to_string(kMaxDims) + ")");
   return std::make_shared<Node>(op, std::move(params), std::move(shape), dtype, std::move(inputs), std::move(stream));
+}
+
+enum class Rule { FLOAT, NUMERIC, ARITH, COMPARE, SAME, INDEX };
+
+const Rule kUnaryRules[] = {
+#define LANES_UNARY(code, NAME, name, rule) Rule::rule,
+#include "lanes_table.def"
+};
+const Rule kBinaryRules[] = {
+#define LANES_BINARY(code, NAME, name, rule) Rule::rule,
+#include "lanes_table.def"
+};
+const Rule kReduceRules[] = {
+#define LANES_REDUCE(code, NAME, name, rule) Rule::rule,
+#include "lanes_table.def"
+};
+constexpr int kUnaryOps = static_cast<int>(std::size(kUnaryRules));
+constexpr int kBinaryOps = static_cast<int>(std::size(kBinaryRules));
+constexpr int kReduceOps = static_cast<int>(std::size(kReduceRules));
+
+// Quantized arrays are storage for weights: only quantizedMatmul, take and astype read them.
+void not_quantized(const NodePtr& a, const char* op) {
+  if (is_quantized(a->dtype))
+    throw_error(LANES_ERR_DTYPE, std::string(op) + ": " + dtype_name(a->dtype) + " " + shape_str(a->shape) +
+                                     " is quantized; only quantizedMatmul, take (axis 0) and astype(float32) read quantized arrays");
 }
 
 NodePtr cast(const NodePtr& a, DType dtype, const StreamPtr& stream) {
@@ -69,14 +58,17 @@ NodePtr as_floating(const NodePtr& a, const StreamPtr& stream) { return cast(a, 
 
 NodePtr make_from_data(const void* data, size_t nbytes, DType dtype, Shape shape) {
   int64_t n = checked_numel(shape, "array");
-  size_t expected = static_cast<size_t>(n) * dtype_size(dtype);
+  if (is_quantized(dtype) && (shape.empty() || shape.back() % dtype_info(dtype).block != 0))
+    throw_error(LANES_ERR_SHAPE, std::string("array: the last axis of a ") + dtype_name(dtype) + " array must be a multiple of " +
+                                     std::to_string(dtype_info(dtype).block) + " (its block), got shape " + shape_str(shape));
+  size_t expected = dtype_bytes(dtype, n);
   if (nbytes != expected)
     throw_error(LANES_ERR_INVALID_ARGUMENT, "array: data has " + std::to_string(nbytes) + " bytes but shape " +
                                                 shape_str(shape) + " of " + dtype_name(dtype) + " needs " +
                                                 std::to_string(expected));
   if (n > 0 && !data) throw_error(LANES_ERR_INVALID_ARGUMENT, "array: data pointer is null");
   NodePtr out = node(OpCode::FromData, {}, std::move(shape), dtype, {}, nullptr);
-  out->buffer = runtime().allocator().allocate(expected);
+  out->buffer = runtime().allocator().allocate(expected, 0, nullptr);
   if (expected) runtime().backend().upload(out->buffer->data(), data, expected);
   out->state.store(static_cast<uint64_t>(NodeState::Scheduled), std::memory_order_release);
   return out;
@@ -120,9 +112,9 @@ NodePtr make_random(int kind, uint64_t seed, double a, double b, Shape shape, St
 }
 
 NodePtr make_unary(int op, NodePtr a, StreamPtr stream) {
-  if (op < LANES_OP_EXP || op > LANES_OP_COS)
-    throw_error(LANES_ERR_INVALID_ARGUMENT, "unary: unknown op " + std::to_string(op));
-  bool keeps_int = op == LANES_OP_NEGATIVE || op == LANES_OP_ABS || op == LANES_OP_SQUARE;
+  if (op < 0 || op >= kUnaryOps) throw_error(LANES_ERR_INVALID_ARGUMENT, "unary: unknown op " + std::to_string(op));
+  not_quantized(a, op_name(OpCode::Unary, op));
+  bool keeps_int = kUnaryRules[op] == Rule::NUMERIC;
   if (keeps_int && a->dtype == DType::Bool) a = cast(a, DType::Int32, stream);
   if (!keeps_int) a = as_floating(a, stream);
   OpParams p;
@@ -133,15 +125,16 @@ NodePtr make_unary(int op, NodePtr a, StreamPtr stream) {
 }
 
 NodePtr make_binary(int op, NodePtr a, NodePtr b, StreamPtr stream) {
-  if (op < LANES_OP_ADD || op > LANES_OP_GREATER)
-    throw_error(LANES_ERR_INVALID_ARGUMENT, "binary: unknown op " + std::to_string(op));
+  if (op < 0 || op >= kBinaryOps) throw_error(LANES_ERR_INVALID_ARGUMENT, "binary: unknown op " + std::to_string(op));
   const char* name = op_name(OpCode::Binary, op);
+  not_quantized(a, name);
+  not_quantized(b, name);
   Shape shape = broadcast_shapes(a->shape, b->shape, name);
-  bool comparison = op >= LANES_OP_EQUAL;
+  bool comparison = kBinaryRules[op] == Rule::COMPARE;
   DType common = promote(a->dtype, b->dtype);
   // Arithmetic on bools counts in int32; divide and power need floating point.
   if (!comparison && common == DType::Bool) common = DType::Int32;
-  if (op == LANES_OP_DIVIDE || op == LANES_OP_POWER) common = floating_of(common);
+  if (kBinaryRules[op] == Rule::FLOAT) common = floating_of(common);
   a = cast(a, common, stream);
   b = cast(b, common, stream);
   DType dtype = comparison ? DType::Bool : common;
@@ -151,6 +144,10 @@ NodePtr make_binary(int op, NodePtr a, NodePtr b, StreamPtr stream) {
 }
 
 NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream) {
+  not_quantized(a, "matmul");
+  if (is_quantized(b->dtype))
+    throw_error(LANES_ERR_DTYPE, std::string("matmul: ") + dtype_name(b->dtype) + " weight " + shape_str(b->shape) +
+                                     " is quantized: use quantizedMatmul(x, w), which computes x @ w^T");
   if (a->shape.size() < 2 || b->shape.size() < 2)
     throw_error(LANES_ERR_SHAPE, "matmul: operands must have at least 2 dimensions, got " + shape_str(a->shape) +
                                      " and " + shape_str(b->shape));
@@ -170,10 +167,10 @@ NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream) {
 }
 
 NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, bool keepdims, StreamPtr stream) {
-  if (op < LANES_REDUCE_SUM || op > LANES_REDUCE_ARGMIN)
-    throw_error(LANES_ERR_INVALID_ARGUMENT, "reduce: unknown op " + std::to_string(op));
+  if (op < 0 || op >= kReduceOps) throw_error(LANES_ERR_INVALID_ARGUMENT, "reduce: unknown op " + std::to_string(op));
   const char* name = op_name(OpCode::Reduce, op);
-  bool arg = op == LANES_REDUCE_ARGMAX || op == LANES_REDUCE_ARGMIN;
+  not_quantized(a, name);
+  bool arg = kReduceRules[op] == Rule::INDEX;
   bool needs_elements = arg || op == LANES_REDUCE_MAX || op == LANES_REDUCE_MIN;
   int ndim = static_cast<int>(a->shape.size());
   if (arg && !all_axes && axes.size() != 1)
@@ -197,7 +194,7 @@ NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, boo
   }
   if (needs_elements && reduced_count == 0)
     throw_error(LANES_ERR_SHAPE, std::string(name) + ": cannot reduce an empty selection of shape " + shape_str(a->shape));
-  bool float_result = op == LANES_REDUCE_MEAN || op == LANES_REDUCE_LOGSUMEXP || op == LANES_REDUCE_VARIANCE;
+  bool float_result = kReduceRules[op] == Rule::FLOAT;
   if (float_result) a = as_floating(a, stream);
   else if (op == LANES_REDUCE_SUM && a->dtype == DType::Bool) a = cast(a, DType::Int32, stream);
   DType dtype = arg ? DType::Int32 : a->dtype;
@@ -208,6 +205,7 @@ NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, boo
 }
 
 NodePtr make_softmax(NodePtr a, int axis, StreamPtr stream) {
+  not_quantized(a, "softmax");
   OpParams p;
   int ndim = static_cast<int>(a->shape.size());
   if (ndim == 0) throw_error(LANES_ERR_SHAPE, "softmax: needs at least one dimension");
@@ -219,6 +217,7 @@ NodePtr make_softmax(NodePtr a, int axis, StreamPtr stream) {
 }
 
 NodePtr make_where(NodePtr cond, NodePtr a, NodePtr b, StreamPtr stream) {
+  for (const NodePtr* n : {&cond, &a, &b}) not_quantized(*n, "where");
   Shape shape = broadcast_shapes(broadcast_shapes(cond->shape, a->shape, "where"), b->shape, "where");
   DType dtype = promote(a->dtype, b->dtype);
   cond = cast(cond, DType::Bool, stream);
@@ -251,6 +250,7 @@ std::string axes_str(const std::vector<int>& axes) {
 }  // namespace
 
 NodePtr make_reshape(NodePtr a, Shape shape, StreamPtr stream) {
+  not_quantized(a, "reshape");
   int64_t known = 1;
   int infer = -1;
   for (size_t i = 0; i < shape.size(); ++i) {
@@ -279,6 +279,7 @@ NodePtr make_reshape(NodePtr a, Shape shape, StreamPtr stream) {
 }
 
 NodePtr make_transpose(NodePtr a, std::vector<int> axes, bool reverse, StreamPtr stream) {
+  not_quantized(a, "transpose");
   int ndim = static_cast<int>(a->shape.size());
   if (reverse) {
     axes.clear();
@@ -300,6 +301,7 @@ NodePtr make_transpose(NodePtr a, std::vector<int> axes, bool reverse, StreamPtr
 }
 
 NodePtr make_broadcast_to(NodePtr a, Shape shape, StreamPtr stream) {
+  not_quantized(a, "broadcastTo");
   checked_numel(shape, "broadcastTo");
   if (broadcast_shapes(a->shape, shape, "broadcastTo") != shape || a->shape.size() > shape.size())
     throw_error(LANES_ERR_SHAPE, "broadcastTo: cannot broadcast " + shape_str(a->shape) + " to " + shape_str(shape));
@@ -311,6 +313,7 @@ NodePtr make_broadcast_to(NodePtr a, Shape shape, StreamPtr stream) {
 }
 
 NodePtr make_expand_dims(NodePtr a, std::vector<int> axes, StreamPtr stream) {
+  not_quantized(a, "expandDims");
   int out_ndim = static_cast<int>(a->shape.size() + axes.size());
   for (int& ax : axes) ax = normalize_axis(ax, out_ndim, "expandDims");
   std::sort(axes.begin(), axes.end());
@@ -333,6 +336,7 @@ NodePtr make_expand_dims(NodePtr a, std::vector<int> axes, StreamPtr stream) {
 }
 
 NodePtr make_squeeze(NodePtr a, std::vector<int> axes, bool all_unit_axes, StreamPtr stream) {
+  not_quantized(a, "squeeze");
   int ndim = static_cast<int>(a->shape.size());
   if (all_unit_axes) {
     axes.clear();
@@ -357,6 +361,7 @@ NodePtr make_squeeze(NodePtr a, std::vector<int> axes, bool all_unit_axes, Strea
 
 NodePtr make_slice(NodePtr a, const std::vector<int64_t>& starts, const std::vector<int64_t>& stops,
                    const std::vector<int64_t>& steps, StreamPtr stream) {
+  not_quantized(a, "slice");
   size_t ndim = a->shape.size();
   if (starts.size() > ndim || stops.size() != starts.size() || (!steps.empty() && steps.size() != starts.size()))
     throw_error(LANES_ERR_SHAPE, "slice: starts, stops and steps must have one entry per sliced axis (at most " +
@@ -393,6 +398,7 @@ NodePtr make_concatenate(std::vector<NodePtr> arrays, int axis, StreamPtr stream
   shape[ax] = 0;
   DType dtype = arrays.front()->dtype;
   for (const NodePtr& a : arrays) {
+    not_quantized(a, "concatenate");
     bool same = a->shape.size() == first.size();
     for (int d = 0; same && d < ndim; ++d) same = d == ax || a->shape[d] == first[d];
     if (!same)
@@ -422,6 +428,10 @@ NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream) {
   int ndim = static_cast<int>(a->shape.size());
   if (ndim == 0) throw_error(LANES_ERR_SHAPE, "take: cannot index a 0-d array");
   int ax = normalize_axis(axis, ndim, "take");
+  not_quantized(indices, "take");
+  if (is_quantized(a->dtype) && (ax != 0 || ndim != 2))
+    throw_error(LANES_ERR_SHAPE, std::string("take: a quantized array is taken from by rows: needs a 2-D array and axis 0, got ") +
+                                     shape_str(a->shape) + " and axis " + std::to_string(axis));
   if (is_floating(indices->dtype))
     throw_error(LANES_ERR_DTYPE, std::string("take: indices must be integers, got ") + dtype_name(indices->dtype));
   indices = cast(indices, DType::Int32, stream);
@@ -431,7 +441,7 @@ NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream) {
   checked_numel(shape, "take");
   OpParams p;
   p.axis = ax;
-  DType dtype = a->dtype;
+  DType dtype = is_quantized(a->dtype) ? DType::Float32 : a->dtype;
   return node(OpCode::Take, p, std::move(shape), dtype, {std::move(a), std::move(indices)}, std::move(stream));
 }
 
@@ -463,6 +473,8 @@ namespace {
 // rmsNorm and layerNorm: the same inputs and checks, one kernel flag apart.
 NodePtr make_norm(OpCode op, NodePtr x, NodePtr weight, NodePtr bias, double eps, StreamPtr stream) {
   const char* name = op_name(op, 0);
+  for (const NodePtr* n : {&x, &weight, &bias})
+    if (*n) not_quantized(*n, name);
   if (x->shape.empty()) throw_error(LANES_ERR_SHAPE, std::string(name) + ": needs at least one dimension");
   check_eps(name, eps);
   std::vector<NodePtr> inputs{x};
@@ -494,8 +506,10 @@ NodePtr make_layer_norm(NodePtr x, NodePtr weight, NodePtr bias, double eps, Str
   return make_norm(OpCode::LayerNorm, std::move(x), std::move(weight), std::move(bias), eps, std::move(stream));
 }
 
-NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, StreamPtr stream) {
+NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, int64_t key_length, int key_length_param,
+                       StreamPtr stream) {
   const char* op = "scaledDotProductAttention";
+  for (const NodePtr* n : {&q, &k, &v}) not_quantized(*n, op);
   if (q->shape.size() != 4 || k->shape.size() != 4 || v->shape.size() != 4)
     throw_error(LANES_ERR_SHAPE, std::string(op) + ": q, k, v must be [batch, heads, seq, dim], got " + shape_str(q->shape) + ", " +
                                      shape_str(k->shape) + ", " + shape_str(v->shape));
@@ -506,8 +520,14 @@ NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causa
     throw_error(LANES_ERR_SHAPE, std::string(op) + ": incompatible q " + shape_str(qs) + ", k " + shape_str(ks) + ", v " + shape_str(vs) +
                                      " (need equal batch, k/v sharing heads and length, q heads a multiple of k heads, equal q/k dim)");
   if (!std::isfinite(scale)) scale = 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(1, qs[3])));
+  if (key_length < 0) key_length = ks[2];
+  if (key_length > ks[2])
+    throw_error(LANES_ERR_SHAPE, std::string(op) + ": key length " + std::to_string(key_length) + " exceeds the " +
+                                     std::to_string(ks[2]) + " keys of k " + shape_str(ks));
   OpParams p;
   p.scalars[0] = scale;
+  p.scalars[1] = static_cast<double>(key_length);
+  p.dynamic[1] = static_cast<int8_t>(key_length_param);
   p.flags = causal ? 1 : 0;
   std::vector<NodePtr> inputs{q, k, v};
   DType dtype = common_floating(inputs);
@@ -516,7 +536,9 @@ NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causa
   return node(OpCode::Attention, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
 }
 
-NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, StreamPtr stream) {
+NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, int offset_param,
+                  StreamPtr stream) {
+  not_quantized(x, "rope");
   if (x->shape.size() < 2) throw_error(LANES_ERR_SHAPE, "rope: needs [..., seq, dim], got " + shape_str(x->shape));
   if (dims <= 0 || dims % 2 != 0 || dims > x->shape.back())
     throw_error(LANES_ERR_SHAPE, "rope: dims must be even and in (0, " + std::to_string(x->shape.back()) + "], got " + std::to_string(dims));
@@ -526,7 +548,8 @@ NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double sca
   p.axis = dims;
   p.scalars[0] = base;
   p.scalars[1] = scale;
-  p.offset = offset;
+  p.scalars[2] = static_cast<double>(offset);
+  p.dynamic[2] = static_cast<int8_t>(offset_param);
   p.flags = traditional ? 1 : 0;
   x = as_floating(x, stream);
   Shape shape = x->shape;
@@ -535,15 +558,90 @@ NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double sca
 }
 
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream) {
+  if (is_quantized(dtype) && dtype != a->dtype)
+    throw_error(LANES_ERR_DTYPE, std::string("astype: cannot quantize to ") + dtype_name(dtype) +
+                                     " (quantized arrays are made from their bytes: array(bytes, shape, dtype))");
+  if (is_quantized(a->dtype) && dtype != a->dtype && dtype != DType::Float32)
+    throw_error(LANES_ERR_DTYPE, std::string("astype: ") + dtype_name(a->dtype) + " dequantizes to float32 only, not " +
+                                     dtype_name(dtype));
   Shape shape = a->shape;
   return node(OpCode::AsType, {}, std::move(shape), dtype, {std::move(a)}, std::move(stream));
 }
 
 NodePtr make_download(NodePtr a, std::shared_ptr<void> staging, StreamPtr stream) {
-  OpParams p;
-  p.host_staging = std::move(staging);
   DType dtype = a->dtype;
-  return node(OpCode::Download, std::move(p), Shape{0}, dtype, {std::move(a)}, std::move(stream));
+  NodePtr n = node(OpCode::Download, {}, Shape{0}, dtype, {std::move(a)}, std::move(stream));
+  n->staging = std::move(staging);
+  return n;
+}
+
+NodePtr make_binary_scalar(int op, NodePtr a, double scalar, bool scalar_first, int scalar_param, StreamPtr stream) {
+  if (op < 0 || op >= kBinaryOps) throw_error(LANES_ERR_INVALID_ARGUMENT, "binary: unknown op " + std::to_string(op));
+  const char* name = op_name(OpCode::Binary, op);
+  not_quantized(a, name);
+  // The scalar is weakly typed, as a Python scalar is in MLX: it takes the array's type when
+  // that type holds it (any float type; an int type for an integral value).
+  bool integral = scalar_param < 0 && std::isfinite(scalar) && scalar == std::trunc(scalar) &&
+                  std::fabs(scalar) <= 2147483647.0;
+  Rule rule = kBinaryRules[op];
+  DType compute = a->dtype;
+  if (!is_floating(compute)) compute = integral && rule != Rule::FLOAT ? DType::Int32 : DType::Float32;
+  a = cast(a, compute, stream);
+  OpParams p;
+  p.subop = op;
+  p.scalars[0] = scalar;
+  p.dynamic[0] = static_cast<int8_t>(scalar_param);
+  p.flags = scalar_first ? 1 : 0;
+  Shape shape = a->shape;
+  DType dtype = rule == Rule::COMPARE ? DType::Bool : compute;
+  return node(OpCode::BinaryScalar, p, std::move(shape), dtype, {std::move(a)}, std::move(stream));
+}
+
+NodePtr make_quantized_matmul(NodePtr x, NodePtr w, StreamPtr stream) {
+  const char* op = "quantizedMatmul";
+  if (!is_quantized(w->dtype))
+    throw_error(LANES_ERR_DTYPE, std::string(op) + ": w must be quantized (q4_0, q4_1 or q8_0), got " + dtype_name(w->dtype));
+  not_quantized(x, op);
+  if (w->shape.size() != 2 || x->shape.empty() || x->shape.back() != w->shape[1])
+    throw_error(LANES_ERR_SHAPE, std::string(op) + ": needs x [..., k] and w [n, k], got x " + shape_str(x->shape) + " and w " +
+                                     shape_str(w->shape));
+  x = cast(x, DType::Float32, stream);
+  if (!x->contiguous()) x = make_astype(x, DType::Float32, stream);
+  Shape shape = x->shape;
+  shape.back() = w->shape[0];
+  return node(OpCode::QuantizedMatmul, {}, std::move(shape), DType::Float32, {std::move(x), std::move(w)}, std::move(stream));
+}
+
+NodePtr make_slice_update(NodePtr target, NodePtr update, int axis, int64_t offset, int offset_param, StreamPtr stream) {
+  const char* op = "sliceUpdate";
+  not_quantized(target, op);
+  not_quantized(update, op);
+  int ndim = static_cast<int>(target->shape.size());
+  if (ndim == 0) throw_error(LANES_ERR_SHAPE, std::string(op) + ": the target needs at least one dimension");
+  int ax = normalize_axis(axis, ndim, op);
+  bool fits = update->shape.size() == target->shape.size();
+  for (int d = 0; fits && d < ndim; ++d) fits = d == ax ? update->shape[d] <= target->shape[d] : update->shape[d] == target->shape[d];
+  if (!fits)
+    throw_error(LANES_ERR_SHAPE, std::string(op) + ": update " + shape_str(update->shape) + " does not fit target " +
+                                     shape_str(target->shape) + " along axis " + std::to_string(ax));
+  int64_t room = target->shape[ax] - update->shape[ax];
+  if (offset < 0 || offset > room)
+    throw_error(LANES_ERR_SHAPE, std::string(op) + ": offset " + std::to_string(offset) + " is out of range [0, " +
+                                     std::to_string(room) + "] for update " + shape_str(update->shape) + " in " +
+                                     shape_str(target->shape));
+  update = cast(update, target->dtype, stream);
+  OpParams p;
+  p.axis = ax;
+  p.scalars[0] = static_cast<double>(offset);
+  p.dynamic[0] = static_cast<int8_t>(offset_param);
+  Shape shape = target->shape;
+  DType dtype = target->dtype;
+  return node(OpCode::SliceUpdate, p, std::move(shape), dtype, {std::move(target), std::move(update)}, std::move(stream));
+}
+
+NodePtr make_placeholder(DType dtype, Shape shape) {
+  checked_numel(shape, "placeholder");
+  return node(OpCode::Placeholder, {}, std::move(shape), dtype, {}, nullptr);
 }
 
 }  // namespace lanes

@@ -35,10 +35,23 @@ NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream);
 // Fused ops: one kernel each. Null weight/bias mean none.
 NodePtr make_rms_norm(NodePtr x, NodePtr weight, double eps, StreamPtr stream);
 NodePtr make_layer_norm(NodePtr x, NodePtr weight, NodePtr bias, double eps, StreamPtr stream);
-NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, StreamPtr stream);
-NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, StreamPtr stream);
+// `key_length` < 0: every key. The `*_param` arguments bind a scalar to a compiled plan's
+// parameter (-1: fixed).
+NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, int64_t key_length, int key_length_param,
+                       StreamPtr stream);
+NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, int offset_param,
+                  StreamPtr stream);
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream);
 // A read of contiguous `a` into host `staging` (a->nbytes() bytes), as a command on `stream`.
 NodePtr make_download(NodePtr a, std::shared_ptr<void> staging, StreamPtr stream);
+// `a op scalar` (or `scalar op a`): the scalar is a kernel parameter, never an array.
+NodePtr make_binary_scalar(int op, NodePtr a, double scalar, bool scalar_first, int scalar_param, StreamPtr stream);
+// x [..., k] @ w^T for a quantized w [n, k]: float32 [..., n].
+NodePtr make_quantized_matmul(NodePtr x, NodePtr w, StreamPtr stream);
+// `target` with `update` written at `offset` along `axis` (in place when nothing else sees
+// the target's memory).
+NodePtr make_slice_update(NodePtr target, NodePtr update, int axis, int64_t offset, int offset_param, StreamPtr stream);
+// A compiled function's input while it is traced.
+NodePtr make_placeholder(DType dtype, Shape shape);
 
 }  // namespace lanes

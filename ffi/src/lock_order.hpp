@@ -1,6 +1,6 @@
 // Ranked mutexes: the fixed lock order of DESIGN §3 made checkable.
 //
-// stream table → stream op lock → stream fence lock → leaf locks. A thread may only acquire a
+// (global evaluation lock →) stream op lock → stream fence lock → leaf locks. A thread may only acquire a
 // lock whose rank is strictly greater than every rank it already holds, so two op locks (same
 // rank) can never be held together. Builds with LANES_LOCK_DEBUG keep a per-thread stack of
 // held ranks and abort with both lock names on a violation, and record the owning thread so
@@ -14,6 +14,7 @@
 namespace lanes {
 
 enum class LockRank : int {
+  Global = 5,  // LANES_LOCKING=global only: one lock around each whole evaluation
   StreamTable = 10,
   StreamOp = 20,
   StreamFence = 30,

@@ -13,7 +13,6 @@
 #include "buffer.hpp"
 #include "command.hpp"
 #include "stream.hpp"
-#include "timeline.hpp"
 
 namespace lanes {
 
@@ -41,17 +40,18 @@ struct Node {
   // Owned by the claiming evaluation; cleared when the node is scheduled.
   std::vector<std::shared_ptr<Node>> inputs;
   std::shared_ptr<Stream> stream;
+  std::shared_ptr<void> staging;  // Download only: the host memory the device writes
 
   std::atomic<uint64_t> state{static_cast<uint64_t>(NodeState::Pending)};
 
   // Written by the claimer before it publishes Scheduled/Failed (release); read-only after.
   std::shared_ptr<Buffer> buffer;
-  std::shared_ptr<Timeline> timeline;  // null: ready since creation
+  std::shared_ptr<Stream> producer;  // the stream whose timeline marks it done; null: ready since creation
   uint64_t value = 0;
   std::string error;                    // Failed only
   lanes_status error_code = LANES_OK;   // Failed only
 
-  size_t nbytes() const { return static_cast<size_t>(numel(shape)) * dtype_size(dtype); }
+  size_t nbytes() const { return dtype_bytes(dtype, numel(shape)); }
   bool contiguous() const { return strides == contiguous_strides(shape); }
 };
 

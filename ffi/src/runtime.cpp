@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "config.hpp"
 #include "status.hpp"
 
 namespace lanes {
@@ -11,8 +12,7 @@ namespace {
 
 // LANES_BACKEND picks the backend; unset, Metal on macOS and the CPU elsewhere.
 std::unique_ptr<Backend> select_backend() {
-  const char* env = std::getenv("LANES_BACKEND");
-  std::string name = env && *env ? env : "";
+  const std::string& name = config().backend;
 #if defined(__APPLE__)
   const char* available = "metal, cpu";
   if (name.empty() || name == "metal") return make_metal_backend();
@@ -43,7 +43,7 @@ std::shared_ptr<Stream> Runtime::new_stream(int device) {
     throw_error(LANES_ERR_INVALID_ARGUMENT, "stream: device " + std::to_string(device) + " does not exist (the " +
                                                 backend_->name() + " backend has " + std::to_string(count) + ")");
   uint64_t id = next_stream_id_.fetch_add(1, std::memory_order_relaxed);
-  return std::make_shared<Stream>(id, device, backend_->new_queue(id, device));
+  return std::make_shared<Stream>(id, device, backend_->new_queue(device), allocator_.new_pool(device));
 }
 
 std::shared_ptr<Stream> Runtime::stream_or_default(uint64_t handle) {
@@ -70,12 +70,10 @@ void shutdown_runtime() {
   g_shut_down.store(true, std::memory_order_release);
 }
 
-bool fault_injection_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("LANES_FAULT_INJECTION");
-    return v && std::strcmp(v, "1") == 0;
-  }();
-  return enabled;
+uint32_t this_thread_token() {
+  static std::atomic<uint32_t> next{1};
+  thread_local uint32_t token = next.fetch_add(1, std::memory_order_relaxed);
+  return token;
 }
 
 }  // namespace lanes

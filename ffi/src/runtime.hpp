@@ -35,9 +35,9 @@ class Runtime {
   uint64_t default_stream_handle() const { return default_stream_handle_; }
   uint64_t next_eval_id() { return next_eval_id_.fetch_add(1, std::memory_order_relaxed); }
 
-  HandleTable<Stream> streams{HandleKind::Stream, "stream", LockRank::StreamTable};
-  HandleTable<Node> arrays{HandleKind::Array, "array", LockRank::Leaf};
-  HandleTable<CompletionQueue> queues{HandleKind::Queue, "completion queue", LockRank::Leaf};
+  HandleTable<Stream> streams{HandleKind::Stream, "stream"};
+  HandleTable<Node> arrays{HandleKind::Array, "array"};
+  HandleTable<CompletionQueue> queues{HandleKind::Queue, "completion queue"};
   Counters counters;
 
  private:
@@ -54,7 +54,6 @@ Runtime& runtime();
 Runtime& running_runtime();
 // Waits for all work, then makes every later call fail with a disposed error.
 void shutdown_runtime();
-// LANES_FAULT_INJECTION=1 in the environment enables the test-only fault hooks.
-bool fault_injection_enabled();
+
 
 }  // namespace lanes

@@ -4,28 +4,23 @@
 #include <cstring>
 #include <mutex>
 
+#include "config.hpp"
 #include "runtime.hpp"
 #include "status.hpp"
 
 namespace lanes {
 namespace {
 
-RankedMutex& global_submission_mutex() {
-  static RankedMutex* m = new RankedMutex(LockRank::StreamOp, "global.submission");
-  return *m;
-}
-
 std::atomic<uint32_t> g_budget_ops{64};
 std::atomic<uint64_t> g_budget_bytes{uint64_t(64) << 20};
 
 }  // namespace
 
-LockingMode locking_mode() {
-  static const LockingMode mode = [] {
-    const char* v = std::getenv("LANES_LOCKING");
-    return (v && std::strcmp(v, "global") == 0) ? LockingMode::Global : LockingMode::PerStream;
-  }();
-  return mode;
+LockingMode locking_mode() { return config().global_locking ? LockingMode::Global : LockingMode::PerStream; }
+
+RankedMutex& global_evaluation_mutex() {
+  static RankedMutex* m = new RankedMutex(LockRank::Global, "global.evaluation");
+  return *m;
 }
 
 void set_epoch_budget(EpochBudget budget) {
@@ -35,46 +30,181 @@ void set_epoch_budget(EpochBudget budget) {
 
 EpochBudget epoch_budget() { return EpochBudget{g_budget_ops.load(), g_budget_bytes.load()}; }
 
-// ---- SubmissionEpoch -------------------------------------------------------------------------
+// ---- EpochRecord ----------------------------------------------------------------------------------
 
-void SubmissionEpoch::encode(Command command) {
-  bytes_ += command.output.buffer ? command.output.buffer->bytes() : 0;
-  ++ops_;
-  buffer_->encode(std::move(command));
+struct Stream::Finishing {
+  explicit Finishing(std::shared_ptr<Timeline> t) : timeline(std::move(t)) {}
+  RankedMutex mutex{LockRank::StreamFence, "stream.fence_mtx"};
+  const std::shared_ptr<Timeline> timeline;
+  // Guarded by `mutex`:
+  std::deque<std::unique_ptr<EpochRecord>> in_flight;  // commit order
+  bool running = false;                                 // a thread is finishing epochs
+  bool again = false;                                   // progress arrived meanwhile
+};
+
+struct EpochRecord final : Completion {
+  struct Read {
+    Buffer* buffer;
+    const char* op;
+  };
+
+  std::shared_ptr<Stream::Finishing> finishing;
+  uint64_t sequence = 0;
+  uint32_t ops = 0;
+  uint64_t bytes = 0;
+  uint64_t kernels = 0;
+  std::vector<std::shared_ptr<Buffer>> keep;  // every buffer the commands touch
+  std::vector<Read> reads;
+  std::vector<Buffer*> writes;
+  std::vector<std::pair<std::shared_ptr<Timeline>, uint64_t>> waits;
+  std::vector<std::shared_ptr<Fence>> fences;  // read by the device until the work ran
+  std::vector<std::shared_ptr<void>> staging;
+  std::optional<std::string> injected;
+  // Written by complete(), read under the fence lock:
+  std::optional<std::string> device_error;
+  bool device_done = false;
+  bool waiting_registered = false;
+
+  void complete(const char* error) noexcept override {
+    std::shared_ptr<Stream::Finishing> state = finishing;
+    try {
+      if (error) device_error = std::string(error);
+    } catch (...) {
+      device_error.reset();
+    }
+    {
+      std::lock_guard lock(state->mutex);
+      device_done = true;
+    }
+    Stream::advance(state);  // may destroy this record
+  }
+
+  // The host side of a finished epoch: errors follow the data, then the timeline moves on.
+  void finish() {
+    std::optional<std::string> error = injected ? injected : device_error;
+    for (auto& [timeline, value] : waits) {
+      if (error) break;
+      if (auto e = timeline->error_at(value))
+        error = "waited on stream " + std::to_string(timeline->stream_id()) + ", which failed: " + *e;
+    }
+    for (const Read& r : reads) {
+      if (error) break;
+      if (r.buffer->poisoned.load(std::memory_order_acquire)) error = std::string(r.op) + ": an input was produced by failed work";
+    }
+    if (error)
+      for (Buffer* b : writes) b->poisoned.store(true, std::memory_order_release);
+    Runtime& rt = runtime();
+    if (!error) rt.counters.kernels_executed.fetch_add(kernels, std::memory_order_relaxed);
+    rt.counters.epochs_completed.fetch_add(1, std::memory_order_relaxed);
+    std::shared_ptr<Timeline> timeline = finishing->timeline;
+    uint64_t value = sequence;
+    // Memory goes back before anyone waiting on the timeline wakes.
+    keep.clear();
+    staging.clear();
+    timeline->signal(value, error ? &*error : nullptr);
+  }
+};
+
+void Stream::advance(const std::shared_ptr<Finishing>& state) {
+  {
+    std::lock_guard lock(state->mutex);
+    if (state->running) {
+      state->again = true;
+      return;
+    }
+    state->running = true;
+  }
+  for (;;) {
+    std::unique_ptr<EpochRecord> ready;
+    std::shared_ptr<Timeline> blocker;
+    uint64_t blocker_value = 0;
+    {
+      std::lock_guard lock(state->mutex);
+      state->again = false;
+      if (!state->in_flight.empty() && state->in_flight.front()->device_done) {
+        EpochRecord& front = *state->in_flight.front();
+        for (auto& [timeline, value] : front.waits)
+          if (timeline->completed() < value) {
+            blocker = timeline;
+            blocker_value = value;
+            break;
+          }
+        if (!blocker) {
+          ready = std::move(state->in_flight.front());
+          state->in_flight.pop_front();
+        } else if (front.waiting_registered) {
+          blocker.reset();
+        } else {
+          front.waiting_registered = true;
+        }
+      }
+      if (!ready && !blocker && !state->again) {
+        state->running = false;
+        return;
+      }
+    }
+    if (blocker) blocker->when_reached(blocker_value, [state] { advance(state); });
+    if (ready) ready->finish();
+  }
 }
 
-void SubmissionEpoch::encode_wait(const std::shared_ptr<Timeline>& other, uint64_t value) {
-  uint64_t& waited = waited_[other.get()];
+// ---- SubmissionEpoch ---------------------------------------------------------------------------
+
+SubmissionEpoch::SubmissionEpoch(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, EpochBudget budget)
+    : buffer_(std::move(buffer)), record_(std::make_unique<EpochRecord>()), budget_(budget) {
+  record_->sequence = sequence;
+}
+SubmissionEpoch::SubmissionEpoch(SubmissionEpoch&&) noexcept = default;
+SubmissionEpoch& SubmissionEpoch::operator=(SubmissionEpoch&&) noexcept = default;
+SubmissionEpoch::~SubmissionEpoch() = default;
+
+uint64_t SubmissionEpoch::sequence() const { return record_->sequence; }
+uint32_t SubmissionEpoch::ops() const { return record_->ops; }
+bool SubmissionEpoch::over_budget() const { return record_->ops >= budget_.max_ops || record_->bytes >= budget_.max_bytes; }
+
+void SubmissionEpoch::encode(PlannedCommand c) {
+  EpochRecord& r = *record_;
+  const char* name = op_name(c.command.op, c.command.params.subop);
+  buffer_->encode(c.command, std::move(c.prepared));
+  ++r.ops;
+  if (c.command.op != OpCode::Download) ++r.kernels;
+  for (auto& b : c.reads) {
+    r.reads.push_back(EpochRecord::Read{b.get(), name});
+    r.keep.push_back(std::move(b));
+  }
+  if (c.writes) {
+    r.bytes += c.writes->bytes();
+    r.writes.push_back(c.writes.get());
+    r.keep.push_back(std::move(c.writes));
+  }
+  for (auto& b : c.scratch) r.keep.push_back(std::move(b));
+  if (c.staging) r.staging.push_back(std::move(c.staging));
+}
+
+void SubmissionEpoch::encode_wait(const std::shared_ptr<Timeline>& timeline, const std::shared_ptr<Fence>& fence,
+                                  uint64_t value) {
+  uint64_t& waited = waited_[timeline.get()];
   if (waited >= value) return;
+  buffer_->encode_wait(*fence, value);
   waited = value;
-  buffer_->encode_wait(other, value);
+  record_->waits.emplace_back(timeline, value);
+  record_->fences.push_back(fence);
 }
 
-void SubmissionEpoch::inject_failure(std::string reason) { buffer_->inject_failure(std::move(reason)); }
-
-void SubmissionEpoch::commit(Queue& queue, CompletionFn on_complete) && {
-  queue.commit(std::move(buffer_), sequence_, std::move(on_complete));
-}
+void SubmissionEpoch::inject_failure(std::string reason) { record_->injected = std::move(reason); }
 
 // ---- Stream ------------------------------------------------------------------------------------
 
-Stream::Stream(uint64_t id, int device, std::unique_ptr<Queue> queue)
-    : id_(id), device_(device), timeline_(std::make_shared<Timeline>(id)), queue_(std::move(queue)) {}
+Stream::Stream(uint64_t id, int device, std::unique_ptr<Queue> queue, std::shared_ptr<MemoryPool> pool)
+    : id_(id),
+      device_(device),
+      timeline_(std::make_shared<Timeline>(id)),
+      pool_(std::move(pool)),
+      queue_(std::move(queue)),
+      fence_(queue_->fence()),
+      finishing_(std::make_shared<Finishing>(timeline_)) {}
 
 Stream::~Stream() { shutdown(); }
-
-void Stream::on_epoch_complete(uint64_t sequence, const std::string* error) {
-  // Completion path: never op_mtx; the fence lock (or the global lock) only.
-  {
-    RankedMutex& m = locking_mode() == LockingMode::Global ? global_submission_mutex() : fence_mtx_;
-    std::lock_guard lock(m);
-    --fence_.in_flight;
-  }
-  runtime().counters.epochs_completed.fetch_add(1, std::memory_order_relaxed);
-  // Waiters may free the stream once signalled: keep the timeline alive on our own.
-  std::shared_ptr<Timeline> timeline = timeline_;
-  timeline->signal(sequence, error);
-}
 
 void Stream::debug_pause(bool paused) {
   StreamOpLock lock(*this);
@@ -118,6 +248,9 @@ void Stream::shutdown() {
     queue = std::move(queue_);
   }
   queue.reset();  // joins the backend's threads, outside every lock
+  std::vector<std::pair<void*, size_t>> blocks;
+  pool_->drain(blocks, true);
+  for (auto& [data, capacity] : blocks) runtime().allocator().release_block(data, capacity, device_);
 }
 
 // ---- StreamOpLock ------------------------------------------------------------------------------
@@ -129,17 +262,11 @@ StreamOpLock::StreamOpLock(Stream& stream) : StreamOpLock(stream, kEvenIfDispose
   }
 }
 
-StreamOpLock::StreamOpLock(Stream& stream, EvenIfDisposed)
-    : stream_(stream), held_(locking_mode() == LockingMode::Global ? global_submission_mutex() : stream.op_mtx_) {
-  held_.lock();
-}
+StreamOpLock::StreamOpLock(Stream& stream, EvenIfDisposed) : stream_(stream) { stream_.op_mtx_.lock(); }
 
-StreamOpLock::~StreamOpLock() { held_.unlock(); }
+StreamOpLock::~StreamOpLock() { stream_.op_mtx_.unlock(); }
 
-RankedMutex* StreamOpLock::fence_mutex() {
-  // In global mode the one global lock already covers the fence state.
-  return locking_mode() == LockingMode::Global ? nullptr : &stream_.fence_mtx_;
-}
+RankedMutex& StreamOpLock::fence_mutex() { return stream_.finishing_->mutex; }
 
 SubmissionEpoch& StreamOpLock::open_epoch() {
   if (!stream_.open_) {
@@ -153,8 +280,12 @@ uint64_t StreamOpLock::open_sequence() const {
   return stream_.open_ ? stream_.open_->sequence() : stream_.committed_.load(std::memory_order_relaxed) + 1;
 }
 
-uint64_t StreamOpLock::encode(Command command) {
-  held_.assert_held();
+uint64_t StreamOpLock::encode(PlannedCommand command) {
+  stream_.op_mtx_.assert_held();
+  if (uint32_t n = stream_.encode_failure_after_.load(std::memory_order_relaxed); n > 0) {
+    stream_.encode_failure_after_.store(n - 1, std::memory_order_relaxed);
+    if (n == 1) throw_error(LANES_ERR_INTERNAL, "injected encode failure on stream " + std::to_string(stream_.id_));
+  }
   SubmissionEpoch& epoch = open_epoch();
   uint64_t value = epoch.sequence();
   epoch.encode(std::move(command));
@@ -162,29 +293,28 @@ uint64_t StreamOpLock::encode(Command command) {
   return value;
 }
 
-void StreamOpLock::encode_wait(const std::shared_ptr<Timeline>& other, uint64_t value) {
-  if (other.get() == stream_.timeline_.get()) return;  // same queue: ordered already
+void StreamOpLock::encode_wait(const Stream& producer, uint64_t value) {
+  if (&producer == &stream_) return;  // same queue: ordered already
+  const std::shared_ptr<Timeline>& other = producer.timeline_;
   if (other->completed() >= value && !other->error_at(value)) return;
-  open_epoch().encode_wait(other, value);
+  open_epoch().encode_wait(other, producer.fence_, value);
 }
 
 uint64_t StreamOpLock::commit() {
-  held_.assert_held();
+  stream_.op_mtx_.assert_held();
   if (!stream_.open_ || stream_.open_->ops() == 0) return stream_.committed_.load(std::memory_order_relaxed);
   SubmissionEpoch epoch = std::move(*stream_.open_);
   stream_.open_.reset();
   uint64_t seq = epoch.sequence();
-  with_fence_state([&](FenceState& f) {
-    f.last_committed = seq;
-    ++f.in_flight;
-  });
-  runtime().counters.epochs_committed.fetch_add(1, std::memory_order_relaxed);
   uint32_t pending = stream_.injected_failures_.load(std::memory_order_relaxed);
   while (pending > 0 && !stream_.injected_failures_.compare_exchange_weak(pending, pending - 1)) {
   }
   if (pending > 0) epoch.inject_failure("injected fault on stream " + std::to_string(stream_.id_));
-  Stream* s = &stream_;
-  std::move(epoch).commit(*stream_.queue_, [s, seq](const std::string* e) { s->on_epoch_complete(seq, e); });
+  EpochRecord* record = epoch.record_.get();
+  record->finishing = stream_.finishing_;
+  with_fence_state([&] { stream_.finishing_->in_flight.push_back(std::move(epoch.record_)); });
+  runtime().counters.epochs_committed.fetch_add(1, std::memory_order_relaxed);
+  stream_.queue_->commit(std::move(epoch.buffer_), seq, record);
   // Published only once the queue has the work: a stream that sees `seq` committed may make
   // the device wait for it, and a device wait queued ahead of the work it waits for (in a
   // hardware queue two CUDA streams share) would never be released.

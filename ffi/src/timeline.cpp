@@ -2,17 +2,22 @@
 
 #include <algorithm>
 #include <sstream>
+#include <chrono>
 #include <thread>
 
-#include "watchdog.hpp"
+#include "config.hpp"
 
 namespace lanes {
 
 void Timeline::signal(uint64_t value, const std::string* error) {
   std::vector<std::function<void()>> ready;
+  bool wake = false;
   {
     std::unique_lock lock(mutex_);
-    if (error) failures_[value] = *error;
+    if (error) {
+      failures_[value] = *error;
+      has_failures_.store(true, std::memory_order_release);
+    }
     completed_.store(value, std::memory_order_release);
     for (size_t i = 0; i < waiters_.size();) {
       if (waiters_[i].first <= value) {
@@ -23,21 +28,48 @@ void Timeline::signal(uint64_t value, const std::string* error) {
         ++i;
       }
     }
+    wake = sleepers_ > 0;
   }
-  reached_.notify_all();
+  if (wake) reached_.notify_all();
   for (auto& fn : ready) fn();
 }
 
+namespace {
+
+// A short completion is cheaper to catch spinning than to sleep for: a futex wake costs the
+// signalling thread and the waiter several microseconds each.
+constexpr auto kSpin = std::chrono::microseconds(20);
+
+void relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+}  // namespace
+
 std::optional<std::string> Timeline::wait(uint64_t value) {
+  if (completed_.load(std::memory_order_acquire) < value) {
+    auto until = std::chrono::steady_clock::now() + kSpin;
+    do {
+      for (int i = 0; i < 64 && completed_.load(std::memory_order_acquire) < value; ++i) relax();
+    } while (completed_.load(std::memory_order_acquire) < value && std::chrono::steady_clock::now() < until);
+  }
   std::unique_lock lock(mutex_);
   auto reached = [&] { return completed_.load(std::memory_order_acquire) >= value; };
-  auto limit = watchdog_limit();
+  if (reached()) return error_at_locked(value);
+  auto limit = config().watchdog;
+  ++sleepers_;
   if (!limit) {
     reached_.wait(lock, reached);
+    --sleepers_;
     return error_at_locked(value);
   }
   waiting_.emplace_back(std::this_thread::get_id(), value);
   bool done = reached_.wait_for(lock, *limit, reached);
+  --sleepers_;
   waiting_.erase(std::find(waiting_.begin(), waiting_.end(), std::make_pair(std::this_thread::get_id(), value)));
   if (!done) {
     std::ostringstream msg;
@@ -51,6 +83,7 @@ std::optional<std::string> Timeline::wait(uint64_t value) {
 }
 
 std::optional<std::string> Timeline::error_at(uint64_t value) const {
+  if (!has_failures_.load(std::memory_order_acquire)) return std::nullopt;
   std::unique_lock lock(mutex_);
   return error_at_locked(value);
 }

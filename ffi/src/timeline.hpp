@@ -1,5 +1,5 @@
 // A stream's host-visible timeline: a monotonically increasing completed value, plus the
-// values whose work failed (poisoned). Waiters block on a condition variable, never spin.
+// values whose work failed (poisoned). Waiters spin briefly, then block on a condition variable.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -40,6 +40,7 @@ class Timeline {
 
   const uint64_t stream_id_;
   std::atomic<uint64_t> completed_{0};
+  std::atomic<bool> has_failures_{false};
   mutable RankedMutex mutex_{LockRank::Leaf, "timeline"};
   std::condition_variable_any reached_;
   // Failed (poisoned) values -> message. Each failed epoch poisons exactly its own value;
@@ -48,6 +49,7 @@ class Timeline {
   std::vector<std::pair<uint64_t, std::function<void()>>> waiters_;
   // Host threads blocked in wait() (for the watchdog's diagnostic).
   std::vector<std::pair<std::thread::id, uint64_t>> waiting_;
+  int sleepers_ = 0;  // threads blocked on reached_
 };
 
 }  // namespace lanes

@@ -156,10 +156,10 @@ void step(Input& in, State& st) {
       else keep(st, lanes_array_layer_norm(pick(in, st), in.u8() & 1 ? pick(in, st) : 0, in.u8() & 1 ? pick(in, st) : 0, in.u8() / 64.0, pick_stream(in, st), &out), out);
       break;
     case 19:
-      keep(st, lanes_array_attention(pick(in, st), pick(in, st), pick(in, st), in.u8() & 1 ? 0.5 : __builtin_nan(""), in.u8() & 1, pick_stream(in, st), &out), out);
+      keep(st, lanes_array_attention(pick(in, st), pick(in, st), pick(in, st), in.u8() & 1 ? 0.5 : __builtin_nan(""), in.u8() & 1, in.i8(), -1, pick_stream(in, st), &out), out);
       break;
     case 20:
-      keep(st, lanes_array_rope(pick(in, st), in.i8() % 10, in.u8() & 1, in.u8() * 100.0, 1.0, in.i8(), pick_stream(in, st), &out), out);
+      keep(st, lanes_array_rope(pick(in, st), in.i8() % 10, in.u8() & 1, in.u8() * 100.0, 1.0, in.i8(), -1, pick_stream(in, st), &out), out);
       break;
     case 21: {  // eval one to three handles
       uint64_t hs[3] = {pick(in, st), pick(in, st), pick(in, st)};

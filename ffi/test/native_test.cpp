@@ -329,7 +329,7 @@ int violate_lock_order(const char* which) {
   auto s2 = lanes::runtime().new_stream();
   if (std::strcmp(which, "fence-then-op") == 0) {
     lanes::StreamOpLock a(*s1);
-    a.with_fence_state([&](lanes::FenceState&) {
+    a.with_fence_state([&] {
       lanes::StreamOpLock b(*s1);
       return 0;
     });

@@ -6,20 +6,20 @@
  * @module
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import { arrayFromBytes, type DType, type LanesArray } from "../array.ts";
+import { arrayFromBytes, type ElementDType, type LanesArray } from "../array.ts";
 
 /** A `.safetensors` file that cannot be loaded: malformed, truncated or unsupported. */
 export class SafetensorsError extends Error {
   override name = "SafetensorsError";
 }
 
-const fileDtypes: Record<string, DType> = { F32: "float32", F16: "float16", BF16: "bfloat16", I32: "int32", BOOL: "bool" };
-const bytesPer: Record<DType, number> = { float32: 4, float16: 2, bfloat16: 2, int32: 4, bool: 1 };
+const fileDtypes: Record<string, ElementDType> = { F32: "float32", F16: "float16", BF16: "bfloat16", I32: "int32", BOOL: "bool" };
+const bytesPer: Record<ElementDType, number> = { float32: 4, float16: 2, bfloat16: 2, int32: 4, bool: 1 };
 const maxHeaderBytes = 100 << 20;
 
 /** One tensor's description in a header. */
 export interface TensorInfo {
-  dtype: DType;
+  dtype: ElementDType;
   shape: number[];
   /** Byte range within the data section. */
   begin: number;
@@ -101,14 +101,14 @@ export function loadSafetensors(file: string | Uint8Array): Map<string, LanesArr
 
 /** A tensor to write: its dtype, shape and raw little-endian bytes. */
 export interface TensorBytes {
-  dtype: DType;
+  dtype: ElementDType;
   shape: number[];
   data: Uint8Array;
 }
 
 /** Writes tensors to a `.safetensors` file (names sorted, data 8-byte aligned). */
 export function saveSafetensors(path: string, tensors: Record<string, TensorBytes>, metadata: Record<string, string> = {}): void {
-  const codes = Object.fromEntries(Object.entries(fileDtypes).map(([k, v]) => [v, k])) as Record<DType, string>;
+  const codes = Object.fromEntries(Object.entries(fileDtypes).map(([k, v]) => [v, k])) as Record<ElementDType, string>;
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   const names = Object.keys(tensors).sort();

@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, renameSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import type { DType, LanesArray } from "../array.ts";
+import type { ElementDType, LanesArray } from "../array.ts";
 import * as lx from "../index.ts";
 import { type Architecture, architectures, buildModel, type Model } from "./models.ts";
 import { loadSafetensors, saveSafetensors, type TensorBytes } from "./safetensors.ts";
@@ -19,7 +19,7 @@ export function modelCacheDir(): string {
 }
 
 /** The stored dtype of each default model, so the loader's three float paths all run. */
-const defaultDtypes: Record<Architecture["name"], DType> = { transformer: "float32", hybrid: "bfloat16", mlp: "float16" };
+const defaultDtypes: Record<Architecture["name"], ElementDType> = { transformer: "float32", hybrid: "bfloat16", mlp: "float16" };
 const formatVersion = "1";
 
 function initialValues(name: string, shape: number[], random: () => number): Float32Array {
@@ -37,7 +37,7 @@ function initialValues(name: string, shape: number[], random: () => number): Flo
   return out;
 }
 
-function storageBytes(values: Float32Array, shape: number[], dtype: DType): Uint8Array {
+function storageBytes(values: Float32Array, shape: number[], dtype: ElementDType): Uint8Array {
   if (dtype === "float32") return new Uint8Array(values.buffer.slice(0));
   using f = lx.array(values, shape);
   using h = lx.astype(f, dtype);

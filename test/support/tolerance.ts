@@ -1,7 +1,7 @@
 // Per-dtype tolerances for comparing lanes against float64 references: one place for all tests.
-import type { DType } from "../../src/index.ts";
+import type { DType, ElementDType } from "../../src/index.ts";
 
-export const tolerance: Record<DType, { rtol: number; atol: number }> = {
+export const tolerance: Record<ElementDType, { rtol: number; atol: number }> = {
   float32: { rtol: 1e-5, atol: 1e-6 },
   float16: { rtol: 2e-3, atol: 1e-3 }, // 10-bit mantissa: half an ulp is 4.9e-4 relative, plus rounding of the inputs
   bfloat16: { rtol: 1.6e-2, atol: 1e-2 }, // 7-bit mantissa: half an ulp is 3.9e-3 relative
@@ -19,7 +19,7 @@ export function bf16round(x: number): number {
   return f[0]!;
 }
 
-export const roundTo: Partial<Record<DType, (x: number) => number>> = {
+export const roundTo: Partial<Record<ElementDType, (x: number) => number>> = {
   float32: Math.fround,
   float16: Math.f16round,
   bfloat16: bf16round,

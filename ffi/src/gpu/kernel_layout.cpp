@@ -3,10 +3,23 @@
 #include <algorithm>
 #include <cstring>
 
-#include "../cpu/half.hpp"
+#include "../half.hpp"
 #include "../status.hpp"
 
 namespace lanes::gpu {
+
+std::string op_constants() {
+  return
+#define LANES_UNARY(code, NAME, name, rule) "#define OP_" #NAME " " #code "\n"
+#include "lanes_table.def"
+#define LANES_BINARY(code, NAME, name, rule) "#define OP_" #NAME " " #code "\n"
+#include "lanes_table.def"
+#define LANES_REDUCE(code, NAME, name, rule) "#define R_" #NAME " " #code "\n"
+#include "lanes_table.def"
+#define LANES_RANDOM(code, NAME, name) "#define RANDOM_" #NAME " " #code "\n"
+#include "lanes_table.def"
+      "";
+}
 
 const char* suffix(DType d) {
   switch (d) {
@@ -15,8 +28,11 @@ const char* suffix(DType d) {
     case DType::BFloat16: return "bf16";
     case DType::Int32: return "i32";
     case DType::Bool: return "b8";
+    case DType::Q4_0: return "q4_0";
+    case DType::Q4_1: return "q4_1";
+    case DType::Q8_0: return "q8_0";
   }
-  return "?";
+  throw_error(LANES_ERR_INTERNAL, "gpu: unknown dtype");
 }
 
 std::string size_suffix(DType d) { return std::to_string(dtype_size(d)); }
@@ -69,15 +85,18 @@ uint32_t storage_bits(DType d, double v) {
       std::memcpy(&u, &f, 4);
       return u;
     }
-    case DType::Float16: return cpu::to_f16(static_cast<float>(v)).bits;
-    case DType::BFloat16: return cpu::to_bf16(static_cast<float>(v)).bits;
+    case DType::Float16: return to_f16(static_cast<float>(v)).bits;
+    case DType::BFloat16: return to_bf16(static_cast<float>(v)).bits;
     case DType::Bool: return v != 0 ? 1 : 0;
     case DType::Int32: {
       int32_t i = v != v ? 0 : v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : static_cast<int32_t>(v);
       return static_cast<uint32_t>(i);
     }
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q8_0: break;
   }
-  return 0;
+  throw_error(LANES_ERR_INTERNAL, std::string("gpu: no fill value for ") + dtype_name(d));
 }
 
 // One thread for short rows (or strided rows, where neighbouring threads read neighbouring

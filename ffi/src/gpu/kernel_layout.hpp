@@ -25,6 +25,10 @@ struct KStrides {
   int64_t s[kMaxDims];
 };
 
+// The op codes of lanes_table.def as preprocessor definitions (OP_EXP, OP_ADD, R_SUM, ...),
+// put ahead of a kernel source compiled at run time so its constants cannot drift.
+std::string op_constants();
+
 // Kernel name suffix of a dtype ("f32", "f16", "bf16", "i32", "b8"), and of its element size.
 const char* suffix(DType d);
 std::string size_suffix(DType d);

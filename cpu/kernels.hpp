@@ -1,7 +1,7 @@
 // CPU kernels: one function per op, each computing every output element in a fixed order
 // (deterministic whatever the threading).
 #pragma once
-#include "../command.hpp"
+#include "../ffi/src/command.hpp"
 
 namespace lanes::cpu {
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace lanes::cpu {
+namespace lanes {
 
 struct f16 {
   uint16_t bits;
@@ -67,4 +67,4 @@ inline f16 to_f16(float f) {
   return f16{uint16_t(sign | half)};
 }
 
-}  // namespace lanes::cpu
+}  // namespace lanes

@@ -1,17 +1,18 @@
 // The CPU backend, shaped like a GPU: per-stream queues whose committed command buffers run
-// on an executor thread, completion handlers on that thread, cross-stream waits on timeline
-// values. Every race a GPU backend could expose is exercised here too, under TSan.
+// on an executor thread, cross-stream waits on the other queue's fence, and completion
+// reported from that thread. Every race a GPU backend could expose is exercised here too,
+// under TSan.
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 
-#include "../backend.hpp"
-#include "../epoch_checks.hpp"
-#include "../runtime.hpp"
-#include "../status.hpp"
+#include "../ffi/src/backend.hpp"
 #include "kernels.hpp"
 
 namespace lanes {
@@ -21,57 +22,63 @@ namespace {
 // must return without touching the queue again.
 thread_local const void* t_destroyed_self = nullptr;
 
-class CpuCommandBuffer final : public CommandBuffer {
+// A queue's timeline as other queues wait on it: the last sequence whose work ran.
+class CpuFence final : public Fence {
  public:
-  struct Item {
-    Command command;
-    std::shared_ptr<Timeline> wait_on;  // set: a wait, not a command
-    uint64_t wait_value = 0;
-  };
-
-  void encode(Command command) override { items_.push_back(Item{std::move(command), nullptr, 0}); }
-  void encode_wait(std::shared_ptr<Timeline> other, uint64_t value) override {
-    items_.push_back(Item{Command{}, std::move(other), value});
-  }
-
-  void inject_failure(std::string reason) override { injected_ = std::move(reason); }
-
-  // Runs every item; on failure marks every output of this buffer poisoned and returns why.
-  std::optional<std::string> execute() {
-    std::optional<std::string> error = injected_;
-    for (Item& item : items_) {
-      if (error) break;
-      if (item.wait_on) {
-        error = failed_wait(*item.wait_on, item.wait_value);
-        continue;
-      }
-      error = run(item.command);
+  void reach(uint64_t value) {
+    {
+      std::lock_guard lock(mutex_);
+      value_.store(value, std::memory_order_release);
     }
-    if (error)
-      for (Item& item : items_)
-        if (item.command.output.buffer) item.command.output.buffer->poisoned.store(true, std::memory_order_release);
-    return error;
+    reached_.notify_all();
+  }
+  void wait(uint64_t value) {
+    if (value_.load(std::memory_order_acquire) >= value) return;
+    std::unique_lock lock(mutex_);
+    reached_.wait(lock, [&] { return value_.load(std::memory_order_acquire) >= value; });
   }
 
  private:
-  static std::optional<std::string> run(const Command& c) {
-    if (auto poisoned = poisoned_input(c)) return poisoned;
-    try {
-      cpu::run_kernel(c);
-    } catch (const std::exception& e) {
-      return std::string(op_name(c.op, c.params.subop)) + ": " + e.what();
+  std::atomic<uint64_t> value_{0};
+  std::mutex mutex_;  // leaf
+  std::condition_variable reached_;
+};
+
+class CpuCommandBuffer final : public CommandBuffer {
+ public:
+  void encode(const Command& command, std::unique_ptr<Prepared>) override { items_.push_back(Item{command, nullptr, 0}); }
+  void encode_wait(Fence& other, uint64_t value) override {
+    items_.push_back(Item{Command{}, static_cast<CpuFence*>(&other), value});
+  }
+
+  // Runs every item in order; the first failure stops the rest and is returned.
+  std::optional<std::string> execute() {
+    for (const Item& item : items_) {
+      if (item.wait_on) {
+        item.wait_on->wait(item.wait_value);
+        continue;
+      }
+      try {
+        cpu::run_kernel(item.command);
+      } catch (const std::exception& e) {
+        return std::string(op_name(item.command.op, item.command.params.subop)) + ": " + e.what();
+      }
     }
-    if (c.op != OpCode::Download) runtime().counters.kernels_executed.fetch_add(1, std::memory_order_relaxed);  // a copy
     return std::nullopt;
   }
 
+ private:
+  struct Item {
+    Command command;
+    CpuFence* wait_on;  // set: a wait, not a command
+    uint64_t wait_value;
+  };
   std::vector<Item> items_;
-  std::optional<std::string> injected_;
 };
 
 class CpuQueue final : public Queue {
  public:
-  CpuQueue() : worker_([this] { loop(); }) {}
+  CpuQueue() : fence_(std::make_shared<CpuFence>()), worker_([this] { loop(); }) {}
 
   ~CpuQueue() override {
     {
@@ -88,6 +95,7 @@ class CpuQueue final : public Queue {
   }
 
   std::unique_ptr<CommandBuffer> new_command_buffer() override { return std::make_unique<CpuCommandBuffer>(); }
+  std::shared_ptr<Fence> fence() override { return fence_; }
 
   void debug_pause(bool paused) override {
     {
@@ -97,11 +105,11 @@ class CpuQueue final : public Queue {
     ready_.notify_all();
   }
 
-  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t, CompletionFn on_complete) override {
+  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) override {
     std::unique_ptr<CpuCommandBuffer> cpu(static_cast<CpuCommandBuffer*>(buffer.release()));
     {
       std::lock_guard lock(mutex_);
-      pending_.push_back(Submission{std::move(cpu), std::move(on_complete)});
+      pending_.push_back(Submission{std::move(cpu), sequence, done});
     }
     ready_.notify_one();
   }
@@ -109,7 +117,8 @@ class CpuQueue final : public Queue {
  private:
   struct Submission {
     std::unique_ptr<CpuCommandBuffer> buffer;
-    CompletionFn on_complete;
+    uint64_t sequence = 0;
+    Completion* done = nullptr;
   };
 
   void loop() {
@@ -123,12 +132,14 @@ class CpuQueue final : public Queue {
         pending_.pop_front();
       }
       std::optional<std::string> error = next.buffer->execute();
-      next.buffer.reset();  // release the epoch's temporaries before signalling
-      next.on_complete(error ? &*error : nullptr);
+      next.buffer.reset();
+      fence_->reach(next.sequence);
+      next.done->complete(error ? error->c_str() : nullptr);
       if (t_destroyed_self == this) return;  // the completion dropped the last stream reference
     }
   }
 
+  std::shared_ptr<CpuFence> fence_;
   std::mutex mutex_;  // leaf: guards the submission list only
   std::condition_variable ready_;
   std::deque<Submission> pending_;
@@ -151,7 +162,7 @@ class CpuBackend final : public Backend {
     return std::shared_ptr<void>(std::malloc(bytes), std::free);
   }
   static constexpr size_t kStagedReadBytes = size_t(64) << 10;
-  std::unique_ptr<Queue> new_queue(uint64_t, int) override { return std::make_unique<CpuQueue>(); }
+  std::unique_ptr<Queue> new_queue(int) override { return std::make_unique<CpuQueue>(); }
 };
 
 }  // namespace

@@ -9,7 +9,6 @@
 #include <thread>
 #include <vector>
 
-#include "../lock_order.hpp"
 
 namespace lanes::cpu {
 namespace {

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "../status.hpp"
+#include "../ffi/src/status.hpp"
 #include "compute_pool.hpp"
 #include "philox.hpp"
 #include "sgemm.hpp"
@@ -241,6 +241,77 @@ void binary(const Command& c) {
     } else {
       binary_dispatch<T>(c, std::make_integer_sequence<int, LANES_OP_GREATER + 1>{});
     }
+  });
+}
+
+template <class T, int Op>
+void binary_scalar_typed(const Command& c) {
+  constexpr bool comparison = Op >= LANES_OP_EQUAL;
+  using Out = std::conditional_t<comparison, uint8_t, T>;
+  const T* a = base<T>(c.inputs[0]);
+  Out* y = output<Out>(c);
+  // The scalar as the array's type holds it, as if it were an array of that type.
+  const auto s = up(from_double<T>(c.params.scalars[0]));
+  const bool scalar_first = c.params.flags & 1;
+  std::array<std::vector<int64_t>, 1> st{read_strides(c.inputs[0], c.output.shape)};
+  int64_t sa = c.output.shape.empty() ? 0 : st[0].back();
+  for_each_row<1>(c.output.shape, st, [&](int64_t o, const std::array<int64_t, 1>& off, int64_t n) {
+    const T* ar = a + off[0];
+    for (int64_t i = 0; i < n; ++i) {
+      auto av = up(ar[i * sa]);
+      auto l = scalar_first ? s : av;
+      auto r = scalar_first ? av : s;
+      if constexpr (Op == LANES_OP_EQUAL) y[o + i] = l == r;
+      else if constexpr (Op == LANES_OP_LESS) y[o + i] = l < r;
+      else if constexpr (Op == LANES_OP_GREATER) y[o + i] = l > r;
+      else y[o + i] = down<T>(apply_binary<decltype(av)>(Op, l, r));
+    }
+  });
+}
+
+template <class T, int... Ops>
+void binary_scalar_dispatch(const Command& c, std::integer_sequence<int, Ops...>) {
+  using Kernel = void (*)(const Command&);
+  static constexpr Kernel table[] = {&binary_scalar_typed<T, Ops>...};
+  table[c.params.subop](c);
+}
+
+void binary_scalar(const Command& c) {
+  dispatch(c.inputs[0].dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, uint8_t>) throw_error(LANES_ERR_INTERNAL, "binary: a bool operand reached the scalar kernel");
+    else binary_scalar_dispatch<T>(c, std::make_integer_sequence<int, LANES_OP_GREATER + 1>{});
+  });
+}
+
+// The target copied to the output (unless it was donated: then they are one buffer), then the
+// update written at the offset.
+void slice_update(const Command& c) {
+  const TensorArg &target = c.inputs[0], &update = c.inputs[1];
+  int axis = c.params.axis;
+  int64_t offset = static_cast<int64_t>(c.params.scalars[0]);
+  int64_t room = target.shape[axis] - update.shape[axis];
+  if (offset < 0 || offset > room)
+    throw_error(LANES_ERR_DEVICE, "offset " + std::to_string(offset) + " is out of range [0, " + std::to_string(room) +
+                                      "] along axis " + std::to_string(axis));
+  bool in_place = c.params.flags & 1;
+  dispatch(c.output.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* y = output<T>(c);
+    if (!in_place) {
+      std::vector<T> scratch;
+      const T* t = contiguous<T>(target, scratch);
+      int64_t n = numel(target.shape);
+      parallel_for(n, kElementGrain, [&](int64_t b, int64_t e) { std::copy(t + b, t + e, y + b); });
+    }
+    std::vector<int64_t> out_strides = contiguous_strides(c.output.shape);
+    T* dst = y + offset * out_strides[axis];
+    const T* src = base<T>(update);
+    std::array<std::vector<int64_t>, 2> st{out_strides, read_strides(update, update.shape)};
+    int64_t inner = update.shape.empty() ? 0 : st[1].back();
+    for_each_row<2>(update.shape, st, [&](int64_t, const std::array<int64_t, 2>& off, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) dst[off[0] + i] = src[off[1] + i * inner];
+    });
   });
 }
 
@@ -651,7 +722,7 @@ void reduce(const Command& c) {
 void download(const Command& c) {
   const TensorArg& x = c.inputs[0];
   size_t bytes = static_cast<size_t>(numel(x.shape)) * dtype_size(x.dtype);
-  if (bytes) dispatch(x.dtype, [&](auto tag) { std::memcpy(c.params.host_staging.get(), base<decltype(tag)>(x), bytes); });
+  if (bytes) dispatch(x.dtype, [&](auto tag) { std::memcpy(c.params.host_staging, base<decltype(tag)>(x), bytes); });
 }
 
 // ---- softmax ----------------------------------------------------------------------------------
@@ -752,30 +823,57 @@ void norm_typed(const Command& c, bool layer) {
   });
 }
 
+// Element (b, h, j, 0) of a [B, H, L, D] operand read in place through its strides.
+struct Rows4 {
+  const float* base;
+  int64_t sb, sh, sl, sd;
+  const float* at(int64_t b, int64_t h, int64_t j) const { return base + b * sb + h * sh + j * sl; }
+};
+
+Rows4 rows4(const TensorArg& a, const float* base) {
+  std::vector<int64_t> st = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
+  return Rows4{base, st[0], st[1], st[2], st[3]};
+}
+
 template <class T>
 void attention_typed(const Command& c) {
-  std::vector<std::vector<float>> in = widened_inputs<T>(c);
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
-  int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Lk = ks[2], Dv = vs[3];
+  int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Dv = vs[3];
+  int64_t Lk = static_cast<int64_t>(c.params.scalars[1]);  // keys in use: a prefix of k and v
+  if (Lk < 0 || Lk > ks[2])
+    throw_error(LANES_ERR_DEVICE, "key length " + std::to_string(Lk) + " is out of range for " + std::to_string(ks[2]) + " keys");
   int64_t group = H / Hk;
   float scale = static_cast<float>(c.params.scalars[0]);
   bool causal = c.params.flags & 1;
-  const float *q = in[0].data(), *k = in[1].data(), *v = in[2].data();
+  // float32 operands are read in place (a KV cache is never copied); halves are widened once.
+  std::vector<std::vector<float>> wide;
+  Rows4 q, k, v;
+  if constexpr (std::is_same_v<T, float>) {
+    q = rows4(c.inputs[0], base<float>(c.inputs[0]));
+    k = rows4(c.inputs[1], base<float>(c.inputs[1]));
+    v = rows4(c.inputs[2], base<float>(c.inputs[2]));
+  } else {
+    wide = widened_inputs<T>(c);
+    TensorArg qc{nullptr, qs, DType::Float32, {}, 0}, kc{nullptr, ks, DType::Float32, {}, 0}, vc{nullptr, vs, DType::Float32, {}, 0};
+    q = rows4(qc, wide[0].data());
+    k = rows4(kc, wide[1].data());
+    v = rows4(vc, wide[2].data());
+  }
   T* y = output<T>(c);
   parallel_for(B * H * Lq, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, Lk * D)), [&](int64_t rb, int64_t re) {
     std::vector<float> scores(static_cast<size_t>(Lk));
     std::vector<float> acc(static_cast<size_t>(Dv));
     for (int64_t r = rb; r < re; ++r) {
       int64_t i = r % Lq, h = (r / Lq) % H, bi = r / (Lq * H);
-      int64_t kv = bi * Hk + h / group;
-      const float* qi = q + r * D;
+      int64_t hk = h / group;
+      const float* qi = q.at(bi, h, i);
       // Causal masking aligned to the end: query i sees keys up to i + (Lk - Lq).
       int64_t visible = causal ? std::min(Lk, std::max<int64_t>(0, i + Lk - Lq + 1)) : Lk;
       float m = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < visible; ++j) {
-        const float* kj = k + (kv * Lk + j) * D;
+        const float* kj = k.at(bi, hk, j);
         float dot = 0;
-        for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
+        for (int64_t d = 0; d < D; ++d) dot += qi[d * q.sd] * kj[d * k.sd];
         scores[j] = dot * scale;
         m = std::max(m, scores[j]);
       }
@@ -784,8 +882,8 @@ void attention_typed(const Command& c) {
       for (int64_t j = 0; j < visible; ++j) {
         float p = std::exp(scores[j] - m);
         total += p;
-        const float* vj = v + (kv * Lk + j) * Dv;
-        for (int64_t d = 0; d < Dv; ++d) acc[d] += p * vj[d];
+        const float* vj = v.at(bi, hk, j);
+        for (int64_t d = 0; d < Dv; ++d) acc[d] += p * vj[d * v.sd];
       }
       // A query that sees no key (causal with Lq > Lk) gets zeros rather than 0/0.
       float inv = total > 0 ? static_cast<float>(1.0 / total) : 0.0f;
@@ -807,7 +905,7 @@ void rope_typed(const Command& c) {
   T* y = output<T>(c);
   parallel_for(rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, D)), [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; ++r) {
-      double pos = static_cast<double>(c.params.offset + r % L) * scale;
+      double pos = (c.params.scalars[2] + static_cast<double>(r % L)) * scale;
       const float* xr = x + r * D;
       T* yr = y + r * D;
       for (int i = 0; i < half; ++i) {
@@ -849,6 +947,8 @@ void run_kernel(const Command& c) {
     case OpCode::Random: return random(c);
     case OpCode::Unary: return unary(c);
     case OpCode::Binary: return binary(c);
+    case OpCode::BinaryScalar: return binary_scalar(c);
+    case OpCode::SliceUpdate: return slice_update(c);
     case OpCode::Where: return where(c);
     case OpCode::AsType: return astype(c);
     case OpCode::Matmul: return matmul(c);
@@ -862,9 +962,11 @@ void run_kernel(const Command& c) {
     case OpCode::Rope: return floating_only<RopeKernel>(c);
     case OpCode::Download: return download(c);
     case OpCode::FromData:
-    case OpCode::View: break;
+    case OpCode::View:
+    case OpCode::Placeholder:
+    case OpCode::QuantizedMatmul: break;
   }
-  throw_error(LANES_ERR_INTERNAL, "cpu backend: no kernel for op");
+  throw_error(LANES_ERR_INTERNAL, std::string("cpu backend: no kernel for ") + op_name(c.op, c.params.subop));
 }
 
 }  // namespace lanes::cpu

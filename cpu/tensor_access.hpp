@@ -6,9 +6,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "../command.hpp"
+#include "../ffi/src/command.hpp"
 #include "compute_pool.hpp"
-#include "half.hpp"
+#include "../ffi/src/half.hpp"
 
 namespace lanes::cpu {
 
@@ -41,17 +41,21 @@ void dispatch(DType dtype, Fn&& fn) {
     case DType::Bool: return fn(uint8_t{});
     case DType::Float16: return fn(f16{});
     case DType::BFloat16: return fn(bf16{});
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q8_0: break;
   }
+  throw_error(LANES_ERR_INTERNAL, std::string("cpu: a ") + dtype_name(dtype) + " array reached an elementwise kernel");
 }
 
 template <class T>
 T* output(const Command& c) {
-  return static_cast<T*>(c.output.buffer->data());
+  return static_cast<T*>(c.output.data);
 }
 
 template <class T>
 const T* base(const TensorArg& a) {
-  return static_cast<const T*>(a.buffer->data()) + a.offset;
+  return static_cast<const T*>(a.data) + a.offset;
 }
 
 inline bool is_contiguous(const TensorArg& a) { return a.strides.empty() || a.strides == contiguous_strides(a.shape); }

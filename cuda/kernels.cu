@@ -1,0 +1,790 @@
+// The CUDA kernels of lanes, compiled at run time by NVRTC (so building liblanes needs no CUDA
+// toolkit). The op codes (OP_*, R_*) are defined ahead of this text from lanes_table.def.
+// Each kernel mirrors the CPU kernel of the same op: same accumulation types, same
+// float16/bfloat16 rounding (done in software, bit for bit as ffi/src/half.hpp), fixed
+// reduction orders, so results are deterministic under any concurrency.
+typedef long long i64;
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+#define MAXD 32
+struct KShape { i64 nd; i64 dims[MAXD]; };
+struct KStrides { i64 offset; i64 s[MAXD]; };
+
+struct f16 { u16 bits; };
+struct bf16 { u16 bits; };
+
+// ---- storage <-> compute ----------------------------------------------------------------------
+
+__device__ __forceinline__ float to_float(bf16 h) { return __uint_as_float(u32(h.bits) << 16); }
+__device__ __forceinline__ bf16 to_bf16(float f) {
+  u32 u = __float_as_uint(f);
+  bf16 r;
+  if ((u & 0x7fffffffu) > 0x7f800000u) { r.bits = u16((u >> 16) | 0x40); return r; }
+  u += 0x7fffu + ((u >> 16) & 1);
+  r.bits = u16(u >> 16);
+  return r;
+}
+__device__ __forceinline__ float to_float(f16 h) {
+  u32 sign = u32(h.bits & 0x8000) << 16;
+  u32 e = (h.bits >> 10) & 0x1f;
+  u32 mant = h.bits & 0x3ff;
+  if (e == 0x1f) return __uint_as_float(sign | 0x7f800000u | (mant << 13));
+  if (e == 0) {
+    if (mant == 0) return __uint_as_float(sign);
+    float v = float(mant) * (1.0f / 16777216.0f);
+    return sign ? -v : v;
+  }
+  return __uint_as_float(sign | ((e + 112) << 23) | (mant << 13));
+}
+__device__ __forceinline__ f16 to_f16(float f) {
+  u32 u = __float_as_uint(f);
+  u16 sign = u16((u >> 16) & 0x8000);
+  u32 a = u & 0x7fffffffu;
+  f16 r;
+  if (a > 0x7f800000u) { r.bits = u16(sign | 0x7e00); return r; }
+  if (a >= 0x477ff000u) { r.bits = u16(sign | 0x7c00); return r; }
+  if (a < 0x38800000u) {
+    float scaled = __uint_as_float(a) * 16777216.0f;
+    u32 q = u32(scaled);
+    float rem = scaled - float(q);
+    if (rem > 0.5f || (rem == 0.5f && (q & 1))) ++q;
+    r.bits = u16(sign | q);
+    return r;
+  }
+  u32 mant = a & 0x7fffffu;
+  u32 e = (a >> 23) - 112;
+  u32 h = (e << 10) | (mant >> 13);
+  u32 rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1))) ++h;
+  r.bits = u16(sign | h);
+  return r;
+}
+
+// up: storage -> compute (halves widen to float); down: float -> storage.
+__device__ __forceinline__ float up(float v) { return v; }
+__device__ __forceinline__ float up(f16 v) { return to_float(v); }
+__device__ __forceinline__ float up(bf16 v) { return to_float(v); }
+__device__ __forceinline__ int up(int v) { return v; }
+__device__ __forceinline__ int up(u8 v) { return v; }
+
+template <class T> struct Down;
+template <> struct Down<float> { static __device__ __forceinline__ float of(float v) { return v; } };
+template <> struct Down<f16> { static __device__ __forceinline__ f16 of(float v) { return to_f16(v); } };
+template <> struct Down<bf16> { static __device__ __forceinline__ bf16 of(float v) { return to_bf16(v); } };
+
+__device__ __forceinline__ float qnan() { return __uint_as_float(0x7fc00000u); }
+__device__ __forceinline__ float finf() { return __uint_as_float(0x7f800000u); }
+__device__ __forceinline__ double dnan() { return __longlong_as_double(0x7ff8000000000000LL); }
+__device__ __forceinline__ double dinf() { return __longlong_as_double(0x7ff0000000000000LL); }
+
+// double -> storage with the CPU backend's rules: int32 saturates (NaN to 0), bool is "not
+// zero", floats round through float32.
+template <class T> struct FromDouble;
+template <> struct FromDouble<float> { static __device__ float of(double v) { return float(v); } };
+template <> struct FromDouble<f16> { static __device__ f16 of(double v) { return to_f16(float(v)); } };
+template <> struct FromDouble<bf16> { static __device__ bf16 of(double v) { return to_bf16(float(v)); } };
+template <> struct FromDouble<u8> { static __device__ u8 of(double v) { return v != 0 ? 1 : 0; } };
+template <> struct FromDouble<int> {
+  static __device__ int of(double v) {
+    if (v != v) return 0;
+    if (v >= 2147483647.0) return 2147483647;
+    if (v <= -2147483648.0) return (-2147483647 - 1);
+    return int(v);
+  }
+};
+
+// ---- indexing --------------------------------------------------------------------------------
+
+__device__ __forceinline__ i64 offset_of(i64 i, const KShape& shape, const KStrides& st) {
+  i64 off = st.offset;
+  for (int d = int(shape.nd) - 1; d >= 0; --d) {
+    i64 n = shape.dims[d];
+    off += (i % n) * st.s[d];
+    i /= n;
+  }
+  return off;
+}
+
+#define GRID_STRIDE(i, n) for (i64 i = i64(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += i64(gridDim.x) * blockDim.x)
+
+// ---- creation --------------------------------------------------------------------------------
+
+#if defined(LANES_FAMILY_ELEMENTWISE)
+extern "C" __global__ void fill_4(u32* out, i64 n, u32 v) { GRID_STRIDE(i, n) out[i] = v; }
+extern "C" __global__ void fill_2(u16* out, i64 n, u32 v) { GRID_STRIDE(i, n) out[i] = u16(v); }
+extern "C" __global__ void fill_1(u8* out, i64 n, u32 v) { GRID_STRIDE(i, n) out[i] = u8(v); }
+#endif
+
+template <class T>
+__device__ void arange_impl(T* out, i64 n, double start, double step) {
+  GRID_STRIDE(i, n) out[i] = FromDouble<T>::of(start + double(i) * step);
+}
+
+__device__ __forceinline__ void philox(u32 c[4], u32 k0, u32 k1) {
+  for (int round = 0; round < 10; ++round) {
+    u64 p0 = u64(0xD2511F53u) * c[0];
+    u64 p1 = u64(0xCD9E8D57u) * c[2];
+    u32 n0 = u32(p1 >> 32) ^ c[1] ^ k0, n1 = u32(p1), n2 = u32(p0 >> 32) ^ c[3] ^ k1, n3 = u32(p0);
+    c[0] = n0; c[1] = n1; c[2] = n2; c[3] = n3;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+#if defined(LANES_FAMILY_ELEMENTWISE)
+// Counter j yields elements 2j and 2j+1 (a Box-Muller pair for normal), as on the CPU.
+extern "C" __global__ void random_f32(float* out, i64 n, u64 seed, double a, double b, int normal) {
+  const double k2pow32 = 4294967296.0;
+  i64 pairs = (n + 1) / 2;
+  GRID_STRIDE(j, pairs) {
+    u32 c[4] = {u32(j), u32(u64(j) >> 32), 0, 0};
+    philox(c, u32(seed), u32(seed >> 32));
+    double v0, v1;
+    if (normal) {
+      double u1 = (double(c[0]) + 0.5) / k2pow32, u2 = (double(c[1]) + 0.5) / k2pow32;
+      double radius = sqrt(-2.0 * log(u1));
+      double angle = 2.0 * 3.14159265358979323846 * u2;
+      v0 = a + b * radius * cos(angle);
+      v1 = a + b * radius * sin(angle);
+    } else {
+      v0 = a + (b - a) * (double(c[0]) / k2pow32);
+      v1 = a + (b - a) * (double(c[1]) / k2pow32);
+    }
+    out[2 * j] = float(v0);
+    if (2 * j + 1 < n) out[2 * j + 1] = float(v1);
+  }
+}
+#endif
+
+// ---- elementwise -----------------------------------------------------------------------------
+
+
+__device__ __forceinline__ float unary_float(int op, float x) {
+  switch (op) {
+    case OP_EXP: return expf(x);
+    case OP_LOG: return logf(x);
+    case OP_NEGATIVE: return -x;
+    case OP_ABS: return fabsf(x);
+    case OP_SQUARE: return x * x;
+    case OP_SQRT: return sqrtf(x);
+    case OP_RSQRT: return 1.0f / sqrtf(x);
+    case OP_TANH: return tanhf(x);
+    case OP_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case OP_SILU: return x / (1.0f + expf(-x));
+    case OP_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case OP_GELU_APPROX: {
+      float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+      return 0.5f * x * (1.0f + tanhf(inner));
+    }
+    case OP_SIN: return sinf(x);
+    case OP_COS: return cosf(x);
+    default: __trap();  // the graph only builds known ops
+  }
+}
+
+__device__ __forceinline__ int unary_int(int op, int x) {
+  u32 u = u32(x);
+  switch (op) {
+    case OP_ABS: return x < 0 ? int(0u - u) : x;
+    case OP_SQUARE: return int(u * u);
+    case OP_NEGATIVE: return int(0u - u);
+    default: __trap();  // floating-only ops never reach ints
+  }
+}
+
+template <class T>
+__device__ __forceinline__ T unary_one(int op, T x) { return Down<T>::of(unary_float(op, up(x))); }
+template <>
+__device__ __forceinline__ int unary_one<int>(int op, int x) { return unary_int(op, x); }
+
+// 16-byte packs for the contiguous fast paths (callers check 16-byte alignment).
+template <class T>
+struct alignas(16) Pack {
+  T v[16 / sizeof(T)];
+};
+
+// flags & 1: input and output are contiguous with the same shape (no index arithmetic);
+// flags & 2: also 16-byte aligned, so whole packs move per load.
+template <class T>
+__device__ void unary_impl(T* y, const T* x, KStrides sx, KShape shape, i64 n, int op, int flags) {
+  if (flags & 2) {
+    constexpr int V = 16 / sizeof(T);
+    const Pack<T>* xp = reinterpret_cast<const Pack<T>*>(x + sx.offset);
+    Pack<T>* yp = reinterpret_cast<Pack<T>*>(y);
+    GRID_STRIDE(i, n / V) {
+      Pack<T> v = xp[i];
+#pragma unroll
+      for (int k = 0; k < V; ++k) v.v[k] = unary_one<T>(op, v.v[k]);
+      yp[i] = v;
+    }
+    const T* xs = x + sx.offset;
+    GRID_STRIDE(i, n % V) y[n / V * V + i] = unary_one<T>(op, xs[n / V * V + i]);
+  } else if (flags & 1) {
+    const T* xs = x + sx.offset;
+    GRID_STRIDE(i, n) y[i] = unary_one<T>(op, xs[i]);
+  } else {
+    GRID_STRIDE(i, n) y[i] = unary_one<T>(op, x[offset_of(i, shape, sx)]);
+  }
+}
+
+__device__ __forceinline__ float binary_float(int op, float a, float b) {
+  switch (op) {
+    case OP_ADD: return a + b;
+    case OP_SUBTRACT: return a - b;
+    case OP_MULTIPLY: return a * b;
+    case OP_DIVIDE: return a / b;
+    case OP_POWER: return powf(a, b);
+    case OP_MINIMUM: return (a != a || b != b) ? qnan() : (a < b ? a : b);
+    case OP_MAXIMUM: return (a != a || b != b) ? qnan() : (a > b ? a : b);
+    default: __trap();  // comparisons take compare()
+  }
+}
+
+__device__ __forceinline__ int binary_int(int op, int a, int b) {
+  u32 ua = u32(a), ub = u32(b);
+  switch (op) {
+    case OP_ADD: return int(ua + ub);
+    case OP_SUBTRACT: return int(ua - ub);
+    case OP_MULTIPLY: return int(ua * ub);
+    case OP_MINIMUM: return a < b ? a : b;
+    case OP_MAXIMUM: return a > b ? a : b;
+    default: __trap();  // divide and power are float-only (promoted in the graph)
+  }
+}
+
+template <class T> struct Arith {
+  static __device__ __forceinline__ T of(int op, T a, T b) { return Down<T>::of(binary_float(op, up(a), up(b))); }
+};
+template <> struct Arith<int> {
+  static __device__ __forceinline__ int of(int op, int a, int b) { return binary_int(op, a, b); }
+};
+template <> struct Arith<u8> {
+  static __device__ __forceinline__ u8 of(int, u8, u8) { return 0; }  // bools only compare
+};
+
+template <class T>
+__device__ __forceinline__ u8 compare(int op, T a, T b) {
+  auto av = up(a);
+  auto bv = up(b);
+  return op == OP_EQUAL ? av == bv : op == OP_LESS ? av < bv : av > bv;
+}
+
+// Contiguous, 16-byte aligned operands: whole packs per load. Op < 0: read `op` at run time.
+template <class T, int Op>
+__device__ void binary_packs(T* y, const T* a, const T* b, i64 n, int op = 0) {
+  constexpr int V = 16 / sizeof(T);
+  const Pack<T>* ap = reinterpret_cast<const Pack<T>*>(a);
+  const Pack<T>* bp = reinterpret_cast<const Pack<T>*>(b);
+  Pack<T>* yp = reinterpret_cast<Pack<T>*>(y);
+  int o = Op >= 0 ? Op : op;
+  GRID_STRIDE(i, n / V) {
+    Pack<T> u = ap[i], v = bp[i];
+#pragma unroll
+    for (int k = 0; k < V; ++k) u.v[k] = Arith<T>::of(o, u.v[k], v.v[k]);
+    yp[i] = u;
+  }
+  i64 done = n / V * V;
+  GRID_STRIDE(i, n - done) y[done + i] = Arith<T>::of(o, a[done + i], b[done + i]);
+}
+
+template <class T>
+__device__ void binary_impl(void* out, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape, i64 n, int op,
+                            int flags) {
+  bool cmp = op >= OP_EQUAL;
+  if ((flags & 2) && !cmp) {
+    // The op is a template argument here, so the inner loop is a plain map.
+    switch (op) {
+      case OP_ADD: return binary_packs<T, OP_ADD>(static_cast<T*>(out), a + sa.offset, b + sb.offset, n);
+      case OP_SUBTRACT: return binary_packs<T, OP_SUBTRACT>(static_cast<T*>(out), a + sa.offset, b + sb.offset, n);
+      case OP_MULTIPLY: return binary_packs<T, OP_MULTIPLY>(static_cast<T*>(out), a + sa.offset, b + sb.offset, n);
+      default: return binary_packs<T, -1>(static_cast<T*>(out), a + sa.offset, b + sb.offset, n, op);
+    }
+  }
+  if (flags & 1) {
+    const T* ap = a + sa.offset;
+    const T* bp = b + sb.offset;
+    if (cmp) { GRID_STRIDE(i, n) static_cast<u8*>(out)[i] = compare<T>(op, ap[i], bp[i]); }
+    else { GRID_STRIDE(i, n) static_cast<T*>(out)[i] = Arith<T>::of(op, ap[i], bp[i]); }
+    return;
+  }
+  GRID_STRIDE(i, n) {
+    T av = a[offset_of(i, shape, sa)], bv = b[offset_of(i, shape, sb)];
+    if (cmp) static_cast<u8*>(out)[i] = compare<T>(op, av, bv);
+    else static_cast<T*>(out)[i] = Arith<T>::of(op, av, bv);
+  }
+}
+
+// `a op scalar` (or `scalar op a`, flags & 4): the scalar is stored as the array's type first,
+// exactly as an array of that type would hold it. flags & 1: contiguous.
+template <class T>
+__device__ void binary_scalar_impl(void* out, const T* a, KStrides sa, KShape shape, i64 n, int op, int flags, double scalar) {
+  const T s = FromDouble<T>::of(scalar);
+  const bool first = flags & 4;
+  const bool cmp = op >= OP_EQUAL;
+  GRID_STRIDE(i, n) {
+    T av = (flags & 1) ? a[sa.offset + i] : a[offset_of(i, shape, sa)];
+    T l = first ? s : av, r = first ? av : s;
+    if (cmp) static_cast<u8*>(out)[i] = compare<T>(op, l, r);
+    else static_cast<T*>(out)[i] = Arith<T>::of(op, l, r);
+  }
+}
+
+template <class T>
+__device__ void where_impl(T* y, const u8* c, KStrides sc, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape,
+                           i64 n) {
+  GRID_STRIDE(i, n) y[i] = c[offset_of(i, shape, sc)] ? a[offset_of(i, shape, sa)] : b[offset_of(i, shape, sb)];
+}
+
+// Strided -> strided copy of `shape` elements (contiguous copies, concatenation, broadcasts).
+template <class T>
+__device__ void copy_impl(T* y, KStrides sy, const T* x, KStrides sx, KShape shape, i64 n) {
+  GRID_STRIDE(i, n) y[offset_of(i, shape, sy)] = x[offset_of(i, shape, sx)];
+}
+
+// astype: same as the CPU (half<->half through float, everything else through double).
+__device__ __forceinline__ double to_double(float v) { return v; }
+__device__ __forceinline__ double to_double(f16 v) { return to_float(v); }
+__device__ __forceinline__ double to_double(bf16 v) { return to_float(v); }
+__device__ __forceinline__ double to_double(int v) { return v; }
+__device__ __forceinline__ double to_double(u8 v) { return v; }
+
+template <class F, class T> struct Convert { static __device__ T of(F v) { return FromDouble<T>::of(to_double(v)); } };
+template <class T> struct Convert<T, T> { static __device__ T of(T v) { return v; } };
+template <> struct Convert<f16, bf16> { static __device__ bf16 of(f16 v) { return to_bf16(to_float(v)); } };
+template <> struct Convert<bf16, f16> { static __device__ f16 of(bf16 v) { return to_f16(to_float(v)); } };
+
+template <class F, class T>
+__device__ void astype_impl(T* y, const F* x, KStrides sx, KShape shape, i64 n) {
+  GRID_STRIDE(i, n) y[i] = Convert<F, T>::of(x[offset_of(i, shape, sx)]);
+}
+
+// ---- group reductions ------------------------------------------------------------------------
+//
+// A "group" of G consecutive threads reduces one row: lane l folds elements l, l+G, ... in
+// order, then the lanes combine in a fixed tree. Every thread of the block reaches every
+// __syncthreads (rows past the end reduce nothing).
+
+enum { K_SUM, K_MAX, K_MIN, K_ARGMAX, K_ARGMIN, K_SUMEXP, K_SUMSQDEV };
+
+template <class Acc>
+struct RState {
+  Acc v;
+  i64 idx;  // index of the element held (extremes), or -1 while empty
+};
+
+template <class Acc>
+__device__ __forceinline__ bool is_nan(Acc v) { return v != v; }
+
+template <class Acc>
+__device__ __forceinline__ RState<Acc> fold(int kind, RState<Acc> s, Acc v, i64 r, Acc shift) {
+  switch (kind) {
+    case K_SUM: s.v += v; break;
+    case K_SUMEXP: s.v += Acc(exp(double(v - shift))); break;
+    case K_SUMSQDEV: s.v += (v - shift) * (v - shift); break;
+    case K_MAX:
+    case K_ARGMAX:
+      if (s.idx < 0 || (!is_nan(s.v) && (is_nan(v) || v > s.v))) { s.v = v; s.idx = r; }
+      break;
+    default:
+      if (s.idx < 0 || (!is_nan(s.v) && (is_nan(v) || v < s.v))) { s.v = v; s.idx = r; }
+      break;
+  }
+  return s;
+}
+
+// a holds earlier-starting lanes than b; ties keep the smaller index (the first extreme).
+template <class Acc>
+__device__ __forceinline__ RState<Acc> combine(int kind, RState<Acc> a, RState<Acc> b) {
+  if (kind == K_SUM || kind == K_SUMEXP || kind == K_SUMSQDEV) { a.v += b.v; return a; }
+  if (b.idx < 0) return a;
+  if (a.idx < 0) return b;
+  bool an = is_nan(a.v), bn = is_nan(b.v);
+  if (an || bn) {
+    if (an && bn) return a.idx < b.idx ? a : b;
+    return an ? a : b;
+  }
+  bool is_max = kind == K_MAX || kind == K_ARGMAX;
+  if (a.v == b.v) return a.idx < b.idx ? a : b;
+  return (is_max ? b.v > a.v : b.v < a.v) ? b : a;
+}
+
+template <class T, class Acc, int G>
+__device__ RState<Acc> group_reduce(int kind, const T* base, i64 n, i64 stride, Acc shift, RState<Acc>* sh) {
+  int lane = threadIdx.x % G;
+  RState<Acc> s;
+  s.v = Acc(0);
+  s.idx = -1;
+#pragma unroll 4
+  for (i64 r = lane; r < n; r += G) s = fold<Acc>(kind, s, Acc(up(base[r * stride])), r, shift);
+  if (G == 1) return s;
+  sh[threadIdx.x] = s;
+  __syncthreads();
+  int first = threadIdx.x - lane;
+  for (int width = G / 2; width > 0; width /= 2) {
+    if (lane < width) sh[threadIdx.x] = combine<Acc>(kind, sh[threadIdx.x], sh[threadIdx.x + width]);
+    __syncthreads();
+  }
+  RState<Acc> result = sh[first];
+  __syncthreads();
+  return result;
+}
+
+__device__ __forceinline__ double acc_to_double(double v) { return v; }
+__device__ __forceinline__ double acc_to_double(i64 v) { return double(v); }
+
+template <class Out, class Acc> __device__ __forceinline__ Out store_acc(Acc v);
+template <> __device__ __forceinline__ float store_acc<float, double>(double v) { return float(v); }
+template <> __device__ __forceinline__ f16 store_acc<f16, double>(double v) { return to_f16(float(v)); }
+template <> __device__ __forceinline__ bf16 store_acc<bf16, double>(double v) { return to_bf16(float(v)); }
+template <> __device__ __forceinline__ int store_acc<int, double>(double v) { return int(v); }
+template <> __device__ __forceinline__ u8 store_acc<u8, double>(double v) { return u8(v); }
+template <> __device__ __forceinline__ int store_acc<int, i64>(i64 v) { return int(v); }
+template <> __device__ __forceinline__ u8 store_acc<u8, i64>(i64 v) { return u8(v); }
+template <> __device__ __forceinline__ float store_acc<float, i64>(i64 v) { return float(v); }
+template <> __device__ __forceinline__ f16 store_acc<f16, i64>(i64 v) { return to_f16(float(v)); }
+template <> __device__ __forceinline__ bf16 store_acc<bf16, i64>(i64 v) { return to_bf16(float(v)); }
+
+
+// Reduces x viewed as [outer, R, inner] over R; output o = outer_index * inner + inner_index.
+// `arg` outputs are int32 indices; others have the input's storage type.
+template <class T, class Acc, int G>
+__device__ void reduce_impl(void* out, const T* x, i64 outer, i64 R, i64 inner, int op) {
+  __shared__ RState<Acc> sh[256];
+  i64 groups = blockDim.x / G;
+  i64 o = i64(blockIdx.x) * groups + threadIdx.x / G;
+  bool valid = o < outer * inner;
+  i64 n = valid ? R : 0;
+  const T* base = x + (valid ? (o / inner) * R * inner + o % inner : 0);
+  Acc zero = Acc(0);
+  bool write = valid && threadIdx.x % G == 0;
+  switch (op) {
+    case R_SUM: {
+      RState<Acc> s = group_reduce<T, Acc, G>(K_SUM, base, n, inner, zero, sh);
+      if (write) static_cast<T*>(out)[o] = store_acc<T, Acc>(s.v);
+      break;
+    }
+    case R_MEAN: {
+      RState<Acc> s = group_reduce<T, Acc, G>(K_SUM, base, n, inner, zero, sh);
+      if (write) static_cast<T*>(out)[o] = store_acc<T, Acc>(n ? s.v / Acc(n) : Acc(dnan()));
+      break;
+    }
+    case R_MAX:
+    case R_MIN: {
+      RState<Acc> s = group_reduce<T, Acc, G>(op == R_MAX ? K_MAX : K_MIN, base, n, inner, zero, sh);
+      if (write) static_cast<T*>(out)[o] = store_acc<T, Acc>(s.v);
+      break;
+    }
+    case R_ARGMAX:
+    case R_ARGMIN: {
+      RState<Acc> s = group_reduce<T, Acc, G>(op == R_ARGMAX ? K_ARGMAX : K_ARGMIN, base, n, inner, zero, sh);
+      if (write) static_cast<int*>(out)[o] = int(s.idx < 0 ? 0 : s.idx);
+      break;
+    }
+    case R_LOGSUMEXP: {
+      RState<Acc> m = group_reduce<T, Acc, G>(K_MAX, base, n, inner, zero, sh);
+      double mv = acc_to_double(m.v);
+      bool special = n == 0 || mv != mv || isinf(mv);
+      RState<Acc> s = group_reduce<T, Acc, G>(K_SUMEXP, base, special ? 0 : n, inner, m.v, sh);
+      double r = n == 0 ? -dinf() : special ? mv : mv + log(acc_to_double(s.v));
+      if (write) static_cast<T*>(out)[o] = store_acc<T, Acc>(Acc(r));
+      break;
+    }
+    default: {  // variance
+      RState<Acc> s = group_reduce<T, Acc, G>(K_SUM, base, n, inner, zero, sh);
+      Acc mean = n ? s.v / Acc(n) : zero;
+      RState<Acc> q = group_reduce<T, Acc, G>(K_SUMSQDEV, base, n, inner, mean, sh);
+      if (write) static_cast<T*>(out)[o] = store_acc<T, Acc>(n ? q.v / Acc(n) : Acc(dnan()));
+      break;
+    }
+  }
+}
+
+// ---- softmax, norms --------------------------------------------------------------------------
+
+// Block-wide fixed-order combine of one float/double per thread within groups of G.
+template <class V, int G>
+__device__ V group_fold(V v, bool is_max, V* sh) {
+  if (G == 1) return v;
+  int lane = threadIdx.x % G;
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (int width = G / 2; width > 0; width /= 2) {
+    if (lane < width) {
+      V a = sh[threadIdx.x], b = sh[threadIdx.x + width];
+      sh[threadIdx.x] = is_max ? (b > a ? b : a) : a + b;
+    }
+    __syncthreads();
+  }
+  V r = sh[threadIdx.x - lane];
+  __syncthreads();
+  return r;
+}
+
+// Rows of length L with element stride `inner` (x viewed as [outer, L, inner]).
+template <class T, int G>
+__device__ void softmax_impl(T* y, const T* x, i64 outer, i64 L, i64 inner) {
+  __shared__ float shf[256];
+  __shared__ double shd[256];
+  i64 groups = blockDim.x / G;
+  i64 row = i64(blockIdx.x) * groups + threadIdx.x / G;
+  int lane = threadIdx.x % G;
+  bool valid = row < outer * inner;
+  i64 n = valid ? L : 0;
+  i64 start = valid ? (row / inner) * L * inner + row % inner : 0;
+  const T* xr = x + start;
+  T* yr = y + start;
+  float m = -finf();
+  float nan_seen = 0.0f;
+#pragma unroll 4
+  for (i64 l = lane; l < n; l += G) {
+    float v = up(xr[l * inner]);
+    if (v != v) nan_seen = 1.0f;
+    m = v > m ? v : m;
+  }
+  m = group_fold<float, G>(m, true, shf);
+  nan_seen = group_fold<float, G>(nan_seen, true, shf);
+  bool poisoned = nan_seen > 0.0f || m == finf();
+  double sum = 0;
+  if (!poisoned)
+    for (i64 l = lane; l < n; l += G) sum += double(expf(float(up(xr[l * inner])) - m));
+  sum = group_fold<double, G>(sum, false, shd);
+  float inv = float(1.0 / sum);
+  for (i64 l = lane; l < n; l += G)
+    yr[l * inner] = poisoned ? Down<T>::of(qnan()) : Down<T>::of(expf(float(up(xr[l * inner])) - m) * inv);
+}
+
+// rmsNorm (layer = 0) and layerNorm over the last dimension D of contiguous rows.
+template <class T, int G>
+__device__ void norm_impl(T* y, const T* x, const T* w, const T* b, i64 rows, i64 D, double eps, int layer) {
+  __shared__ double shd[256];
+  i64 groups = blockDim.x / G;
+  i64 row = i64(blockIdx.x) * groups + threadIdx.x / G;
+  int lane = threadIdx.x % G;
+  bool valid = row < rows;
+  i64 n = valid ? D : 0;
+  const T* xr = x + (valid ? row * D : 0);
+  // Rows whose start is 16-byte aligned are read a pack (16 bytes) per load; the sums still
+  // run in one fixed order.
+  constexpr int V = 16 / sizeof(T);
+  bool packed = D % V == 0 && (reinterpret_cast<u64>(x) % 16) == 0;
+  const Pack<T>* xp = reinterpret_cast<const Pack<T>*>(xr);
+  i64 packs = packed ? n / V : 0, rest = packed ? n : 0;  // elements [rest, n) go one by one
+  double mean = 0;
+  if (layer) {
+    double s = 0;
+    for (i64 p = lane; p < packs; p += G) {
+      Pack<T> v = xp[p];
+#pragma unroll
+      for (int k = 0; k < V; ++k) s += double(up(v.v[k]));
+    }
+    for (i64 i = rest + lane; i < n; i += G) s += double(up(xr[i]));
+    s = group_fold<double, G>(s, false, shd);
+    mean = s / double(D);
+  }
+  double ss = 0;
+  for (i64 p = lane; p < packs; p += G) {
+    Pack<T> v = xp[p];
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      double d = double(up(v.v[k])) - mean;
+      ss += d * d;
+    }
+  }
+  for (i64 i = rest + lane; i < n; i += G) {
+    double d = double(up(xr[i])) - mean;
+    ss += d * d;
+  }
+  ss = group_fold<double, G>(ss, false, shd);
+  float inv = float(1.0 / sqrt(ss / double(D) + eps));
+  auto one = [&](float xv, i64 i) {
+    float v = float(double(xv) - mean) * inv;
+    if (w) v *= up(w[i]);
+    if (b) v += up(b[i]);
+    return Down<T>::of(v);
+  };
+  bool packed_out = packed && (reinterpret_cast<u64>(y) % 16) == 0;
+  i64 written = 0;
+  if (packed_out) {
+    Pack<T>* yp = reinterpret_cast<Pack<T>*>(y + row * D);
+    for (i64 p = lane; p < packs; p += G) {
+      Pack<T> v = xp[p];
+#pragma unroll
+      for (int k = 0; k < V; ++k) v.v[k] = one(up(v.v[k]), p * V + k);
+      yp[p] = v;
+    }
+    written = rest;
+  }
+  for (i64 i = written + lane; i < n; i += G) y[row * D + i] = one(up(xr[i]), i);
+}
+
+// ---- attention, rope, take -------------------------------------------------------------------
+
+// One block per query row. Scores live in `scores` (shared memory, or a global scratch row
+// when Lk is too long for it).
+template <class T>
+__device__ void attention_impl(T* y, const T* q, const T* k, const T* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D,
+                               i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used) {
+  extern __shared__ float dyn[];
+  __shared__ float shf[256];
+  __shared__ double shd[256];
+  i64 r = blockIdx.x;
+  float* scores = scratch ? scratch + r * Lk : dyn;
+  i64 i = r % Lq, h = (r / Lq) % H, bi = r / (Lq * H);
+  i64 kv = bi * Hk + h / (H / Hk);
+  const T* qi = q + r * D;
+  // Only the first `used` keys hold data (a preallocated cache's filled prefix).
+  i64 visible = used;
+  if (causal) {
+    i64 last = i + used - Lq + 1;
+    visible = last < 0 ? 0 : (last < used ? last : used);
+  }
+  float m = -finf();
+  for (i64 j = threadIdx.x; j < visible; j += blockDim.x) {
+    const T* kj = k + (kv * Lk + j) * D;
+    float dot = 0;
+    for (i64 d = 0; d < D; ++d) dot += up(qi[d]) * up(kj[d]);
+    float s = dot * scale;
+    scores[j] = s;
+    m = s > m ? s : m;
+  }
+  m = group_fold<float, 256>(m, true, shf);
+  double total = 0;
+  for (i64 j = threadIdx.x; j < visible; j += blockDim.x) {
+    float p = expf(scores[j] - m);
+    scores[j] = p;
+    total += p;
+  }
+  total = group_fold<double, 256>(total, false, shd);
+  float inv = total > 0 ? float(1.0 / total) : 0.0f;
+  for (i64 d = threadIdx.x; d < Dv; d += blockDim.x) {
+    float acc = 0;
+    for (i64 j = 0; j < visible; ++j) acc += scores[j] * up(v[(kv * Lk + j) * Dv + d]);
+    y[r * Dv + d] = Down<T>::of(acc * inv);
+  }
+}
+
+template <class T>
+__device__ void rope_impl(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset,
+                          int traditional) {
+  int half = dims / 2;
+  GRID_STRIDE(e, rows * D) {
+    i64 r = e / D, d = e % D;
+    if (d >= dims) { y[e] = x[e]; continue; }
+    int i = traditional ? int(d / 2) : int(d < half ? d : d - half);
+    bool first = traditional ? (d % 2 == 0) : d < half;
+    i64 a = traditional ? 2 * i : i, b = traditional ? 2 * i + 1 : i + half;
+    double pos = (offset + double(r % L)) * scale;
+    double theta = pos * pow(base, -2.0 * i / dims);
+    float cs = float(cos(theta)), sn = float(sin(theta));
+    float xa = up(x[r * D + a]), xb = up(x[r * D + b]);
+    y[e] = Down<T>::of(first ? xa * cs - xb * sn : xa * sn + xb * cs);
+  }
+}
+
+// error[0] becomes 1 and error[1] the first bad index seen (as on the CPU, the launch fails).
+template <class T>
+__device__ void take_impl(T* y, const T* x, const int* idx, i64 outer, i64 dim, i64 inner, i64 count, int* error) {
+  GRID_STRIDE(e, outer * count * inner) {
+    i64 r = e / inner, c = e % inner;
+    i64 o = r / count, i = r % count;
+    i64 v = idx[i];
+    if (v < 0) v += dim;
+    if (v < 0 || v >= dim) {
+      if (atomicCAS(error, 0, 1) == 0) error[1] = idx[i];
+      y[e] = T();
+      continue;
+    }
+    y[e] = x[(o * dim + v) * inner + c];
+  }
+}
+
+// ---- matmul (fallback when cuBLASLt is missing or the layout needs it) ------------------------
+
+// Y[batch, M, N] = A @ B, operands read through strides; 16x16 tiles, float accumulation in k
+// order. Batch offsets come from the batch shape and the operands' batch strides.
+template <class T>
+__device__ void matmul_impl(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row,
+                            i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) {
+  __shared__ float ta[16][17];
+  __shared__ float tb[16][17];
+  int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  i64 row = i64(blockIdx.y) * 16 + ty, col = i64(blockIdx.x) * 16 + tx;
+  for (i64 z = blockIdx.z; z < batches; z += gridDim.z) {
+    const T* az = a + offset_of(z, batch, ab);
+    const T* bz = b + offset_of(z, batch, bb);
+    float acc = 0;
+    for (i64 k0 = 0; k0 < K; k0 += 16) {
+      i64 ka = k0 + tx, kb = k0 + ty;
+      ta[ty][tx] = (row < M && ka < K) ? float(up(az[row * a_row + ka * a_col])) : 0.0f;
+      tb[ty][tx] = (kb < K && col < N) ? float(up(bz[kb * b_row + col * b_col])) : 0.0f;
+      __syncthreads();
+      for (int kk = 0; kk < 16; ++kk) acc += ta[ty][kk] * tb[kk][tx];
+      __syncthreads();
+    }
+    if (row < M && col < N) y[z * M * N + row * N + col] = Down<T>::of(acc);
+  }
+}
+
+// ---- instantiations --------------------------------------------------------------------------
+
+#define FLOATING(X) X(float, f32) X(f16, f16) X(bf16, bf16)
+#define ALL_TYPES(X) X(float, f32) X(f16, f16) X(bf16, bf16) X(int, i32) X(u8, b8)
+
+#if defined(LANES_FAMILY_ELEMENTWISE)
+#define ARANGE(T, S) extern "C" __global__ void arange_##S(T* out, i64 n, double start, double step) { arange_impl<T>(out, n, start, step); }
+ALL_TYPES(ARANGE)
+
+#define UNARY(T, S) extern "C" __global__ void unary_##S(T* y, const T* x, KStrides sx, KShape shape, i64 n, int op, int flags) { unary_impl<T>(y, x, sx, shape, n, op, flags); }
+FLOATING(UNARY)
+UNARY(int, i32)
+
+#define BINARY(T, S) extern "C" __global__ void binary_##S(void* y, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape, i64 n, int op, int flags) { binary_impl<T>(y, a, sa, b, sb, shape, n, op, flags); }
+ALL_TYPES(BINARY)
+#define BINARY_SCALAR(T, S) extern "C" __global__ void binary_scalar_##S(void* y, const T* a, KStrides sa, KShape shape, i64 n, int op, int flags, double scalar) { binary_scalar_impl<T>(y, a, sa, shape, n, op, flags, scalar); }
+FLOATING(BINARY_SCALAR)
+BINARY_SCALAR(int, i32)
+
+#define BY_SIZE(X) X(u32, 4) X(u16, 2) X(u8, 1)
+#define WHERE(T, S) extern "C" __global__ void where_##S(T* y, const u8* c, KStrides sc, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape, i64 n) { where_impl<T>(y, c, sc, a, sa, b, sb, shape, n); }
+BY_SIZE(WHERE)
+#define COPY(T, S) extern "C" __global__ void copy_##S(T* y, KStrides sy, const T* x, KStrides sx, KShape shape, i64 n) { copy_impl<T>(y, sy, x, sx, shape, n); }
+BY_SIZE(COPY)
+#define TAKE(T, S) extern "C" __global__ void take_##S(T* y, const T* x, const int* idx, i64 outer, i64 dim, i64 inner, i64 count, int* error) { take_impl<T>(y, x, idx, outer, dim, inner, count, error); }
+BY_SIZE(TAKE)
+
+#define ASTYPE_TO(F, FS, T, TS) extern "C" __global__ void astype_##FS##_##TS(T* y, const F* x, KStrides sx, KShape shape, i64 n) { astype_impl<F, T>(y, x, sx, shape, n); }
+#define ASTYPE_FROM(F, FS) ASTYPE_TO(F, FS, float, f32) ASTYPE_TO(F, FS, f16, f16) ASTYPE_TO(F, FS, bf16, bf16) ASTYPE_TO(F, FS, int, i32) ASTYPE_TO(F, FS, u8, b8)
+ALL_TYPES(ASTYPE_FROM)
+
+#endif
+
+#if defined(LANES_FAMILY_REDUCE)
+#define REDUCE_G(T, S, ACC, G) extern "C" __global__ void reduce_##S##_g##G(void* y, const T* x, i64 outer, i64 R, i64 inner, int op) { reduce_impl<T, ACC, G>(y, x, outer, R, inner, op); }
+#define REDUCE_F(T, S) REDUCE_G(T, S, double, 1) REDUCE_G(T, S, double, 32) REDUCE_G(T, S, double, 256)
+#define REDUCE_I(T, S) REDUCE_G(T, S, i64, 1) REDUCE_G(T, S, i64, 32) REDUCE_G(T, S, i64, 256)
+FLOATING(REDUCE_F)
+REDUCE_I(int, i32)
+REDUCE_I(u8, b8)
+
+#endif
+
+#if defined(LANES_FAMILY_ROWS)
+#define ROWS_G(T, S, G) \
+  extern "C" __global__ void softmax_##S##_g##G(T* y, const T* x, i64 outer, i64 L, i64 inner) { softmax_impl<T, G>(y, x, outer, L, inner); } \
+  extern "C" __global__ void norm_##S##_g##G(T* y, const T* x, const T* w, const T* b, i64 rows, i64 D, double eps, int layer) { norm_impl<T, G>(y, x, w, b, rows, D, eps, layer); }
+#define ROWS(T, S) ROWS_G(T, S, 1) ROWS_G(T, S, 32) ROWS_G(T, S, 256)
+FLOATING(ROWS)
+
+#endif
+
+#if defined(LANES_FAMILY_FUSED)
+#define FUSED(T, S) \
+  extern "C" __global__ void attention_##S(T* y, const T* q, const T* k, const T* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used) { attention_impl<T>(y, q, k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used); } \
+  extern "C" __global__ void rope_##S(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional) { rope_impl<T>(y, x, rows, L, D, dims, base, scale, offset, traditional); } \
+  extern "C" __global__ void matmul_##S(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) { matmul_impl<T>(y, a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches); }
+FLOATING(FUSED)
+#endif
+

@@ -1,0 +1,43 @@
+#include "config.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace lanes {
+namespace {
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string default_cache_dir() {
+  if (std::string xdg = env("XDG_CACHE_HOME"); !xdg.empty()) return xdg + "/lanes";
+  if (std::string home = env("HOME"); !home.empty()) return home + "/.cache/lanes";
+  return "";
+}
+
+Config read_config() {
+  Config c;
+  c.backend = env("LANES_BACKEND");
+  c.global_locking = env("LANES_LOCKING") == "global";
+  if (long ms = std::strtol(env("LANES_WATCHDOG_MS").c_str(), nullptr, 10); ms > 0) c.watchdog = std::chrono::milliseconds(ms);
+  c.fault_injection = env("LANES_FAULT_INJECTION") == "1";
+  c.cache_dir = env("LANES_CACHE_DIR");
+  if (c.cache_dir.empty()) c.cache_dir = default_cache_dir();
+  c.cpu_simd = env("LANES_CPU_SIMD");
+  c.cuda_tf32 = env("LANES_CUDA_TF32") == "1";
+  c.cuda_cublaslt = env("LANES_CUDA_CUBLASLT") != "0";
+  c.cuda_algo_index = static_cast<int>(std::strtol(env("LANES_CUDA_ALGO_INDEX").c_str(), nullptr, 10));
+  c.cuda_read_wait = env("LANES_CUDA_READ") == "wait";
+  return c;
+}
+
+}  // namespace
+
+const Config& config() {
+  static const Config c = read_config();
+  return c;
+}
+
+}  // namespace lanes
