@@ -141,7 +141,7 @@ void unary_rows(const Command& c) {
   const TensorArg& in = c.inputs[0];
   const T* x = base<T>(in);
   T* y = output<T>(c);
-  std::array<std::vector<int64_t>, 1> st{read_strides(in, c.output.shape)};
+  std::array<Shape, 1> st{read_strides(in, c.output.shape)};
   int64_t inner = c.output.shape.empty() ? 0 : st[0].back();
   for_each_row<1>(c.output.shape, st, [&](int64_t o, const std::array<int64_t, 1>& off, int64_t n) {
     const T* xr = x + off[0];
@@ -204,7 +204,7 @@ void binary_typed(const Command& c) {
   const T* a = base<T>(c.inputs[0]);
   const T* b = base<T>(c.inputs[1]);
   Out* y = output<Out>(c);
-  std::array<std::vector<int64_t>, 2> st{read_strides(c.inputs[0], c.output.shape), read_strides(c.inputs[1], c.output.shape)};
+  std::array<Shape, 2> st{read_strides(c.inputs[0], c.output.shape), read_strides(c.inputs[1], c.output.shape)};
   int64_t sa = c.output.shape.empty() ? 0 : st[0].back(), sb = c.output.shape.empty() ? 0 : st[1].back();
   for_each_row<2>(c.output.shape, st, [&](int64_t o, const std::array<int64_t, 2>& off, int64_t n) {
     const T* ar = a + off[0];
@@ -253,7 +253,7 @@ void binary_scalar_typed(const Command& c) {
   // The scalar as the array's type holds it, as if it were an array of that type.
   const auto s = up(from_double<T>(c.params.scalars[0]));
   const bool scalar_first = c.params.flags & 1;
-  std::array<std::vector<int64_t>, 1> st{read_strides(c.inputs[0], c.output.shape)};
+  std::array<Shape, 1> st{read_strides(c.inputs[0], c.output.shape)};
   int64_t sa = c.output.shape.empty() ? 0 : st[0].back();
   for_each_row<1>(c.output.shape, st, [&](int64_t o, const std::array<int64_t, 1>& off, int64_t n) {
     const T* ar = a + off[0];
@@ -304,10 +304,10 @@ void slice_update(const Command& c) {
       int64_t n = numel(target.shape);
       parallel_for(n, kElementGrain, [&](int64_t b, int64_t e) { std::copy(t + b, t + e, y + b); });
     }
-    std::vector<int64_t> out_strides = contiguous_strides(c.output.shape);
+    Shape out_strides = contiguous_strides(c.output.shape);
     T* dst = y + offset * out_strides[axis];
     const T* src = base<T>(update);
-    std::array<std::vector<int64_t>, 2> st{out_strides, read_strides(update, update.shape)};
+    std::array<Shape, 2> st{out_strides, read_strides(update, update.shape)};
     int64_t inner = update.shape.empty() ? 0 : st[1].back();
     for_each_row<2>(update.shape, st, [&](int64_t, const std::array<int64_t, 2>& off, int64_t n) {
       for (int64_t i = 0; i < n; ++i) dst[off[0] + i] = src[off[1] + i * inner];
@@ -323,7 +323,7 @@ void where(const Command& c) {
     const T* b = base<T>(c.inputs[2]);
     T* y = output<T>(c);
     const Shape& shape = c.output.shape;
-    std::array<std::vector<int64_t>, 3> st{read_strides(c.inputs[0], shape), read_strides(c.inputs[1], shape),
+    std::array<Shape, 3> st{read_strides(c.inputs[0], shape), read_strides(c.inputs[1], shape),
                                            read_strides(c.inputs[2], shape)};
     std::array<int64_t, 3> inner{};
     if (!shape.empty())
@@ -343,7 +343,7 @@ void astype(const Command& c) {
       using To = decltype(to_tag);
       const From* x = base<From>(in);
       To* y = output<To>(c);
-      std::array<std::vector<int64_t>, 1> st{read_strides(in, c.output.shape)};
+      std::array<Shape, 1> st{read_strides(in, c.output.shape)};
       int64_t inner = c.output.shape.empty() ? 0 : st[0].back();
       for_each_row<1>(c.output.shape, st, [&](int64_t o, const std::array<int64_t, 1>& off, int64_t n) {
         for (int64_t i = 0; i < n; ++i) {
@@ -362,8 +362,8 @@ void astype(const Command& c) {
 constexpr int64_t kPackedMatmulWork = int64_t(64) * 64 * 64;
 
 // Element offsets of batch `bi` in the two operands (batch dims read through their strides).
-std::pair<int64_t, int64_t> batch_offsets(int64_t bi, const Shape& batch, const std::vector<int64_t>& sa,
-                                          const std::vector<int64_t>& sb) {
+std::pair<int64_t, int64_t> batch_offsets(int64_t bi, const Shape& batch, const Shape& sa,
+                                          const Shape& sb) {
   int64_t oa = 0, ob = 0;
   for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
     int64_t idx = bi % batch[d];
@@ -377,7 +377,7 @@ std::pair<int64_t, int64_t> batch_offsets(int64_t bi, const Shape& batch, const 
 // Y[batch, M, N] = A @ B for float32 operands read through strides (so transposed and
 // broadcast operands need no copy). `sa`/`sb` are the operands' element strides read as
 // [batch..., M, K] and [batch..., K, N].
-void matmul_f32(const float* A, const std::vector<int64_t>& sa, const float* B, const std::vector<int64_t>& sb,
+void matmul_f32(const float* A, const Shape& sa, const float* B, const Shape& sb,
                 float* Y, const Shape& ys, int64_t K) {
   int nd = static_cast<int>(ys.size());
   int64_t M = ys[nd - 2], N = ys[nd - 1];
@@ -519,7 +519,7 @@ void take(const Command& c) {
   std::vector<int32_t> idx_scratch;
   const int32_t* idx = contiguous<int32_t>(c.inputs[1], idx_scratch);
   int64_t count = numel(c.inputs[1].shape);
-  std::vector<int64_t> rows(static_cast<size_t>(count));
+  Shape rows(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) {
     int64_t v = idx[i] < 0 ? idx[i] + dim : idx[i];
     if (v < 0 || v >= dim)
@@ -569,7 +569,7 @@ const T* reduction_input(const Command& c, ReduceLayout& layout, std::vector<T>&
   for (int d : axes) order.push_back(d);
   Shape ps;
   for (int d : order) ps.push_back(s[d]);
-  std::vector<int64_t> in_strides = read_strides(c.inputs[0], s);
+  Shape in_strides = read_strides(c.inputs[0], s);
   const T* x = base<T>(c.inputs[0]);
   int64_t n = numel(s);
   permuted.resize(static_cast<size_t>(n));
@@ -831,7 +831,7 @@ struct Rows4 {
 };
 
 Rows4 rows4(const TensorArg& a, const float* base) {
-  std::vector<int64_t> st = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
+  Shape st = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
   return Rows4{base, st[0], st[1], st[2], st[3]};
 }
 

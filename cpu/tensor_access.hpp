@@ -61,9 +61,9 @@ const T* base(const TensorArg& a) {
 inline bool is_contiguous(const TensorArg& a) { return a.strides.empty() || a.strides == contiguous_strides(a.shape); }
 
 // Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
-inline std::vector<int64_t> read_strides(const TensorArg& a, const Shape& out) {
-  std::vector<int64_t> own = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
-  std::vector<int64_t> st(out.size(), 0);
+inline Shape read_strides(const TensorArg& a, const Shape& out) {
+  Shape own = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
+  Shape st(out.size(), 0);
   size_t off = out.size() - a.shape.size();
   for (size_t i = 0; i < a.shape.size(); ++i) st[off + i] = a.shape[i] == 1 ? 0 : own[i];
   return st;
@@ -72,7 +72,7 @@ inline std::vector<int64_t> read_strides(const TensorArg& a, const Shape& out) {
 // Walks `shape` one innermost row at a time (rows in parallel): fn(out_offset, in_offsets, n)
 // where in_offsets[k] is where input k's row starts, in its own elements.
 template <size_t K, class Fn>
-void for_each_row(const Shape& shape, const std::array<std::vector<int64_t>, K>& strides, Fn&& fn) {
+void for_each_row(const Shape& shape, const std::array<Shape, K>& strides, Fn&& fn) {
   int64_t total = numel(shape);
   if (total == 0) return;
   int nd = static_cast<int>(shape.size());
@@ -112,7 +112,7 @@ const T* contiguous(const TensorArg& a, std::vector<T>& scratch) {
   // Empty tensors read from their (valid) buffer too: pointer arithmetic on a null scratch is UB.
   if (is_contiguous(a) || numel(a.shape) == 0) return base<T>(a);
   scratch.resize(static_cast<size_t>(numel(a.shape)));
-  std::array<std::vector<int64_t>, 1> st{read_strides(a, a.shape)};
+  std::array<Shape, 1> st{read_strides(a, a.shape)};
   int64_t inner_stride = a.shape.empty() ? 0 : st[0].back();
   const T* src = base<T>(a);
   T* dst = scratch.data();

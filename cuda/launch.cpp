@@ -149,7 +149,7 @@ void slice_update(const Command& c, LaunchContext& ctx) {
   if (offset < 0 || offset > room)
     throw_error(LANES_ERR_DEVICE, "offset " + std::to_string(offset) + " is out of range [0, " + std::to_string(room) +
                                       "] along axis " + std::to_string(axis));
-  std::vector<int64_t> out_strides = contiguous_strides(c.output.shape);
+  Shape out_strides = contiguous_strides(c.output.shape);
   CUdeviceptr y = base_ptr(c.output);
   std::string copy = "copy_" + size_suffix(c.output.dtype);
   if (!(c.params.flags & 1)) {
@@ -196,7 +196,7 @@ void download(const Command& c, LaunchContext& ctx) {
 void concatenate(const Command& c, LaunchContext& ctx) {
   const Shape& ys = c.output.shape;
   int axis = c.params.axis;
-  std::vector<int64_t> out_strides = contiguous_strides(ys);
+  Shape out_strides = contiguous_strides(ys);
   int64_t at = 0;
   CUdeviceptr y = base_ptr(c.output);
   for (const TensorArg& in : c.inputs) {
@@ -334,7 +334,7 @@ void matmul(const Command& c, LaunchContext& ctx) {
   Shape a_view = batch, b_view = batch;
   a_view.insert(a_view.end(), {M, K});
   b_view.insert(b_view.end(), {K, N});
-  std::vector<int64_t> sa = read_strides(c.inputs[0], a_view), sb = read_strides(c.inputs[1], b_view);
+  Shape sa = read_strides(c.inputs[0], a_view), sb = read_strides(c.inputs[1], b_view);
   MatmulOperands m{base_ptr(c.inputs[0]) + c.inputs[0].offset * static_cast<int64_t>(dtype_size(c.output.dtype)),
                    base_ptr(c.inputs[1]) + c.inputs[1].offset * static_cast<int64_t>(dtype_size(c.output.dtype)),
                    y, batches, M, N, K, 0, sa[nd - 2], sa[nd - 1], 0, sb[nd - 2], sb[nd - 1], c.output.dtype};

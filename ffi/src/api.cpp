@@ -100,10 +100,10 @@ std::vector<NodePtr> arrays_at(const uint64_t* handles, int32_t count) {
   return nodes;
 }
 
-std::vector<int64_t> vec64(const int64_t* p, int32_t n, const char* what) {
+Shape vec64(const int64_t* p, int32_t n, const char* what) {
   if (n < 0 || n > 32) throw_error(LANES_ERR_SHAPE, std::string(what) + ": count " + std::to_string(n) + " is out of range [0, 32]");
   if (n > 0) require(p, what);
-  return std::vector<int64_t>(p, p + n);
+  return Shape(p, p + n);
 }
 std::vector<int> vec32(const int32_t* p, int32_t n, const char* what) {
   if (n < 0 || n > 32) throw_error(LANES_ERR_SHAPE, std::string(what) + ": count " + std::to_string(n) + " is out of range [0, 32]");
@@ -399,7 +399,7 @@ lanes_status lanes_array_slice(uint64_t a, const int64_t* starts, const int64_t*
                                uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "slice: out");
-    std::vector<int64_t> st = steps ? vec64(steps, count, "slice: steps") : std::vector<int64_t>{};
+    Shape st = steps ? vec64(steps, count, "slice: steps") : Shape{};
     publish(make_slice(array_at(a), vec64(starts, count, "slice: starts"), vec64(stops, count, "slice: stops"), st,
                        stream_at(stream)),
             out);

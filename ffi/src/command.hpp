@@ -44,7 +44,7 @@ struct TensorArg {
   void* data = nullptr;
   Shape shape;
   DType dtype = DType::Float32;
-  std::vector<int64_t> strides;
+  Shape strides;
   int64_t offset = 0;
 };
 

@@ -15,6 +15,15 @@ namespace {
 // The most dimensions an array may have (the C ABI's shape buffers are sized for it).
 constexpr size_t kMaxDims = 32;
 
+// The inputs of a node, moved in (an initializer list would copy every shared_ptr).
+template <class... Nodes>
+std::vector<NodePtr> inputs_of(Nodes&&... nodes) {
+  std::vector<NodePtr> v;
+  v.reserve(sizeof...(nodes));
+  (v.push_back(std::move(nodes)), ...);
+  return v;
+}
+
 NodePtr node(OpCode op, OpParams params, Shape shape, DType dtype, std::vector<NodePtr> inputs, StreamPtr stream) {
   if (shape.size() > kMaxDims)
     throw_error(LANES_ERR_SHAPE, std::string(op_name(op, params.subop)) + ": the result would have " +
@@ -47,12 +56,13 @@ void not_quantized(const NodePtr& a, const char* op) {
                                      " is quantized; only quantizedMatmul, take (axis 0) and astype(float32) read quantized arrays");
 }
 
-NodePtr cast(const NodePtr& a, DType dtype, const StreamPtr& stream) {
-  return a->dtype == dtype ? a : make_astype(a, dtype, stream);
+// Converts `a` in place (a new astype node) unless it already has `dtype`.
+void cast(NodePtr& a, DType dtype, const StreamPtr& stream) {
+  if (a->dtype != dtype) a = make_astype(std::move(a), dtype, stream);
 }
 
 // For ops that need floating point: halves stay half, everything else becomes float32.
-NodePtr as_floating(const NodePtr& a, const StreamPtr& stream) { return cast(a, floating_of(a->dtype), stream); }
+void as_floating(NodePtr& a, const StreamPtr& stream) { cast(a, floating_of(a->dtype), stream); }
 
 }  // namespace
 
@@ -115,13 +125,13 @@ NodePtr make_unary(int op, NodePtr a, StreamPtr stream) {
   if (op < 0 || op >= kUnaryOps) throw_error(LANES_ERR_INVALID_ARGUMENT, "unary: unknown op " + std::to_string(op));
   not_quantized(a, op_name(OpCode::Unary, op));
   bool keeps_int = kUnaryRules[op] == Rule::NUMERIC;
-  if (keeps_int && a->dtype == DType::Bool) a = cast(a, DType::Int32, stream);
-  if (!keeps_int) a = as_floating(a, stream);
+  if (keeps_int && a->dtype == DType::Bool) cast(a, DType::Int32, stream);
+  if (!keeps_int) as_floating(a, stream);
   OpParams p;
   p.subop = op;
   Shape shape = a->shape;
   DType dtype = a->dtype;
-  return node(OpCode::Unary, p, std::move(shape), dtype, {std::move(a)}, std::move(stream));
+  return node(OpCode::Unary, p, std::move(shape), dtype, inputs_of(std::move(a)), std::move(stream));
 }
 
 NodePtr make_binary(int op, NodePtr a, NodePtr b, StreamPtr stream) {
@@ -135,12 +145,12 @@ NodePtr make_binary(int op, NodePtr a, NodePtr b, StreamPtr stream) {
   // Arithmetic on bools counts in int32; divide and power need floating point.
   if (!comparison && common == DType::Bool) common = DType::Int32;
   if (kBinaryRules[op] == Rule::FLOAT) common = floating_of(common);
-  a = cast(a, common, stream);
-  b = cast(b, common, stream);
+  cast(a, common, stream);
+  cast(b, common, stream);
   DType dtype = comparison ? DType::Bool : common;
   OpParams p;
   p.subop = op;
-  return node(OpCode::Binary, p, std::move(shape), dtype, {std::move(a), std::move(b)}, std::move(stream));
+  return node(OpCode::Binary, p, std::move(shape), dtype, inputs_of(std::move(a), std::move(b)), std::move(stream));
 }
 
 NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream) {
@@ -161,9 +171,9 @@ NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream) {
   shape.push_back(b->shape.back());
   checked_numel(shape, "matmul");
   DType dtype = floating_of(promote(a->dtype, b->dtype));
-  a = cast(a, dtype, stream);
-  b = cast(b, dtype, stream);
-  return node(OpCode::Matmul, {}, std::move(shape), dtype, {std::move(a), std::move(b)}, std::move(stream));
+  cast(a, dtype, stream);
+  cast(b, dtype, stream);
+  return node(OpCode::Matmul, {}, std::move(shape), dtype, inputs_of(std::move(a), std::move(b)), std::move(stream));
 }
 
 NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, bool keepdims, StreamPtr stream) {
@@ -195,13 +205,13 @@ NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, boo
   if (needs_elements && reduced_count == 0)
     throw_error(LANES_ERR_SHAPE, std::string(name) + ": cannot reduce an empty selection of shape " + shape_str(a->shape));
   bool float_result = kReduceRules[op] == Rule::FLOAT;
-  if (float_result) a = as_floating(a, stream);
-  else if (op == LANES_REDUCE_SUM && a->dtype == DType::Bool) a = cast(a, DType::Int32, stream);
+  if (float_result) as_floating(a, stream);
+  else if (op == LANES_REDUCE_SUM && a->dtype == DType::Bool) cast(a, DType::Int32, stream);
   DType dtype = arg ? DType::Int32 : a->dtype;
   OpParams p;
   p.subop = op;
   p.axes = std::move(axes);
-  return node(OpCode::Reduce, p, std::move(shape), dtype, {std::move(a)}, std::move(stream));
+  return node(OpCode::Reduce, p, std::move(shape), dtype, inputs_of(std::move(a)), std::move(stream));
 }
 
 NodePtr make_softmax(NodePtr a, int axis, StreamPtr stream) {
@@ -210,20 +220,20 @@ NodePtr make_softmax(NodePtr a, int axis, StreamPtr stream) {
   int ndim = static_cast<int>(a->shape.size());
   if (ndim == 0) throw_error(LANES_ERR_SHAPE, "softmax: needs at least one dimension");
   p.axis = normalize_axis(axis, ndim, "softmax");
-  a = as_floating(a, stream);
+  as_floating(a, stream);
   Shape shape = a->shape;
   DType dtype = a->dtype;
-  return node(OpCode::Softmax, p, std::move(shape), dtype, {std::move(a)}, std::move(stream));
+  return node(OpCode::Softmax, p, std::move(shape), dtype, inputs_of(std::move(a)), std::move(stream));
 }
 
 NodePtr make_where(NodePtr cond, NodePtr a, NodePtr b, StreamPtr stream) {
   for (const NodePtr* n : {&cond, &a, &b}) not_quantized(*n, "where");
   Shape shape = broadcast_shapes(broadcast_shapes(cond->shape, a->shape, "where"), b->shape, "where");
   DType dtype = promote(a->dtype, b->dtype);
-  cond = cast(cond, DType::Bool, stream);
-  a = cast(a, dtype, stream);
-  b = cast(b, dtype, stream);
-  return node(OpCode::Where, {}, std::move(shape), dtype, {std::move(cond), std::move(a), std::move(b)}, std::move(stream));
+  cast(cond, DType::Bool, stream);
+  cast(a, dtype, stream);
+  cast(b, dtype, stream);
+  return node(OpCode::Where, {}, std::move(shape), dtype, inputs_of(std::move(cond), std::move(a), std::move(b)), std::move(stream));
 }
 
 // ---- views and shape ops ----------------------------------------------------------------------
@@ -232,10 +242,10 @@ namespace {
 
 // A view of `a`'s data with a new shape and layout. Views of views point at the root, so a
 // View node's input is always a computed (or uploaded) node.
-NodePtr view(const NodePtr& a, Shape shape, std::vector<int64_t> strides, int64_t offset) {
+NodePtr view(const NodePtr& a, Shape shape, Shape strides, int64_t offset) {
   NodePtr root = a->op == OpCode::View ? a->inputs.front() : a;
   // The view lives on its source's stream: it is ready when the source is.
-  NodePtr v = node(OpCode::View, {}, std::move(shape), a->dtype, {root}, root->stream);
+  NodePtr v = node(OpCode::View, {}, std::move(shape), a->dtype, inputs_of(NodePtr(root)), root->stream);
   v->strides = std::move(strides);
   v->offset = offset;
   return v;
@@ -294,7 +304,7 @@ NodePtr make_transpose(NodePtr a, std::vector<int> axes, bool reverse, StreamPtr
     if (used[ax]) throw_error(LANES_ERR_SHAPE, "transpose: repeated axis in " + axes_str(axes));
     used[ax] = true;
     shape.push_back(a->shape[ax]);
-    strides.push_back(a->strides[ax]);
+    strides.push_back(a->layout()[ax]);
   }
   (void)stream;
   return view(a, std::move(shape), std::move(strides), a->offset);
@@ -307,7 +317,7 @@ NodePtr make_broadcast_to(NodePtr a, Shape shape, StreamPtr stream) {
     throw_error(LANES_ERR_SHAPE, "broadcastTo: cannot broadcast " + shape_str(a->shape) + " to " + shape_str(shape));
   Shape strides(shape.size(), 0);
   size_t off = shape.size() - a->shape.size();
-  for (size_t i = 0; i < a->shape.size(); ++i) strides[off + i] = a->shape[i] == 1 ? 0 : a->strides[i];
+  for (size_t i = 0; i < a->shape.size(); ++i) strides[off + i] = a->shape[i] == 1 ? 0 : a->layout()[i];
   (void)stream;
   return view(a, std::move(shape), std::move(strides), a->offset);
 }
@@ -327,7 +337,7 @@ NodePtr make_expand_dims(NodePtr a, std::vector<int> axes, StreamPtr stream) {
       strides.push_back(0);
     } else {
       shape.push_back(a->shape[src]);
-      strides.push_back(a->strides[src]);
+      strides.push_back(a->layout()[src]);
       ++src;
     }
   }
@@ -353,20 +363,20 @@ NodePtr make_squeeze(NodePtr a, std::vector<int> axes, bool all_unit_axes, Strea
   for (int i = 0; i < ndim; ++i) {
     if (std::find(axes.begin(), axes.end(), i) != axes.end()) continue;
     shape.push_back(a->shape[i]);
-    strides.push_back(a->strides[i]);
+    strides.push_back(a->layout()[i]);
   }
   (void)stream;
   return view(a, std::move(shape), std::move(strides), a->offset);
 }
 
-NodePtr make_slice(NodePtr a, const std::vector<int64_t>& starts, const std::vector<int64_t>& stops,
-                   const std::vector<int64_t>& steps, StreamPtr stream) {
+NodePtr make_slice(NodePtr a, const Shape& starts, const Shape& stops,
+                   const Shape& steps, StreamPtr stream) {
   not_quantized(a, "slice");
   size_t ndim = a->shape.size();
   if (starts.size() > ndim || stops.size() != starts.size() || (!steps.empty() && steps.size() != starts.size()))
     throw_error(LANES_ERR_SHAPE, "slice: starts, stops and steps must have one entry per sliced axis (at most " +
                                      std::to_string(ndim) + ") for " + shape_str(a->shape));
-  Shape shape = a->shape, strides = a->strides;
+  Shape shape = a->shape, strides = a->layout();
   int64_t offset = a->offset;
   for (size_t i = 0; i < starts.size(); ++i) {
     int64_t dim = a->shape[i], step = steps.empty() ? 1 : steps[i];
@@ -381,8 +391,8 @@ NodePtr make_slice(NodePtr a, const std::vector<int64_t>& starts, const std::vec
     int64_t count = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
                              : (start > stop ? (start - stop - step - 1) / -step : 0);
     shape[i] = count;
-    if (count > 0) offset += start * a->strides[i];
-    strides[i] = a->strides[i] * step;
+    if (count > 0) offset += start * strides[i];
+    strides[i] *= step;
   }
   (void)stream;
   return view(a, std::move(shape), std::move(strides), offset);
@@ -408,7 +418,7 @@ NodePtr make_concatenate(std::vector<NodePtr> arrays, int axis, StreamPtr stream
     dtype = promote(dtype, a->dtype);
   }
   checked_numel(shape, "concatenate");
-  for (NodePtr& a : arrays) a = cast(a, dtype, stream);
+  for (NodePtr& a : arrays) cast(a, dtype, stream);
   OpParams p;
   p.axis = ax;
   return node(OpCode::Concatenate, p, std::move(shape), dtype, std::move(arrays), std::move(stream));
@@ -434,7 +444,7 @@ NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream) {
                                      shape_str(a->shape) + " and axis " + std::to_string(axis));
   if (is_floating(indices->dtype))
     throw_error(LANES_ERR_DTYPE, std::string("take: indices must be integers, got ") + dtype_name(indices->dtype));
-  indices = cast(indices, DType::Int32, stream);
+  cast(indices, DType::Int32, stream);
   Shape shape(a->shape.begin(), a->shape.begin() + ax);
   shape.insert(shape.end(), indices->shape.begin(), indices->shape.end());
   shape.insert(shape.end(), a->shape.begin() + ax + 1, a->shape.end());
@@ -442,7 +452,7 @@ NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream) {
   OpParams p;
   p.axis = ax;
   DType dtype = is_quantized(a->dtype) ? DType::Float32 : a->dtype;
-  return node(OpCode::Take, p, std::move(shape), dtype, {std::move(a), std::move(indices)}, std::move(stream));
+  return node(OpCode::Take, p, std::move(shape), dtype, inputs_of(std::move(a), std::move(indices)), std::move(stream));
 }
 
 // ---- fused ops ---------------------------------------------------------------------------------
@@ -491,7 +501,7 @@ NodePtr make_norm(OpCode op, NodePtr x, NodePtr weight, NodePtr bias, double eps
     p.flags |= 2;
   }
   DType dtype = common_floating(inputs);
-  for (NodePtr& n : inputs) n = cast(n, dtype, stream);
+  for (NodePtr& n : inputs) cast(n, dtype, stream);
   Shape shape = x->shape;
   return node(op, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
 }
@@ -531,7 +541,7 @@ NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causa
   p.flags = causal ? 1 : 0;
   std::vector<NodePtr> inputs{q, k, v};
   DType dtype = common_floating(inputs);
-  for (NodePtr& n : inputs) n = cast(n, dtype, stream);
+  for (NodePtr& n : inputs) cast(n, dtype, stream);
   Shape shape{qs[0], qs[1], qs[2], vs[3]};
   return node(OpCode::Attention, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
 }
@@ -551,10 +561,10 @@ NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double sca
   p.scalars[2] = static_cast<double>(offset);
   p.dynamic[2] = static_cast<int8_t>(offset_param);
   p.flags = traditional ? 1 : 0;
-  x = as_floating(x, stream);
+  as_floating(x, stream);
   Shape shape = x->shape;
   DType dtype = x->dtype;
-  return node(OpCode::Rope, p, std::move(shape), dtype, {std::move(x)}, std::move(stream));
+  return node(OpCode::Rope, p, std::move(shape), dtype, inputs_of(std::move(x)), std::move(stream));
 }
 
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream) {
@@ -565,12 +575,12 @@ NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream) {
     throw_error(LANES_ERR_DTYPE, std::string("astype: ") + dtype_name(a->dtype) + " dequantizes to float32 only, not " +
                                      dtype_name(dtype));
   Shape shape = a->shape;
-  return node(OpCode::AsType, {}, std::move(shape), dtype, {std::move(a)}, std::move(stream));
+  return node(OpCode::AsType, {}, std::move(shape), dtype, inputs_of(std::move(a)), std::move(stream));
 }
 
 NodePtr make_download(NodePtr a, std::shared_ptr<void> staging, StreamPtr stream) {
   DType dtype = a->dtype;
-  NodePtr n = node(OpCode::Download, {}, Shape{0}, dtype, {std::move(a)}, std::move(stream));
+  NodePtr n = node(OpCode::Download, {}, Shape{0}, dtype, inputs_of(std::move(a)), std::move(stream));
   n->staging = std::move(staging);
   return n;
 }
@@ -586,7 +596,7 @@ NodePtr make_binary_scalar(int op, NodePtr a, double scalar, bool scalar_first, 
   Rule rule = kBinaryRules[op];
   DType compute = a->dtype;
   if (!is_floating(compute)) compute = integral && rule != Rule::FLOAT ? DType::Int32 : DType::Float32;
-  a = cast(a, compute, stream);
+  cast(a, compute, stream);
   OpParams p;
   p.subop = op;
   p.scalars[0] = scalar;
@@ -594,7 +604,7 @@ NodePtr make_binary_scalar(int op, NodePtr a, double scalar, bool scalar_first, 
   p.flags = scalar_first ? 1 : 0;
   Shape shape = a->shape;
   DType dtype = rule == Rule::COMPARE ? DType::Bool : compute;
-  return node(OpCode::BinaryScalar, p, std::move(shape), dtype, {std::move(a)}, std::move(stream));
+  return node(OpCode::BinaryScalar, p, std::move(shape), dtype, inputs_of(std::move(a)), std::move(stream));
 }
 
 NodePtr make_quantized_matmul(NodePtr x, NodePtr w, StreamPtr stream) {
@@ -605,11 +615,11 @@ NodePtr make_quantized_matmul(NodePtr x, NodePtr w, StreamPtr stream) {
   if (w->shape.size() != 2 || x->shape.empty() || x->shape.back() != w->shape[1])
     throw_error(LANES_ERR_SHAPE, std::string(op) + ": needs x [..., k] and w [n, k], got x " + shape_str(x->shape) + " and w " +
                                      shape_str(w->shape));
-  x = cast(x, DType::Float32, stream);
+  cast(x, DType::Float32, stream);
   if (!x->contiguous()) x = make_astype(x, DType::Float32, stream);
   Shape shape = x->shape;
   shape.back() = w->shape[0];
-  return node(OpCode::QuantizedMatmul, {}, std::move(shape), DType::Float32, {std::move(x), std::move(w)}, std::move(stream));
+  return node(OpCode::QuantizedMatmul, {}, std::move(shape), DType::Float32, inputs_of(std::move(x), std::move(w)), std::move(stream));
 }
 
 NodePtr make_slice_update(NodePtr target, NodePtr update, int axis, int64_t offset, int offset_param, StreamPtr stream) {
@@ -629,14 +639,14 @@ NodePtr make_slice_update(NodePtr target, NodePtr update, int axis, int64_t offs
     throw_error(LANES_ERR_SHAPE, std::string(op) + ": offset " + std::to_string(offset) + " is out of range [0, " +
                                      std::to_string(room) + "] for update " + shape_str(update->shape) + " in " +
                                      shape_str(target->shape));
-  update = cast(update, target->dtype, stream);
+  cast(update, target->dtype, stream);
   OpParams p;
   p.axis = ax;
   p.scalars[0] = static_cast<double>(offset);
   p.dynamic[0] = static_cast<int8_t>(offset_param);
   Shape shape = target->shape;
   DType dtype = target->dtype;
-  return node(OpCode::SliceUpdate, p, std::move(shape), dtype, {std::move(target), std::move(update)}, std::move(stream));
+  return node(OpCode::SliceUpdate, p, std::move(shape), dtype, inputs_of(std::move(target), std::move(update)), std::move(stream));
 }
 
 NodePtr make_placeholder(DType dtype, Shape shape) {

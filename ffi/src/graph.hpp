@@ -27,8 +27,8 @@ NodePtr make_transpose(NodePtr a, std::vector<int> axes, bool reverse, StreamPtr
 NodePtr make_broadcast_to(NodePtr a, Shape shape, StreamPtr stream);
 NodePtr make_expand_dims(NodePtr a, std::vector<int> axes, StreamPtr stream);
 NodePtr make_squeeze(NodePtr a, std::vector<int> axes, bool all_unit_axes, StreamPtr stream);
-NodePtr make_slice(NodePtr a, const std::vector<int64_t>& starts, const std::vector<int64_t>& stops,
-                   const std::vector<int64_t>& steps, StreamPtr stream);
+NodePtr make_slice(NodePtr a, const Shape& starts, const Shape& stops,
+                   const Shape& steps, StreamPtr stream);
 NodePtr make_concatenate(std::vector<NodePtr> arrays, int axis, StreamPtr stream);
 NodePtr make_stack(std::vector<NodePtr> arrays, int axis, StreamPtr stream);
 NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream);

@@ -32,9 +32,10 @@ struct Node {
   const OpParams params;
   const Shape shape;
   const DType dtype;
-  // Layout in the buffer, fixed at construction: computed nodes are contiguous; a View node
-  // reads its one input's buffer (never itself a view) through these strides and offset.
-  std::vector<int64_t> strides = contiguous_strides(shape);
+  // Layout in the buffer, fixed at construction: computed nodes are contiguous (no strides); a
+  // View node reads its one input's buffer (never itself a view) through these strides and
+  // offset.
+  Shape strides;
   int64_t offset = 0;
 
   // Owned by the claiming evaluation; cleared when the node is scheduled.
@@ -52,7 +53,9 @@ struct Node {
   lanes_status error_code = LANES_OK;   // Failed only
 
   size_t nbytes() const { return dtype_bytes(dtype, numel(shape)); }
-  bool contiguous() const { return strides == contiguous_strides(shape); }
+  bool contiguous() const { return strides.empty() || strides == contiguous_strides(shape); }
+  // The element strides this node is read through.
+  Shape layout() const { return strides.empty() ? contiguous_strides(shape) : strides; }
 };
 
 }  // namespace lanes

@@ -1,11 +1,13 @@
 #pragma once
 #include <cstdint>
 #include <string>
-#include <vector>
+
+#include "small_vector.hpp"
 
 namespace lanes {
 
-using Shape = std::vector<int64_t>;
+// Dimensions or element strides (inline up to 8: no allocation for usual shapes).
+using Shape = SmallVector<int64_t, 8>;
 
 // Largest element count we accept; keeps byte sizes far from overflow.
 inline constexpr int64_t kMaxElements = int64_t(1) << 40;
@@ -22,7 +24,7 @@ Shape contiguous_strides(const Shape& s);
 // numpy broadcasting of two shapes; throws a shape error naming `op`.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 // Strides that read `in` (contiguous) as if it had shape `out` (broadcast, zero strides).
-std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
+Shape broadcast_strides(const Shape& in, const Shape& out);
 // Normalizes a possibly negative axis; throws naming `op`.
 int normalize_axis(int axis, int ndim, const char* op);
 

@@ -40,18 +40,18 @@ std::string size_suffix(DType d) { return std::to_string(dtype_size(d)); }
 bool is_contiguous(const TensorArg& a) { return a.strides.empty() || a.strides == contiguous_strides(a.shape); }
 
 // Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
-std::vector<int64_t> read_strides(const TensorArg& a, const Shape& out) {
-  std::vector<int64_t> own = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
-  std::vector<int64_t> st(out.size(), 0);
+Shape read_strides(const TensorArg& a, const Shape& out) {
+  Shape own = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
+  Shape st(out.size(), 0);
   size_t off = out.size() - a.shape.size();
   for (size_t i = 0; i < a.shape.size(); ++i) st[off + i] = a.shape[i] == 1 ? 0 : own[i];
   return st;
 }
 
-Walk collapse(const Shape& shape, const std::vector<std::vector<int64_t>>& strides, const std::vector<int64_t>& offsets) {
+Walk collapse(const Shape& shape, const std::vector<Shape>& strides, const Shape& offsets) {
   size_t k = strides.size();
-  std::vector<int64_t> dims;
-  std::vector<std::vector<int64_t>> st(k);
+  Shape dims;
+  std::vector<Shape> st(k);
   for (size_t d = 0; d < shape.size(); ++d) {
     if (shape[d] == 1) continue;
     bool merge = !dims.empty();
@@ -106,7 +106,7 @@ int group_for(int64_t length, int64_t inner) {
   return length >= 1024 ? 256 : 32;
 }
 
-bool flat_batch_stride(const Shape& batch, const std::vector<int64_t>& strides, int64_t& out) {
+bool flat_batch_stride(const Shape& batch, const Shape& strides, int64_t& out) {
   int64_t stride = 0;
   bool first = true;
   int64_t expect = 0;
@@ -138,7 +138,7 @@ ReduceLayout reduce_layout(const TensorArg& x, const std::vector<int>& axes) {
     return L;
   }
   L.permute = true;
-  std::vector<int64_t> in_strides = read_strides(x, s);
+  Shape in_strides = read_strides(x, s);
   std::vector<int> order;
   for (int d = 0; d < nd; ++d)
     if (!std::binary_search(axes.begin(), axes.end(), d)) order.push_back(d);

@@ -35,7 +35,7 @@ std::string size_suffix(DType d);
 
 bool is_contiguous(const TensorArg& a);
 // Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
-std::vector<int64_t> read_strides(const TensorArg& a, const Shape& out);
+Shape read_strides(const TensorArg& a, const Shape& out);
 
 // A walk over `shape` reading K operands: size-1 dims dropped and dims merged wherever every
 // operand steps through them as one, so most launches index 1-2 dims.
@@ -44,7 +44,7 @@ struct Walk {
   std::vector<KStrides> strides;
   bool contiguous = true;  // every operand reads 0..n-1 from its offset
 };
-Walk collapse(const Shape& shape, const std::vector<std::vector<int64_t>>& strides, const std::vector<int64_t>& offsets);
+Walk collapse(const Shape& shape, const std::vector<Shape>& strides, const Shape& offsets);
 
 // The stored bits of `v` in dtype `d` (the CPU backend's conversion rules), for fills.
 uint32_t storage_bits(DType d, double v);
@@ -53,7 +53,7 @@ uint32_t storage_bits(DType d, double v);
 int group_for(int64_t length, int64_t inner);
 
 // Batch dims of one operand as a single stride, if they collapse to one (or broadcast).
-bool flat_batch_stride(const Shape& batch, const std::vector<int64_t>& strides, int64_t& out);
+bool flat_batch_stride(const Shape& batch, const Shape& strides, int64_t& out);
 
 // Reductions view their input as [outer, reduced, inner]; non-adjacent reduced axes are
 // permuted to the end first (`permuted` then holds the shape and source strides to copy).
@@ -61,7 +61,7 @@ struct ReduceLayout {
   int64_t outer = 1, reduced = 1, inner = 1;
   bool permute = false;
   Shape permuted_shape;
-  std::vector<int64_t> permuted_strides;
+  Shape permuted_strides;
 };
 ReduceLayout reduce_layout(const TensorArg& x, const std::vector<int>& axes);
 
