@@ -9,7 +9,12 @@ export interface Tokenizer {
   /** Text of `ids` (special tokens rendered as their text unless `skipSpecial`). */
   decode(ids: readonly number[], opts?: { skipSpecial?: boolean }): string;
   /** A decoder for streaming: push one id at a time, get the text that is complete so far (never half a UTF-8 character). */
-  streamDecoder(opts?: { skipSpecial?: boolean }): { push(id: number): string; flush(): string };
+  streamDecoder(opts?: { skipSpecial?: boolean }): {
+    /** Adds one id; returns the text it completes (possibly ""). */
+    push(id: number): string;
+    /** The text still held (an incomplete UTF-8 sequence, as U+FFFD), at the end of the stream. */
+    flush(): string;
+  };
   /** Ids that end a generation (EOS, and the chat end token such as <|im_end|>). */
   readonly stopIds: readonly number[];
   readonly vocabSize: number;
