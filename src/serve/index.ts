@@ -12,6 +12,7 @@
  * ```
  * @module
  */
+export type { ChatMessage, TextModel, Tokenizer } from "../models/text.ts";
 export { InProcessEngine, QueueFullError, WorkerEngine, type Engine, type EngineLoad, type Job, type JobResult, type OnToken } from "./engine.ts";
 export { nucleusSize, runGeneration, type FinishReason, type GenerationParams, type GenerationResult } from "./generation.ts";
 export { Metrics } from "./metrics.ts";
