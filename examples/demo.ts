@@ -6,14 +6,14 @@
 //
 //   bun run demo                              the toy chat model (byte tokenizer, seeded weights)
 //   bun run demo --model path/to/model.gguf   a GGUF model
-//   bun run demo --max-tokens 64
+//   bun run demo --max-tokens 64 --chats-per-client 2 --streams 16
 import OpenAI from "openai";
 import { backendName } from "lanes";
 import { loadModel } from "lanes/models";
 import { loadGgufTextModel, serve } from "lanes/serve";
 import { byteTextModel } from "../src/models/toy-text.ts";
 import type { TextModel } from "../src/models/text.ts";
-import { chatTable, runChatRamp, serialAnswers } from "../bench/serve/chat-ramp.ts";
+import { chatLevels, chatTable, runChatRamp, serialAnswers } from "../bench/serve/chat-ramp.ts";
 
 function option(name: string, fallback: string): string {
   const i = process.argv.indexOf(name);
@@ -28,13 +28,16 @@ function demoModel(choice: string): TextModel {
 const t0 = performance.now();
 const choice = option("--model", process.env.LANES_DEMO_MODEL ?? "toy");
 const maxTokens = Number(option("--max-tokens", "64"));
+const perClient = Number(option("--chats-per-client", "2"));
+// As many streams as chats at the top level: every chat runs at once, none waits in the queue.
+const streams = Number(option("--streams", String(Math.max(...chatLevels))));
 const tm = demoModel(choice);
-const service = await serve({ textModels: [tm], port: 0, timeoutMs: 600_000 });
+const service = await serve({ textModels: [tm], port: 0, streams, timeoutMs: 600_000 });
 let ok = false;
 try {
   const expected = await serialAnswers(tm, maxTokens);
   const client = new OpenAI({ baseURL: `${service.url}/v1`, apiKey: "unused", maxRetries: 0 });
-  const rows = await runChatRamp(client, tm.model.name, maxTokens, expected);
+  const rows = await runChatRamp(client, tm.model.name, maxTokens, expected, chatLevels, perClient);
   console.log(`lanes chat ramp — model ${tm.model.name} (${choice}), backend ${backendName()}, ${service.load().size} streams, ${maxTokens}-token answers, streamed`);
   console.log(chatTable(rows));
   for (const r of rows) for (const m of r.errorMessages.slice(0, 3)) console.log(`  error at ${r.concurrency} at once: ${m}`);
