@@ -66,15 +66,16 @@ export interface Service {
 
 const routes: readonly Route[] = [...lanesRoutes, ...openAiRoutes, ...infoRoutes];
 
-type Match = { route: Route } | { route: undefined; error: HttpError };
+// The route for a request, or the error for its method and path (in the style of that path's routes).
+type Match = { route: Route } | { route: undefined; error: HttpError; style: ErrorStyle };
 
 function match(method: string, path: string): Match {
   const onPath = routes.filter((r) => r.path === path);
   const route = onPath.find((r) => r.method === method);
   if (route) return { route };
-  if (onPath.length > 0)
-    return { route: undefined, error: new HttpError(405, `${path} takes ${onPath.map((r) => r.method).join(", ")}`, { headers: { Allow: onPath.map((r) => r.method).join(", ") } }) };
-  return { route: undefined, error: new HttpError(404, `no route ${method} ${path}`, { code: "not_found" }) };
+  if (onPath.length === 0) return { route: undefined, error: new HttpError(404, `no route ${method} ${path}`, { code: "not_found" }), style: "openai" };
+  const allowed = onPath.map((r) => r.method).join(", ");
+  return { route: undefined, error: new HttpError(405, `${path} takes ${allowed}`, { headers: { Allow: allowed } }), style: onPath[0]!.style };
 }
 
 function positive(name: string, value: number | undefined, fallback: number): number {
@@ -134,7 +135,7 @@ export async function serve(opts: ServeOptions): Promise<Service> {
   async function respond(call: Call, found: Match): Promise<Response> {
     if (!found.route?.public && !authorized(call.req))
       return errorResponse("openai", 401, "missing or invalid API key (send Authorization: Bearer <key>)", { code: "invalid_api_key", headers: { "WWW-Authenticate": "Bearer" } });
-    const style: ErrorStyle = found.route?.style ?? "openai";
+    const style = found.route ? found.route.style : found.style;
     if (lifecycle.draining) return errorResponse(style, 503, "shutting down", { code: "shutting_down", headers: { "Retry-After": "1" } });
     if (!found.route) return errorResponse(style, found.error.status, found.error.message, found.error.details);
     try {

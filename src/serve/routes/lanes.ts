@@ -89,7 +89,11 @@ async function generateRoute(call: Call): Promise<Response> {
       })
       .then(
         () => sink.done(),
-        (e) => call.clientGone || sink.send(errorBody("lanes", 0, call.httpError(e).message)),
+        (e) => {
+          if (call.clientGone) return;
+          const error = call.httpError(e);
+          sink.send(errorBody("lanes", error.status, error.message));
+        },
       )
       .finally(() => {
         sink.close();
