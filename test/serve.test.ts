@@ -5,8 +5,8 @@ import * as lx from "../src/index.ts";
 import { generate } from "../src/models/generate.ts";
 import type { Model } from "../src/models/models.ts";
 import { encode } from "../src/models/tokenizer.ts";
-import { defaultModels } from "../src/serve/bench.ts";
-import { runLevel, serialReferences } from "../src/serve/ramp.ts";
+import { defaultModels } from "../src/serve/models.ts";
+import { runLevel, serialReferences } from "../bench/serve/ramp.ts";
 import { type Service, serve } from "../src/serve/server.ts";
 import { serviceUrl } from "./support/service-url.ts";
 

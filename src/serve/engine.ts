@@ -10,19 +10,20 @@ import { existsSync } from "node:fs";
 import { dirname } from "node:path";
 import { libraryPath } from "../native.ts";
 import { newStream, type Stream } from "../stream.ts";
-import { CancelledError, forward, type ForwardSummary, generate, type GenerateResult } from "../models/generate.ts";
-import type { Model } from "../models/models.ts";
+import { CancelledError, forward, type ForwardSummary } from "../models/generate.ts";
+import { architectures, type Model } from "../models/models.ts";
+import { type GenerationParams, type GenerationResult, runGeneration } from "./generation.ts";
 
-/** One unit of model work. */
-export interface Job {
-  model: string;
-  kind: "generate" | "forward";
-  tokens: number[];
-  maxTokens: number;
-  temperature: number;
-  topK: number | undefined;
-  seed: number;
-}
+/** One unit of model work: a generation, or one forward pass summarized by its `topK` logits. */
+export type Job =
+  | { kind: "generate"; model: string; params: GenerationParams }
+  | { kind: "forward"; model: string; tokens: number[]; topK: number };
+
+/** What a job gives back. */
+export type JobResult = GenerationResult | ForwardSummary;
+
+/** Sees each generated token. */
+export type OnToken = (token: number, index: number) => void;
 
 /** Capacity and load, for metrics. */
 export interface EngineLoad {
@@ -35,8 +36,13 @@ export interface EngineLoad {
 export interface Engine {
   /** Streams, busy streams and queued jobs right now. */
   load(): EngineLoad;
+  /**
+   * Throws {@link QueueFullError} unless `jobs` more jobs can run or wait now; {@link Engine.run}
+   * calls made in the same tick are then admitted together.
+   */
+  admit(jobs: number): void;
   /** Runs `job` on a free stream (waiting in the queue for one); `onToken` sees each generated token. */
-  run(job: Job, signal: AbortSignal, onToken?: (token: number, index: number) => void): Promise<GenerateResult | ForwardSummary>;
+  run(job: Job, signal: AbortSignal, onToken?: OnToken): Promise<JobResult>;
   /** Waits for running jobs, then frees streams and Workers. */
   dispose(): Promise<void>;
 }
@@ -50,6 +56,7 @@ export class QueueFullError extends Error {
 export class SlotPool<T> {
   readonly #free: T[];
   readonly #waiting: { resolve: (s: T) => void; reject: (e: Error) => void }[] = [];
+  #idle: (() => void)[] = [];
 
   constructor(
     readonly slots: readonly T[],
@@ -63,11 +70,20 @@ export class SlotPool<T> {
     return { size: this.slots.length, busy: this.slots.length - this.#free.length, queued: this.#waiting.length };
   }
 
+  /** Throws {@link QueueFullError} unless `count` acquires would get a slot or a place in the queue. */
+  admit(count: number): void {
+    if (this.#free.length + this.maxQueue - this.#waiting.length < count) throw this.#full();
+  }
+
+  #full(): QueueFullError {
+    return new QueueFullError(`all ${this.slots.length} streams busy and ${this.maxQueue} requests queued`);
+  }
+
+  /** A free slot now, or once one is released; rejects past the queue or when `signal` aborts. */
   acquire(signal: AbortSignal): Promise<T> {
     const s = this.#free.pop();
     if (s !== undefined) return Promise.resolve(s);
-    if (this.#waiting.length >= this.maxQueue)
-      return Promise.reject(new QueueFullError(`all ${this.slots.length} streams busy and ${this.maxQueue} requests queued`));
+    if (this.#waiting.length >= this.maxQueue) return Promise.reject(this.#full());
     return new Promise<T>((resolve, reject) => {
       const entry = { resolve, reject };
       this.#waiting.push(entry);
@@ -85,10 +101,18 @@ export class SlotPool<T> {
     });
   }
 
+  /** Hands `s` to the next waiter, or frees it. */
   release(s: T): void {
     const next = this.#waiting.shift();
     if (next) next.resolve(s);
     else this.#free.push(s);
+    if (this.#free.length === this.slots.length) for (const resolve of this.#idle.splice(0)) resolve();
+  }
+
+  /** Resolves once every slot is free. */
+  whenIdle(): Promise<void> {
+    if (this.#free.length === this.slots.length) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
   }
 
   /** Rejects everything still waiting. */
@@ -98,12 +122,9 @@ export class SlotPool<T> {
 }
 
 /** Runs one job on `stream` (on the calling thread). */
-export function runJob(model: Model, job: Job, stream: Stream, signal: AbortSignal, onToken?: (t: number, i: number) => void): Promise<GenerateResult | ForwardSummary> {
-  if (job.kind === "forward") return forward(model, job.tokens, stream, job.topK ?? 5);
-  return generate(model, { tokens: job.tokens, maxTokens: job.maxTokens, temperature: job.temperature, topK: job.topK, seed: job.seed }, stream, {
-    signal,
-    onToken,
-  });
+export function runJob(model: Model, job: Job, stream: Stream, signal: AbortSignal, onToken?: OnToken): Promise<JobResult> {
+  if (job.kind === "forward") return forward(model, job.tokens, stream, job.topK);
+  return runGeneration(model, job.params, stream, { signal, onToken });
 }
 
 /** Model work on the calling (HTTP) thread, one stream per job. */
@@ -120,8 +141,12 @@ export class InProcessEngine implements Engine {
   load(): EngineLoad {
     return this.#pool.load();
   }
+  /** {@inheritDoc Engine.admit} */
+  admit(jobs: number): void {
+    this.#pool.admit(jobs);
+  }
   /** {@inheritDoc Engine.run} */
-  async run(job: Job, signal: AbortSignal, onToken?: (t: number, i: number) => void) {
+  async run(job: Job, signal: AbortSignal, onToken?: OnToken): Promise<JobResult> {
     const stream = await this.#pool.acquire(signal);
     try {
       return await runJob(this.models.get(job.model)!, job, stream, signal, onToken);
@@ -129,9 +154,10 @@ export class InProcessEngine implements Engine {
       this.#pool.release(stream);
     }
   }
-  async dispose() {
+  /** {@inheritDoc Engine.dispose} */
+  async dispose(): Promise<void> {
     this.#pool.close();
-    while (this.#pool.load().busy > 0) await Bun.sleep(5);
+    await this.#pool.whenIdle();
     for (const s of this.#pool.slots) s.dispose();
   }
 }
@@ -154,7 +180,7 @@ export type ToWorker =
 export type FromWorker =
   | { type: "ready" }
   | { type: "token"; id: number; token: number; index: number }
-  | { type: "done"; id: number; result: GenerateResult | ForwardSummary }
+  | { type: "done"; id: number; result: JobResult }
   | { type: "error"; id: number; name: string; message: string }
   | { type: "stopped" };
 
@@ -179,7 +205,7 @@ function engineWorkerModule(): string {
 export class WorkerEngine implements Engine {
   readonly #workers: Worker[] = [];
   readonly #pool: SlotPool<Slot>;
-  readonly #pending = new Map<number, { resolve: (r: GenerateResult | ForwardSummary) => void; reject: (e: Error) => void; onToken?: (t: number, i: number) => void }>();
+  readonly #pending = new Map<number, { resolve: (r: JobResult) => void; reject: (e: Error) => void; onToken?: OnToken }>();
   #next = 1;
 
   private constructor(workers: number, streamsPerWorker: number, queue: number) {
@@ -190,6 +216,7 @@ export class WorkerEngine implements Engine {
 
   /** Starts the Workers and hands them the models (by weight id); resolves once all are ready. */
   static async start(models: readonly Model[], workers: number, streams: number, queue: number): Promise<WorkerEngine> {
+    const shared = models.map(shareModel);
     const perWorker = Math.max(1, Math.ceil(streams / workers));
     const engine = new WorkerEngine(workers, perWorker, queue);
     await Promise.all(
@@ -208,7 +235,7 @@ export class WorkerEngine implements Engine {
             }
           };
           worker.onerror = (e) => reject(new Error(`engine worker ${w} failed to start: ${e.message}`));
-          worker.postMessage({ type: "init", models: models.map(shareModel), streams: perWorker } satisfies ToWorker);
+          worker.postMessage({ type: "init", models: shared, streams: perWorker } satisfies ToWorker);
         });
       }),
     );
@@ -230,14 +257,19 @@ export class WorkerEngine implements Engine {
     return this.#pool.load();
   }
 
+  /** {@inheritDoc Engine.admit} */
+  admit(jobs: number): void {
+    this.#pool.admit(jobs);
+  }
+
   /** {@inheritDoc Engine.run} */
-  async run(job: Job, signal: AbortSignal, onToken?: (t: number, i: number) => void) {
+  async run(job: Job, signal: AbortSignal, onToken?: OnToken): Promise<JobResult> {
     const slot = await this.#pool.acquire(signal);
     const id = this.#next++;
     const worker = this.#workers[slot.worker]!;
     const cancel = () => worker.postMessage({ type: "cancel", id } satisfies ToWorker);
     try {
-      return await new Promise<GenerateResult | ForwardSummary>((resolve, reject) => {
+      return await new Promise<JobResult>((resolve, reject) => {
         this.#pending.set(id, { resolve, reject, onToken });
         signal.addEventListener("abort", cancel, { once: true });
         worker.postMessage({ type: "run", id, stream: slot.stream, job } satisfies ToWorker);
@@ -249,9 +281,10 @@ export class WorkerEngine implements Engine {
     }
   }
 
-  async dispose() {
+  /** {@inheritDoc Engine.dispose} */
+  async dispose(): Promise<void> {
     this.#pool.close();
-    while (this.#pool.load().busy > 0) await Bun.sleep(5);
+    await this.#pool.whenIdle();
     await Promise.all(
       this.#workers.map(
         (w) =>
@@ -267,7 +300,12 @@ export class WorkerEngine implements Engine {
   }
 }
 
-/** The weight ids of a loaded model, for Workers to adopt. */
+/**
+ * The weight ids of a loaded model, for Workers to adopt. Only the architectures of
+ * `models.ts` can be rebuilt from their weights alone; another model is refused by name.
+ */
 export function shareModel(model: Model): SharedModel {
+  if (!Object.hasOwn(architectures, model.architecture))
+    throw new TypeError(`model "${model.name}" (architecture "${model.architecture}") cannot be rebuilt in an engine Worker: serve it with workers: 0 (--workers 0)`);
   return { name: model.name, architecture: model.architecture, weights: Object.fromEntries([...model.weights].map(([k, a]) => [k, a.id])) };
 }

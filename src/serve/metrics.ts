@@ -4,32 +4,61 @@
  */
 import { stats } from "../stats.ts";
 
-const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const secondsBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+class Histogram {
+  readonly #counts = new Array<number>(secondsBuckets.length + 1).fill(0);
+  #sum = 0;
+  #count = 0;
+
+  add(seconds: number): void {
+    let i = secondsBuckets.findIndex((b) => seconds <= b);
+    if (i < 0) i = secondsBuckets.length;
+    this.#counts[i]!++;
+    this.#sum += seconds;
+    this.#count++;
+  }
+
+  render(name: string, help: string): string[] {
+    const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} histogram`];
+    let cumulative = 0;
+    secondsBuckets.forEach((b, i) => lines.push(`${name}_bucket{le="${b}"} ${(cumulative += this.#counts[i]!)}`));
+    lines.push(`${name}_bucket{le="+Inf"} ${this.#count}`, `${name}_sum ${this.#sum}`, `${name}_count ${this.#count}`);
+    return lines;
+  }
+}
 
 /** Counters and gauges of a running service. */
 export class Metrics {
   readonly #requests = new Map<string, number>();
-  readonly #buckets = new Array<number>(latencyBuckets.length + 1).fill(0);
-  #latencySum = 0;
-  #latencyCount = 0;
+  readonly #latency = new Histogram();
+  readonly #firstToken = new Histogram();
   #tokens = 0;
+  #promptTokens = 0;
   readonly #started = performance.now();
+  /** Requests being served (a streamed response until its stream ends). */
   inFlight = 0;
 
-  /** Counts a finished request. */
+  /** Counts a finished request; `endpoint` is a route's path, or "unmatched". */
   request(endpoint: string, status: number, seconds: number): void {
     const key = `endpoint="${endpoint}",status="${status}"`;
     this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
-    let i = latencyBuckets.findIndex((b) => seconds <= b);
-    if (i < 0) i = latencyBuckets.length;
-    this.#buckets[i]!++;
-    this.#latencySum += seconds;
-    this.#latencyCount++;
+    this.#latency.add(seconds);
   }
 
   /** Counts generated tokens. */
   tokens(n: number): void {
     this.#tokens += n;
+  }
+
+  /** Counts prompt tokens of the OpenAI endpoints. */
+  promptTokens(n: number): void {
+    this.#promptTokens += n;
+  }
+
+  /** Records the time from a request's start to its first generated token. */
+  firstToken(seconds: number): void {
+    this.#firstToken.add(seconds);
   }
 
   /** Total requests with `status` (all endpoints). */
@@ -49,17 +78,14 @@ export class Metrics {
       for (const [labels, v] of samples) lines.push(`${name}${labels ? `{${labels}}` : ""} ${v}`);
     };
     metric("lanes_requests_total", "counter", "Finished requests by endpoint and status.", [...this.#requests]);
-    let cumulative = 0;
-    const buckets: [string, number][] = latencyBuckets.map((b, i) => [`le="${b}"`, (cumulative += this.#buckets[i]!)]);
-    buckets.push([`le="+Inf"`, this.#latencyCount]);
-    lines.push("# HELP lanes_request_seconds Request latency.", "# TYPE lanes_request_seconds histogram");
-    for (const [l, v] of buckets) lines.push(`lanes_request_seconds_bucket{${l}} ${v}`);
-    lines.push(`lanes_request_seconds_sum ${this.#latencySum}`, `lanes_request_seconds_count ${this.#latencyCount}`);
+    lines.push(...this.#latency.render("lanes_request_seconds", "Request latency (a streamed response: until its headers)."));
+    lines.push(...this.#firstToken.render("lanes_time_to_first_token_seconds", "Time from an OpenAI request's start to its first generated token."));
     metric("lanes_requests_in_flight", "gauge", "Requests being served.", [["", this.inFlight]]);
     metric("lanes_stream_pool_size", "gauge", "Streams in the pool.", [["", pool.size]]);
     metric("lanes_stream_pool_busy", "gauge", "Streams serving a request.", [["", pool.busy]]);
     metric("lanes_queue_depth", "gauge", "Requests waiting for a stream.", [["", pool.queued]]);
     metric("lanes_generated_tokens_total", "counter", "Tokens generated.", [["", this.#tokens]]);
+    metric("lanes_prompt_tokens_total", "counter", "Prompt tokens of the OpenAI endpoints.", [["", this.#promptTokens]]);
     metric("lanes_tokens_per_second", "gauge", "Tokens generated per second since start.", [["", uptime > 0 ? this.#tokens / uptime : 0]]);
     metric("lanes_memory_active_bytes", "gauge", "Device memory held by arrays.", [["", s.activeBytes]]);
     metric("lanes_memory_cached_bytes", "gauge", "Device memory cached for reuse.", [["", s.cachedBytes]]);

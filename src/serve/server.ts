@@ -1,21 +1,32 @@
 /**
- * The inference service on Bun.serve: every request runs on a stream of its own from a pool,
- * overflow waits in a bounded queue (429 with Retry-After past it), each request has a
- * timeout, a client that disconnects cancels its work at the next step, and bad input gets a
- * 400 with a JSON error before anything reaches the native core.
+ * The inference service on Bun.serve: a table of routes (lanes' own endpoints, the
+ * OpenAI-compatible ones, models/health/metrics) behind one front door that checks the API key,
+ * refuses requests while draining, counts requests in flight and turns failures into error JSON.
+ * Every request runs on a stream of its own from a pool; overflow waits in a bounded queue (429
+ * past it), each request has a timeout, and a client that disconnects cancels its work.
  * @module
  */
 import { backendName } from "../native.ts";
 import { clearCache } from "../stats.ts";
-import { CancelledError, type ForwardSummary, type GenerateResult } from "../models/generate.ts";
 import type { Model } from "../models/models.ts";
-import { decode, encode } from "../models/tokenizer.ts";
-import { type Engine, type EngineLoad, InProcessEngine, type Job, QueueFullError, WorkerEngine } from "./engine.ts";
+import type { TextModel } from "../models/text.ts";
+import { bearerCheck } from "./auth.ts";
+import { Call, type Limits, type ServiceContext } from "./call.ts";
+import { type Engine, type EngineLoad, InProcessEngine, WorkerEngine } from "./engine.ts";
+import { errorResponse, type ErrorStyle, HttpError } from "./http.ts";
+import { Lifecycle } from "./lifecycle.ts";
 import { Metrics } from "./metrics.ts";
+import { infoRoutes } from "./routes/info.ts";
+import { lanesRoutes } from "./routes/lanes.ts";
+import { openAiRoutes } from "./routes/openai.ts";
+import type { Route } from "./routes/route.ts";
 
 /** Service options. */
 export interface ServeOptions {
-  models: Model[];
+  /** Models of lanes' own endpoints (`/v1/generate`, `/v1/forward`). */
+  models?: Model[];
+  /** Models of the OpenAI endpoints, named by their model's name. */
+  textModels?: TextModel[];
   /** 0 picks a free port. */
   port?: number;
   hostname?: string;
@@ -31,8 +42,16 @@ export interface ServeOptions {
   queue?: number;
   /** Per-request timeout (default 30 s). */
   timeoutMs?: number;
-  /** Longest generation a request may ask for (default 256). */
+  /** Longest generation a request may ask for (default 1024). */
   maxTokens?: number;
+  /** Longest prompt, in tokens (default: the model's context less one). */
+  maxPromptTokens?: number;
+  /** Most choices (`n`) per OpenAI request (default 8). */
+  maxN?: number;
+  /** Largest request body in bytes (default 1 MiB). */
+  maxBodyBytes?: number;
+  /** When set, every endpoint but `/healthz` needs `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
 }
 
 /** A running service. */
@@ -45,169 +64,86 @@ export interface Service {
   shutdown(): Promise<void>;
 }
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
+const routes: readonly Route[] = [...lanesRoutes, ...openAiRoutes, ...infoRoutes];
+
+// The route for a request, or the error for its method and path (in the style of that path's routes).
+type Match = { route: Route } | { route: undefined; error: HttpError; style: ErrorStyle };
+
+function match(method: string, path: string): Match {
+  const onPath = routes.filter((r) => r.path === path);
+  const route = onPath.find((r) => r.method === method);
+  if (route) return { route };
+  if (onPath.length === 0) return { route: undefined, error: new HttpError(404, `no route ${method} ${path}`, { code: "not_found" }), style: "openai" };
+  const allowed = onPath.map((r) => r.method).join(", ");
+  return { route: undefined, error: new HttpError(405, `${path} takes ${allowed}`, { headers: { Allow: allowed } }), style: onPath[0]!.style };
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+function limitsOf(opts: ServeOptions): Limits {
+  return {
+    maxTokens: positive("maxTokens", opts.maxTokens, 1024),
+    maxPromptTokens: opts.maxPromptTokens === undefined ? undefined : positive("maxPromptTokens", opts.maxPromptTokens, 1),
+    maxN: positive("maxN", opts.maxN, 8),
+    maxBodyBytes: positive("maxBodyBytes", opts.maxBodyBytes, 1 << 20),
+  };
+}
+
+// The models the engine runs: those of both kinds of endpoint, one per name.
+function engineModels(models: readonly Model[], textModels: readonly TextModel[]): Map<string, Model> {
+  const byName = new Map<string, Model>();
+  for (const m of [...models, ...textModels.map((t) => t.model)]) {
+    const known = byName.get(m.name);
+    if (known && known !== m) throw new TypeError(`two different models are named "${m.name}"`);
+    byName.set(m.name, m);
   }
+  return byName;
 }
 
-/** A validated generate/forward request. */
-export interface ParsedRequest {
-  model: Model;
-  tokens: number[];
-  maxTokens: number;
-  temperature: number;
-  topK: number | undefined;
-  seed: number;
-  stream: boolean;
-}
-
-function isInt(v: unknown): v is number {
-  return typeof v === "number" && Number.isSafeInteger(v);
-}
-
-/** Checks a request body; throws a 400 naming the first problem. */
-export function parseRequest(body: unknown, models: Map<string, Model>, maxTokensLimit: number, forForward: boolean): ParsedRequest {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new HttpError(400, "body must be a JSON object");
-  const b = body as Record<string, unknown>;
-  if (typeof b.model !== "string") throw new HttpError(400, `"model" must be a string (one of: ${[...models.keys()].join(", ")})`);
-  const model = models.get(b.model);
-  if (!model) throw new HttpError(400, `unknown model "${b.model}" (have: ${[...models.keys()].join(", ")})`);
-  let tokens: number[];
-  if (b.prompt_tokens !== undefined) {
-    if (b.prompt !== undefined) throw new HttpError(400, `give "prompt" or "prompt_tokens", not both`);
-    if (!Array.isArray(b.prompt_tokens) || b.prompt_tokens.length === 0)
-      throw new HttpError(400, `"prompt_tokens" must be a non-empty array of token ids`);
-    if (!b.prompt_tokens.every((t) => isInt(t) && t >= 0 && t < model.vocab))
-      throw new HttpError(400, `"prompt_tokens" must hold integers in [0, ${model.vocab})`);
-    tokens = b.prompt_tokens as number[];
-  } else if (typeof b.prompt === "string" && b.prompt.length > 0) {
-    if (b.prompt.length > model.maxSeq * 4) throw new HttpError(400, `"prompt" is too long`);
-    tokens = encode(b.prompt);
-  } else {
-    throw new HttpError(400, `give "prompt" (a non-empty string) or "prompt_tokens"`);
-  }
-  const maxTokens = b.max_tokens ?? (forForward ? 1 : 16);
-  if (!isInt(maxTokens) || maxTokens < 1 || maxTokens > maxTokensLimit)
-    throw new HttpError(400, `"max_tokens" must be an integer in [1, ${maxTokensLimit}]`);
-  if (tokens.length + (model.kind === "decoder" && !forForward ? maxTokens : 0) > model.maxSeq)
-    throw new HttpError(400, `prompt (${tokens.length} tokens) plus max_tokens exceeds the model's ${model.maxSeq}`);
-  const temperature = b.temperature ?? 0;
-  if (typeof temperature !== "number" || !Number.isFinite(temperature) || temperature < 0 || temperature > 5)
-    throw new HttpError(400, `"temperature" must be a number in [0, 5]`);
-  const topK = b.top_k;
-  if (topK !== undefined && (!isInt(topK) || topK < 1)) throw new HttpError(400, `"top_k" must be a positive integer`);
-  const seed = b.seed ?? 0;
-  if (!isInt(seed) || seed < 0 || seed > 0xffffffff) throw new HttpError(400, `"seed" must be an integer in [0, 2^32)`);
-  if (b.stream !== undefined && typeof b.stream !== "boolean") throw new HttpError(400, `"stream" must be a boolean`);
-  return { model, tokens, maxTokens, temperature, topK: topK as number | undefined, seed, stream: b.stream === true };
-}
-
-const json = (value: unknown, status = 200, headers: Record<string, string> = {}) =>
-  new Response(JSON.stringify(value), { status, headers: { "content-type": "application/json", ...headers } });
-
-/** Starts the service (and its engine Workers). */
-export async function serve(opts: ServeOptions): Promise<Service> {
-  const models = new Map(opts.models.map((m) => [m.name, m]));
-  const metrics = new Metrics();
-  const gpu = backendName() !== "cpu";
+async function startEngine(models: Map<string, Model>, opts: ServeOptions, gpu: boolean): Promise<{ engine: Engine; workers: number }> {
   const streams = opts.streams ?? (gpu ? 16 : 4);
   const queue = opts.queue ?? 64;
   const workers = opts.workers ?? (process.env.LANES_SERVE_WORKERS ? Number(process.env.LANES_SERVE_WORKERS) : gpu ? 4 : 2);
-  const engine: Engine = workers > 0 ? await WorkerEngine.start(opts.models, workers, streams, queue) : new InProcessEngine(models, streams, queue);
-  const timeoutMs = opts.timeoutMs ?? 30_000;
-  const maxTokens = opts.maxTokens ?? 256;
-  let draining = false;
+  const engine = workers > 0 ? await WorkerEngine.start([...models.values()], workers, streams, queue) : new InProcessEngine(models, streams, queue);
+  return { engine, workers };
+}
 
-  async function readBody(req: Request): Promise<unknown> {
-    const text = await req.text();
-    if (text.length > 1 << 20) throw new HttpError(413, "body larger than 1 MiB");
+/** Starts the service (and its engine Workers). */
+export async function serve(opts: ServeOptions): Promise<Service> {
+  const limits = limitsOf(opts);
+  const authorized = opts.apiKey === undefined ? () => true : bearerCheck(opts.apiKey);
+  const models = opts.models ?? [];
+  const textModels = opts.textModels ?? [];
+  const { engine, workers } = await startEngine(engineModels(models, textModels), opts, backendName() !== "cpu");
+  const metrics = new Metrics();
+  const lifecycle = new Lifecycle((n) => (metrics.inFlight = n));
+  const ctx: ServiceContext = {
+    engine,
+    metrics,
+    models: new Map(models.map((m) => [m.name, m])),
+    textModels: new Map(textModels.map((t) => [t.model.name, t])),
+    limits,
+    timeoutMs: opts.timeoutMs ?? 30_000,
+    workers,
+    startedAt: Math.floor(Date.now() / 1000),
+  };
+
+  async function respond(call: Call, found: Match): Promise<Response> {
+    if (!found.route?.public && !authorized(call.req))
+      return errorResponse("openai", 401, "missing or invalid API key (send Authorization: Bearer <key>)", { code: "invalid_api_key", headers: { "WWW-Authenticate": "Bearer" } });
+    const style = found.route ? found.route.style : found.style;
+    if (lifecycle.draining) return errorResponse(style, 503, "shutting down", { code: "shutting_down", headers: { "Retry-After": "1" } });
+    if (!found.route) return errorResponse(style, found.error.status, found.error.message, found.error.details);
     try {
-      return JSON.parse(text);
-    } catch {
-      throw new HttpError(400, "body is not valid JSON");
+      return await found.route.handle(call);
+    } catch (e) {
+      const error = call.httpError(e);
+      return errorResponse(style, error.status, error.message, error.details);
     }
-  }
-
-  // Runs the job; its signal aborts on client disconnect or timeout.
-  function run(req: Request, p: ParsedRequest, kind: Job["kind"], onToken?: (t: number, i: number) => void) {
-    const signal = AbortSignal.any([req.signal, AbortSignal.timeout(timeoutMs)]);
-    const job: Job = { model: p.model.name, kind, tokens: p.tokens, maxTokens: p.maxTokens, temperature: p.temperature, topK: p.topK, seed: p.seed };
-    return engine.run(job, signal, onToken);
-  }
-
-  function failure(e: unknown, req: Request): Response {
-    if (e instanceof HttpError) return json({ error: e.message }, e.status, e.headers);
-    if (e instanceof QueueFullError) return json({ error: e.message }, 429, { "Retry-After": "1" });
-    if (e instanceof CancelledError) {
-      if (req.signal.aborted) return json({ error: "client went away" }, 499);
-      return json({ error: `timed out after ${timeoutMs} ms` }, 504);
-    }
-    return json({ error: `${(e as Error).name}: ${(e as Error).message}` }, 500);
-  }
-
-  async function handleGenerate(req: Request): Promise<Response> {
-    const p = parseRequest(await readBody(req), models, maxTokens, false);
-    if (p.stream) return generateStream(req, p);
-    const r = (await run(req, p, "generate")) as GenerateResult;
-    metrics.tokens(r.tokens.length);
-    return json({ model: p.model.name, tokens: r.tokens, text: decode(r.tokens), checksums: r.checksums, usage: { prompt_tokens: p.tokens.length, completion_tokens: r.tokens.length } });
-  }
-
-  function generateStream(req: Request, p: ParsedRequest): Response {
-    const enc = new TextEncoder();
-    const body = new ReadableStream<Uint8Array>({
-      start: async (controller) => {
-        let open = true;
-        const send = (v: unknown) => {
-          if (!open) return;
-          try {
-            controller.enqueue(enc.encode(`data: ${JSON.stringify(v)}\n\n`));
-          } catch {
-            open = false;  // the client went away; the job is cancelled through its signal
-          }
-        };
-        try {
-          await run(req, p, "generate", (token, index) => {
-            metrics.tokens(1);
-            send({ index, token, text: decode([token]) });
-          });
-          if (open) controller.enqueue(enc.encode("data: [DONE]\n\n"));
-        } catch (e) {
-          if (!req.signal.aborted) send({ error: (e as Error).message });
-        } finally {
-          try {
-            controller.close();
-          } catch {
-            // The client is gone.
-          }
-        }
-      },
-    });
-    return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
-  }
-
-  async function handleForward(req: Request): Promise<Response> {
-    const p = parseRequest(await readBody(req), models, maxTokens, true);
-    p.topK ??= 5;
-    const r = (await run(req, p, "forward")) as ForwardSummary;
-    return json({ model: p.model.name, top_k: r.top, checksum: r.checksum });
-  }
-
-  async function route(req: Request, path: string): Promise<Response> {
-    if (draining) return json({ error: "shutting down" }, 503, { "Retry-After": "1" });
-    if (req.method === "POST" && path === "/v1/generate") return handleGenerate(req);
-    if (req.method === "POST" && path === "/v1/forward") return handleForward(req);
-    if (req.method === "GET" && path === "/v1/models")
-      return json({ models: [...models.values()].map((m) => ({ name: m.name, kind: m.kind, vocab: m.vocab, max_seq: m.maxSeq })) });
-    if (req.method === "GET" && path === "/healthz")
-      return json({ ok: true, pid: process.pid, backend: backendName(), streams: engine.load().size, workers });
-    if (req.method === "GET" && path === "/metrics") return new Response(metrics.render(engine.load()), { headers: { "content-type": "text/plain; version=0.0.4" } });
-    return json({ error: `no route ${req.method} ${path}` }, 404);
   }
 
   const server = Bun.serve({
@@ -215,18 +151,15 @@ export async function serve(opts: ServeOptions): Promise<Service> {
     hostname: opts.hostname ?? "127.0.0.1",
     idleTimeout: 0,
     fetch: async (req) => {
-      const path = new URL(req.url).pathname;
       const t0 = performance.now();
-      metrics.inFlight++;
-      let res: Response;
-      try {
-        res = await route(req, path);
-      } catch (e) {
-        res = failure(e, req);
-      } finally {
-        metrics.inFlight--;
-      }
-      metrics.request(path, res.status, (performance.now() - t0) / 1000);
+      const path = new URL(req.url).pathname;
+      const found = match(req.method, path);
+      const end = lifecycle.enter();
+      const call = new Call(req, ctx, end);
+      const res = await respond(call, found);
+      if (!call.detached) end();
+      // Labelled by route, never by the raw path: what a client sends stays out of the metrics.
+      metrics.request(found.route?.path ?? "unmatched", res.status, (performance.now() - t0) / 1000);
       return res;
     },
   });
@@ -236,9 +169,9 @@ export async function serve(opts: ServeOptions): Promise<Service> {
     metrics,
     load: () => engine.load(),
     async shutdown() {
-      draining = true;
-      server.stop(false);
-      while (metrics.inFlight > 0 || engine.load().busy > 0) await Bun.sleep(10);
+      const drained = lifecycle.drain();
+      void server.stop(false);
+      await drained;
       await engine.dispose();
       clearCache();
     },

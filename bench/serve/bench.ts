@@ -1,16 +1,19 @@
 /**
- * `lanes bench-serve`: starts the service in-process with the three default models, runs the
+ * The service benchmark: starts the service in-process with the three default models, runs the
  * ramp with every response checked against a serial run, repeats it in a child process with
  * the global-lock mode for comparison, and optionally the torture run.
+ *
+ *   bun run bench-serve                       (= bun bench/serve/bench.ts --torture)
+ *   bun bench/serve/bench.ts [--torture] [--no-global] [--json] [--streams N] [--workers N]
  * @module
  */
 import { spawnSync } from "node:child_process";
-import { backendName } from "../native.ts";
-import { stats } from "../stats.ts";
-import type { Model } from "../models/models.ts";
-import { loadModel } from "../models/weights.ts";
+import { backendName } from "../../src/native.ts";
+import { stats } from "../../src/stats.ts";
+import type { Model } from "../../src/models/models.ts";
+import { defaultModels } from "../../src/serve/models.ts";
+import { serve } from "../../src/serve/server.ts";
 import { type LevelResult, rampLevels, rampTable, runRamp, runTorture, serialReferences } from "./ramp.ts";
-import { serve } from "./server.ts";
 
 /** Options of {@link benchServe}. */
 export interface BenchServeOptions {
@@ -24,11 +27,6 @@ export interface BenchServeOptions {
   streams?: number;
   /** Engine Workers (see ServeOptions.workers). */
   workers?: number;
-}
-
-/** The three default models. */
-export function defaultModels(): Model[] {
-  return [loadModel("transformer"), loadModel("hybrid"), loadModel("mlp")];
 }
 
 /** Runs the benchmark; returns true when every check passed. */
@@ -47,7 +45,7 @@ export async function benchServe(opts: BenchServeOptions = {}): Promise<boolean>
     }
     let global: LevelResult[] | undefined;
     if (opts.compareGlobal) {
-      const args = [import.meta.dir + "/../cli.ts", "bench-serve", "--json"];
+      const args = [import.meta.path, "--json"];
       if (opts.streams !== undefined) args.push("--streams", String(opts.streams));
       if (opts.workers !== undefined) args.push("--workers", String(opts.workers));
       const child = spawnSync(process.execPath, args, {
@@ -105,4 +103,24 @@ async function torture(url: string, models: Map<string, Model>, idle: () => bool
   console.log(`  still up: ${health.status === 200}, same pid: ${pidAfter === pidBefore} (${pidAfter})`);
   console.log(`  lanes memory: active ${before.activeBytes} → ${after.activeBytes} bytes, live arrays ${before.liveArrays} → ${after.liveArrays}; RSS ${(rssBefore / 2 ** 20).toFixed(0)} → ${(rssAfter / 2 ** 20).toFixed(0)} MiB`);
   return r.mismatches === 0 && r.unexpected.length === 0 && health.status === 200 && pidAfter === pidBefore && memoryBack;
+}
+
+function numberFlag(args: string[], name: string): number | undefined {
+  const i = args.indexOf(name);
+  if (i < 0) return undefined;
+  const n = Number(args[i + 1]);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${name} takes a non-negative integer, got "${args[i + 1]}"`);
+  return n;
+}
+
+if (import.meta.main) {
+  const args = process.argv.slice(2);
+  const ok = await benchServe({
+    compareGlobal: !args.includes("--no-global") && !args.includes("--json"),
+    torture: args.includes("--torture"),
+    json: args.includes("--json"),
+    streams: numberFlag(args, "--streams"),
+    workers: numberFlag(args, "--workers"),
+  });
+  process.exit(ok ? 0 : 1);
 }

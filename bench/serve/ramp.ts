@@ -5,10 +5,10 @@
  * generations, random disconnects and bad requests at 12, 16 and 20 concurrent.
  * @module
  */
-import { defaultStream } from "../stream.ts";
-import { forward, generate } from "../models/generate.ts";
-import type { Model } from "../models/models.ts";
-import { encode } from "../models/tokenizer.ts";
+import { defaultStream } from "../../src/stream.ts";
+import { forward, generate } from "../../src/models/generate.ts";
+import type { Model } from "../../src/models/models.ts";
+import { encode } from "../../src/models/tokenizer.ts";
 
 /** One request of the mix. `key` names its serial reference. */
 export interface RampRequest {
