@@ -101,11 +101,15 @@ describe("capacity, timeouts and cancellation", () => {
   test("past the queue, requests get 429 with Retry-After; queued ones still complete", async () => {
     const tiny = await serve({ models, port: 0, streams: 1, queue: 1, workers: 0 });
     try {
-      const body = { model: "transformer", prompt: "busy", max_tokens: 40 };
+      const body = { model: "transformer", prompt: "busy", max_tokens: 250 };
+      // Each step waits for the engine to reach the state it needs, whatever the decode speed.
+      const reached = async (busy: number, queued: number) => {
+        while (tiny.load().busy !== busy || tiny.load().queued !== queued) await Bun.sleep(1);
+      };
       const first = post(tiny.url + "/v1/generate", body);
-      await Bun.sleep(20);
+      await reached(1, 0);
       const second = post(tiny.url + "/v1/generate", body);
-      await Bun.sleep(20);
+      await reached(1, 1);
       const third = await post(tiny.url + "/v1/generate", body);
       expect(third.status).toBe(429);
       expect(third.headers.get("retry-after")).toBe("1");
