@@ -13,6 +13,7 @@ const core_sources = [_][]const u8{
     "ffi/src/graph.cpp",
     "ffi/src/lock_order.cpp",
     "ffi/src/op_names.cpp",
+    "ffi/src/plan.cpp",
     "ffi/src/runtime.cpp",
     "ffi/src/shape.cpp",
     "ffi/src/status.cpp",

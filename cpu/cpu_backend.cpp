@@ -44,9 +44,24 @@ class CpuFence final : public Fence {
   std::condition_variable reached_;
 };
 
+// A compiled plan's commands; a replay copies them with its scalars filled in.
+class CpuPlanInstance final : public PlanInstance {
+ public:
+  explicit CpuPlanInstance(std::vector<Command> commands) : commands(std::move(commands)) {}
+  const std::vector<Command> commands;
+};
+
 class CpuCommandBuffer final : public CommandBuffer {
  public:
   void encode(const Command& command, std::unique_ptr<Prepared>) override { items_.push_back(Item{command, nullptr, 0}); }
+  void encode_plan(PlanInstance& instance, const double* scalars, int count) override {
+    for (const Command& c : static_cast<CpuPlanInstance&>(instance).commands) {
+      items_.push_back(Item{c, nullptr, 0});
+      OpParams& p = items_.back().command.params;
+      for (int i = 0; i < 3; ++i)
+        if (p.dynamic[i] >= 0 && p.dynamic[i] < count) p.scalars[i] = scalars[p.dynamic[i]];
+    }
+  }
   void encode_wait(Fence& other, uint64_t value) override {
     items_.push_back(Item{Command{}, static_cast<CpuFence*>(&other), value});
   }
@@ -162,6 +177,9 @@ class CpuBackend final : public Backend {
     return std::shared_ptr<void>(std::malloc(bytes), std::free);
   }
   static constexpr size_t kStagedReadBytes = size_t(64) << 10;
+  std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, int, Scratch&) override {
+    return std::make_unique<CpuPlanInstance>(std::move(commands));
+  }
   std::unique_ptr<Queue> new_queue(int) override { return std::make_unique<CpuQueue>(); }
 };
 

@@ -964,6 +964,7 @@ void run_kernel(const Command& c) {
     case OpCode::FromData:
     case OpCode::View:
     case OpCode::Placeholder:
+    case OpCode::PlanOutput:
     case OpCode::QuantizedMatmul: break;
   }
   throw_error(LANES_ERR_INTERNAL, std::string("cpu backend: no kernel for ") + op_name(c.op, c.params.subop));

@@ -17,6 +17,7 @@
 
 #include "../ffi/src/backend.hpp"
 #include "../ffi/src/config.hpp"
+#include "../ffi/src/shape.hpp"
 #include "../ffi/src/status.hpp"
 #include "device.hpp"
 #include "staging.hpp"
@@ -56,9 +57,87 @@ class CudaFence final : public Fence {
   CUdeviceptr address_ = 0;
 };
 
+// A compiled plan on one device: its commands translated once (scalar parameters read from a
+// device block), captured into a CUDA graph and instantiated. A replay writes the block from
+// the stream (so it is ordered after the previous replay's reads) and launches the graph.
+class CudaPlanInstance final : public PlanInstance {
+ public:
+  CudaPlanInstance(const Device& device, ErrorWords& words, std::vector<Command> commands, Scratch& scratch)
+      : device_(device), words_(words) {
+    const Driver& d = driver();
+    device_.make_current();
+    params_ = reinterpret_cast<CUdeviceptr>(scratch.allocate(8 * kMaxPlanScalars));
+    for (const Command& c : commands) {
+      prepared_.push_back(std::make_unique<CudaPrepared>(words_));
+      LaunchContext ctx{device_, words_, scratch, *prepared_.back(), params_};
+      translate(c, ctx);
+    }
+    CUstream capture = nullptr;
+    check(d.cuStreamCreate(&capture, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    CUgraph graph = nullptr;
+    std::optional<std::string> error;
+    CUresult r = d.cuStreamBeginCapture(capture, CU_STREAM_CAPTURE_MODE_RELAXED);
+    if (r != CUDA_SUCCESS) error = "cuStreamBeginCapture: " + error_text(r);
+    for (const auto& p : prepared_)
+      for (const StreamOp& op : p->ops)
+        if (!error) error = op.issue(capture);
+    if (r == CUDA_SUCCESS) {
+      CUresult end = d.cuStreamEndCapture(capture, &graph);
+      if (end != CUDA_SUCCESS && !error) error = "cuStreamEndCapture: " + error_text(end);
+    }
+    if (!error && graph) {
+      CUresult inst = d.cuGraphInstantiateWithFlags(&exec_, graph, 0);
+      if (inst != CUDA_SUCCESS) error = "cuGraphInstantiate: " + error_text(inst);
+    }
+    if (graph) d.cuGraphDestroy(graph);
+    d.cuStreamDestroy(capture);
+    if (error) throw_error(LANES_ERR_DEVICE, "compiling a plan for " + device_.name + ": " + *error);
+  }
+  ~CudaPlanInstance() override {
+    if (exec_) {
+      device_.make_current();
+      driver().cuGraphExecDestroy(exec_);
+    }
+  }
+
+  // Issued under the stream's op lock: the scalars, the take kernels' error words, the graph.
+  std::optional<std::string> issue(CUstream stream, const double* scalars, int count) const {
+    const Driver& d = driver();
+    device_.make_current();
+    for (int i = 0; i < count; ++i) {
+      uint64_t bits;
+      std::memcpy(&bits, &scalars[i], 8);
+      if (CUresult r = d.cuStreamWriteValue64(stream, params_ + 8 * static_cast<CUdeviceptr>(i), bits, 0); r != CUDA_SUCCESS)
+        return "writing a plan's scalars: " + error_text(r);
+    }
+    for (const auto& p : prepared_)
+      for (const TakeCheck& t : p->take_checks)
+        if (CUresult r = d.cuStreamWriteValue64(stream, t.word.device, 0, 0); r != CUDA_SUCCESS)
+          return "clearing a take check: " + error_text(r);
+    if (CUresult r = d.cuGraphLaunch(exec_, stream); r != CUDA_SUCCESS) return "cuGraphLaunch: " + error_text(r);
+    return std::nullopt;
+  }
+
+  const std::vector<std::unique_ptr<CudaPrepared>>& prepared() const { return prepared_; }
+
+ private:
+  const Device& device_;
+  ErrorWords& words_;
+  CUdeviceptr params_ = 0;
+  std::vector<std::unique_ptr<CudaPrepared>> prepared_;
+  CUgraphExec exec_ = nullptr;
+};
+
 class CudaCommandBuffer final : public CommandBuffer {
  public:
   CudaCommandBuffer(const Device& device, CUstream stream) : device_(device), stream_(stream) {}
+
+  void encode_plan(PlanInstance& instance, const double* scalars, int count) override {
+    auto& plan = static_cast<CudaPlanInstance&>(instance);
+    plans_.push_back(&plan);  // the core holds it until this epoch completed
+    if (error) return;
+    error = plan.issue(stream_, scalars, count);
+  }
 
   void encode(const Command&, std::unique_ptr<Prepared> prepared) override {
     auto* p = static_cast<CudaPrepared*>(prepared.release());
@@ -82,21 +161,30 @@ class CudaCommandBuffer final : public CommandBuffer {
   // A take index out of range, reported by its kernel.
   std::optional<std::string> take_error() const {
     for (const auto& p : prepared_)
-      for (const TakeCheck& t : p->take_checks) {
-        volatile int* word = t.word.host;
-        if (word[0])
-          return "take: index " + std::to_string(word[1]) + " is out of range for axis " + std::to_string(t.axis) + " of size " +
-                 std::to_string(t.dim);
-      }
+      if (auto e = take_error_of(*p)) return e;
+    for (const CudaPlanInstance* plan : plans_)
+      for (const auto& p : plan->prepared())
+        if (auto e = take_error_of(*p)) return e;
     return std::nullopt;
   }
 
   std::optional<std::string> error;  // at issue time
 
  private:
+  static std::optional<std::string> take_error_of(const CudaPrepared& p) {
+    for (const TakeCheck& t : p.take_checks) {
+      volatile int* word = t.word.host;
+      if (word[0])
+        return "take: index " + std::to_string(word[1]) + " is out of range for axis " + std::to_string(t.axis) + " of size " +
+               std::to_string(t.dim);
+    }
+    return std::nullopt;
+  }
+
   const Device& device_;
   CUstream stream_;
   std::vector<std::unique_ptr<CudaPrepared>> prepared_;
+  std::vector<const CudaPlanInstance*> plans_;
 };
 
 class CudaBackend;
@@ -193,6 +281,10 @@ class CudaBackend final : public Backend {
     LaunchContext ctx{device, error_words_, scratch, *prepared};
     translate(command, ctx);
     return prepared;
+  }
+
+  std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, int device_index, Scratch& scratch) override {
+    return std::make_unique<CudaPlanInstance>(*devices_.at(device_index), error_words_, std::move(commands), scratch);
   }
 
   std::unique_ptr<Queue> new_queue(int device_index) override {

@@ -93,6 +93,14 @@ struct LaunchContext {
   ErrorWords& error_words;
   Scratch& scratch;
   CudaPrepared& out;
+  // A compiled plan's block of scalar parameters (8 bytes each), written before each replay;
+  // 0 outside plans.
+  CUdeviceptr dynamic = 0;
+
+  // Where a kernel reads scalar `i` of `params` at run time, or 0 when it is fixed.
+  CUdeviceptr dynamic_scalar(const OpParams& params, int i) const {
+    return dynamic && params.dynamic[i] >= 0 ? dynamic + 8 * static_cast<CUdeviceptr>(params.dynamic[i]) : 0;
+  }
 
   // Device scratch of `bytes`, alive until the command's epoch completed.
   CUdeviceptr temp(size_t bytes) { return reinterpret_cast<CUdeviceptr>(scratch.allocate(bytes)); }

@@ -320,8 +320,9 @@ __device__ void binary_impl(void* out, const T* a, KStrides sa, const T* b, KStr
 // `a op scalar` (or `scalar op a`, flags & 4): the scalar is stored as the array's type first,
 // exactly as an array of that type would hold it. flags & 1: contiguous.
 template <class T>
-__device__ void binary_scalar_impl(void* out, const T* a, KStrides sa, KShape shape, i64 n, int op, int flags, double scalar) {
-  const T s = FromDouble<T>::of(scalar);
+__device__ void binary_scalar_impl(void* out, const T* a, KStrides sa, KShape shape, i64 n, int op, int flags, double scalar,
+                                   const double* dyn) {
+  const T s = FromDouble<T>::of(dyn ? *dyn : scalar);
   const bool first = flags & 4;
   const bool cmp = op >= OP_EQUAL;
   GRID_STRIDE(i, n) {
@@ -626,7 +627,8 @@ __device__ void norm_impl(T* y, const T* x, const T* w, const T* b, i64 rows, i6
 // when Lk is too long for it).
 template <class T>
 __device__ void attention_impl(T* y, const T* q, const T* k, const T* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D,
-                               i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used) {
+                               i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* used_at) {
+  if (used_at) used = i64(*used_at);  // a compiled plan's key length, checked on the host
   extern __shared__ float dyn[];
   __shared__ float shf[256];
   __shared__ double shd[256];
@@ -668,7 +670,8 @@ __device__ void attention_impl(T* y, const T* q, const T* k, const T* v, float* 
 
 template <class T>
 __device__ void rope_impl(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset,
-                          int traditional) {
+                          int traditional, const double* dyn) {
+  if (dyn) offset = *dyn;
   int half = dims / 2;
   GRID_STRIDE(e, rows * D) {
     i64 r = e / D, d = e % D;
@@ -743,7 +746,7 @@ UNARY(int, i32)
 
 #define BINARY(T, S) extern "C" __global__ void binary_##S(void* y, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape, i64 n, int op, int flags) { binary_impl<T>(y, a, sa, b, sb, shape, n, op, flags); }
 ALL_TYPES(BINARY)
-#define BINARY_SCALAR(T, S) extern "C" __global__ void binary_scalar_##S(void* y, const T* a, KStrides sa, KShape shape, i64 n, int op, int flags, double scalar) { binary_scalar_impl<T>(y, a, sa, shape, n, op, flags, scalar); }
+#define BINARY_SCALAR(T, S) extern "C" __global__ void binary_scalar_##S(void* y, const T* a, KStrides sa, KShape shape, i64 n, int op, int flags, double scalar, const double* dyn) { binary_scalar_impl<T>(y, a, sa, shape, n, op, flags, scalar, dyn); }
 FLOATING(BINARY_SCALAR)
 BINARY_SCALAR(int, i32)
 
@@ -752,6 +755,9 @@ BINARY_SCALAR(int, i32)
 BY_SIZE(WHERE)
 #define COPY(T, S) extern "C" __global__ void copy_##S(T* y, KStrides sy, const T* x, KStrides sx, KShape shape, i64 n) { copy_impl<T>(y, sy, x, sx, shape, n); }
 BY_SIZE(COPY)
+// A copy whose destination moves by `*dyn` · `step` elements (a compiled plan's sliceUpdate offset).
+#define COPY_AT(T, S) extern "C" __global__ void copy_at_##S(T* y, KStrides sy, const T* x, KStrides sx, KShape shape, i64 n, const double* dyn, i64 step) { copy_impl<T>(y + (dyn ? i64(*dyn) * step : 0), sy, x, sx, shape, n); }
+BY_SIZE(COPY_AT)
 #define TAKE(T, S) extern "C" __global__ void take_##S(T* y, const T* x, const int* idx, i64 outer, i64 dim, i64 inner, i64 count, int* error) { take_impl<T>(y, x, idx, outer, dim, inner, count, error); }
 BY_SIZE(TAKE)
 
@@ -782,8 +788,8 @@ FLOATING(ROWS)
 
 #if defined(LANES_FAMILY_FUSED)
 #define FUSED(T, S) \
-  extern "C" __global__ void attention_##S(T* y, const T* q, const T* k, const T* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used) { attention_impl<T>(y, q, k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used); } \
-  extern "C" __global__ void rope_##S(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional) { rope_impl<T>(y, x, rows, L, D, dims, base, scale, offset, traditional); } \
+  extern "C" __global__ void attention_##S(T* y, const T* q, const T* k, const T* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn) { attention_impl<T>(y, q, k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn); } \
+  extern "C" __global__ void rope_##S(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional, const double* dyn) { rope_impl<T>(y, x, rows, L, D, dims, base, scale, offset, traditional, dyn); } \
   extern "C" __global__ void matmul_##S(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) { matmul_impl<T>(y, a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches); }
 FLOATING(FUSED)
 #endif

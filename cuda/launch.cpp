@@ -136,7 +136,8 @@ void binary_scalar(const Command& c, LaunchContext& ctx) {
   int32_t op = c.params.subop, flags = (w.contiguous ? 1 : 0) | (c.params.flags & 1 ? 4 : 0);
   if (w.contiguous && aligned16(y) && aligned16(data_ptr(a))) flags |= 2;
   double scalar = c.params.scalars[0];
-  launch_1d(ctx, std::string("binary_scalar_") + suffix(a.dtype), n, y, ap, w.strides[0], w.shape, n, op, flags, scalar);
+  CUdeviceptr dyn = ctx.dynamic_scalar(c.params, 0);
+  launch_1d(ctx, std::string("binary_scalar_") + suffix(a.dtype), n, y, ap, w.strides[0], w.shape, n, op, flags, scalar, dyn);
 }
 
 // The target copied to the output unless it was donated (then they share memory), then the
@@ -158,8 +159,11 @@ void slice_update(const Command& c, LaunchContext& ctx) {
     if (n) launch_1d(ctx, copy, n, y, w.strides[0], base_ptr(target), w.strides[1], w.shape, n);
   }
   int64_t n = numel(update.shape);
-  Walk w = collapse(update.shape, {out_strides, read_strides(update, update.shape)}, {offset * out_strides[axis], update.offset});
-  if (n) launch_1d(ctx, copy, n, y, w.strides[0], base_ptr(update), w.strides[1], w.shape, n);
+  CUdeviceptr dyn = ctx.dynamic_scalar(c.params, 0);
+  // A run-time offset moves the write by offset · stride; a fixed one is in the walk already.
+  Walk w = collapse(update.shape, {out_strides, read_strides(update, update.shape)}, {dyn ? 0 : offset * out_strides[axis], update.offset});
+  int64_t step = out_strides[axis];
+  if (n) launch_1d(ctx, "copy_at_" + size_suffix(c.output.dtype), n, y, w.strides[0], base_ptr(update), w.strides[1], w.shape, n, dyn, step);
 }
 
 void where(const Command& c, LaunchContext& ctx) {
@@ -288,7 +292,8 @@ void attention(const Command& c, LaunchContext& ctx) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
   int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Lk = ks[2], Dv = vs[3];
   int64_t used = static_cast<int64_t>(c.params.scalars[1]);  // keys in use: a prefix of k and v
-  if (used < 0 || used > Lk)
+  CUdeviceptr dyn = ctx.dynamic_scalar(c.params, 1);
+  if (!dyn && (used < 0 || used > Lk))
     throw_error(LANES_ERR_DEVICE, "key length " + std::to_string(used) + " is out of range for " + std::to_string(Lk) + " keys");
   int64_t rows = B * H * Lq;
   if (rows == 0 || Dv == 0) return;
@@ -301,7 +306,7 @@ void attention(const Command& c, LaunchContext& ctx) {
   unsigned shared = score_bytes <= (32u << 10) ? static_cast<unsigned>(score_bytes) : 0;
   CUdeviceptr scratch = shared ? 0 : ctx.temp(score_bytes * static_cast<size_t>(rows));
   launch(ctx, std::string("attention_") + suffix(c.output.dtype), static_cast<unsigned>(rows), 1, 1, 256, shared, y, q,
-         k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used);
+         k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn);
 }
 
 void rope(const Command& c, LaunchContext& ctx) {
@@ -313,8 +318,9 @@ void rope(const Command& c, LaunchContext& ctx) {
   int32_t dims = c.params.axis, traditional = c.params.flags & 1;
   double base = c.params.scalars[0], scale = c.params.scalars[1];
   double offset = c.params.scalars[2];
+  CUdeviceptr dyn = ctx.dynamic_scalar(c.params, 2);
   launch_1d(ctx, std::string("rope_") + suffix(c.output.dtype), rows * D, y, x, rows, L, D, dims, base, scale, offset,
-            traditional);
+            traditional, dyn);
 }
 
 void matmul(const Command& c, LaunchContext& ctx) {
@@ -385,6 +391,7 @@ void translate(const Command& c, LaunchContext& ctx) {
     case OpCode::FromData:
     case OpCode::View:
     case OpCode::Placeholder:
+    case OpCode::PlanOutput:
     case OpCode::QuantizedMatmul: break;
   }
   throw_error(LANES_ERR_INTERNAL, std::string("cuda backend: no kernel for ") + op_name(c.op, c.params.subop));

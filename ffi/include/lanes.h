@@ -205,6 +205,33 @@ LANES_API lanes_status lanes_eval(const uint64_t* arrays, int32_t count); /* any
 LANES_API lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t queue,
                                         uint64_t token); /* any thread; posts `token` to `queue` when done */
 
+/* ---- compiled plans: trace once, replay from any thread on any stream ---------------------- */
+/* An input of a function being traced: it has a shape and dtype but never a value. */
+LANES_API lanes_status lanes_array_placeholder(lanes_dtype dtype, const int64_t* shape, int32_t ndim,
+                                               uint64_t* out); /* any thread */
+/* Freezes the graph from the placeholders `inputs` to `outputs` into a plan with `scalars`
+ * scalar parameters (ops traced with *_param = i read parameter i). `donate` (NULL: none)
+ * marks inputs a replay may write in place. Arrays the graph reads that do not depend on the
+ * inputs are constants: evaluated now and held by the plan. `meta` (NULL: none) is stored as
+ * is, for the caller. */
+LANES_API lanes_status lanes_plan_new(const uint64_t* inputs, int32_t n_inputs, const uint64_t* outputs,
+                                      int32_t n_outputs, int32_t scalars, const uint8_t* donate,
+                                      const char* meta, uint64_t* out_plan); /* any thread */
+LANES_API lanes_status lanes_plan_retain(uint64_t plan);  /* any thread */
+LANES_API lanes_status lanes_plan_release(uint64_t plan); /* any thread; replays in flight finish first */
+/* One replay on `stream` (0: the default stream), encoded and committed by this call: writes
+ * `n_outputs` new array handles. The handles of donated inputs are released by the call
+ * (their caller gives them up), whether it succeeds or not. Replays of one plan may run at
+ * once on any number of streams. */
+LANES_API lanes_status lanes_plan_run(uint64_t plan, uint64_t stream, const uint64_t* inputs, int32_t n_inputs,
+                                      const double* scalars, int32_t n_scalars, uint64_t* out_outputs,
+                                      int32_t n_outputs); /* any thread */
+/* Counts of a plan's array inputs, outputs, scalar parameters and steps, and its arena's bytes. */
+LANES_API lanes_status lanes_plan_info(uint64_t plan, int32_t* out_inputs, int32_t* out_outputs, int32_t* out_scalars,
+                                       int32_t* out_steps, uint64_t* out_arena_bytes); /* any thread */
+/* The plan's `meta` text: its length in *out_length, and up to `capacity` bytes of it in `out`. */
+LANES_API lanes_status lanes_plan_meta(uint64_t plan, char* out, int32_t capacity, int32_t* out_length); /* any thread */
+
 /* ---- completion queues: one per JS thread, drained with ordinary calls ------------------- */
 LANES_API lanes_status lanes_completion_queue_new(uint64_t* out_queue);   /* any thread */
 LANES_API lanes_status lanes_completion_queue_release(uint64_t queue);    /* any thread; late completions are dropped */

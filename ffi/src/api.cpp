@@ -62,6 +62,7 @@ struct ThreadHandles {
         for (uint32_t i = 0; i < n; ++i) release_any(rt, h);
       for (uint64_t h : rt.arrays.owned_by(me)) rt.arrays.release(h);
       for (uint64_t h : rt.queues.owned_by(me)) rt.queues.release(h);
+      for (uint64_t h : rt.plans.owned_by(me)) rt.plans.release(h);
       for (uint64_t h : rt.streams.owned_by(me))
         if (auto last = rt.streams.release(h)) last->shutdown();
     } catch (...) {
@@ -77,6 +78,11 @@ struct ThreadHandles {
     }
     try {
       rt.queues.release(h);
+      return;
+    } catch (const Error&) {
+    }
+    try {
+      rt.plans.release(h);
       return;
     } catch (const Error&) {
     }
@@ -539,6 +545,91 @@ lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t qu
     std::vector<NodePtr> nodes = arrays_at(arrays, count);
     schedule(nodes);
     when_ready(nodes, [q, token](lanes_status status) { q->post(token, status); });
+  });
+}
+
+// ---- compiled plans ----
+
+lanes_status lanes_array_placeholder(lanes_dtype dtype, const int64_t* shape, int32_t ndim, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "placeholder: out");
+    publish(make_placeholder(dtype_from_abi(dtype, "placeholder"), shape_from(shape, ndim, "placeholder")), out);
+  });
+}
+
+lanes_status lanes_plan_new(const uint64_t* inputs, int32_t n_inputs, const uint64_t* outputs, int32_t n_outputs, int32_t scalars,
+                            const uint8_t* donate, const char* meta, uint64_t* out_plan) {
+  return abi_guard([&] {
+    require(out_plan, "compile: out");
+    std::vector<NodePtr> in = arrays_at(inputs, n_inputs), out = arrays_at(outputs, n_outputs);
+    std::vector<bool> donated(in.size(), false);
+    if (donate)
+      for (size_t i = 0; i < in.size(); ++i) donated[i] = donate[i] != 0;
+    std::shared_ptr<Plan> plan = Plan::build(in, out, scalars, donated);
+    if (meta) plan->meta = meta;
+    *out_plan = running_runtime().plans.insert(std::move(plan), owner_token());
+  });
+}
+
+lanes_status lanes_plan_retain(uint64_t plan) {
+  return abi_guard([&] {
+    running_runtime().plans.retain(plan);
+    t_handles.retain(plan);
+  });
+}
+
+lanes_status lanes_plan_release(uint64_t plan) {
+  return abi_guard([&] {
+    t_handles.releasing(running_runtime().plans, plan);
+    running_runtime().plans.release(plan);
+  });
+}
+
+lanes_status lanes_plan_run(uint64_t plan, uint64_t stream, const uint64_t* inputs, int32_t n_inputs, const double* scalars,
+                            int32_t n_scalars, uint64_t* out_outputs, int32_t n_outputs) {
+  return abi_guard([&] {
+    Runtime& rt = running_runtime();
+    std::shared_ptr<Plan> p = rt.plans.get(plan);
+    std::vector<NodePtr> in = arrays_at(inputs, n_inputs);
+    // The caller gives donated inputs up: their handles go first, so this call may hold the
+    // last reference and write them in place.
+    if (static_cast<size_t>(n_inputs) == p->input_count())
+      for (int32_t i = 0; i < n_inputs; ++i)
+        if (p->donates(static_cast<size_t>(i))) {
+          t_handles.releasing(rt.arrays, inputs[i]);
+          rt.arrays.release(inputs[i]);
+        }
+    if (n_scalars < 0) throw_error(LANES_ERR_INVALID_ARGUMENT, "compiled function: negative scalar count");
+    if (n_scalars > 0) require(scalars, "compiled function: scalars");
+    if (n_outputs != static_cast<int32_t>(p->output_count()))
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "compiled function: room for " + std::to_string(n_outputs) + " outputs, the plan has " +
+                                                  std::to_string(p->output_count()));
+    require(out_outputs, "compiled function: outputs");
+    std::vector<NodePtr> results = p->run(stream_at(stream), in, std::vector<double>(scalars, scalars + n_scalars));
+    for (size_t i = 0; i < results.size(); ++i) publish(std::move(results[i]), &out_outputs[i]);
+  });
+}
+
+lanes_status lanes_plan_info(uint64_t plan, int32_t* out_inputs, int32_t* out_outputs, int32_t* out_scalars, int32_t* out_steps,
+                             uint64_t* out_arena_bytes) {
+  return abi_guard([&] {
+    std::shared_ptr<Plan> p = running_runtime().plans.get(plan);
+    if (out_inputs) *out_inputs = static_cast<int32_t>(p->input_count());
+    if (out_outputs) *out_outputs = static_cast<int32_t>(p->output_count());
+    if (out_scalars) *out_scalars = p->scalar_count();
+    if (out_steps) *out_steps = static_cast<int32_t>(p->step_count());
+    if (out_arena_bytes) *out_arena_bytes = p->arena_bytes();
+  });
+}
+
+lanes_status lanes_plan_meta(uint64_t plan, char* out, int32_t capacity, int32_t* out_length) {
+  return abi_guard([&] {
+    std::shared_ptr<Plan> p = running_runtime().plans.get(plan);
+    *require(out_length, "plan meta: out_length") = static_cast<int32_t>(p->meta.size());
+    if (capacity > 0) {
+      require(out, "plan meta: out");
+      std::memcpy(out, p->meta.data(), std::min<size_t>(p->meta.size(), static_cast<size_t>(capacity)));
+    }
   });
 }
 

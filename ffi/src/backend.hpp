@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "command.hpp"
 
@@ -35,6 +36,13 @@ class Prepared {
   virtual ~Prepared() = default;
 };
 
+// A compiled plan's commands with their memory fixed, for one stream: a backend may translate
+// them once (CUDA: one graph) and replay them with each call's scalar parameters.
+class PlanInstance {
+ public:
+  virtual ~PlanInstance() = default;
+};
+
 // Commands recorded for one submission epoch. Only touched under its stream's op lock; nothing
 // here may wait on the device.
 class CommandBuffer {
@@ -44,6 +52,9 @@ class CommandBuffer {
   virtual void encode(const Command& command, std::unique_ptr<Prepared> prepared) = 0;
   // Makes later commands wait until `other` reaches `value` (a cross-stream dependency).
   virtual void encode_wait(Fence& other, uint64_t value) = 0;
+  // Replays `instance`: each scalar bound to plan parameter i (OpParams::dynamic) takes
+  // scalars[i].
+  virtual void encode_plan(PlanInstance& instance, const double* scalars, int count) = 0;
 };
 
 // How a backend reports a committed buffer: exactly once, with null when every command ran or
@@ -92,6 +103,9 @@ class Backend {
   // Host translation of `command` for a stream on `device`, outside the stream's op lock.
   // Null: encoded as it is.
   virtual std::unique_ptr<Prepared> prepare(const Command& command, int device, Scratch& scratch) { return nullptr; }
+  // An instance of a compiled plan's `commands` for streams on `device`. Their memory stays
+  // put while the instance lives; `scratch` is kept as long.
+  virtual std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, int device, Scratch& scratch) = 0;
   virtual std::unique_ptr<Queue> new_queue(int device) = 0;
   // Output bytes after which an open epoch is committed by default. Each commit costs the
   // device a completion signal, so GPUs take larger epochs than the CPU.

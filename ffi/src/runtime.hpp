@@ -11,6 +11,7 @@
 #include "completion_queue.hpp"
 #include "handle_table.hpp"
 #include "node.hpp"
+#include "plan.hpp"
 #include "stream.hpp"
 
 namespace lanes {
@@ -38,6 +39,7 @@ class Runtime {
   HandleTable<Stream> streams{HandleKind::Stream, "stream"};
   HandleTable<Node> arrays{HandleKind::Array, "array"};
   HandleTable<CompletionQueue> queues{HandleKind::Queue, "completion queue"};
+  HandleTable<Plan> plans{HandleKind::Plan, "plan"};
   Counters counters;
 
  private:

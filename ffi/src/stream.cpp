@@ -59,6 +59,7 @@ struct EpochRecord final : Completion {
   std::vector<std::pair<std::shared_ptr<Timeline>, uint64_t>> waits;
   std::vector<std::shared_ptr<Fence>> fences;  // read by the device until the work ran
   std::vector<std::shared_ptr<void>> staging;
+  std::vector<std::shared_ptr<void>> others;  // compiled plans' instances and constants
   std::optional<std::string> injected;
   // Written by complete(), read under the fence lock:
   std::optional<std::string> device_error;
@@ -101,6 +102,7 @@ struct EpochRecord final : Completion {
     // Memory goes back before anyone waiting on the timeline wakes.
     keep.clear();
     staging.clear();
+    others.clear();
     timeline->signal(value, error ? &*error : nullptr);
   }
 };
@@ -179,6 +181,23 @@ void SubmissionEpoch::encode(PlannedCommand c) {
   }
   for (auto& b : c.scratch) r.keep.push_back(std::move(b));
   if (c.staging) r.staging.push_back(std::move(c.staging));
+}
+
+void SubmissionEpoch::encode_replay(PlannedReplay p) {
+  EpochRecord& r = *record_;
+  buffer_->encode_plan(*p.instance, p.scalars.data(), static_cast<int>(p.scalars.size()));
+  ++r.ops;
+  r.kernels += p.kernels;
+  for (auto& b : p.reads) {
+    r.reads.push_back(EpochRecord::Read{b.get(), "compiled"});
+    r.keep.push_back(std::move(b));
+  }
+  for (auto& b : p.writes) {
+    r.bytes += b->bytes();
+    r.writes.push_back(b.get());
+    r.keep.push_back(std::move(b));
+  }
+  for (auto& k : p.keep) r.others.push_back(std::move(k));
 }
 
 void SubmissionEpoch::encode_wait(const std::shared_ptr<Timeline>& timeline, const std::shared_ptr<Fence>& fence,
@@ -289,6 +308,15 @@ uint64_t StreamOpLock::encode(PlannedCommand command) {
   SubmissionEpoch& epoch = open_epoch();
   uint64_t value = epoch.sequence();
   epoch.encode(std::move(command));
+  if (epoch.over_budget()) commit();
+  return value;
+}
+
+uint64_t StreamOpLock::encode_replay(PlannedReplay replay) {
+  stream_.op_mtx_.assert_held();
+  SubmissionEpoch& epoch = open_epoch();
+  uint64_t value = epoch.sequence();
+  epoch.encode_replay(std::move(replay));
   if (epoch.over_budget()) commit();
   return value;
 }

@@ -38,6 +38,15 @@ struct PlannedCommand {
   std::shared_ptr<void> staging;                // Download: host memory the device writes
 };
 
+// A compiled plan's replay, ready to encode.
+struct PlannedReplay {
+  PlanInstance* instance = nullptr;
+  std::vector<double> scalars;
+  std::vector<std::shared_ptr<Buffer>> reads, writes;
+  std::vector<std::shared_ptr<void>> keep;  // the instance, its arena, the plan's constants
+  uint64_t kernels = 0;
+};
+
 // What a committed epoch must know when the device is done with it.
 struct EpochRecord;
 
@@ -57,6 +66,7 @@ class SubmissionEpoch {
   bool over_budget() const;
 
   void encode(PlannedCommand command);
+  void encode_replay(PlannedReplay replay);
   // Waits on `timeline`'s stream reaching `value`, through its device fence.
   void encode_wait(const std::shared_ptr<Timeline>& timeline, const std::shared_ptr<Fence>& fence, uint64_t value);
   void inject_failure(std::string reason);
@@ -144,6 +154,7 @@ class [[nodiscard]] StreamOpLock {
 
   // Encodes `command` into the open epoch; returns the timeline value that will mark it done.
   uint64_t encode(PlannedCommand command);
+  uint64_t encode_replay(PlannedReplay replay);
   // Makes the open epoch wait for `producer` to reach `value` (nothing if it already did).
   void encode_wait(const Stream& producer, uint64_t value);
   // Rotates the epoch if it holds any work. Returns the last committed value.

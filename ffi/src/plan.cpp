@@ -1,0 +1,411 @@
+#include "plan.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "eval.hpp"
+#include "runtime.hpp"
+#include "status.hpp"
+
+namespace lanes {
+namespace {
+
+constexpr size_t kArenaAlignment = 256;
+
+size_t aligned(size_t bytes) { return (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment; }
+
+// Scratch a backend asks for while instantiating: kept with the instance.
+class KeptScratch final : public Scratch {
+ public:
+  KeptScratch(const StreamPtr& stream, std::vector<std::shared_ptr<Buffer>>& out) : stream_(stream), out_(out) {}
+  void* allocate(size_t bytes) override {
+    out_.push_back(runtime().allocator().allocate(bytes, stream_->device(), stream_->pool()));
+    return out_.back()->data();
+  }
+
+ private:
+  const StreamPtr& stream_;
+  std::vector<std::shared_ptr<Buffer>>& out_;
+};
+
+// A copy of `from` (any layout) into contiguous memory at `to`, as a command.
+Command copy_command(const TensorArg& from, void* to) {
+  Command c;
+  c.op = OpCode::AsType;
+  c.inputs.push_back(from);
+  c.output.data = to;
+  c.output.shape = from.shape;
+  c.output.dtype = from.dtype;
+  return c;
+}
+
+TensorArg tensor_of(const Node& n) {
+  TensorArg t;
+  t.data = n.buffer ? n.buffer->data() : nullptr;
+  t.shape = n.shape;
+  t.dtype = n.dtype;
+  t.strides = n.strides;
+  t.offset = n.offset;
+  return t;
+}
+
+}  // namespace
+
+Plan::~Plan() = default;
+
+std::shared_ptr<Plan> Plan::build(const std::vector<NodePtr>& inputs, const std::vector<NodePtr>& outputs, int scalars,
+                                  const std::vector<bool>& donate) {
+  if (scalars < 0 || scalars > kMaxPlanScalars)
+    throw_error(LANES_ERR_INVALID_ARGUMENT, "compile: " + std::to_string(scalars) + " scalar parameters (at most " +
+                                                std::to_string(kMaxPlanScalars) + ")");
+  if (outputs.empty()) throw_error(LANES_ERR_INVALID_ARGUMENT, "compile: the function returned no arrays");
+  auto plan = std::shared_ptr<Plan>(new Plan());
+  plan->scalars_ = scalars;
+  std::unordered_map<const Node*, int> input_index;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const NodePtr& in = inputs[i];
+    if (in->op != OpCode::Placeholder)
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "compile: input " + std::to_string(i) + " is not a traced placeholder");
+    if (!input_index.emplace(in.get(), static_cast<int>(i)).second)
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "compile: input " + std::to_string(i) + " is given twice");
+  }
+
+  // The nodes that depend on an input, in topological order; the rest are constants.
+  std::unordered_map<const Node*, bool> depends;
+  std::vector<NodePtr> order;
+  std::unordered_map<const Node*, int> consumers;
+  struct Frame {
+    NodePtr node;
+    size_t next;
+  };
+  for (const NodePtr& out : outputs) {
+    if (depends.count(out.get())) continue;
+    std::vector<Frame> stack{{out, 0}};
+    depends[out.get()] = false;
+    while (!stack.empty()) {
+      Frame& top = stack.back();
+      Node& n = *top.node;
+      if (n.op == OpCode::Placeholder) {
+        if (!input_index.count(&n))
+          throw_error(LANES_ERR_INVALID_ARGUMENT, "compile: the function reads a placeholder " + shape_str(n.shape) +
+                                                      " that is not one of its inputs (a placeholder of another trace?)");
+        depends[&n] = true;
+        stack.pop_back();
+        continue;
+      }
+      if (top.next < n.inputs.size()) {
+        NodePtr child = n.inputs[top.next++];
+        if (!depends.count(child.get())) {
+          depends[child.get()] = false;
+          stack.push_back(Frame{std::move(child), 0});
+        }
+        continue;
+      }
+      bool d = false;
+      for (const NodePtr& in : n.inputs) d = d || depends[in.get()];
+      depends[&n] = d;
+      if (d) {
+        for (const NodePtr& in : n.inputs) ++consumers[in.get()];
+        order.push_back(top.node);
+      }
+      stack.pop_back();
+    }
+  }
+
+  // Slots: one per input, constant, and computed node.
+  std::unordered_map<const Node*, int> slot_of;
+  auto new_slot = [&](Slot s) {
+    plan->slots_.push_back(std::move(s));
+    return static_cast<int>(plan->slots_.size()) - 1;
+  };
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Node& in = *inputs[i];
+    // A donated input is written in place when its only reader is a sliceUpdate into it.
+    bool in_place = false;
+    if (i < donate.size() && donate[i] && consumers[&in] == 1)
+      for (const NodePtr& n : order)
+        if (n->op == OpCode::SliceUpdate && n->inputs.front().get() == &in) in_place = true;
+    Slot s;
+    s.kind = in_place ? SlotKind::Donated : SlotKind::Arena;
+    s.bytes = in.nbytes();
+    s.input = static_cast<int>(i);
+    s.first = -1;
+    int slot = new_slot(std::move(s));
+    slot_of[&in] = slot;
+    plan->inputs_.push_back(Input{in.shape, in.dtype, slot, i < donate.size() && donate[i]});
+  }
+  auto operand = [&](const NodePtr& n) -> Operand {
+    // A view reads its root's slot through its own layout.
+    const Node* root = n->op == OpCode::View ? n->inputs.front().get() : n.get();
+    auto it = slot_of.find(root);
+    if (it == slot_of.end()) {
+      // A constant: evaluated now, held by reference.
+      NodePtr held = n->op == OpCode::View ? n->inputs.front() : n;
+      schedule({held});
+      wait_ready(*held);
+      plan->constants_.push_back(held);
+      Slot s;
+      s.kind = SlotKind::Constant;
+      s.constant = held->buffer;
+      s.bytes = held->nbytes();
+      it = slot_of.emplace(root, new_slot(std::move(s))).first;
+    }
+    return Operand{it->second, n->shape, n->dtype, n->strides, n->offset};
+  };
+
+  for (const NodePtr& n : order) {
+    if (n->op == OpCode::View) continue;  // read through its root's slot
+    if (n->op == OpCode::Download || n->op == OpCode::Placeholder)
+      throw_error(LANES_ERR_INVALID_ARGUMENT, std::string("compile: ") + op_name(n->op, 0) + " cannot be part of a compiled function");
+    Step step{n->op, n->params, {}, {}};
+    for (int p : {0, 1, 2})
+      if (step.params.dynamic[p] >= scalars)
+        throw_error(LANES_ERR_INVALID_ARGUMENT, std::string("compile: ") + op_name(n->op, n->params.subop) + " reads scalar parameter " +
+                                                    std::to_string(step.params.dynamic[p]) + ", but the function has " +
+                                                    std::to_string(scalars));
+    for (const NodePtr& in : n->inputs) step.inputs.push_back(operand(in));
+    int target_slot = step.inputs.empty() ? -1 : step.inputs.front().slot;
+    bool in_place = n->op == OpCode::SliceUpdate && plan->slots_[target_slot].kind == SlotKind::Donated;
+    int slot;
+    if (in_place) {
+      step.params.flags |= 1;
+      slot = target_slot;
+    } else {
+      Slot s;
+      s.bytes = n->nbytes();
+      s.first = static_cast<int>(plan->steps_.size());
+      slot = new_slot(std::move(s));
+    }
+    slot_of[n.get()] = slot;
+    step.output = Operand{slot, n->shape, n->dtype, {}, 0};
+    plan->steps_.push_back(std::move(step));
+  }
+
+  // Outputs: a computed slot of their own (copied out at each replay), or the donated input
+  // written in place. Anything else (an input, a constant, a view) is copied into one first.
+  for (const NodePtr& out : outputs) {
+    Operand o = operand(out);
+    Slot& s = plan->slots_[o.slot];
+    bool own = (s.kind == SlotKind::Arena && s.first >= 0 && o.strides.empty() && o.offset == 0) ||
+               (s.kind == SlotKind::Donated && o.strides.empty() && o.offset == 0);
+    if (!own) {
+      Step copy{OpCode::AsType, {}, {o}, {}};
+      Slot fresh;
+      fresh.bytes = out->nbytes();
+      fresh.first = static_cast<int>(plan->steps_.size());
+      int slot = new_slot(std::move(fresh));
+      copy.output = Operand{slot, out->shape, out->dtype, {}, 0};
+      plan->steps_.push_back(std::move(copy));
+      o.slot = slot;
+    }
+    plan->outputs_.push_back(Output{o.slot, out->shape, out->dtype});
+  }
+  plan->lay_out_arena();
+  return plan;
+}
+
+void Plan::lay_out_arena() {
+  int end = static_cast<int>(steps_.size());
+  for (Slot& s : slots_) s.last = s.first;
+  for (int i = 0; i < end; ++i)
+    for (const Operand& o : steps_[i].inputs) slots_[o.slot].last = std::max(slots_[o.slot].last, i);
+  for (const Output& o : outputs_) slots_[o.slot].last = end;
+  // Greedy first fit in order of first write: a slot reuses the space of slots already dead.
+  std::vector<int> order;
+  for (size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].kind == SlotKind::Arena) order.push_back(static_cast<int>(i));
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return slots_[a].first < slots_[b].first; });
+  std::vector<int> live;
+  arena_bytes_ = 0;
+  for (int id : order) {
+    Slot& s = slots_[id];
+    std::erase_if(live, [&](int other) { return slots_[other].last < s.first; });
+    std::sort(live.begin(), live.end(), [&](int a, int b) { return slots_[a].arena_offset < slots_[b].arena_offset; });
+    size_t want = aligned(std::max<size_t>(s.bytes, 1)), at = 0;
+    for (int other : live) {
+      if (at + want <= slots_[other].arena_offset) break;
+      at = std::max(at, slots_[other].arena_offset + aligned(std::max<size_t>(slots_[other].bytes, 1)));
+    }
+    s.arena_offset = at;
+    arena_bytes_ = std::max(arena_bytes_, at + want);
+    live.push_back(id);
+  }
+}
+
+void* Plan::address(const Instance& instance, int slot, const std::vector<void*>& donated) const {
+  const Slot& s = slots_[slot];
+  switch (s.kind) {
+    case SlotKind::Arena: return static_cast<char*>(instance.arena->data()) + s.arena_offset;
+    case SlotKind::Donated: return donated[s.input];
+    case SlotKind::Constant: return s.constant->data();
+  }
+  throw_error(LANES_ERR_INTERNAL, "plan: unknown slot kind");
+}
+
+std::shared_ptr<Plan::Instance> Plan::instance_for(const StreamPtr& stream, const std::vector<void*>& donated) {
+  std::shared_ptr<Instance> previous;
+  {
+    std::lock_guard lock(instances_mutex_);
+    auto it = instances_.find(stream->id());
+    if (it != instances_.end()) {
+      if (it->second->donated == donated) return it->second;
+      previous = it->second;
+    }
+  }
+  // Built outside every lock: it allocates and the backend translates.
+  auto made = std::make_shared<Instance>();
+  made->donated = donated;
+  made->arena = previous ? previous->arena
+                         : runtime().allocator().allocate(std::max<size_t>(arena_bytes_, 1), stream->device(), stream->pool());
+  std::vector<Command> commands;
+  commands.reserve(steps_.size());
+  for (const Step& step : steps_) {
+    Command c;
+    c.op = step.op;
+    c.params = step.params;
+    for (const Operand& o : step.inputs)
+      c.inputs.push_back(TensorArg{address(*made, o.slot, donated), o.shape, o.dtype, o.strides, o.offset});
+    c.output = TensorArg{address(*made, step.output.slot, donated), step.output.shape, step.output.dtype, {}, 0};
+    commands.push_back(std::move(c));
+  }
+  KeptScratch scratch(stream, made->scratch);
+  made->backend = runtime().backend().instantiate(std::move(commands), stream->device(), scratch);
+  made->stream = stream;
+  std::lock_guard lock(instances_mutex_);
+  // Streams disposed meanwhile give their instances (and arenas) back.
+  std::erase_if(instances_, [](const auto& entry) {
+    std::shared_ptr<Stream> s = entry.second->stream.lock();
+    return !s || s->disposed();
+  });
+  instances_[stream->id()] = made;
+  return made;
+}
+
+void Plan::check_scalars(const std::vector<double>& scalars) const {
+  if (static_cast<int>(scalars.size()) != scalars_)
+    throw_error(LANES_ERR_INVALID_ARGUMENT, "compiled function: " + std::to_string(scalars.size()) + " scalar arguments, the plan takes " +
+                                                std::to_string(scalars_));
+  for (const Step& step : steps_) {
+    const OpParams& p = step.params;
+    for (int i : {0, 1, 2}) {
+      if (p.dynamic[i] < 0) continue;
+      double v = scalars[p.dynamic[i]];
+      const char* name = op_name(step.op, p.subop);
+      bool integral = std::isfinite(v) && v == std::trunc(v);
+      if (step.op == OpCode::SliceUpdate) {
+        int64_t room = step.inputs[0].shape[p.axis] - step.inputs[1].shape[p.axis];
+        if (!integral || v < 0 || v > static_cast<double>(room))
+          throw_error(LANES_ERR_SHAPE, std::string(name) + ": offset " + std::to_string(v) + " is out of range [0, " +
+                                           std::to_string(room) + "]");
+      } else if (step.op == OpCode::Attention) {
+        int64_t keys = step.inputs[1].shape[2];
+        if (!integral || v < 0 || v > static_cast<double>(keys))
+          throw_error(LANES_ERR_SHAPE, std::string(name) + ": key length " + std::to_string(v) + " is out of range [0, " +
+                                           std::to_string(keys) + "]");
+      } else if (step.op == OpCode::Rope && !std::isfinite(v)) {
+        throw_error(LANES_ERR_INVALID_ARGUMENT, std::string(name) + ": offset must be finite");
+      }
+    }
+  }
+}
+
+std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePtr>& inputs, const std::vector<double>& scalars) {
+  if (inputs.size() != inputs_.size())
+    throw_error(LANES_ERR_INVALID_ARGUMENT, "compiled function: " + std::to_string(inputs.size()) + " array arguments, the plan takes " +
+                                                std::to_string(inputs_.size()));
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i]->shape != inputs_[i].shape || inputs[i]->dtype != inputs_[i].dtype)
+      throw_error(inputs[i]->dtype != inputs_[i].dtype ? LANES_ERR_DTYPE : LANES_ERR_SHAPE,
+                  "compiled function: argument " + std::to_string(i) + " is " + dtype_name(inputs[i]->dtype) + " " +
+                      shape_str(inputs[i]->shape) + ", the plan was traced for " + dtype_name(inputs_[i].dtype) + " " +
+                      shape_str(inputs_[i].shape));
+  check_scalars(scalars);
+  schedule(inputs);
+  std::unique_lock<RankedMutex> global;
+  if (locking_mode() == LockingMode::Global) global = std::unique_lock<RankedMutex>(global_evaluation_mutex());
+  for (const NodePtr& in : inputs)
+    if (state_of(in->state.load(std::memory_order_acquire)) == NodeState::Failed) wait_ready(*in);  // its typed error
+
+  Runtime& rt = runtime();
+  Backend& backend = rt.backend();
+  std::vector<PlannedCommand> before, after;
+  // Donated inputs written in place: their own memory when nothing else can see it, else a copy.
+  std::vector<void*> donated(inputs.size(), nullptr);
+  std::vector<std::shared_ptr<Buffer>> donated_buffers(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (slots_[inputs_[i].slot].kind != SlotKind::Donated) continue;
+    const NodePtr& in = inputs[i];
+    bool exclusive = in.use_count() == 1 && in->buffer && in->buffer.use_count() == 1 && in->contiguous() && in->offset == 0;
+    if (exclusive) {
+      donated_buffers[i] = in->buffer;
+    } else {
+      donated_buffers[i] = rt.allocator().allocate(in->nbytes(), stream->device(), stream->pool());
+      PlannedCommand pc;
+      pc.command = copy_command(tensor_of(*in), donated_buffers[i]->data());
+      pc.reads.push_back(in->buffer);
+      pc.writes = donated_buffers[i];
+      before.push_back(std::move(pc));
+    }
+    donated[i] = donated_buffers[i]->data();
+  }
+  std::shared_ptr<Instance> instance = instance_for(stream, donated);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (slots_[inputs_[i].slot].kind == SlotKind::Donated) continue;
+    PlannedCommand pc;
+    pc.command = copy_command(tensor_of(*inputs[i]), address(*instance, inputs_[i].slot, donated));
+    pc.reads.push_back(inputs[i]->buffer);
+    before.push_back(std::move(pc));
+  }
+  std::vector<NodePtr> results;
+  for (const Output& o : outputs_) {
+    NodePtr out = std::make_shared<Node>(OpCode::PlanOutput, OpParams{}, o.shape, o.dtype, std::vector<NodePtr>{}, stream);
+    const Slot& s = slots_[o.slot];
+    if (s.kind == SlotKind::Donated) {
+      out->buffer = donated_buffers[s.input];
+    } else {
+      out->buffer = rt.allocator().allocate(out->nbytes(), stream->device(), stream->pool());
+      PlannedCommand pc;
+      TensorArg from{address(*instance, o.slot, donated), o.shape, o.dtype, {}, 0};
+      pc.command = copy_command(from, out->buffer->data());
+      pc.writes = out->buffer;
+      after.push_back(std::move(pc));
+    }
+    results.push_back(std::move(out));
+  }
+  for (auto* list : {&before, &after})
+    for (PlannedCommand& pc : *list) {
+      KeptScratch scratch(stream, pc.scratch);
+      pc.prepared = backend.prepare(pc.command, stream->device(), scratch);
+    }
+  PlannedReplay replay;
+  replay.instance = instance->backend.get();
+  replay.scalars = scalars;
+  replay.kernels = steps_.size();
+  replay.keep.push_back(instance);
+  for (const NodePtr& c : constants_) replay.keep.push_back(c);
+  for (const std::shared_ptr<Buffer>& b : donated_buffers)
+    if (b) replay.writes.push_back(b);
+
+  for (const NodePtr& in : inputs)
+    if (in->producer && in->producer != stream) in->producer->flush_through(in->value);
+  uint64_t value = 0;
+  {
+    StreamOpLock lock(*stream);
+    for (const NodePtr& in : inputs)
+      if (in->producer) lock.encode_wait(*in->producer, in->value);
+    for (PlannedCommand& pc : before) lock.encode(std::move(pc));
+    value = lock.encode_replay(std::move(replay));
+    for (PlannedCommand& pc : after) value = lock.encode(std::move(pc));
+    lock.commit();
+  }
+  for (const NodePtr& out : results) {
+    out->producer = stream;
+    out->value = value;
+    out->state.store(static_cast<uint64_t>(NodeState::Scheduled), std::memory_order_release);
+  }
+  return results;
+}
+
+}  // namespace lanes
