@@ -276,9 +276,9 @@ void check_case(const Case& c, const std::vector<QuantKernel>& kernels) {
   size_t bb = lanes::cpu::block_bytes(c.type);
   std::string name = std::string(type_name(c.type)) + " m=" + std::to_string(c.m) + " k=" + std::to_string(c.k) +
                      " n=" + std::to_string(c.n);
-  // float32 accumulation: per lane one fma per block pair (ceil(nb/2)), the scale product, a
-  // 4-level tree over 16 lanes, and for Q4_1 the min lanes' 2 levels and the final add: at most
-  // ceil(nb/2) + 8 roundings, each relative to at most Σ|terms|.
+  // float32 accumulation: per lane one fma per group of at least 2 blocks (at most ceil(nb/2)),
+  // the scale product, a tree over at most 32 lanes (5 levels), for Q4_1 the min lanes' tree
+  // and the final add: at most ceil(nb/2) + 8 roundings, each relative to at most Σ|terms|.
   double gamma = double((nb + 1) / 2 + 8) * kU / (1 - double((nb + 1) / 2 + 8) * kU);
   std::vector<std::vector<Block>> rows(size_t(c.n));
   for (int64_t j = 0; j < c.n; ++j)

@@ -25,36 +25,41 @@ constexpr int64_t bytes_of(BlockType t) { return t == BlockType::Q4_0 ? 18 : t =
 
 // ---- the canonical computation -------------------------------------------------------------
 //
-// Blocks are taken in pairs (a, b). A pair of weight blocks unpacks to 64 signed weights laid
-// out as 16 lanes of 4, which is how vpdpbusd sums them:
-//   Q4_0 / Q4_1: [a 0..15, b 0..15, a 16..31, b 16..31]  (low nibbles, then high nibbles)
-//   Q8_0:        [a 0..31, b 0..31]
-// For one output element, lane l accumulates acc[l] = fma(float(Σ of its 4 products), dw[l] *
-// dx[l], acc[l]) over the pairs (dw, dx: the weight and activation scales of the lane's
-// block); Q4_1 adds mins[1] += m_a * s_a and mins[3] += m_b * s_b with the same fma (mins[0]
-// and mins[2] accumulate d * 0). The result is the pairwise tree sum of acc (l + 8, then
-// l + 4, l + 2, l + 1), plus for Q4_1 (mins[0] + mins[2]) + (mins[1] + mins[3]). An odd last
-// block pairs with a zero block (zero weights, scales, sums). The integer lane sums are exact
-// in every path, so every path rounds identically.
+// Blocks are taken in groups of 4 (a, b, c, d). A group of weight blocks unpacks to 128 signed
+// weights, and the activations are laid out to match:
+//   Q4_0 / Q4_1: [a 0..15, b 0..15, c 0..15, d 0..15 | a 16..31, b 16..31, c 16..31, d 16..31]
+//                (low nibbles, then high nibbles); 16 lanes, lane l sums the 8 products at
+//                bytes 4l..4l+3 and 64+4l..64+4l+3 (block l / 4).
+//   Q8_0:        [a 0..31, b 0..31, c 0..31, d 0..31]; 32 lanes, lane l sums the 4 products at
+//                bytes 4l..4l+3 (block l / 8).
+// That is how vpdpbusd sums bytes into 32-bit lanes. For one output element, lane l accumulates
+// acc[l] = fma(float(its integer sum), dw[l] * dx[l], acc[l]) over the groups (dw, dx: the
+// weight and activation scales of the lane's block); Q4_1 also accumulates, over the 8 lanes of
+// {d_a, m_a, d_b, m_b, d_c, m_c, d_d, m_d} times {0, s_a, 0, s_b, 0, s_c, 0, s_d}, mins[l] =
+// fma(dm[l], ms[l], mins[l]). The result is a pairwise tree sum (Q8_0 first adds lane l + 16;
+// then l + 8, l + 4, l + 2, l + 1), plus for Q4_1 the tree sum of mins (l + 4, l + 2, l + 1).
+// A last group with fewer than 4 blocks is padded with zero blocks (zero weights, scales and
+// sums). The integer lane sums are exact in every path, so every path rounds identically.
 
-// One quantized activation pair in the lane layout above.
-struct alignas(64) ActPair {
-  int8_t q[64];
-  float scale[16];  // dx of the lane's block
-  union {
-    int32_t bias[16];   // Q4_0: -8 Σ of the lane's 4 q; Q8_0: -128 Σ (VNNI takes weights + 128)
-    float min_sum[16];  // Q4_1: {0, s_a, 0, s_b, 0...}
-  };
-};
+constexpr int64_t kGroup = 4;  // blocks per group
 
-// Byte position in ActPair::q of element e (0..31) of block `half` (0 = a, 1 = b).
-constexpr int pair_position(BlockType t, int half, int e) {
-  if (t == BlockType::Q8_0) return half * 32 + e;
-  return e < 16 ? half * 16 + e : 32 + half * 16 + (e - 16);
+constexpr int lanes_of(BlockType t) { return t == BlockType::Q8_0 ? 32 : 16; }
+constexpr int lane_block(BlockType t, int l) { return t == BlockType::Q8_0 ? l / 8 : l / 4; }
+// Byte position in a group of element e (0..31) of block b (0..3).
+constexpr int group_position(BlockType t, int b, int e) {
+  if (t == BlockType::Q8_0) return b * 32 + e;
+  return e < 16 ? b * 16 + e : 64 + b * 16 + (e - 16);
 }
 
-// Which block (0 = a, 1 = b) lane l belongs to.
-constexpr int lane_half(BlockType t, int l) { return t == BlockType::Q8_0 ? l / 8 : (l / 4) % 2; }
+// One quantized activation group in the layout above.
+struct alignas(64) ActGroup {
+  int8_t q[128];
+  float scale[32];  // dx of each lane's block (Q4: the first 16)
+  union {
+    int32_t bias[32];  // Q4_0: -8 Σ of the lane's q; Q8_0: -128 Σ (VNNI takes weights + 128)
+    float min_sum[8];  // Q4_1: {0, s_a, 0, s_b, 0, s_c, 0, s_d}
+  };
+};
 
 // ggml keeps activation scales as float16; so do we where float16 has a normal number for the
 // value, and keep the float32 value where float16 would flush or overflow it.
@@ -78,28 +83,36 @@ BlockScales block_scales(float amax, bool finite, int32_t qsum) {
 
 float inverse_scale(float amax) { return amax != 0.f ? 127.f / amax : 0.f; }
 
-// Fills the scale and bias / min_sum fields of a pair whose q bytes are in place.
-void finish_pair(BlockType t, ActPair& p, const BlockScales (&s)[2], const int32_t (&lane_sum)[16]) {
-  for (int l = 0; l < 16; ++l) p.scale[l] = s[lane_half(t, l)].d;
-  if (t == BlockType::Q4_1) {
-    for (float& v : p.min_sum) v = 0.f;
-    p.min_sum[1] = s[0].sum;
-    p.min_sum[3] = s[1].sum;
-  } else {
-    int32_t factor = t == BlockType::Q4_0 ? -8 : -128;
-    for (int l = 0; l < 16; ++l) p.bias[l] = factor * lane_sum[l];
+// Integer sum of the activation bytes of each lane, from the q bytes in place.
+void lane_sums_scalar(BlockType t, const ActGroup& g, int32_t (&sums)[32]) {
+  for (int l = 0; l < lanes_of(t); ++l) {
+    int32_t s = 0;
+    for (int e = 4 * l; e < 4 * l + 4; ++e) s += g.q[e] + (t == BlockType::Q8_0 ? 0 : g.q[64 + e]);
+    sums[l] = s;
   }
 }
 
-// Quantizes one row of k activations into ceil(nb / 2) pairs.
-void quantize_row_scalar(BlockType t, const float* x, int64_t nb, ActPair* out) {
-  for (int64_t pi = 0; pi < (nb + 1) / 2; ++pi) {
-    ActPair& p = out[pi];
-    BlockScales s[2] = {{0.f, 0.f}, {0.f, 0.f}};
-    for (int half = 0; half < 2; ++half) {
-      int64_t b = pi * 2 + half;
+// Fills the scale and bias / min_sum fields of a group whose q bytes are in place.
+void finish_group(BlockType t, ActGroup& g, const BlockScales (&s)[kGroup], const int32_t (&lane_sum)[32]) {
+  for (int l = 0; l < 32; ++l) g.scale[l] = l < lanes_of(t) ? s[lane_block(t, l)].d : 0.f;
+  if (t == BlockType::Q4_1) {
+    for (int b = 0; b < kGroup; ++b) g.min_sum[2 * b] = 0.f, g.min_sum[2 * b + 1] = s[b].sum;
+    for (int l = 8; l < 32; ++l) g.bias[l] = 0;
+  } else {
+    int32_t factor = t == BlockType::Q4_0 ? -8 : -128;
+    for (int l = 0; l < 32; ++l) g.bias[l] = l < lanes_of(t) ? factor * lane_sum[l] : 0;
+  }
+}
+
+// Quantizes one row of nb blocks into ceil(nb / 4) groups.
+void quantize_row_scalar(BlockType t, const float* x, int64_t nb, ActGroup* out) {
+  for (int64_t gi = 0; gi < (nb + kGroup - 1) / kGroup; ++gi) {
+    ActGroup& g = out[gi];
+    BlockScales s[kGroup] = {};
+    for (int bi = 0; bi < kGroup; ++bi) {
+      int64_t b = gi * kGroup + bi;
       if (b >= nb) {
-        for (int e = 0; e < 32; ++e) p.q[pair_position(t, half, e)] = 0;
+        for (int e = 0; e < 32; ++e) g.q[group_position(t, bi, e)] = 0;
         continue;
       }
       const float* xb = x + b * kBlock;
@@ -113,53 +126,50 @@ void quantize_row_scalar(BlockType t, const float* x, int64_t nb, ActPair* out) 
       int32_t qsum = 0;
       for (int e = 0; e < 32; ++e) {
         int q = finite ? static_cast<int>(std::nearbyint(xb[e] * id)) : 0;  // round half to even
-        p.q[pair_position(t, half, e)] = static_cast<int8_t>(q);
+        g.q[group_position(t, bi, e)] = static_cast<int8_t>(q);
         qsum += q;
       }
-      s[half] = block_scales(amax, finite, qsum);
+      s[bi] = block_scales(amax, finite, qsum);
     }
-    int32_t lane_sum[16];
-    for (int l = 0; l < 16; ++l) lane_sum[l] = p.q[4 * l] + p.q[4 * l + 1] + p.q[4 * l + 2] + p.q[4 * l + 3];
-    finish_pair(t, p, s, lane_sum);
+    int32_t sums[32];
+    lane_sums_scalar(t, g, sums);
+    finish_group(t, g, s, sums);
   }
 }
 
 // ---- scalar kernel -------------------------------------------------------------------------
 
-// Unpacks the pair of weight blocks starting at `blocks` (b absent when `one`) into the lane
-// layout, with each lane's weight scale, and for Q4_1 {d_a, m_a, d_b, m_b}.
-void unpack_pair_scalar(BlockType t, const uint8_t* blocks, bool one, int8_t (&w)[64], float (&dw)[16], float (&dm)[4]) {
+// Unpacks `present` (1..4) weight blocks from `blocks` into a group: weights in the group
+// layout, each lane's weight scale, and for Q4_1 {d_a, m_a, ..., d_d, m_d}.
+void unpack_group_scalar(BlockType t, const uint8_t* blocks, int present, int8_t (&w)[128], float (&dw)[32],
+                         float (&dm)[8]) {
   int64_t bb = bytes_of(t);
-  float d[2] = {0.f, 0.f};
-  dm[0] = dm[1] = dm[2] = dm[3] = 0.f;
-  for (int half = 0; half < 2; ++half) {
-    const uint8_t* blk = blocks + half * bb;
-    bool present = half == 0 || !one;
-    uint16_t dbits = present ? uint16_t(blk[0] | (blk[1] << 8)) : 0;
-    d[half] = to_float(f16{dbits});
+  float d[kGroup] = {};
+  for (float& v : dm) v = 0.f;
+  for (int bi = 0; bi < kGroup; ++bi) {
+    const uint8_t* blk = blocks + bi * bb;
+    bool here = bi < present;
+    d[bi] = here ? to_float(f16{uint16_t(blk[0] | (blk[1] << 8))}) : 0.f;
     if (t == BlockType::Q4_1) {
-      uint16_t mbits = present ? uint16_t(blk[2] | (blk[3] << 8)) : 0;
-      dm[2 * half] = d[half];
-      dm[2 * half + 1] = to_float(f16{mbits});
+      dm[2 * bi] = d[bi];
+      dm[2 * bi + 1] = here ? to_float(f16{uint16_t(blk[2] | (blk[3] << 8))}) : 0.f;
     }
     for (int e = 0; e < 32; ++e) {
       int v = 0;
-      if (present) {
-        if (t == BlockType::Q8_0) {
-          v = static_cast<int8_t>(blk[2 + e]);
-        } else {
-          const uint8_t* qs = blk + (t == BlockType::Q4_0 ? 2 : 4);
-          int q = e < 16 ? (qs[e] & 0x0f) : (qs[e - 16] >> 4);
-          v = t == BlockType::Q4_0 ? q - 8 : q;
-        }
+      if (here && t == BlockType::Q8_0) {
+        v = static_cast<int8_t>(blk[2 + e]);
+      } else if (here) {
+        const uint8_t* qs = blk + (t == BlockType::Q4_0 ? 2 : 4);
+        int q = e < 16 ? (qs[e] & 0x0f) : (qs[e - 16] >> 4);
+        v = t == BlockType::Q4_0 ? q - 8 : q;
       }
-      w[pair_position(t, half, e)] = static_cast<int8_t>(v);
+      w[group_position(t, bi, e)] = static_cast<int8_t>(v);
     }
   }
-  for (int l = 0; l < 16; ++l) dw[l] = d[lane_half(t, l)];
+  for (int l = 0; l < 32; ++l) dw[l] = l < lanes_of(t) ? d[lane_block(t, l)] : 0.f;
 }
 
-float lane_tree_sum(const float (&acc)[16]) {
+float tree_sum_16(const float* acc) {
   float t8[8], t4[4], t2[2];
   for (int l = 0; l < 8; ++l) t8[l] = acc[l] + acc[l + 8];
   for (int l = 0; l < 4; ++l) t4[l] = t8[l] + t8[l + 4];
@@ -167,64 +177,84 @@ float lane_tree_sum(const float (&acc)[16]) {
   return t2[0] + t2[1];
 }
 
-float min_tree_sum(const float (&mins)[4]) {
-  float t0 = mins[0] + mins[2], t1 = mins[1] + mins[3];
-  return t0 + t1;
+// The result of one output element from its lane accumulators (see the top of the file).
+float finish_output(BlockType t, const float* acc, const float* mins) {
+  float r;
+  if (t == BlockType::Q8_0) {
+    float t16[16];
+    for (int l = 0; l < 16; ++l) t16[l] = acc[l] + acc[l + 16];
+    r = tree_sum_16(t16);
+  } else {
+    r = tree_sum_16(acc);
+  }
+  if (t == BlockType::Q4_1) {
+    float m4[4], m2[2];
+    for (int l = 0; l < 4; ++l) m4[l] = mins[l] + mins[l + 4];
+    for (int l = 0; l < 2; ++l) m2[l] = m4[l] + m4[l + 2];
+    r = r + (m2[0] + m2[1]);
+  }
+  return r;
 }
 
-void columns_scalar(BlockType t, const ActPair* act, int64_t m, int64_t pairs, const uint8_t* w, int64_t nb,
+void columns_scalar(BlockType t, const ActGroup* act, int64_t m, int64_t groups, const uint8_t* w, int64_t nb,
                     int64_t n, int64_t j0, int64_t j1, float* y) {
   int64_t row_bytes = nb * bytes_of(t);
-  std::vector<float> acc(size_t(m) * 16), mins(size_t(m) * 4);
+  int lanes = lanes_of(t);
+  std::vector<float> acc(size_t(m) * 32), mins(size_t(m) * 8);
   for (int64_t j = j0; j < j1; ++j) {
     std::fill(acc.begin(), acc.end(), 0.f);
     std::fill(mins.begin(), mins.end(), 0.f);
-    for (int64_t pi = 0; pi < pairs; ++pi) {
-      int8_t wq[64];
-      float dw[16], dm[4];
-      unpack_pair_scalar(t, w + j * row_bytes + pi * 2 * bytes_of(t), pi * 2 + 1 >= nb, wq, dw, dm);
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      int8_t wq[128];
+      float dw[32], dm[8];
+      int present = int(std::min<int64_t>(kGroup, nb - gi * kGroup));
+      unpack_group_scalar(t, w + j * row_bytes + gi * kGroup * bytes_of(t), present, wq, dw, dm);
       for (int64_t i = 0; i < m; ++i) {
-        const ActPair& a = act[i * pairs + pi];
-        float* ai = &acc[size_t(i) * 16];
-        for (int l = 0; l < 16; ++l) {
+        const ActGroup& a = act[i * groups + gi];
+        float* ai = &acc[size_t(i) * 32];
+        for (int l = 0; l < lanes; ++l) {
           int32_t dot = 0;
-          for (int e = 4 * l; e < 4 * l + 4; ++e) dot += int32_t(wq[e]) * int32_t(a.q[e]);
+          for (int e = 4 * l; e < 4 * l + 4; ++e) {
+            dot += int32_t(wq[e]) * int32_t(a.q[e]);
+            if (t != BlockType::Q8_0) dot += int32_t(wq[64 + e]) * int32_t(a.q[64 + e]);
+          }
           float scale = dw[l] * a.scale[l];
           ai[l] = std::fma(float(dot), scale, ai[l]);
         }
         if (t == BlockType::Q4_1)
-          for (int l = 0; l < 4; ++l) mins[size_t(i) * 4 + l] = std::fma(dm[l], a.min_sum[l], mins[size_t(i) * 4 + l]);
+          for (int l = 0; l < 8; ++l) mins[size_t(i) * 8 + l] = std::fma(dm[l], a.min_sum[l], mins[size_t(i) * 8 + l]);
       }
     }
-    for (int64_t i = 0; i < m; ++i) {
-      float lanes[16], m4[4];
-      std::copy_n(&acc[size_t(i) * 16], 16, lanes);
-      std::copy_n(&mins[size_t(i) * 4], 4, m4);
-      float r = lane_tree_sum(lanes);
-      if (t == BlockType::Q4_1) r = r + min_tree_sum(m4);
-      y[i * n + j] = r;
-    }
+    for (int64_t i = 0; i < m; ++i) y[i * n + j] = finish_output(t, &acc[size_t(i) * 32], &mins[size_t(i) * 8]);
   }
 }
 
-// A pair of blocks to feed the SIMD kernels, copied with a zero block b when the row has an
-// odd block count (so no load reads past the row).
-struct PaddedPair {
-  alignas(16) uint8_t bytes[2 * 34 + 16];
-  const uint8_t* from(BlockType t, const uint8_t* last_block) {
-    std::memset(bytes, 0, sizeof bytes);
-    std::memcpy(bytes, last_block, size_t(bytes_of(t)));
-    return bytes;
+// The last groups of a range of columns whose rows end in fewer than 4 blocks, copied with
+// zero blocks after them, so the SIMD kernels read whole groups and never past a row. Copied
+// before the columns are computed (reading a just-written copy would stall on store
+// forwarding).
+struct TailGroups {
+  std::vector<uint8_t> bytes;
+  int64_t stride = 0;  // bytes per column: 4 blocks
+  const uint8_t* copy(BlockType t, const uint8_t* w, int64_t row_bytes, int64_t nb, int64_t j0, int64_t j1) {
+    int64_t present = nb % kGroup;
+    if (present == 0) return nullptr;
+    stride = kGroup * bytes_of(t);
+    bytes.assign(size_t((j1 - j0) * stride + 64), 0);
+    for (int64_t j = j0; j < j1; ++j)
+      std::memcpy(&bytes[size_t((j - j0) * stride)], w + j * row_bytes + (nb - present) * bytes_of(t), size_t(present * bytes_of(t)));
+    return bytes.data();
   }
 };
 
 #if defined(__x86_64__)
 #define LANES_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define LANES_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define LANES_UNROLL _Pragma("GCC unroll 4")
 
 // ---- AVX2 activation quantization (used by the AVX2 and AVX-512 paths) --------------------
 
-// Quantizes 32 floats: q in natural order, returns max |x|; `finite` false on a NaN or inf.
+// Quantizes 32 floats: q in natural order; max |x| and whether all are finite on the side.
 LANES_TARGET_AVX2 inline __m256i quantize_block_avx2(const float* x, float& amax_out, bool& finite) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 largest = _mm256_set1_ps(std::numeric_limits<float>::max());
@@ -247,12 +277,12 @@ LANES_TARGET_AVX2 inline __m256i quantize_block_avx2(const float* x, float& amax
   __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v[1], id));
   __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v[2], id));
   __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v[3], id));
-  __m256i p01 = _mm256_packs_epi32(i0, i1), p23 = _mm256_packs_epi32(i2, i3);
-  __m256i p = _mm256_packs_epi16(p01, p23);
+  __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
   return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-LANES_TARGET_AVX2 inline __m256i lane_sums_avx2(__m256i q) {
+// Sums of each 4 consecutive bytes, as 8 int32 lanes.
+LANES_TARGET_AVX2 inline __m256i sums_of_4_avx2(__m256i q) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
 }
 
@@ -263,66 +293,67 @@ LANES_TARGET_AVX2 inline int32_t hsum_epi32_avx2(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-LANES_TARGET_AVX2 void quantize_row_avx2(BlockType t, const float* x, int64_t nb, ActPair* out) {
-  for (int64_t pi = 0; pi < (nb + 1) / 2; ++pi) {
-    ActPair& p = out[pi];
-    BlockScales s[2] = {{0.f, 0.f}, {0.f, 0.f}};
-    __m256i q[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-    for (int half = 0; half < 2; ++half) {
-      int64_t b = pi * 2 + half;
-      if (b >= nb) break;
-      float amax = 0.f;
-      bool finite = true;
-      q[half] = quantize_block_avx2(x + b * kBlock, amax, finite);
-      s[half] = block_scales(amax, finite, hsum_epi32_avx2(lane_sums_avx2(q[half])));
+LANES_TARGET_AVX2 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+LANES_TARGET_AVX2 void quantize_row_avx2(BlockType t, const float* x, int64_t nb, ActGroup* out) {
+  for (int64_t gi = 0; gi < (nb + kGroup - 1) / kGroup; ++gi) {
+    ActGroup& g = out[gi];
+    BlockScales s[kGroup] = {};
+    for (int bi = 0; bi < kGroup; ++bi) {
+      int64_t b = gi * kGroup + bi;
+      __m256i q = _mm256_setzero_si256();
+      if (b < nb) {
+        float amax = 0.f;
+        bool finite = true;
+        q = quantize_block_avx2(x + b * kBlock, amax, finite);
+        s[bi] = block_scales(amax, finite, hsum_epi32_avx2(sums_of_4_avx2(q)));
+      }
+      if (t == BlockType::Q8_0) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(g.q + 32 * bi), q);
+      } else {
+        _mm_store_si128(reinterpret_cast<__m128i*>(g.q + 16 * bi), _mm256_castsi256_si128(q));
+        _mm_store_si128(reinterpret_cast<__m128i*>(g.q + 64 + 16 * bi), _mm256_extracti128_si256(q, 1));
+      }
     }
-    if (t == BlockType::Q8_0) {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(p.q), q[0]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(p.q + 32), q[1]);
-    } else {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(p.q), _mm256_permute2x128_si256(q[0], q[1], 0x20));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(p.q + 32), _mm256_permute2x128_si256(q[0], q[1], 0x31));
-    }
-    alignas(32) int32_t lane_sum[16];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lane_sum), lane_sums_avx2(_mm256_load_si256(reinterpret_cast<const __m256i*>(p.q))));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lane_sum + 8),
-                       lane_sums_avx2(_mm256_load_si256(reinterpret_cast<const __m256i*>(p.q + 32))));
-    finish_pair(t, p, s, lane_sum);
+    alignas(32) int32_t sums[32];
+    for (int h = 0; h < 4; ++h) _mm256_store_si256(reinterpret_cast<__m256i*>(sums + 8 * h), sums_of_4_avx2(load256(g.q + 32 * h)));
+    if (t != BlockType::Q8_0)
+      for (int l = 0; l < 16; ++l) sums[l] += sums[l + 16];
+    finish_group(t, g, s, sums);
   }
 }
 
-LANES_TARGET_AVX2 inline uint32_t load_u32(const uint8_t* p) {
+inline uint32_t load_u32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
   return v;
 }
-LANES_TARGET_AVX2 inline uint32_t load_u16(const uint8_t* p) {
+inline uint64_t load_u16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
   return v;
 }
 
-// The pair's float16 scales as floats: Q4_1 {d_a, m_a, d_b, m_b}; Q4_0 / Q8_0 {d_a, d_b, 0, 0}.
+// The group's float16 scales as floats: Q4_1 {d_a, m_a, ..., d_d, m_d}; Q4_0 / Q8_0 {d_a, d_b,
+// d_c, d_d, 0, 0, 0, 0}.
 template <BlockType T>
-LANES_TARGET_AVX2 inline __m128 pair_scales(const uint8_t* p) {
+LANES_TARGET_AVX2 inline __m256 group_scales(const uint8_t* p) {
   constexpr int64_t bb = bytes_of(T);
-  __m128i h;
-  if constexpr (T == BlockType::Q4_1)
-    h = _mm_insert_epi32(_mm_cvtsi32_si128(int(load_u32(p))), int(load_u32(p + bb)), 1);
-  else
-    h = _mm_cvtsi32_si128(int(load_u16(p) | (load_u16(p + bb) << 16)));
-  return _mm_cvtph_ps(h);
+  if constexpr (T == BlockType::Q4_1) {
+    __m128i h = _mm_setr_epi32(int(load_u32(p)), int(load_u32(p + bb)), int(load_u32(p + 2 * bb)), int(load_u32(p + 3 * bb)));
+    return _mm256_cvtph_ps(h);
+  } else {
+    uint64_t h = load_u16(p) | (load_u16(p + bb) << 16) | (load_u16(p + 2 * bb) << 32) | (load_u16(p + 3 * bb) << 48);
+    return _mm256_cvtph_ps(_mm_cvtsi64_si128(int64_t(h)));
+  }
 }
 
-// Low and high nibbles of a Q4 pair: [a 0..15, b 0..15] and [a 16..31, b 16..31].
+// The 16 nibble bytes of blocks b and b + 1 as one vector.
 template <BlockType T>
-LANES_TARGET_AVX2 inline void pair_nibbles(const uint8_t* p, __m256i& lo, __m256i& hi) {
+LANES_TARGET_AVX2 inline __m256i nibble_pair(const uint8_t* p) {
   constexpr int64_t bb = bytes_of(T), qs = T == BlockType::Q4_0 ? 2 : 4;
-  __m256i raw = _mm256_inserti128_si256(_mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + qs))),
-                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + bb + qs)), 1);
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  lo = _mm256_and_si256(raw, low4);
-  hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+  return _mm256_inserti128_si256(_mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + qs))),
+                                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + bb + qs)), 1);
 }
 
 LANES_TARGET_AVX2 inline float tree_sum_avx2(__m256 lo, __m256 hi) {
@@ -332,131 +363,179 @@ LANES_TARGET_AVX2 inline float tree_sum_avx2(__m256 lo, __m256 hi) {
   return _mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
 }
 
-LANES_TARGET_AVX2 inline float min_sum_avx2(__m128 mins) {
-  __m128 t2 = _mm_add_ps(mins, _mm_movehl_ps(mins, mins));
+LANES_TARGET_AVX2 inline float min_tree_sum_avx2(__m256 mins) {
+  __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(mins), _mm256_extractf128_ps(mins, 1));
+  __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
   return _mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
 }
 
+// Lane -> index of its block's d in group_scales' result, for 8 lanes starting at block b.
+template <BlockType T>
+LANES_TARGET_AVX2 inline __m256i d_index_avx2(int first_block) {
+  constexpr int step = T == BlockType::Q4_1 ? 2 : 1;
+  if constexpr (T == BlockType::Q8_0) return _mm256_set1_epi32(first_block * step);
+  int a = first_block * step, b = (first_block + 1) * step;
+  return _mm256_setr_epi32(a, a, a, a, b, b, b, b);
+}
+
+// Weights stream from memory once per call: the hardware prefetcher alone leaves the kernel
+// waiting on DRAM for about half of its time (measured with quant_bench's cold case), so each
+// group asks for the bytes 2 KiB ahead of it in its row.
+constexpr int64_t kPrefetchAhead = 2048;
+
+template <BlockType T>
+LANES_TARGET_AVX2 inline void prefetch_group(const uint8_t* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead), _MM_HINT_T0);
+  if constexpr (T == BlockType::Q8_0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead + 64), _MM_HINT_T0);
+}
+
 // ---- AVX2 kernel: R activation rows x C weight columns -------------------------------------
+//
+// Lanes are held as 8-lane vectors: acc[r][c][v] holds lanes 8v..8v+7 (v < 2 for Q4, 4 for Q8_0).
 
 template <BlockType T, int R, int C>
-LANES_TARGET_AVX2 void tile_avx2(const ActPair* act, int64_t pairs, const uint8_t* w, int64_t row_bytes, int64_t nb,
-                                 float* y, int64_t n) {
-  __m256 acc_lo[R][C], acc_hi[R][C];
-  __m128 mins[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc_lo[r][c] = acc_hi[r][c] = _mm256_setzero_ps(), mins[r][c] = _mm_setzero_ps();
-  const __m256i ones16 = _mm256_set1_epi16(1);
-  PaddedPair pad[C];
-  for (int64_t pi = 0; pi < pairs; ++pi) {
-    __m256i w_lo[C], w_hi[C];
-    __m256 dw_lo[C], dw_hi[C];
-    __m128 dm[C];
-    for (int c = 0; c < C; ++c) {
-      const uint8_t* p = w + c * row_bytes + pi * 2 * bytes_of(T);
-      if (pi * 2 + 1 >= nb) p = pad[c].from(T, p);
-      dm[c] = pair_scales<T>(p);
-      __m256 d8 = _mm256_zextps128_ps256(dm[c]);
+LANES_TARGET_AVX2 void tile_avx2(const ActGroup* act, int64_t groups, const uint8_t* w, int64_t row_bytes, int64_t nb,
+                                 const uint8_t* tail, int64_t tail_stride, float* y, int64_t n) {
+  constexpr int V = lanes_of(T) / 8;
+  __m256 acc[R][C][V], mins[R][C];
+  LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
+    LANES_UNROLL for (int v = 0; v < V; ++v) acc[r][c][v] = _mm256_setzero_ps();
+    mins[r][c] = _mm256_setzero_ps();
+  }
+  const __m256i ones16 = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    __m256i wv[C][4];  // Q4: lo ab, hi ab, lo cd, hi cd; Q8_0: blocks a, b, c, d
+    __m256 dw[C][V], dm[C];
+    LANES_UNROLL for (int c = 0; c < C; ++c) {
+      const uint8_t* p = w + c * row_bytes + gi * kGroup * bytes_of(T);
+      prefetch_group<T>(p);
+      if (nb - gi * kGroup < kGroup) p = tail + c * tail_stride;
+      dm[c] = group_scales<T>(p);
+      LANES_UNROLL for (int v = 0; v < V; ++v) dw[c][v] = _mm256_permutevar8x32_ps(dm[c], d_index_avx2<T>(T == BlockType::Q8_0 ? v : 2 * v));
       if constexpr (T == BlockType::Q8_0) {
-        w_lo[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
-        w_hi[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + bytes_of(T) + 2));
-        dw_lo[c] = _mm256_permutevar8x32_ps(d8, _mm256_set1_epi32(0));
-        dw_hi[c] = _mm256_permutevar8x32_ps(d8, _mm256_set1_epi32(1));
+        LANES_UNROLL for (int b = 0; b < 4; ++b) wv[c][b] = load256(p + b * bytes_of(T) + 2);
       } else {
-        pair_nibbles<T>(p, w_lo[c], w_hi[c]);
-        int b = T == BlockType::Q4_1 ? 2 : 1;  // where d_b sits in dm
-        dw_lo[c] = dw_hi[c] = _mm256_permutevar8x32_ps(d8, _mm256_setr_epi32(0, 0, 0, 0, b, b, b, b));
+        LANES_UNROLL for (int h = 0; h < 2; ++h) {
+          __m256i raw = nibble_pair<T>(p + 2 * h * bytes_of(T));
+          wv[c][2 * h] = _mm256_and_si256(raw, low4);
+          wv[c][2 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+        }
       }
     }
-    for (int r = 0; r < R; ++r) {
-      const ActPair& a = act[r * pairs + pi];
-      __m256i q_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.q));
-      __m256i q_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.q + 32));
-      __m256 sx_lo = _mm256_load_ps(a.scale), sx_hi = _mm256_load_ps(a.scale + 8);
-      for (int c = 0; c < C; ++c) {
-        __m256i s_lo, s_hi;
-        if constexpr (T == BlockType::Q8_0) {
-          s_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w_lo[c], w_lo[c]), _mm256_sign_epi8(q_lo, w_lo[c])), ones16);
-          s_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w_hi[c], w_hi[c]), _mm256_sign_epi8(q_hi, w_hi[c])), ones16);
-        } else {
-          s_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(w_lo[c], q_lo), ones16);
-          s_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(w_hi[c], q_hi), ones16);
-          if constexpr (T == BlockType::Q4_0) {
-            s_lo = _mm256_add_epi32(s_lo, _mm256_load_si256(reinterpret_cast<const __m256i*>(a.bias)));
-            s_hi = _mm256_add_epi32(s_hi, _mm256_load_si256(reinterpret_cast<const __m256i*>(a.bias + 8)));
+    LANES_UNROLL for (int r = 0; r < R; ++r) {
+      const ActGroup& a = act[r * groups + gi];
+      LANES_UNROLL for (int c = 0; c < C; ++c) {
+        LANES_UNROLL for (int v = 0; v < V; ++v) {
+          __m256i s;
+          if constexpr (T == BlockType::Q8_0) {
+            __m256i wb = wv[c][v], qb = load256(a.q + 32 * v);
+            s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wb, wb), _mm256_sign_epi8(qb, wb)), ones16);
+          } else {
+            // Two products of at most 15 * 127 per int16 each: the int16 sum cannot overflow.
+            __m256i lo = _mm256_maddubs_epi16(wv[c][2 * v], load256(a.q + 32 * v));
+            __m256i hi = _mm256_maddubs_epi16(wv[c][2 * v + 1], load256(a.q + 64 + 32 * v));
+            s = _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones16);
+            if constexpr (T == BlockType::Q4_0) s = _mm256_add_epi32(s, load256(a.bias + 8 * v));
           }
+          __m256 scale = _mm256_mul_ps(dw[c][v], _mm256_load_ps(a.scale + 8 * v));
+          acc[r][c][v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[r][c][v]);
         }
-        acc_lo[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s_lo), _mm256_mul_ps(dw_lo[c], sx_lo), acc_lo[r][c]);
-        acc_hi[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s_hi), _mm256_mul_ps(dw_hi[c], sx_hi), acc_hi[r][c]);
-        if constexpr (T == BlockType::Q4_1) mins[r][c] = _mm_fmadd_ps(dm[c], _mm_load_ps(a.min_sum), mins[r][c]);
+        if constexpr (T == BlockType::Q4_1) mins[r][c] = _mm256_fmadd_ps(dm[c], _mm256_load_ps(a.min_sum), mins[r][c]);
       }
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) {
-      float v = tree_sum_avx2(acc_lo[r][c], acc_hi[r][c]);
-      if constexpr (T == BlockType::Q4_1) v = v + min_sum_avx2(mins[r][c]);
-      y[r * n + c] = v;
-    }
+  LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
+    float v;
+    if constexpr (T == BlockType::Q8_0)
+      v = tree_sum_avx2(_mm256_add_ps(acc[r][c][0], acc[r][c][2]), _mm256_add_ps(acc[r][c][1], acc[r][c][3]));
+    else
+      v = tree_sum_avx2(acc[r][c][0], acc[r][c][1]);
+    if constexpr (T == BlockType::Q4_1) v = v + min_tree_sum_avx2(mins[r][c]);
+    y[r * n + c] = v;
+  }
 }
 
 // ---- AVX-512 VNNI kernel -------------------------------------------------------------------
+//
+// acc[r][c][v] holds lanes 16v..16v+15 (v < 1 for Q4, 2 for Q8_0).
+
+LANES_TARGET_AVX512 inline __m512 extend(__m256 v) { return _mm512_castpd_ps(_mm512_zextpd256_pd512(_mm256_castps_pd(v))); }
+LANES_TARGET_AVX512 inline __m256 upper_half(__m512 v) {
+  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
 
 template <BlockType T, int R, int C>
-LANES_TARGET_AVX512 void tile_avx512(const ActPair* act, int64_t pairs, const uint8_t* w, int64_t row_bytes, int64_t nb,
-                                     float* y, int64_t n) {
-  __m512 acc[R][C];
-  __m128 mins[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps(), mins[r][c] = _mm_setzero_ps();
-  // Lane -> index of its block's d in pair_scales' result.
-  const __m512i d_index = T == BlockType::Q8_0 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
-                          : T == BlockType::Q4_1 ? _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2)
-                                                 : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-  PaddedPair pad[C];
-  for (int64_t pi = 0; pi < pairs; ++pi) {
-    __m512i wv[C];
-    __m512 dw[C];
-    __m128 dm[C];
-    for (int c = 0; c < C; ++c) {
-      const uint8_t* p = w + c * row_bytes + pi * 2 * bytes_of(T);
-      if (pi * 2 + 1 >= nb) p = pad[c].from(T, p);
-      dm[c] = pair_scales<T>(p);
-      dw[c] = _mm512_permutexvar_ps(d_index, _mm512_zextps128_ps512(dm[c]));
+LANES_TARGET_AVX512 void tile_avx512(const ActGroup* act, int64_t groups, const uint8_t* w, int64_t row_bytes, int64_t nb,
+                                 const uint8_t* tail, int64_t tail_stride, float* y, int64_t n) {
+  constexpr int V = lanes_of(T) / 16;
+  __m512 acc[R][C][V];
+  __m256 mins[R][C];
+  LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
+    LANES_UNROLL for (int v = 0; v < V; ++v) acc[r][c][v] = _mm512_setzero_ps();
+    mins[r][c] = _mm256_setzero_ps();
+  }
+  // Lane -> index of its block's d in group_scales' result.
+  const __m512i d_index[2] = {
+      T == BlockType::Q8_0   ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+      : T == BlockType::Q4_1 ? _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6)
+                             : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+      _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)};
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    __m512i wv[C][2];  // Q4: low nibbles, high nibbles; Q8_0: blocks ab, cd (+ 128)
+    __m512 dw[C][V];
+    __m256 dm[C];
+    LANES_UNROLL for (int c = 0; c < C; ++c) {
+      const uint8_t* p = w + c * row_bytes + gi * kGroup * bytes_of(T);
+      prefetch_group<T>(p);
+      if (nb - gi * kGroup < kGroup) p = tail + c * tail_stride;
+      dm[c] = group_scales<T>(p);
+      LANES_UNROLL for (int v = 0; v < V; ++v) dw[c][v] = _mm512_permutexvar_ps(d_index[v], extend(dm[c]));
       if constexpr (T == BlockType::Q8_0) {
-        __m512i raw = _mm512_inserti64x4(_mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2))),
-                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + bytes_of(T) + 2)), 1);
-        wv[c] = _mm512_xor_si512(raw, _mm512_set1_epi8(char(0x80)));  // w + 128 as unsigned
+        const __m512i flip = _mm512_set1_epi8(char(0x80));  // w + 128 as unsigned
+        LANES_UNROLL for (int h = 0; h < 2; ++h) {
+          const uint8_t* b0 = p + 2 * h * bytes_of(T) + 2;
+          __m512i raw = _mm512_inserti64x4(_mm512_zextsi256_si512(load256(b0)), load256(b0 + bytes_of(T)), 1);
+          wv[c][h] = _mm512_xor_si512(raw, flip);
+        }
       } else {
-        __m256i lo, hi;
-        pair_nibbles<T>(p, lo, hi);
-        wv[c] = _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+        __m512i raw = _mm512_inserti64x4(_mm512_zextsi256_si512(nibble_pair<T>(p)), nibble_pair<T>(p + 2 * bytes_of(T)), 1);
+        wv[c][0] = _mm512_and_si512(raw, low4);
+        wv[c][1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
       }
     }
-    for (int r = 0; r < R; ++r) {
-      const ActPair& a = act[r * pairs + pi];
-      __m512i q = _mm512_load_si512(a.q);
-      __m512 sx = _mm512_load_ps(a.scale);
-      __m512i start = T == BlockType::Q4_1 ? _mm512_setzero_si512() : _mm512_load_si512(a.bias);
-      for (int c = 0; c < C; ++c) {
-        __m512i s = _mm512_dpbusd_epi32(start, wv[c], q);
-        acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[c], sx), acc[r][c]);
-        if constexpr (T == BlockType::Q4_1) mins[r][c] = _mm_fmadd_ps(dm[c], _mm_load_ps(a.min_sum), mins[r][c]);
+    LANES_UNROLL for (int r = 0; r < R; ++r) {
+      const ActGroup& a = act[r * groups + gi];
+      LANES_UNROLL for (int c = 0; c < C; ++c) {
+        LANES_UNROLL for (int v = 0; v < V; ++v) {
+          __m512i start = T == BlockType::Q4_1 ? _mm512_setzero_si512() : _mm512_load_si512(a.bias + 16 * v);
+          __m512i s;
+          if constexpr (T == BlockType::Q8_0) {
+            s = _mm512_dpbusd_epi32(start, wv[c][v], _mm512_load_si512(a.q + 64 * v));
+          } else {
+            s = _mm512_dpbusd_epi32(start, wv[c][0], _mm512_load_si512(a.q));
+            s = _mm512_dpbusd_epi32(s, wv[c][1], _mm512_load_si512(a.q + 64));
+          }
+          __m512 scale = _mm512_mul_ps(dw[c][v], _mm512_load_ps(a.scale + 16 * v));
+          acc[r][c][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[r][c][v]);
+        }
+        if constexpr (T == BlockType::Q4_1) mins[r][c] = _mm256_fmadd_ps(dm[c], _mm256_load_ps(a.min_sum), mins[r][c]);
       }
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) {
-      float v = tree_sum_avx2(_mm512_castps512_ps256(acc[r][c]), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][c]), 1)));
-      if constexpr (T == BlockType::Q4_1) v = v + min_sum_avx2(mins[r][c]);
-      y[r * n + c] = v;
-    }
+  LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
+    __m512 lanes16 = acc[r][c][0];
+    if constexpr (V == 2) lanes16 = _mm512_add_ps(acc[r][c][0], acc[r][c][1]);
+    float v = tree_sum_avx2(_mm512_castps512_ps256(lanes16), upper_half(lanes16));
+    if constexpr (T == BlockType::Q4_1) v = v + min_tree_sum_avx2(mins[r][c]);
+    y[r * n + c] = v;
+  }
 }
 #endif  // __x86_64__
 
 // ---- tiling over a column range ------------------------------------------------------------
 
-using TileFn = void (*)(const ActPair*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t);
+using TileFn = void (*)(const ActGroup*, int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, float*, int64_t);
 
 // Tile kernels for R = 1..kMaxRows rows and C = 1 or kCols columns.
 struct TileSet {
@@ -469,6 +548,7 @@ struct TileSet {
 #if defined(__x86_64__)
 template <BlockType T>
 TileSet avx2_tiles() {
+  if constexpr (T == BlockType::Q8_0) return {2, 1, {tile_avx2<T, 1, 1>, tile_avx2<T, 2, 1>}, {tile_avx2<T, 1, 1>, tile_avx2<T, 2, 1>}};
   return {2, 2, {tile_avx2<T, 1, 2>, tile_avx2<T, 2, 2>}, {tile_avx2<T, 1, 1>, tile_avx2<T, 2, 1>}};
 }
 template <BlockType T>
@@ -480,16 +560,20 @@ TileSet avx512_tiles() {
 }
 #endif
 
-void columns_tiled(const TileSet& tiles, BlockType t, const ActPair* act, int64_t m, int64_t pairs, const uint8_t* w,
+void columns_tiled(const TileSet& tiles, BlockType t, const ActGroup* act, int64_t m, int64_t groups, const uint8_t* w,
                    int64_t nb, int64_t n, int64_t j0, int64_t j1, float* y) {
   int64_t row_bytes = nb * bytes_of(t);
+  thread_local TailGroups tails;
+  const uint8_t* tail = tails.copy(t, w, row_bytes, nb, j0, j1);
+  auto tail_of = [&](int64_t j) { return tail ? tail + (j - j0) * tails.stride : nullptr; };
   for (int64_t i0 = 0; i0 < m; i0 += tiles.max_rows) {
     int r = int(std::min<int64_t>(tiles.max_rows, m - i0));
-    const ActPair* a = act + i0 * pairs;
+    const ActGroup* a = act + i0 * groups;
     float* yr = y + i0 * n;
     int64_t j = j0;
-    for (; j + tiles.cols <= j1; j += tiles.cols) tiles.wide[r - 1](a, pairs, w + j * row_bytes, row_bytes, nb, yr + j, n);
-    for (; j < j1; ++j) tiles.narrow[r - 1](a, pairs, w + j * row_bytes, row_bytes, nb, yr + j, n);
+    for (; j + tiles.cols <= j1; j += tiles.cols)
+      tiles.wide[r - 1](a, groups, w + j * row_bytes, row_bytes, nb, tail_of(j), tails.stride, yr + j, n);
+    for (; j < j1; ++j) tiles.narrow[r - 1](a, groups, w + j * row_bytes, row_bytes, nb, tail_of(j), tails.stride, yr + j, n);
   }
 }
 
@@ -540,8 +624,8 @@ constexpr int64_t kChunkBytes = 24 << 10;
 
 // The quantized activations of the calling thread's last call, reused so decode steps do not
 // allocate; large buffers are released after use.
-thread_local std::vector<ActPair> t_act;
-constexpr size_t kKeepActPairs = (size_t(1) << 20) / sizeof(ActPair);
+thread_local std::vector<ActGroup> t_act;
+constexpr size_t kKeepActGroups = (size_t(1) << 20) / sizeof(ActGroup);
 
 }  // namespace
 
@@ -560,24 +644,24 @@ QuantKernel active_quant_kernel() { return current_kernel(); }
 void quantized_matmul(BlockType type, const float* x, int64_t m, int64_t k, int64_t x_row_stride, const void* w,
                       int64_t n, float* y) {
   if (m <= 0 || n <= 0) return;
-  int64_t nb = k / kBlock, pairs = (nb + 1) / 2;
+  int64_t nb = k / kBlock, groups = (nb + kGroup - 1) / kGroup;
   if (nb == 0) {
     std::fill(y, y + m * n, 0.f);
     return;
   }
   QuantKernel kernel = current_kernel();
-  std::vector<ActPair>& act = t_act;
-  act.resize(size_t(m * pairs));
-  ActPair* a = act.data();
+  std::vector<ActGroup>& act = t_act;
+  act.resize(size_t(m * groups));
+  ActGroup* a = act.data();
   auto quantize_rows = [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
 #if defined(__x86_64__)
       if (kernel != QuantKernel::Scalar) {
-        quantize_row_avx2(type, x + i * x_row_stride, nb, a + i * pairs);
+        quantize_row_avx2(type, x + i * x_row_stride, nb, a + i * groups);
         continue;
       }
 #endif
-      quantize_row_scalar(type, x + i * x_row_stride, nb, a + i * pairs);
+      quantize_row_scalar(type, x + i * x_row_stride, nb, a + i * groups);
     }
   };
   if (m == 1)
@@ -599,10 +683,10 @@ void quantized_matmul(BlockType type, const float* x, int64_t m, int64_t k, int6
                                       : avx2_tiles<BlockType::Q8_0>();
 #endif
   if (tiles.max_rows == 0)
-    run(n, grain, [&](int64_t j0, int64_t j1) { columns_scalar(type, a, m, pairs, wb, nb, n, j0, j1, y); });
+    run(n, grain, [&](int64_t j0, int64_t j1) { columns_scalar(type, a, m, groups, wb, nb, n, j0, j1, y); });
   else
-    run(n, grain, [&](int64_t j0, int64_t j1) { columns_tiled(tiles, type, a, m, pairs, wb, nb, n, j0, j1, y); });
-  if (act.capacity() > kKeepActPairs) std::vector<ActPair>().swap(act);
+    run(n, grain, [&](int64_t j0, int64_t j1) { columns_tiled(tiles, type, a, m, groups, wb, nb, n, j0, j1, y); });
+  if (act.capacity() > kKeepActGroups) std::vector<ActGroup>().swap(act);
 }
 
 void dequantize(BlockType type, const void* blocks, int64_t count, float* out) {
