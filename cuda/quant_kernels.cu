@@ -11,9 +11,15 @@
 // while its 132 SMs issue about 33 T fp32 FMA/s, some 139 lane-operations per block. A float
 // dot costs 32 FMAs plus ~40 unpacking operations per block and row, so from m = 2 it is
 // compute-bound; dp4a costs 8 operations (4 for Q8_0's half) per block and row plus the
-// unpacking once for all rows, so m = 8 still stays near the bandwidth line. The staging reads
-// m·k floats per thread block from L2, small next to the weights when each block has several
-// columns per warp (the caller picks the grid: about 4 blocks per SM, see below).
+// unpacking once for all rows. The staging reads m·k floats per thread block from L2, small
+// next to the weights when each block has several columns per warp (the caller picks the grid:
+// 4 blocks per SM, 528 on the H200, or fewer when n is small: ceil(n / 8)).
+// Measured on an H200 (cuda/check_kernels.py --run --time, m = 1): 1.27 TB/s on SmolLM2's Q8_0
+// head (576 x 49152, 24 us), 0.88 TB/s on a Q4_1 4096 x 14336 FFN matrix (42 us); m = 8 takes
+// 3 to 5 times as long. SmolLM2's small matrices take 5.7 to 8.3 us, latency rather than
+// bandwidth. The limit is memory-level parallelism: a warp has one column's loads in flight.
+// Loading ahead within a column (tried: 2 and 4 half-blocks per lane) raised register use and
+// lost occupancy; several columns per warp is the next step.
 //
 // Launch: blockDim = (QMV_THREADS, 1, 1) (any multiple of 32 up to 1024 also works), any
 // gridDim.x; warps take columns in grid-stride order. For a given k, results are bitwise
@@ -52,7 +58,7 @@ __device__ __forceinline__ u32 q_load_u32_aligned2(const u8* p) {
 // q holds each block's 32 values in the order the dot loop reads them: for Q4 types, lane
 // half h of a block reads 16 bytes at 32b + 16h = [x 8h..8h+7, x 16+8h..16+8h+7] (the weights
 // of the low and high nibbles of its 8 bytes); for Q8_0, natural order.
-struct QmvStage {
+struct __align__(16) QmvStage {
   int q[QMV_ROWS][QMV_KTILE / 4];        // as int words for dp4a
   float d[QMV_ROWS][QMV_KTILE / 32];     // dx
   float s[QMV_ROWS][QMV_KTILE / 32];     // Q4_1: d * Σq at float16 precision
@@ -96,46 +102,59 @@ __device__ void q_stage_block(QmvStage& st, int r, int b, float v) {
 
 // ---- the matvec --------------------------------------------------------------------------------
 
-// One lane's part of one block: 16 weights (half h), times `rows` staged rows, into acc.
-template <int TYPE>
-__device__ __forceinline__ void q_half_block(const u8* blk, int h, const QmvStage& st, int b, int rows, float (&acc)[QMV_ROWS]) {
+// One lane's half of a weight block: 16 weights as 4 words of bytes (Q4: low nibbles of its 8
+// bytes, then high nibbles), the scale and (Q4_1) the min.
+struct QHalf {
   int wq[4];
-  float dw, mw = 0.f;
+  float dw, mw;
+};
+
+template <int TYPE>
+__device__ __forceinline__ QHalf q_load_half(const u8* __restrict__ blk, int h) {
+  QHalf r;
+  r.mw = 0.f;
   if (TYPE == 0) {  // Q4_0: 18 bytes, 2-byte aligned
-    dw = q_half_value(blk);
+    r.dw = q_half_value(blk);
     u32 w0 = q_load_u32_aligned2(blk + 2 + 8 * h), w1 = q_load_u32_aligned2(blk + 6 + 8 * h);
-    wq[0] = int(w0 & 0x0f0f0f0fu), wq[1] = int(w1 & 0x0f0f0f0fu);
-    wq[2] = int((w0 >> 4) & 0x0f0f0f0fu), wq[3] = int((w1 >> 4) & 0x0f0f0f0fu);
+    r.wq[0] = int(w0 & 0x0f0f0f0fu), r.wq[1] = int(w1 & 0x0f0f0f0fu);
+    r.wq[2] = int((w0 >> 4) & 0x0f0f0f0fu), r.wq[3] = int((w1 >> 4) & 0x0f0f0f0fu);
   } else if (TYPE == 1) {  // Q4_1: 20 bytes, 4-byte aligned
-    u32 dm = *reinterpret_cast<const u32*>(blk);
+    u32 dm = __ldg(reinterpret_cast<const u32*>(blk));
     f16 hd, hm;
     hd.bits = u16(dm & 0xffff), hm.bits = u16(dm >> 16);
-    dw = to_float(hd), mw = to_float(hm);
+    r.dw = to_float(hd), r.mw = to_float(hm);
     const u32* qs = reinterpret_cast<const u32*>(blk + 4 + 8 * h);
-    u32 w0 = qs[0], w1 = qs[1];
-    wq[0] = int(w0 & 0x0f0f0f0fu), wq[1] = int(w1 & 0x0f0f0f0fu);
-    wq[2] = int((w0 >> 4) & 0x0f0f0f0fu), wq[3] = int((w1 >> 4) & 0x0f0f0f0fu);
+    u32 w0 = __ldg(qs), w1 = __ldg(qs + 1);
+    r.wq[0] = int(w0 & 0x0f0f0f0fu), r.wq[1] = int(w1 & 0x0f0f0f0fu);
+    r.wq[2] = int((w0 >> 4) & 0x0f0f0f0fu), r.wq[3] = int((w1 >> 4) & 0x0f0f0f0fu);
   } else {  // Q8_0: 34 bytes, 2-byte aligned
-    dw = q_half_value(blk);
-    for (int i = 0; i < 4; ++i) wq[i] = int(q_load_u32_aligned2(blk + 2 + 16 * h + 4 * i));
+    r.dw = q_half_value(blk);
+    for (int i = 0; i < 4; ++i) r.wq[i] = int(q_load_u32_aligned2(blk + 2 + 16 * h + 4 * i));
   }
+  return r;
+}
+
+// Adds one half-block's products with `rows` staged rows to acc.
+template <int TYPE>
+__device__ __forceinline__ void q_dot_half(const QHalf& wh, int h, const QmvStage& st, int b, int rows, float (&acc)[QMV_ROWS]) {
 #pragma unroll
   for (int r = 0; r < QMV_ROWS; ++r) {
     if (r >= rows) break;
-    const int* xq = &st.q[r][8 * b + 4 * h];
-    int sumi = __dp4a(wq[0], xq[0], 0);
-    sumi = __dp4a(wq[1], xq[1], sumi);
-    sumi = __dp4a(wq[2], xq[2], sumi);
-    sumi = __dp4a(wq[3], xq[3], sumi);
+    const int4 xq = *reinterpret_cast<const int4*>(&st.q[r][8 * b + 4 * h]);
+    int sumi = __dp4a(wh.wq[0], xq.x, 0);
+    sumi = __dp4a(wh.wq[1], xq.y, sumi);
+    sumi = __dp4a(wh.wq[2], xq.z, sumi);
+    sumi = __dp4a(wh.wq[3], xq.w, sumi);
     if (TYPE == 0) sumi -= 8 * st.half_sum[r][2 * b + h];
-    float v = __fmul_rn(__fmul_rn(dw, st.d[r][b]), float(sumi));
-    if (TYPE == 1 && h == 0) v = __fadd_rn(v, __fmul_rn(mw, st.s[r][b]));
+    float v = __fmul_rn(__fmul_rn(wh.dw, st.d[r][b]), float(sumi));
+    if (TYPE == 1 && h == 0) v = __fadd_rn(v, __fmul_rn(wh.mw, st.s[r][b]));
     acc[r] = __fadd_rn(acc[r], v);
   }
 }
 
 template <int TYPE, int BLOCK_BYTES>
-__device__ void quantized_matvec_impl(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) {
+__device__ void quantized_matvec_impl(float* __restrict__ y, const float* __restrict__ x, i64 m, i64 k, i64 x_row_stride,
+                                      const u8* __restrict__ w, i64 n) {
   __shared__ QmvStage st;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const i64 nb = k / 32, row_bytes = nb * BLOCK_BYTES;
@@ -154,7 +173,8 @@ __device__ void quantized_matvec_impl(float* y, const float* x, i64 m, i64 k, i6
 #pragma unroll
         for (int r = 0; r < QMV_ROWS; ++r) acc[r] = 0.f;
         const u8* row = w + j * row_bytes + (k0 / 32) * BLOCK_BYTES;
-        for (int b = lane >> 1; b < tile_blocks; b += 16) q_half_block<TYPE>(row + b * BLOCK_BYTES, lane & 1, st, b, rows, acc);
+        for (int b = lane >> 1; b < tile_blocks; b += 16)
+          q_dot_half<TYPE>(q_load_half<TYPE>(row + b * BLOCK_BYTES, lane & 1), lane & 1, st, b, rows, acc);
 #pragma unroll
         for (int r = 0; r < QMV_ROWS; ++r) {
           if (r >= rows) break;
