@@ -229,21 +229,15 @@ void columns_scalar(BlockType t, const ActGroup* act, int64_t m, int64_t groups,
   }
 }
 
-// The last groups of a range of columns whose rows end in fewer than 4 blocks, copied with
-// zero blocks after them, so the SIMD kernels read whole groups and never past a row. Copied
-// before the columns are computed (reading a just-written copy would stall on store
-// forwarding).
-struct TailGroups {
-  std::vector<uint8_t> bytes;
-  int64_t stride = 0;  // bytes per column: 4 blocks
-  const uint8_t* copy(BlockType t, const uint8_t* w, int64_t row_bytes, int64_t nb, int64_t j0, int64_t j1) {
-    int64_t present = nb % kGroup;
-    if (present == 0) return nullptr;
-    stride = kGroup * bytes_of(t);
-    bytes.assign(size_t((j1 - j0) * stride + 64), 0);
-    for (int64_t j = j0; j < j1; ++j)
-      std::memcpy(&bytes[size_t((j - j0) * stride)], w + j * row_bytes + (nb - present) * bytes_of(t), size_t(present * bytes_of(t)));
-    return bytes.data();
+// The last group of a row that ends in 1 or 3 blocks, copied with zero blocks after it so the
+// SIMD kernels read a whole group and never past the row. (A row ending in 2 blocks, like
+// k = 576, is read in place: see the kernels.)
+struct PaddedGroup {
+  alignas(64) uint8_t bytes[kGroup * 34 + 32];
+  const uint8_t* from(BlockType t, const uint8_t* blocks, int64_t present) {
+    std::memset(bytes, 0, sizeof bytes);
+    std::memcpy(bytes, blocks, size_t(present * bytes_of(t)));
+    return bytes;
   }
 };
 
@@ -348,6 +342,16 @@ LANES_TARGET_AVX2 inline __m256 group_scales(const uint8_t* p) {
   }
 }
 
+// group_scales for a group of only blocks a and b (c and d read as zero).
+template <BlockType T>
+LANES_TARGET_AVX2 inline __m256 pair_scales(const uint8_t* p) {
+  constexpr int64_t bb = bytes_of(T);
+  if constexpr (T == BlockType::Q4_1)
+    return _mm256_cvtph_ps(_mm_setr_epi32(int(load_u32(p)), int(load_u32(p + bb)), 0, 0));
+  else
+    return _mm256_cvtph_ps(_mm_cvtsi64_si128(int64_t(load_u16(p) | (load_u16(p + bb) << 16))));
+}
+
 // The 16 nibble bytes of blocks b and b + 1 as one vector.
 template <BlockType T>
 LANES_TARGET_AVX2 inline __m256i nibble_pair(const uint8_t* p) {
@@ -389,69 +393,88 @@ LANES_TARGET_AVX2 inline void prefetch_group(const uint8_t* p) {
   if constexpr (T == BlockType::Q8_0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead + 64), _MM_HINT_T0);
 }
 
-// ---- AVX2 kernel: R activation rows x C weight columns -------------------------------------
+// ---- AVX2 kernel: R activation rows x C weight columns at a time ---------------------------
 //
 // Lanes are held as 8-lane vectors: acc[r][c][v] holds lanes 8v..8v+7 (v < 2 for Q4, 4 for Q8_0).
 
-template <BlockType T, int R, int C>
-LANES_TARGET_AVX2 void tile_avx2(const ActGroup* act, int64_t groups, const uint8_t* w, int64_t row_bytes, int64_t nb,
-                                 const uint8_t* tail, int64_t tail_stride, float* y, int64_t n) {
+template <BlockType T, int C>
+struct Avx2Weights {
+  static constexpr int V = lanes_of(T) / 8;
+  __m256i w[C][4];  // Q4: lo ab, hi ab, lo cd, hi cd; Q8_0: blocks a, b, c, d
+  __m256 dw[C][V], dm[C];
+};
+
+// Loads column c's group at p: all 4 blocks, or (pair) only a and b with c and d as zeros.
+template <BlockType T, int C>
+LANES_TARGET_AVX2 inline void load_avx2(Avx2Weights<T, C>& g, int c, const uint8_t* p, bool pair) {
   constexpr int V = lanes_of(T) / 8;
-  __m256 acc[R][C][V], mins[R][C];
-  LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
-    LANES_UNROLL for (int v = 0; v < V; ++v) acc[r][c][v] = _mm256_setzero_ps();
-    mins[r][c] = _mm256_setzero_ps();
-  }
-  const __m256i ones16 = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
-  for (int64_t gi = 0; gi < groups; ++gi) {
-    __m256i wv[C][4];  // Q4: lo ab, hi ab, lo cd, hi cd; Q8_0: blocks a, b, c, d
-    __m256 dw[C][V], dm[C];
-    LANES_UNROLL for (int c = 0; c < C; ++c) {
-      const uint8_t* p = w + c * row_bytes + gi * kGroup * bytes_of(T);
-      prefetch_group<T>(p);
-      if (nb - gi * kGroup < kGroup) p = tail + c * tail_stride;
-      dm[c] = group_scales<T>(p);
-      LANES_UNROLL for (int v = 0; v < V; ++v) dw[c][v] = _mm256_permutevar8x32_ps(dm[c], d_index_avx2<T>(T == BlockType::Q8_0 ? v : 2 * v));
-      if constexpr (T == BlockType::Q8_0) {
-        LANES_UNROLL for (int b = 0; b < 4; ++b) wv[c][b] = load256(p + b * bytes_of(T) + 2);
-      } else {
-        LANES_UNROLL for (int h = 0; h < 2; ++h) {
-          __m256i raw = nibble_pair<T>(p + 2 * h * bytes_of(T));
-          wv[c][2 * h] = _mm256_and_si256(raw, low4);
-          wv[c][2 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-        }
-      }
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  g.dm[c] = pair ? pair_scales<T>(p) : group_scales<T>(p);
+  LANES_UNROLL for (int v = 0; v < V; ++v) g.dw[c][v] = _mm256_permutevar8x32_ps(g.dm[c], d_index_avx2<T>(T == BlockType::Q8_0 ? v : 2 * v));
+  if constexpr (T == BlockType::Q8_0) {
+    LANES_UNROLL for (int b = 0; b < 4; ++b) g.w[c][b] = pair && b >= 2 ? _mm256_setzero_si256() : load256(p + b * bytes_of(T) + 2);
+  } else {
+    LANES_UNROLL for (int h = 0; h < 2; ++h) {
+      __m256i raw = pair && h == 1 ? _mm256_setzero_si256() : nibble_pair<T>(p + 2 * h * bytes_of(T));
+      g.w[c][2 * h] = _mm256_and_si256(raw, low4);
+      g.w[c][2 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
     }
-    LANES_UNROLL for (int r = 0; r < R; ++r) {
-      const ActGroup& a = act[r * groups + gi];
+  }
+}
+
+template <BlockType T, int R, int C>
+LANES_TARGET_AVX2 void columns_avx2(const ActGroup* act, int64_t groups, const uint8_t* w, int64_t row_bytes, int64_t nb,
+                                    float* y, int64_t n, int64_t cols) {
+  constexpr int V = lanes_of(T) / 8;
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  const int64_t full = nb / kGroup, rest = nb % kGroup;
+  for (int64_t j = 0; j + C <= cols; j += C, w += C * row_bytes, y += C) {
+    __m256 acc[R][C][V], mins[R][C];
+    LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
+      LANES_UNROLL for (int v = 0; v < V; ++v) acc[r][c][v] = _mm256_setzero_ps();
+      mins[r][c] = _mm256_setzero_ps();
+    }
+    PaddedGroup pad[C];
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      Avx2Weights<T, C> g;
       LANES_UNROLL for (int c = 0; c < C; ++c) {
-        LANES_UNROLL for (int v = 0; v < V; ++v) {
-          __m256i s;
-          if constexpr (T == BlockType::Q8_0) {
-            __m256i wb = wv[c][v], qb = load256(a.q + 32 * v);
-            s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wb, wb), _mm256_sign_epi8(qb, wb)), ones16);
-          } else {
-            // Two products of at most 15 * 127 per int16 each: the int16 sum cannot overflow.
-            __m256i lo = _mm256_maddubs_epi16(wv[c][2 * v], load256(a.q + 32 * v));
-            __m256i hi = _mm256_maddubs_epi16(wv[c][2 * v + 1], load256(a.q + 64 + 32 * v));
-            s = _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones16);
-            if constexpr (T == BlockType::Q4_0) s = _mm256_add_epi32(s, load256(a.bias + 8 * v));
+        const uint8_t* p = w + c * row_bytes + gi * kGroup * bytes_of(T);
+        prefetch_group<T>(p);
+        bool pair = gi == full && rest == 2;
+        if (gi == full && rest != 2) p = pad[c].from(T, p, rest);
+        load_avx2<T, C>(g, c, p, pair);
+      }
+      LANES_UNROLL for (int r = 0; r < R; ++r) {
+        const ActGroup& a = act[r * groups + gi];
+        LANES_UNROLL for (int c = 0; c < C; ++c) {
+          LANES_UNROLL for (int v = 0; v < V; ++v) {
+            __m256i s;
+            if constexpr (T == BlockType::Q8_0) {
+              __m256i wb = g.w[c][v], qb = load256(a.q + 32 * v);
+              s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wb, wb), _mm256_sign_epi8(qb, wb)), ones16);
+            } else {
+              // Two products of at most 15 * 127 per int16 each: the int16 sum cannot overflow.
+              __m256i lo = _mm256_maddubs_epi16(g.w[c][2 * v], load256(a.q + 32 * v));
+              __m256i hi = _mm256_maddubs_epi16(g.w[c][2 * v + 1], load256(a.q + 64 + 32 * v));
+              s = _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones16);
+              if constexpr (T == BlockType::Q4_0) s = _mm256_add_epi32(s, load256(a.bias + 8 * v));
+            }
+            __m256 scale = _mm256_mul_ps(g.dw[c][v], _mm256_load_ps(a.scale + 8 * v));
+            acc[r][c][v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[r][c][v]);
           }
-          __m256 scale = _mm256_mul_ps(dw[c][v], _mm256_load_ps(a.scale + 8 * v));
-          acc[r][c][v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[r][c][v]);
+          if constexpr (T == BlockType::Q4_1) mins[r][c] = _mm256_fmadd_ps(g.dm[c], _mm256_load_ps(a.min_sum), mins[r][c]);
         }
-        if constexpr (T == BlockType::Q4_1) mins[r][c] = _mm256_fmadd_ps(dm[c], _mm256_load_ps(a.min_sum), mins[r][c]);
       }
     }
-  }
-  LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
-    float v;
-    if constexpr (T == BlockType::Q8_0)
-      v = tree_sum_avx2(_mm256_add_ps(acc[r][c][0], acc[r][c][2]), _mm256_add_ps(acc[r][c][1], acc[r][c][3]));
-    else
-      v = tree_sum_avx2(acc[r][c][0], acc[r][c][1]);
-    if constexpr (T == BlockType::Q4_1) v = v + min_tree_sum_avx2(mins[r][c]);
-    y[r * n + c] = v;
+    LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
+      float v;
+      if constexpr (T == BlockType::Q8_0)
+        v = tree_sum_avx2(_mm256_add_ps(acc[r][c][0], acc[r][c][2]), _mm256_add_ps(acc[r][c][1], acc[r][c][3]));
+      else
+        v = tree_sum_avx2(acc[r][c][0], acc[r][c][1]);
+      if constexpr (T == BlockType::Q4_1) v = v + min_tree_sum_avx2(mins[r][c]);
+      y[r * n + c] = v;
+    }
   }
 }
 
@@ -464,80 +487,100 @@ LANES_TARGET_AVX512 inline __m256 upper_half(__m512 v) {
   return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
 }
 
-template <BlockType T, int R, int C>
-LANES_TARGET_AVX512 void tile_avx512(const ActGroup* act, int64_t groups, const uint8_t* w, int64_t row_bytes, int64_t nb,
-                                 const uint8_t* tail, int64_t tail_stride, float* y, int64_t n) {
-  constexpr int V = lanes_of(T) / 16;
-  __m512 acc[R][C][V];
-  __m256 mins[R][C];
-  LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
-    LANES_UNROLL for (int v = 0; v < V; ++v) acc[r][c][v] = _mm512_setzero_ps();
-    mins[r][c] = _mm256_setzero_ps();
-  }
-  // Lane -> index of its block's d in group_scales' result.
+// Loads column c's group at p (all 4 blocks, or with `pair` only a and b, c and d as zeros):
+// wv = Q4: low nibbles, high nibbles; Q8_0: blocks ab, cd (+ 128, as unsigned bytes).
+template <BlockType T, int C, int V>
+LANES_TARGET_AVX512 inline void load_avx512(__m512i (&wv)[C][2], __m512 (&dw)[C][V], __m256 (&dm)[C], int c, const uint8_t* p,
+                                            bool pair) {
   const __m512i d_index[2] = {
       T == BlockType::Q8_0   ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
       : T == BlockType::Q4_1 ? _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6)
                              : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
       _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)};
-  const __m512i low4 = _mm512_set1_epi8(0x0f);
-  for (int64_t gi = 0; gi < groups; ++gi) {
-    __m512i wv[C][2];  // Q4: low nibbles, high nibbles; Q8_0: blocks ab, cd (+ 128)
-    __m512 dw[C][V];
-    __m256 dm[C];
-    LANES_UNROLL for (int c = 0; c < C; ++c) {
-      const uint8_t* p = w + c * row_bytes + gi * kGroup * bytes_of(T);
-      prefetch_group<T>(p);
-      if (nb - gi * kGroup < kGroup) p = tail + c * tail_stride;
-      dm[c] = group_scales<T>(p);
-      LANES_UNROLL for (int v = 0; v < V; ++v) dw[c][v] = _mm512_permutexvar_ps(d_index[v], extend(dm[c]));
-      if constexpr (T == BlockType::Q8_0) {
-        const __m512i flip = _mm512_set1_epi8(char(0x80));  // w + 128 as unsigned
-        LANES_UNROLL for (int h = 0; h < 2; ++h) {
-          const uint8_t* b0 = p + 2 * h * bytes_of(T) + 2;
-          __m512i raw = _mm512_inserti64x4(_mm512_zextsi256_si512(load256(b0)), load256(b0 + bytes_of(T)), 1);
-          wv[c][h] = _mm512_xor_si512(raw, flip);
-        }
-      } else {
-        __m512i raw = _mm512_inserti64x4(_mm512_zextsi256_si512(nibble_pair<T>(p)), nibble_pair<T>(p + 2 * bytes_of(T)), 1);
-        wv[c][0] = _mm512_and_si512(raw, low4);
-        wv[c][1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
+  dm[c] = pair ? pair_scales<T>(p) : group_scales<T>(p);
+  LANES_UNROLL for (int v = 0; v < V; ++v) dw[c][v] = _mm512_permutexvar_ps(d_index[v], extend(dm[c]));
+  if constexpr (T == BlockType::Q8_0) {
+    const __m512i flip = _mm512_set1_epi8(char(0x80));
+    LANES_UNROLL for (int h = 0; h < 2; ++h) {
+      if (pair && h == 1) {
+        wv[c][h] = _mm512_setzero_si512();  // unused: the pair's lanes 16..31 are skipped
+        continue;
       }
+      const uint8_t* b0 = p + 2 * h * bytes_of(T) + 2;
+      __m512i raw = _mm512_inserti64x4(_mm512_zextsi256_si512(load256(b0)), load256(b0 + bytes_of(T)), 1);
+      wv[c][h] = _mm512_xor_si512(raw, flip);
     }
-    LANES_UNROLL for (int r = 0; r < R; ++r) {
-      const ActGroup& a = act[r * groups + gi];
-      LANES_UNROLL for (int c = 0; c < C; ++c) {
-        LANES_UNROLL for (int v = 0; v < V; ++v) {
-          __m512i start = T == BlockType::Q4_1 ? _mm512_setzero_si512() : _mm512_load_si512(a.bias + 16 * v);
-          __m512i s;
-          if constexpr (T == BlockType::Q8_0) {
-            s = _mm512_dpbusd_epi32(start, wv[c][v], _mm512_load_si512(a.q + 64 * v));
-          } else {
-            s = _mm512_dpbusd_epi32(start, wv[c][0], _mm512_load_si512(a.q));
-            s = _mm512_dpbusd_epi32(s, wv[c][1], _mm512_load_si512(a.q + 64));
-          }
-          __m512 scale = _mm512_mul_ps(dw[c][v], _mm512_load_ps(a.scale + 16 * v));
-          acc[r][c][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[r][c][v]);
-        }
-        if constexpr (T == BlockType::Q4_1) mins[r][c] = _mm256_fmadd_ps(dm[c], _mm256_load_ps(a.min_sum), mins[r][c]);
-      }
-    }
+  } else {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512i raw = pair ? _mm512_zextsi256_si512(nibble_pair<T>(p))
+                       : _mm512_inserti64x4(_mm512_zextsi256_si512(nibble_pair<T>(p)), nibble_pair<T>(p + 2 * bytes_of(T)), 1);
+    wv[c][0] = _mm512_and_si512(raw, low4);
+    wv[c][1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
   }
-  LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
-    __m512 lanes16 = acc[r][c][0];
-    if constexpr (V == 2) lanes16 = _mm512_add_ps(acc[r][c][0], acc[r][c][1]);
-    float v = tree_sum_avx2(_mm512_castps512_ps256(lanes16), upper_half(lanes16));
-    if constexpr (T == BlockType::Q4_1) v = v + min_tree_sum_avx2(mins[r][c]);
-    y[r * n + c] = v;
+}
+
+// acc[r][c][v] holds lanes 16v..16v+15 (v < 1 for Q4, 2 for Q8_0). A pair group of Q8_0 skips
+// v = 1, whose lanes would only add zeros (acc is never -0, so adding +0 changes no bit).
+template <BlockType T, int R, int C>
+LANES_TARGET_AVX512 void columns_avx512(const ActGroup* act, int64_t groups, const uint8_t* w, int64_t row_bytes, int64_t nb,
+                                        float* y, int64_t n, int64_t cols) {
+  constexpr int V = lanes_of(T) / 16;
+  const int64_t full = nb / kGroup, rest = nb % kGroup;
+  for (int64_t j = 0; j + C <= cols; j += C, w += C * row_bytes, y += C) {
+    __m512 acc[R][C][V];
+    __m256 mins[R][C];
+    LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
+      LANES_UNROLL for (int v = 0; v < V; ++v) acc[r][c][v] = _mm512_setzero_ps();
+      mins[r][c] = _mm256_setzero_ps();
+    }
+    PaddedGroup pad[C];
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      __m512i wv[C][2];
+      __m512 dw[C][V];
+      __m256 dm[C];
+      bool pair = gi == full && rest == 2;
+      LANES_UNROLL for (int c = 0; c < C; ++c) {
+        const uint8_t* p = w + c * row_bytes + gi * kGroup * bytes_of(T);
+        prefetch_group<T>(p);
+        if (gi == full && rest != 2) p = pad[c].from(T, p, rest);
+        load_avx512<T, C, V>(wv, dw, dm, c, p, pair);
+      }
+      LANES_UNROLL for (int r = 0; r < R; ++r) {
+        const ActGroup& a = act[r * groups + gi];
+        LANES_UNROLL for (int c = 0; c < C; ++c) {
+          LANES_UNROLL for (int v = 0; v < V; ++v) {
+            if (V == 2 && v == 1 && pair) continue;
+            __m512i start = T == BlockType::Q4_1 ? _mm512_setzero_si512() : _mm512_load_si512(a.bias + 16 * v);
+            __m512i s;
+            if constexpr (T == BlockType::Q8_0) {
+              s = _mm512_dpbusd_epi32(start, wv[c][v], _mm512_load_si512(a.q + 64 * v));
+            } else {
+              s = _mm512_dpbusd_epi32(start, wv[c][0], _mm512_load_si512(a.q));
+              s = _mm512_dpbusd_epi32(s, wv[c][1], _mm512_load_si512(a.q + 64));
+            }
+            __m512 scale = _mm512_mul_ps(dw[c][v], _mm512_load_ps(a.scale + 16 * v));
+            acc[r][c][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[r][c][v]);
+          }
+          if constexpr (T == BlockType::Q4_1) mins[r][c] = _mm256_fmadd_ps(dm[c], _mm256_load_ps(a.min_sum), mins[r][c]);
+        }
+      }
+    }
+    LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int c = 0; c < C; ++c) {
+      __m512 lanes16 = acc[r][c][0];
+      if constexpr (V == 2) lanes16 = _mm512_add_ps(acc[r][c][0], acc[r][c][1]);
+      float v = tree_sum_avx2(_mm512_castps512_ps256(lanes16), upper_half(lanes16));
+      if constexpr (T == BlockType::Q4_1) v = v + min_tree_sum_avx2(mins[r][c]);
+      y[r * n + c] = v;
+    }
   }
 }
 #endif  // __x86_64__
 
 // ---- tiling over a column range ------------------------------------------------------------
 
-using TileFn = void (*)(const ActGroup*, int64_t, const uint8_t*, int64_t, int64_t, const uint8_t*, int64_t, float*, int64_t);
+using TileFn = void (*)(const ActGroup*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t, int64_t);
 
-// Tile kernels for R = 1..kMaxRows rows and C = 1 or kCols columns.
+// Kernels over a run of columns, C at a time, for R = 1..max_rows activation rows.
 struct TileSet {
   int max_rows = 0;
   int cols = 0;
@@ -548,32 +591,29 @@ struct TileSet {
 #if defined(__x86_64__)
 template <BlockType T>
 TileSet avx2_tiles() {
-  if constexpr (T == BlockType::Q8_0) return {2, 1, {tile_avx2<T, 1, 1>, tile_avx2<T, 2, 1>}, {tile_avx2<T, 1, 1>, tile_avx2<T, 2, 1>}};
-  return {2, 2, {tile_avx2<T, 1, 2>, tile_avx2<T, 2, 2>}, {tile_avx2<T, 1, 1>, tile_avx2<T, 2, 1>}};
+  if constexpr (T == BlockType::Q8_0)
+    return {2, 1, {columns_avx2<T, 1, 1>, columns_avx2<T, 2, 1>}, {columns_avx2<T, 1, 1>, columns_avx2<T, 2, 1>}};
+  return {2, 2, {columns_avx2<T, 1, 2>, columns_avx2<T, 2, 2>}, {columns_avx2<T, 1, 1>, columns_avx2<T, 2, 1>}};
 }
 template <BlockType T>
 TileSet avx512_tiles() {
   return {4,
           2,
-          {tile_avx512<T, 1, 2>, tile_avx512<T, 2, 2>, tile_avx512<T, 3, 2>, tile_avx512<T, 4, 2>},
-          {tile_avx512<T, 1, 1>, tile_avx512<T, 2, 1>, tile_avx512<T, 3, 1>, tile_avx512<T, 4, 1>}};
+          {columns_avx512<T, 1, 2>, columns_avx512<T, 2, 2>, columns_avx512<T, 3, 2>, columns_avx512<T, 4, 2>},
+          {columns_avx512<T, 1, 1>, columns_avx512<T, 2, 1>, columns_avx512<T, 3, 1>, columns_avx512<T, 4, 1>}};
 }
 #endif
 
 void columns_tiled(const TileSet& tiles, BlockType t, const ActGroup* act, int64_t m, int64_t groups, const uint8_t* w,
                    int64_t nb, int64_t n, int64_t j0, int64_t j1, float* y) {
   int64_t row_bytes = nb * bytes_of(t);
-  thread_local TailGroups tails;
-  const uint8_t* tail = tails.copy(t, w, row_bytes, nb, j0, j1);
-  auto tail_of = [&](int64_t j) { return tail ? tail + (j - j0) * tails.stride : nullptr; };
   for (int64_t i0 = 0; i0 < m; i0 += tiles.max_rows) {
     int r = int(std::min<int64_t>(tiles.max_rows, m - i0));
     const ActGroup* a = act + i0 * groups;
     float* yr = y + i0 * n;
-    int64_t j = j0;
-    for (; j + tiles.cols <= j1; j += tiles.cols)
-      tiles.wide[r - 1](a, groups, w + j * row_bytes, row_bytes, nb, tail_of(j), tails.stride, yr + j, n);
-    for (; j < j1; ++j) tiles.narrow[r - 1](a, groups, w + j * row_bytes, row_bytes, nb, tail_of(j), tails.stride, yr + j, n);
+    int64_t wide = (j1 - j0) / tiles.cols * tiles.cols, j = j0 + wide;
+    tiles.wide[r - 1](a, groups, w + j0 * row_bytes, row_bytes, nb, yr + j0, n, wide);
+    if (j < j1) tiles.narrow[r - 1](a, groups, w + j * row_bytes, row_bytes, nb, yr + j, n, j1 - j);
   }
 }
 
