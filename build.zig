@@ -25,6 +25,7 @@ const core_sources = [_][]const u8{
     "cpu/cpu_features.cpp",
     "cpu/cpu_backend.cpp",
     "cpu/kernels.cpp",
+    "cpu/quant.cpp",
     "cpu/sgemm.cpp",
     "cpu/reduce_simd.cpp",
     "cpu/softmax_simd.cpp",

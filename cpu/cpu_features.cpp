@@ -9,27 +9,42 @@ namespace {
 
 // CPUID and XGETBV directly: the compiler's __builtin_cpu_supports needs a runtime symbol a
 // shared library cannot reference.
-bool detect_avx2_fma() {
+struct Features {
+  bool avx2_fma = false;
+  bool f16c = false;
+  bool avx512_vnni = false;
+};
+
+Features detect() {
+  Features f;
 #if defined(__x86_64__)
   unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
-  bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28);
-  if (!fma || !osxsave || !avx) return false;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
+  if (!fma || !osxsave || !avx) return f;
   unsigned lo = 0, hi = 0;
   __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  if ((lo & 6u) != 6u) return false;  // the OS saves the YMM registers
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  return b & (1u << 5);  // AVX2
-#else
-  return false;
+  if ((lo & 6u) != 6u) return f;  // the OS saves the XMM and YMM registers
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+  f.avx2_fma = b & (1u << 5);
+  f.f16c = f.avx2_fma && f16c;
+  bool avx512 = (b & (1u << 16)) && (b & (1u << 30)) && (b & (1u << 31));  // F, BW, VL
+  bool vnni = c & (1u << 11);
+  bool zmm_state = (lo & 0xe0u) == 0xe0u;  // opmask, upper halves of ZMM0-15, ZMM16-31
+  f.avx512_vnni = f.f16c && avx512 && vnni && zmm_state;
 #endif
+  return f;
+}
+
+const Features& features() {
+  static const Features f = detect();
+  return f;
 }
 
 }  // namespace
 
-bool has_avx2_fma() {
-  static const bool yes = detect_avx2_fma();
-  return yes;
-}
+bool has_avx2_fma() { return features().avx2_fma; }
+bool has_avx2_fma_f16c() { return features().f16c; }
+bool has_avx512_vnni() { return features().avx512_vnni; }
 
 }  // namespace lanes::cpu

@@ -10,6 +10,7 @@
 #include "../ffi/src/status.hpp"
 #include "compute_pool.hpp"
 #include "philox.hpp"
+#include "quant.hpp"
 #include "sgemm.hpp"
 #include "cpu_features.hpp"
 #include "reduce_simd.hpp"
@@ -335,8 +336,32 @@ void where(const Command& c) {
   });
 }
 
+BlockType block_type(DType d) {
+  switch (d) {
+    case DType::Q4_0: return BlockType::Q4_0;
+    case DType::Q4_1: return BlockType::Q4_1;
+    case DType::Q8_0: return BlockType::Q8_0;
+    default: throw_error(LANES_ERR_INTERNAL, std::string("cpu: ") + dtype_name(d) + " is not a quantized type");
+  }
+}
+
 void astype(const Command& c) {
   const TensorArg& in = c.inputs[0];
+  if (is_quantized(in.dtype)) {
+    if (in.dtype == c.output.dtype) {
+      std::memcpy(c.output.data, in.data, dtype_bytes(in.dtype, numel(in.shape)));
+      return;
+    }
+    int64_t n = numel(in.shape);
+    int64_t block = dtype_info(in.dtype).block;
+    size_t block_bytes = dtype_info(in.dtype).bytes;
+    BlockType type = block_type(in.dtype);
+    float* y = output<float>(c);
+    parallel_for(n / block, std::max<int64_t>(1, kElementGrain / block), [&](int64_t b, int64_t e) {
+      cpu::dequantize(type, static_cast<const uint8_t*>(in.data) + b * block_bytes, (e - b) * block, y + b * block);
+    });
+    return;
+  }
   dispatch(in.dtype, [&](auto from_tag) {
     using From = decltype(from_tag);
     dispatch(c.output.dtype, [&](auto to_tag) {
@@ -510,6 +535,32 @@ void concatenate(const Command& c) {
   });
 }
 
+// ---- quantized weights ---------------------------------------------------------------------------
+
+// x [..., k] (float32, contiguous) @ w^T, w [n, k] quantized.
+void quantized_matmul(const Command& c) {
+  const TensorArg &x = c.inputs[0], &w = c.inputs[1];
+  int64_t k = x.shape.back(), n = w.shape[0];
+  int64_t m = k ? numel(x.shape) / k : 0;
+  if (m == 0 || n == 0) return;
+  cpu::quantized_matmul(block_type(w.dtype), base<float>(x), m, k, k, w.data, n, output<float>(c));
+}
+
+// Rows of a quantized [rows, k] array at int32 indices, as float32.
+void take_quantized(const Command& c, const int32_t* idx, int64_t count) {
+  const TensorArg& a = c.inputs[0];
+  int64_t dim = a.shape[0], k = a.shape[1];
+  size_t row_bytes = dtype_bytes(a.dtype, k);
+  BlockType type = block_type(a.dtype);
+  float* y = output<float>(c);
+  parallel_for(count, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, k)), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      int64_t row = idx[i] < 0 ? idx[i] + dim : idx[i];
+      cpu::dequantize(type, static_cast<const uint8_t*>(a.data) + row * row_bytes, k, y + i * k);
+    }
+  });
+}
+
 void take(const Command& c) {
   const TensorArg& a = c.inputs[0];
   int axis = c.params.axis;
@@ -527,6 +578,7 @@ void take(const Command& c) {
                                         std::to_string(axis) + " of size " + std::to_string(dim));
     rows[static_cast<size_t>(i)] = v;
   }
+  if (is_quantized(a.dtype)) return take_quantized(c, idx, count);
   dispatch(c.output.dtype, [&](auto tag) {
     using T = decltype(tag);
     std::vector<T> scratch;
@@ -963,9 +1015,9 @@ void run_kernel(const Command& c) {
     case OpCode::Download: return download(c);
     case OpCode::FromData:
     case OpCode::View:
+    case OpCode::QuantizedMatmul: return quantized_matmul(c);
     case OpCode::Placeholder:
-    case OpCode::PlanOutput:
-    case OpCode::QuantizedMatmul: break;
+    case OpCode::PlanOutput: break;
   }
   throw_error(LANES_ERR_INTERNAL, std::string("cpu backend: no kernel for ") + op_name(c.op, c.params.subop));
 }

@@ -73,6 +73,7 @@ Driver load_driver() {
   BIND(lib, d, cuMemcpyDtoH, "cuMemcpyDtoH_v2");
   BIND(lib, d, cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2");
   BIND(lib, d, cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2");
+  BIND(lib, d, cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2");
   BIND(lib, d, cuEventCreate, "cuEventCreate");
   BIND(lib, d, cuEventRecord, "cuEventRecord");
   BIND(lib, d, cuEventSynchronize, "cuEventSynchronize");

@@ -176,8 +176,20 @@ void where(const Command& c, LaunchContext& ctx) {
             w.shape, n);
 }
 
+void dequantize(const Command& c, LaunchContext& ctx);
+
 void astype(const Command& c, LaunchContext& ctx) {
   const TensorArg& x = c.inputs[0];
+  if (is_quantized(x.dtype)) {
+    if (x.dtype != c.output.dtype) return dequantize(c, ctx);
+    StreamOp op;
+    op.call = [dst = data_ptr(c.output), src = base_ptr(x), bytes = dtype_bytes(x.dtype, numel(x.shape))](CUstream s) -> std::optional<std::string> {
+      if (CUresult r = driver().cuMemcpyDtoDAsync(dst, src, bytes, s); r != CUDA_SUCCESS) return "copy: " + error_text(r);
+      return std::nullopt;
+    };
+    ctx.out.ops.push_back(std::move(op));
+    return;
+  }
   int64_t n = numel(c.output.shape);
   Walk w = collapse(c.output.shape, {read_strides(x, c.output.shape)}, {x.offset});
   CUdeviceptr y = data_ptr(c.output), xp = base_ptr(x);
@@ -214,8 +226,11 @@ void concatenate(const Command& c, LaunchContext& ctx) {
   }
 }
 
+void take_quantized(const Command& c, LaunchContext& ctx);
+
 void take(const Command& c, LaunchContext& ctx) {
   const TensorArg &a = c.inputs[0], &indices = c.inputs[1];
+  if (is_quantized(a.dtype)) return take_quantized(c, ctx);
   int axis = c.params.axis;
   int64_t dim = a.shape[axis], outer = 1, inner = 1, count = numel(indices.shape);
   for (int d = 0; d < axis; ++d) outer *= a.shape[d];
@@ -323,6 +338,56 @@ void rope(const Command& c, LaunchContext& ctx) {
             traditional, dyn);
 }
 
+// ---- quantized weights -------------------------------------------------------------------------
+
+// Rows up to which the quantized matvec (8-bit activations, dp4a) runs; longer inputs (a prompt)
+// dequantize the weights once and take the dense matmul.
+constexpr int64_t kMatvecRows = 16;
+
+void quantized_matmul(const Command& c, LaunchContext& ctx) {
+  const TensorArg &x = c.inputs[0], &w = c.inputs[1];
+  int64_t k = x.shape.back(), n = w.shape[0];
+  int64_t m = k ? numel(x.shape) / k : 0;
+  if (m == 0 || n == 0) return;
+  CUdeviceptr y = data_ptr(c.output), xp = data_ptr(x), wp = base_ptr(w);
+  std::string type = suffix(w.dtype);
+  if (m <= kMatvecRows) {
+    unsigned grid = static_cast<unsigned>(std::min<int64_t>(int64_t(ctx.device.sm_count) * 4, (n + 7) / 8));
+    launch(ctx, "quantized_matvec_" + type, grid, 1, 1, 256, 0, y, xp, m, k, k, wp, n);
+    return;
+  }
+  int64_t count = n * k;
+  CUdeviceptr dense = ctx.temp(static_cast<size_t>(count) * 4);
+  launch_1d(ctx, "dequantize_" + type + "_to_f32", count / 2, dense, wp, count);
+  // y [m, n] = x [m, k] @ W^T: W is [n, k] row-major, so W^T reads (kk, j) at j·k + kk.
+  MatmulOperands mo{xp, dense, y, 1, m, n, k, 0, k, 1, 0, 1, k, DType::Float32};
+  if (ctx.device.use_cublaslt && matmul_cublaslt(mo, ctx)) return;
+  KShape kb{};
+  KStrides ab{}, bb{};
+  int64_t a_row = k, a_col = 1, b_row = 1, b_col = k, batches = 1;
+  launch(ctx, "matmul_f32", static_cast<unsigned>((n + 15) / 16), static_cast<unsigned>((m + 15) / 16), 1, 256, 0, y, xp, dense,
+         m, n, k, a_row, a_col, b_row, b_col, kb, ab, bb, batches);
+}
+
+void take_quantized(const Command& c, LaunchContext& ctx) {
+  const TensorArg &a = c.inputs[0], &indices = c.inputs[1];
+  int64_t dim = a.shape[0], k = a.shape[1], count = numel(indices.shape);
+  if (count == 0 || k == 0) return;
+  CUdeviceptr idx = contiguous(indices, ctx), y = data_ptr(c.output), wp = base_ptr(a);
+  ErrorWords::Word word = ctx.error_words.take();
+  ctx.out.take_checks.push_back(TakeCheck{word, 0, dim});
+  CUdeviceptr err = word.device;
+  launch_1d(ctx, std::string("take_dequantize_") + suffix(a.dtype), count * k / 2, y, wp, idx, count, k, dim, err);
+}
+
+void dequantize(const Command& c, LaunchContext& ctx) {
+  const TensorArg& x = c.inputs[0];
+  int64_t count = numel(x.shape);
+  if (count == 0) return;
+  CUdeviceptr y = data_ptr(c.output), wp = base_ptr(x);
+  launch_1d(ctx, std::string("dequantize_") + suffix(x.dtype) + "_to_f32", count / 2, y, wp, count);
+}
+
 void matmul(const Command& c, LaunchContext& ctx) {
   const Shape& ys = c.output.shape;
   int nd = static_cast<int>(ys.size());
@@ -390,9 +455,9 @@ void translate(const Command& c, LaunchContext& ctx) {
     case OpCode::Download: return download(c, ctx);
     case OpCode::FromData:
     case OpCode::View:
+    case OpCode::QuantizedMatmul: return quantized_matmul(c, ctx);
     case OpCode::Placeholder:
-    case OpCode::PlanOutput:
-    case OpCode::QuantizedMatmul: break;
+    case OpCode::PlanOutput: break;
   }
   throw_error(LANES_ERR_INTERNAL, std::string("cuda backend: no kernel for ") + op_name(c.op, c.params.subop));
 }

@@ -15,7 +15,7 @@
 namespace lanes::cuda {
 namespace {
 
-constexpr const char* kFamilies[] = {"ELEMENTWISE", "REDUCE", "ROWS", "FUSED"};
+constexpr const char* kFamilies[] = {"ELEMENTWISE", "REDUCE", "ROWS", "FUSED", "QUANT"};
 
 // Which compile unit holds a kernel: by the prefix of its name.
 std::string family_of(const std::string& name) {
@@ -25,6 +25,8 @@ std::string family_of(const std::string& name) {
     if (name.rfind(p, 0) == 0) return "ROWS";
   for (const char* p : {"attention_", "rope_", "matmul_"})
     if (name.rfind(p, 0) == 0) return "FUSED";
+  for (const char* p : {"quantized_", "dequantize_", "take_dequantize_"})
+    if (name.rfind(p, 0) == 0) return "QUANT";
   return "ELEMENTWISE";
 }
 

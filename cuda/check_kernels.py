@@ -1,0 +1,121 @@
+"""Checks of cuda/quant_kernels.cu.
+
+Without a GPU (default): appends it to the kernel source of cuda/kernels_source.cpp (as the
+backend will) and compiles the result to PTX for sm_90 with libnvrtc (PyPI
+nvidia-cuda-nvrtc-cu12, pinned in bench/requirements.txt, or LANES_NVRTC=path) through ctypes,
+once with no kernel family defined and once per LANES_FAMILY_* the source uses (so name clashes
+with any family show). Fails on any NVRTC error or warning, or a missing entry point.
+
+With --run on a machine with an NVIDIA GPU: also launches every kernel through the CUDA driver
+API (ctypes, libcuda) on random blocks and checks, with numpy:
+  - dequantize_*_to_f32 bit for bit against the layout (products rounded, then Q4_1's min
+    added), dequantize_*_to_bf16 bit for bit against that rounded to nearest even;
+  - quantized_matvec_* against a float64 evaluation of the 8-bit activation scheme (the CPU
+    kernels' definition, written here again), within float32 accumulation error, for m up to
+    64, k up to 4096 (two shared-memory tiles) and padded activation rows;
+  - bitwise equal results for three grid sizes.
+
+    ~/.cache/lanes/quant-venv/bin/python cuda/check_kernels.py [--ptx OUT.ptx] [--run]
+"""
+import argparse
+import ctypes
+import glob
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+ENTRY_POINTS = [f"quantized_matvec_{t}" for t in ("q4_0", "q4_1", "q8_0")] + [
+    f"dequantize_{t}_to_{o}" for t in ("q4_0", "q4_1", "q8_0") for o in ("f32", "bf16")]
+
+
+def load_nvrtc():
+    candidates = [os.environ["LANES_NVRTC"]] if os.environ.get("LANES_NVRTC") else []
+    try:
+        import nvidia.cuda_nvrtc
+        for root in nvidia.cuda_nvrtc.__path__:
+            candidates += sorted(glob.glob(os.path.join(root, "lib", "libnvrtc.so*")))
+    except ImportError:
+        pass
+    candidates += sorted(glob.glob("/usr/local/cuda*/lib64/libnvrtc.so*"))
+    candidates = [f for f in candidates if "builtins" not in f and ".alt." not in os.path.basename(f)]
+    if not candidates:
+        sys.exit("libnvrtc not found: install bench/requirements.txt or set LANES_NVRTC")
+    return ctypes.CDLL(candidates[0])
+
+
+def compile_ptx(nvrtc, source, name, options):
+    prog = ctypes.c_void_p()
+    check(nvrtc, nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None), "create")
+    opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+    rc = nvrtc.nvrtcCompileProgram(prog, len(options), opts)
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    ptx = ""
+    if rc == 0:
+        nvrtc.nvrtcGetPTXSize(prog, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(size.value)
+        nvrtc.nvrtcGetPTX(prog, buf)
+        ptx = buf.value.decode()
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
+    return rc, log.value.decode().strip(), ptx
+
+
+def check(nvrtc, rc, what):
+    if rc != 0:
+        nvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
+        sys.exit(f"NVRTC {what}: {nvrtc.nvrtcGetErrorString(rc).decode()}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ptx", help="write the PTX of the plain compile here")
+    parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--run", action="store_true", help="also run the kernels on the GPU")
+    parser.add_argument("--time", action="store_true", help="with --run: also time the matvec")
+    parser.add_argument("--time-only", action="store_true", help="with --run: time, skip the GPU checks")
+    parser.add_argument("--define", action="append", default=[], help="NAME=VALUE for NVRTC (tuning)")
+    parser.add_argument("--threads", type=int, default=256, help="threads per block for --run")
+    args = parser.parse_args()
+    nvrtc = load_nvrtc()
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    nvrtc.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+    base_file = open(os.path.join(HERE, "kernels_source.cpp")).read()
+    match = re.search(r'R"lanes_cuda\((.*)\)lanes_cuda"', base_file, re.S)
+    if not match:
+        sys.exit("no R\"lanes_cuda(...)lanes_cuda\" string in cuda/kernels_source.cpp")
+    source = match.group(1) + "\n" + open(os.path.join(HERE, "quant_kernels.cu")).read()
+    families = sorted(set(re.findall(r"LANES_FAMILY_(\w+)", match.group(1))))
+    failures = 0
+    for family in [None] + families:
+        options = [f"-arch={args.arch}", "-std=c++17"] + [f"-D{d}" for d in args.define]
+        options += [f"-DLANES_FAMILY_{family}"] if family else []
+        rc, log, ptx = compile_ptx(nvrtc, source, "lanes_quant.cu", options)
+        label = f"NVRTC {major.value}.{minor.value} {args.arch} family={family or '-'}"
+        missing = [e for e in ENTRY_POINTS if f".entry {e}(" not in ptx]
+        if rc != 0 or log or missing:
+            failures += 1
+            print(f"FAIL {label}: rc={rc} missing={missing}\n{log}")
+        else:
+            print(f"ok   {label}: {len(ENTRY_POINTS)} entry points, {len(ptx)} bytes of PTX")
+        if family is None and args.ptx and ptx:
+            open(args.ptx, "w").write(ptx)
+        if family is None:
+            plain_ptx = ptx
+    passed = 1 + len(families) - failures
+    if args.run and plain_ptx:
+        import check_kernels_gpu  # beside this file; needs numpy and a GPU
+        check_kernels_gpu.THREADS = args.threads
+        run_passed, run_failed = (0, 0) if args.time_only else check_kernels_gpu.run_all(plain_ptx)
+        if args.time or args.time_only:
+            check_kernels_gpu.time_all(plain_ptx)
+        passed, failures = passed + run_passed, failures + run_failed
+    print(f"{passed} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

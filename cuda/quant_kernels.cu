@@ -1,0 +1,285 @@
+// Quantized-weight kernels (GGUF Q4_0, Q4_1, Q8_0 blocks): the QUANT family of the NVRTC source,
+// appended to cuda/kernels.cu and using its typedefs (i64, u32, u16, u8), f16/bf16 with
+// to_float/to_f16/to_bf16, qnan() and GRID_STRIDE. No CUDA headers.
+//
+// Decode (small m): quantized_matvec_<type>. Each block stages the activations of up to 8 rows
+// and 2048 columns of k in shared memory, quantized to 8 bits exactly as the CPU kernels do
+// (ggml's q8_0 / q8_1 scheme: d = max|x| / 127 at float16 precision, q = round-to-nearest-even
+// of x * 127 / max|x|, s = d * Σq), then every warp takes whole output columns and its lanes
+// take half-blocks: dp4a integer dots, one float multiply-add per half-block and row.
+// Why 8-bit activations and not float: at 4.8 TB/s the H200 streams about 240 G Q4_1 blocks/s,
+// while its 132 SMs issue about 33 T fp32 FMA/s, some 139 lane-operations per block. A float
+// dot costs 32 FMAs plus ~40 unpacking operations per block and row, so from m = 2 it is
+// compute-bound; dp4a costs 8 operations (4 for Q8_0's half) per block and row plus the
+// unpacking once for all rows. The staging reads m·k floats per thread block from L2, small
+// next to the weights when each block has several columns per warp (the caller picks the grid:
+// 4 blocks per SM, 528 on the H200, or fewer when n is small: ceil(n / 8)).
+// Measured on an H200 (cuda/check_kernels.py --run --time, m = 1): 1.27 TB/s on SmolLM2's Q8_0
+// head (576 x 49152, 24 us), 0.88 TB/s on a Q4_1 4096 x 14336 FFN matrix (42 us); m = 8 takes
+// 3 to 5 times as long. SmolLM2's small matrices take 5.7 to 8.3 us, latency rather than
+// bandwidth. The limit is memory-level parallelism: a warp has one column's loads in flight.
+// Loading ahead within a column (tried: 2 and 4 half-blocks per lane) raised register use and
+// lost occupancy; several columns per warp is the next step.
+//
+// Launch: blockDim = (QMV_THREADS, 1, 1) (any multiple of 32 up to 1024 also works), any
+// gridDim.x; warps take columns in grid-stride order. For a given k, results are bitwise
+// identical for any grid size and any concurrency (each output's sum has a fixed order).
+// Preconditions (checked by the caller): k % 32 == 0; w is 4-byte aligned; y does not alias
+// x or w.
+//
+// Prefill (large m): dequantize_<type>_to_f32 / _to_bf16 expand count weights (count % 32 == 0)
+// for a dense matmul. Bit for bit the CPU's dequantize (bf16: then rounded to nearest even).
+// Launch: any grid; one thread per 2 weights (count / 2 threads in all, grid-stride).
+
+#if defined(LANES_FAMILY_QUANT)
+#define QMV_THREADS 256
+#define QMV_ROWS 8      // activation rows staged at once
+#define QMV_KTILE 2048  // activation columns staged at once (64 blocks)
+
+// ---- shared helpers ----------------------------------------------------------------------------
+
+__device__ __forceinline__ float q_half_value(const u8* p) { f16 h; h.bits = u16(p[0] | (p[1] << 8)); return to_float(h); }
+
+// ggml keeps activation scales as float16; so do we where float16 has a normal number for the
+// value (else the float32 value stays), as the CPU kernels do.
+__device__ __forceinline__ float q_at_half_precision(float v) {
+  f16 h = to_f16(v);
+  u32 e = (h.bits >> 10) & 0x1f;
+  return (e >= 1 && e <= 30) ? to_float(h) : v;
+}
+
+__device__ __forceinline__ u32 q_load_u32_aligned2(const u8* p) {
+  const u16* h = reinterpret_cast<const u16*>(p);
+  return u32(h[0]) | (u32(h[1]) << 16);
+}
+
+// ---- activation staging ----------------------------------------------------------------------
+
+// Shared state of one thread block: the 8-bit activations of QMV_ROWS rows x QMV_KTILE columns.
+// q holds each block's 32 values in the order the dot loop reads them: for Q4 types, lane
+// half h of a block reads 16 bytes at 32b + 16h = [x 8h..8h+7, x 16+8h..16+8h+7] (the weights
+// of the low and high nibbles of its 8 bytes); for Q8_0, natural order.
+struct __align__(16) QmvStage {
+  int q[QMV_ROWS][QMV_KTILE / 4];        // as int words for dp4a
+  float d[QMV_ROWS][QMV_KTILE / 32];     // dx
+  float s[QMV_ROWS][QMV_KTILE / 32];     // Q4_1: d * Σq at float16 precision
+  int half_sum[QMV_ROWS][QMV_KTILE / 16];  // Q4_0: Σq of each lane half's 16 values
+};
+
+// Element e of a block goes to byte position pos(e) in its 32 staged bytes.
+template <int TYPE>
+__device__ __forceinline__ int q_stage_position(int e) {
+  if (TYPE == 2) return e;                // Q8_0
+  int h = (e & 15) >> 3;                  // which lane half reads it
+  return 16 * h + (e >> 4) * 8 + (e & 7);  // low nibble weights first, then high
+}
+
+// One warp quantizes one block of 32 activations (lane e holds x[e]).
+template <int TYPE>
+__device__ void q_stage_block(QmvStage& st, int r, int b, float v) {
+  int lane = threadIdx.x & 31;
+  float a = fabsf(v);
+  bool finite = a <= 3.402823466e38f;  // false for NaN and inf
+  float amax = a;
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  bool all_finite = __all_sync(0xffffffffu, finite);
+  int q = 0;
+  if (all_finite && amax != 0.f) q = __float2int_rn(__fmul_rn(v, __fdiv_rn(127.f, amax)));
+  int qsum = q;
+  for (int o = 16; o > 0; o >>= 1) qsum += __shfl_xor_sync(0xffffffffu, qsum, o);
+  // Q4_0: the Σq of each lane half (elements with (e & 15) >> 3 == h): groups of 8 lanes, then
+  // groups 0 + 2 and 1 + 3.
+  int g = q;
+  for (int o = 4; o > 0; o >>= 1) g += __shfl_xor_sync(0xffffffffu, g, o);
+  int g_other = __shfl_xor_sync(0xffffffffu, g, 16);
+  reinterpret_cast<signed char*>(st.q[r])[32 * b + q_stage_position<TYPE>(lane)] = (signed char)q;
+  if (lane == 0) {
+    float d = __fdiv_rn(amax, 127.f);
+    st.d[r][b] = all_finite ? q_at_half_precision(d) : qnan();
+    st.s[r][b] = all_finite ? q_at_half_precision(__fmul_rn(d, float(qsum))) : qnan();
+  }
+  if (lane == 0 || lane == 8) st.half_sum[r][2 * b + (lane >> 3)] = g + g_other;
+}
+
+// ---- the matvec --------------------------------------------------------------------------------
+
+// One lane's half of a weight block: 16 weights as 4 words of bytes (Q4: low nibbles of its 8
+// bytes, then high nibbles), the scale and (Q4_1) the min.
+struct QHalf {
+  int wq[4];
+  float dw, mw;
+};
+
+template <int TYPE>
+__device__ __forceinline__ QHalf q_load_half(const u8* __restrict__ blk, int h) {
+  QHalf r;
+  r.mw = 0.f;
+  if (TYPE == 0) {  // Q4_0: 18 bytes, 2-byte aligned
+    r.dw = q_half_value(blk);
+    u32 w0 = q_load_u32_aligned2(blk + 2 + 8 * h), w1 = q_load_u32_aligned2(blk + 6 + 8 * h);
+    r.wq[0] = int(w0 & 0x0f0f0f0fu), r.wq[1] = int(w1 & 0x0f0f0f0fu);
+    r.wq[2] = int((w0 >> 4) & 0x0f0f0f0fu), r.wq[3] = int((w1 >> 4) & 0x0f0f0f0fu);
+  } else if (TYPE == 1) {  // Q4_1: 20 bytes, 4-byte aligned
+    u32 dm = __ldg(reinterpret_cast<const u32*>(blk));
+    f16 hd, hm;
+    hd.bits = u16(dm & 0xffff), hm.bits = u16(dm >> 16);
+    r.dw = to_float(hd), r.mw = to_float(hm);
+    const u32* qs = reinterpret_cast<const u32*>(blk + 4 + 8 * h);
+    u32 w0 = __ldg(qs), w1 = __ldg(qs + 1);
+    r.wq[0] = int(w0 & 0x0f0f0f0fu), r.wq[1] = int(w1 & 0x0f0f0f0fu);
+    r.wq[2] = int((w0 >> 4) & 0x0f0f0f0fu), r.wq[3] = int((w1 >> 4) & 0x0f0f0f0fu);
+  } else {  // Q8_0: 34 bytes, 2-byte aligned
+    r.dw = q_half_value(blk);
+    for (int i = 0; i < 4; ++i) r.wq[i] = int(q_load_u32_aligned2(blk + 2 + 16 * h + 4 * i));
+  }
+  return r;
+}
+
+// Adds one half-block's products with `rows` staged rows to acc.
+template <int TYPE>
+__device__ __forceinline__ void q_dot_half(const QHalf& wh, int h, const QmvStage& st, int b, int rows, float (&acc)[QMV_ROWS]) {
+#pragma unroll
+  for (int r = 0; r < QMV_ROWS; ++r) {
+    if (r >= rows) break;
+    const int4 xq = *reinterpret_cast<const int4*>(&st.q[r][8 * b + 4 * h]);
+    int sumi = __dp4a(wh.wq[0], xq.x, 0);
+    sumi = __dp4a(wh.wq[1], xq.y, sumi);
+    sumi = __dp4a(wh.wq[2], xq.z, sumi);
+    sumi = __dp4a(wh.wq[3], xq.w, sumi);
+    if (TYPE == 0) sumi -= 8 * st.half_sum[r][2 * b + h];
+    float v = __fmul_rn(__fmul_rn(wh.dw, st.d[r][b]), float(sumi));
+    if (TYPE == 1 && h == 0) v = __fadd_rn(v, __fmul_rn(wh.mw, st.s[r][b]));
+    acc[r] = __fadd_rn(acc[r], v);
+  }
+}
+
+template <int TYPE, int BLOCK_BYTES>
+__device__ void quantized_matvec_impl(float* __restrict__ y, const float* __restrict__ x, i64 m, i64 k, i64 x_row_stride,
+                                      const u8* __restrict__ w, i64 n) {
+  __shared__ QmvStage st;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const i64 nb = k / 32, row_bytes = nb * BLOCK_BYTES;
+  for (i64 i0 = 0; i0 < m; i0 += QMV_ROWS) {
+    const int rows = int(min(i64(QMV_ROWS), m - i0));
+    for (i64 k0 = 0; k0 < k; k0 += QMV_KTILE) {
+      const int tile_blocks = int(min(i64(QMV_KTILE), k - k0) / 32);
+      __syncthreads();  // the previous tile's readers are done
+      for (int task = warp; task < rows * tile_blocks; task += warps) {
+        int r = task / tile_blocks, b = task % tile_blocks;
+        q_stage_block<TYPE>(st, r, b, x[(i0 + r) * x_row_stride + k0 + 32 * b + lane]);
+      }
+      __syncthreads();
+      for (i64 j = i64(blockIdx.x) * warps + warp; j < n; j += i64(gridDim.x) * warps) {
+        float acc[QMV_ROWS];
+#pragma unroll
+        for (int r = 0; r < QMV_ROWS; ++r) acc[r] = 0.f;
+        const u8* row = w + j * row_bytes + (k0 / 32) * BLOCK_BYTES;
+        for (int b = lane >> 1; b < tile_blocks; b += 16)
+          q_dot_half<TYPE>(q_load_half<TYPE>(row + b * BLOCK_BYTES, lane & 1), lane & 1, st, b, rows, acc);
+#pragma unroll
+        for (int r = 0; r < QMV_ROWS; ++r) {
+          if (r >= rows) break;
+          float v = acc[r];
+          for (int o = 16; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
+          if (lane == 0) {
+            float* out = &y[(i0 + r) * n + j];
+            *out = k0 == 0 ? v : __fadd_rn(*out, v);
+          }
+        }
+      }
+    }
+  }
+}
+
+extern "C" __global__ void quantized_matvec_q4_0(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) {
+  quantized_matvec_impl<0, 18>(y, x, m, k, x_row_stride, w, n);
+}
+extern "C" __global__ void quantized_matvec_q4_1(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) {
+  quantized_matvec_impl<1, 20>(y, x, m, k, x_row_stride, w, n);
+}
+extern "C" __global__ void quantized_matvec_q8_0(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) {
+  quantized_matvec_impl<2, 34>(y, x, m, k, x_row_stride, w, n);
+}
+
+// ---- dequantization ----------------------------------------------------------------------------
+
+// Weights e and e + 16 of block b (e < 16): one nibble byte for Q4 types, two int8 for Q8_0.
+// Products are rounded, then Q4_1's min added, as on the CPU (no fused multiply-add).
+template <int TYPE, int BLOCK_BYTES>
+__device__ __forceinline__ void q_dequant_pair(const u8* w, i64 t, float& lo, float& hi) {
+  const u8* blk = w + (t >> 4) * BLOCK_BYTES;
+  int e = int(t & 15);
+  float d = q_half_value(blk);
+  if (TYPE == 2) {
+    lo = __fmul_rn(float((signed char)blk[2 + e]), d);
+    hi = __fmul_rn(float((signed char)blk[18 + e]), d);
+    return;
+  }
+  u32 byte = blk[(TYPE == 0 ? 2 : 4) + e];
+  int q_lo = int(byte & 15), q_hi = int(byte >> 4);
+  if (TYPE == 0) {
+    lo = __fmul_rn(float(q_lo - 8), d);
+    hi = __fmul_rn(float(q_hi - 8), d);
+  } else {
+    float mn = q_half_value(blk + 2);
+    lo = __fadd_rn(__fmul_rn(float(q_lo), d), mn);
+    hi = __fadd_rn(__fmul_rn(float(q_hi), d), mn);
+  }
+}
+
+template <int TYPE, int BLOCK_BYTES>
+__device__ void dequantize_f32_impl(float* out, const u8* w, i64 count) {
+  GRID_STRIDE(t, count / 2) {
+    float lo, hi;
+    q_dequant_pair<TYPE, BLOCK_BYTES>(w, t, lo, hi);
+    i64 base = (t >> 4) * 32 + (t & 15);
+    out[base] = lo;
+    out[base + 16] = hi;
+  }
+}
+
+template <int TYPE, int BLOCK_BYTES>
+__device__ void dequantize_bf16_impl(u16* out, const u8* w, i64 count) {
+  GRID_STRIDE(t, count / 2) {
+    float lo, hi;
+    q_dequant_pair<TYPE, BLOCK_BYTES>(w, t, lo, hi);
+    i64 base = (t >> 4) * 32 + (t & 15);
+    out[base] = to_bf16(lo).bits;
+    out[base + 16] = to_bf16(hi).bits;
+  }
+}
+
+extern "C" __global__ void dequantize_q4_0_to_f32(float* out, const u8* w, i64 count) { dequantize_f32_impl<0, 18>(out, w, count); }
+extern "C" __global__ void dequantize_q4_1_to_f32(float* out, const u8* w, i64 count) { dequantize_f32_impl<1, 20>(out, w, count); }
+extern "C" __global__ void dequantize_q8_0_to_f32(float* out, const u8* w, i64 count) { dequantize_f32_impl<2, 34>(out, w, count); }
+extern "C" __global__ void dequantize_q4_0_to_bf16(u16* out, const u8* w, i64 count) { dequantize_bf16_impl<0, 18>(out, w, count); }
+extern "C" __global__ void dequantize_q4_1_to_bf16(u16* out, const u8* w, i64 count) { dequantize_bf16_impl<1, 20>(out, w, count); }
+extern "C" __global__ void dequantize_q8_0_to_bf16(u16* out, const u8* w, i64 count) { dequantize_bf16_impl<2, 34>(out, w, count); }
+
+// Rows of a quantized [dim, k] matrix at int32 indices (negative ones count from the end), as
+// float32: the embedding lookup. An index out of range sets error[0] and error[1] (as take does).
+template <int TYPE, int BLOCK_BYTES>
+__device__ void take_dequantize_impl(float* y, const u8* w, const int* idx, i64 count, i64 k, i64 dim, int* error) {
+  i64 pairs = k / 2, row_bytes = k / 32 * BLOCK_BYTES;
+  GRID_STRIDE(t, count * pairs) {
+    i64 i = t / pairs, p = t % pairs;
+    i64 row = idx[i];
+    if (row < 0) row += dim;
+    i64 base = (p >> 4) * 32 + (p & 15);
+    if (row < 0 || row >= dim) {
+      if (atomicCAS(error, 0, 1) == 0) error[1] = idx[i];
+      y[i * k + base] = 0.0f;
+      y[i * k + base + 16] = 0.0f;
+      continue;
+    }
+    float lo, hi;
+    q_dequant_pair<TYPE, BLOCK_BYTES>(w + row * row_bytes, p, lo, hi);
+    y[i * k + base] = lo;
+    y[i * k + base + 16] = hi;
+  }
+}
+
+extern "C" __global__ void take_dequantize_q4_0(float* y, const u8* w, const int* idx, i64 count, i64 k, i64 dim, int* error) { take_dequantize_impl<0, 18>(y, w, idx, count, k, dim, error); }
+extern "C" __global__ void take_dequantize_q4_1(float* y, const u8* w, const int* idx, i64 count, i64 k, i64 dim, int* error) { take_dequantize_impl<1, 20>(y, w, idx, count, k, dim, error); }
+extern "C" __global__ void take_dequantize_q8_0(float* y, const u8* w, const int* idx, i64 count, i64 k, i64 dim, int* error) { take_dequantize_impl<2, 34>(y, w, idx, count, k, dim, error); }
+#endif
