@@ -11,7 +11,7 @@
 #include "../ffi/src/config.hpp"
 #include "compute_pool.hpp"
 #include "cpu_features.hpp"
-#include "half.hpp"
+#include "../ffi/src/half.hpp"
 
 #if defined(__x86_64__)
 #include <immintrin.h>

@@ -70,6 +70,11 @@ export class LanesArray implements Disposable {
     else arrayRegistry.register(this, this.#held);
   }
 
+  /** @internal The native side released this handle (a compiled function took it over). */
+  forget(): void {
+    this.#held.live = false;
+  }
+
   /** @internal Hands a tidy() survivor to the enclosing scope, or to the GC backstop. */
   adopt(): void {
     if (!this.#held.live) return;

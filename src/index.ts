@@ -20,6 +20,7 @@ export {
   ShapeError,
   type ErrorCode,
 } from "./errors.ts";
+export { compile, Plan, planFromId, type CompiledFunction, type CompiledResult, type CompileOptions } from "./compile.ts";
 export { eval, evalAsync } from "./eval.ts";
 export { backendName, libraryPath } from "./native.ts";
 export {

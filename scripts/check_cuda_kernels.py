@@ -1,10 +1,10 @@
-"""Checks of cuda/quant_kernels.cu.
+"""Checks of the CUDA kernels (cuda/kernels.cu and cuda/quant_kernels.cu).
 
-Without a GPU (default): appends it to the kernel source of cuda/kernels_source.cpp (as the
-backend will) and compiles the result to PTX for sm_90 with libnvrtc (PyPI
-nvidia-cuda-nvrtc-cu12, pinned in bench/requirements.txt, or LANES_NVRTC=path) through ctypes,
-once with no kernel family defined and once per LANES_FAMILY_* the source uses (so name clashes
-with any family show). Fails on any NVRTC error or warning, or a missing entry point.
+Without a GPU (default): builds the source the backend compiles at run time (the op codes of
+ffi/include/lanes_table.def, then both files) and compiles it to PTX for sm_90 with libnvrtc
+(PyPI nvidia-cuda-nvrtc-cu12, pinned in bench/requirements.txt, or LANES_NVRTC=path) through
+ctypes, once per LANES_FAMILY_* the source uses, as the backend does. Fails on any NVRTC error
+or warning, or a missing entry point.
 
 With --run on a machine with an NVIDIA GPU: also launches every kernel through the CUDA driver
 API (ctypes, libcuda) on random blocks and checks, with numpy:
@@ -15,7 +15,7 @@ API (ctypes, libcuda) on random blocks and checks, with numpy:
     64, k up to 4096 (two shared-memory tiles) and padded activation rows;
   - bitwise equal results for three grid sizes.
 
-    ~/.cache/lanes/quant-venv/bin/python cuda/check_kernels.py [--ptx OUT.ptx] [--run]
+    python3 scripts/check_cuda_kernels.py [--ptx OUT.ptx] [--run]   (with bench/requirements.txt installed)
 """
 import argparse
 import ctypes
@@ -25,6 +25,7 @@ import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 ENTRY_POINTS = [f"quantized_matvec_{t}" for t in ("q4_0", "q4_1", "q8_0")] + [
     f"dequantize_{t}_to_{o}" for t in ("q4_0", "q4_1", "q8_0") for o in ("f32", "bf16")]
@@ -64,6 +65,20 @@ def compile_ptx(nvrtc, source, name, options):
     return rc, log.value.decode().strip(), ptx
 
 
+def read(path):
+    return open(os.path.join(ROOT, path)).read()
+
+
+def op_constants():
+    """The #defines the backend puts ahead of its kernels (ffi/src/gpu/kernel_layout.cpp)."""
+    table = read("ffi/include/lanes_table.def")
+    lines = []
+    for macro, prefix in (("UNARY", "OP_"), ("BINARY", "OP_"), ("REDUCE", "R_"), ("RANDOM", "RANDOM_")):
+        for code, name in re.findall(rf"^LANES_{macro}\((\d+), (\w+),", table, re.M):
+            lines.append(f"#define {prefix}{name} {code}\n")
+    return "".join(lines)
+
+
 def check(nvrtc, rc, what):
     if rc != 0:
         nvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
@@ -83,31 +98,28 @@ def main():
     nvrtc = load_nvrtc()
     major, minor = ctypes.c_int(), ctypes.c_int()
     nvrtc.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
-    base_file = open(os.path.join(HERE, "kernels_source.cpp")).read()
-    match = re.search(r'R"lanes_cuda\((.*)\)lanes_cuda"', base_file, re.S)
-    if not match:
-        sys.exit("no R\"lanes_cuda(...)lanes_cuda\" string in cuda/kernels_source.cpp")
-    source = match.group(1) + "\n" + open(os.path.join(HERE, "quant_kernels.cu")).read()
-    families = sorted(set(re.findall(r"LANES_FAMILY_(\w+)", match.group(1))))
+    source = op_constants() + read("cuda/kernels.cu") + "\n" + read("cuda/quant_kernels.cu")
+    families = sorted(set(re.findall(r"LANES_FAMILY_(\w+)", source)))
     failures = 0
-    for family in [None] + families:
+    plain_ptx = ""
+    for family in families:
         options = [f"-arch={args.arch}", "-std=c++17"] + [f"-D{d}" for d in args.define]
         options += [f"-DLANES_FAMILY_{family}"] if family else []
         rc, log, ptx = compile_ptx(nvrtc, source, "lanes_quant.cu", options)
         label = f"NVRTC {major.value}.{minor.value} {args.arch} family={family or '-'}"
-        missing = [e for e in ENTRY_POINTS if f".entry {e}(" not in ptx]
+        missing = [e for e in ENTRY_POINTS if f".entry {e}(" not in ptx] if family == "QUANT" else []
         if rc != 0 or log or missing:
             failures += 1
             print(f"FAIL {label}: rc={rc} missing={missing}\n{log}")
         else:
             print(f"ok   {label}: {len(ENTRY_POINTS)} entry points, {len(ptx)} bytes of PTX")
-        if family is None and args.ptx and ptx:
-            open(args.ptx, "w").write(ptx)
-        if family is None:
+        if family == "QUANT":
             plain_ptx = ptx
-    passed = 1 + len(families) - failures
+            if args.ptx:
+                open(args.ptx, "w").write(ptx)
+    passed = len(families) - failures
     if args.run and plain_ptx:
-        import check_kernels_gpu  # beside this file; needs numpy and a GPU
+        import check_cuda_kernels_gpu as check_kernels_gpu  # beside this file; needs numpy and a GPU
         check_kernels_gpu.THREADS = args.threads
         run_passed, run_failed = (0, 0) if args.time_only else check_kernels_gpu.run_all(plain_ptx)
         if args.time or args.time_only:
