@@ -4,30 +4,14 @@
 // orders, so results do not depend on timing. Metal has no double: sums accumulate in float
 // (the CPU uses double), integer sums in 64-bit.
 //
-// Argument layout (kept in sync with metal/kernel_params.h): device buffers at indices 0..4,
-// the kernel's parameter struct at index 8.
+// Argument layout: device buffers at indices 0..4, the kernel's parameter struct (one of
+// metal/kernel_params.h, shared with the host) at index 8.
 #include <metal_stdlib>
 using namespace metal;
 
-#define MAXD 32
-struct KShape { long nd; long dims[MAXD]; };
-struct KStrides { long offset; long s[MAXD]; };
-
-// Elementwise family: unary, binary, where, copy, astype.
-struct EwParams {
-  KShape shape;
-  KStrides s0, s1, s2, s3;
-  long n;
-  int op;
-  int flags;
-};
-struct FillParams { long n; uint bits; int integral; float start; float step; long istart; long istep; };
-struct RandomParams { long n; uint key0; uint key1; float a; float b; int normal; };
-struct RowsParams { long outer; long len; long inner; int op; int layer; int has_weight; int has_bias; float eps; };
-struct TakeParams { long outer; long dim; long inner; long count; };
-struct AttnParams { long B, H, Lq, D, Hk, Lk, Dv; float scale; int causal; };
-struct RopeParams { long rows, L, D; int dims; int traditional; float base; float scale; long offset; };
-struct MatmulParams { long M, N, K, a_row, a_col, b_row, b_col, batches; KShape batch; KStrides ab, bb; };
+#ifndef LANES_METAL_KERNEL_PARAMS_H  // defined where metal/embed.zig put the header's text first
+#include "kernel_params.h"
+#endif
 
 struct f16 { ushort bits; };
 struct bf16 { ushort bits; };
