@@ -363,6 +363,22 @@ void rope(const Command& c, EncodeContext& ctx) {
   dispatch_1d(ctx, p.rows * D);
 }
 
+// The SIMD-group kernel's threadgroup: four 32-wide SIMD-groups computing a 32x32 tile.
+constexpr int64_t kSimdgroupTile = 32;
+constexpr NSUInteger kSimdgroupThreads = 128;
+
+// The SIMD-group kernel where the GPU has SIMD-group matrices and the output holds at least one
+// whole 32x32 tile; the 16x16 kernel for smaller outputs (a 32x32 tile would mostly idle) and
+// other GPUs. Returns the pipeline to use and its tile edge.
+std::pair<id<MTLComputePipelineState>, int64_t> matmul_pipeline(EncodeContext& ctx, const MatmulParams& p, DType dtype) {
+  if (ctx.device.simdgroup_matrix && p.M >= kSimdgroupTile && p.N >= kSimdgroupTile) {
+    id<MTLComputePipelineState> simdgroup = ctx.device.pipelines->get(std::string("matmul_simdgroup_") + suffix(dtype));
+    if (simdgroup.threadExecutionWidth == 32 && simdgroup.maxTotalThreadsPerThreadgroup >= kSimdgroupThreads)
+      return {simdgroup, kSimdgroupTile};
+  }
+  return {ctx.device.pipelines->get(std::string("matmul_") + suffix(dtype)), 16};
+}
+
 void matmul(const Command& c, EncodeContext& ctx) {
   const Shape& ys = c.output.shape;
   size_t nd = ys.size();
@@ -389,14 +405,16 @@ void matmul(const Command& c, EncodeContext& ctx) {
   }
   p.ab.offset = c.inputs[0].offset;
   p.bb.offset = c.inputs[1].offset;
-  use(ctx, std::string("matmul_") + suffix(c.output.dtype));
+  auto [pipeline, tile] = matmul_pipeline(ctx, p, c.output.dtype);
+  [ctx.encoder setComputePipelineState:pipeline];
   bind_arg(ctx, c.output, 0, true);
   bind_arg(ctx, c.inputs[0], 1, false);
   bind_arg(ctx, c.inputs[1], 2, false);
   params(ctx, p);
-  [ctx.encoder dispatchThreadgroups:MTLSizeMake(static_cast<NSUInteger>((p.N + 15) / 16), static_cast<NSUInteger>((p.M + 15) / 16),
-                                                static_cast<NSUInteger>(std::min<int64_t>(p.batches, 65535)))
-                threadsPerThreadgroup:MTLSizeMake(16, 16, 1)];
+  MTLSize groups = MTLSizeMake(static_cast<NSUInteger>((p.N + tile - 1) / tile), static_cast<NSUInteger>((p.M + tile - 1) / tile),
+                               static_cast<NSUInteger>(std::min<int64_t>(p.batches, 65535)));
+  MTLSize threads = tile == kSimdgroupTile ? MTLSizeMake(kSimdgroupThreads, 1, 1) : MTLSizeMake(16, 16, 1);
+  [ctx.encoder dispatchThreadgroups:groups threadsPerThreadgroup:threads];
 }
 
 }  // namespace

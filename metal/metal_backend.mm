@@ -137,7 +137,7 @@ class MetalBackend final : public Backend {
     buffers_ = std::make_unique<BufferTable>();
     pipelines_ = std::make_unique<Pipelines>(device);
     error_words_ = std::make_unique<ErrorWords>(device);
-    device_ = Device{device, buffers_.get(), pipelines_.get(), error_words_.get()};
+    device_ = Device{device, buffers_.get(), pipelines_.get(), error_words_.get(), [device supportsFamily:MTLGPUFamilyApple7]};
   }
 
   const char* name() const override { return "metal"; }

@@ -71,6 +71,7 @@ struct Device {
   BufferTable* buffers;
   Pipelines* pipelines;
   ErrorWords* error_words;
+  bool simdgroup_matrix;  // Apple7 and later GPUs: SIMD-group matrices (the 8x8 matmul kernels)
 };
 
 // What one epoch's encoding needs; kept until the epoch completed.
