@@ -5,12 +5,12 @@
 // (the CPU uses double), integer sums in 64-bit.
 //
 // Argument layout: device buffers at indices 0..4, the kernel's parameter struct (one of
-// metal/kernel_params.h, shared with the host) at index 8.
+// metal/kernel_params.hpp, shared with the host) at index 8.
 #include <metal_stdlib>
 using namespace metal;
 
-#ifndef LANES_METAL_KERNEL_PARAMS_H  // defined where metal/embed.zig put the header's text first
-#include "kernel_params.h"
+#ifndef LANES_METAL_KERNEL_PARAMS_HPP  // defined where metal/embed.zig put the header's text first
+#include "kernel_params.hpp"
 #endif
 #ifndef __METAL_VERSION__  // not Apple's compiler: the Linux type check (the header says why)
 #include "check/simdgroup_matrix.h"

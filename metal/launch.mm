@@ -1,13 +1,13 @@
 // Op translation for the Metal backend: each Command becomes one or a few dispatches in the
 // epoch's compute encoder (a serial encoder: each dispatch sees the previous one's writes).
 // The layout logic is shared with CUDA (ffi/src/gpu/kernel_layout.hpp); this file only binds
-// buffers and parameter structs (metal/kernel_params.h, shared with metal/kernels.metal).
+// buffers and parameter structs (metal/kernel_params.hpp, shared with metal/kernels.metal).
 #include <algorithm>
 
 #include "../ffi/src/gpu/kernel_layout.hpp"
 #include "../ffi/src/runtime.hpp"
 #include "../ffi/src/status.hpp"
-#include "kernel_params.h"
+#include "kernel_params.hpp"
 #include "metal_device.hpp"
 
 // Errors beyond the project's flags, for this file's own code (not the headers above): nil where
@@ -25,8 +25,8 @@ using gpu::size_suffix;
 using gpu::suffix;
 using gpu::Walk;
 
-// kernel_params.h's KShape and KStrides are gpu::KShape and gpu::KStrides in MSL's spelling.
-static_assert(sizeof(long) == sizeof(int64_t), "kernel_params.h: long must be MSL's 64-bit integer");
+// kernel_params.hpp's KShape and KStrides are gpu::KShape and gpu::KStrides in MSL's spelling.
+static_assert(sizeof(long) == sizeof(int64_t), "kernel_params.hpp: long must be MSL's 64-bit integer");
 static_assert(LANES_KERNEL_MAX_DIMS == gpu::kMaxDims);
 
 KShape kernel_shape(const gpu::KShape& s) {

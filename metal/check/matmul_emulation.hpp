@@ -2,7 +2,7 @@
 // metal/check/matmul_emulation_kernels.cpp (the kernels, compiled against the MSL stand-in, which
 // must see no standard header: their math overloads would clash with MSL's).
 #pragma once
-#include "../kernel_params.h"
+#include "../kernel_params.hpp"
 
 enum class EmulatedDType { f32, f16, bf16 };
 

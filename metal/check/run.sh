@@ -2,7 +2,7 @@
 # What this project checks of the Metal backend on Linux beyond ../shared/metal-check/check.sh
 # (which compiles and links metal/*.mm for macOS and type-checks metal/kernels.metal). Nothing
 # here runs Metal; no machine of this project can.
-#   1. the kernel source as metal/embed.zig embeds it (kernel_params.h's text first) type-checks
+#   1. the kernel source as metal/embed.zig embeds it (kernel_params.hpp's text first) type-checks
 #      on its own, away from the project's headers, as newLibraryWithSource receives it;
 #   2. metal/check/simdgroup_matrix.h (the SIMD-group matrix declarations the shared stand-in
 #      lacks) rejects the planted misuses in metal/check/simdgroup_neg.metal, and only those;

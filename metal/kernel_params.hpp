@@ -2,13 +2,14 @@
  * included by both the kernels and the host (metal/launch.mm): a field changed here changes
  * both sides, and a field renamed or removed fails to compile on the side that still uses it.
  *
- * Plain C that is also valid MSL, so no includes and no fixed-width typedefs: `long` is 64-bit
- * in MSL and on 64-bit macOS (launch.mm asserts it), `int` and `unsigned int` are 32-bit.
+ * Plain C that is also valid MSL (its readers are Objective-C++ and MSL, hence .hpp), so no
+ * includes and no fixed-width typedefs: `long` is 64-bit in MSL and on 64-bit macOS (launch.mm
+ * asserts it), `int` and `unsigned int` are 32-bit.
  * The runtime compiles the kernels from a string and resolves no project #include, so
  * metal/embed.zig puts this file's text ahead of kernels.metal, whose #include of it is then
  * skipped by this guard. */
-#ifndef LANES_METAL_KERNEL_PARAMS_H
-#define LANES_METAL_KERNEL_PARAMS_H
+#ifndef LANES_METAL_KERNEL_PARAMS_HPP
+#define LANES_METAL_KERNEL_PARAMS_HPP
 
 #define LANES_KERNEL_MAX_DIMS 32
 
