@@ -57,6 +57,9 @@ pub fn build(b: *std.Build) void {
     const sanitize = b.option(Sanitizer, "sanitize", "Build with a sanitizer (thread)") orelse .none;
     const strip = b.option(bool, "strip", "Leave debug info out of the library (the prebuilt packages)");
     const lock_debug = b.option(bool, "lock-debug", "Track lock ranks and owners (default: on in Debug)") orelse (optimize == .debug);
+    // Zig finds frameworks for linking only through an explicit system framework path, so a
+    // macOS build from another OS (the Metal check) names the SDK: -Dmacos-sdk=DIR --libc FILE.
+    const macos_sdk = b.option([]const u8, "macos-sdk", "Apple SDK folder: its System/Library/Frameworks become a system framework path (cross-compiling for macOS)");
 
     var flags: std.ArrayList([]const u8) = .empty;
     flags.appendSlice(b.allocator, &.{ "-std=c++20", "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-Wall", "-Wextra", "-Wno-unused-parameter" }) catch @panic("oom");
@@ -72,7 +75,7 @@ pub fn build(b: *std.Build) void {
     });
     lib_mod.addIncludePath(b.path("ffi/include"));
     lib_mod.addCSourceFiles(.{ .files = &core_sources, .flags = flags.items });
-    addBackends(b, lib_mod, target, optimize, flags.items);
+    addBackends(b, lib_mod, target, optimize, flags.items, macos_sdk);
     const lib = b.addLibrary(.{ .name = "lanes", .linkage = .dynamic, .root_module = lib_mod });
     if (target.result.os.tag == .linux) lib.setVersionScript(b.path("ffi/lanes.map"));
     b.installArtifact(lib);
@@ -90,7 +93,7 @@ pub fn build(b: *std.Build) void {
     test_mod.addIncludePath(b.path("ffi/include"));
     test_mod.addIncludePath(b.path("ffi/src"));
     test_mod.addCSourceFiles(.{ .files = &core_sources, .flags = test_flags.items });
-    addBackends(b, test_mod, target, optimize, test_flags.items);
+    addBackends(b, test_mod, target, optimize, test_flags.items, macos_sdk);
     test_mod.addCSourceFiles(.{ .files = &.{"ffi/test/native_test.cpp"}, .flags = test_flags.items });
     const test_exe = b.addExecutable(.{ .name = "lanes-native-test", .root_module = test_mod });
     const install_test = b.addInstallArtifact(test_exe, .{});
@@ -108,7 +111,7 @@ pub fn build(b: *std.Build) void {
 
 // The GPU backends a target gets: CUDA on Linux (nothing to link: loaded at run time), Metal
 // on macOS (the Metal and Foundation frameworks).
-fn addBackends(b: *std.Build, module: *std.Build.Module, target: std.Build.ResolvedTarget, optimize: std.builtin.OptimizeMode, flags: []const []const u8) void {
+fn addBackends(b: *std.Build, module: *std.Build.Module, target: std.Build.ResolvedTarget, optimize: std.builtin.OptimizeMode, flags: []const []const u8, macos_sdk: ?[]const u8) void {
     switch (target.result.os.tag) {
         .linux => module.addCSourceFiles(.{ .files = &cuda_sources, .flags = flags }),
         .macos => {
@@ -121,6 +124,7 @@ fn addBackends(b: *std.Build, module: *std.Build.Module, target: std.Build.Resol
                 .root_module = b.createModule(.{ .root_source_file = b.path("metal/embed.zig"), .target = target, .optimize = optimize }),
             });
             module.addObject(kernels);
+            if (macos_sdk) |sdk| module.addSystemFrameworkPath(.{ .cwd_relative = b.pathJoin(&.{ sdk, "System/Library/Frameworks" }) });
             module.linkFramework("Metal", .{});
             module.linkFramework("Foundation", .{});
         },

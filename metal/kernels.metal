@@ -4,30 +4,17 @@
 // orders, so results do not depend on timing. Metal has no double: sums accumulate in float
 // (the CPU uses double), integer sums in 64-bit.
 //
-// Argument layout (kept in sync with metal/kernel_params.h): device buffers at indices 0..4,
-// the kernel's parameter struct at index 8.
+// Argument layout: device buffers at indices 0..4, the kernel's parameter struct (one of
+// metal/kernel_params.hpp, shared with the host) at index 8.
 #include <metal_stdlib>
 using namespace metal;
 
-#define MAXD 32
-struct KShape { long nd; long dims[MAXD]; };
-struct KStrides { long offset; long s[MAXD]; };
-
-// Elementwise family: unary, binary, where, copy, astype.
-struct EwParams {
-  KShape shape;
-  KStrides s0, s1, s2, s3;
-  long n;
-  int op;
-  int flags;
-};
-struct FillParams { long n; uint bits; int integral; float start; float step; long istart; long istep; };
-struct RandomParams { long n; uint key0; uint key1; float a; float b; int normal; };
-struct RowsParams { long outer; long len; long inner; int op; int layer; int has_weight; int has_bias; float eps; };
-struct TakeParams { long outer; long dim; long inner; long count; };
-struct AttnParams { long B, H, Lq, D, Hk, Lk, Dv; float scale; int causal; };
-struct RopeParams { long rows, L, D; int dims; int traditional; float base; float scale; long offset; };
-struct MatmulParams { long M, N, K, a_row, a_col, b_row, b_col, batches; KShape batch; KStrides ab, bb; };
+#ifndef LANES_METAL_KERNEL_PARAMS_HPP  // defined where metal/embed.zig put the header's text first
+#include "kernel_params.hpp"
+#endif
+#ifndef __METAL_VERSION__  // not Apple's compiler: the Linux type check (the header says why)
+#include "check/simdgroup_matrix.h"
+#endif
 
 struct f16 { ushort bits; };
 struct bf16 { ushort bits; };
@@ -607,6 +594,57 @@ void matmul_impl(device T* y, const device T* a, const device T* b, constant Mat
   }
 }
 
+// The same product with SIMD-group matrices (Apple7 and later GPUs): a threadgroup of four
+// SIMD-groups computes a 32x32 output tile, each SIMD-group a 16x16 quarter of it as 2x2 8x8
+// accumulators. A and B are staged through threadgroup memory as float (f16 and bf16 widened
+// exactly by up()), so every dtype multiplies as simdgroup_float8x8 and accumulates in float, as
+// the 16x16 kernel does; an 8-deep multiply-accumulate adds its products in the hardware's order,
+// so results can differ from the 16x16 kernel in the last bits. Out-of-range elements stage as
+// zeros, and the tile goes back through threadgroup memory so each thread rounds (Down<T>) and
+// writes its own elements within bounds: any M, N and K work.
+enum { SG_TILE = 32, SG_K = 16, SG_THREADS = 128, SG_A_STRIDE = SG_K + 4, SG_B_STRIDE = SG_TILE + 4, SG_C_STRIDE = SG_TILE + 4 };
+
+template <typename T>
+void matmul_simdgroup_impl(device T* y, const device T* a, const device T* b, constant MatmulParams& p, threadgroup float* ta,
+                           threadgroup float* tb, threadgroup float* tc, uint tid, uint simd_group, uint3 tile) {
+  long row0 = long(tile.y) * SG_TILE, col0 = long(tile.x) * SG_TILE;
+  int qr = int(simd_group / 2) * 16, qc = int(simd_group % 2) * 16;  // this SIMD-group's quarter
+  for (long z = tile.z; z < p.batches; z += 65535) {
+    const device T* az = a + offset_of(z, p.batch, p.ab);
+    const device T* bz = b + offset_of(z, p.batch, p.bb);
+    simdgroup_float8x8 acc[2][2];
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) acc[i][j] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+    for (long k0 = 0; k0 < p.K; k0 += SG_K) {
+      // A's 32x16 block and B's 16x32 block: SG_TILE * SG_K elements each, 4 per thread.
+      for (int e = int(tid); e < SG_TILE * SG_K; e += SG_THREADS) {
+        int ar = e / SG_K, ak = e % SG_K, bk = e / SG_TILE, bc = e % SG_TILE;
+        long row = row0 + ar, ka = k0 + ak, kb = k0 + bk, col = col0 + bc;
+        ta[ar * SG_A_STRIDE + ak] = (row < p.M && ka < p.K) ? float(up(az[row * p.a_row + ka * p.a_col])) : 0.0f;
+        tb[bk * SG_B_STRIDE + bc] = (kb < p.K && col < p.N) ? float(up(bz[kb * p.b_row + col * p.b_col])) : 0.0f;
+      }
+      threadgroup_barrier(mem_flags::mem_threadgroup);
+      for (int kk = 0; kk < SG_K; kk += 8) {
+        simdgroup_float8x8 af[2], bf[2];
+        for (int i = 0; i < 2; ++i) simdgroup_load(af[i], ta + (qr + 8 * i) * SG_A_STRIDE + kk, SG_A_STRIDE);
+        for (int j = 0; j < 2; ++j) simdgroup_load(bf[j], tb + kk * SG_B_STRIDE + qc + 8 * j, SG_B_STRIDE);
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j) simdgroup_multiply_accumulate(acc[i][j], af[i], bf[j], acc[i][j]);
+      }
+      threadgroup_barrier(mem_flags::mem_threadgroup);
+    }
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) simdgroup_store(acc[i][j], tc + (qr + 8 * i) * SG_C_STRIDE + qc + 8 * j, SG_C_STRIDE);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    device T* yz = y + z * p.M * p.N;
+    for (int e = int(tid); e < SG_TILE * SG_TILE; e += SG_THREADS) {
+      int r = e / SG_TILE, c = e % SG_TILE;
+      if (row0 + r < p.M && col0 + c < p.N) yz[(row0 + r) * p.N + col0 + c] = Down<T>::of(tc[r * SG_C_STRIDE + c]);
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the next batch rewrites tc
+  }
+}
+
 // ---- entry points ----------------------------------------------------------------------------
 
 #define EW_ARGS constant EwParams& p [[buffer(8)]], GRID_ARGS
@@ -647,5 +685,8 @@ ROWS(float, f32) ROWS(f16, f16) ROWS(bf16, bf16)
 #define FUSED(T, S) \
   kernel void attention_##S(device T* y [[buffer(0)]], const device T* q [[buffer(1)]], const device T* k [[buffer(2)]], const device T* v [[buffer(3)]], device float* scratch [[buffer(4)]], constant AttnParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; attention_impl<T>(y, q, k, v, scratch, p, sh, tid, group); } \
   kernel void rope_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], constant RopeParams& p [[buffer(8)]], GRID_ARGS) { rope_impl<T>(y, x, p, gid, gsize); } \
-  kernel void matmul_##S(device T* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], constant MatmulParams& p [[buffer(8)]], uint2 tid2 [[thread_position_in_threadgroup]], uint3 tile [[threadgroup_position_in_grid]]) { threadgroup float ta[16 * 17]; threadgroup float tb[16 * 17]; matmul_impl<T>(y, a, b, p, ta, tb, tid2, tile); }
+  kernel void matmul_##S(device T* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], constant MatmulParams& p [[buffer(8)]], uint2 tid2 [[thread_position_in_threadgroup]], uint3 tile [[threadgroup_position_in_grid]]) { threadgroup float ta[16 * 17]; threadgroup float tb[16 * 17]; matmul_impl<T>(y, a, b, p, ta, tb, tid2, tile); } \
+  kernel void matmul_simdgroup_##S(device T* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], constant MatmulParams& p [[buffer(8)]], uint tid [[thread_index_in_threadgroup]], uint simd_group [[simdgroup_index_in_threadgroup]], uint3 tile [[threadgroup_position_in_grid]]) { \
+    threadgroup float ta[SG_TILE * SG_A_STRIDE]; threadgroup float tb[SG_K * SG_B_STRIDE]; threadgroup float tc[SG_TILE * SG_C_STRIDE]; \
+    matmul_simdgroup_impl<T>(y, a, b, p, ta, tb, tc, tid, simd_group, tile); }
 FUSED(float, f32) FUSED(f16, f16) FUSED(bf16, bf16)

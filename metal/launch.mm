@@ -1,39 +1,47 @@
 // Op translation for the Metal backend: each Command becomes one or a few dispatches in the
 // epoch's compute encoder (a serial encoder: each dispatch sees the previous one's writes).
 // The layout logic is shared with CUDA (ffi/src/gpu/kernel_layout.hpp); this file only binds
-// buffers and parameter structs, the argument layout of metal/kernels.metal.
+// buffers and parameter structs (metal/kernel_params.hpp, shared with metal/kernels.metal).
 #include <algorithm>
 
 #include "../ffi/src/gpu/kernel_layout.hpp"
 #include "../ffi/src/runtime.hpp"
 #include "../ffi/src/status.hpp"
+#include "kernel_params.hpp"
 #include "metal_device.hpp"
+
+// Errors beyond the project's flags, for this file's own code (not the headers above): nil where
+// an API wants an object, and signed sizes and indices.
+#pragma clang diagnostic error "-Wnullable-to-nonnull-conversion"
+#pragma clang diagnostic error "-Wsign-conversion"
 
 namespace lanes::metal {
 namespace {
 
 using gpu::collapse;
 using gpu::group_for;
-using gpu::KShape;
-using gpu::KStrides;
 using gpu::read_strides;
 using gpu::size_suffix;
 using gpu::suffix;
 using gpu::Walk;
 
-// metal/kernels.metal's EwParams.
-struct EwParams {
-  KShape shape;
-  KStrides s0, s1, s2, s3;
-  int64_t n;
-  int32_t op;
-  int32_t flags;
-};
-struct MatmulParams {
-  int64_t M, N, K, a_row, a_col, b_row, b_col, batches;
-  KShape batch;
-  KStrides ab, bb;
-};
+// kernel_params.hpp's KShape and KStrides are gpu::KShape and gpu::KStrides in MSL's spelling.
+static_assert(sizeof(long) == sizeof(int64_t), "kernel_params.hpp: long must be MSL's 64-bit integer");
+static_assert(LANES_KERNEL_MAX_DIMS == gpu::kMaxDims);
+
+KShape kernel_shape(const gpu::KShape& s) {
+  KShape k{};
+  k.nd = s.nd;
+  for (int d = 0; d < gpu::kMaxDims; ++d) k.dims[d] = s.dims[d];
+  return k;
+}
+
+KStrides kernel_strides(const gpu::KStrides& s) {
+  KStrides k{};
+  k.offset = s.offset;
+  for (int d = 0; d < gpu::kMaxDims; ++d) k.s[d] = s.s[d];
+  return k;
+}
 
 constexpr NSUInteger kParamsIndex = 8;
 
@@ -69,9 +77,9 @@ void dispatch_groups(EncodeContext& ctx, NSUInteger x, NSUInteger y = 1, NSUInte
 
 EwParams ew(const Walk& w, int64_t n, int op = 0) {
   EwParams p{};
-  p.shape = w.shape;
+  p.shape = kernel_shape(w.shape);
   KStrides* slots[4] = {&p.s0, &p.s1, &p.s2, &p.s3};
-  for (size_t i = 0; i < w.strides.size() && i < 4; ++i) *slots[i] = w.strides[i];
+  for (size_t i = 0; i < w.strides.size() && i < 4; ++i) *slots[i] = kernel_strides(w.strides[i]);
   p.n = n;
   p.op = op;
   p.flags = w.contiguous ? 1 : 0;
@@ -99,7 +107,13 @@ void bind_contiguous(EncodeContext& ctx, const std::pair<const void*, size_t>& c
 void full(const Command& c, EncodeContext& ctx) {
   int64_t n = numel(c.output.shape);
   if (!n) return;
-  FillParams p{n, gpu::storage_bits(c.output.dtype, c.params.scalars[0]), 0, 0, 0, 0, 0};
+  FillParams p{.n = n,
+               .bits = gpu::storage_bits(c.output.dtype, c.params.scalars[0]),
+               .integral = 0,
+               .start = 0,
+               .step = 0,
+               .istart = 0,
+               .istep = 0};
   use(ctx, "fill_" + size_suffix(c.output.dtype));
   bind_arg(ctx, c.output, 0, true);
   params(ctx, p);
@@ -111,7 +125,13 @@ void arange(const Command& c, EncodeContext& ctx) {
   if (!n) return;
   double start = c.params.scalars[0], step = c.params.scalars[1];
   bool integral = start == static_cast<double>(static_cast<int64_t>(start)) && step == static_cast<double>(static_cast<int64_t>(step));
-  FillParams p{n, 0, integral ? 1 : 0, static_cast<float>(start), static_cast<float>(step), static_cast<int64_t>(start), static_cast<int64_t>(step)};
+  FillParams p{.n = n,
+               .bits = 0,
+               .integral = integral ? 1 : 0,
+               .start = static_cast<float>(start),
+               .step = static_cast<float>(step),
+               .istart = static_cast<int64_t>(start),
+               .istep = static_cast<int64_t>(step)};
   use(ctx, std::string("arange_") + suffix(c.output.dtype));
   bind_arg(ctx, c.output, 0, true);
   params(ctx, p);
@@ -121,8 +141,12 @@ void arange(const Command& c, EncodeContext& ctx) {
 void random(const Command& c, EncodeContext& ctx) {
   int64_t n = numel(c.output.shape);
   if (!n) return;
-  RandomParams p{n, uint32_t(c.params.seed), uint32_t(c.params.seed >> 32), static_cast<float>(c.params.scalars[0]),
-                 static_cast<float>(c.params.scalars[1]), c.params.subop == LANES_RANDOM_NORMAL ? 1 : 0};
+  RandomParams p{.n = n,
+                 .key0 = uint32_t(c.params.seed),
+                 .key1 = uint32_t(c.params.seed >> 32),
+                 .a = static_cast<float>(c.params.scalars[0]),
+                 .b = static_cast<float>(c.params.scalars[1]),
+                 .normal = c.params.subop == LANES_RANDOM_NORMAL ? 1 : 0};
   use(ctx, "random_f32");
   bind_arg(ctx, c.output, 0, true);
   params(ctx, p);
@@ -175,7 +199,7 @@ void where(const Command& c, EncodeContext& ctx) {
 
 void concatenate(const Command& c, EncodeContext& ctx) {
   std::vector<int64_t> out_strides = contiguous_strides(c.output.shape);
-  int axis = c.params.axis;
+  size_t axis = static_cast<size_t>(c.params.axis);
   int64_t at = 0;
   for (const TensorArg& in : c.inputs) {
     int64_t n = numel(in.shape);
@@ -195,15 +219,15 @@ void concatenate(const Command& c, EncodeContext& ctx) {
 
 void take(const Command& c, EncodeContext& ctx) {
   const TensorArg &a = c.inputs[0], &indices = c.inputs[1];
-  int axis = c.params.axis;
-  TakeParams p{1, a.shape[axis], 1, numel(indices.shape)};
-  for (int d = 0; d < axis; ++d) p.outer *= a.shape[d];
-  for (int d = axis + 1; d < static_cast<int>(a.shape.size()); ++d) p.inner *= a.shape[d];
+  size_t axis = static_cast<size_t>(c.params.axis);
+  TakeParams p{.outer = 1, .dim = a.shape[axis], .inner = 1, .count = numel(indices.shape)};
+  for (size_t d = 0; d < axis; ++d) p.outer *= a.shape[d];
+  for (size_t d = axis + 1; d < a.shape.size(); ++d) p.inner *= a.shape[d];
   int64_t n = p.outer * p.count * p.inner;
   if (!n) return;
   auto x = contiguous(a, ctx), idx = contiguous(indices, ctx);
   ErrorWords::Word word = ctx.device.error_words->take();
-  ctx.take_checks.push_back(TakeCheck{word, axis, p.dim});
+  ctx.take_checks.push_back(TakeCheck{word, c.params.axis, p.dim});
   use(ctx, "take_" + size_suffix(a.dtype));
   bind_arg(ctx, c.output, 0, true);
   bind_contiguous(ctx, x, 1);
@@ -242,7 +266,14 @@ void reduce(const Command& c, EncodeContext& ctx) {
   }
   int64_t outputs = L.outer * L.inner;
   if (!outputs) return;
-  RowsParams p{L.outer, L.reduced, L.inner, c.params.subop, 0, 0, 0, 0};
+  RowsParams p{.outer = L.outer,
+               .len = L.reduced,
+               .inner = L.inner,
+               .op = c.params.subop,
+               .layer = 0,
+               .has_weight = 0,
+               .has_bias = 0,
+               .eps = 0};
   bind_arg(ctx, c.output, 0, true);
   bind_contiguous(ctx, src, 1);
   params(ctx, p);
@@ -251,10 +282,10 @@ void reduce(const Command& c, EncodeContext& ctx) {
 
 void softmax(const Command& c, EncodeContext& ctx) {
   const Shape& s = c.output.shape;
-  int axis = c.params.axis;
-  RowsParams p{1, s[axis], 1, 0, 0, 0, 0, 0};
-  for (int d = 0; d < axis; ++d) p.outer *= s[d];
-  for (int d = axis + 1; d < static_cast<int>(s.size()); ++d) p.inner *= s[d];
+  size_t axis = static_cast<size_t>(c.params.axis);
+  RowsParams p{.outer = 1, .len = s[axis], .inner = 1, .op = 0, .layer = 0, .has_weight = 0, .has_bias = 0, .eps = 0};
+  for (size_t d = 0; d < axis; ++d) p.outer *= s[d];
+  for (size_t d = axis + 1; d < s.size(); ++d) p.inner *= s[d];
   if (p.outer * p.inner == 0 || p.len == 0) return;
   auto x = contiguous(c.inputs[0], ctx);
   bind_arg(ctx, c.output, 0, true);
@@ -271,7 +302,14 @@ void norm(const Command& c, EncodeContext& ctx, bool layer) {
   auto x = contiguous(c.inputs[0], ctx);
   auto w = has_weight ? contiguous(c.inputs[1], ctx) : x;  // unused operands bind x
   auto b = has_bias ? contiguous(c.inputs[has_weight ? 2 : 1], ctx) : x;
-  RowsParams p{count, D, 1, 0, layer ? 1 : 0, has_weight ? 1 : 0, has_bias ? 1 : 0, static_cast<float>(c.params.scalars[0])};
+  RowsParams p{.outer = count,
+               .len = D,
+               .inner = 1,
+               .op = 0,
+               .layer = layer ? 1 : 0,
+               .has_weight = has_weight ? 1 : 0,
+               .has_bias = has_bias ? 1 : 0,
+               .eps = static_cast<float>(c.params.scalars[0])};
   bind_arg(ctx, c.output, 0, true);
   bind_contiguous(ctx, x, 1);
   bind_contiguous(ctx, w, 2);
@@ -282,7 +320,15 @@ void norm(const Command& c, EncodeContext& ctx, bool layer) {
 
 void attention(const Command& c, EncodeContext& ctx) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
-  AttnParams p{qs[0], qs[1], qs[2], qs[3], ks[1], ks[2], vs[3], static_cast<float>(c.params.scalars[0]), c.params.flags & 1};
+  AttnParams p{.B = qs[0],
+               .H = qs[1],
+               .Lq = qs[2],
+               .D = qs[3],
+               .Hk = ks[1],
+               .Lk = ks[2],
+               .Dv = vs[3],
+               .scale = static_cast<float>(c.params.scalars[0]),
+               .causal = c.params.flags & 1};
   int64_t count = p.B * p.H * p.Lq;
   if (!count || !p.Dv) return;
   auto q = contiguous(c.inputs[0], ctx), k = contiguous(c.inputs[1], ctx), v = contiguous(c.inputs[2], ctx);
@@ -300,8 +346,14 @@ void attention(const Command& c, EncodeContext& ctx) {
 void rope(const Command& c, EncodeContext& ctx) {
   const Shape& s = c.output.shape;
   int64_t D = s.back();
-  RopeParams p{D ? numel(s) / D : 0, s[s.size() - 2], D, c.params.axis, c.params.flags & 1,
-               static_cast<float>(c.params.scalars[0]), static_cast<float>(c.params.scalars[1]), c.params.offset};
+  RopeParams p{.rows = D ? numel(s) / D : 0,
+               .L = s[s.size() - 2],
+               .D = D,
+               .dims = c.params.axis,
+               .traditional = c.params.flags & 1,
+               .base = static_cast<float>(c.params.scalars[0]),
+               .scale = static_cast<float>(c.params.scalars[1]),
+               .offset = c.params.offset};
   if (!p.rows) return;
   auto x = contiguous(c.inputs[0], ctx);
   use(ctx, std::string("rope_") + suffix(c.output.dtype));
@@ -311,9 +363,25 @@ void rope(const Command& c, EncodeContext& ctx) {
   dispatch_1d(ctx, p.rows * D);
 }
 
+// The SIMD-group kernel's threadgroup: four 32-wide SIMD-groups computing a 32x32 tile.
+constexpr int64_t kSimdgroupTile = 32;
+constexpr NSUInteger kSimdgroupThreads = 128;
+
+// The SIMD-group kernel where the GPU has SIMD-group matrices and the output holds at least one
+// whole 32x32 tile; the 16x16 kernel for smaller outputs (a 32x32 tile would mostly idle) and
+// other GPUs. Returns the pipeline to use and its tile edge.
+std::pair<id<MTLComputePipelineState>, int64_t> matmul_pipeline(EncodeContext& ctx, const MatmulParams& p, DType dtype) {
+  if (ctx.device.simdgroup_matrix && p.M >= kSimdgroupTile && p.N >= kSimdgroupTile) {
+    id<MTLComputePipelineState> simdgroup = ctx.device.pipelines->get(std::string("matmul_simdgroup_") + suffix(dtype));
+    if (simdgroup.threadExecutionWidth == 32 && simdgroup.maxTotalThreadsPerThreadgroup >= kSimdgroupThreads)
+      return {simdgroup, kSimdgroupTile};
+  }
+  return {ctx.device.pipelines->get(std::string("matmul_") + suffix(dtype)), 16};
+}
+
 void matmul(const Command& c, EncodeContext& ctx) {
   const Shape& ys = c.output.shape;
-  int nd = static_cast<int>(ys.size());
+  size_t nd = ys.size();
   MatmulParams p{};
   p.M = ys[nd - 2];
   p.N = ys[nd - 1];
@@ -329,7 +397,7 @@ void matmul(const Command& c, EncodeContext& ctx) {
   p.a_col = sa[nd - 1];
   p.b_row = sb[nd - 2];
   p.b_col = sb[nd - 1];
-  p.batch.nd = static_cast<int64_t>(batch.size());
+  p.batch.nd = static_cast<long>(batch.size());
   for (size_t d = 0; d < batch.size(); ++d) {
     p.batch.dims[d] = batch[d];
     p.ab.s[d] = sa[d];
@@ -337,14 +405,16 @@ void matmul(const Command& c, EncodeContext& ctx) {
   }
   p.ab.offset = c.inputs[0].offset;
   p.bb.offset = c.inputs[1].offset;
-  use(ctx, std::string("matmul_") + suffix(c.output.dtype));
+  auto [pipeline, tile] = matmul_pipeline(ctx, p, c.output.dtype);
+  [ctx.encoder setComputePipelineState:pipeline];
   bind_arg(ctx, c.output, 0, true);
   bind_arg(ctx, c.inputs[0], 1, false);
   bind_arg(ctx, c.inputs[1], 2, false);
   params(ctx, p);
-  [ctx.encoder dispatchThreadgroups:MTLSizeMake(static_cast<NSUInteger>((p.N + 15) / 16), static_cast<NSUInteger>((p.M + 15) / 16),
-                                                static_cast<NSUInteger>(std::min<int64_t>(p.batches, 65535)))
-                threadsPerThreadgroup:MTLSizeMake(16, 16, 1)];
+  MTLSize groups = MTLSizeMake(static_cast<NSUInteger>((p.N + tile - 1) / tile), static_cast<NSUInteger>((p.M + tile - 1) / tile),
+                               static_cast<NSUInteger>(std::min<int64_t>(p.batches, 65535)));
+  MTLSize threads = tile == kSimdgroupTile ? MTLSizeMake(kSimdgroupThreads, 1, 1) : MTLSizeMake(16, 16, 1);
+  [ctx.encoder dispatchThreadgroups:groups threadsPerThreadgroup:threads];
 }
 
 }  // namespace

@@ -15,40 +15,6 @@
 
 namespace lanes::metal {
 
-// Argument structs of metal/kernels.metal, word for word (64-bit integers are `long` there).
-struct FillParams {
-  int64_t n;
-  uint32_t bits;
-  int32_t integral;
-  float start, step;
-  int64_t istart, istep;
-};
-struct RandomParams {
-  int64_t n;
-  uint32_t key0, key1;
-  float a, b;
-  int32_t normal;
-};
-struct RowsParams {
-  int64_t outer, len, inner;
-  int32_t op, layer, has_weight, has_bias;
-  float eps;
-};
-struct TakeParams {
-  int64_t outer, dim, inner, count;
-};
-struct AttnParams {
-  int64_t B, H, Lq, D, Hk, Lk, Dv;
-  float scale;
-  int32_t causal;
-};
-struct RopeParams {
-  int64_t rows, L, D;
-  int32_t dims, traditional;
-  float base, scale;
-  int64_t offset;
-};
-
 // Buffers are shared-storage MTLBuffers; the core sees their `contents` pointers.
 class BufferTable {
  public:
@@ -105,6 +71,7 @@ struct Device {
   BufferTable* buffers;
   Pipelines* pipelines;
   ErrorWords* error_words;
+  bool simdgroup_matrix;  // Apple7 and later GPUs: SIMD-group matrices (the 8x8 matmul kernels)
 };
 
 // What one epoch's encoding needs; kept until the epoch completed.
