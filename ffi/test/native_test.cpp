@@ -19,6 +19,7 @@
 #include "lanes.h"
 #include "runtime.hpp"
 #include "stream.hpp"
+#include "small_vector.hpp"
 
 extern char** environ;
 
@@ -321,6 +322,112 @@ void test_dispose_waits_for_in_flight_work() {
   lanes_array_release(pending);
 }
 
+// ---- a failure part-way through a batch --------------------------------------------------------
+
+// Nodes encoded before an encode fails stay scheduled: they run once, not again on a retry.
+void test_partial_batch_failure_keeps_encoded_nodes() {
+  uint64_t s = 0, a = 0, b = 0, c = 0, d = 0;
+  OK(lanes_stream_new(&s));
+  int64_t shape[1] = {1000};
+  OK(lanes_array_full(1.0, LANES_FLOAT32, shape, 1, s, &a));
+  OK(lanes_array_binary_scalar(LANES_OP_MULTIPLY, a, 2.0, 0, -1, s, &b));
+  OK(lanes_array_binary_scalar(LANES_OP_ADD, b, 1.0, 0, -1, s, &c));
+  OK(lanes_array_binary_scalar(LANES_OP_MULTIPLY, c, 3.0, 0, -1, s, &d));
+  uint64_t before = stat(LANES_STAT_KERNELS_EXECUTED);
+  lanes::runtime().streams.get(s)->inject_encode_failure(2);  // a and b encode, c fails
+  EXPECT(lanes_eval(&d, 1) == LANES_ERR_INTERNAL);
+  EXPECT(std::strstr(lanes_last_error(), "injected encode failure") != nullptr);
+  OK(lanes_eval(&d, 1));
+  std::vector<float> y = read(d, 1000);
+  EXPECT(y[0] == 9.0f && y[999] == 9.0f);
+  OK(lanes_stream_synchronize(s));
+  EXPECT(stat(LANES_STAT_KERNELS_EXECUTED) - before == 4);  // each node once
+  for (uint64_t h : {a, b, c, d}) OK(lanes_array_release(h));
+  OK(lanes_stream_release(s));
+}
+
+// ---- compiled plans ----------------------------------------------------------------------------
+
+// A plan replayed by 8 threads at once, each on its own stream, equals a serial replay bitwise.
+void test_plan_replayed_from_threads() {
+  int64_t shape[2] = {32, 32};
+  uint64_t w = 0, x = 0, p = 0, h = 0, y = 0, plan = 0;
+  OK(lanes_array_random(LANES_RANDOM_NORMAL, 3, 0, 0.2, shape, 2, 0, &w));
+  OK(lanes_array_placeholder(LANES_FLOAT32, shape, 2, &x));
+  OK(lanes_array_matmul(x, w, 0, &p));
+  OK(lanes_array_binary_scalar(LANES_OP_MULTIPLY, p, 0.0, 0, /*param*/ 0, 0, &h));
+  OK(lanes_array_softmax(h, -1, 0, &y));
+  OK(lanes_plan_new(&x, 1, &y, 1, 1, nullptr, nullptr, &plan));
+  for (uint64_t t : {x, p, h, y}) OK(lanes_array_release(t));
+  auto run_one = [&](uint64_t stream, int i) {
+    uint64_t in = 0, out = 0;
+    OK(lanes_array_random(LANES_RANDOM_UNIFORM, 100 + i, -1, 1, shape, 2, stream, &in));
+    double scale = 0.5 + i;
+    OK(lanes_plan_run(plan, stream, &in, 1, &scale, 1, &out, 1));
+    std::vector<float> v = read(out, 32 * 32);
+    OK(lanes_array_release(in));
+    OK(lanes_array_release(out));
+    return v;
+  };
+  constexpr int kThreads = 8, kRuns = 12;
+  std::vector<std::vector<float>> serial;
+  for (int i = 0; i < kThreads * kRuns; ++i) serial.push_back(run_one(0, i));
+  std::vector<std::vector<std::vector<float>>> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      uint64_t s = 0;
+      OK(lanes_stream_new(&s));
+      for (int r = 0; r < kRuns; ++r) got[t].push_back(run_one(s, t * kRuns + r));
+      OK(lanes_stream_release(s));
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t)
+    for (int r = 0; r < kRuns; ++r) EXPECT(std::memcmp(got[t][r].data(), serial[t * kRuns + r].data(), 32 * 32 * 4) == 0);
+  OK(lanes_plan_release(plan));
+  OK(lanes_array_release(w));
+}
+
+// ---- small vectors -----------------------------------------------------------------------------
+
+// Shapes use an inline vector: random operations must match std::vector's.
+void test_small_vector_matches_std_vector() {
+  std::mt19937 rng(1);
+  for (int it = 0; it < 2000; ++it) {
+    lanes::SmallVector<int64_t, 4> a;
+    std::vector<int64_t> b;
+    for (int k = 0; k < 40; ++k) {
+      int op = static_cast<int>(rng() % 6);
+      if (op == 0) {
+        int64_t v = rng();
+        a.push_back(v);
+        b.push_back(v);
+      } else if (op == 1 && !b.empty()) {
+        a.pop_back();
+        b.pop_back();
+      } else if (op == 2) {
+        size_t at = b.empty() ? 0 : rng() % (b.size() + 1);
+        int64_t v[3] = {int64_t(rng()), int64_t(rng()), int64_t(rng())};
+        size_t n = rng() % 4;
+        a.insert(a.begin() + at, v, v + n);
+        b.insert(b.begin() + static_cast<std::ptrdiff_t>(at), v, v + n);
+      } else if (op == 3 && !b.empty()) {
+        size_t at = rng() % b.size();
+        a.erase(a.begin() + at);
+        b.erase(b.begin() + static_cast<std::ptrdiff_t>(at));
+      } else if (op == 4) {
+        lanes::SmallVector<int64_t, 4> c = a;
+        a = std::move(c);
+      } else if (op == 5) {
+        size_t n = rng() % 12;
+        a.resize(n, 7);
+        b.resize(n, 7);
+      }
+      EXPECT(a.size() == b.size() && std::equal(b.begin(), b.end(), a.begin()));
+    }
+  }
+}
+
 // ---- lock order --------------------------------------------------------------------------------
 
 // Child-process bodies: each makes one out-of-order acquisition, which must abort.
@@ -385,6 +492,9 @@ int main(int argc, char** argv) {
   run("stress: tiny epoch budgets rotate every op", test_tiny_epochs);
   run("streams: dispose races with use", test_stream_dispose_races_with_use);
   run("streams: dispose waits for in-flight work, later work is rejected", test_dispose_waits_for_in_flight_work);
+  run("graph: a batch that fails part-way keeps what it encoded (each node runs once)", test_partial_batch_failure_keeps_encoded_nodes);
+  run("plans: 8 threads replay one plan on their own streams, equal to serial bitwise", test_plan_replayed_from_threads);
+  run("small vector: random operations match std::vector", test_small_vector_matches_std_vector);
   run("locks: out-of-order acquisition aborts with both lock names",
       [&] { test_lock_order_violation_aborts(argv[0]); });
   std::printf("native: %d passed, %d failed\n", g_passed, g_failed);
