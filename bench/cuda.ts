@@ -24,8 +24,10 @@ function row(name: string, unit: string, lanes: number, torch: number) {
   console.log(`${name.padEnd(28)} ${lanes.toFixed(1).padStart(9)} ${unit.padEnd(7)} torch ${torch.toFixed(1).padStart(9)}  ratio ${(lanes / torch).toFixed(2)}`);
 }
 
-const torchKernels = python(["kernels"]) as Record<string, number>;
-for (const dtype of ["float32", "bfloat16"] as const) {
+// --concurrency: only the round trip and the concurrency table (the figures issue 13 tracks).
+const concurrencyOnly = process.argv.includes("--concurrency");
+const torchKernels = python([concurrencyOnly ? "roundtrip" : "kernels"]) as Record<string, number>;
+for (const dtype of concurrencyOnly ? [] : (["float32", "bfloat16"] as const)) {
   const tag = dtype === "float32" ? "f32" : "bf16";
   for (const n of [1024, 2048, 4096, 8192]) {
     using a = lx.astype(lx.random.normal([n, n], { seed: 1 }), dtype);
@@ -46,7 +48,7 @@ for (const dtype of ["float32", "bfloat16"] as const) {
 }
 
 // Host <-> device copies of 256 MB: lanes' array() upload and toFloat32Array() download.
-{
+if (!concurrencyOnly) {
   const host = new Float32Array(64 << 20).map((_, i) => i % 1000);
   let up = Infinity, down = Infinity;
   for (let r = 0; r < 4; r++) {
@@ -81,32 +83,58 @@ for (const dtype of ["float32", "bfloat16"] as const) {
   const us = best * 1000;
   rows.push({ name: "graph + read round trip (64x64)", unit: "us", lanes: us, torch: torchKernels.read_roundtrip_us!, ratio: torchKernels.read_roundtrip_us! / us });
   console.log(`${"graph + read round trip (64x64)".padEnd(28)} ${us.toFixed(1).padStart(9)} us      torch ${torchKernels.read_roundtrip_us!.toFixed(1).padStart(9)}  ratio ${(torchKernels.read_roundtrip_us! / us).toFixed(2)} (torch time / lanes time)`);
+  const step = lx.compile((a: lx.LanesArray) => lx.softmax(lx.matmul(a, w), -1));
+  const compiledOnce = () => {
+    using y = step(x);
+    y.toFloat32Array();
+  };
+  for (let i = 0; i < 50; i++) compiledOnce();
+  let bestCompiled = Infinity;
+  for (let r = 0; r < 3; r++) {
+    const t = performance.now();
+    for (let i = 0; i < 500; i++) compiledOnce();
+    bestCompiled = Math.min(bestCompiled, (performance.now() - t) / 500);
+  }
+  const cus = bestCompiled * 1000;
+  rows.push({ name: "compiled graph + read round trip (64x64)", unit: "us", lanes: cus, torch: torchKernels.read_roundtrip_us!, ratio: torchKernels.read_roundtrip_us! / cus });
+  console.log(`${"compiled + read round trip".padEnd(28)} ${cus.toFixed(1).padStart(9)} us      torch ${torchKernels.read_roundtrip_us!.toFixed(1).padStart(9)}  ratio ${(torchKernels.read_roundtrip_us! / cus).toFixed(2)} (torch time / lanes time)`);
+  step.dispose();
 }
 
-// Concurrency: Workers on their own streams (lanes, per-stream and global locking) against
-// Python threads on their own torch.cuda.Streams, all running the same 29-kernel graph.
-function lanesScaling(mode: string): Record<string, number> {
-  const r = spawnSync(process.execPath, [join(here, "scaling.ts"), "small"], {
+// Concurrency: Workers on their own streams (lanes eager and compiled, per-stream and global
+// locking) against Python threads on their own torch.cuda.Streams (eager, CUDA-graph replay
+// synchronized each time, and pipelined), all running the same 29-kernel 64x64 graph.
+function lanesScaling(mode: "eager" | "compiled", locking: string, graphs: number): Record<string, number> {
+  const r = spawnSync(process.execPath, [join(here, "scaling.ts"), "small", mode, String(graphs)], {
     encoding: "utf8",
-    env: { ...process.env, LANES_LOCKING: mode },
+    env: { ...process.env, LANES_LOCKING: locking },
   });
-  if (r.status !== 0) throw new Error(`scaling (${mode}) failed: ${r.stderr}`);
+  if (r.status !== 0) throw new Error(`scaling (${mode}, ${locking}) failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split("\n").pop()!).throughput;
 }
-const perStream = lanesScaling("per-stream");
-const global = lanesScaling("global");
-const torchScaling = (python(["scaling"]) as { throughput: Record<string, number> }).throughput;
-console.log("\nsmall graphs/s   lanes per-stream   lanes global   torch threads   lanes/torch   per-stream/global");
-for (const w of workerCounts) {
-  const p = perStream[w]!, g = global[w]!, t = torchScaling[w]!;
-  console.log(`${String(w).padStart(2)} workers  ${p.toFixed(0).padStart(17)} ${g.toFixed(0).padStart(14)} ${t.toFixed(0).padStart(15)} ${(p / t).toFixed(2).padStart(13)} ${(p / g).toFixed(2).padStart(19)}`);
-}
+const series: Record<string, Record<string, number>> = {
+  "lanes eager": lanesScaling("eager", "per-stream", 400),
+  "lanes eager global": lanesScaling("eager", "global", 400),
+  "lanes compiled": lanesScaling("compiled", "per-stream", 2000),
+  "lanes compiled global": lanesScaling("compiled", "global", 2000),
+  "torch eager": (python(["scaling", "eager"]) as { throughput: Record<string, number> }).throughput,
+  "torch graph": (python(["scaling", "graph"]) as { throughput: Record<string, number> }).throughput,
+  "torch graph pipelined": (python(["scaling", "pipelined"]) as { throughput: Record<string, number> }).throughput,
+};
+console.log(`\n29-kernel graphs/s  ${Object.keys(series).map((k) => k.padStart(22)).join("")}`);
+for (const w of workerCounts) console.log(`${String(w).padStart(2)} workers        ${Object.values(series).map((v) => v[w]!.toFixed(0).padStart(22)).join("")}`);
+const ratio = (a: string, b: string) => workerCounts.map((w) => (series[a]![w]! / series[b]![w]!).toFixed(2)).join(" / ");
+console.log(`lanes eager / torch eager (1..16):          ${ratio("lanes eager", "torch eager")}`);
+console.log(`lanes eager / lanes eager global:            ${ratio("lanes eager", "lanes eager global")}`);
+console.log(`lanes compiled / torch eager:               ${ratio("lanes compiled", "torch eager")}`);
+console.log(`lanes compiled / torch graph (sync each):   ${ratio("lanes compiled", "torch graph")}`);
+console.log(`lanes compiled / torch graph pipelined:     ${ratio("lanes compiled", "torch graph pipelined")}`);
 
 const gpu = String(torchKernels.gpu ?? "gpu");
 mkdirSync(join(here, "results"), { recursive: true });
 const file = join(here, "results", `cuda-${gpu.replace(/[^A-Za-z0-9]+/g, "-")}.json`);
 writeFileSync(
   file,
-  JSON.stringify({ date: new Date().toISOString(), gpu, torch: torchKernels.torch, kernels: rows, scaling: { perStream, global, torch: torchScaling } }, null, 2),
+  JSON.stringify({ date: new Date().toISOString(), gpu, torch: torchKernels.torch, kernels: rows, scaling: series }, null, 2),
 );
 console.log(`\nwrote ${file}`);

@@ -110,7 +110,8 @@ int32_t unary_int(int op, int32_t x) {
   switch (op) {
     case LANES_OP_ABS: return x < 0 ? static_cast<int32_t>(0u - u) : x;
     case LANES_OP_SQUARE: return static_cast<int32_t>(u * u);
-    default: return static_cast<int32_t>(0u - u);
+    case LANES_OP_NEGATIVE: return static_cast<int32_t>(0u - u);
+    default: throw_error(LANES_ERR_INTERNAL, std::string("cpu: ") + op_name(OpCode::Unary, op) + " of int32 reached the kernel");
   }
 }
 
@@ -132,7 +133,8 @@ float unary_float(int op, float x) {
       return 0.5f * x * (1.0f + std::tanh(inner));
     }
     case LANES_OP_SIN: return std::sin(x);
-    default: return std::cos(x);
+    case LANES_OP_COS: return std::cos(x);
+    default: throw_error(LANES_ERR_INTERNAL, "cpu: unknown unary op " + std::to_string(op));
   }
 }
 
@@ -179,9 +181,10 @@ T apply_binary(int op, T a, T b) {
     case LANES_OP_MINIMUM:
       if (a != a || b != b) return std::numeric_limits<T>::quiet_NaN();
       return a < b ? a : b;
-    default:
+    case LANES_OP_MAXIMUM:
       if (a != a || b != b) return std::numeric_limits<T>::quiet_NaN();
       return a > b ? a : b;
+    default: throw_error(LANES_ERR_INTERNAL, std::string("cpu: ") + op_name(OpCode::Binary, op) + " reached the arithmetic kernel");
   }
 }
 
@@ -194,7 +197,9 @@ int32_t apply_binary<int32_t>(int op, int32_t a, int32_t b) {
     case LANES_OP_SUBTRACT: return static_cast<int32_t>(ua - ub);
     case LANES_OP_MULTIPLY: return static_cast<int32_t>(ua * ub);
     case LANES_OP_MINIMUM: return a < b ? a : b;
-    default: return a > b ? a : b;  // divide and power are float-only (promoted in the graph)
+    case LANES_OP_MAXIMUM: return a > b ? a : b;
+    default:  // divide and power are float-only (promoted in the graph)
+      throw_error(LANES_ERR_INTERNAL, std::string("cpu: ") + op_name(OpCode::Binary, op) + " of int32 reached the kernel");
   }
 }
 
@@ -693,12 +698,14 @@ Acc reduce_row(int op, const T* base, int64_t n, int64_t stride) {
       for (int64_t r = 0; r < n; ++r) ss += (at(r) - mean) * (at(r) - mean);
       return ss / static_cast<Acc>(n);
     }
-    default: {  // sum, mean
+    case LANES_REDUCE_SUM:
+    case LANES_REDUCE_MEAN: {
       Acc acc = 0;
       for (int64_t r = 0; r < n; ++r) acc += at(r);
       if (op == LANES_REDUCE_MEAN) return n ? acc / static_cast<Acc>(n) : std::numeric_limits<Acc>::quiet_NaN();
       return acc;
     }
+    default: throw_error(LANES_ERR_INTERNAL, std::string("cpu: ") + op_name(OpCode::Reduce, op) + " reached the row reduction");
   }
 }
 
