@@ -111,6 +111,7 @@ export interface GgufFile {
 
 const magic = 0x46554747; // "GGUF" little-endian
 const maxArrayItems = 1 << 28;
+const maxStringBytes = 1 << 30;
 const maxDims = 4;
 
 class Reader {
@@ -154,7 +155,7 @@ class Reader {
     return Number(v);
   }
   string(what: string): string {
-    const n = this.count(`${what} length`, this.fileSize - this.pos - 8);
+    const n = this.count(`${what} length`, maxStringBytes);
     this.need(n, what);
     const s = this.bytes.subarray(this.pos, this.pos + n);
     this.pos += n;
@@ -233,31 +234,45 @@ function numericArray(r: Reader, type: GgufValueTypeName, n: number, what: strin
   }
 }
 
-function value(r: Reader, type: GgufValueTypeName, what: string, depth: number): GgufEntry {
-  if (type !== "array") return { type, value: scalar(r, type, what) };
+function value(r: Reader, type: GgufValueTypeName, what: string): GgufEntry {
+  return type === "array" ? arrayValue(r, what, 0) : { type, value: scalar(r, type, what) };
+}
+
+// An array's body: item type, count, items. Items that are arrays carry no type tag of their own.
+function arrayValue(r: Reader, what: string, depth: number): GgufEntry {
   const itemType = valueType(r, `${what} item`);
   const n = r.count(`${what} item count`, maxArrayItems);
   if (itemType === "array") {
-    if (depth > 4) throw new GgufError(`${r.source}: corrupt: ${what} nests arrays more than 4 deep`);
+    if (depth >= 4) throw new GgufError(`${r.source}: corrupt: ${what} nests arrays more than 4 deep`);
     const out: GgufValue[] = [];
-    for (let i = 0; i < n; i++) out.push(value(r, valueType(r, `${what}[${i}]`), `${what}[${i}]`, depth + 1).value);
-    return { type, itemType, value: out };
+    for (let i = 0; i < n; i++) out.push(arrayValue(r, `${what}[${i}]`, depth + 1).value);
+    return { type: "array", itemType, value: out };
   }
   if (itemType === "string") {
     const out: string[] = new Array(n);
     for (let i = 0; i < n; i++) out[i] = r.string(`${what}[${i}]`);
-    return { type, itemType, value: out };
+    return { type: "array", itemType, value: out };
   }
   if (itemType === "bool") {
     const out: boolean[] = new Array(n);
     for (let i = 0; i < n; i++) out[i] = scalar(r, "bool", `${what}[${i}]`) as boolean;
-    return { type, itemType, value: out };
+    return { type: "array", itemType, value: out };
   }
-  return { type, itemType, value: numericArray(r, itemType, n, what) };
+  return { type: "array", itemType, value: numericArray(r, itemType, n, what) };
 }
 
 function tensorInfo(r: Reader, index: number): Omit<GgufTensorInfo, "offset"> & { relative: bigint } {
   const name = r.string(`tensor ${index} name`);
+  try {
+    return tensorShapeAndType(r, name);
+  } catch (e) {
+    // Name the tensor whose description is bad, keeping the error's class.
+    if (e instanceof GgufError && e.tensor === undefined) throw new (e.constructor as typeof GgufError)(e.message, name);
+    throw e;
+  }
+}
+
+function tensorShapeAndType(r: Reader, name: string): Omit<GgufTensorInfo, "offset"> & { relative: bigint } {
   const nDims = r.u32(`tensor "${name}" dimension count`);
   if (nDims < 1 || nDims > maxDims) throw new GgufError(`${r.source}: corrupt: tensor "${name}" has ${nDims} dimensions (1 to ${maxDims} allowed)`, name);
   const ne: number[] = [];
@@ -299,7 +314,7 @@ export function parseGguf(bytes: Uint8Array, source = "gguf", fileSize = bytes.b
   const metadata = new Map<string, GgufEntry>();
   for (let i = 0; i < kvCount; i++) {
     const key = r.string(`metadata key ${i}`);
-    metadata.set(key, value(r, valueType(r, `metadata "${key}"`), `metadata "${key}"`, 0));
+    metadata.set(key, value(r, valueType(r, `metadata "${key}"`), `metadata "${key}"`));
   }
   const alignmentEntry = metadata.get("general.alignment");
   const alignment = alignmentEntry ? Number(alignmentEntry.value) : 32;
