@@ -191,20 +191,21 @@ export class LlamaModel implements Model {
   }
 
   step(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step {
-    return this.#run(tokens, state, stream, false);
+    const step = this.stepLogits(tokens, state, stream, 1);
+    return { ...step, logits: step.scope.t(lx.reshape(step.logits, [this.vocab])) };
   }
 
-  /** Like {@link step}, but the logits of every position: `[tokens.length, vocab]` (for perplexity). */
-  stepAll(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step {
-    return this.#run(tokens, state, stream, true);
-  }
-
-  #run(tokens: readonly number[], state: DecoderState | undefined, stream: Stream, allPositions: boolean): Step {
+  /**
+   * Like {@link step}, but the logits of the last `positions` tokens, `[positions, vocab]`
+   * (all of them for perplexity; the answer's positions to check a continuation).
+   */
+  stepLogits(tokens: readonly number[], state: DecoderState | undefined, stream: Stream, positions = tokens.length): Step {
     const cfg = this.config;
     if (tokens.length === 0) throw new RangeError(`${this.name}: a step needs at least one token`);
     for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= cfg.vocab) throw new RangeError(`${this.name}: token id ${t} is outside [0, ${cfg.vocab})`);
     const pos = state?.pos ?? 0;
     if (pos + tokens.length > cfg.contextLength) throw new RangeError(`${this.name}: ${pos + tokens.length} positions exceed the context length ${cfg.contextLength}`);
+    if (!Number.isInteger(positions) || positions < 1 || positions > tokens.length) throw new RangeError(`${this.name}: positions ${positions} is outside [1, ${tokens.length}]`);
     const s = new Scope();
     const caches: LanesArray[] = [];
     const L = tokens.length;
@@ -216,11 +217,9 @@ export class LlamaModel implements Model {
         caches.push(k, v);
         x = this.#feedForward(s, i, y);
       }
-      const last = allPositions ? s.t(lx.reshape(x, [L, cfg.dim])) : s.t(lx.reshape(s.t(lx.slice(x, [0, L - 1, 0], [1, L, cfg.dim])), [1, cfg.dim]));
+      const last = s.t(lx.reshape(positions === L ? x : s.t(lx.slice(x, [0, L - positions, 0], [1, L, cfg.dim])), [positions, cfg.dim]));
       const h = s.t(lx.rmsNorm(last, this.#w("output_norm.weight"), cfg.normEps));
-      const head = this.#w(cfg.tiedHead ? "token_embd.weight" : "output.weight");
-      const out = linear(s, h, head);
-      return allPositions ? out : s.t(lx.reshape(out, [cfg.vocab]));
+      return linear(s, h, this.#w(cfg.tiedHead ? "token_embd.weight" : "output.weight"));
     });
     return { logits, state: { pos: pos + L, caches }, scope: s };
   }
