@@ -40,6 +40,14 @@ function stringArray(file: GgufFile, key: string): string[] {
   return e.value as string[];
 }
 
+/** Decodes a stream of token ids into text, one id at a time. */
+export interface StreamDecoder {
+  /** The text that `id` completes (empty while a UTF-8 character is still incomplete). */
+  push(id: number): string;
+  /** What is left at the end (U+FFFD for an incomplete character). */
+  flush(): string;
+}
+
 /** A GGUF model's tokenizer. */
 export class GgufTokenizer implements Tokenizer {
   readonly vocabSize: number;
@@ -137,7 +145,7 @@ export class GgufTokenizer implements Tokenizer {
     return out + d.flush();
   }
 
-  streamDecoder(opts: { skipSpecial?: boolean } = {}): { push(id: number): string; flush(): string } {
+  streamDecoder(opts: { skipSpecial?: boolean } = {}): StreamDecoder {
     const utf8 = new TextDecoder("utf-8");
     return {
       push: (id) => utf8.decode(this.tokenBytes(id, opts.skipSpecial), { stream: true }),

@@ -76,6 +76,7 @@ export class GgufTextModel implements TextModel, Disposable {
     this.model.dispose();
   }
 
+  /** Frees the weights (`using`). */
   [Symbol.dispose](): void {
     this.dispose();
   }

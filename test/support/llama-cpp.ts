@@ -2,7 +2,10 @@
  * The reference engine: llama.cpp through node-llama-cpp (pinned in package.json), on the CPU
  * with 2 threads (its default oversubscribes a 2-core machine), greedy where it samples.
  */
-import { getLlama, type LlamaContext, LlamaLogLevel, type LlamaModel } from "node-llama-cpp";
+import { type ControlledEvaluateInputItem, getLlama, type LlamaContext, LlamaLogLevel, type LlamaModel, type Token } from "node-llama-cpp";
+
+// node-llama-cpp brands token ids; ours are plain numbers.
+const asTokens = (ids: readonly number[]): Token[] => ids.map((id) => id as Token);
 
 /** A loaded reference model and one context for it. */
 export interface Reference {
@@ -10,6 +13,8 @@ export interface Reference {
   context: LlamaContext;
   /** llama.cpp's token ids of `text` (`special`: parse special-token text). */
   tokenize(text: string, special: boolean): number[];
+  /** llama.cpp's text of `ids` (`special`: render special tokens). */
+  detokenize(ids: readonly number[], special: boolean): string;
   /** llama.cpp's greedy continuation of `prompt`: up to `n` tokens, ending before an end-of-generation token. */
   greedy(prompt: readonly number[], n: number): Promise<number[]>;
   /** ln P(tokens[i + 1] | tokens[0..i]) for every i, as llama.cpp computes it. */
@@ -25,14 +30,15 @@ export async function loadReference(path: string, threads = 2): Promise<Referenc
   const model = await llama.loadModel({ modelPath: path });
   const context = await model.createContext({ threads, contextSize: 2048, sequences: 1 });
   const sequence = context.getSequence();
-  return {
+  const reference: Reference = {
     model,
     context,
     tokenize: (text, special) => [...model.tokenize(text, special)],
+    detokenize: (ids, special) => model.detokenize(asTokens(ids), special),
     async greedy(prompt, n) {
       await sequence.clearHistory();
       const out: number[] = [];
-      for await (const token of sequence.evaluate([...prompt], { temperature: 0 })) {
+      for await (const token of sequence.evaluate(asTokens(prompt), { temperature: 0 })) {
         out.push(token);
         if (out.length >= n) break;
       }
@@ -40,14 +46,14 @@ export async function loadReference(path: string, threads = 2): Promise<Referenc
     },
     async logProbs(tokens) {
       const at = tokens.slice(1).map((_, i) => i);
-      const probabilities = await this.nextProbabilities(tokens, at);
+      const probabilities = await reference.nextProbabilities(tokens, at);
       return Float64Array.from(at, (i) => Math.log(probabilities[i]!.get(tokens[i + 1]!) ?? 0));
     },
     async nextProbabilities(tokens, at) {
       await sequence.clearHistory();
       const wanted = new Set(at);
       const last = Math.max(...at);
-      const input = tokens.slice(0, last + 1).map((t, i) => (wanted.has(i) ? ([t, { generateNext: { probabilities: true } }] as [number, object]) : t));
+      const input = asTokens(tokens.slice(0, last + 1)).map((t, i): ControlledEvaluateInputItem => (wanted.has(i) ? [t, { generateNext: { probabilities: true } }] : t));
       const results = await sequence.controlledEvaluate(input);
       return at.map((i) => results[i]!.next.probabilities!);
     },
@@ -57,4 +63,5 @@ export async function loadReference(path: string, threads = 2): Promise<Referenc
       await llama.dispose();
     },
   };
+  return reference;
 }
