@@ -45,9 +45,9 @@ let template: ChatTemplate;
 beforeAll(async () => {
   ({ tokenizer, template } = loadTokenizer(defaultModelPath()));
   ref = await loadReference(defaultModelPath());
-});
+}, 120_000);
 afterAll(async () => {
-  await ref.dispose();
+  await ref?.dispose();
 });
 
 describe("GGUF tokenizer against llama.cpp", () => {

@@ -38,11 +38,11 @@ beforeAll(async () => {
   model = loadTextModel(defaultModelPath());
   ref = await loadReference(defaultModelPath());
   stream = lx.newStream();
-});
+}, 120_000);
 afterAll(async () => {
-  stream.dispose();
-  model.dispose();
-  await ref.dispose();
+  stream?.dispose();
+  model?.dispose();
+  await ref?.dispose();
 });
 
 function freeState(state: DecoderState | undefined): void {
