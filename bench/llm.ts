@@ -10,6 +10,7 @@
  */
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import * as lx from "../src/index.ts";
@@ -142,7 +143,7 @@ for (let r = 0; r < rounds; r++) {
 
 const l = best.get(lanes.name)!;
 const c = best.get(llamaCpp.name)!;
-console.log(`\nSmolLM2-135M-Instruct, greedy, answers up to ${maxTokens} tokens, best of ${rounds} rounds (machine load ${(await import("node:os")).loadavg()[0]!.toFixed(1)})`);
+console.log(`\nSmolLM2-135M-Instruct, greedy, answers up to ${maxTokens} tokens, best of ${rounds} rounds (machine load ${loadavg()[0]!.toFixed(1)})`);
 console.log("| | lanes | llama.cpp | lanes / llama.cpp |");
 console.log("|---|---|---|---|");
 console.log(`| 1 chat, tok/s | ${l.tokensPerSecond.toFixed(1)} | ${c.tokensPerSecond.toFixed(1)} | ${(l.tokensPerSecond / c.tokensPerSecond).toFixed(2)}× |`);
