@@ -192,7 +192,7 @@ export class LlamaModel implements Model {
 
   step(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step {
     const step = this.stepLogits(tokens, state, stream, 1);
-    return { ...step, logits: step.scope.t(lx.reshape(step.logits, [this.vocab])) };
+    return { ...step, logits: step.scope.t(lx.reshape(step.logits, [this.vocab], { stream })) };
   }
 
   /**
