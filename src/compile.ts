@@ -218,6 +218,8 @@ export function compile<A extends unknown[], R extends CompiledResult>(
       const p = new LanesArray(
         callForHandle(native.lanes_array_placeholder(dtypeCode(x.dtype as DType), dims.length ? dims : null, dims.length, outPtr)),
       );
+      // A reference of the trace's own: `fn` may dispose its argument (a consumed cache).
+      check(native.lanes_array_retain(p.id));
       placeholders.push(p);
       return p;
     });
@@ -230,7 +232,7 @@ export function compile<A extends unknown[], R extends CompiledResult>(
         meta.result = flatten(fn(...(stand as A)), outputs);
         const arrayArgs = args.map((_, i) => i).filter((i) => !scalarArgs.has(i));
         const donateMask = Uint8Array.from(arrayArgs, (i) => (donate.has(i) ? 1 : 0));
-        const ins = BigUint64Array.from(placeholders, (p) => BigInt(p.handle()));
+        const ins = BigUint64Array.from(placeholders, (p) => BigInt(p.id));
         const outs = BigUint64Array.from(outputs, (o) => BigInt(o.handle()));
         const text = new TextEncoder().encode(`${JSON.stringify(meta)}\0`);
         id = callForHandle(
@@ -238,7 +240,10 @@ export function compile<A extends unknown[], R extends CompiledResult>(
         );
       });
     } finally {
-      for (const p of placeholders) p.dispose();
+      for (const p of placeholders) {
+        p.dispose();
+        native.lanes_array_release(p.id);
+      }
     }
     return new Plan(id);
   };

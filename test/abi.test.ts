@@ -57,7 +57,7 @@ describe("the C ABI as src/abi.ts declares it", () => {
     for (const p of prototypes) {
       const declared = symbols[p.name as keyof typeof symbols];
       const want = { args: p.args.map(ffiType), returns: p.returns === "const char*" ? FFIType.cstring : FFIType.i32 };
-      expect({ name: p.name, args: [...declared.args], returns: declared.returns }).toEqual({ name: p.name, ...want });
+      expect({ name: p.name, args: [...declared.args] as FFIType[], returns: declared.returns as FFIType }).toEqual({ name: p.name, ...want });
     }
   });
 });
@@ -65,19 +65,19 @@ describe("the C ABI as src/abi.ts declares it", () => {
 describe("the codes of lanes_table.def", () => {
   test("dtypes: code, bytes and block size", () => {
     const want = Object.fromEntries(entries("DTYPE").map(([code, , name, bytes, block]) => [name, { code: +code!, bytes: +bytes!, block: +block! }]));
-    expect(dtypes).toEqual(want);
+    expect(dtypes as Record<string, unknown>).toEqual(want);
   });
 
   test("status codes", () => {
     const want = Object.fromEntries(entries("STATUS").map(([code, NAME]) => [camel(NAME!.replace(/^ERR_/, "")), +code!]));
-    expect(Status).toEqual(want);
+    expect(Status as Record<string, number>).toEqual(want);
   });
 
   test("unary, binary and reduction ops, and random distributions", () => {
     const codes = (macro: string) => Object.fromEntries(entries(macro).map(([code, , name]) => [name, +code!]));
-    expect(unaryOps).toEqual(codes("UNARY"));
-    expect(binaryOps).toEqual(codes("BINARY"));
-    expect(reduceOps).toEqual(codes("REDUCE"));
-    expect(randomKinds).toEqual(Object.fromEntries(entries("RANDOM").map(([code, , name]) => [name!.replace("random.", ""), +code!])));
+    expect(unaryOps as Record<string, number>).toEqual(codes("UNARY"));
+    expect(binaryOps as Record<string, number>).toEqual(codes("BINARY"));
+    expect(reduceOps as Record<string, number>).toEqual(codes("REDUCE"));
+    expect(randomKinds as Record<string, number>).toEqual(Object.fromEntries(entries("RANDOM").map(([code, , name]) => [name!.replace("random.", ""), +code!])));
   });
 });

@@ -1,6 +1,6 @@
 // `lanes serve` as a process: the API key (from the environment or the flag) guards every
-// endpoint but /healthz and never shows in output, errors or metrics; `--model FILE.gguf`
-// fails clearly until a GGUF loader is wired; SIGTERM drains a streamed chat.
+// endpoint but /healthz and never shows in output, errors or metrics; a broken `--model FILE.gguf`
+// is refused with what is wrong; SIGTERM drains a streamed chat.
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -120,11 +120,11 @@ describe("API key", () => {
 });
 
 describe("--model", () => {
-  test("a .gguf file is accepted by the command line and refused clearly until a GGUF loader is wired", async () => {
+  test("a .gguf file is accepted by the command line; a broken or missing one is refused with what is wrong", async () => {
     const file = join(scratch, "model.gguf");
     writeFileSync(file, "GGUF");
     for (const [path, message] of [
-      [file, `GGUF loading not available yet: cannot serve ${file}`],
+      [file, `${file}: truncated: version at byte 4 needs 4 bytes, past the end of the file (4 bytes)`],
       [join(scratch, "missing.gguf"), `no such model file: ${join(scratch, "missing.gguf")}`],
     ]) {
       const server = start(["--model", path!]);

@@ -7,7 +7,7 @@
 import { evalAsync } from "../eval.ts";
 import type { Stream } from "../stream.ts";
 import type { DecoderState, Model } from "./models.ts";
-import { checksum, sample, seededRandom, topIndices } from "./sampling.ts";
+import { checksum, sample, type SampleOptions, seededRandom, topIndices } from "./sampling.ts";
 
 /** What a generation needs besides the model. */
 export interface GenerateParams {
@@ -15,6 +15,8 @@ export interface GenerateParams {
   maxTokens: number;
   temperature?: number;
   topK?: number;
+  /** Nucleus sampling mass in (0, 1] (see {@link SampleOptions.topP}). */
+  topP?: number;
   seed?: number;
 }
 
@@ -62,7 +64,7 @@ export async function generate(
       step.scope.disposeExcept(step.state.caches);
       freeState(state);
       state = step.state;
-      const token = sample(logits, random, { temperature: p.temperature, topK: p.topK });
+      const token = sample(logits, random, { temperature: p.temperature, topK: p.topK, topP: p.topP });
       out.tokens.push(token);
       out.checksums.push(checksum(logits));
       opts.onToken?.(token, i);

@@ -1,6 +1,8 @@
 /**
  * Models built from lanes ops, and the pieces to run them: `.safetensors` weights, a
- * byte-level tokenizer, greedy and top-k sampling, and a generation loop on a stream.
+ * byte-level tokenizer, greedy, top-k and top-p sampling, and a generation loop on a stream;
+ * and real chat models from GGUF files (Llama architecture, e.g. SmolLM2-135M-Instruct) with
+ * their BPE tokenizer and chat template.
  *
  * ```ts
  * import * as lx from "lanes";
@@ -17,5 +19,28 @@ export { attentionBlock, mlpBlock, recurrenceBlock, Scope, weight, type DecoderC
 export { architectures, buildModel, type Architecture, type DecoderState, type Model, type Step } from "./models.ts";
 export { loadSafetensors, parseHeader, saveSafetensors, SafetensorsError, type TensorBytes, type TensorInfo } from "./safetensors.ts";
 export { checksum, sample, seededRandom, topIndices, type SampleOptions } from "./sampling.ts";
+export {
+  dequantize,
+  GgmlType,
+  ggmlTypeLayout,
+  GgufError,
+  GgufValueType,
+  metadataValue,
+  parseGguf,
+  readGguf,
+  tensorBytes,
+  tensorFloat32,
+  type GgmlTypeName,
+  type GgufEntry,
+  type GgufFile,
+  type GgufNumericArray,
+  type GgufTensorInfo,
+  type GgufValue,
+  type GgufValueTypeName,
+} from "./gguf.ts";
+export { GgufTokenizer, type StreamDecoder } from "./gguf-tokenizer.ts";
+export { checkLlamaTensors, linear, llamaConfig, LlamaModel, llamaShapes, loadLlamaWeights, type LlamaConfig } from "./llama.ts";
+export type { ChatMessage, TextModel, Tokenizer } from "./text.ts";
+export { ChatTemplate, defaultModelFile, defaultModelPath, GgufTextModel, loadTextModel, loadTokenizer } from "./text-model.ts";
 export { bos, byteVocab, decode, encode } from "./tokenizer.ts";
 export { defaultWeightsPath, loadModel, modelCacheDir, writeDefaultWeights } from "./weights.ts";

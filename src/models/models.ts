@@ -29,7 +29,8 @@ export interface Step {
 /** A model the service can run. */
 export interface Model {
   readonly name: string;
-  readonly architecture: Architecture["name"];
+  /** The toy architectures by name, or "llama" for a GGUF Llama. */
+  readonly architecture: Architecture["name"] | "llama";
   /** The float32 weights, by tensor name (shareable with Workers by id). */
   readonly weights: ReadonlyMap<string, LanesArray>;
   readonly kind: "classifier" | "decoder";

@@ -1,6 +1,7 @@
 /**
- * Next-token choice from logits: greedy at temperature 0, else temperature-scaled softmax over
- * the top k, drawn with a seeded generator so a request with a seed is reproducible.
+ * Next-token choice from logits: greedy at temperature 0, else the temperature-scaled softmax
+ * restricted to the top k and then to the nucleus (top p), drawn with a seeded generator so a
+ * request with a seed is reproducible.
  * @module
  */
 
@@ -22,10 +23,21 @@ export interface SampleOptions {
   temperature?: number;
   /** Only the k most likely tokens are candidates (default: all). */
   topK?: number;
+  /**
+   * Nucleus sampling, in (0, 1] (default 1: off): of the candidates, most likely first, only the
+   * fewest whose probabilities (after temperature, as OpenAI and Hugging Face apply it) sum to at
+   * least `topP` remain, renormalized.
+   */
+  topP?: number;
 }
 
 /** Indices of the k largest logits, largest first (ties: lower index first). */
 export function topIndices(logits: Float32Array, k: number): number[] {
+  if (k <= 1 && logits.length > 0) {
+    let best = 0;
+    for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+    return [best];
+  }
   const idx = Array.from(logits.keys());
   idx.sort((a, b) => logits[b]! - logits[a]! || a - b);
   return idx.slice(0, Math.max(1, Math.min(k, logits.length)));
@@ -34,17 +46,25 @@ export function topIndices(logits: Float32Array, k: number): number[] {
 /** Picks the next token. `random` draws in [0, 1). */
 export function sample(logits: Float32Array, random: () => number, opts: SampleOptions = {}): number {
   const temperature = opts.temperature ?? 0;
+  const topP = opts.topP ?? 1;
+  if (!(topP > 0 && topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${topP}`);
   if (temperature <= 0) return topIndices(logits, 1)[0]!;
   const candidates = topIndices(logits, opts.topK ?? logits.length);
   const top = logits[candidates[0]!]!;
   const weights = candidates.map((i) => Math.exp((logits[i]! - top) / temperature));
-  const total = weights.reduce((s, w) => s + w, 0);
+  let total = weights.reduce((s, w) => s + w, 0);
+  let kept = candidates.length;
+  if (topP < 1) {
+    let mass = 0;
+    for (kept = 0; kept < candidates.length && mass < topP * total; kept++) mass += weights[kept]!;
+    total = mass;
+  }
   let r = random() * total;
-  for (let j = 0; j < candidates.length; j++) {
+  for (let j = 0; j < kept; j++) {
     r -= weights[j]!;
     if (r <= 0) return candidates[j]!;
   }
-  return candidates[candidates.length - 1]!;
+  return candidates[kept - 1]!;
 }
 
 /** A bit-exact fingerprint of logits (FNV-1a over their float32 bytes), for comparing runs. */

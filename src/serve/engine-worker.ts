@@ -4,6 +4,7 @@
 import type { LanesArray } from "../array.ts";
 import * as lx from "../index.ts";
 import { CancelledError } from "../models/generate.ts";
+import { LlamaModel } from "../models/llama.ts";
 import { architectures, buildModel, type Model } from "../models/models.ts";
 import { type FromWorker, runJob, type ToWorker } from "./engine.ts";
 
@@ -26,7 +27,10 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
           adopted.push(a);
           weights.set(name, a);
         }
-        models.set(shared.name, buildModel(shared.name, architectures[shared.architecture], weights));
+        models.set(
+          shared.name,
+          shared.architecture === "llama" ? new LlamaModel(shared.name, shared.llama!, weights) : buildModel(shared.name, architectures[shared.architecture], weights),
+        );
       }
       streams = Array.from({ length: m.streams }, () => lx.newStream());
       post({ type: "ready" });

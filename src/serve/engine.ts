@@ -11,6 +11,7 @@ import { dirname } from "node:path";
 import { libraryPath } from "../native.ts";
 import { newStream, type Stream } from "../stream.ts";
 import { CancelledError, forward, type ForwardSummary } from "../models/generate.ts";
+import { type LlamaConfig, LlamaModel } from "../models/llama.ts";
 import { architectures, type Model } from "../models/models.ts";
 import { type GenerationParams, type GenerationResult, runGeneration } from "./generation.ts";
 
@@ -162,11 +163,12 @@ export class InProcessEngine implements Engine {
   }
 }
 
-/** A model's description for a Worker: its architecture and its weights' array ids. */
+/** A model's description for a Worker: its architecture, its weights' array ids and (a GGUF Llama) its dimensions. */
 export interface SharedModel {
   name: string;
-  architecture: "mlp" | "transformer" | "hybrid";
+  architecture: "mlp" | "transformer" | "hybrid" | "llama";
   weights: Record<string, number>;
+  llama?: LlamaConfig;
 }
 
 /** Messages to an engine Worker. */
@@ -301,11 +303,13 @@ export class WorkerEngine implements Engine {
 }
 
 /**
- * The weight ids of a loaded model, for Workers to adopt. Only the architectures of
- * `models.ts` can be rebuilt from their weights alone; another model is refused by name.
+ * The weight ids of a loaded model, for Workers to adopt: the architectures of `models.ts`
+ * and GGUF Llamas are rebuilt from their weights (and dimensions); another model is refused by name.
  */
 export function shareModel(model: Model): SharedModel {
-  if (!Object.hasOwn(architectures, model.architecture))
+  const weights = Object.fromEntries([...model.weights].map(([k, a]) => [k, a.id]));
+  if (model instanceof LlamaModel) return { name: model.name, architecture: "llama", weights, llama: model.config };
+  if (model.architecture === "llama" || !Object.hasOwn(architectures, model.architecture))
     throw new TypeError(`model "${model.name}" (architecture "${model.architecture}") cannot be rebuilt in an engine Worker: serve it with workers: 0 (--workers 0)`);
-  return { name: model.name, architecture: model.architecture, weights: Object.fromEntries([...model.weights].map(([k, a]) => [k, a.id])) };
+  return { name: model.name, architecture: model.architecture, weights };
 }

@@ -4,7 +4,10 @@
  * @module
  */
 import { existsSync } from "node:fs";
+import { basename } from "node:path";
 import type { Model } from "../models/models.ts";
+import { GgufError } from "../models/gguf.ts";
+import { loadTextModel } from "../models/text-model.ts";
 import type { TextModel } from "../models/text.ts";
 import { byteTextModel } from "../models/toy-text.ts";
 import { loadModel } from "../models/weights.ts";
@@ -27,5 +30,10 @@ export class ModelFileError extends Error {
 /** Loads a GGUF file as a {@link TextModel}. */
 export function loadGgufTextModel(path: string): TextModel {
   if (!existsSync(path)) throw new ModelFileError(`no such model file: ${path}`);
-  throw new ModelFileError(`GGUF loading not available yet: cannot serve ${path} (this build has no GGUF loader)`);
+  try {
+    return loadTextModel(path, basename(path).replace(/\.gguf$/i, "").toLowerCase());
+  } catch (e) {
+    if (e instanceof GgufError) throw new ModelFileError(e.message.startsWith(path) ? e.message : `${path}: ${e.message}`);
+    throw e;
+  }
 }

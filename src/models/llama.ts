@@ -1,0 +1,316 @@
+/**
+ * Llama-architecture decoders from GGUF files (e.g. SmolLM2), run on lanes ops: token
+ * embedding, RMSNorm, rotary grouped-query attention with a causal mask and a KV cache, SwiGLU
+ * feed-forward, final norm and an output head (tied to the embedding when the file has no
+ * `output.weight`).
+ *
+ * Quantized matrices (Q4_0, Q4_1, Q8_0) stay quantized in memory and are read by
+ * `quantizedMatmul` and `take`; float ones load as float32 (`dequantize: true` loads every
+ * weight as float32). The KV cache is preallocated and filled in place (kv-cache.ts), and a
+ * decode step of one token runs as a compiled plan: one native call per token.
+ * @module
+ */
+import type { LanesArray } from "../array.ts";
+import * as lx from "../index.ts";
+import type { Scalar } from "../scalar.ts";
+import type { Stream } from "../stream.ts";
+import { GgufError, type GgufFile, metadataValue, tensorBytes, tensorFloat32 } from "./gguf.ts";
+import { appendKV, cacheCapacity } from "./kv-cache.ts";
+import { Scope, type Weights } from "./layers.ts";
+import type { DecoderState, Model, Step } from "./models.ts";
+
+/** The dimensions of a Llama model, as its GGUF metadata gives them (plain data: it crosses Workers). */
+export interface LlamaConfig {
+  vocab: number;
+  dim: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** Features per head that rotate (RoPE); the rest pass through. */
+  ropeDims: number;
+  ropeBase: number;
+  hidden: number;
+  normEps: number;
+  /** q·k is multiplied by this. */
+  attentionScale: number;
+  contextLength: number;
+  /** The output head is `token_embd.weight` (no `output.weight` in the file). */
+  tiedHead: boolean;
+}
+
+function optionalNumber(file: GgufFile, key: string): number | undefined {
+  return file.metadata.has(key) ? metadataValue(file, key, "number") : undefined;
+}
+
+/** Reads the model dimensions from a GGUF file's metadata; a file that is not a plain Llama gets a {@link GgufError}. */
+export function llamaConfig(file: GgufFile): LlamaConfig {
+  const arch = metadataValue(file, "general.architecture", "string");
+  if (arch !== "llama") throw new GgufError(`general.architecture is "${arch}"; only "llama" is supported`);
+  const key = (k: string) => `llama.${k}`;
+  const num = (k: string) => metadataValue(file, key(k), "number");
+  const experts = optionalNumber(file, key("expert_count")) ?? 0;
+  if (experts > 0) throw new GgufError(`llama.expert_count is ${experts}: mixture-of-experts models are not supported`);
+  const scaling = file.metadata.has(key("rope.scaling.type")) ? metadataValue(file, key("rope.scaling.type"), "string") : "none";
+  if (scaling !== "none") throw new GgufError(`llama.rope.scaling.type "${scaling}" is not supported`);
+  const dim = num("embedding_length");
+  const heads = num("attention.head_count");
+  const kvHeads = optionalNumber(file, key("attention.head_count_kv")) ?? heads;
+  const headDim = optionalNumber(file, key("attention.key_length")) ?? dim / heads;
+  const valueDim = optionalNumber(file, key("attention.value_length")) ?? headDim;
+  const tokens = file.metadata.get("tokenizer.ggml.tokens")?.value;
+  const vocab = optionalNumber(file, key("vocab_size")) ?? (Array.isArray(tokens) ? tokens.length : file.tensors.get("token_embd.weight")?.shape[0] ?? 0);
+  const cfg: LlamaConfig = {
+    vocab,
+    dim,
+    layers: num("block_count"),
+    heads,
+    kvHeads,
+    headDim,
+    ropeDims: optionalNumber(file, key("rope.dimension_count")) ?? headDim,
+    ropeBase: optionalNumber(file, key("rope.freq_base")) ?? 10000,
+    hidden: num("feed_forward_length"),
+    normEps: num("attention.layer_norm_rms_epsilon"),
+    attentionScale: optionalNumber(file, key("attention.scale")) || 1 / Math.sqrt(headDim),
+    contextLength: num("context_length"),
+    tiedHead: !file.tensors.has("output.weight"),
+  };
+  const bad = (what: string) => {
+    throw new GgufError(`llama metadata: ${what}`);
+  };
+  for (const [k, v] of Object.entries(cfg)) if (typeof v === "number" && !(Number.isFinite(v) && v > 0)) bad(`${k} is ${v}`);
+  for (const k of ["vocab", "dim", "layers", "heads", "kvHeads", "headDim", "ropeDims", "hidden", "contextLength"] as const)
+    if (!Number.isInteger(cfg[k])) bad(`${k} is ${cfg[k]}, not an integer`);
+  if (valueDim !== headDim) bad(`value head size ${valueDim} differs from key head size ${headDim}`);
+  if (heads % kvHeads !== 0) bad(`${heads} query heads is not a multiple of ${kvHeads} KV heads`);
+  if (cfg.ropeDims > headDim || cfg.ropeDims % 2 !== 0) bad(`rope.dimension_count ${cfg.ropeDims} does not fit head size ${headDim}`);
+  return cfg;
+}
+
+/** Every tensor a Llama of `cfg` needs: GGUF name → row-major shape (`[out, in]` for matrices). */
+export function llamaShapes(cfg: LlamaConfig): Map<string, number[]> {
+  const q = cfg.heads * cfg.headDim;
+  const kv = cfg.kvHeads * cfg.headDim;
+  const out = new Map<string, number[]>([
+    ["token_embd.weight", [cfg.vocab, cfg.dim]],
+    ["output_norm.weight", [cfg.dim]],
+  ]);
+  if (!cfg.tiedHead) out.set("output.weight", [cfg.vocab, cfg.dim]);
+  for (let i = 0; i < cfg.layers; i++) {
+    const p = `blk.${i}.`;
+    out.set(`${p}attn_norm.weight`, [cfg.dim]);
+    out.set(`${p}attn_q.weight`, [q, cfg.dim]);
+    out.set(`${p}attn_k.weight`, [kv, cfg.dim]);
+    out.set(`${p}attn_v.weight`, [kv, cfg.dim]);
+    out.set(`${p}attn_output.weight`, [cfg.dim, q]);
+    out.set(`${p}ffn_norm.weight`, [cfg.dim]);
+    out.set(`${p}ffn_gate.weight`, [cfg.hidden, cfg.dim]);
+    out.set(`${p}ffn_up.weight`, [cfg.hidden, cfg.dim]);
+    out.set(`${p}ffn_down.weight`, [cfg.dim, cfg.hidden]);
+  }
+  return out;
+}
+
+/**
+ * Checks that the file's tensors are exactly those of `cfg` with the right shapes; the first
+ * that isn't gets a {@link GgufError} naming it.
+ */
+export function checkLlamaTensors(file: GgufFile, cfg: LlamaConfig): Map<string, number[]> {
+  const shapes = llamaShapes(cfg);
+  for (const [name, shape] of shapes) {
+    const t = file.tensors.get(name);
+    if (!t) throw new GgufError(`tensor "${name}" is missing (a llama of ${cfg.layers} blocks needs it)`, name);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+      throw new GgufError(
+        `tensor "${name}" has shape [${t.shape.join(", ")}], but the architecture (width ${cfg.dim}, ${cfg.heads} heads of ${cfg.headDim}, ${cfg.kvHeads} KV heads, FFN ${cfg.hidden}, vocabulary ${cfg.vocab}) needs [${shape.join(", ")}]`,
+        name,
+      );
+  }
+  for (const name of file.tensors.keys())
+    if (!shapes.has(name)) throw new GgufError(`tensor "${name}" is not part of a plain llama (biases, rope factors and experts are not supported)`, name);
+  return shapes;
+}
+
+const quantized: Record<string, lx.DType> = { Q4_0: "q4_0", Q4_1: "q4_1", Q8_0: "q8_0" };
+
+/**
+ * The weights of `file` as lanes arrays (evaluated), by GGUF tensor name: quantized matrices
+ * as they are stored, everything else (and, with `dequantize`, everything) as float32.
+ */
+export function loadLlamaWeights(file: GgufFile, cfg: LlamaConfig, opts: { dequantize?: boolean } = {}): Weights {
+  const shapes = checkLlamaTensors(file, cfg);
+  const weights: Weights = new Map();
+  try {
+    for (const [name, shape] of shapes) {
+      const type = quantized[file.tensors.get(name)!.type];
+      const w = type && !opts.dequantize ? lx.arrayFromBytes(tensorBytes(file, name), shape, type) : lx.array(tensorFloat32(file, name), shape);
+      lx.eval(w);
+      weights.set(name, w);
+    }
+  } catch (e) {
+    for (const w of weights.values()) w.dispose();
+    throw e;
+  }
+  return weights;
+}
+
+/**
+ * `x · wᵀ` for a weight `w` stored `[out, in]` (GGUF's layout): the one place a weight
+ * multiplies activations. A quantized weight is read in its blocks; a float one through a
+ * transposed view (no copy).
+ */
+export function linear(s: Scope, x: LanesArray, w: LanesArray): LanesArray {
+  if (w.dtype === "q4_0" || w.dtype === "q4_1" || w.dtype === "q8_0") return s.t(lx.quantizedMatmul(x, w));
+  return s.t(lx.matmul(x, s.t(lx.transpose(w))));
+}
+
+/** How a {@link LlamaModel} runs. */
+export interface LlamaOptions {
+  /** Decode steps of one token run as a compiled plan (default true); false runs every op eagerly. */
+  compiled?: boolean;
+  /**
+   * The KV cache's dtype (default float16, as llama.cpp keeps it): attention then reads
+   * queries, keys and values at half precision and accumulates in float32.
+   */
+  kvCache?: "float16" | "float32";
+}
+
+/** A Llama decoder on lanes ops; implements the service's {@link Model}. */
+export class LlamaModel implements Model {
+  readonly kind = "decoder";
+  readonly architecture = "llama";
+  readonly vocab: number;
+  readonly maxSeq: number;
+  readonly outputs: number;
+  readonly #compiled: boolean;
+  readonly #kvDtype: "float16" | "float32";
+  // The decode step of one token: (token id, position, key length, caches...) -> [logits, caches...].
+  readonly #decode: lx.CompiledFunction<[LanesArray, number, number, ...LanesArray[]], LanesArray[]>;
+
+  constructor(
+    readonly name: string,
+    readonly config: LlamaConfig,
+    readonly weights: ReadonlyMap<string, LanesArray>,
+    opts: LlamaOptions = {},
+  ) {
+    for (const [tensor, shape] of llamaShapes(config)) {
+      const w = weights.get(tensor);
+      if (!w || w.shape.length !== shape.length || w.shape.some((d, i) => d !== shape[i]))
+        throw new GgufError(`weight "${tensor}" is ${w ? `[${w.shape.join(", ")}]` : "missing"}, expected [${shape.join(", ")}]`, tensor);
+    }
+    this.vocab = config.vocab;
+    this.maxSeq = config.contextLength;
+    this.outputs = config.vocab;
+    this.#compiled = opts.compiled ?? true;
+    this.#kvDtype = opts.kvCache ?? "float16";
+    const caches = Array.from({ length: 2 * config.layers }, (_, i) => i + 3);
+    this.#decode = lx.compile(
+      (ids: LanesArray, pos: number, keys: number, ...cache: LanesArray[]) => {
+        const s = new Scope();
+        const capacity = cache[0]!.shape[2]!;
+        const { logits, caches: next } = this.#forward(s, ids, 1, pos, keys, cache, capacity, 1);
+        return [logits, ...next];
+      },
+      { scalars: [1, 2], donate: caches },
+    );
+  }
+
+  #w(name: string): LanesArray {
+    return this.weights.get(name)!;
+  }
+
+  step(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step {
+    const step = this.stepLogits(tokens, state, stream, 1);
+    return { ...step, logits: step.scope.t(lx.reshape(step.logits, [this.vocab], { stream })) };
+  }
+
+  /**
+   * Like {@link step}, but the logits of the last `positions` tokens, `[positions, vocab]`
+   * (all of them for perplexity; the answer's positions to check a continuation). Consumes
+   * `state`'s caches.
+   */
+  stepLogits(tokens: readonly number[], state: DecoderState | undefined, stream: Stream, positions = tokens.length): Step {
+    const cfg = this.config;
+    if (tokens.length === 0) throw new RangeError(`${this.name}: a step needs at least one token`);
+    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= cfg.vocab) throw new RangeError(`${this.name}: token id ${t} is outside [0, ${cfg.vocab})`);
+    const pos = state?.pos ?? 0;
+    const L = tokens.length;
+    if (pos + L > cfg.contextLength) throw new RangeError(`${this.name}: ${pos + L} positions exceed the context length ${cfg.contextLength}`);
+    if (!Number.isInteger(positions) || positions < 1 || positions > L) throw new RangeError(`${this.name}: positions ${positions} is outside [1, ${L}]`);
+    const s = new Scope();
+    const capacity = cacheCapacity(pos + L, cfg.contextLength);
+    return lx.withStream(stream, () => {
+      const ids = s.t(lx.array(Int32Array.from(tokens)));
+      if (this.#compiled && L === 1 && state && state.caches[0]!.shape[2]! >= pos + 1) {
+        const [logits, ...caches] = this.#decode(ids, pos, pos + 1, ...state.caches);
+        return { logits: s.t(logits!), state: { pos: pos + 1, caches }, scope: s };
+      }
+      const { logits, caches } = this.#forward(s, ids, L, pos, pos + L, state?.caches, capacity, positions);
+      return { logits, state: { pos: pos + L, caches }, scope: s };
+    });
+  }
+
+  // The forward pass of `L` tokens at `pos`; the caches grow to `capacity` (a compiled step
+  // passes its own, so its shapes stay).
+  #forward(
+    s: Scope,
+    ids: LanesArray,
+    L: number,
+    pos: number | Scalar,
+    keys: number | Scalar,
+    cache: readonly LanesArray[] | undefined,
+    capacity: number,
+    positions: number,
+  ): { logits: LanesArray; caches: LanesArray[] } {
+    const cfg = this.config;
+    const caches: LanesArray[] = [];
+    let x = s.t(lx.reshape(s.t(lx.take(this.#w("token_embd.weight"), ids)), [1, L, cfg.dim]));
+    for (let i = 0; i < cfg.layers; i++) {
+      const [y, k, v] = this.#attention(s, i, x, pos, keys, cache?.[2 * i], cache?.[2 * i + 1], capacity);
+      caches.push(k, v);
+      x = this.#feedForward(s, i, y);
+    }
+    const last = s.t(lx.reshape(positions === L ? x : s.t(lx.slice(x, [0, L - positions, 0], [1, L, cfg.dim])), [positions, cfg.dim]));
+    const h = s.t(lx.rmsNorm(last, this.#w("output_norm.weight"), cfg.normEps));
+    return { logits: linear(s, h, this.#w(cfg.tiedHead ? "token_embd.weight" : "output.weight")), caches };
+  }
+
+  #attention(
+    s: Scope,
+    i: number,
+    x: LanesArray,
+    pos: number | Scalar,
+    keys: number | Scalar,
+    kCache: LanesArray | undefined,
+    vCache: LanesArray | undefined,
+    capacity: number,
+  ): [LanesArray, LanesArray, LanesArray] {
+    const cfg = this.config;
+    const L = x.shape[1]!;
+    const p = `blk.${i}.`;
+    const h = s.t(lx.rmsNorm(x, this.#w(`${p}attn_norm.weight`), cfg.normEps));
+    const heads = (t: LanesArray, n: number) => s.t(lx.transpose(s.t(lx.reshape(t, [1, L, n, cfg.headDim])), [0, 2, 1, 3]));
+    // GGUF llama weights rotate adjacent feature pairs (llama.cpp's "normal" RoPE).
+    const rope = (t: LanesArray) => s.t(lx.rope(t, cfg.ropeDims, { base: cfg.ropeBase, offset: pos, traditional: true }));
+    const kv = (t: LanesArray) => (t.dtype === this.#kvDtype ? t : s.t(lx.astype(t, this.#kvDtype)));
+    const q = kv(rope(heads(linear(s, h, this.#w(`${p}attn_q.weight`)), cfg.heads)));
+    const k = appendKV(s, kCache, kv(rope(heads(linear(s, h, this.#w(`${p}attn_k.weight`)), cfg.kvHeads))), pos, capacity);
+    const v = appendKV(s, vCache, kv(heads(linear(s, h, this.#w(`${p}attn_v.weight`)), cfg.kvHeads)), pos, capacity);
+    const a = s.t(lx.scaledDotProductAttention(q, k, v, { causal: true, scale: cfg.attentionScale, keyLength: keys }));
+    const merged = s.t(lx.reshape(s.t(lx.transpose(a, [0, 2, 1, 3])), [1, L, cfg.heads * cfg.headDim]));
+    return [s.t(lx.add(x, linear(s, merged, this.#w(`${p}attn_output.weight`)))), k, v];
+  }
+
+  #feedForward(s: Scope, i: number, x: LanesArray): LanesArray {
+    const p = `blk.${i}.`;
+    const h = s.t(lx.rmsNorm(x, this.#w(`${p}ffn_norm.weight`), this.config.normEps));
+    const gate = s.t(lx.silu(linear(s, h, this.#w(`${p}ffn_gate.weight`))));
+    const up = linear(s, h, this.#w(`${p}ffn_up.weight`));
+    return s.t(lx.add(x, linear(s, s.t(lx.multiply(gate, up)), this.#w(`${p}ffn_down.weight`))));
+  }
+
+  dispose(): void {
+    this.#decode.dispose();
+    for (const w of this.weights.values()) w.dispose();
+  }
+}

@@ -1,0 +1,235 @@
+// The Llama forward pass on a tiny GGUF model written by the test (tensors of all six types),
+// against a float64 forward pass written here from the architecture's definition: RMSNorm,
+// adjacent-pair RoPE, grouped-query causal attention, SwiGLU, tied head. Also decoding through
+// the KV cache, and GgufErrors for files that don't fit the architecture.
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as lx from "../src/index.ts";
+import { type GgmlTypeName, GgufError, parseGguf, tensorFloat32 } from "../src/models/gguf.ts";
+import { checkLlamaTensors, llamaConfig, LlamaModel, loadLlamaWeights } from "../src/models/llama.ts";
+import type { DecoderState } from "../src/models/models.ts";
+import { loadTextModel } from "../src/models/text-model.ts";
+import { type EntryToWrite, randomTensorData, rng, type TensorToWrite, writeGguf } from "./support/gguf-writer.ts";
+
+const cfg = { vocab: 40, dim: 64, heads: 4, kvHeads: 2, headDim: 16, hidden: 96, layers: 2, ropeBase: 10000, eps: 1e-5, context: 64 };
+const specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+const tokens = [...specials, ..."abcdefghijklmnopqrstuvwxyz0123456789", "ab"];
+
+function metadata(overrides: Record<string, EntryToWrite> = {}): [string, EntryToWrite][] {
+  const base: Record<string, EntryToWrite> = {
+    "general.architecture": { type: "string", value: "llama" },
+    "llama.context_length": { type: "uint32", value: cfg.context },
+    "llama.embedding_length": { type: "uint32", value: cfg.dim },
+    "llama.block_count": { type: "uint32", value: cfg.layers },
+    "llama.feed_forward_length": { type: "uint32", value: cfg.hidden },
+    "llama.attention.head_count": { type: "uint32", value: cfg.heads },
+    "llama.attention.head_count_kv": { type: "uint32", value: cfg.kvHeads },
+    "llama.rope.freq_base": { type: "float32", value: cfg.ropeBase },
+    "llama.attention.layer_norm_rms_epsilon": { type: "float32", value: cfg.eps },
+    "tokenizer.ggml.model": { type: "string", value: "gpt2" },
+    "tokenizer.ggml.pre": { type: "string", value: "smollm" },
+    "tokenizer.ggml.tokens": { type: "array", itemType: "string", value: tokens },
+    "tokenizer.ggml.token_type": { type: "array", itemType: "int32", value: Int32Array.from(tokens, (t) => (specials.includes(t) ? 3 : 1)) },
+    "tokenizer.ggml.merges": { type: "array", itemType: "string", value: ["a b"] },
+    "tokenizer.ggml.bos_token_id": { type: "uint32", value: 1 },
+    "tokenizer.ggml.eos_token_id": { type: "uint32", value: 2 },
+    "tokenizer.chat_template": { type: "string", value: "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}" },
+  };
+  return Object.entries({ ...base, ...overrides });
+}
+
+// Each kind of tensor in its own storage type, so the model runs on all six.
+const storage: Record<string, GgmlTypeName> = {
+  token_embd: "Q8_0", attn_norm: "F32", ffn_norm: "F32", output_norm: "F32",
+  attn_q: "Q4_1", attn_k: "Q4_0", attn_v: "F16", attn_output: "BF16", ffn_gate: "Q4_1", ffn_up: "Q8_0", ffn_down: "F16",
+};
+
+function tensors(seed: number): TensorToWrite[] {
+  const random = rng(seed);
+  const q = cfg.heads * cfg.headDim, kv = cfg.kvHeads * cfg.headDim;
+  const shapes: [string, number[]][] = [["token_embd.weight", [cfg.vocab, cfg.dim]], ["output_norm.weight", [cfg.dim]]];
+  for (let i = 0; i < cfg.layers; i++)
+    shapes.push(
+      [`blk.${i}.attn_norm.weight`, [cfg.dim]], [`blk.${i}.attn_q.weight`, [q, cfg.dim]], [`blk.${i}.attn_k.weight`, [kv, cfg.dim]],
+      [`blk.${i}.attn_v.weight`, [kv, cfg.dim]], [`blk.${i}.attn_output.weight`, [cfg.dim, q]], [`blk.${i}.ffn_norm.weight`, [cfg.dim]],
+      [`blk.${i}.ffn_gate.weight`, [cfg.hidden, cfg.dim]], [`blk.${i}.ffn_up.weight`, [cfg.hidden, cfg.dim]], [`blk.${i}.ffn_down.weight`, [cfg.dim, cfg.hidden]],
+    );
+  return shapes.map(([name, shape]) => {
+    const kind = name.split(".").at(-2)!;
+    const type = storage[kind]!;
+    const count = shape.reduce((a, b) => a * b, 1);
+    // Norm weights near 1; matrices scaled so activations stay in a sensible range.
+    const data = kind.endsWith("norm") ? new Uint8Array(Float32Array.from({ length: count }, () => 0.8 + 0.4 * random()).buffer) : randomTensorData(type, count, random, kind === "token_embd" ? 1 : 1 / Math.sqrt(shape[1]!));
+    return { name, type, shape, data };
+  });
+}
+
+/** The float64 forward pass: logits at every position of `ids`. */
+function reference(weights: (name: string) => Float32Array, ids: number[]): Float64Array[] {
+  const { dim, heads, kvHeads, headDim, hidden, layers, ropeBase, eps, vocab } = cfg;
+  const matvec = (w: Float32Array, x: Float64Array, rows: number) => {
+    const cols = x.length;
+    return Float64Array.from({ length: rows }, (_, r) => {
+      let s = 0;
+      for (let c = 0; c < cols; c++) s += w[r * cols + c]! * x[c]!;
+      return s;
+    });
+  };
+  const rmsNorm = (x: Float64Array, w: Float32Array) => {
+    let ss = 0;
+    for (const v of x) ss += v * v;
+    const scale = 1 / Math.sqrt(ss / x.length + eps);
+    return x.map((v, i) => v * scale * w[i]!);
+  };
+  const rope = (v: Float64Array, pos: number, n: number) => {
+    const out = v.slice();
+    for (let h = 0; h < n; h++)
+      for (let i = 0; i < headDim / 2; i++) {
+        const theta = pos * Math.pow(ropeBase, (-2 * i) / headDim);
+        const a = v[h * headDim + 2 * i]!, b = v[h * headDim + 2 * i + 1]!;
+        out[h * headDim + 2 * i] = a * Math.cos(theta) - b * Math.sin(theta);
+        out[h * headDim + 2 * i + 1] = a * Math.sin(theta) + b * Math.cos(theta);
+      }
+    return out;
+  };
+  const embd = weights("token_embd.weight");
+  let xs = ids.map((t) => Float64Array.from(embd.subarray(t * dim, (t + 1) * dim)));
+  for (let l = 0; l < layers; l++) {
+    const w = (n: string) => weights(`blk.${l}.${n}.weight`);
+    const hs = xs.map((x) => rmsNorm(x, w("attn_norm")));
+    const qs = hs.map((h, p) => rope(matvec(w("attn_q"), h, heads * headDim), p, heads));
+    const ks = hs.map((h, p) => rope(matvec(w("attn_k"), h, kvHeads * headDim), p, kvHeads));
+    const vs = hs.map((h) => matvec(w("attn_v"), h, kvHeads * headDim));
+    xs = xs.map((x, p) => {
+      const merged = new Float64Array(heads * headDim);
+      for (let h = 0; h < heads; h++) {
+        const g = Math.floor(h / (heads / kvHeads));
+        const scores = ks.slice(0, p + 1).map((k) => {
+          let s = 0;
+          for (let d = 0; d < headDim; d++) s += qs[p]![h * headDim + d]! * k[g * headDim + d]!;
+          return s / Math.sqrt(headDim);
+        });
+        const m = Math.max(...scores);
+        const e = scores.map((s) => Math.exp(s - m));
+        const z = e.reduce((a, b) => a + b, 0);
+        for (let j = 0; j <= p; j++) for (let d = 0; d < headDim; d++) merged[h * headDim + d]! += (e[j]! / z) * vs[j]![g * headDim + d]!;
+      }
+      const attn = matvec(w("attn_output"), merged, dim);
+      const y = x.map((v, i) => v + attn[i]!);
+      const h2 = rmsNorm(y, w("ffn_norm"));
+      const gate = matvec(w("ffn_gate"), h2, hidden);
+      const up = matvec(w("ffn_up"), h2, hidden);
+      const act = gate.map((g, i) => (g / (1 + Math.exp(-g))) * up[i]!);
+      const down = matvec(w("ffn_down"), act, dim);
+      return y.map((v, i) => v + down[i]!);
+    });
+  }
+  return xs.map((x) => matvec(embd, rmsNorm(x, weights("output_norm.weight")), vocab));
+}
+
+function expectClose(lanes: Float32Array, ref: Float64Array[], rows: number[]): void {
+  let worst = 0, scale = 0;
+  rows.forEach((r, i) => {
+    for (let v = 0; v < cfg.vocab; v++) {
+      worst = Math.max(worst, Math.abs(lanes[i * cfg.vocab + v]! - ref[r]![v]!));
+      scale = Math.max(scale, Math.abs(ref[r]![v]!));
+    }
+  });
+  expect(scale).toBeGreaterThan(0.5);
+  expect(worst / scale).toBeLessThan(2e-5);
+}
+
+describe("Llama forward pass on a tiny GGUF model", () => {
+  const bytes = writeGguf({ metadata: metadata(), tensors: tensors(7) });
+  const file = parseGguf(bytes);
+  const config = llamaConfig(file);
+  const ids = [5, 17, 3, 30, 8, 8, 21, 39, 0, 12, 26];
+  const ref = reference((n) => tensorFloat32(file, n), ids);
+
+  test("the config comes from the metadata", () => {
+    expect(config).toEqual({
+      vocab: 40, dim: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 16, ropeDims: 16, ropeBase: 10000, hidden: 96,
+      normEps: Math.fround(1e-5), attentionScale: 0.25, contextLength: 64, tiedHead: true,
+    });
+  });
+
+  test("logits at every position equal the float64 forward pass; decoding through the KV cache too", () => {
+    using model = { m: new LlamaModel("tiny", config, loadLlamaWeights(file, config)), [Symbol.dispose]() { this.m.dispose(); } };
+    using stream = lx.newStream();
+    const all = model.m.stepLogits(ids, undefined, stream);
+    lx.eval(all.logits);
+    expectClose(all.logits.toFloat32Array(), ref, ids.map((_, i) => i));
+    all.scope.disposeExcept([]);
+    for (const c of all.state.caches) c.dispose();
+
+    // 6 tokens in one step, then one at a time: each step's logits are the last position's.
+    let state: DecoderState | undefined;
+    const steps: [number[], number][] = [[ids.slice(0, 6), 5], ...ids.slice(6).map((t, i): [number[], number] => [[t], 6 + i])];
+    for (const [input, row] of steps) {
+      const s = model.m.step(input, state, stream);
+      lx.eval(s.logits, ...s.state.caches);
+      expect(s.logits.shape).toEqual([cfg.vocab]);
+      expectClose(s.logits.toFloat32Array(), ref, [row]);
+      s.scope.disposeExcept(s.state.caches);
+      for (const c of state?.caches ?? []) c.dispose();
+      state = s.state;
+    }
+    for (const c of state?.caches ?? []) c.dispose();
+  });
+
+  test("loadTextModel reads the whole file: model, tokenizer and chat template", () => {
+    const dir = mkdtempSync(join(tmpdir(), "lanes-llama-"));
+    try {
+      const path = join(dir, "tiny.gguf");
+      writeFileSync(path, bytes);
+      using tm = loadTextModel(path, "tiny");
+      expect(tm.contextLength).toBe(64);
+      expect(tm.tokenizer.stopIds).toEqual([0, 2]);
+      expect(tm.tokenizer.encode("<|im_start|>ab ba", { special: true })).toEqual([1, 39, 4, 3]);
+      expect(tm.applyChatTemplate([{ role: "user", content: "hi" }])).toBe("<|im_start|>user\nhi<|im_end|>\n");
+      using stream = lx.newStream();
+      const s = tm.model.step(ids, undefined, stream);
+      lx.eval(s.logits);
+      expectClose(s.logits.toFloat32Array(), ref, [ids.length - 1]);
+      s.scope.disposeExcept([]);
+      for (const c of s.state.caches) c.dispose();
+      expect(() => tm.model.step([cfg.vocab], undefined, stream)).toThrow(RangeError);
+      expect(() => tm.model.step(new Array(65).fill(1), undefined, stream)).toThrow(/exceed the context length 64/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("files that don't fit the architecture get a GgufError naming the tensor", () => {
+  function expectError(t: TensorToWrite[], meta: [string, EntryToWrite][], message: RegExp, tensor?: string): void {
+    let caught: unknown;
+    try {
+      const f = parseGguf(writeGguf({ metadata: meta, tensors: t }));
+      checkLlamaTensors(f, llamaConfig(f));
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).toBeInstanceOf(GgufError);
+    expect((caught as GgufError).message).toMatch(message);
+    expect((caught as GgufError).tensor).toBe(tensor);
+  }
+  const good = tensors(8);
+  const replace = (name: string, t: Partial<TensorToWrite>) => good.map((x) => (x.name === name ? { ...x, ...t } : x));
+
+  test("a wrong shape, a missing tensor, an extra tensor", () => {
+    expectError(replace("blk.1.attn_k.weight", { shape: [64, 64], data: randomTensorData("Q4_0", 64 * 64, rng(1)) }), metadata(), /"blk\.1\.attn_k\.weight" has shape \[64, 64\].*needs \[32, 64\]/, "blk.1.attn_k.weight");
+    expectError(good.filter((t) => t.name !== "blk.0.ffn_up.weight"), metadata(), /"blk\.0\.ffn_up\.weight" is missing/, "blk.0.ffn_up.weight");
+    expectError([...good, { name: "blk.0.attn_q.bias", type: "F32", shape: [64], data: new Uint8Array(256) }], metadata(), /"blk\.0\.attn_q\.bias" is not part of a plain llama/, "blk.0.attn_q.bias");
+  });
+
+  test("metadata that is not a plain llama", () => {
+    expectError(good, metadata({ "general.architecture": { type: "string", value: "qwen2" } }), /only "llama" is supported/);
+    expectError(good, metadata({ "llama.attention.head_count_kv": { type: "uint32", value: 3 } }), /4 query heads is not a multiple of 3 KV heads/);
+    expectError(good, metadata({ "llama.expert_count": { type: "uint32", value: 8 } }), /mixture-of-experts/);
+    expectError(good, metadata({ "llama.block_count": { type: "string", value: "2" } }), /llama\.block_count" is string, expected a number/);
+    expectError(good, metadata().filter(([k]) => k !== "llama.feed_forward_length"), /llama\.feed_forward_length" is missing/);
+  });
+});
