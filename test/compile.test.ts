@@ -368,6 +368,28 @@ describe("scalar parameters", () => {
     r.dispose();
   });
 
+  test("a scalar parameter where only a plain number is accepted is a typed error, never a silent NaN", () => {
+    const x = f32([1, 1, 2, 4]);
+    const uses: [string, (a: Arr, s: number) => Arr][] = [
+      ["where", (a, s) => lx.where(lx.greater(a, 0), s, 0)],
+      ["slice", (a, s) => lx.slice(a, [0, 0, s], [1, 1, 2])],
+      ["full", (a, s) => lx.add(a, lx.full([4], s))],
+      ["attention scale", (a, s) => lx.scaledDotProductAttention(a, a, a, { scale: s })],
+      ["rmsNorm eps", (a, s) => lx.rmsNorm(a, null, s)],
+    ];
+    for (const [what, fn] of uses) {
+      const f = lx.compile(fn, { scalars: [1] });
+      let outcome = "no error";
+      try {
+        lx.eval(f(x, 3) as Arr);
+      } catch (e) {
+        outcome = e instanceof lx.LanesError ? "typed" : `untyped ${String(e)}`;
+      }
+      expect(outcome, what).toBe("typed");
+      f.dispose();
+    }
+  });
+
   test("wrong argument kinds and counts are typed errors", () => {
     const f = lx.compile((x: Arr, s: number) => lx.multiply(x, s), { scalars: [1] });
     const x = f32([3]);
@@ -597,6 +619,79 @@ describe("donated inputs", () => {
     expectSame(updated, lx.sliceUpdate(other, update, 0));
     step.dispose();
     both.dispose();
+  });
+});
+
+describe("replays in a pipeline", () => {
+  test("inputs computed lazily on another stream are waited for", () => {
+    using producer = lx.newStream();
+    using consumer = lx.newStream();
+    const fn = (x: Arr) => lx.softmax(lx.matmul(x, x), -1);
+    const f = lx.compile(fn);
+    for (let i = 0; i < 12; i++)
+      lx.tidy(() => {
+        const x = lx.exp(lx.random.normal([48, 48], { seed: i, stream: producer }), { stream: producer });
+        expectSame(lx.withStream(consumer, () => f(x)), fn(x), `replay ${i}`);
+      });
+    f.dispose();
+  });
+
+  test("a decode loop with no evaluation between the steps (donated, in place) equals the eager loop", () => {
+    const step = (c: Arr, u: Arr, q: Arr, pos: number, used: number) => {
+      const k = lx.sliceUpdate(c, u, pos, { axis: 2 });
+      return { k, a: lx.scaledDotProductAttention(q, k, k, { keyLength: used }) };
+    };
+    const f = lx.compile(step, { scalars: [3, 4], donate: [0] });
+    let cache = lx.zeros([1, 2, 48, 16]);
+    let eager = lx.zeros([1, 2, 48, 16]);
+    const got: Arr[] = [], want: Arr[] = [];
+    for (let pos = 0; pos < 48; pos++) {
+      const u = lx.random.normal([1, 2, 1, 16], { seed: pos }), q = lx.random.normal([1, 2, 1, 16], { seed: 100 + pos });
+      const o = f(cache, u, q, pos, pos + 1);
+      cache = o.k;
+      got.push(o.a);
+      const e = step(eager, u, q, pos, pos + 1);
+      eager.dispose();
+      eager = e.k;
+      want.push(e.a);
+    }
+    expectSame(cache, eager, "cache");
+    got.forEach((g, i) => expectSame(g, want[i]!, `attention ${i}`));
+    f.dispose();
+  });
+
+  test("a donated strided view, or one array given as two arguments, is copied first", () => {
+    const fn = (c: Arr, r: Arr) => ({ c: lx.sliceUpdate(c, lx.slice(r, [0], [1]), 2), s: lx.sum(r) });
+    const f = lx.compile(fn, { donate: [0] });
+    const x = f32([4, 3]);
+    const copy = lx.array(x.toFloat32Array(), [4, 3]);
+    lx.tidy(() => expectSame(f(lx.array(x.toFloat32Array(), [4, 3]), copy), fn(copy, copy)));
+    lx.tidy(() => expectSame(f(x, x), fn(copy, copy), "the same array twice"));
+    expect(x.disposed).toBe(true);
+    const t = f32([3, 4]);
+    const view = lx.transpose(t);
+    const viewCopy = lx.array(view.toFloat32Array(), [4, 3]);
+    lx.tidy(() => expectSame(f(view, copy), fn(viewCopy, copy), "a transposed view"));
+    expect(Array.from(t.toFloat32Array())).toEqual(Array.from(lx.transpose(viewCopy).toFloat32Array())); // its source is untouched
+    f.dispose();
+  });
+
+  test("evaluating or reading inside the traced function, or calling a compiled function there, is a typed error", () => {
+    const x = f32([3]);
+    const inner = lx.compile((a: Arr) => lx.exp(a));
+    lx.eval(inner(x) as Arr);
+    const attempts: [string, (a: Arr) => Arr][] = [
+      ["eval", (a) => { const y = lx.exp(a); lx.eval(y); return y; }],
+      ["read", (a) => { const y = lx.exp(a); y.toFloat32Array(); return y; }],
+      ["nested compiled call", (a) => lx.add(inner(a) as Arr, 1)],
+    ];
+    for (const [what, fn] of attempts) {
+      const f = lx.compile(fn);
+      expect(() => f(x), what).toThrow(lx.LanesError);
+      f.dispose();
+    }
+    expect(Array.from((inner(x) as Arr).toFloat32Array())).toEqual(Array.from(lx.exp(x).toFloat32Array()));
+    inner.dispose();
   });
 });
 
