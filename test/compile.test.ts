@@ -9,13 +9,15 @@ import * as lx from "../src/index.ts";
 import { architectures, buildModel, type DecoderState, type Model } from "../src/models/index.ts";
 import { randomData, rng } from "./support/reference.ts";
 import type { PlanResult, PlanTask } from "./support/compile-worker.ts";
+import { buildBlocks, quantTypes, scaleSource } from "./support/quant-blocks.ts";
 
 const next = rng(8088);
 type Arr = lx.LanesArray;
 type Result = lx.CompiledResult;
 
 function bytes(a: Arr): Buffer {
-  const t = a.toTypedArray();
+  // Quantized storage is not readable as elements: its exact float32 dequantization stands in.
+  const t = a.dtype.startsWith("q") ? a.toFloat32Array() : a.toTypedArray();
   return Buffer.from(t.buffer, t.byteOffset, t.byteLength);
 }
 
@@ -189,6 +191,18 @@ describe("compiled equals eager, bit for bit, per op family", () => {
       [f32([2, 6, 3]), f32([2, 3, 3]), 3],
       [f32([2, 6, 3]), f32([2, 3, 3]), 1],
     ], { scalars: [2] });
+  });
+
+  test("quantized weights: quantizedMatmul, take of rows and astype, as constants and as arguments", () => {
+    for (const type of quantTypes) {
+      const q = buildBlocks(type, 12, 96, next, scaleSource(next, "moderate"));
+      const W = lx.arrayFromBytes(q.bytes, [12, 96], type);
+      checkCompiled((x: Arr, idx: Arr) => [lx.quantizedMatmul(x, W), lx.take(W, idx), lx.astype(W, "float32"), lx.take(W, [-1, 0])], [
+        [f32([2, 3, 96]), lx.array(Int32Array.from([4, 11, 0]))],
+        [f32([2, 3, 96]), lx.array(Int32Array.from([1, 2, 3]))],
+      ]);
+      checkCompiled((w: Arr, x: Arr, idx: Arr) => [lx.quantizedMatmul(x, w), lx.take(w, idx), w], [[W, f32([5, 96]), lx.array(Int32Array.from([7, -2]))]]);
+    }
   });
 
   test("a hand-written decode block: rmsNorm, rope, KV cache via sliceUpdate, attention over its prefix, SwiGLU", () => {
@@ -456,6 +470,42 @@ describe("plans: shapes are the key, the cache is an LRU", () => {
     expect(call(B)).toBe(1); // B was evicted: traced again, evicting A
     expect(call(A)).toBe(1);
     expect(f.planCount).toBe(2);
+    f.dispose();
+  });
+});
+
+describe("plans in flight", () => {
+  test("evicting or disposing a plan with replays in flight lets them finish", () => {
+    const fn = (x: Arr) => lx.softmax(lx.matmul(x, x), -1);
+    const f = lx.compile(fn, { maxPlans: 1 });
+    const a = f32([64, 64]), b = f32([32, 32]);
+    const ya = f(a), yb = f(b); // b's trace evicts a's plan while ya may still be running
+    const ya2 = f(a); // and a's retrace evicts b's
+    expect(f.planCount).toBe(1);
+    const yc = f(a);
+    f.dispose();
+    lx.tidy(() => {
+      expectSame(ya, fn(a), "evicted");
+      expectSame(yb, fn(b), "evicted second");
+      expectSame(ya2, fn(a), "retraced");
+      expectSame(yc, fn(a), "disposed");
+    });
+  });
+
+  test("a plan replayed on many short-lived streams does not keep their arenas", () => {
+    const f = lx.compile((x: Arr) => lx.softmax(lx.matmul(x, x), -1));
+    const x = f32([128, 128]);
+    const active: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const s = lx.newStream();
+      const y = lx.withStream(s, () => f(x)) as Arr;
+      lx.eval(y);
+      y.dispose();
+      s.dispose();
+      lx.clearCache();
+      active.push(lx.stats().activeBytes);
+    }
+    expect(active[29]).toBe(active[2]);
     f.dispose();
   });
 });

@@ -243,7 +243,7 @@ describe("weak typing", () => {
 });
 
 describe("every binary op x every dtype x both sides, against float64", () => {
-  const scalars = [3, -2, 0.75, -1.5];
+  const scalars = [3, -2, 1, 0.75, -1.5, 0.1];
   for (const dtype of dtypes) {
     test(`${dtype}`, () => {
       const values = dataFor(dtype, scalars);
