@@ -212,7 +212,7 @@ export function compile<A extends unknown[], R extends CompiledResult>(
     const placeholders: LanesArray[] = [];
     let scalarIndex = 0;
     const stand = args.map((a, i) => {
-      if (scalarArgs.has(i)) return new Scalar(scalarIndex++);
+      if (scalarArgs.has(i)) return new Scalar(scalarIndex++, a as number);
       const x = a as LanesArray;
       const dims = shapeBuffer(x.shape, "compile");
       const p = new LanesArray(
@@ -250,6 +250,7 @@ export function compile<A extends unknown[], R extends CompiledResult>(
 
   const planFor = (args: readonly unknown[]): Plan => {
     if (disposed) throw new DisposedError("compiled function was disposed");
+    if (args.length < fn.length) throw new ShapeError(`compiled function: ${args.length} arguments, it takes ${fn.length}`);
     const key = keyOf(args);
     let plan = plans.get(key);
     if (plan) {

@@ -115,11 +115,17 @@ function listen(): void {
 export function evalAsync(...arrays: LanesArray[]): Promise<void> {
   if (arrays.length === 0) return Promise.resolve();
   if (queue === 0) queue = callForHandle(native.lanes_completion_queue_new(outPtr));
+  let ids: BigUint64Array;
+  try {
+    ids = handles(arrays);
+  } catch (error) {
+    return Promise.reject(error);
+  }
   const token = nextToken++;
   const done = new Promise<void>((resolve, reject) => {
     waiters.set(token, { arrays, resolve, reject });
   });
-  const status = native.lanes_eval_async(handles(arrays), arrays.length, queue, token);
+  const status = native.lanes_eval_async(ids, arrays.length, queue, token);
   if (status !== 0) {
     waiters.delete(token);
     try {

@@ -40,17 +40,37 @@ function streamHandle(opts?: StreamOptions): number {
   return (opts?.stream ?? currentStream()).handle();
 }
 
-function asArray(x: ArrayLike): LanesArray {
-  if (x instanceof Scalar) throw new ShapeError("a compiled function's scalar parameter can only be an operand of add, multiply, ... (not of where)");
-  return typeof x === "number" ? array(x) : x;
+function asArray(x: ArrayLike, op: string): LanesArray {
+  if (x instanceof Scalar) throw new ShapeError(`${op}: a compiled function's scalar parameter cannot be an operand here (only of arithmetic and comparisons)`);
+  if (typeof x === "number") return array(x);
+  if (!(x instanceof LanesArray)) throw new ShapeError(`${op}: an operand is ${describe(x)}, not an array or a number`);
+  return x;
+}
+
+function describe(x: unknown): string {
+  return x === null ? "null" : x === undefined ? "undefined" : typeof x === "object" ? (x.constructor?.name ?? "an object") : typeof x;
+}
+
+// A number an op takes as is (a stand-in for a compiled function's scalar cannot take its place).
+function num(x: unknown, op: string, what: string): number {
+  if (typeof x !== "number") throw new ShapeError(`${op}: ${what} must be a number, got ${describe(x)}`);
+  return x;
+}
+
+// A number or a compiled function's scalar parameter, that must be an integer (a position).
+function position(x: number | Scalar, op: string, what: string): number | Scalar {
+  if (x instanceof Scalar) return x;
+  if (!Number.isSafeInteger(x)) throw new ShapeError(`${op}: ${what} must be an integer, got ${String(x)}`);
+  return x;
 }
 
 // A plan parameter index for a scalar stand-in, or -1 for a plain number.
 function scalarParam(x: number | Scalar): number {
   return x instanceof Scalar ? x.index : -1;
 }
+// The number an op is built with: a stand-in's traced value.
 function scalarValue(x: number | Scalar): number {
-  return x instanceof Scalar ? 0 : x;
+  return x instanceof Scalar ? x.traced : x;
 }
 
 function wrap(status: number): LanesArray {
@@ -63,7 +83,7 @@ function wrap(status: number): LanesArray {
 export function full(shape: readonly number[], value: number, opts?: CreationOptions): LanesArray {
   const dims = shapeBuffer(shape, "full");
   return wrap(
-    native.lanes_array_full(value, dtypeCode(opts?.dtype ?? "float32"), dims.length ? dims : null, dims.length, streamHandle(opts), outPtr),
+    native.lanes_array_full(num(value, "full", "the value"), dtypeCode(opts?.dtype ?? "float32"), dims.length ? dims : null, dims.length, streamHandle(opts), outPtr),
   );
 }
 
@@ -83,7 +103,9 @@ export function ones(shape: readonly number[], opts?: CreationOptions): LanesArr
  */
 export function arange(start: number, stop?: number, step?: number, opts?: CreationOptions): LanesArray {
   const [lo, hi] = stop === undefined ? [0, start] : [start, stop];
-  return wrap(native.lanes_array_arange(lo, hi, step ?? 1, dtypeCode(opts?.dtype ?? "float32"), streamHandle(opts), outPtr));
+  return wrap(
+    native.lanes_array_arange(num(lo, "arange", "start"), num(hi, "arange", "stop"), num(step ?? 1, "arange", "step"), dtypeCode(opts?.dtype ?? "float32"), streamHandle(opts), outPtr),
+  );
 }
 
 // ---- elementwise ----
@@ -96,10 +118,13 @@ function binary(op: keyof typeof binaryOps, a: ArrayLike, b: ArrayLike, opts?: S
   const code = binaryOps[op];
   if (a instanceof LanesArray && b instanceof LanesArray)
     return wrap(native.lanes_array_binary(code, a.handle(), b.handle(), streamHandle(opts), outPtr));
-  if (a instanceof LanesArray)
-    return wrap(native.lanes_array_binary_scalar(code, a.handle(), scalarValue(b as number | Scalar), 0, scalarParam(b as number | Scalar), streamHandle(opts), outPtr));
-  if (b instanceof LanesArray)
+  const isScalar = (x: ArrayLike): x is number | Scalar => typeof x === "number" || x instanceof Scalar;
+  if (a instanceof LanesArray && isScalar(b))
+    return wrap(native.lanes_array_binary_scalar(code, a.handle(), scalarValue(b), 0, scalarParam(b), streamHandle(opts), outPtr));
+  if (b instanceof LanesArray && isScalar(a))
     return wrap(native.lanes_array_binary_scalar(code, b.handle(), scalarValue(a), 1, scalarParam(a), streamHandle(opts), outPtr));
+  if (!(typeof a === "number" || a instanceof Scalar) || !(typeof b === "number" || b instanceof Scalar))
+    throw new ShapeError(`${op}: an operand is ${describe(typeof a === "number" || a instanceof Scalar ? b : a)}, not an array or a number`);
   // Two scalars: a one-element array holds the first.
   const left = array(scalarValue(a));
   try {
@@ -212,7 +237,7 @@ export function greater(a: ArrayLike, b: ArrayLike, opts?: StreamOptions): Lanes
 
 /** `cond ? a : b` elementwise, broadcasting all three; `cond` is converted to bool. */
 export function where(cond: ArrayLike, a: ArrayLike, b: ArrayLike, opts?: StreamOptions): LanesArray {
-  return wrap(native.lanes_array_where(asArray(cond).handle(), asArray(a).handle(), asArray(b).handle(), streamHandle(opts), outPtr));
+  return wrap(native.lanes_array_where(asArray(cond, "where").handle(), asArray(a, "where").handle(), asArray(b, "where").handle(), streamHandle(opts), outPtr));
 }
 
 /**
@@ -314,7 +339,7 @@ export function take(a: LanesArray, indices: LanesArray | readonly number[], axi
 
 /** RMS normalization over the last axis: `x / sqrt(mean(x²) + eps) * weight`. */
 export function rmsNorm(x: LanesArray, weight: LanesArray | null, eps = 1e-5, opts?: StreamOptions): LanesArray {
-  return wrap(native.lanes_array_rms_norm(x.handle(), weight ? weight.handle() : 0, eps, streamHandle(opts), outPtr));
+  return wrap(native.lanes_array_rms_norm(x.handle(), weight ? weight.handle() : 0, num(eps, "rmsNorm", "eps"), streamHandle(opts), outPtr));
 }
 
 /** Layer normalization over the last axis: `(x - mean) / sqrt(var + eps) * weight + bias`. */
@@ -326,7 +351,7 @@ export function layerNorm(
   opts?: StreamOptions,
 ): LanesArray {
   return wrap(
-    native.lanes_array_layer_norm(x.handle(), weight ? weight.handle() : 0, bias ? bias.handle() : 0, eps, streamHandle(opts), outPtr),
+    native.lanes_array_layer_norm(x.handle(), weight ? weight.handle() : 0, bias ? bias.handle() : 0, num(eps, "layerNorm", "eps"), streamHandle(opts), outPtr),
   );
 }
 
@@ -349,13 +374,13 @@ export interface AttentionOptions extends StreamOptions {
  * sees no key gets zeros.
  */
 export function scaledDotProductAttention(q: LanesArray, k: LanesArray, v: LanesArray, opts?: AttentionOptions): LanesArray {
-  const keyLength = opts?.keyLength ?? -1;
+  const keyLength = position(opts?.keyLength ?? -1, "scaledDotProductAttention", "keyLength");
   return wrap(
     native.lanes_array_attention(
       q.handle(),
       k.handle(),
       v.handle(),
-      opts?.scale ?? NaN,
+      num(opts?.scale ?? NaN, "scaledDotProductAttention", "scale"),
       opts?.causal ? 1 : 0,
       scalarValue(keyLength),
       scalarParam(keyLength),
@@ -382,15 +407,16 @@ export interface RopeOptions extends StreamOptions {
  * position p turns by `p · base^(-2i/dims)`.
  */
 export function rope(x: LanesArray, dims: number, opts?: RopeOptions): LanesArray {
+  const offset = position(opts?.offset ?? 0, "rope", "offset");
   return wrap(
     native.lanes_array_rope(
       x.handle(),
-      dims,
+      num(dims, "rope", "dims"),
       opts?.traditional ? 1 : 0,
-      opts?.base ?? 10000,
-      opts?.scale ?? 1,
-      scalarValue(opts?.offset ?? 0),
-      scalarParam(opts?.offset ?? 0),
+      num(opts?.base ?? 10000, "rope", "base"),
+      num(opts?.scale ?? 1, "rope", "scale"),
+      scalarValue(offset),
+      scalarParam(offset),
       streamHandle(opts),
       outPtr,
     ),
@@ -411,6 +437,7 @@ export interface SliceUpdateOptions extends StreamOptions {
  * new array and the target keeps its values.
  */
 export function sliceUpdate(target: LanesArray, update: LanesArray, offset: number | Scalar, opts?: SliceUpdateOptions): LanesArray {
+  offset = position(offset, "sliceUpdate", "offset");
   return wrap(
     native.lanes_array_slice_update(
       target.handle(),

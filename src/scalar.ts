@@ -14,5 +14,10 @@ export class Scalar {
   constructor(
     /** Which scalar argument of the compiled function this is (0-based, among the scalars). */
     readonly index: number,
+    /**
+     * The value of the call being traced. It decides what only a value can (a scalar's type
+     * with an int32 array: integral values keep int32); replays must keep that kind.
+     */
+    readonly traced: number,
   ) {}
 }

@@ -374,7 +374,8 @@ describe("scalar parameters", () => {
     }
     expect(f.planCount).toBe(1);
     const r = lx.compile((x: Arr, p: number) => lx.rope(x, 4, { offset: p }), { scalars: [1] });
-    expect(() => r(f32([2, 4]), Infinity)).toThrow(/rope: offset must be finite/);
+    expect(() => r(f32([2, 4]), Infinity)).toThrow(/rope: offset inf is not an integer position/);
+    expect(() => r(f32([2, 4]), 2.5)).toThrow(/rope: offset 2.500000 is not an integer position/);
     expect(() => r(f32([2, 4]), NaN)).toThrow(lx.LanesError);
     const xr = f32([2, 4]);
     lx.tidy(() => expectSame(r(xr, 3), lx.rope(xr, 4, { offset: 3 }), "rope after the error"));

@@ -590,9 +590,9 @@ NodePtr make_binary_scalar(int op, NodePtr a, double scalar, bool scalar_first, 
   const char* name = op_name(OpCode::Binary, op);
   not_quantized(a, name);
   // The scalar is weakly typed, as a Python scalar is in MLX: it takes the array's type when
-  // that type holds it (any float type; an int type for an integral value).
-  bool integral = scalar_param < 0 && std::isfinite(scalar) && scalar == std::trunc(scalar) &&
-                  std::fabs(scalar) <= 2147483647.0;
+  // that type holds it (any float type; an int type for an integral value). A compiled plan's
+  // scalar is typed by the value it was traced with; its replays check they keep that kind.
+  bool integral = std::isfinite(scalar) && scalar == std::trunc(scalar) && std::fabs(scalar) <= 2147483647.0;
   Rule rule = kBinaryRules[op];
   DType compute = a->dtype;
   if (!is_floating(compute)) compute = integral && rule != Rule::FLOAT ? DType::Int32 : DType::Float32;

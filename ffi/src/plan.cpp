@@ -103,7 +103,8 @@ std::shared_ptr<Plan> Plan::build(const std::vector<NodePtr>& inputs, const std:
         }
         continue;
       }
-      bool d = false;
+      // A node reading a scalar parameter depends on the call even when its arrays do not.
+      bool d = n.params.dynamic[0] >= 0 || n.params.dynamic[1] >= 0 || n.params.dynamic[2] >= 0;
       for (const NodePtr& in : n.inputs) d = d || depends[in.get()];
       depends[&n] = d;
       if (d) {
@@ -294,7 +295,11 @@ void Plan::check_scalars(const std::vector<double>& scalars) const {
       double v = scalars[p.dynamic[i]];
       const char* name = op_name(step.op, p.subop);
       bool integral = std::isfinite(v) && v == std::trunc(v);
-      if (step.op == OpCode::SliceUpdate) {
+      if (step.op == OpCode::BinaryScalar && !is_floating(step.inputs[0].dtype) && !integral) {
+        throw_error(LANES_ERR_DTYPE, std::string(name) + ": the plan was traced with an integral scalar for an " +
+                                         dtype_name(step.inputs[0].dtype) + " array, got " + std::to_string(v) +
+                                         " (trace with a fractional value to compute in float32)");
+      } else if (step.op == OpCode::SliceUpdate) {
         int64_t room = step.inputs[0].shape[p.axis] - step.inputs[1].shape[p.axis];
         if (!integral || v < 0 || v > static_cast<double>(room))
           throw_error(LANES_ERR_SHAPE, std::string(name) + ": offset " + std::to_string(v) + " is out of range [0, " +
@@ -304,8 +309,8 @@ void Plan::check_scalars(const std::vector<double>& scalars) const {
         if (!integral || v < 0 || v > static_cast<double>(keys))
           throw_error(LANES_ERR_SHAPE, std::string(name) + ": key length " + std::to_string(v) + " is out of range [0, " +
                                            std::to_string(keys) + "]");
-      } else if (step.op == OpCode::Rope && !std::isfinite(v)) {
-        throw_error(LANES_ERR_INVALID_ARGUMENT, std::string(name) + ": offset must be finite");
+      } else if (step.op == OpCode::Rope && !integral) {
+        throw_error(LANES_ERR_SHAPE, std::string(name) + ": offset " + std::to_string(v) + " is not an integer position");
       }
     }
   }
