@@ -883,56 +883,49 @@ void norm_typed(const Command& c, bool layer) {
 }
 
 // Element (b, h, j, 0) of a [B, H, L, D] operand read in place through its strides.
+template <class T>
 struct Rows4 {
-  const float* base;
+  const T* base;
   int64_t sb, sh, sl, sd;
-  const float* at(int64_t b, int64_t h, int64_t j) const { return base + b * sb + h * sh + j * sl; }
+  const T* at(int64_t b, int64_t h, int64_t j) const { return base + b * sb + h * sh + j * sl; }
 };
 
-Rows4 rows4(const TensorArg& a, const float* base) {
+template <class T>
+Rows4<T> rows4(const TensorArg& a) {
   Shape st = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
-  return Rows4{base, st[0], st[1], st[2], st[3]};
+  return Rows4<T>{cpu::base<T>(a), st[0], st[1], st[2], st[3]};
 }
 
+// Every operand is read in place (a KV cache is never copied or widened), and only the keys
+// in use (a preallocated cache's filled prefix).
 template <class T>
 void attention_typed(const Command& c) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
   int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Dv = vs[3];
-  int64_t Lk = static_cast<int64_t>(c.params.scalars[1]);  // keys in use: a prefix of k and v
+  int64_t Lk = static_cast<int64_t>(c.params.scalars[1]);
   if (Lk < 0 || Lk > ks[2])
     throw_error(LANES_ERR_DEVICE, "key length " + std::to_string(Lk) + " is out of range for " + std::to_string(ks[2]) + " keys");
   int64_t group = H / Hk;
   float scale = static_cast<float>(c.params.scalars[0]);
   bool causal = c.params.flags & 1;
-  // float32 operands are read in place (a KV cache is never copied); halves are widened once.
-  std::vector<std::vector<float>> wide;
-  Rows4 q, k, v;
-  if constexpr (std::is_same_v<T, float>) {
-    q = rows4(c.inputs[0], base<float>(c.inputs[0]));
-    k = rows4(c.inputs[1], base<float>(c.inputs[1]));
-    v = rows4(c.inputs[2], base<float>(c.inputs[2]));
-  } else {
-    wide = widened_inputs<T>(c);
-    TensorArg qc{nullptr, qs, DType::Float32, {}, 0}, kc{nullptr, ks, DType::Float32, {}, 0}, vc{nullptr, vs, DType::Float32, {}, 0};
-    q = rows4(qc, wide[0].data());
-    k = rows4(kc, wide[1].data());
-    v = rows4(vc, wide[2].data());
-  }
+  Rows4<T> q = rows4<T>(c.inputs[0]), k = rows4<T>(c.inputs[1]), v = rows4<T>(c.inputs[2]);
   T* y = output<T>(c);
   parallel_for(B * H * Lq, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, Lk * D)), [&](int64_t rb, int64_t re) {
     std::vector<float> scores(static_cast<size_t>(Lk));
     std::vector<float> acc(static_cast<size_t>(Dv));
+    std::vector<float> qrow(static_cast<size_t>(D));
     for (int64_t r = rb; r < re; ++r) {
       int64_t i = r % Lq, h = (r / Lq) % H, bi = r / (Lq * H);
       int64_t hk = h / group;
-      const float* qi = q.at(bi, h, i);
+      const T* qi = q.at(bi, h, i);
+      for (int64_t d = 0; d < D; ++d) qrow[d] = static_cast<float>(up(qi[d * q.sd]));
       // Causal masking aligned to the end: query i sees keys up to i + (Lk - Lq).
       int64_t visible = causal ? std::min(Lk, std::max<int64_t>(0, i + Lk - Lq + 1)) : Lk;
       float m = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < visible; ++j) {
-        const float* kj = k.at(bi, hk, j);
+        const T* kj = k.at(bi, hk, j);
         float dot = 0;
-        for (int64_t d = 0; d < D; ++d) dot += qi[d * q.sd] * kj[d * k.sd];
+        for (int64_t d = 0; d < D; ++d) dot += qrow[d] * static_cast<float>(up(kj[d * k.sd]));
         scores[j] = dot * scale;
         m = std::max(m, scores[j]);
       }
@@ -941,8 +934,8 @@ void attention_typed(const Command& c) {
       for (int64_t j = 0; j < visible; ++j) {
         float p = std::exp(scores[j] - m);
         total += p;
-        const float* vj = v.at(bi, hk, j);
-        for (int64_t d = 0; d < Dv; ++d) acc[d] += p * vj[d * v.sd];
+        const T* vj = v.at(bi, hk, j);
+        for (int64_t d = 0; d < Dv; ++d) acc[d] += p * static_cast<float>(up(vj[d * v.sd]));
       }
       // A query that sees no key (causal with Lq > Lk) gets zeros rather than 0/0.
       float inv = total > 0 ? static_cast<float>(1.0 / total) : 0.0f;
