@@ -1,6 +1,8 @@
 /* The parameter blocks of metal/kernels.metal (bound at buffer index 8), one struct per block,
  * included by both the kernels and the host (metal/launch.mm): a field changed here changes
  * both sides, and a field renamed or removed fails to compile on the side that still uses it.
+ * A compiled plan's run-time scalars are written into these blocks on the host at each replay
+ * (metal/launch.mm, ScalarPatch), so no kernel reads a double or a separate parameter buffer.
  *
  * Plain C that is also valid MSL (its readers are Objective-C++ and MSL, hence .hpp), so no
  * includes and no fixed-width typedefs: `long` is 64-bit in MSL and on 64-bit macOS (launch.mm
@@ -34,6 +36,18 @@ typedef struct EwParams {
   int flags;
 } EwParams;
 
+/* binaryScalar: `a op scalar`, or `scalar op a` when scalar_first; the scalar as the array's
+ * type stores it (its bits, ffi/src/gpu's storage_bits). flags bit 0: contiguous operand. */
+typedef struct ScalarParams {
+  KShape shape;
+  KStrides s0;
+  long n;
+  int op;
+  int flags;
+  unsigned int scalar_bits;
+  int scalar_first;
+} ScalarParams;
+
 /* full (bits: the stored value) and arange (integral: start and step count in 64-bit). */
 typedef struct FillParams {
   long n;
@@ -61,17 +75,22 @@ typedef struct TakeParams {
   long outer, dim, inner, count;
 } TakeParams;
 
+/* Only the first `used` of the Lk keys hold data (a preallocated cache's filled prefix); a
+ * causal mask aligns with their end. */
 typedef struct AttnParams {
-  long B, H, Lq, D, Hk, Lk, Dv;
+  long B, H, Lq, D, Hk, Lk, Dv, used;
   float scale;
   int causal;
 } AttnParams;
 
+/* The position offset (a double on the host) as its floor and the float fraction above it, so
+ * integral offsets stay exact past float's 2^24. */
 typedef struct RopeParams {
   long rows, L, D;
   int dims, traditional;
   float base, scale;
   long offset;
+  float offset_fraction;
 } RopeParams;
 
 /* Both matmul kernels: A[M, K] and B[K, N] read through element strides, batch dims through
@@ -81,5 +100,20 @@ typedef struct MatmulParams {
   KShape batch;
   KStrides ab, bb;
 } MatmulParams;
+
+/* Quantized weights (ggml's Q4_0, Q4_1, Q8_0 blocks of 32 along rows of k). */
+typedef struct DequantParams {
+  long count; /* weights to expand, a multiple of 32 */
+} DequantParams;
+
+/* Rows of a quantized [dim, k] matrix at `count` int32 indices, as float32. */
+typedef struct TakeQuantParams {
+  long count, k, dim;
+} TakeQuantParams;
+
+/* y[m, n] = x[m, k] (float32 rows) times the transpose of a quantized w[n, k]. */
+typedef struct QuantMatmulParams {
+  long m, k, n;
+} QuantMatmulParams;
 
 #endif

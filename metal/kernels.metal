@@ -4,6 +4,10 @@
 // orders, so results do not depend on timing. Metal has no double: sums accumulate in float
 // (the CPU uses double), integer sums in 64-bit.
 //
+// The op codes (OP_*, R_*, RANDOM_*) are defined ahead of this text from lanes_table.def
+// (metal/kernel_source.hpp). Switches over them list every op; their `default` is unreachable,
+// because metal/launch.mm rejects a code the table does not list before it records a dispatch.
+//
 // Argument layout: device buffers at indices 0..4, the kernel's parameter struct (one of
 // metal/kernel_params.hpp, shared with the host) at index 8.
 #include <metal_stdlib>
@@ -14,6 +18,17 @@ using namespace metal;
 #endif
 #ifndef __METAL_VERSION__  // not Apple's compiler: the Linux type check (the header says why)
 #include "check/simdgroup_matrix.h"
+#endif
+#if !defined(OP_EXP) && !defined(__METAL_VERSION__)
+// The Linux type check of this file alone (../shared/metal-check), which puts no preamble first:
+// the same codes, made from the same table. Apple's compiler always gets the preamble.
+enum {
+#define LANES_UNARY(code, NAME, name, rule) OP_##NAME = code,
+#define LANES_BINARY(code, NAME, name, rule) OP_##NAME = code,
+#define LANES_REDUCE(code, NAME, name, rule) R_##NAME = code,
+#define LANES_RANDOM(code, NAME, name) RANDOM_##NAME = code,
+#include "../ffi/include/lanes_table.def"
+};
 #endif
 
 struct f16 { ushort bits; };
@@ -95,6 +110,13 @@ template <> struct FromFloat<int> {
   }
 };
 
+// A value's stored bits (as the host's storage_bits wrote them) -> the storage type.
+template <typename T> struct FromBits;
+template <> struct FromBits<float> { static float of(uint b) { return as_type<float>(b); } };
+template <> struct FromBits<f16> { static f16 of(uint b) { f16 h; h.bits = ushort(b); return h; } };
+template <> struct FromBits<bf16> { static bf16 of(uint b) { bf16 h; h.bits = ushort(b); return h; } };
+template <> struct FromBits<int> { static int of(uint b) { return as_type<int>(b); } };
+
 inline long offset_of(long i, constant KShape& shape, constant KStrides& st) {
   long off = st.offset;
   for (int d = int(shape.nd) - 1; d >= 0; --d) {
@@ -173,10 +195,6 @@ kernel void random_f32(device float* out [[buffer(0)]], constant RandomParams& p
 
 // ---- elementwise -----------------------------------------------------------------------------
 
-enum { OP_EXP, OP_LOG, OP_NEGATIVE, OP_ABS, OP_SQUARE, OP_SQRT, OP_RSQRT, OP_TANH, OP_SIGMOID, OP_SILU,
-       OP_GELU, OP_GELU_APPROX, OP_SIN, OP_COS };
-enum { OP_ADD, OP_SUBTRACT, OP_MULTIPLY, OP_DIVIDE, OP_MAXIMUM, OP_MINIMUM, OP_POWER, OP_EQUAL, OP_LESS, OP_GREATER };
-
 // Metal's standard library has no erf: Abramowitz & Stegun 7.1.26 refined by one Newton step
 // on erf's derivative keeps the error near float rounding.
 inline float erf_approx(float x) {
@@ -204,7 +222,8 @@ inline float unary_float(int op, float x) {
       return 0.5f * x * (1.0f + tanh(inner));
     }
     case OP_SIN: return sin(x);
-    default: return cos(x);
+    case OP_COS: return cos(x);
+    default: return qnan();  // unreachable (see the top of this file)
   }
 }
 
@@ -213,7 +232,8 @@ inline int unary_int(int op, int x) {
   switch (op) {
     case OP_ABS: return x < 0 ? int(0u - u) : x;
     case OP_SQUARE: return int(u * u);
-    default: return int(0u - u);
+    case OP_NEGATIVE: return int(0u - u);
+    default: return 0;  // unreachable: floating-only ops never reach ints
   }
 }
 
@@ -234,7 +254,8 @@ inline float binary_float(int op, float a, float b) {
     case OP_DIVIDE: return a / b;
     case OP_POWER: return pow(a, b);
     case OP_MINIMUM: return (a != a || b != b) ? qnan() : (a < b ? a : b);
-    default: return (a != a || b != b) ? qnan() : (a > b ? a : b);
+    case OP_MAXIMUM: return (a != a || b != b) ? qnan() : (a > b ? a : b);
+    default: return qnan();  // unreachable: comparisons take compare()
   }
 }
 
@@ -245,7 +266,8 @@ inline int binary_int(int op, int a, int b) {
     case OP_SUBTRACT: return int(ua - ub);
     case OP_MULTIPLY: return int(ua * ub);
     case OP_MINIMUM: return a < b ? a : b;
-    default: return a > b ? a : b;
+    case OP_MAXIMUM: return a > b ? a : b;
+    default: return 0;  // unreachable: divide and power are float-only (promoted in the graph)
   }
 }
 
@@ -257,7 +279,12 @@ template <typename T>
 inline uchar compare(int op, T a, T b) {
   auto av = up(a);
   auto bv = up(b);
-  return op == OP_EQUAL ? av == bv : op == OP_LESS ? av < bv : av > bv;
+  switch (op) {
+    case OP_EQUAL: return av == bv;
+    case OP_LESS: return av < bv;
+    case OP_GREATER: return av > bv;
+    default: return 0;  // unreachable: arithmetic takes Arith
+  }
 }
 
 template <typename T>
@@ -268,6 +295,19 @@ void binary_impl(device uchar* out, const device T* a, const device T* b, consta
     T bv = b[(p.flags & 1) ? p.s1.offset + i : offset_of(i, p.shape, p.s1)];
     if (cmp) out[i] = compare<T>(p.op, av, bv);
     else reinterpret_cast<device T*>(out)[i] = Arith<T>::of(p.op, av, bv);
+  }
+}
+
+// `a op scalar` (or `scalar op a`): the scalar as the array's type holds it, as on the CPU.
+template <typename T>
+void binary_scalar_impl(device uchar* out, const device T* a, constant ScalarParams& p, uint gid, uint gsize) {
+  const T s = FromBits<T>::of(p.scalar_bits);
+  bool cmp = p.op >= OP_EQUAL;
+  GRID_STRIDE(i, p.n) {
+    T av = a[(p.flags & 1) ? p.s0.offset + i : offset_of(i, p.shape, p.s0)];
+    T l = p.scalar_first ? s : av, r = p.scalar_first ? av : s;
+    if (cmp) out[i] = compare<T>(p.op, l, r);
+    else reinterpret_cast<device T*>(out)[i] = Arith<T>::of(p.op, l, r);
   }
 }
 
@@ -386,8 +426,6 @@ template <> inline uchar store_acc<uchar, float>(float v) { return uchar(v); }
 template <> inline int store_acc<int, long>(long v) { return int(v); }
 template <> inline uchar store_acc<uchar, long>(long v) { return uchar(v); }
 
-enum { R_SUM, R_MAX, R_MEAN, R_MIN, R_LOGSUMEXP, R_VARIANCE, R_ARGMAX, R_ARGMIN };
-
 template <typename T, typename Acc, int G>
 void reduce_impl(device uchar* out, const device T* x, constant RowsParams& p, threadgroup RState<Acc>* sh, uint tid, uint group) {
   long groups = 256 / G;
@@ -429,13 +467,14 @@ void reduce_impl(device uchar* out, const device T* x, constant RowsParams& p, t
       if (write) reinterpret_cast<device T*>(out)[o] = store_acc<T, Acc>(Acc(r));
       break;
     }
-    default: {
+    case R_VARIANCE: {
       RState<Acc> s = group_reduce<T, Acc, G>(K_SUM, base, n, p.inner, zero, sh, tid);
       Acc mean = n ? s.v / Acc(n) : zero;
       RState<Acc> q = group_reduce<T, Acc, G>(K_SUMSQDEV, base, n, p.inner, mean, sh, tid);
       if (write) reinterpret_cast<device T*>(out)[o] = store_acc<T, Acc>(n ? q.v / Acc(n) : Acc(qnan()));
       break;
     }
+    default: break;  // unreachable (see the top of this file); p.op is uniform, so no thread waits at a barrier
   }
 }
 
@@ -516,7 +555,8 @@ void norm_impl(device T* y, const device T* x, const device T* w, const device T
   }
 }
 
-// One threadgroup (256 threads) per query row; scores in `scratch` (a device buffer row).
+// One threadgroup (256 threads) per query row; scores in `scratch` (a device buffer row). Only the
+// first p.used keys hold data (a preallocated cache's filled prefix); causal aligns to their end.
 template <typename T>
 void attention_impl(device T* y, const device T* q, const device T* k, const device T* v, device float* scratch,
                     constant AttnParams& p, threadgroup float* sh, uint tid, uint r) {
@@ -524,10 +564,10 @@ void attention_impl(device T* y, const device T* q, const device T* k, const dev
   long i = r % p.Lq, h = (r / p.Lq) % p.H, bi = r / (p.Lq * p.H);
   long kv = bi * p.Hk + h / (p.H / p.Hk);
   const device T* qi = q + long(r) * p.D;
-  long visible = p.Lk;
+  long visible = p.used;
   if (p.causal) {
-    long last = i + p.Lk - p.Lq + 1;
-    visible = last < 0 ? 0 : (last < p.Lk ? last : p.Lk);
+    long last = i + p.used - p.Lq + 1;
+    visible = last < 0 ? 0 : (last < p.used ? last : p.used);
   }
   float m = -finf();
   for (long j = tid; j < visible; j += 256) {
@@ -563,7 +603,7 @@ void rope_impl(device T* y, const device T* x, constant RopeParams& p, uint gid,
     int i = p.traditional ? int(d / 2) : int(d < half_dims ? d : d - half_dims);
     bool first = p.traditional ? (d % 2 == 0) : d < half_dims;
     long a = p.traditional ? 2 * i : i, b = p.traditional ? 2 * i + 1 : i + half_dims;
-    float pos = float(p.offset + r % p.L) * p.scale;
+    float pos = (float(p.offset + r % p.L) + p.offset_fraction) * p.scale;
     float theta = pos * pow(p.base, -2.0f * float(i) / float(p.dims));
     float cs = cos(theta), sn = sin(theta);
     float xa = up(x[r * p.D + a]), xb = up(x[r * p.D + b]);
@@ -645,6 +685,121 @@ void matmul_simdgroup_impl(device T* y, const device T* a, const device T* b, co
   }
 }
 
+// ---- quantized weights -----------------------------------------------------------------------
+//
+// GGUF blocks of 32 weights along a row: Q4_0 (18 bytes: float16 d, 16 bytes of nibbles,
+// w = (q - 8) * d), Q4_1 (20 bytes: float16 d and m, nibbles, w = q * d + m), Q8_0 (34 bytes:
+// float16 d, 32 int8, w = q * d). Byte j of a Q4 block holds weight j (low nibble) and j + 16
+// (high nibble). Read byte by byte: blocks are only 2-byte aligned.
+//
+// Dequantization is bit for bit the CPU's (cpu/quant.cpp): every product of a 4- or 8-bit integer
+// and a float16 scale (11 significant bits) is exact in float, so rounding happens only at Q4_1's
+// added min, and a fused multiply-add the compiler may form rounds the same.
+
+enum { QT_Q4_0, QT_Q4_1, QT_Q8_0 };
+
+inline float q_half(const device uchar* p) {
+  f16 h;
+  h.bits = ushort(uint(p[0]) | (uint(p[1]) << 8));
+  return to_float(h);
+}
+
+// Weights e and e + 16 of the block at `blk` (e < 16).
+template <int TYPE>
+inline void q_dequant_pair(const device uchar* blk, int e, thread float& lo, thread float& hi) {
+  float d = q_half(blk);
+  if (TYPE == QT_Q8_0) {
+    lo = float(as_type<char>(blk[2 + e])) * d;
+    hi = float(as_type<char>(blk[18 + e])) * d;
+    return;
+  }
+  uint byte = blk[(TYPE == QT_Q4_0 ? 2 : 4) + e];
+  int q_lo = int(byte & 15u), q_hi = int(byte >> 4);
+  if (TYPE == QT_Q4_0) {
+    lo = float(q_lo - 8) * d;
+    hi = float(q_hi - 8) * d;
+  } else {
+    float mn = q_half(blk + 2);
+    lo = float(q_lo) * d + mn;
+    hi = float(q_hi) * d + mn;
+  }
+}
+
+// One thread per pair of weights (e, e + 16) of a block: `count` / 2 pairs, grid-stride.
+template <int TYPE, int BLOCK_BYTES>
+void dequantize_impl(device float* out, const device uchar* w, constant DequantParams& p, uint gid, uint gsize) {
+  GRID_STRIDE(t, p.count / 2) {
+    float lo, hi;
+    q_dequant_pair<TYPE>(w + (t >> 4) * BLOCK_BYTES, int(t & 15), lo, hi);
+    long base = (t >> 4) * 32 + (t & 15);
+    out[base] = lo;
+    out[base + 16] = hi;
+  }
+}
+
+// Rows of a quantized [dim, k] matrix at int32 indices (negative ones count from the end), as
+// float32: the embedding lookup. An index out of range sets error[0] and error[1], as take does.
+template <int TYPE, int BLOCK_BYTES>
+void take_dequantize_impl(device float* y, const device uchar* w, const device int* idx, device atomic_int* error,
+                          constant TakeQuantParams& p, uint gid, uint gsize) {
+  long pairs = p.k / 2, row_bytes = p.k / 32 * BLOCK_BYTES;
+  GRID_STRIDE(t, p.count * pairs) {
+    long i = t / pairs, pair = t % pairs;
+    long row = idx[i];
+    if (row < 0) row += p.dim;
+    long base = (pair >> 4) * 32 + (pair & 15);
+    if (row < 0 || row >= p.dim) {
+      int expected = 0;
+      if (atomic_compare_exchange_weak_explicit(&error[0], &expected, 1, memory_order_relaxed, memory_order_relaxed))
+        atomic_store_explicit(&error[1], idx[i], memory_order_relaxed);
+      y[i * p.k + base] = 0.0f;
+      y[i * p.k + base + 16] = 0.0f;
+      continue;
+    }
+    float lo, hi;
+    q_dequant_pair<TYPE>(w + row * row_bytes + (pair >> 4) * BLOCK_BYTES, int(pair & 15), lo, hi);
+    y[i * p.k + base] = lo;
+    y[i * p.k + base + 16] = hi;
+  }
+}
+
+// y[m, n] = x[m, k] W^T for small m (decode): each SIMD-group takes whole output columns j (rows
+// of W) in grid-stride order, its lanes take blocks lane, lane + width, ..., dequantize each
+// block once (the exact weights above) and multiply it with up to QMM_ROWS rows of x in float.
+// The lanes' partial sums then meet in a fixed shuffle tree, so every output's sum has one order
+// whatever the grid: results are deterministic, though not the CPU's (which quantizes the
+// activations to 8 bits, as ggml does, and sums integers).
+#define QMM_ROWS 8
+template <int TYPE, int BLOCK_BYTES>
+void quantized_matmul_impl(device float* y, const device float* x, const device uchar* w, constant QuantMatmulParams& p,
+                           uint lane, uint width, uint simd_group, uint simd_groups, uint group, uint groups) {
+  long blocks = p.k / 32, row_bytes = blocks * BLOCK_BYTES;
+  long first = long(group) * simd_groups + simd_group, step = long(groups) * simd_groups;
+  for (long j = first; j < p.n; j += step) {
+    const device uchar* row = w + j * row_bytes;
+    for (long i0 = 0; i0 < p.m; i0 += QMM_ROWS) {
+      int rows = p.m - i0 < QMM_ROWS ? int(p.m - i0) : QMM_ROWS;
+      float acc[QMM_ROWS];
+      for (int r = 0; r < QMM_ROWS; ++r) acc[r] = 0.0f;
+      for (long b = lane; b < blocks; b += width) {
+        float wv[32];
+        for (int e = 0; e < 16; ++e) q_dequant_pair<TYPE>(row + b * BLOCK_BYTES, e, wv[e], wv[e + 16]);
+        for (int r = 0; r < rows; ++r) {
+          const device float* xr = x + (i0 + r) * p.k + b * 32;
+          float dot = 0.0f;
+          for (int e = 0; e < 32; ++e) dot += wv[e] * xr[e];
+          acc[r] += dot;
+        }
+      }
+      for (int r = 0; r < rows; ++r) {  // `rows` is the same for every lane: all reach the shuffles
+        float v = acc[r];
+        for (uint offset = width / 2; offset > 0; offset /= 2) v += simd_shuffle_down(v, ushort(offset));
+        if (lane == 0) y[(i0 + r) * p.n + j] = v;
+      }
+    }
+  }
+}
+
 // ---- entry points ----------------------------------------------------------------------------
 
 #define EW_ARGS constant EwParams& p [[buffer(8)]], GRID_ARGS
@@ -657,6 +812,9 @@ UNARY(float, f32) UNARY(f16, f16) UNARY(bf16, bf16) UNARY(int, i32)
 
 #define BINARY(T, S) kernel void binary_##S(device uchar* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], EW_ARGS) { binary_impl<T>(y, a, b, p, gid, gsize); }
 BINARY(float, f32) BINARY(f16, f16) BINARY(bf16, bf16) BINARY(int, i32) BINARY(uchar, b8)
+
+#define BINARY_SCALAR(T, S) kernel void binary_scalar_##S(device uchar* y [[buffer(0)]], const device T* a [[buffer(1)]], constant ScalarParams& p [[buffer(8)]], GRID_ARGS) { binary_scalar_impl<T>(y, a, p, gid, gsize); }
+BINARY_SCALAR(float, f32) BINARY_SCALAR(f16, f16) BINARY_SCALAR(bf16, bf16) BINARY_SCALAR(int, i32)
 
 #define BY_SIZE(X) X(uint, 4) X(ushort, 2) X(uchar, 1)
 #define WHERE(T, S) kernel void where_##S(device T* y [[buffer(0)]], const device uchar* c [[buffer(1)]], const device T* a [[buffer(2)]], const device T* b [[buffer(3)]], EW_ARGS) { where_impl<T>(y, c, a, b, p, gid, gsize); }
@@ -685,8 +843,17 @@ ROWS(float, f32) ROWS(f16, f16) ROWS(bf16, bf16)
 #define FUSED(T, S) \
   kernel void attention_##S(device T* y [[buffer(0)]], const device T* q [[buffer(1)]], const device T* k [[buffer(2)]], const device T* v [[buffer(3)]], device float* scratch [[buffer(4)]], constant AttnParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; attention_impl<T>(y, q, k, v, scratch, p, sh, tid, group); } \
   kernel void rope_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], constant RopeParams& p [[buffer(8)]], GRID_ARGS) { rope_impl<T>(y, x, p, gid, gsize); } \
-  kernel void matmul_##S(device T* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], constant MatmulParams& p [[buffer(8)]], uint2 tid2 [[thread_position_in_threadgroup]], uint3 tile [[threadgroup_position_in_grid]]) { threadgroup float ta[16 * 17]; threadgroup float tb[16 * 17]; matmul_impl<T>(y, a, b, p, ta, tb, tid2, tile); } \
+  kernel void matmul_##S(device T* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], constant MatmulParams& p [[buffer(8)]], uint3 tid3 [[thread_position_in_threadgroup]], uint3 tile [[threadgroup_position_in_grid]]) { threadgroup float ta[16 * 17]; threadgroup float tb[16 * 17]; matmul_impl<T>(y, a, b, p, ta, tb, tid3.xy, tile); } \
   kernel void matmul_simdgroup_##S(device T* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], constant MatmulParams& p [[buffer(8)]], uint tid [[thread_index_in_threadgroup]], uint simd_group [[simdgroup_index_in_threadgroup]], uint3 tile [[threadgroup_position_in_grid]]) { \
     threadgroup float ta[SG_TILE * SG_A_STRIDE]; threadgroup float tb[SG_K * SG_B_STRIDE]; threadgroup float tc[SG_TILE * SG_C_STRIDE]; \
     matmul_simdgroup_impl<T>(y, a, b, p, ta, tb, tc, tid, simd_group, tile); }
 FUSED(float, f32) FUSED(f16, f16) FUSED(bf16, bf16)
+
+#define QUANT(TS, TYPE, BYTES) \
+  kernel void dequantize_##TS##_to_f32(device float* y [[buffer(0)]], const device uchar* w [[buffer(1)]], constant DequantParams& p [[buffer(8)]], GRID_ARGS) { dequantize_impl<TYPE, BYTES>(y, w, p, gid, gsize); } \
+  kernel void take_dequantize_##TS(device float* y [[buffer(0)]], const device uchar* w [[buffer(1)]], const device int* idx [[buffer(2)]], device atomic_int* error [[buffer(3)]], constant TakeQuantParams& p [[buffer(8)]], GRID_ARGS) { take_dequantize_impl<TYPE, BYTES>(y, w, idx, error, p, gid, gsize); } \
+  kernel void quantized_matmul_##TS(device float* y [[buffer(0)]], const device float* x [[buffer(1)]], const device uchar* w [[buffer(2)]], constant QuantMatmulParams& p [[buffer(8)]], \
+                                    uint lane [[thread_index_in_simdgroup]], uint width [[threads_per_simdgroup]], uint simd_group [[simdgroup_index_in_threadgroup]], \
+                                    uint simd_groups [[simdgroups_per_threadgroup]], uint group [[threadgroup_position_in_grid]], uint groups [[threadgroups_per_grid]]) { \
+    quantized_matmul_impl<TYPE, BYTES>(y, x, w, p, lane, width, simd_group, simd_groups, group, groups); }
+QUANT(q4_0, QT_Q4_0, 18) QUANT(q4_1, QT_Q4_1, 20) QUANT(q8_0, QT_Q8_0, 34)

@@ -1,11 +1,16 @@
-// Op translation for the Metal backend: each Command becomes one or a few dispatches in the
-// epoch's compute encoder (a serial encoder: each dispatch sees the previous one's writes).
-// The layout logic is shared with CUDA (ffi/src/gpu/kernel_layout.hpp); this file only binds
-// buffers and parameter structs (metal/kernel_params.hpp, shared with metal/kernels.metal).
+// Op translation for the Metal backend: each Command becomes one or a few recorded dispatches
+// (pipeline, buffers, parameter block, grid). Recording runs in Backend::prepare, before the
+// stream's op lock: pipeline lookups, buffer lookups, parameter structs, scratch and error words
+// all happen here. encode_dispatch, under the lock, only replays a record into the epoch's
+// compute encoder (a serial encoder: each dispatch sees the previous one's writes).
+// The layout logic is shared with CUDA (ffi/src/gpu/kernel_layout.hpp); the parameter structs
+// are metal/kernel_params.hpp, shared with metal/kernels.metal.
 #include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
 
 #include "../ffi/src/gpu/kernel_layout.hpp"
-#include "../ffi/src/runtime.hpp"
 #include "../ffi/src/status.hpp"
 #include "kernel_params.hpp"
 #include "metal_device.hpp"
@@ -29,6 +34,34 @@ using gpu::Walk;
 static_assert(sizeof(long) == sizeof(int64_t), "kernel_params.hpp: long must be MSL's 64-bit integer");
 static_assert(LANES_KERNEL_MAX_DIMS == gpu::kMaxDims);
 
+constexpr NSUInteger kParamsIndex = 8;
+constexpr NSUInteger kMaxParamsBytes = 4096;  // setBytes:length:atIndex: takes at most 4 KB
+// The threadgroup of the grid-stride kernels, and the one the row, attention and 16x16 matmul
+// kernels are written for (their threadgroup arrays hold 256 entries).
+constexpr NSUInteger kGroupThreads = 256;
+
+// The op codes of each sub-op table (lanes_table.def), to reject a code no kernel knows.
+constexpr int kUnaryOps = 0
+#define LANES_UNARY(code, NAME, name, rule) +1
+#include "lanes_table.def"
+    ;
+constexpr int kBinaryOps = 0
+#define LANES_BINARY(code, NAME, name, rule) +1
+#include "lanes_table.def"
+    ;
+constexpr int kReduceOps = 0
+#define LANES_REDUCE(code, NAME, name, rule) +1
+#include "lanes_table.def"
+    ;
+
+void check_subop(const Command& c, int count) {
+  if (c.params.subop < 0 || c.params.subop >= count)
+    throw_error(LANES_ERR_INTERNAL, "metal backend: no kernel for sub-op " + std::to_string(c.params.subop) + " of " +
+                                        op_name(c.op, 0));
+}
+
+NSUInteger ns(int64_t v) { return static_cast<NSUInteger>(v); }
+
 KShape kernel_shape(const gpu::KShape& s) {
   KShape k{};
   k.nd = s.nd;
@@ -43,36 +76,79 @@ KStrides kernel_strides(const gpu::KStrides& s) {
   return k;
 }
 
-constexpr NSUInteger kParamsIndex = 8;
+// ---- recording -----------------------------------------------------------------------------
 
-// Binds the buffer holding `data` (an element pointer inside it) at `index`.
-void bind(EncodeContext& ctx, const void* base, size_t byte_offset, NSUInteger index) {
-  id<MTLBuffer> b = ctx.device.buffers->find(base);
-  if (!b) throw_error(LANES_ERR_INTERNAL, "metal: a kernel operand is not a Metal buffer");
-  [ctx.encoder setBuffer:b offset:byte_offset atIndex:index];
+Dispatch kernel(RecordContext& ctx, const std::string& name) {
+  Dispatch d;
+  d.pipeline = ctx.device.pipelines->get(name);
+  return d;
 }
 
-void bind_arg(EncodeContext& ctx, const TensorArg& a, NSUInteger index, bool with_offset) {
-  bind(ctx, a.buffer->data(), with_offset ? static_cast<size_t>(a.offset) * dtype_size(a.dtype) : 0, index);
+void emit(RecordContext& ctx, Dispatch&& d) { ctx.out.dispatches.push_back(std::move(d)); }
+
+// Binds the buffer holding `address` at `index`, at `address`'s offset in it.
+void bind(RecordContext& ctx, Dispatch& d, const void* address, NSUInteger index) {
+  NSUInteger offset = 0;
+  id<MTLBuffer> b = ctx.device.buffers->find(address, offset);
+  if (!b) throw_error(LANES_ERR_INTERNAL, "metal: a kernel operand is not in a Metal buffer");
+  d.buffers.push_back(Binding{index, b, offset});
+}
+
+// The first element of `a`'s view (its buffer's base plus its offset).
+const void* element_address(const TensorArg& a) {
+  return static_cast<const char*>(a.data) + a.offset * static_cast<int64_t>(dtype_size(a.dtype));
+}
+
+// Binds `a` at its first element, or at its buffer's base (kernels that walk `a` through
+// strides and its offset).
+void bind_arg(RecordContext& ctx, Dispatch& d, const TensorArg& a, NSUInteger index, bool at_offset) {
+  bind(ctx, d, at_offset ? element_address(a) : a.data, index);
 }
 
 template <class P>
-void params(EncodeContext& ctx, const P& p) {
-  [ctx.encoder setBytes:&p length:sizeof(P) atIndex:kParamsIndex];
+void params(Dispatch& d, const P& p) {
+  static_assert(sizeof(P) <= kMaxParamsBytes, "setBytes takes at most 4 KB");
+  d.params.resize(sizeof(P));
+  std::memcpy(d.params.data(), &p, sizeof(P));
 }
 
-void use(EncodeContext& ctx, const std::string& name) {
-  [ctx.encoder setComputePipelineState:ctx.device.pipelines->get(name)];
+// Binds scalar `i` of `p` to the field at byte `at` of d's parameter block when it is a compiled
+// plan's parameter; the block holds its fixed value otherwise.
+void patch(RecordContext& ctx, Dispatch& d, const OpParams& p, int i, ScalarPatch::Kind kind, size_t at,
+           DType dtype = DType::Float32, int64_t base = 0, int64_t scale = 1) {
+  if (!ctx.dynamic(p, i)) return;
+  d.patches.push_back(ScalarPatch{kind, p.dynamic[i], dtype, static_cast<uint32_t>(at), base, scale});
 }
 
-// A grid of min(n, cap) threads walking n items with a stride.
-void dispatch_1d(EncodeContext& ctx, int64_t n) {
-  NSUInteger threads = static_cast<NSUInteger>(std::min<int64_t>(n, int64_t(1) << 22));
-  [ctx.encoder dispatchThreads:MTLSizeMake(threads, 1, 1) threadsPerThreadgroup:MTLSizeMake(256, 1, 1)];
+// A grid of min(n, 2^22) threads walking n items with a stride.
+void dispatch_1d(Dispatch& d, int64_t n) {
+  NSUInteger threads = std::min(kGroupThreads, d.pipeline.maxTotalThreadsPerThreadgroup);
+  d.size = MTLSizeMake(ns(std::min<int64_t>(n, int64_t(1) << 22)), 1, 1);
+  d.group = MTLSizeMake(threads, 1, 1);
+  d.per_thread = true;
 }
 
-void dispatch_groups(EncodeContext& ctx, NSUInteger x, NSUInteger y = 1, NSUInteger z = 1) {
-  [ctx.encoder dispatchThreadgroups:MTLSizeMake(x, y, z) threadsPerThreadgroup:MTLSizeMake(256, 1, 1)];
+// `groups` threadgroups of `threads`; fails clearly where the pipeline cannot take that many
+// threads per threadgroup (Metal would reject the dispatch).
+void dispatch_groups(Dispatch& d, MTLSize groups, MTLSize threads) {
+  NSUInteger total = threads.width * threads.height * threads.depth;
+  if (total > d.pipeline.maxTotalThreadsPerThreadgroup)
+    throw_error(LANES_ERR_DEVICE, "metal: a kernel needs " + std::to_string(total) + " threads per threadgroup, the GPU allows it " +
+                                      std::to_string(d.pipeline.maxTotalThreadsPerThreadgroup));
+  d.size = groups;
+  d.group = threads;
+  d.per_thread = false;
+}
+
+// A take kernel's error word: taken now, or at each replay of a compiled plan.
+void take_check(RecordContext& ctx, Dispatch& d, NSUInteger index, int axis, int64_t dim) {
+  if (ctx.plan) {
+    d.take = TakeSlot{index, axis, dim};
+    return;
+  }
+  ErrorWords::Word word = ctx.device.error_words->take();
+  ctx.out.checks.push_back(TakeCheck{word, axis, dim});  // given back with the record
+  d.buffers.push_back(Binding{index, word.buffer, word.offset});
 }
 
 EwParams ew(const Walk& w, int64_t n, int op = 0) {
@@ -86,25 +162,30 @@ EwParams ew(const Walk& w, int64_t n, int op = 0) {
   return p;
 }
 
-// A contiguous copy of `a` (or `a` itself): returns the base pointer and byte offset to bind.
-std::pair<const void*, size_t> contiguous(const TensorArg& a, EncodeContext& ctx) {
-  int64_t n = numel(a.shape);
-  if (gpu::is_contiguous(a) || n == 0) return {a.buffer->data(), static_cast<size_t>(a.offset) * dtype_size(a.dtype)};
-  void* dst = ctx.temp(static_cast<size_t>(n) * dtype_size(a.dtype));
-  Walk w = collapse(a.shape, {contiguous_strides(a.shape), read_strides(a, a.shape)}, {0, a.offset});
-  use(ctx, "copy_" + size_suffix(a.dtype));
-  bind(ctx, dst, 0, 0);
-  bind_arg(ctx, a, 1, false);
-  params(ctx, ew(w, n));
-  dispatch_1d(ctx, n);
-  return {dst, 0};
+// A strided copy of `n` elements over `w`: its first operand places the destination (in the
+// buffer at `dst`), its second reads the source (in the buffer at `src`).
+Dispatch copy_dispatch(RecordContext& ctx, size_t element_bytes, const void* dst, const void* src, const Walk& w, int64_t n) {
+  Dispatch d = kernel(ctx, "copy_" + std::to_string(element_bytes));
+  bind(ctx, d, dst, 0);
+  bind(ctx, d, src, 1);
+  params(d, ew(w, n));
+  dispatch_1d(d, n);
+  return d;
 }
 
-void bind_contiguous(EncodeContext& ctx, const std::pair<const void*, size_t>& c, NSUInteger index) { bind(ctx, c.first, c.second, index); }
+// Where a kernel reads `a` as contiguous rows: `a` itself, or a copy of it in scratch.
+const void* contiguous(const TensorArg& a, RecordContext& ctx) {
+  int64_t n = numel(a.shape);
+  if (gpu::is_contiguous(a) || n == 0) return element_address(a);
+  void* dst = ctx.temp(static_cast<size_t>(n) * dtype_size(a.dtype));
+  Walk w = collapse(a.shape, {contiguous_strides(a.shape), read_strides(a, a.shape)}, {0, a.offset});
+  emit(ctx, copy_dispatch(ctx, dtype_size(a.dtype), dst, a.data, w, n));
+  return dst;
+}
 
-// ---- ops -------------------------------------------------------------------------------------
+// ---- creation --------------------------------------------------------------------------------
 
-void full(const Command& c, EncodeContext& ctx) {
+void full(const Command& c, RecordContext& ctx) {
   int64_t n = numel(c.output.shape);
   if (!n) return;
   FillParams p{.n = n,
@@ -114,13 +195,14 @@ void full(const Command& c, EncodeContext& ctx) {
                .step = 0,
                .istart = 0,
                .istep = 0};
-  use(ctx, "fill_" + size_suffix(c.output.dtype));
-  bind_arg(ctx, c.output, 0, true);
-  params(ctx, p);
-  dispatch_1d(ctx, n);
+  Dispatch d = kernel(ctx, "fill_" + size_suffix(c.output.dtype));
+  bind_arg(ctx, d, c.output, 0, true);
+  params(d, p);
+  dispatch_1d(d, n);
+  emit(ctx, std::move(d));
 }
 
-void arange(const Command& c, EncodeContext& ctx) {
+void arange(const Command& c, RecordContext& ctx) {
   int64_t n = numel(c.output.shape);
   if (!n) return;
   double start = c.params.scalars[0], step = c.params.scalars[1];
@@ -132,137 +214,221 @@ void arange(const Command& c, EncodeContext& ctx) {
                .step = static_cast<float>(step),
                .istart = static_cast<int64_t>(start),
                .istep = static_cast<int64_t>(step)};
-  use(ctx, std::string("arange_") + suffix(c.output.dtype));
-  bind_arg(ctx, c.output, 0, true);
-  params(ctx, p);
-  dispatch_1d(ctx, n);
+  Dispatch d = kernel(ctx, std::string("arange_") + suffix(c.output.dtype));
+  bind_arg(ctx, d, c.output, 0, true);
+  params(d, p);
+  dispatch_1d(d, n);
+  emit(ctx, std::move(d));
 }
 
-void random(const Command& c, EncodeContext& ctx) {
+void random(const Command& c, RecordContext& ctx) {
   int64_t n = numel(c.output.shape);
   if (!n) return;
+  if (c.params.subop != LANES_RANDOM_UNIFORM && c.params.subop != LANES_RANDOM_NORMAL)
+    throw_error(LANES_ERR_INTERNAL, "metal backend: no kernel for random sub-op " + std::to_string(c.params.subop));
   RandomParams p{.n = n,
                  .key0 = uint32_t(c.params.seed),
                  .key1 = uint32_t(c.params.seed >> 32),
                  .a = static_cast<float>(c.params.scalars[0]),
                  .b = static_cast<float>(c.params.scalars[1]),
                  .normal = c.params.subop == LANES_RANDOM_NORMAL ? 1 : 0};
-  use(ctx, "random_f32");
-  bind_arg(ctx, c.output, 0, true);
-  params(ctx, p);
-  dispatch_1d(ctx, (n + 1) / 2);
+  Dispatch d = kernel(ctx, "random_f32");
+  bind_arg(ctx, d, c.output, 0, true);
+  params(d, p);
+  dispatch_1d(d, (n + 1) / 2);
+  emit(ctx, std::move(d));
 }
 
+// ---- elementwise -------------------------------------------------------------------------------
+
 // Unary, astype: one input read through strides.
-void map1(const Command& c, EncodeContext& ctx, const std::string& kernel) {
+void map1(const Command& c, RecordContext& ctx, const std::string& name) {
   const TensorArg& x = c.inputs[0];
   int64_t n = numel(c.output.shape);
   if (!n) return;
   Walk w = collapse(c.output.shape, {read_strides(x, c.output.shape)}, {x.offset});
-  use(ctx, kernel);
-  bind_arg(ctx, c.output, 0, true);
-  bind_arg(ctx, x, 1, false);
-  params(ctx, ew(w, n, c.params.subop));
-  dispatch_1d(ctx, n);
+  Dispatch d = kernel(ctx, name);
+  bind_arg(ctx, d, c.output, 0, true);
+  bind_arg(ctx, d, x, 1, false);
+  params(d, ew(w, n, c.params.subop));
+  dispatch_1d(d, n);
+  emit(ctx, std::move(d));
 }
 
-void binary(const Command& c, EncodeContext& ctx) {
+void unary(const Command& c, RecordContext& ctx) {
+  check_subop(c, kUnaryOps);
+  map1(c, ctx, std::string("unary_") + suffix(c.output.dtype));
+}
+
+void binary(const Command& c, RecordContext& ctx) {
+  check_subop(c, kBinaryOps);
   const TensorArg &a = c.inputs[0], &b = c.inputs[1];
   const Shape& s = c.output.shape;
   int64_t n = numel(s);
   if (!n) return;
   Walk w = collapse(s, {read_strides(a, s), read_strides(b, s)}, {a.offset, b.offset});
-  use(ctx, std::string("binary_") + suffix(a.dtype));
-  bind_arg(ctx, c.output, 0, true);
-  bind_arg(ctx, a, 1, false);
-  bind_arg(ctx, b, 2, false);
-  params(ctx, ew(w, n, c.params.subop));
-  dispatch_1d(ctx, n);
+  Dispatch d = kernel(ctx, std::string("binary_") + suffix(a.dtype));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind_arg(ctx, d, a, 1, false);
+  bind_arg(ctx, d, b, 2, false);
+  params(d, ew(w, n, c.params.subop));
+  dispatch_1d(d, n);
+  emit(ctx, std::move(d));
 }
 
-void where(const Command& c, EncodeContext& ctx) {
+// `a op scalar`, or `scalar op a` (flags & 1): the scalar stored as a's type first, exactly as an
+// array of that type would hold it.
+void binary_scalar(const Command& c, RecordContext& ctx) {
+  check_subop(c, kBinaryOps);
+  const TensorArg& a = c.inputs[0];
+  const Shape& s = c.output.shape;
+  int64_t n = numel(s);
+  if (!n) return;
+  Walk w = collapse(s, {read_strides(a, s)}, {a.offset});
+  ScalarParams p{.shape = kernel_shape(w.shape),
+                 .s0 = kernel_strides(w.strides[0]),
+                 .n = n,
+                 .op = c.params.subop,
+                 .flags = w.contiguous ? 1 : 0,
+                 .scalar_bits = gpu::storage_bits(a.dtype, c.params.scalars[0]),
+                 .scalar_first = c.params.flags & 1};
+  Dispatch d = kernel(ctx, std::string("binary_scalar_") + suffix(a.dtype));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind_arg(ctx, d, a, 1, false);
+  params(d, p);
+  patch(ctx, d, c.params, 0, ScalarPatch::Kind::StorageBits, offsetof(ScalarParams, scalar_bits), a.dtype);
+  dispatch_1d(d, n);
+  emit(ctx, std::move(d));
+}
+
+// The target copied to the output unless it was donated (flags & 1: then they share memory),
+// then the update written at the offset along the axis: both are strided copies.
+void slice_update(const Command& c, RecordContext& ctx) {
+  const TensorArg &target = c.inputs[0], &update = c.inputs[1];
+  size_t axis = static_cast<size_t>(c.params.axis);
+  bool dynamic = ctx.dynamic(c.params, 0);  // checked by the plan at each replay
+  int64_t offset = static_cast<int64_t>(c.params.scalars[0]);
+  int64_t room = target.shape[axis] - update.shape[axis];
+  if (!dynamic && (offset < 0 || offset > room))
+    throw_error(LANES_ERR_DEVICE, "offset " + std::to_string(offset) + " is out of range [0, " + std::to_string(room) +
+                                      "] along axis " + std::to_string(axis));
+  Shape out_strides = contiguous_strides(c.output.shape);
+  size_t element_bytes = dtype_size(c.output.dtype);
+  if (!(c.params.flags & 1)) {
+    int64_t n = numel(target.shape);
+    Walk w = collapse(target.shape, {out_strides, read_strides(target, target.shape)}, {c.output.offset, target.offset});
+    if (n) emit(ctx, copy_dispatch(ctx, element_bytes, c.output.data, target.data, w, n));
+  }
+  int64_t n = numel(update.shape);
+  if (!n) return;
+  int64_t step = out_strides[axis];
+  Walk w = collapse(update.shape, {out_strides, read_strides(update, update.shape)},
+                    {c.output.offset + (dynamic ? 0 : offset * step), update.offset});
+  Dispatch d = copy_dispatch(ctx, element_bytes, c.output.data, update.data, w, n);
+  patch(ctx, d, c.params, 0, ScalarPatch::Kind::Int64, offsetof(EwParams, s0) + offsetof(KStrides, offset), DType::Float32,
+        c.output.offset, step);
+  emit(ctx, std::move(d));
+}
+
+void where(const Command& c, RecordContext& ctx) {
   const TensorArg &cond = c.inputs[0], &a = c.inputs[1], &b = c.inputs[2];
   const Shape& s = c.output.shape;
   int64_t n = numel(s);
   if (!n) return;
   Walk w = collapse(s, {read_strides(cond, s), read_strides(a, s), read_strides(b, s)}, {cond.offset, a.offset, b.offset});
-  EwParams p = ew(w, n);
-  p.flags = 0;
-  use(ctx, "where_" + size_suffix(c.output.dtype));
-  bind_arg(ctx, c.output, 0, true);
-  bind_arg(ctx, cond, 1, false);
-  bind_arg(ctx, a, 2, false);
-  bind_arg(ctx, b, 3, false);
-  params(ctx, p);
-  dispatch_1d(ctx, n);
+  Dispatch d = kernel(ctx, "where_" + size_suffix(c.output.dtype));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind_arg(ctx, d, cond, 1, false);
+  bind_arg(ctx, d, a, 2, false);
+  bind_arg(ctx, d, b, 3, false);
+  params(d, ew(w, n));
+  dispatch_1d(d, n);
+  emit(ctx, std::move(d));
 }
 
-void concatenate(const Command& c, EncodeContext& ctx) {
-  std::vector<int64_t> out_strides = contiguous_strides(c.output.shape);
+void dequantize(const Command& c, RecordContext& ctx);
+
+void astype(const Command& c, RecordContext& ctx) {
+  const TensorArg& x = c.inputs[0];
+  if (!is_quantized(x.dtype))
+    return map1(c, ctx, std::string("astype_") + suffix(x.dtype) + "_" + suffix(c.output.dtype));
+  if (c.output.dtype == DType::Float32) return dequantize(c, ctx);
+  if (c.output.dtype != x.dtype)
+    throw_error(LANES_ERR_INTERNAL, std::string("metal backend: no kernel for astype from ") + dtype_name(x.dtype) + " to " +
+                                        dtype_name(c.output.dtype));
+  // The same quantized type (a plan copying its input in): the blocks' bytes, in the widest words
+  // that divide them (every buffer starts page-aligned).
+  auto bytes = static_cast<int64_t>(dtype_bytes(x.dtype, numel(x.shape)));
+  if (!bytes) return;
+  int64_t width = bytes % 4 == 0 ? 4 : bytes % 2 == 0 ? 2 : 1;
+  Shape words{bytes / width}, unit{1};
+  Walk w = collapse(words, {unit, unit}, {0, 0});
+  emit(ctx, copy_dispatch(ctx, static_cast<size_t>(width), c.output.data, x.data, w, bytes / width));
+}
+
+// ---- shape ops -------------------------------------------------------------------------------
+
+void concatenate(const Command& c, RecordContext& ctx) {
+  Shape out_strides = contiguous_strides(c.output.shape);
   size_t axis = static_cast<size_t>(c.params.axis);
   int64_t at = 0;
   for (const TensorArg& in : c.inputs) {
     int64_t n = numel(in.shape);
     if (n) {
       Walk w = collapse(in.shape, {out_strides, read_strides(in, in.shape)}, {c.output.offset + at * out_strides[axis], in.offset});
-      use(ctx, "copy_" + size_suffix(in.dtype));
-      bind_arg(ctx, c.output, 0, false);
-      bind_arg(ctx, in, 1, false);
-      EwParams p = ew(w, n);
-      p.flags = 0;
-      params(ctx, p);
-      dispatch_1d(ctx, n);
+      emit(ctx, copy_dispatch(ctx, dtype_size(in.dtype), c.output.data, in.data, w, n));
     }
     at += in.shape[axis];
   }
 }
 
-void take(const Command& c, EncodeContext& ctx) {
+void take_quantized(const Command& c, RecordContext& ctx);
+
+void take(const Command& c, RecordContext& ctx) {
   const TensorArg &a = c.inputs[0], &indices = c.inputs[1];
+  if (is_quantized(a.dtype)) return take_quantized(c, ctx);
   size_t axis = static_cast<size_t>(c.params.axis);
   TakeParams p{.outer = 1, .dim = a.shape[axis], .inner = 1, .count = numel(indices.shape)};
   for (size_t d = 0; d < axis; ++d) p.outer *= a.shape[d];
   for (size_t d = axis + 1; d < a.shape.size(); ++d) p.inner *= a.shape[d];
   int64_t n = p.outer * p.count * p.inner;
   if (!n) return;
-  auto x = contiguous(a, ctx), idx = contiguous(indices, ctx);
-  ErrorWords::Word word = ctx.device.error_words->take();
-  ctx.take_checks.push_back(TakeCheck{word, c.params.axis, p.dim});
-  use(ctx, "take_" + size_suffix(a.dtype));
-  bind_arg(ctx, c.output, 0, true);
-  bind_contiguous(ctx, x, 1);
-  bind_contiguous(ctx, idx, 2);
-  [ctx.encoder setBuffer:word.buffer offset:word.offset atIndex:3];
-  params(ctx, p);
-  dispatch_1d(ctx, n);
+  const void* x = contiguous(a, ctx);
+  const void* idx = contiguous(indices, ctx);
+  Dispatch d = kernel(ctx, "take_" + size_suffix(a.dtype));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind(ctx, d, x, 1);
+  bind(ctx, d, idx, 2);
+  take_check(ctx, d, 3, c.params.axis, p.dim);
+  params(d, p);
+  dispatch_1d(d, n);
+  emit(ctx, std::move(d));
 }
 
-void rows(EncodeContext& ctx, const std::string& prefix, int group, int64_t rows_count) {
-  use(ctx, prefix + "_g" + std::to_string(group));
-  int64_t per_group = 256 / group;
-  dispatch_groups(ctx, static_cast<NSUInteger>((rows_count + per_group - 1) / per_group));
+// ---- reductions and rows -----------------------------------------------------------------------
+
+// The row kernels: `group` threads per row, 256 threads per threadgroup.
+void dispatch_rows(Dispatch& d, int group, int64_t rows) {
+  int64_t per_group = static_cast<int64_t>(kGroupThreads) / group;
+  dispatch_groups(d, MTLSizeMake(ns((rows + per_group - 1) / per_group), 1, 1), MTLSizeMake(kGroupThreads, 1, 1));
 }
 
-void reduce(const Command& c, EncodeContext& ctx) {
+void reduce(const Command& c, RecordContext& ctx) {
+  check_subop(c, kReduceOps);
   const TensorArg& x = c.inputs[0];
   gpu::ReduceLayout L = gpu::reduce_layout(x, c.params.axes);
-  std::pair<const void*, size_t> src;
+  const void* src;
   if (!L.permute) {
     src = contiguous(x, ctx);
   } else {
+    // The reduced axes permuted to the end: [kept..., reduced...], contiguous.
     int64_t n = numel(x.shape);
     void* dst = ctx.temp(static_cast<size_t>(std::max<int64_t>(n, 1)) * dtype_size(x.dtype));
     if (n) {
       Walk w = collapse(L.permuted_shape, {contiguous_strides(L.permuted_shape), L.permuted_strides}, {0, x.offset});
-      use(ctx, "copy_" + size_suffix(x.dtype));
-      bind(ctx, dst, 0, 0);
-      bind_arg(ctx, x, 1, false);
-      EwParams p = ew(w, n);
-      p.flags = 0;
-      params(ctx, p);
-      dispatch_1d(ctx, n);
+      emit(ctx, copy_dispatch(ctx, dtype_size(x.dtype), dst, x.data, w, n));
     }
-    src = {dst, 0};
+    src = dst;
   }
   int64_t outputs = L.outer * L.inner;
   if (!outputs) return;
@@ -274,34 +440,40 @@ void reduce(const Command& c, EncodeContext& ctx) {
                .has_weight = 0,
                .has_bias = 0,
                .eps = 0};
-  bind_arg(ctx, c.output, 0, true);
-  bind_contiguous(ctx, src, 1);
-  params(ctx, p);
-  rows(ctx, std::string("reduce_") + suffix(x.dtype), group_for(L.reduced, L.inner), outputs);
+  int group = group_for(L.reduced, L.inner);
+  Dispatch d = kernel(ctx, std::string("reduce_") + suffix(x.dtype) + "_g" + std::to_string(group));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind(ctx, d, src, 1);
+  params(d, p);
+  dispatch_rows(d, group, outputs);
+  emit(ctx, std::move(d));
 }
 
-void softmax(const Command& c, EncodeContext& ctx) {
+void softmax(const Command& c, RecordContext& ctx) {
   const Shape& s = c.output.shape;
   size_t axis = static_cast<size_t>(c.params.axis);
   RowsParams p{.outer = 1, .len = s[axis], .inner = 1, .op = 0, .layer = 0, .has_weight = 0, .has_bias = 0, .eps = 0};
   for (size_t d = 0; d < axis; ++d) p.outer *= s[d];
   for (size_t d = axis + 1; d < s.size(); ++d) p.inner *= s[d];
   if (p.outer * p.inner == 0 || p.len == 0) return;
-  auto x = contiguous(c.inputs[0], ctx);
-  bind_arg(ctx, c.output, 0, true);
-  bind_contiguous(ctx, x, 1);
-  params(ctx, p);
-  rows(ctx, std::string("softmax_") + suffix(c.output.dtype), group_for(p.len, p.inner), p.outer * p.inner);
+  const void* x = contiguous(c.inputs[0], ctx);
+  int group = group_for(p.len, p.inner);
+  Dispatch d = kernel(ctx, std::string("softmax_") + suffix(c.output.dtype) + "_g" + std::to_string(group));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind(ctx, d, x, 1);
+  params(d, p);
+  dispatch_rows(d, group, p.outer * p.inner);
+  emit(ctx, std::move(d));
 }
 
-void norm(const Command& c, EncodeContext& ctx, bool layer) {
+void norm(const Command& c, RecordContext& ctx, bool layer) {
   int64_t D = c.output.shape.back();
   int64_t count = D ? numel(c.output.shape) / D : 0;
   if (!count) return;
   bool has_weight = c.params.flags & 1, has_bias = layer && (c.params.flags & 2);
-  auto x = contiguous(c.inputs[0], ctx);
-  auto w = has_weight ? contiguous(c.inputs[1], ctx) : x;  // unused operands bind x
-  auto b = has_bias ? contiguous(c.inputs[has_weight ? 2 : 1], ctx) : x;
+  const void* x = contiguous(c.inputs[0], ctx);
+  const void* w = has_weight ? contiguous(c.inputs[1], ctx) : x;  // unused operands bind x
+  const void* b = has_bias ? contiguous(c.inputs[has_weight ? 2 : 1], ctx) : x;
   RowsParams p{.outer = count,
                .len = D,
                .inner = 1,
@@ -310,16 +482,25 @@ void norm(const Command& c, EncodeContext& ctx, bool layer) {
                .has_weight = has_weight ? 1 : 0,
                .has_bias = has_bias ? 1 : 0,
                .eps = static_cast<float>(c.params.scalars[0])};
-  bind_arg(ctx, c.output, 0, true);
-  bind_contiguous(ctx, x, 1);
-  bind_contiguous(ctx, w, 2);
-  bind_contiguous(ctx, b, 3);
-  params(ctx, p);
-  rows(ctx, std::string("norm_") + suffix(c.output.dtype), group_for(D, 1), count);
+  int group = group_for(D, 1);
+  Dispatch d = kernel(ctx, std::string("norm_") + suffix(c.output.dtype) + "_g" + std::to_string(group));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind(ctx, d, x, 1);
+  bind(ctx, d, w, 2);
+  bind(ctx, d, b, 3);
+  params(d, p);
+  dispatch_rows(d, group, count);
+  emit(ctx, std::move(d));
 }
 
-void attention(const Command& c, EncodeContext& ctx) {
+// ---- fused ops -------------------------------------------------------------------------------
+
+void attention(const Command& c, RecordContext& ctx) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
+  // Keys in use: a prefix of k and v (scalars[1]); a plan's is checked at each replay.
+  auto used = static_cast<int64_t>(c.params.scalars[1]);
+  if (!ctx.dynamic(c.params, 1) && (used < 0 || used > ks[2]))
+    throw_error(LANES_ERR_DEVICE, "key length " + std::to_string(used) + " is out of range for " + std::to_string(ks[2]) + " keys");
   AttnParams p{.B = qs[0],
                .H = qs[1],
                .Lq = qs[2],
@@ -327,25 +508,31 @@ void attention(const Command& c, EncodeContext& ctx) {
                .Hk = ks[1],
                .Lk = ks[2],
                .Dv = vs[3],
+               .used = used,
                .scale = static_cast<float>(c.params.scalars[0]),
                .causal = c.params.flags & 1};
   int64_t count = p.B * p.H * p.Lq;
   if (!count || !p.Dv) return;
-  auto q = contiguous(c.inputs[0], ctx), k = contiguous(c.inputs[1], ctx), v = contiguous(c.inputs[2], ctx);
-  void* scratch = ctx.temp(static_cast<size_t>(count) * static_cast<size_t>(std::max<int64_t>(p.Lk, 1)) * sizeof(float));
-  use(ctx, std::string("attention_") + suffix(c.output.dtype));
-  bind_arg(ctx, c.output, 0, true);
-  bind_contiguous(ctx, q, 1);
-  bind_contiguous(ctx, k, 2);
-  bind_contiguous(ctx, v, 3);
-  bind(ctx, scratch, 0, 4);
-  params(ctx, p);
-  dispatch_groups(ctx, static_cast<NSUInteger>(count));
+  const void* q = contiguous(c.inputs[0], ctx);
+  const void* k = contiguous(c.inputs[1], ctx);
+  const void* v = contiguous(c.inputs[2], ctx);
+  void* scores = ctx.temp(static_cast<size_t>(count) * static_cast<size_t>(std::max<int64_t>(p.Lk, 1)) * sizeof(float));
+  Dispatch d = kernel(ctx, std::string("attention_") + suffix(c.output.dtype));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind(ctx, d, q, 1);
+  bind(ctx, d, k, 2);
+  bind(ctx, d, v, 3);
+  bind(ctx, d, scores, 4);
+  params(d, p);
+  patch(ctx, d, c.params, 1, ScalarPatch::Kind::Int64, offsetof(AttnParams, used));
+  dispatch_groups(d, MTLSizeMake(ns(count), 1, 1), MTLSizeMake(kGroupThreads, 1, 1));
+  emit(ctx, std::move(d));
 }
 
-void rope(const Command& c, EncodeContext& ctx) {
+void rope(const Command& c, RecordContext& ctx) {
   const Shape& s = c.output.shape;
   int64_t D = s.back();
+  double offset = std::floor(c.params.scalars[2]);  // the position offset: its floor, then the fraction
   RopeParams p{.rows = D ? numel(s) / D : 0,
                .L = s[s.size() - 2],
                .D = D,
@@ -353,33 +540,51 @@ void rope(const Command& c, EncodeContext& ctx) {
                .traditional = c.params.flags & 1,
                .base = static_cast<float>(c.params.scalars[0]),
                .scale = static_cast<float>(c.params.scalars[1]),
-               .offset = c.params.offset};
+               .offset = static_cast<int64_t>(offset),
+               .offset_fraction = static_cast<float>(c.params.scalars[2] - offset)};
   if (!p.rows) return;
-  auto x = contiguous(c.inputs[0], ctx);
-  use(ctx, std::string("rope_") + suffix(c.output.dtype));
-  bind_arg(ctx, c.output, 0, true);
-  bind_contiguous(ctx, x, 1);
-  params(ctx, p);
-  dispatch_1d(ctx, p.rows * D);
+  const void* x = contiguous(c.inputs[0], ctx);
+  Dispatch d = kernel(ctx, std::string("rope_") + suffix(c.output.dtype));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind(ctx, d, x, 1);
+  params(d, p);
+  patch(ctx, d, c.params, 2, ScalarPatch::Kind::Int64, offsetof(RopeParams, offset));
+  patch(ctx, d, c.params, 2, ScalarPatch::Kind::Fraction, offsetof(RopeParams, offset_fraction));
+  dispatch_1d(d, p.rows * D);
+  emit(ctx, std::move(d));
 }
+
+// ---- matmul ----------------------------------------------------------------------------------
 
 // The SIMD-group kernel's threadgroup: four 32-wide SIMD-groups computing a 32x32 tile.
 constexpr int64_t kSimdgroupTile = 32;
 constexpr NSUInteger kSimdgroupThreads = 128;
 
-// The SIMD-group kernel where the GPU has SIMD-group matrices and the output holds at least one
-// whole 32x32 tile; the 16x16 kernel for smaller outputs (a 32x32 tile would mostly idle) and
-// other GPUs. Returns the pipeline to use and its tile edge.
-std::pair<id<MTLComputePipelineState>, int64_t> matmul_pipeline(EncodeContext& ctx, const MatmulParams& p, DType dtype) {
+// Y = A @ B as MatmulParams describe them (a and b: their buffers' bases; y: the output's first
+// element). The SIMD-group kernel where the GPU has SIMD-group matrices and the output holds at
+// least one whole 32x32 tile; the 16x16 kernel for smaller outputs (a 32x32 tile would mostly
+// idle) and other GPUs.
+void matmul_dispatch(RecordContext& ctx, const MatmulParams& p, DType dtype, const void* y, const void* a, const void* b) {
+  Dispatch d;
+  int64_t tile = 16;
   if (ctx.device.simdgroup_matrix && p.M >= kSimdgroupTile && p.N >= kSimdgroupTile) {
     id<MTLComputePipelineState> simdgroup = ctx.device.pipelines->get(std::string("matmul_simdgroup_") + suffix(dtype));
-    if (simdgroup.threadExecutionWidth == 32 && simdgroup.maxTotalThreadsPerThreadgroup >= kSimdgroupThreads)
-      return {simdgroup, kSimdgroupTile};
+    if (simdgroup.threadExecutionWidth == 32 && simdgroup.maxTotalThreadsPerThreadgroup >= kSimdgroupThreads) {
+      d.pipeline = simdgroup;
+      tile = kSimdgroupTile;
+    }
   }
-  return {ctx.device.pipelines->get(std::string("matmul_") + suffix(dtype)), 16};
+  if (!d.pipeline) d.pipeline = ctx.device.pipelines->get(std::string("matmul_") + suffix(dtype));
+  bind(ctx, d, y, 0);
+  bind(ctx, d, a, 1);
+  bind(ctx, d, b, 2);
+  params(d, p);
+  MTLSize groups = MTLSizeMake(ns((p.N + tile - 1) / tile), ns((p.M + tile - 1) / tile), ns(std::min<int64_t>(p.batches, 65535)));
+  dispatch_groups(d, groups, tile == kSimdgroupTile ? MTLSizeMake(kSimdgroupThreads, 1, 1) : MTLSizeMake(16, 16, 1));
+  emit(ctx, std::move(d));
 }
 
-void matmul(const Command& c, EncodeContext& ctx) {
+void matmul(const Command& c, RecordContext& ctx) {
   const Shape& ys = c.output.shape;
   size_t nd = ys.size();
   MatmulParams p{};
@@ -392,7 +597,7 @@ void matmul(const Command& c, EncodeContext& ctx) {
   Shape a_view = batch, b_view = batch;
   a_view.insert(a_view.end(), {p.M, p.K});
   b_view.insert(b_view.end(), {p.K, p.N});
-  std::vector<int64_t> sa = read_strides(c.inputs[0], a_view), sb = read_strides(c.inputs[1], b_view);
+  Shape sa = read_strides(c.inputs[0], a_view), sb = read_strides(c.inputs[1], b_view);
   p.a_row = sa[nd - 2];
   p.a_col = sa[nd - 1];
   p.b_row = sb[nd - 2];
@@ -405,29 +610,118 @@ void matmul(const Command& c, EncodeContext& ctx) {
   }
   p.ab.offset = c.inputs[0].offset;
   p.bb.offset = c.inputs[1].offset;
-  auto [pipeline, tile] = matmul_pipeline(ctx, p, c.output.dtype);
-  [ctx.encoder setComputePipelineState:pipeline];
-  bind_arg(ctx, c.output, 0, true);
-  bind_arg(ctx, c.inputs[0], 1, false);
-  bind_arg(ctx, c.inputs[1], 2, false);
-  params(ctx, p);
-  MTLSize groups = MTLSizeMake(static_cast<NSUInteger>((p.N + tile - 1) / tile), static_cast<NSUInteger>((p.M + tile - 1) / tile),
-                               static_cast<NSUInteger>(std::min<int64_t>(p.batches, 65535)));
-  MTLSize threads = tile == kSimdgroupTile ? MTLSizeMake(kSimdgroupThreads, 1, 1) : MTLSizeMake(16, 16, 1);
-  [ctx.encoder dispatchThreadgroups:groups threadsPerThreadgroup:threads];
+  matmul_dispatch(ctx, p, c.output.dtype, element_address(c.output), c.inputs[0].data, c.inputs[1].data);
+}
+
+// ---- quantized weights -------------------------------------------------------------------------
+
+// Rows up to which quantizedMatmul dequantizes on the fly per output (decode); longer inputs (a
+// prompt) dequantize the weights once into scratch and take the dense float32 matmul.
+constexpr int64_t kMatvecRows = 16;
+
+void dequantize_into(RecordContext& ctx, DType type, const void* weights, const void* out, int64_t count) {
+  Dispatch d = kernel(ctx, std::string("dequantize_") + suffix(type) + "_to_f32");
+  bind(ctx, d, out, 0);
+  bind(ctx, d, weights, 1);
+  params(d, DequantParams{.count = count});
+  dispatch_1d(d, count / 2);
+  emit(ctx, std::move(d));
+}
+
+void quantized_matmul(const Command& c, RecordContext& ctx) {
+  const TensorArg &x = c.inputs[0], &w = c.inputs[1];
+  int64_t k = x.shape.back(), n = w.shape[0];
+  int64_t m = k ? numel(x.shape) / k : 0;
+  if (m == 0 || n == 0) return;
+  const void* xp = contiguous(x, ctx);
+  if (m > kMatvecRows) {
+    void* dense = ctx.temp(static_cast<size_t>(n * k) * sizeof(float));
+    dequantize_into(ctx, w.dtype, w.data, dense, n * k);
+    // y [m, n] = x [m, k] @ W^T: W is [n, k] row-major, so W^T reads (kk, j) at j·k + kk.
+    MatmulParams p{};
+    p.M = m;
+    p.N = n;
+    p.K = k;
+    p.a_row = k;
+    p.a_col = 1;
+    p.b_row = 1;
+    p.b_col = k;
+    p.batches = 1;
+    return matmul_dispatch(ctx, p, DType::Float32, element_address(c.output), xp, dense);
+  }
+  Dispatch d = kernel(ctx, std::string("quantized_matmul_") + suffix(w.dtype));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind(ctx, d, xp, 1);
+  bind(ctx, d, w.data, 2);
+  params(d, QuantMatmulParams{.m = m, .k = k, .n = n});
+  // Whole SIMD-groups per threadgroup (the kernel's shuffles need every lane), each taking
+  // output columns in grid-stride order.
+  NSUInteger width = std::max<NSUInteger>(d.pipeline.threadExecutionWidth, 1);
+  NSUInteger threads = std::min(kGroupThreads, d.pipeline.maxTotalThreadsPerThreadgroup) / width * width;
+  if (threads == 0) throw_error(LANES_ERR_DEVICE, "metal: quantized_matmul cannot run one SIMD-group per threadgroup");
+  auto columns_per_group = static_cast<int64_t>(threads / width);
+  int64_t groups = std::min<int64_t>((n + columns_per_group - 1) / columns_per_group, 1024);
+  dispatch_groups(d, MTLSizeMake(ns(groups), 1, 1), MTLSizeMake(threads, 1, 1));
+  emit(ctx, std::move(d));
+}
+
+void take_quantized(const Command& c, RecordContext& ctx) {
+  const TensorArg &a = c.inputs[0], &indices = c.inputs[1];
+  int64_t dim = a.shape[0], k = a.shape[1], count = numel(indices.shape);
+  if (count == 0 || k == 0) return;
+  const void* idx = contiguous(indices, ctx);
+  Dispatch d = kernel(ctx, std::string("take_dequantize_") + suffix(a.dtype));
+  bind_arg(ctx, d, c.output, 0, true);
+  bind(ctx, d, a.data, 1);
+  bind(ctx, d, idx, 2);
+  take_check(ctx, d, 3, 0, dim);
+  params(d, TakeQuantParams{.count = count, .k = k, .dim = dim});
+  dispatch_1d(d, count * k / 2);
+  emit(ctx, std::move(d));
+}
+
+void dequantize(const Command& c, RecordContext& ctx) {
+  const TensorArg& x = c.inputs[0];
+  int64_t count = numel(x.shape);
+  if (count) dequantize_into(ctx, x.dtype, x.data, element_address(c.output), count);
+}
+
+// ---- replay ----------------------------------------------------------------------------------
+
+void apply(unsigned char* block, const ScalarPatch& p, double v) {
+  switch (p.kind) {
+    case ScalarPatch::Kind::Int64: {
+      int64_t value = p.base + static_cast<int64_t>(std::floor(v)) * p.scale;
+      std::memcpy(block + p.at, &value, sizeof value);
+      return;
+    }
+    case ScalarPatch::Kind::Fraction: {
+      auto value = static_cast<float>(v - std::floor(v));
+      std::memcpy(block + p.at, &value, sizeof value);
+      return;
+    }
+    case ScalarPatch::Kind::StorageBits: {
+      uint32_t value = gpu::storage_bits(p.dtype, v);
+      std::memcpy(block + p.at, &value, sizeof value);
+      return;
+    }
+  }
+  throw_error(LANES_ERR_INTERNAL, "metal: unknown scalar patch");
 }
 
 }  // namespace
 
-void encode_command(const Command& c, EncodeContext& ctx) {
+void record(const Command& c, RecordContext& ctx) {
   switch (c.op) {
     case OpCode::Full: return full(c, ctx);
     case OpCode::Arange: return arange(c, ctx);
     case OpCode::Random: return random(c, ctx);
-    case OpCode::Unary: return map1(c, ctx, std::string("unary_") + suffix(c.output.dtype));
-    case OpCode::AsType: return map1(c, ctx, std::string("astype_") + suffix(c.inputs[0].dtype) + "_" + suffix(c.output.dtype));
+    case OpCode::Unary: return unary(c, ctx);
     case OpCode::Binary: return binary(c, ctx);
+    case OpCode::BinaryScalar: return binary_scalar(c, ctx);
+    case OpCode::SliceUpdate: return slice_update(c, ctx);
     case OpCode::Where: return where(c, ctx);
+    case OpCode::AsType: return astype(c, ctx);
     case OpCode::Matmul: return matmul(c, ctx);
     case OpCode::Reduce: return reduce(c, ctx);
     case OpCode::Softmax: return softmax(c, ctx);
@@ -437,11 +731,42 @@ void encode_command(const Command& c, EncodeContext& ctx) {
     case OpCode::LayerNorm: return norm(c, ctx, true);
     case OpCode::Attention: return attention(c, ctx);
     case OpCode::Rope: return rope(c, ctx);
+    case OpCode::QuantizedMatmul: return quantized_matmul(c, ctx);
+    // Never a command here: data arrives by upload, views share their source's memory, the core
+    // resolves placeholders and plan outputs, and Download is only issued for a backend whose
+    // read_staging() gives memory (Metal's does not: reads are memcpy after the wait).
     case OpCode::FromData:
     case OpCode::View:
-    case OpCode::Download: break;  // no read_staging(): reads copy after the wait
+    case OpCode::Placeholder:
+    case OpCode::PlanOutput:
+    case OpCode::Download: break;
   }
-  throw_error(LANES_ERR_INTERNAL, "metal backend: no kernel for op");
+  throw_error(LANES_ERR_INTERNAL, std::string("metal backend: no kernel for ") + op_name(c.op, c.params.subop));
+}
+
+void encode_dispatch(id<MTLComputeCommandEncoder> encoder, const Dispatch& d, const double* scalars, int count,
+                     const ErrorWords::Word* word) {
+  [encoder setComputePipelineState:d.pipeline];
+  for (const Binding& b : d.buffers) [encoder setBuffer:b.buffer offset:b.offset atIndex:b.index];
+  if (d.take) {
+    if (!word) throw_error(LANES_ERR_INTERNAL, "metal: a take kernel has no error word");
+    [encoder setBuffer:word->buffer offset:word->offset atIndex:d.take->index];
+  }
+  if (d.patches.empty()) {
+    if (!d.params.empty()) [encoder setBytes:d.params.data() length:d.params.size() atIndex:kParamsIndex];
+  } else {
+    // setBytes copies the block into the command buffer now, so each replay keeps its own
+    // values even while an earlier replay of the same plan has not run yet.
+    unsigned char block[kMaxParamsBytes];
+    std::memcpy(block, d.params.data(), d.params.size());
+    for (const ScalarPatch& p : d.patches) {
+      if (!scalars || p.param < 0 || p.param >= count) throw_error(LANES_ERR_INTERNAL, "metal: a plan parameter is missing");
+      apply(block, p, scalars[p.param]);
+    }
+    [encoder setBytes:block length:d.params.size() atIndex:kParamsIndex];
+  }
+  if (d.per_thread) [encoder dispatchThreads:d.size threadsPerThreadgroup:d.group];
+  else [encoder dispatchThreadgroups:d.size threadsPerThreadgroup:d.group];
 }
 
 }  // namespace lanes::metal

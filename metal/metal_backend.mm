@@ -1,15 +1,22 @@
-// The Metal backend: one MTLCommandQueue and one MTLSharedEvent per lanes stream.
+// The Metal backend: one MTLCommandQueue and one MTLSharedEvent (its Fence) per lanes stream.
 //
-// A SubmissionEpoch's command buffer holds the current MTLCommandBuffer (unretained
-// references: the epoch keeps every bound buffer alive itself until completion) and compute
-// encoder; commands are encoded as they arrive, under the stream's op lock. Cross-stream
-// dependencies end the encoder and `encodeWaitForEvent:value:` on the producer's event; commit
-// ends the encoder, `encodeSignalEvent:value:` with the epoch's sequence number, adds a
-// completed handler and commits. The handler only records the status and wakes the queue's
-// completion thread (gpu::InOrderCompletions), which checks errors, poisons the outputs of
-// failed work and signals the timeline; it never takes an op lock and never throws. A failed
-// command buffer never reaches its encodeSignalEvent, so the completion signals that value on
-// the event by hand: no other stream's wait hangs on it.
+// Commands are translated before the op lock (prepare: launch.mm records each command's
+// dispatches); under it, a command buffer only replays the records into its compute encoder.
+// Cross-stream dependencies end the encoder and encodeWaitForEvent:value: on the producer's
+// event. Commit ends the encoder, encodeSignalEvent:value: with the epoch's sequence, adds a
+// completed handler and commits. The handler only hands the epoch to the device's completion
+// thread (gpu::DeviceCompletions), which reads the command buffer's status and the take
+// kernels' error words and reports to the core; it never takes an op lock and never throws. A
+// failed command buffer may never reach its encodeSignalEvent, so the completion raises the
+// event to that sequence by hand before it reports: no other stream's wait hangs on it.
+//
+// Compiled plans: an instance is the plan's commands recorded once. A replay encodes the records
+// into the epoch's command buffer; scalars bound to plan parameters are written into each
+// dispatch's parameter block at encode time and passed with setBytes, which copies them into
+// the command buffer there and then. So a replay never shares a parameter block with an earlier
+// replay still in flight (a shared MTLBuffer written by the CPU at encode time would be
+// overwritten before that replay ran), and it needs no extra buffer. Take kernels likewise get
+// a fresh error word per replay.
 //
 // Written against Apple's documented Metal API. CI compiles and links it for macOS on Linux
 // (docs/METAL.md); only the macOS workflow (.github/workflows/macos.yml) can run it.
@@ -17,15 +24,13 @@
 #import <Metal/Metal.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <optional>
 
 #include "../ffi/src/backend.hpp"
-#include "../ffi/src/epoch_checks.hpp"
-#include "../ffi/src/gpu/in_order_completions.hpp"
-#include "../ffi/src/runtime.hpp"
 #include "../ffi/src/status.hpp"
+#include "kernel_source.hpp"
 #include "metal_device.hpp"
 
 // Errors beyond the project's flags, for this file's own code (not the headers above): nil where
@@ -33,19 +38,9 @@
 #pragma clang diagnostic error "-Wnullable-to-nonnull-conversion"
 #pragma clang diagnostic error "-Wsign-conversion"
 
-extern "C" const char* const lanes_metal_kernel_source;  // metal/embed.zig
-
 namespace lanes {
 namespace metal {
 namespace {
-
-uint64_t env_or(const char* name, uint64_t fallback) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  unsigned long long n = std::strtoull(v, &end, 10);
-  return end && *end == 0 && n > 0 ? n : fallback;
-}
 
 std::string describe(NSError* error) {
   const char* text = error ? [[error localizedDescription] UTF8String] : nullptr;
@@ -67,67 +62,182 @@ void use_ieee_math(MTLCompileOptions* options) {
 #endif
 }
 
-// A stream's event registry entry: other streams wait on it.
-struct Event {
+constexpr NSUInteger kMaxEpochsInFlight = 1024;
+
+// A queue's timeline as other queues wait on it.
+class MetalFence final : public Fence {
+ public:
+  explicit MetalFence(id<MTLSharedEvent> e) : event(e) {}
   id<MTLSharedEvent> event;
 };
 
-class MetalBackend;
+// A compiled plan's commands recorded once for the device; replays encode the records.
+class MetalPlanInstance final : public PlanInstance {
+ public:
+  explicit MetalPlanInstance(ErrorWords& words) : recorded(words) {}
+  MetalPrepared recorded;  // takes no error words: each replay takes its own
+};
 
 class MetalCommandBuffer final : public CommandBuffer {
  public:
-  MetalCommandBuffer(MetalBackend& backend, id<MTLCommandQueue> queue, id<MTLSharedEvent> gate, uint64_t gate_value);
-  void encode(Command command) override;
-  void encode_wait(std::shared_ptr<Timeline> other, uint64_t value) override;
-  void inject_failure(std::string reason) override { injected = std::move(reason); }
+  MetalCommandBuffer(const Device& device, id<MTLCommandQueue> queue, id<MTLSharedEvent> gate, uint64_t gate_value)
+      : device_(device), buffer_([queue commandBufferWithUnretainedReferences]) {
+    if (gate_value) [buffer_ encodeWaitForEvent:gate value:gate_value];
+  }
+  ~MetalCommandBuffer() override {
+    for (const TakeCheck& t : replay_checks_) device_.error_words->give_back(t.word);
+  }
+
+  void encode(const Command& command, std::unique_ptr<Prepared> prepared) override {
+    auto* p = static_cast<MetalPrepared*>(prepared.release());
+    if (!p) {
+      error = std::string("metal: ") + op_name(command.op, command.params.subop) + " was not prepared";
+      return;
+    }
+    prepared_.emplace_back(p);  // keeps its buffers and error words until the epoch completed
+    if (error) return;          // the epoch failed already; its remaining work is not encoded
+    try {
+      @autoreleasepool {
+        id<MTLComputeCommandEncoder> e = encoder();
+        for (const Dispatch& d : p->dispatches) encode_dispatch(e, d, nullptr, 0, nullptr);
+      }
+    } catch (const std::exception& e) {
+      error = std::string(op_name(command.op, command.params.subop)) + ": " + e.what();
+    }
+  }
+
+  void encode_wait(Fence& other, uint64_t value) override {
+    auto& fence = static_cast<MetalFence&>(other);
+    end_encoder();
+    [buffer_ encodeWaitForEvent:fence.event value:value];
+    waited_.push_back(fence.event);
+  }
+
+  void encode_plan(PlanInstance& instance, const double* scalars, int count) override {
+    auto& plan = static_cast<MetalPlanInstance&>(instance);  // the core holds it until this epoch completed
+    if (error) return;
+    try {
+      @autoreleasepool {
+        id<MTLComputeCommandEncoder> e = encoder();
+        for (const Dispatch& d : plan.recorded.dispatches) {
+          const ErrorWords::Word* word = nullptr;
+          if (d.take) {
+            replay_checks_.push_back(TakeCheck{device_.error_words->take(), d.take->axis, d.take->dim});
+            word = &replay_checks_.back().word;
+          }
+          encode_dispatch(e, d, scalars, count, word);
+        }
+      }
+    } catch (const std::exception& e) {
+      error = std::string("compiled plan: ") + e.what();
+    }
+  }
 
   // Ends encoding; returns the command buffer to commit.
-  id<MTLCommandBuffer> finish();
+  id<MTLCommandBuffer> finish() {
+    end_encoder();
+    return buffer_;
+  }
 
-  struct Wait {
-    std::shared_ptr<Timeline> timeline;
-    uint64_t value;
-    std::shared_ptr<Event> event;
-  };
-  std::vector<Command> commands;
-  std::vector<Wait> waits;
-  std::optional<std::string> injected;
-  std::optional<std::string> encode_error;
-  std::unique_ptr<EncodeContext> context;
+  // A take index out of range, reported by its kernel (read once the buffer completed).
+  std::optional<std::string> take_error() const {
+    for (const auto& p : prepared_)
+      for (const TakeCheck& t : p->checks)
+        if (auto e = take_error_of(t)) return e;
+    for (const TakeCheck& t : replay_checks_)
+      if (auto e = take_error_of(t)) return e;
+    return std::nullopt;
+  }
+
+  std::optional<std::string> error;  // at encode time
 
  private:
-  id<MTLComputeCommandEncoder> encoder();
+  static std::optional<std::string> take_error_of(const TakeCheck& t) {
+    volatile int* word = t.word.host;
+    if (!word[0]) return std::nullopt;
+    return "take: index " + std::to_string(word[1]) + " is out of range for axis " + std::to_string(t.axis) + " of size " +
+           std::to_string(t.dim);
+  }
 
-  MetalBackend& backend_;
+  id<MTLComputeCommandEncoder> encoder() {
+    if (!encoder_) encoder_ = [buffer_ computeCommandEncoder];
+    if (!encoder_) throw_error(LANES_ERR_DEVICE, "metal: could not create a compute encoder");
+    return encoder_;
+  }
+  void end_encoder() {
+    if (!encoder_) return;
+    [encoder_ endEncoding];
+    encoder_ = nil;
+  }
+
+  const Device& device_;
   id<MTLCommandBuffer> buffer_;
+  id<MTLComputeCommandEncoder> encoder_ = nil;
+  std::vector<std::unique_ptr<MetalPrepared>> prepared_;
+  std::deque<TakeCheck> replay_checks_;  // a deque: encode_dispatch holds a pointer into it
+  std::vector<id<MTLSharedEvent>> waited_;  // held until completion (the buffer holds no references)
 };
 
 class MetalQueue final : public Queue {
  public:
-  MetalQueue(MetalBackend& backend, uint64_t stream_id, std::shared_ptr<Event> event);
-  ~MetalQueue() override;
-  std::unique_ptr<CommandBuffer> new_command_buffer() override;
-  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) override;
-  void debug_pause(bool paused) override;
+  explicit MetalQueue(const Device& device) : device_(device) {
+    // A queue lets this many command buffers exist uncompleted; making one more blocks, and
+    // new_command_buffer runs under the op lock. newCommandQueue's default is 64.
+    queue_ = [device.device newCommandQueueWithMaxCommandBufferCount:kMaxEpochsInFlight];
+    id<MTLSharedEvent> event = [device.device newSharedEvent];
+    gate_ = [device.device newSharedEvent];
+    if (!queue_ || !event || !gate_) throw_error(LANES_ERR_DEVICE, "metal: could not create a command queue");
+    fence_ = std::make_shared<MetalFence>(event);
+  }
+  ~MetalQueue() override {
+    gate_.signaledValue = gate_value_.load();  // paused work, if any, may finish
+  }
+
+  std::unique_ptr<CommandBuffer> new_command_buffer() override {
+    uint64_t gate = gate_value_.load();
+    return std::make_unique<MetalCommandBuffer>(device_, queue_, gate_, gate > gate_.signaledValue ? gate : 0);
+  }
+  std::shared_ptr<Fence> fence() override { return fence_; }
+  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) override;
+  // Epochs opened while paused begin by waiting for the gate event, which resuming raises.
+  void debug_pause(bool paused) override {
+    if (paused) gate_value_.fetch_add(1);
+    else gate_.signaledValue = gate_value_.load();
+  }
 
  private:
-  struct Submission {
-    std::unique_ptr<MetalCommandBuffer> buffer;
-    uint64_t sequence = 0;
-    CompletionFn on_complete;
-    std::optional<std::string> device_error;  // written by the completed handler before signal()
-  };
-  void complete(Submission& s, const std::optional<std::string>& sticky);
-
-  MetalBackend& backend_;
-  const uint64_t stream_id_;
-  std::shared_ptr<Event> event_;
+  const Device& device_;
   id<MTLCommandQueue> queue_;
-  // debug_pause: epochs opened while paused first wait for this event to reach gate_value_.
+  std::shared_ptr<MetalFence> fence_;
   id<MTLSharedEvent> gate_;
   std::atomic<uint64_t> gate_value_{0};
-  std::unique_ptr<gpu::InOrderCompletions> completions_;
 };
+
+void MetalQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) {
+  @autoreleasepool {
+    std::shared_ptr<MetalCommandBuffer> b(static_cast<MetalCommandBuffer*>(buffer.release()));
+    id<MTLCommandBuffer> cb = b->finish();
+    id<MTLSharedEvent> event = fence_->event;
+    // Always signal, so other streams' waits and the completion thread move on.
+    [cb encodeSignalEvent:event value:sequence];
+    void* token = device_.completions->expect([b, cb, event, sequence, done](const std::optional<std::string>& lost) mutable {
+      @autoreleasepool {
+        std::optional<std::string> error = b->error;
+        if (!error && lost) error = lost;
+        if (!error && cb.status == MTLCommandBufferStatusError) error = "Metal command buffer failed: " + describe(cb.error);
+        if (!error) error = b->take_error();
+        if (error && event.signaledValue < sequence) event.signaledValue = sequence;  // release waiters
+        b.reset();  // buffers and error words back before the core finishes (it may free this queue)
+        done->complete(error ? error->c_str() : nullptr);
+      }
+    });
+    // On Metal's own thread: no Metal call and no lock that is ever held across one.
+    [cb addCompletedHandler:^(id<MTLCommandBuffer> finished) {
+      gpu::DeviceCompletions::arrive(token);
+    }];
+    [cb commit];
+  }
+}
 
 class MetalBackend final : public Backend {
  public:
@@ -137,7 +247,10 @@ class MetalBackend final : public Backend {
     buffers_ = std::make_unique<BufferTable>();
     pipelines_ = std::make_unique<Pipelines>(device);
     error_words_ = std::make_unique<ErrorWords>(device);
-    device_ = Device{device, buffers_.get(), pipelines_.get(), error_words_.get(), [device supportsFamily:MTLGPUFamilyApple7]};
+    // Metal reports a lost device through command buffer errors, so there is nothing to poll.
+    completions_ = std::make_unique<gpu::DeviceCompletions>([]() -> std::optional<std::string> { return std::nullopt; }, nullptr);
+    device_ = Device{device, buffers_.get(), pipelines_.get(), error_words_.get(), completions_.get(),
+                     [device supportsFamily:MTLGPUFamilyApple7]};
   }
 
   const char* name() const override { return "metal"; }
@@ -154,159 +267,37 @@ class MetalBackend final : public Backend {
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
 
-  std::unique_ptr<Queue> new_queue(uint64_t stream_id, int) override {
-    auto event = std::make_shared<Event>();
-    event->event = [device_.device newSharedEvent];
-    {
-      std::lock_guard lock(events_mutex_);
-      events_[stream_id] = event;
+  std::unique_ptr<Prepared> prepare(const Command& command, int, Scratch& scratch) override {
+    @autoreleasepool {
+      auto prepared = std::make_unique<MetalPrepared>(*error_words_);
+      RecordContext ctx{device_, scratch, *prepared};
+      record(command, ctx);
+      return prepared;
     }
-    return std::make_unique<MetalQueue>(*this, stream_id, std::move(event));
   }
 
-  // MLX's defaults for Apple GPUs: epochs of about 40 ops and 40 MB, from the environment if set.
-  uint64_t default_epoch_bytes() const override { return env_or("LANES_METAL_EPOCH_MB", 40) << 20; }
-  uint32_t default_epoch_ops() const override { return static_cast<uint32_t>(env_or("LANES_METAL_EPOCH_OPS", 40)); }
-
-  std::shared_ptr<Event> event_of(uint64_t id) {
-    std::lock_guard lock(events_mutex_);
-    auto it = events_.find(id);
-    std::shared_ptr<Event> e = it == events_.end() ? nullptr : it->second.lock();
-    if (!e) throw_error(LANES_ERR_INTERNAL, "metal: waiting on stream " + std::to_string(id) + ", which has no event");
-    return e;
-  }
-  void forget_event(uint64_t id) {
-    std::lock_guard lock(events_mutex_);
-    events_.erase(id);
+  std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, int, Scratch& scratch) override {
+    @autoreleasepool {
+      auto instance = std::make_unique<MetalPlanInstance>(*error_words_);
+      RecordContext ctx{device_, scratch, instance->recorded, true};
+      for (const Command& c : commands) record(c, ctx);
+      return instance;
+    }
   }
 
-  const Device& device() const { return device_; }
+  std::unique_ptr<Queue> new_queue(int) override { return std::make_unique<MetalQueue>(device_); }
+
+  // MLX's defaults for Apple GPUs: epochs of about 40 ops and 40 MB.
+  uint64_t default_epoch_bytes() const override { return uint64_t(40) << 20; }
+  uint32_t default_epoch_ops() const override { return 40; }
 
  private:
   std::unique_ptr<BufferTable> buffers_;
   std::unique_ptr<Pipelines> pipelines_;
   std::unique_ptr<ErrorWords> error_words_;
-  Device device_;
-  std::mutex events_mutex_;  // leaf
-  std::unordered_map<uint64_t, std::weak_ptr<Event>> events_;
+  std::unique_ptr<gpu::DeviceCompletions> completions_;
+  Device device_{};
 };
-
-// ---- command buffer ----------------------------------------------------------------------------
-
-MetalCommandBuffer::MetalCommandBuffer(MetalBackend& backend, id<MTLCommandQueue> queue, id<MTLSharedEvent> gate,
-                                       uint64_t gate_value)
-    : backend_(backend), buffer_([queue commandBufferWithUnretainedReferences]) {
-  context = std::make_unique<EncodeContext>(EncodeContext{backend.device(), nil, {}, {}});
-  if (gate_value) [buffer_ encodeWaitForEvent:gate value:gate_value];
-}
-
-id<MTLComputeCommandEncoder> MetalCommandBuffer::encoder() {
-  if (!context->encoder) context->encoder = [buffer_ computeCommandEncoder];
-  return context->encoder;
-}
-
-void MetalCommandBuffer::encode(Command command) {
-  if (!injected && !encode_error) {
-    try {
-      encoder();
-      encode_command(command, *context);
-    } catch (const std::exception& e) {
-      encode_error = std::string(op_name(command.op, command.params.subop)) + ": " + e.what();
-    }
-  }
-  commands.push_back(std::move(command));  // keeps its buffers alive until completion
-}
-
-void MetalCommandBuffer::encode_wait(std::shared_ptr<Timeline> other, uint64_t value) {
-  std::shared_ptr<Event> event = backend_.event_of(other->stream_id());
-  if (context->encoder) {
-    [context->encoder endEncoding];
-    context->encoder = nil;
-  }
-  [buffer_ encodeWaitForEvent:event->event value:value];
-  waits.push_back(Wait{std::move(other), value, std::move(event)});
-}
-
-id<MTLCommandBuffer> MetalCommandBuffer::finish() {
-  if (context->encoder) {
-    [context->encoder endEncoding];
-    context->encoder = nil;
-  }
-  return buffer_;
-}
-
-// ---- queue -------------------------------------------------------------------------------------
-
-MetalQueue::MetalQueue(MetalBackend& backend, uint64_t stream_id, std::shared_ptr<Event> event)
-    : backend_(backend), stream_id_(stream_id), event_(std::move(event)) {
-  queue_ = [backend.device().device newCommandQueue];
-  gate_ = [backend.device().device newSharedEvent];
-  if (!queue_ || !gate_) throw_error(LANES_ERR_DEVICE, "metal: could not create a command queue");
-  // Metal reports lost devices through command buffer errors, so there is nothing to poll.
-  completions_ = std::make_unique<gpu::InOrderCompletions>([]() -> std::optional<std::string> { return std::nullopt; }, nullptr);
-}
-
-MetalQueue::~MetalQueue() {
-  gate_.signaledValue = gate_value_.load();  // paused work, if any, may finish
-  completions_.reset();
-  backend_.forget_event(stream_id_);
-}
-
-std::unique_ptr<CommandBuffer> MetalQueue::new_command_buffer() {
-  uint64_t gate = gate_value_.load();
-  return std::make_unique<MetalCommandBuffer>(backend_, queue_, gate_, gate > gate_.signaledValue ? gate : 0);
-}
-
-void MetalQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, CompletionFn on_complete) {
-  auto s = std::make_shared<Submission>();
-  s->buffer.reset(static_cast<MetalCommandBuffer*>(buffer.release()));
-  s->sequence = sequence;
-  s->on_complete = std::move(on_complete);
-  id<MTLCommandBuffer> cb = s->buffer->finish();
-  [cb encodeSignalEvent:event_->event value:sequence];
-  gpu::InOrderCompletions* completions = completions_.get();
-  Submission* raw = s.get();  // alive until its completion ran, which waits for this handler
-  [cb addCompletedHandler:^(id<MTLCommandBuffer> done) {
-    if (done.status == MTLCommandBufferStatusError) raw->device_error = "Metal command buffer failed: " + describe(done.error);
-    completions->signal();
-  }];
-  completions_->push([this, s](const std::optional<std::string>& sticky) { complete(*s, sticky); }, true);
-  [cb commit];
-}
-
-void MetalQueue::debug_pause(bool paused) {
-  if (paused) gate_value_.fetch_add(1);
-  else gate_.signaledValue = gate_value_.load();
-}
-
-void MetalQueue::complete(Submission& s, const std::optional<std::string>& sticky) {
-  MetalCommandBuffer& b = *s.buffer;
-  std::optional<std::string> error = b.injected ? b.injected : b.encode_error ? b.encode_error : s.device_error ? s.device_error : sticky;
-  if (error && event_->event.signaledValue < s.sequence) event_->event.signaledValue = s.sequence;  // release waiters
-  for (MetalCommandBuffer::Wait& w : b.waits) {
-    if (error) break;
-    error = failed_wait(*w.timeline, w.value);
-  }
-  for (const Command& c : b.commands) {
-    if (error) break;
-    error = poisoned_input(c);
-  }
-  for (const TakeCheck& t : b.context->take_checks) {
-    if (!error && t.word.host[0])
-      error = "take: index " + std::to_string(t.word.host[1]) + " is out of range for axis " + std::to_string(t.axis) +
-              " of size " + std::to_string(t.dim);
-    backend_.device().error_words->give_back(t.word);
-  }
-  uint64_t kernels = 0;
-  for (const Command& c : b.commands) {
-    ++kernels;
-    if (error) c.output.buffer->poisoned.store(true, std::memory_order_release);
-  }
-  if (!error) runtime().counters.kernels_executed.fetch_add(kernels, std::memory_order_relaxed);
-  CompletionFn done = std::move(s.on_complete);
-  s.buffer.reset();  // release the epoch's buffers and scratch before signalling
-  done(error ? &*error : nullptr);
-}
 
 }  // namespace
 
@@ -314,22 +305,23 @@ void MetalQueue::complete(Submission& s, const std::optional<std::string>& stick
 
 void BufferTable::add(void* contents, id<MTLBuffer> buffer) {
   std::unique_lock lock(mutex_);
-  buffers_[contents] = buffer;
+  buffers_[reinterpret_cast<uintptr_t>(contents)] = Entry{buffer, [buffer length]};
 }
 
-id<MTLBuffer> BufferTable::remove(void* contents) {
+void BufferTable::remove(void* contents) {
   std::unique_lock lock(mutex_);
-  auto it = buffers_.find(contents);
-  if (it == buffers_.end()) return nil;
-  id<MTLBuffer> b = it->second;
-  buffers_.erase(it);
-  return b;
+  buffers_.erase(reinterpret_cast<uintptr_t>(contents));
 }
 
-id<MTLBuffer> BufferTable::find(const void* contents) {
+id<MTLBuffer> BufferTable::find(const void* address, NSUInteger& offset) {
+  auto at = reinterpret_cast<uintptr_t>(address);
   std::shared_lock lock(mutex_);
-  auto it = buffers_.find(contents);
-  return it == buffers_.end() ? nil : it->second;
+  auto it = buffers_.upper_bound(at);  // the first buffer starting after `address`
+  if (it == buffers_.begin()) return nil;
+  --it;
+  if (at - it->first >= it->second.length) return nil;
+  offset = at - it->first;
+  return it->second.buffer;
 }
 
 id<MTLComputePipelineState> Pipelines::get(const std::string& name) {
@@ -341,8 +333,8 @@ id<MTLComputePipelineState> Pipelines::get(const std::string& name) {
   {
     std::lock_guard lock(library_mutex_);
     if (!library_) {
-      NSString* source = [NSString stringWithUTF8String:lanes_metal_kernel_source];
-      if (!source) throw_error(LANES_ERR_INTERNAL, "metal: the embedded kernel source is not UTF-8");
+      NSString* source = [NSString stringWithUTF8String:kernel_source().c_str()];
+      if (!source) throw_error(LANES_ERR_INTERNAL, "metal: the kernel source is not UTF-8");
       MTLCompileOptions* options = [MTLCompileOptions new];
       use_ieee_math(options);
       NSError* error = nil;
@@ -381,11 +373,6 @@ ErrorWords::Word ErrorWords::take() {
 void ErrorWords::give_back(const Word& w) {
   std::lock_guard lock(mutex_);
   free_.push_back(w);
-}
-
-void* EncodeContext::temp(size_t bytes) {
-  temps.push_back(runtime().allocator().allocate(bytes));
-  return temps.back()->data();
 }
 
 }  // namespace metal

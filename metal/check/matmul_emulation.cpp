@@ -10,10 +10,6 @@
 // Every buffer ends exactly at an inaccessible page, so an access past an operand's or the
 // output's end stops the test (SIGSEGV, reported); elements before an operand's offset are NaN,
 // output elements start as a sentinel, and threadgroup memory starts as NaN.
-#include <signal.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <barrier>
 #include <cmath>
@@ -25,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "guarded_memory.hpp"
 #include "matmul_emulation.hpp"
 
 thread_local std::barrier<>* current_threadgroup;
@@ -34,37 +31,6 @@ void emulated_threadgroup_barrier() { current_threadgroup->arrive_and_wait(); }
 unsigned emulated_simd_lane() { return current_lane; }
 
 namespace {
-
-// `bytes` of memory followed directly by a page that faults on any access.
-class GuardedBuffer {
- public:
-  explicit GuardedBuffer(size_t bytes) {
-    size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    size_t data_pages = (bytes + page - 1) / page;
-    map_bytes_ = (data_pages + 1) * page;
-    map_ = mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (map_ == MAP_FAILED) std::abort();
-    unsigned char* guard = static_cast<unsigned char*>(map_) + data_pages * page;
-    if (mprotect(guard, page, PROT_NONE) != 0) std::abort();
-    data_ = guard - bytes;
-  }
-  ~GuardedBuffer() { munmap(map_, map_bytes_); }
-  GuardedBuffer(const GuardedBuffer&) = delete;
-  GuardedBuffer& operator=(const GuardedBuffer&) = delete;
-  unsigned char* data() const { return data_; }
-
- private:
-  void* map_;
-  size_t map_bytes_;
-  unsigned char* data_;
-};
-
-void report_fault(int) {
-  const char message[] = "FAIL a kernel accessed memory past the end of an operand or the output\n";
-  ssize_t ignored = write(2, message, sizeof message - 1);
-  (void)ignored;
-  _exit(1);
-}
 
 struct Case {
   EmulatedDType dtype;
