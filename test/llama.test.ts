@@ -155,8 +155,13 @@ describe("Llama forward pass on a tiny GGUF model", () => {
     });
   });
 
+  // Exact precision (float32 weights and KV cache) to check the architecture itself; the
+  // default precision (quantized weights, 8-bit activations, a float16 KV cache) is checked
+  // against llama.cpp in test/llm.test.ts.
+  const exact = { dequantize: true, kvCache: "float32" } as const;
+
   test("logits at every position equal the float64 forward pass; decoding through the KV cache too", () => {
-    using model = { m: new LlamaModel("tiny", config, loadLlamaWeights(file, config)), [Symbol.dispose]() { this.m.dispose(); } };
+    using model = { m: new LlamaModel("tiny", config, loadLlamaWeights(file, config, exact), exact), [Symbol.dispose]() { this.m.dispose(); } };
     using stream = lx.newStream();
     const all = model.m.stepLogits(ids, undefined, stream);
     lx.eval(all.logits);
@@ -179,12 +184,36 @@ describe("Llama forward pass on a tiny GGUF model", () => {
     for (const c of state?.caches ?? []) c.dispose();
   });
 
+  test("compiled decode steps give the eager steps' logits bit for bit, at both precisions", () => {
+    for (const opts of [exact, {}] as const) {
+      const run = (compiled: boolean) => {
+        const m = new LlamaModel("tiny", config, loadLlamaWeights(file, config, opts), { ...opts, compiled });
+        using stream = lx.newStream();
+        const out: Uint32Array[] = [];
+        let state: DecoderState | undefined;
+        for (const input of [ids.slice(0, 4), ...ids.slice(4).map((t) => [t])]) {
+          const s = m.step(input, state, stream);
+          lx.eval(s.logits, ...s.state.caches);
+          out.push(new Uint32Array(s.logits.toFloat32Array().buffer));
+          s.scope.disposeExcept(s.state.caches);
+          state = s.state;
+        }
+        for (const c of state?.caches ?? []) c.dispose();
+        m.dispose();
+        return out;
+      };
+      const eager = run(false), compiled = run(true);
+      expect(compiled.length).toBe(eager.length);
+      compiled.forEach((bits, i) => expect(Buffer.from(bits.buffer).equals(Buffer.from(eager[i]!.buffer))).toBe(true));
+    }
+  });
+
   test("loadTextModel reads the whole file: model, tokenizer and chat template", () => {
     const dir = mkdtempSync(join(tmpdir(), "lanes-llama-"));
     try {
       const path = join(dir, "tiny.gguf");
       writeFileSync(path, bytes);
-      using tm = loadTextModel(path, "tiny");
+      using tm = loadTextModel(path, "tiny", exact);
       expect(tm.contextLength).toBe(64);
       expect(tm.tokenizer.stopIds).toEqual([0, 2]);
       expect(tm.tokenizer.encode("<|im_start|>ab ba", { special: true })).toEqual([1, 39, 4, 3]);

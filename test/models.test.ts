@@ -184,6 +184,18 @@ describe("models against references", () => {
       expect(b).toEqual(a);
       model.dispose();
     });
+
+    test(`${name}: compiled decode steps give the eager steps' tokens and logits bit for bit`, async () => {
+      const weights = loadModel(name).weights;
+      const eager = buildModel(`${name}-eager`, architectures[name], new Map(weights), { compiled: false });
+      const compiled = buildModel(`${name}-compiled`, architectures[name], new Map(weights));
+      const p = { tokens: encode("compile me"), maxTokens: 40, temperature: 0.8, topK: 20, seed: 11 };
+      const e = await generate(eager, p, lx.newStream());
+      const c = await generate(compiled, p, lx.newStream());
+      expect(c.tokens).toEqual(e.tokens);
+      expect(c.checksums).toEqual(e.checksums); // bit-exact logits at every step
+      compiled.dispose();
+    });
   }
 
   test("incremental logits match full recomputation to float32 accuracy", async () => {

@@ -5,6 +5,8 @@
  */
 import type { LanesArray } from "../array.ts";
 import * as lx from "../index.ts";
+import type { Scalar } from "../scalar.ts";
+import { appendKV } from "./kv-cache.ts";
 
 /** Collects the arrays a model step creates, so they can be freed together after evaluation. */
 export class Scope {
@@ -47,28 +49,31 @@ export interface DecoderConfig {
   ropeBase: number;
 }
 
-/** x + Attention(rmsNorm(x)) with rotary positions and a KV cache; returns [x, k, v]. */
+/**
+ * x + Attention(rmsNorm(x)) with rotary positions and a KV cache (preallocated to `capacity`
+ * positions and filled in place, see kv-cache.ts; `keys` positions are in use after this
+ * step); returns [x, k, v]. Consumes `cache`.
+ */
 export function attentionBlock(
   s: Scope,
   w: Weights,
   p: string,
   cfg: DecoderConfig,
   x: LanesArray,
-  pos: number,
-  cache: [LanesArray, LanesArray] | undefined,
+  pos: number | Scalar,
+  keys: number | Scalar,
+  cache: readonly [LanesArray, LanesArray] | undefined,
+  capacity: number,
 ): [LanesArray, LanesArray, LanesArray] {
   const L = x.shape[1]!;
   const hd = cfg.dim / cfg.heads;
   const h = s.t(lx.rmsNorm(x, w.get(`${p}.attn_norm`)!, 1e-5));
   const heads = (t: LanesArray, n: number) => s.t(lx.transpose(s.t(lx.reshape(t, [1, L, n, hd])), [0, 2, 1, 3]));
   const q = s.t(lx.rope(heads(s.t(lx.matmul(h, w.get(`${p}.wq`)!)), cfg.heads), hd, { offset: pos, base: cfg.ropeBase }));
-  let k = s.t(lx.rope(heads(s.t(lx.matmul(h, w.get(`${p}.wk`)!)), cfg.kvHeads), hd, { offset: pos, base: cfg.ropeBase }));
-  let v = heads(s.t(lx.matmul(h, w.get(`${p}.wv`)!)), cfg.kvHeads);
-  if (cache) {
-    k = s.t(lx.concatenate([cache[0], k], 2));
-    v = s.t(lx.concatenate([cache[1], v], 2));
-  }
-  const a = s.t(lx.scaledDotProductAttention(q, k, v, { causal: true }));
+  const kNew = s.t(lx.rope(heads(s.t(lx.matmul(h, w.get(`${p}.wk`)!)), cfg.kvHeads), hd, { offset: pos, base: cfg.ropeBase }));
+  const k = appendKV(s, cache?.[0], kNew, pos, capacity);
+  const v = appendKV(s, cache?.[1], heads(s.t(lx.matmul(h, w.get(`${p}.wv`)!)), cfg.kvHeads), pos, capacity);
+  const a = s.t(lx.scaledDotProductAttention(q, k, v, { causal: true, keyLength: keys }));
   const merged = s.t(lx.reshape(s.t(lx.transpose(a, [0, 2, 1, 3])), [1, L, cfg.dim]));
   return [s.t(lx.add(x, s.t(lx.matmul(merged, w.get(`${p}.wo`)!)))), k, v];
 }

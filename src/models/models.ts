@@ -10,6 +10,8 @@
 import type { LanesArray } from "../array.ts";
 import * as lx from "../index.ts";
 import type { Stream } from "../stream.ts";
+import type { Scalar } from "../scalar.ts";
+import { cacheCapacity } from "./kv-cache.ts";
 import { attentionBlock, type DecoderConfig, mlpBlock, recurrenceBlock, Scope, weight, type Weights } from "./layers.ts";
 import { byteVocab } from "./tokenizer.ts";
 
@@ -161,45 +163,99 @@ class Classifier extends BaseModel implements Model {
 
 class Decoder extends BaseModel implements Model {
   readonly kind = "decoder";
+  readonly #compiled: boolean;
+  // The decode step of one token: (token id, position, key length, caches...) -> [logits, caches...].
+  readonly #decode: lx.CompiledFunction<[LanesArray, number, number, ...LanesArray[]], LanesArray[]>;
+
+  constructor(name: string, arch: Architecture, w: Weights, opts: { compiled?: boolean } = {}) {
+    super(name, arch, w);
+    this.#compiled = opts.compiled ?? true;
+    const caches = arch.config.layers.flatMap((kind) => (kind === "attn" ? [0, 1] : [0]));
+    const firstAttn = arch.config.layers.indexOf("attn");
+    this.#decode = lx.compile(
+      (ids: LanesArray, pos: number, keys: number, ...cache: LanesArray[]) => {
+        const capacity = firstAttn >= 0 ? cache[this.#cacheIndex(firstAttn)]!.shape[2]! : 0;
+        const { logits, caches: next } = this.#forward(new Scope(), ids, 1, pos, keys, cache, capacity);
+        return [logits, ...next];
+      },
+      { scalars: [1, 2], donate: caches.map((_, i) => i + 3) },
+    );
+  }
+
   get outputs(): number {
     return this.arch.config.vocab;
   }
+
+  // Where layer `layer`'s state starts among the caches (two arrays per attention layer, one per recurrence).
+  #cacheIndex(layer: number): number {
+    return this.arch.config.layers.slice(0, layer).reduce((n, kind) => n + (kind === "attn" ? 2 : 1), 0);
+  }
+
   step(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step {
+    const cfg = this.arch.config;
     const s = new Scope();
+    const pos = state?.pos ?? 0;
+    const L = tokens.length;
+    const firstAttn = cfg.layers.indexOf("attn");
+    const held = state && firstAttn >= 0 ? state.caches[this.#cacheIndex(firstAttn)]!.shape[2]! : 0;
+    return lx.withStream(stream, () => {
+      const ids = s.t(lx.array(Int32Array.from(tokens)));
+      if (this.#compiled && L === 1 && state && (firstAttn < 0 || held >= pos + 1)) {
+        const [logits, ...caches] = this.#decode(ids, pos, pos + 1, ...state.caches);
+        return { logits: s.t(logits!), state: { pos: pos + 1, caches }, scope: s };
+      }
+      const { logits, caches } = this.#forward(s, ids, L, pos, pos + L, state?.caches, cacheCapacity(pos + L, cfg.maxSeq));
+      return { logits, state: { pos: pos + L, caches }, scope: s };
+    });
+  }
+
+  // The forward pass of `L` tokens at `pos`; attention caches grow to `capacity`.
+  #forward(
+    s: Scope,
+    ids: LanesArray,
+    L: number,
+    pos: number | Scalar,
+    keys: number | Scalar,
+    state: readonly LanesArray[] | undefined,
+    capacity: number,
+  ): { logits: LanesArray; caches: LanesArray[] } {
     const cfg = this.arch.config;
     const w = this.w;
-    const pos = state?.pos ?? 0;
     const caches: LanesArray[] = [];
-    const logits = lx.withStream(stream, () => {
-      let x = s.t(lx.reshape(s.t(lx.take(w.get("embed")!, s.t(lx.array(Int32Array.from(tokens))))), [1, tokens.length, cfg.dim]));
-      let c = 0;
-      cfg.layers.forEach((kind, i) => {
-        const p = `layers.${i}`;
-        if (kind === "attn") {
-          const prev = state ? ([state.caches[c], state.caches[c + 1]] as [LanesArray, LanesArray]) : undefined;
-          const [y, k, v] = attentionBlock(s, w, p, cfg, x, pos, prev);
-          caches.push(k, v);
-          c += 2;
-          x = y;
-        } else {
-          const [y, st] = recurrenceBlock(s, w, p, cfg.dim, x, state?.caches[c]);
-          caches.push(st);
-          c += 1;
-          x = y;
-        }
-        x = mlpBlock(s, w, p, x);
-      });
-      const L = tokens.length;
-      const last = s.t(lx.reshape(s.t(lx.slice(x, [0, L - 1, 0], [1, L, cfg.dim])), [1, cfg.dim]));
-      const h = s.t(lx.rmsNorm(last, w.get("norm")!, 1e-5));
-      const head = w.get("head") ?? s.t(lx.transpose(w.get("embed")!));
-      return s.t(lx.reshape(s.t(lx.matmul(h, head)), [cfg.vocab]));
+    let x = s.t(lx.reshape(s.t(lx.take(w.get("embed")!, ids)), [1, L, cfg.dim]));
+    let c = 0;
+    cfg.layers.forEach((kind, i) => {
+      const p = `layers.${i}`;
+      if (kind === "attn") {
+        const prev = state ? ([state[c]!, state[c + 1]!] as const) : undefined;
+        const [y, k, v] = attentionBlock(s, w, p, cfg, x, pos, keys, prev, capacity);
+        caches.push(k, v);
+        c += 2;
+        x = y;
+      } else {
+        const [y, st] = recurrenceBlock(s, w, p, cfg.dim, x, state?.[c]);
+        caches.push(st);
+        c += 1;
+        x = y;
+      }
+      x = mlpBlock(s, w, p, x);
     });
-    return { logits, state: { pos: pos + tokens.length, caches }, scope: s };
+    const last = s.t(lx.reshape(s.t(lx.slice(x, [0, L - 1, 0], [1, L, cfg.dim])), [1, cfg.dim]));
+    const h = s.t(lx.rmsNorm(last, w.get("norm")!, 1e-5));
+    const head = w.get("head") ?? s.t(lx.transpose(w.get("embed")!));
+    return { logits: s.t(lx.reshape(s.t(lx.matmul(h, head)), [cfg.vocab])), caches };
+  }
+
+  override dispose(): void {
+    this.#decode.dispose();
+    super.dispose();
   }
 }
 
-/** Builds a model of `arch` from float32 weights (converted by the caller). */
-export function buildModel(name: string, arch: Architecture, weights: Weights): Model {
-  return arch.name === "mlp" ? new Classifier(name, arch, weights) : new Decoder(name, arch, weights);
+/**
+ * Builds a model of `arch` from float32 weights (converted by the caller). A decoder runs its
+ * one-token steps as a compiled plan unless `compiled` is false.
+ */
+export function buildModel(name: string, arch: Architecture, weights: Weights, opts: { compiled?: boolean } = {}): Model {
+  return arch.name === "mlp" ? new Classifier(name, arch, weights) : new Decoder(name, arch, weights, opts);
 }
