@@ -39,7 +39,8 @@ export {
   type GgufValueTypeName,
 } from "./gguf.ts";
 export { GgufTokenizer, type StreamDecoder } from "./gguf-tokenizer.ts";
-export { checkLlamaTensors, linear, llamaConfig, LlamaModel, llamaShapes, loadLlamaWeights, type LlamaConfig } from "./llama.ts";
+export { checkLlamaTensors, linear, llamaConfig, LlamaModel, llamaShapes, loadLlamaWeights, type LlamaConfig, type LlamaOptions } from "./llama.ts";
+export { appendKV, cacheCapacity } from "./kv-cache.ts";
 export type { ChatMessage, TextModel, Tokenizer } from "./text.ts";
 export { ChatTemplate, defaultModelFile, defaultModelPath, GgufTextModel, loadTextModel, loadTokenizer } from "./text-model.ts";
 export { bos, byteVocab, decode, encode } from "./tokenizer.ts";
