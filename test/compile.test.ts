@@ -6,7 +6,6 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import * as lx from "../src/index.ts";
-import { architectures, buildModel, type DecoderState, type Model } from "../src/models/index.ts";
 import { randomData, rng } from "./support/reference.ts";
 import type { PlanResult, PlanTask } from "./support/compile-worker.ts";
 import { buildBlocks, quantTypes, scaleSource } from "./support/quant-blocks.ts";
@@ -225,39 +224,8 @@ describe("compiled equals eager, bit for bit, per op family", () => {
     const cache = () => f32([1, Hk, Lmax, hd]);
     checkCompiled(step, [0, 3, 9].map((pos) => [f32([1, 1, D]), cache(), cache(), pos, pos + 1] as [Arr, Arr, Arr, number, number]), { scalars: [3, 4] });
   });
-
-  test("the toy transformer's decode step (src/models: embedding, 4 attention + MLP layers, tied head)", () => {
-    const model = toyTransformer();
-    using stream = lx.newStream();
-    try {
-      const cachesOf = (tokens: number[]) => {
-        const st = model.step(tokens, undefined, stream);
-        lx.eval(st.logits, ...st.state.caches);
-        st.scope.disposeExcept(st.state.caches);
-        return st.state;
-      };
-      // Decode: the 8 KV caches are the arguments, the position a scalar; the token is fixed.
-      const decode = (...args: [...Arr[], number]) => {
-        const pos = args[8] as number;
-        const st = model.step([42], { pos, caches: args.slice(0, 8) as Arr[] }, stream);
-        return { logits: st.logits, caches: st.state.caches };
-      };
-      const states: DecoderState[] = [cachesOf([1, 2, 3]), cachesOf([7, 8, 9]), cachesOf([100, 5, 17])];
-      checkCompiled(decode, states.map((s) => [...s.caches, s.pos] as [...Arr[], number]), { scalars: [8] });
-      for (const s of states) for (const c of s.caches) c.dispose();
-    } finally {
-      model.dispose();
-    }
-  });
 });
 
-function toyTransformer(): Model {
-  const arch = architectures.transformer;
-  const weights = new Map<string, Arr>();
-  let seed = 1;
-  for (const [name, shape] of Object.entries(arch.shapes())) weights.set(name, lx.random.normal(shape, { seed: seed++, scale: 0.08 }));
-  return buildModel("toy", arch, weights);
-}
 
 describe("outputs", () => {
   test("an output that is the input itself, a constant, or a view is copied into an array of its own", () => {
