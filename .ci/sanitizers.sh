@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sanitizer lanes beyond TSan (which zig builds): the native tests under AddressSanitizer +
 # UndefinedBehaviorSanitizer + LeakSanitizer (g++ from Debian; zig has no ASan), and the C ABI
-# fuzzer under libFuzzer (clang from Debian) for a bounded time.
+# fuzzer under libFuzzer (clang from Debian) for a bounded time, and the quantized kernels'
+# test under UBSan.
 #   bash .ci/sanitizers.sh [fuzz-seconds]
 # Prints "sanitizers: N passed, N failed".
 set -uo pipefail
@@ -56,6 +57,15 @@ if command -v clang++-14 >/dev/null 2>&1 &&
   fi
 else
   echo "sanitizers: fuzzer build failed"; failed=$((failed + 1))
+fi
+
+echo "== quantized kernels against their float64 references, every SIMD level (g++ -O2 + UBSan)"
+quant_flags="-std=c++20 -O2 -g -fsanitize=undefined -fno-sanitize-recover=undefined -Iffi/include -Iffi/src -pthread"
+if g++ $quant_flags ffi/test/quant_test.cpp cpu/quant.cpp cpu/compute_pool.cpp cpu/cpu_features.cpp ffi/src/config.cpp \
+  -o "$out/quant-test" && UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "$out/quant-test" | tail -3; then
+  passed=$((passed + 1))
+else
+  echo "sanitizers: quantized kernel test failed"; failed=$((failed + 1))
 fi
 
 echo "sanitizers: $passed passed, $failed failed"

@@ -2,7 +2,7 @@
 
 Without a GPU (default): builds the source the backend compiles at run time (the op codes of
 ffi/include/lanes_table.def, then both files) and compiles it to PTX for sm_90 with libnvrtc
-(PyPI nvidia-cuda-nvrtc-cu12, pinned in bench/requirements.txt, or LANES_NVRTC=path) through
+(PyPI nvidia-cuda-nvrtc-cu12, pinned in test/support/requirements-gguf.txt, in the venv scripts/setup.sh makes, or LANES_NVRTC=path) through
 ctypes, once per LANES_FAMILY_* the source uses, as the backend does. Fails on any NVRTC error
 or warning, or a missing entry point.
 
@@ -15,7 +15,7 @@ API (ctypes, libcuda) on random blocks and checks, with numpy:
     64, k up to 4096 (two shared-memory tiles) and padded activation rows;
   - bitwise equal results for three grid sizes.
 
-    python3 scripts/check_cuda_kernels.py [--ptx OUT.ptx] [--run]   (with bench/requirements.txt installed)
+    python3 scripts/check_cuda_kernels.py [--ptx OUT.ptx] [--run]   (in ~/.cache/lanes/gguf-py)
 """
 import argparse
 import ctypes
@@ -42,7 +42,7 @@ def load_nvrtc():
     candidates += sorted(glob.glob("/usr/local/cuda*/lib64/libnvrtc.so*"))
     candidates = [f for f in candidates if "builtins" not in f and ".alt." not in os.path.basename(f)]
     if not candidates:
-        sys.exit("libnvrtc not found: install bench/requirements.txt or set LANES_NVRTC")
+        sys.exit("libnvrtc not found: run scripts/setup.sh (test/support/requirements-gguf.txt) or set LANES_NVRTC")
     return ctypes.CDLL(candidates[0])
 
 
