@@ -4,14 +4,16 @@
 // in-process run of the same chat (greedy at temperature 0, the same seeded draws otherwise).
 // Exits 0 only when every chat succeeded and matched.
 //
-//   bun run demo                              the toy chat model (byte tokenizer, seeded weights)
-//   bun run demo --model path/to/model.gguf   a GGUF model
+//   bun run demo                              SmolLM2-135M-Instruct (Q4_1 GGUF, fetched by scripts/setup.sh)
+//   bun run demo --model path/to/model.gguf   another Llama-architecture GGUF
+//   bun run demo --model toy                  the toy chat model (byte tokenizer, seeded weights)
 //   bun run demo --max-tokens 64 --chats-per-client 2 --streams 16
 import OpenAI from "openai";
 import { backendName } from "lanes";
 import { loadModel } from "lanes/models";
 import { loadGgufTextModel, serve } from "lanes/serve";
 import { byteTextModel } from "../src/models/toy-text.ts";
+import { defaultModelPath } from "../src/models/text-model.ts";
 import type { TextModel } from "../src/models/text.ts";
 import { chatLevels, chatTable, runChatRamp, serialAnswers } from "../bench/serve/chat-ramp.ts";
 
@@ -22,11 +24,11 @@ function option(name: string, fallback: string): string {
 
 function demoModel(choice: string): TextModel {
   if (choice === "toy") return byteTextModel(loadModel("transformer"));
-  return loadGgufTextModel(choice);
+  return loadGgufTextModel(choice === "smollm2" ? defaultModelPath() : choice);
 }
 
 const t0 = performance.now();
-const choice = option("--model", process.env.LANES_DEMO_MODEL ?? "toy");
+const choice = option("--model", process.env.LANES_DEMO_MODEL ?? "smollm2");
 const maxTokens = Number(option("--max-tokens", "64"));
 const perClient = Number(option("--chats-per-client", "2"));
 // As many streams as chats at the top level: every chat runs at once, none waits in the queue.

@@ -220,9 +220,9 @@ LANES_API lanes_status lanes_plan_new(const uint64_t* inputs, int32_t n_inputs, 
 LANES_API lanes_status lanes_plan_retain(uint64_t plan);  /* any thread */
 LANES_API lanes_status lanes_plan_release(uint64_t plan); /* any thread; replays in flight finish first */
 /* One replay on `stream` (0: the default stream), encoded and committed by this call: writes
- * `n_outputs` new array handles. The handles of donated inputs are released by the call
- * (their caller gives them up), whether it succeeds or not. Replays of one plan may run at
- * once on any number of streams. */
+ * `n_outputs` new array handles. Given as many valid input handles as the plan has inputs,
+ * the call releases the handles of donated inputs (their caller gives them up), whether the
+ * replay then succeeds or not. Replays of one plan may run at once on any number of streams. */
 LANES_API lanes_status lanes_plan_run(uint64_t plan, uint64_t stream, const uint64_t* inputs, int32_t n_inputs,
                                       const double* scalars, int32_t n_scalars, uint64_t* out_outputs,
                                       int32_t n_outputs); /* any thread */

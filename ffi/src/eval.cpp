@@ -113,15 +113,21 @@ class Evaluation {
       if (!seen.insert(out.get()).second) continue;
       if (!visit(out)) continue;
       stack.push_back(Frame{out, 0});
-      while (!stack.empty()) {
-        Frame& top = stack.back();
-        if (top.next_input < top.node->inputs.size()) {
-          NodePtr child = top.node->inputs[top.next_input++];
-          if (seen.insert(child.get()).second && visit(child)) stack.push_back(Frame{std::move(child), 0});
-        } else {
-          mine_.push_back(std::move(top.node));
-          stack.pop_back();
+      try {
+        while (!stack.empty()) {
+          Frame& top = stack.back();
+          if (top.next_input < top.node->inputs.size()) {
+            NodePtr child = top.node->inputs[top.next_input++];
+            if (seen.insert(child.get()).second && visit(child)) stack.push_back(Frame{std::move(child), 0});
+          } else {
+            mine_.push_back(std::move(top.node));
+            stack.pop_back();
+          }
         }
+      } catch (...) {
+        // Nodes claimed on the way down are ours too: release_claims must hand them back.
+        for (Frame& f : stack) mine_.push_back(std::move(f.node));
+        throw;
       }
     }
   }

@@ -3,6 +3,7 @@
 // (never crash, hang or corrupt memory) and every handle the input created must release cleanly,
 // leaving the live counts where they started.
 //   clang++ -fsanitize=fuzzer,address,undefined ... (see .ci/sanitizers.sh)
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -31,6 +32,12 @@ struct State {
   std::vector<uint64_t> arrays, streams, freed;
   uint64_t queue = 0;
 };
+
+// LANES_FUZZ_TRACE=1 prints each step and what it returned (to read a crash or timeout input).
+bool tracing() {
+  static const bool on = std::getenv("LANES_FUZZ_TRACE") != nullptr;
+  return on;
+}
 
 uint64_t live(int which) {
   uint64_t v[LANES_STAT_COUNT] = {};
@@ -61,16 +68,70 @@ int32_t small_shape(Input& in, int64_t* dims) {
 }
 
 void keep(State& st, lanes_status s, uint64_t h) {
+  if (tracing()) std::fprintf(stderr, "  -> %d %llu %s\n", s, (unsigned long long)h, s ? lanes_last_error() : "");
   if (s == LANES_OK) st.arrays.push_back(h);
+}
+
+// One trace and a few replays: a placeholder (or a picked array posing as an input), one op
+// that may read scalar parameter 0, a plan over it, replays with picked arguments and scalars
+// (right or wrong in count, shape and kind), then the plan's info and meta read and released.
+void trace_and_replay(Input& in, State& st) {
+  int64_t dims[8];
+  int32_t ndim = small_shape(in, dims);
+  uint64_t input = 0, output = 0;
+  if (in.u8() & 1) {
+    if (lanes_array_placeholder(in.u8() % 6, dims, ndim, &input) != LANES_OK) return;
+    st.arrays.push_back(input);
+  } else {
+    input = pick(in, st);
+  }
+  int32_t param = in.u8() % 4 == 0 ? -1 : in.u8() % 3;
+  lanes_status made = in.u8() & 1 ? lanes_array_binary_scalar(in.u8() % 12, input, 2.0, 0, param, 0, &output)
+                                  : lanes_array_rope(input, 2 * (in.u8() % 3), 1, 10000.0, 1.0, 0, param, 0, &output);
+  if (made != LANES_OK) return;
+  st.arrays.push_back(output);
+  uint64_t plan = 0;
+  uint8_t donate = in.u8() & 1;
+  uint64_t outputs[2] = {output, pick(in, st)};
+  if (lanes_plan_new(&input, 1, outputs, 1 + (in.u8() % 4 == 0), in.u8() % 3, in.u8() & 1 ? &donate : nullptr,
+                     in.u8() & 1 ? "meta" : nullptr, &plan) != LANES_OK) {
+    if (tracing()) std::fprintf(stderr, "  plan_new(in %llu out %llu) -> %s\n", (unsigned long long)input, (unsigned long long)output, lanes_last_error());
+    return;
+  }
+  if (tracing()) std::fprintf(stderr, "  plan_new(in %llu out %llu) ok\n", (unsigned long long)input, (unsigned long long)output);
+  for (int replays = 1 + in.u8() % 3; replays > 0; --replays) {
+    uint64_t args[2] = {pick(in, st), pick(in, st)};
+    double scalars[3] = {in.i8() / 2.0, static_cast<double>(in.i8()), __builtin_nan("")};
+    uint64_t results[2] = {0, 0};
+    int32_t n_results = 1 + (in.u8() % 4 == 0);
+    lanes_status ran = lanes_plan_run(plan, pick_stream(in, st), args, 1 + (in.u8() % 4 == 0), scalars, in.u8() % 4, results, n_results);
+    if (tracing()) std::fprintf(stderr, "  run(%llu) -> %d %s\n", (unsigned long long)args[0], ran, ran ? lanes_last_error() : "");
+    if (ran == LANES_OK)
+      for (int32_t i = 0; i < n_results; ++i) st.arrays.push_back(results[i]);
+    // A donated argument's handle may have been given up by the call: then it is stale.
+    auto ours = std::find(st.arrays.begin(), st.arrays.end(), args[0]);
+    int32_t dtype = 0, rank = 0;
+    if (ours != st.arrays.end() && lanes_array_info(args[0], &dtype, &rank, nullptr, 0) != LANES_OK) {
+      if (!donate) __builtin_trap();
+      st.freed.push_back(args[0]);
+      st.arrays.erase(ours);
+    }
+  }
+  int32_t counts[4];
+  uint64_t arena = 0;
+  lanes_plan_info(plan, &counts[0], &counts[1], &counts[2], &counts[3], &arena);
+  char meta[8];
+  int32_t length = 0;
+  lanes_plan_meta(plan, meta, in.u8() % 9, &length);
+  if (lanes_plan_release(plan) != LANES_OK) __builtin_trap();
 }
 
 void step(Input& in, State& st) {
   uint64_t out = 0;
   int64_t dims[8];
   int32_t axes[8];
-  static const bool trace = std::getenv("LANES_FUZZ_TRACE") != nullptr;
-  uint8_t op = in.u8() % 30;
-  if (trace) std::fprintf(stderr, "step %d (arrays %zu)\n", op, st.arrays.size());
+  uint8_t op = in.u8() % 35;
+  if (tracing()) std::fprintf(stderr, "step %d (arrays %zu)\n", op, st.arrays.size());
   switch (op) {
     case 0: {  // from data, sometimes with the wrong byte count
       int32_t ndim = small_shape(in, dims);
@@ -186,7 +247,8 @@ void step(Input& in, State& st) {
       size_t bytes = static_cast<size_t>(n) * (dt == LANES_BOOL ? 1 : dt >= LANES_FLOAT16 ? 2 : 4);
       if (bytes > (1u << 22)) break;
       std::vector<uint8_t> buf(bytes + 4);
-      lanes_array_read(h, buf.data(), bytes + (in.u8() % 8 == 0 ? 4 : 0));
+      lanes_status r = lanes_array_read(h, buf.data(), bytes + (in.u8() % 8 == 0 ? 4 : 0));
+      if (tracing()) std::fprintf(stderr, "  read %llu -> %d %s\n", (unsigned long long)h, r, r ? lanes_last_error() : "");
       break;
     }
     case 24: {  // retain + release (balanced) or release a foreign/stale handle
@@ -221,6 +283,30 @@ void step(Input& in, State& st) {
       }
       break;
     case 28: lanes_stream_synchronize(pick_stream(in, st)); break;
+    case 29: {  // quantized blocks [rows, 32 * blocks], sometimes with the wrong byte count
+      lanes_dtype dt = (lanes_dtype[]){LANES_Q4_0, LANES_Q4_1, LANES_Q8_0}[in.u8() % 3];
+      int64_t block_bytes = dt == LANES_Q4_0 ? 18 : dt == LANES_Q4_1 ? 20 : 34;
+      dims[0] = in.u8() % 5;
+      dims[1] = 32 * (in.u8() % 4) + (in.u8() % 8 == 0 ? 7 : 0);
+      size_t bytes = static_cast<size_t>(dims[0] * (dims[1] / 32) * block_bytes);
+      std::vector<uint8_t> buf(bytes + 8);
+      for (auto& b : buf) b = in.u8();
+      keep(st, lanes_array_from_data(buf.data(), bytes + (in.u8() % 16 == 0 ? 2 : 0), dt, dims, 2, &out), out);
+      break;
+    }
+    case 30: keep(st, lanes_array_quantized_matmul(pick(in, st), pick(in, st), pick_stream(in, st), &out), out); break;
+    case 31:
+      keep(st, lanes_array_binary_scalar(in.u8() % 12, pick(in, st), in.i8() / 4.0, in.u8() & 1, -1, pick_stream(in, st), &out), out);
+      break;
+    case 32:
+      keep(st, lanes_array_slice_update(pick(in, st), pick(in, st), in.i8() % 5, in.i8(), -1, pick_stream(in, st), &out), out);
+      break;
+    case 33: {  // a placeholder, kept: other ops build on it and evaluations of it must fail cleanly
+      int32_t ndim = small_shape(in, dims);
+      keep(st, lanes_array_placeholder(in.u8() % 9, dims, ndim, &out), out);
+      break;
+    }
+    case 34: trace_and_replay(in, st); break;
     default: lanes_array_release(in.u64()); break;  // garbage
   }
 }

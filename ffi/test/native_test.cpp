@@ -388,6 +388,25 @@ void test_plan_replayed_from_threads() {
   OK(lanes_array_release(w));
 }
 
+// Evaluating a graph that reads a placeholder fails with a typed error every time, and the
+// nodes it claimed on the way are handed back: a later evaluation or read fails the same way
+// instead of waiting forever on a claim (found by the ABI fuzzer).
+void test_failed_walk_releases_its_claims() {
+  int64_t shape[2] = {4, 4};
+  uint64_t x = 0, a = 0, b = 0, q = 0;
+  OK(lanes_array_placeholder(LANES_FLOAT32, shape, 2, &x));
+  OK(lanes_array_binary_scalar(LANES_OP_MINIMUM, x, 1.0, 0, -1, 0, &a));
+  OK(lanes_array_unary(LANES_OP_EXP, a, 0, &b));
+  OK(lanes_completion_queue_new(&q));
+  EXPECT(lanes_eval_async(&b, 1, q, 7) == LANES_ERR_INVALID_ARGUMENT);
+  EXPECT(lanes_eval(&a, 1) == LANES_ERR_INVALID_ARGUMENT);
+  EXPECT(std::strstr(lanes_last_error(), "has no value outside its trace") != nullptr);
+  float out[16];
+  EXPECT(lanes_array_read(b, out, sizeof out) == LANES_ERR_INVALID_ARGUMENT);
+  for (uint64_t h : {x, a, b}) OK(lanes_array_release(h));
+  OK(lanes_completion_queue_release(q));
+}
+
 // ---- small vectors -----------------------------------------------------------------------------
 
 // Shapes use an inline vector: random operations must match std::vector's.
@@ -494,6 +513,7 @@ int main(int argc, char** argv) {
   run("streams: dispose waits for in-flight work, later work is rejected", test_dispose_waits_for_in_flight_work);
   run("graph: a batch that fails part-way keeps what it encoded (each node runs once)", test_partial_batch_failure_keeps_encoded_nodes);
   run("plans: 8 threads replay one plan on their own streams, equal to serial bitwise", test_plan_replayed_from_threads);
+  run("a failed walk releases its claims: later evaluations fail instead of hanging", test_failed_walk_releases_its_claims);
   run("small vector: random operations match std::vector", test_small_vector_matches_std_vector);
   run("locks: out-of-order acquisition aborts with both lock names",
       [&] { test_lock_order_violation_aborts(argv[0]); });
