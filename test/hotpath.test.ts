@@ -416,3 +416,19 @@ describe("LANES_LOCKING=global (child processes)", () => {
     expect(r.code).toBe(0);
   }, 120_000);
 });
+
+describe("memory pressure across streams (child processes, per-stream and global locking)", () => {
+  for (const locking of ["per-stream", "global"]) {
+    test(`${locking}: allocations over the limit wait for the other stream's completions instead of failing`, () => {
+      const env = { ...process.env, LANES_LOCKING: locking === "global" ? "global" : "" };
+      const proc = Bun.spawnSync([process.execPath, join(root, "test", "support", "memory-pressure.ts")], { cwd: root, env, timeout: 120_000 });
+      const out = proc.stdout.toString();
+      expect(proc.exitCode, out + proc.stderr.toString()).toBe(0);
+      const { pressured, free } = JSON.parse(out.trim().split("\n").at(-1)!) as { pressured: number[]; free: number[] };
+      expect(pressured.length).toBe(24);
+      // The sum of exp over 2^20 uniform draws is close to 2^20 (e - 1); both runs draw the same numbers.
+      for (const s of pressured) expect(Math.abs(s / (1 << 20) - (Math.E - 1))).toBeLessThan(0.01);
+      expect(pressured.toSorted()).toEqual(free.toSorted());
+    }, 120_000);
+  }
+});

@@ -154,6 +154,12 @@ void Allocator::give_back(MemoryPool* home, void* data, size_t capacity, int dev
   }
 }
 
+void Allocator::epoch_finished() {
+  if (waiting_.load(std::memory_order_acquire) == 0) return;
+  std::lock_guard lock(mutex_);
+  returned_.notify_all();
+}
+
 void Allocator::release_block(void* data, size_t capacity, int device) {
   bool cached = false;
   uint64_t limit = limit_.load(std::memory_order_relaxed);

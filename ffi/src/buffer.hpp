@@ -98,6 +98,8 @@ class Allocator {
   void reset_peak();
   // Frees every cached block (the shared cache and every pool's).
   void trim();
+  // Wakes allocations waiting on in-flight work: an epoch has finished and returned its buffers.
+  void epoch_finished();
 
   static size_t round_capacity(size_t bytes);
   // A block no pool keeps any more (a retired pool's): into the shared cache, or freed.

@@ -96,13 +96,16 @@ struct EpochRecord final : Completion {
       for (Buffer* b : writes) b->poisoned.store(true, std::memory_order_release);
     Runtime& rt = runtime();
     if (!error) rt.counters.kernels_executed.fetch_add(kernels, std::memory_order_relaxed);
-    rt.counters.epochs_completed.fetch_add(1, std::memory_order_relaxed);
     std::shared_ptr<Timeline> timeline = finishing->timeline;
     uint64_t value = sequence;
-    // Memory goes back before anyone waiting on the timeline wakes.
+    // Memory goes back before anyone waiting on the timeline wakes, and before the epoch counts
+    // as completed: an allocation over the limit gives up only once nothing is in flight, so it
+    // must never see this epoch done with its buffers still held.
     keep.clear();
     staging.clear();
     others.clear();
+    rt.counters.epochs_completed.fetch_add(1, std::memory_order_release);
+    rt.allocator().epoch_finished();
     timeline->signal(value, error ? &*error : nullptr);
   }
 };
