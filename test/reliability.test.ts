@@ -134,6 +134,25 @@ describe("lifecycles", () => {
     expect(() => lx.exp(a, { stream: s })).toThrow(lx.DisposedError);
   });
 
+  test("work on another stream that reads the output of a stream disposed before (in flight or done) waits for it and is right", async () => {
+    using consumer = lx.newStream();
+    for (let round = 0; round < 24; round++) {
+      const s = lx.newStream();
+      const a = lx.random.normal([128, 128], { seed: 40 + round, stream: s });
+      const h = lx.matmul(a, a, { stream: s });
+      const done = lx.evalAsync(h);
+      if (round % 3 === 1) await done; // the producer finished before its stream goes
+      s.dispose(); // in flight otherwise: the wait below races the producer's completion
+      if (round % 3 === 2) await Bun.sleep(0);
+      const y = lx.multiply(h, 2, { stream: consumer });
+      lx.eval(y);
+      await done;
+      const hv = h.toFloat32Array(), yv = y.toFloat32Array();
+      expect(yv.every((v, i) => v === 2 * hv[i]!)).toBe(true);
+      for (const t of [a, h, y]) t.dispose();
+    }
+  });
+
   test("the process exits with work in flight: clean exit, no hang, no abort", () => {
     for (const mode of ["exit", "end"]) {
       const r = runChild("exit-in-flight.ts", [mode]);
