@@ -134,43 +134,33 @@ std::shared_ptr<Buffer> Allocator::allocate(size_t bytes, int device, const std:
   }
 }
 
-void Allocator::give_back(MemoryPool* home, void* data, size_t capacity, int device) {
-  active_.fetch_sub(capacity, std::memory_order_relaxed);
+bool Allocator::room_for(size_t capacity) const {
   uint64_t limit = limit_.load(std::memory_order_relaxed);
-  bool room = limit == 0 || active_.load(std::memory_order_relaxed) + cached_.load(std::memory_order_relaxed) + capacity <= limit;
-  if (!(room && home && home->keep(data, capacity))) {
-    bool cached = false;
-    if (room && cached_.load(std::memory_order_relaxed) + capacity <= backend_.max_cached_bytes()) {
-      std::lock_guard lock(mutex_);
-      shared_.emplace(std::make_pair(device, capacity), data);
-      cached_.fetch_add(capacity, std::memory_order_relaxed);
-      cached = true;
-    }
-    if (!cached) backend_.deallocate(data, capacity, device);
-  }
-  if (waiting_.load(std::memory_order_acquire) > 0) {
-    std::lock_guard lock(mutex_);
-    returned_.notify_all();
-  }
+  return limit == 0 || active_.load(std::memory_order_relaxed) + cached_.load(std::memory_order_relaxed) + capacity <= limit;
 }
 
-void Allocator::epoch_finished() {
+void Allocator::give_back(MemoryPool* home, void* data, size_t capacity, int device) {
+  active_.fetch_sub(capacity, std::memory_order_relaxed);
+  if (!(room_for(capacity) && home && home->keep(data, capacity))) release_block(data, capacity, device);
+  wake_waiters();
+}
+
+void Allocator::epoch_finished() { wake_waiters(); }
+
+void Allocator::wake_waiters() {
   if (waiting_.load(std::memory_order_acquire) == 0) return;
   std::lock_guard lock(mutex_);
   returned_.notify_all();
 }
 
 void Allocator::release_block(void* data, size_t capacity, int device) {
-  bool cached = false;
-  uint64_t limit = limit_.load(std::memory_order_relaxed);
-  bool room = limit == 0 || active_.load(std::memory_order_relaxed) + cached_.load(std::memory_order_relaxed) + capacity <= limit;
-  if (room && cached_.load(std::memory_order_relaxed) + capacity <= backend_.max_cached_bytes()) {
+  if (room_for(capacity) && cached_.load(std::memory_order_relaxed) + capacity <= backend_.max_cached_bytes()) {
     std::lock_guard lock(mutex_);
     shared_.emplace(std::make_pair(device, capacity), data);
     cached_.fetch_add(capacity, std::memory_order_relaxed);
-    cached = true;
+    return;
   }
-  if (!cached) backend_.deallocate(data, capacity, device);
+  backend_.deallocate(data, capacity, device);
 }
 
 void Allocator::set_limit(uint64_t bytes) { limit_.store(bytes, std::memory_order_relaxed); }

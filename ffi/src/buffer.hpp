@@ -110,7 +110,10 @@ class Allocator {
   friend class MemoryPool;
   void give_back(MemoryPool* home, void* data, size_t capacity, int device);
   void wait_for_returns(size_t capacity);
+  void wake_waiters();
   bool over_limit(size_t capacity) const;
+  // Whether a freed block of `capacity` may stay cached under the memory limit.
+  bool room_for(size_t capacity) const;
 
   Backend& backend_;
   std::function<bool()> work_in_flight_;

@@ -31,21 +31,6 @@ void wait_for_claim(const Node& n, uint64_t word) {
   }
 }
 
-// Scratch a backend asks for while preparing a command: from the stream's pool, kept with the
-// command until its epoch completed.
-class PoolScratch final : public Scratch {
- public:
-  PoolScratch(const StreamPtr& stream, std::vector<std::shared_ptr<Buffer>>& out) : stream_(stream), out_(out) {}
-  void* allocate(size_t bytes) override {
-    out_.push_back(runtime().allocator().allocate(bytes, stream_->device(), stream_->pool()));
-    return out_.back()->data();
-  }
-
- private:
-  const StreamPtr& stream_;
-  std::vector<std::shared_ptr<Buffer>>& out_;
-};
-
 TensorArg tensor_arg(const Node& n) {
   TensorArg t;
   t.data = n.buffer ? n.buffer->data() : nullptr;
@@ -242,7 +227,7 @@ class Evaluation {
       pc.reads.push_back(in->buffer);
     }
     if (n->op == OpCode::Download) c.params.host_staging = n->staging.get(), pc.staging = n->staging;
-    PoolScratch scratch(stream, pc.scratch);
+    StreamScratch scratch(*stream, pc.scratch);
     pc.prepared = rt.backend().prepare(c, stream->device(), scratch);
     return p;
   }

@@ -16,20 +16,6 @@ constexpr size_t kArenaAlignment = 256;
 
 size_t aligned(size_t bytes) { return (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment; }
 
-// Scratch a backend asks for while instantiating: kept with the instance.
-class KeptScratch final : public Scratch {
- public:
-  KeptScratch(const StreamPtr& stream, std::vector<std::shared_ptr<Buffer>>& out) : stream_(stream), out_(out) {}
-  void* allocate(size_t bytes) override {
-    out_.push_back(runtime().allocator().allocate(bytes, stream_->device(), stream_->pool()));
-    return out_.back()->data();
-  }
-
- private:
-  const StreamPtr& stream_;
-  std::vector<std::shared_ptr<Buffer>>& out_;
-};
-
 // A copy of `from` (any layout) into contiguous memory at `to`, as a command.
 Command copy_command(const TensorArg& from, void* to) {
   Command c;
@@ -271,7 +257,7 @@ std::shared_ptr<Plan::Instance> Plan::instance_for(const StreamPtr& stream, cons
     c.output = TensorArg{address(*made, step.output.slot, donated), step.output.shape, step.output.dtype, {}, 0};
     commands.push_back(std::move(c));
   }
-  KeptScratch scratch(stream, made->scratch);
+  StreamScratch scratch(*stream, made->scratch);
   made->backend = runtime().backend().instantiate(std::move(commands), stream->device(), scratch);
   made->stream = stream;
   std::lock_guard lock(instances_mutex_);
@@ -381,7 +367,7 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
   }
   for (auto* list : {&before, &after})
     for (PlannedCommand& pc : *list) {
-      KeptScratch scratch(stream, pc.scratch);
+      StreamScratch scratch(*stream, pc.scratch);
       pc.prepared = backend.prepare(pc.command, stream->device(), scratch);
     }
   PlannedReplay replay;

@@ -153,6 +153,11 @@ void Stream::advance(const std::shared_ptr<Finishing>& state) {
   }
 }
 
+void* StreamScratch::allocate(size_t bytes) {
+  out_.push_back(runtime().allocator().allocate(bytes, stream_.device(), stream_.pool()));
+  return out_.back()->data();
+}
+
 // ---- SubmissionEpoch ---------------------------------------------------------------------------
 
 SubmissionEpoch::SubmissionEpoch(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, EpochBudget budget)

@@ -142,6 +142,18 @@ class Stream : public std::enable_shared_from_this<Stream> {
   std::atomic<uint32_t> encode_failure_after_{0};
 };
 
+// Scratch a backend asks for while preparing a command or instantiating a plan: buffers from
+// the stream's pool, appended to `out`, which the caller keeps as long as the work needs them.
+class StreamScratch final : public Scratch {
+ public:
+  StreamScratch(Stream& stream, std::vector<std::shared_ptr<Buffer>>& out) : stream_(stream), out_(out) {}
+  void* allocate(size_t bytes) override;
+
+ private:
+  Stream& stream_;
+  std::vector<std::shared_ptr<Buffer>>& out_;
+};
+
 // Holds a stream's op lock. Only encode and commit happen under it; nothing here waits on the
 // device or allocates device memory.
 class [[nodiscard]] StreamOpLock {

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "config.hpp"
+#include "spin.hpp"
 
 namespace lanes {
 
@@ -36,27 +37,12 @@ void Timeline::signal(uint64_t value, const std::string* error) {
 
 namespace {
 
-// A short completion is cheaper to catch spinning than to sleep for: a futex wake costs the
-// signalling thread and the waiter several microseconds each.
 constexpr auto kSpin = std::chrono::microseconds(20);
-
-void relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 
 }  // namespace
 
 std::optional<std::string> Timeline::wait(uint64_t value) {
-  if (completed_.load(std::memory_order_acquire) < value) {
-    auto until = std::chrono::steady_clock::now() + kSpin;
-    do {
-      for (int i = 0; i < 64 && completed_.load(std::memory_order_acquire) < value; ++i) relax();
-    } while (completed_.load(std::memory_order_acquire) < value && std::chrono::steady_clock::now() < until);
-  }
+  spin_until([&] { return completed_.load(std::memory_order_acquire) >= value; }, kSpin);
   std::unique_lock lock(mutex_);
   auto reached = [&] { return completed_.load(std::memory_order_acquire) >= value; };
   if (reached()) return error_at_locked(value);

@@ -2,19 +2,13 @@
 
 #include <chrono>
 
+#include "../spin.hpp"
+
 namespace lanes::gpu {
 namespace {
 
 constexpr auto kSpin = std::chrono::microseconds(20);
 constexpr auto kSilence = std::chrono::milliseconds(50);
-
-void relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 
 }  // namespace
 
@@ -75,10 +69,7 @@ void DeviceCompletions::loop() {
       delete item;
       continue;
     }
-    auto until = std::chrono::steady_clock::now() + kSpin;
-    while (ready_count_.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < until)
-      for (int i = 0; i < 64; ++i) relax();
-    if (ready_count_.load(std::memory_order_acquire) > 0) continue;
+    if (spin_until([&] { return ready_count_.load(std::memory_order_acquire) > 0; }, kSpin)) continue;
     std::list<Item*> lost_items;
     std::optional<std::string> lost;
     {
