@@ -34,7 +34,7 @@ function refRopeRows(x: ArrayLike<number>, shape: number[], dims: number, base: 
 // q [B, H, Lq, D], k/v [B, Hk, C, D]: entry b sees only its first lengths[b] keys (causal aligned to their end).
 function refAttentionRows(
   q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>,
-  [B, H, Lq, D]: number[], [Hk, C]: number[], lengths: number[], causal: boolean,
+  [B, H, Lq, D]: [number, number, number, number], [Hk, C]: [number, number], lengths: number[], causal: boolean,
 ) {
   const out = new Float64Array(B * H * Lq * D);
   const scale = 1 / Math.sqrt(D);
@@ -64,7 +64,7 @@ function refAttentionRows(
 }
 
 // target [N, A, C, R] with update [N, A, U, R] written at offsets[n] along axis 2 of entry n.
-function refSliceUpdateRows(target: ArrayLike<number>, [N, A, C, R]: number[], update: ArrayLike<number>, U: number, offsets: number[]) {
+function refSliceUpdateRows(target: ArrayLike<number>, [N, A, C, R]: [number, number, number, number], update: ArrayLike<number>, U: number, offsets: number[]) {
   const out = Float64Array.from(target);
   for (let n = 0; n < N; n++)
     for (let a = 0; a < A; a++)
@@ -99,25 +99,25 @@ for (const dtype of floats) {
     });
 
     test("attention over each batch entry's own key prefix: one query, several queries (causal), grouped-query", () => {
-      const cases: [number[], number[], number[], boolean][] = [
+      const cases: [[number, number, number, number], [number, number], number[], boolean][] = [
         [[3, 4, 1, 8], [2, 9], [1, 9, 5], true],
         [[2, 2, 3, 8], [1, 6], [3, 6], true],
         [[2, 2, 2, 4], [2, 5], [0, 4], false], // an entry with no key gets zeros
       ];
       for (const [[B, H, Lq, D], [Hk, C], lengths, causal] of cases) {
-        const q = data(B! * H! * Lq! * D!), k = data(B! * Hk! * C! * D!), v = data(B! * Hk! * C! * D!);
-        const y = lx.scaledDotProductAttention(lx.array(q, [B!, H!, Lq!, D!], dtype), lx.array(k, [B!, Hk!, C!, D!], dtype), lx.array(v, [B!, Hk!, C!, D!], dtype), {
+        const q = data(B * H * Lq * D), k = data(B * Hk * C * D), v = data(B * Hk * C * D);
+        const y = lx.scaledDotProductAttention(lx.array(q, [B, H, Lq, D], dtype), lx.array(k, [B, Hk, C, D], dtype), lx.array(v, [B, Hk, C, D], dtype), {
           causal,
           keyLength: ints(lengths),
         });
         expect(y.shape).toEqual([B, H, Lq, D]);
-        const want = refAttentionRows(q, k, v, [B!, H!, Lq!, D!], [Hk!, C!], lengths, causal);
+        const want = refAttentionRows(q, k, v, [B, H, Lq, D], [Hk, C], lengths, causal);
         expectClose(y.toFloat32Array(), want, { ...tol, what: `attention rows ${[B, H, Lq, D]} lengths ${lengths}` });
       }
     });
 
     test("sliceUpdate at an offset per batch entry, into a copy (target kept) and in place (target given up)", () => {
-      const shape = [3, 2, 7, 4], U = 2, offsets = [0, 5, 3];
+      const shape: [number, number, number, number] = [3, 2, 7, 4], U = 2, offsets = [0, 5, 3];
       const t = data(numel(shape)), u = data(3 * 2 * U * 4);
       const want = refSliceUpdateRows(t, shape, u, U, offsets);
       const target = lx.array(t, shape, dtype);

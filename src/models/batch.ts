@@ -1,0 +1,266 @@
+/**
+ * Continuous batching of decode steps: many sequences, each at its own position, decoded one
+ * token each by a single step of the model (one compiled plan, batched kernels).
+ *
+ * A {@link DecodeBatch} owns one KV cache per layer and kind, `[slots, kvHeads, capacity,
+ * headDim]`. A sequence prefilled on its own ({@link Model.step} over its prompt) joins by having
+ * its caches copied into a free slot; it leaves by freeing the slot. Each step writes every
+ * slot's new key and value at that slot's position and attends over that slot's own keys (the
+ * per-row forms of `sliceUpdate`, `rope` and `scaledDotProductAttention`), so sequences join and
+ * leave at any step without disturbing the others. Free slots ride along (their rows compute
+ * garbage that no one reads).
+ *
+ * Slot counts come in buckets (exact up to 8, then steps of about 1.5×) and capacities in
+ * powers of two, so the model compiles few plans; the caches are copied only when the bucket or
+ * the capacity changes.
+ * @module
+ */
+import type { LanesArray } from "../array.ts";
+import { evalAsync } from "../eval.ts";
+import * as lx from "../index.ts";
+import type { Stream } from "../stream.ts";
+import { cacheCapacity } from "./kv-cache.ts";
+import type { Scope } from "./layers.ts";
+import type { DecoderState, Model } from "./models.ts";
+
+/** The KV caches of a batched step: `caches` arrays `[slots, kvHeads, capacity, headDim]` of `dtype`. */
+export interface KVLayout {
+  caches: number;
+  kvHeads: number;
+  headDim: number;
+  dtype: "float16" | "float32";
+}
+
+/** One batched decode step's lazy outputs. */
+export interface BatchStep {
+  /** `[slots, vocab]` float32. */
+  logits: LanesArray;
+  /** `[slots]` int32: each row's most likely token (the first on ties), for greedy decoding. */
+  greedy: LanesArray;
+  /** The caches after the step (the step consumed the ones it was given). */
+  caches: LanesArray[];
+  scope: Scope;
+}
+
+/** A decoder that can also run one decode step for a batch of sequences at once. */
+export interface BatchDecoder extends Model {
+  /** Shape and dtype of the batch caches; their order is the order of {@link DecoderState.caches}. */
+  readonly kvLayout: KVLayout;
+  /**
+   * One token for each of `tokens.length` slots, slot i at position `positions[i]` (int32
+   * both); `caches` as {@link kvLayout} says, consumed.
+   */
+  decodeBatch(tokens: Int32Array, positions: Int32Array, caches: readonly LanesArray[], stream: Stream): BatchStep;
+}
+
+/** True when `model` can run batched decode steps. */
+export function isBatchDecoder(model: Model): model is BatchDecoder {
+  return typeof (model as Partial<BatchDecoder>).decodeBatch === "function" && (model as Partial<BatchDecoder>).kvLayout !== undefined;
+}
+
+/** A sequence in a {@link DecodeBatch}. */
+export interface BatchRow {
+  /** Tokens in its cache: where its next token goes. */
+  readonly pos: number;
+}
+
+/** What one step gave a row. */
+export interface RowOutput {
+  /** The row's most likely next token (first on ties). */
+  greedy: number;
+  /** The row's logits, when the step was asked for them. */
+  logits?: Float32Array;
+}
+
+// Slot counts a batch takes: exact up to 8 (on the CPU a padding row costs as much as a real
+// one), then steps of about 1.5× (on a GPU padding rows are nearly free; fewer plans).
+const buckets = [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256];
+
+/** The smallest slot bucket that holds `rows` rows. */
+export function slotBucket(rows: number): number {
+  for (const b of buckets) if (b >= rows) return b;
+  return Math.ceil(rows / 64) * 64;
+}
+
+class Row implements BatchRow {
+  constructor(
+    public slot: number,
+    public pos: number,
+  ) {}
+}
+
+/** The caches and slots of sequences decoded together; see the module's description. Disposable. */
+export class DecodeBatch implements Disposable {
+  #caches: LanesArray[] = [];
+  #slots: (Row | undefined)[] = [];
+  #capacity = 0;
+
+  /**
+   * @param model - the decoder.
+   * @param stream - where every step and cache copy runs.
+   */
+  constructor(
+    readonly model: BatchDecoder,
+    readonly stream: Stream,
+  ) {}
+
+  /** Sequences in the batch. */
+  get size(): number {
+    return this.#slots.reduce((n, r) => n + (r ? 1 : 0), 0);
+  }
+
+  /** Slots the caches hold now (the step's batch size, free slots included). */
+  get slots(): number {
+    return this.#slots.length;
+  }
+
+  /** Positions each slot's cache holds now. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /**
+   * Adds a sequence prefilled on its own: `state` is what {@link Model.step} gave for its prompt
+   * (caches `[1, kvHeads, c, headDim]` in the batch's layout), consumed. Its next token goes at
+   * `state.pos`.
+   */
+  join(state: DecoderState): BatchRow {
+    const layout = this.model.kvLayout;
+    if (state.caches.length !== layout.caches) throw new RangeError(`DecodeBatch: a sequence needs ${layout.caches} caches, got ${state.caches.length}`);
+    if (state.pos + 1 > this.model.maxSeq) throw new RangeError(`DecodeBatch: position ${state.pos} leaves no room in the context of ${this.model.maxSeq}`);
+    const held = state.caches[0]!.shape[2]!;
+    const free = this.#slots.includes(undefined);
+    this.#resize(free ? this.#slots.length : slotBucket(this.#slots.length + 1), Math.max(held, this.#needed(state.pos)));
+    const slot = this.#slots.indexOf(undefined);
+    lx.withStream(this.stream, () => {
+      this.#caches = this.#caches.map((cache, i) => {
+        let seq = state.caches[i]!;
+        if (held < this.#capacity) {
+          const [, heads, , headDim] = seq.shape as [number, number, number, number];
+          const pad = lx.zeros([1, heads, this.#capacity - held, headDim], { dtype: seq.dtype });
+          seq = lx.concatenate([seq, pad], 2);
+          pad.dispose();
+          state.caches[i]!.dispose();
+        }
+        const out = lx.sliceUpdate(cache, seq, slot, { axis: 0 });
+        cache.dispose(); // consumed: with no other holder the slot is written in place
+        seq.dispose();
+        return out;
+      });
+    });
+    const row = new Row(slot, state.pos);
+    this.#slots[slot] = row;
+    return row;
+  }
+
+  /** Frees `row`'s slot (its cache is dropped at the next bucket change or reused by the next join). */
+  leave(row: BatchRow): void {
+    const r = row as Row;
+    if (this.#slots[r.slot] !== r) throw new RangeError("DecodeBatch: that row is not in this batch");
+    this.#slots[r.slot] = undefined;
+  }
+
+  /**
+   * One decode step of every sequence in the batch: `tokens` gives each row's next token (every
+   * row, and only rows, of this batch). Resolves, once computed, with each row's output; a row's
+   * position has then moved on by one. With `logits`, each row's logits are read too (else only
+   * its greedy token).
+   */
+  async step(tokens: ReadonlyMap<BatchRow, number>, opts: { logits?: boolean } = {}): Promise<Map<BatchRow, RowOutput>> {
+    const rows = this.#slots.filter((r): r is Row => r !== undefined);
+    if (tokens.size !== rows.length || rows.some((r) => !tokens.has(r)))
+      throw new RangeError(`DecodeBatch: a step takes one token for each of the batch's ${rows.length} rows, got ${tokens.size}`);
+    if (rows.length === 0) return new Map();
+    const furthest = Math.max(...rows.map((r) => r.pos));
+    if (furthest + 1 > this.model.maxSeq) throw new RangeError(`DecodeBatch: position ${furthest} is past the context of ${this.model.maxSeq}`);
+    this.#resize(slotBucket(rows.length), this.#needed(furthest));
+    const ids = new Int32Array(this.#slots.length);
+    const positions = new Int32Array(this.#slots.length);
+    for (const r of rows) {
+      ids[r.slot] = tokens.get(r)!;
+      positions[r.slot] = r.pos;
+    }
+    const step = this.model.decodeBatch(ids, positions, this.#caches, this.stream);
+    this.#caches = step.caches;
+    try {
+      await evalAsync(step.greedy, step.logits, ...step.caches);
+      const greedy = step.greedy.toInt32Array();
+      const logits = opts.logits ? step.logits.toFloat32Array() : undefined;
+      const vocab = step.logits.shape[1]!;
+      const out = new Map<BatchRow, RowOutput>();
+      for (const r of rows) {
+        out.set(r, { greedy: greedy[r.slot]!, logits: logits?.subarray(r.slot * vocab, (r.slot + 1) * vocab) });
+        r.pos += 1;
+      }
+      return out;
+    } catch (e) {
+      // A failed step leaves the caches unusable: every row must start again.
+      this.#drop();
+      throw e;
+    } finally {
+      step.scope.disposeExcept(this.#caches);
+    }
+  }
+
+  /** Frees the caches; every row is gone. */
+  dispose(): void {
+    this.#drop();
+  }
+
+  /** Frees the caches (`using`). */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #drop(): void {
+    for (const c of this.#caches) c.dispose();
+    this.#caches = [];
+    this.#slots = [];
+    this.#capacity = 0;
+  }
+
+  // The capacity a cache needs to take one more token at `pos`.
+  #needed(pos: number): number {
+    return cacheCapacity(pos + 1, this.model.maxSeq);
+  }
+
+  // Brings the caches to `slots` slots (at least the rows held) of at least `capacity` positions.
+  // Fewer slots pack the rows into the lowest ones. The content of free slots, and of positions
+  // past a row's own, is never read: new room is left as it comes.
+  #resize(slots: number, capacity: number): void {
+    const from = this.#slots.length;
+    capacity = Math.max(capacity, this.#capacity);
+    if (slots === from && capacity === this.#capacity) return;
+    const layout = this.model.kvLayout;
+    const rows = this.#slots.filter((r): r is Row => r !== undefined);
+    // Where each new slot's cache comes from: packed rows when shrinking, else the same slot.
+    const source = slots < from ? [...rows.map((r) => r.slot), ...Array<number>(slots - rows.length).fill(0)] : Array.from({ length: slots }, (_, i) => (i < from ? i : 0));
+    lx.withStream(this.stream, () => {
+      if (this.#caches.length === 0) {
+        this.#caches = Array.from({ length: layout.caches }, () => lx.zeros([slots, layout.kvHeads, capacity, layout.headDim], { dtype: layout.dtype }));
+        return;
+      }
+      const index = slots === from ? undefined : lx.array(Int32Array.from(source));
+      this.#caches = this.#caches.map((cache) => {
+        let out = index ? lx.take(cache, index, 0) : cache;
+        if (capacity > this.#capacity) {
+          const pad = lx.zeros([slots, layout.kvHeads, capacity - this.#capacity, layout.headDim], { dtype: layout.dtype });
+          const grown = lx.concatenate([out, pad], 2);
+          pad.dispose();
+          if (out !== cache) out.dispose();
+          out = grown;
+        }
+        if (out !== cache) cache.dispose();
+        return out;
+      });
+      index?.dispose();
+    });
+    if (slots < from) {
+      rows.forEach((r, i) => (r.slot = i));
+      this.#slots = [...rows, ...Array<undefined>(slots - rows.length).fill(undefined)];
+    } else {
+      while (this.#slots.length < slots) this.#slots.push(undefined);
+    }
+    this.#capacity = capacity;
+  }
+}
