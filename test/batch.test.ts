@@ -14,7 +14,7 @@ import { rng } from "./support/reference.ts";
 import { cfg, tinyLlamaGguf } from "./support/tiny-llama.ts";
 
 const context = 256;
-const file = parseGguf(tinyLlamaGguf(11, { "llama.context_length": { type: "uint32", value: context } }));
+const file = parseGguf(tinyLlamaGguf(11, { "llama.context_length": { type: "uint32", value: context } }, { outputHead: true }));
 const config = llamaConfig(file);
 
 function model(opts: LlamaOptions & { dequantize?: boolean } = {}): LlamaModel {

@@ -32,14 +32,16 @@ export function metadata(overrides: Record<string, EntryToWrite> = {}): [string,
 
 // Each kind of tensor in its own storage type, so the model runs on all six.
 const storage: Record<string, GgmlTypeName> = {
-  token_embd: "Q8_0", attn_norm: "F32", ffn_norm: "F32", output_norm: "F32",
+  token_embd: "Q8_0", output: "Q4_0", attn_norm: "F32", ffn_norm: "F32", output_norm: "F32",
   attn_q: "Q4_1", attn_k: "Q4_0", attn_v: "F16", attn_output: "BF16", ffn_gate: "Q4_1", ffn_up: "Q8_0", ffn_down: "F16",
 };
 
-export function tensors(seed: number): TensorToWrite[] {
+/** The tiny model's tensors, seeded; with `outputHead`, an output head of its own (else tied to the embedding). */
+export function tensors(seed: number, opts: { outputHead?: boolean } = {}): TensorToWrite[] {
   const random = rng(seed);
   const q = cfg.heads * cfg.headDim, kv = cfg.kvHeads * cfg.headDim;
   const shapes: [string, number[]][] = [["token_embd.weight", [cfg.vocab, cfg.dim]], ["output_norm.weight", [cfg.dim]]];
+  if (opts.outputHead) shapes.push(["output.weight", [cfg.vocab, cfg.dim]]);
   for (let i = 0; i < cfg.layers; i++)
     shapes.push(
       [`blk.${i}.attn_norm.weight`, [cfg.dim]], [`blk.${i}.attn_q.weight`, [q, cfg.dim]], [`blk.${i}.attn_k.weight`, [kv, cfg.dim]],
@@ -56,7 +58,10 @@ export function tensors(seed: number): TensorToWrite[] {
   });
 }
 
-/** The tiny model's GGUF bytes: tensors seeded by `seed`, with metadata `overrides`. */
-export function tinyLlamaGguf(seed: number, overrides: Record<string, EntryToWrite> = {}): Uint8Array {
-  return writeGguf({ metadata: metadata(overrides), tensors: tensors(seed) });
+/**
+ * The tiny model's GGUF bytes: tensors seeded by `seed`, metadata `overrides`. With a head tied to
+ * the embedding, greedy answers repeat one token; an `outputHead` of its own varies them.
+ */
+export function tinyLlamaGguf(seed: number, overrides: Record<string, EntryToWrite> = {}, opts: { outputHead?: boolean } = {}): Uint8Array {
+  return writeGguf({ metadata: metadata(overrides), tensors: tensors(seed, opts) });
 }
