@@ -975,6 +975,8 @@ void rope_typed(const Command& c) {
   // Per-row form: the rows of leading entry b start at offsets[b].
   const int32_t* offsets = c.inputs.size() > 1 ? cpu::base<int32_t>(c.inputs[1]) : nullptr;
   int64_t rows_per_entry = offsets ? rows / std::max<int64_t>(1, s[0]) : rows;
+  std::vector<double> frequency(static_cast<size_t>(half));  // base^(-2i/dims), the same for every row
+  for (int i = 0; i < half; ++i) frequency[static_cast<size_t>(i)] = std::pow(base, -2.0 * i / dims);
   T* y = output<T>(c);
   parallel_for(rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, D)), [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; ++r) {
@@ -983,7 +985,7 @@ void rope_typed(const Command& c) {
       const float* xr = x + r * D;
       T* yr = y + r * D;
       for (int i = 0; i < half; ++i) {
-        double theta = pos * std::pow(base, -2.0 * i / dims);
+        double theta = pos * frequency[static_cast<size_t>(i)];
         float cs = static_cast<float>(std::cos(theta)), sn = static_cast<float>(std::sin(theta));
         // Traditional pairs neighbours (2i, 2i+1); the default (Llama/HF) pairs halves (i, i+dims/2).
         int64_t a = traditional ? 2 * i : i, b = traditional ? 2 * i + 1 : i + half;
