@@ -94,6 +94,8 @@ export class DecodeBatch implements Disposable {
   #caches: LanesArray[] = [];
   #slots: (Row | undefined)[] = [];
   #capacity = 0;
+  // The caches were rebuilt by eager ops (a join, a new bucket or capacity) since the last step.
+  #rebuilt = false;
 
   /**
    * @param model - the decoder.
@@ -150,6 +152,7 @@ export class DecodeBatch implements Disposable {
     });
     const row = new Row(slot, state.pos);
     this.#slots[slot] = row;
+    this.#rebuilt = true;
     return row;
   }
 
@@ -174,6 +177,12 @@ export class DecodeBatch implements Disposable {
     const furthest = Math.max(...rows.map((r) => r.pos));
     if (furthest + 1 > this.model.maxSeq) throw new RangeError(`DecodeBatch: position ${furthest} is past the context of ${this.model.maxSeq}`);
     this.#resize(slotBucket(rows.length), this.#needed(furthest));
+    // Caches a step donates are written in place only when nothing else holds their memory:
+    // finish the eager ops that rebuilt them first, or the step would copy every cache.
+    if (this.#rebuilt) {
+      await evalAsync(...this.#caches);
+      this.#rebuilt = false;
+    }
     const ids = new Int32Array(this.#slots.length);
     const positions = new Int32Array(this.#slots.length);
     for (const r of rows) {
@@ -217,6 +226,7 @@ export class DecodeBatch implements Disposable {
     this.#caches = [];
     this.#slots = [];
     this.#capacity = 0;
+    this.#rebuilt = false;
   }
 
   // The capacity a cache needs to take one more token at `pos`.
@@ -255,6 +265,7 @@ export class DecodeBatch implements Disposable {
       });
       index?.dispose();
     });
+    this.#rebuilt = true;
     if (slots < from) {
       rows.forEach((r, i) => (r.slot = i));
       this.#slots = [...rows, ...Array<undefined>(slots - rows.length).fill(undefined)];
