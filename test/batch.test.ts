@@ -3,6 +3,7 @@
 // slot count and the cache capacity change under them, and every sequence gets exactly the
 // tokens and logits a serial single-sequence run gives it.
 import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import * as lx from "../src/index.ts";
 import { type BatchRow, DecodeBatch, isBatchDecoder, slotBucket } from "../src/models/batch.ts";
 import { parseGguf } from "../src/models/gguf.ts";
@@ -158,5 +159,24 @@ describe("DecodeBatch on a tiny Llama", () => {
     } finally {
       m.dispose();
     }
+  });
+});
+
+describe("a batched step that fails on the device (child process with LANES_FAULT_INJECTION=1)", () => {
+  const proc = Bun.spawnSync([process.execPath, join(import.meta.dir, "support", "batch-faults.ts")], {
+    env: { ...process.env, LANES_FAULT_INJECTION: "1" },
+    timeout: 60_000,
+  });
+  const out = proc.stdout.toString().trim().split("\n").pop() ?? "{}";
+  const r = JSON.parse(out.startsWith("{") ? out : "{}") as Record<string, unknown>;
+
+  test("the step rejects with the DeviceError and the batch drops every row; new sequences then decode as serial runs do", () => {
+    expect(proc.exitCode).toBe(0);
+    expect(r.failed).toMatchObject({ ok: false, name: "DeviceError" });
+    expect((r.failed as { message: string }).message).toMatch(/injected fault/);
+    expect(r.sizeAfterFailure).toBe(0);
+    expect(r.leaveAfterFailure).toMatch(/not in this batch/);
+    expect(r.afterEqualsSerial).toBe(true);
+    expect(r.sizeAfter).toBe(2);
   });
 });

@@ -89,7 +89,10 @@ class Row implements BatchRow {
   ) {}
 }
 
-/** The caches and slots of sequences decoded together; see the module's description. Disposable. */
+/**
+ * The caches and slots of sequences decoded together; see the module's description. One call at
+ * a time: a step is awaited before the next join, leave or step. Disposable.
+ */
 export class DecodeBatch implements Disposable {
   #caches: LanesArray[] = [];
   #slots: (Row | undefined)[] = [];
@@ -180,7 +183,12 @@ export class DecodeBatch implements Disposable {
     // Caches a step donates are written in place only when nothing else holds their memory:
     // finish the eager ops that rebuilt them first, or the step would copy every cache.
     if (this.#rebuilt) {
-      await evalAsync(...this.#caches);
+      try {
+        await evalAsync(...this.#caches);
+      } catch (e) {
+        this.#drop();
+        throw e;
+      }
       this.#rebuilt = false;
     }
     const ids = new Int32Array(this.#slots.length);
