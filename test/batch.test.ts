@@ -1,7 +1,8 @@
 // Continuous batching of decode steps (src/models/batch.ts) on a tiny GGUF Llama written by the
-// test: sequences of different prompt lengths join a batch and leave it at different steps, the
-// slot count and the cache capacity change under them, and every sequence gets exactly the
-// tokens and logits a serial single-sequence run gives it.
+// test: sequences of different prompt lengths, prefilled together when they arrive together,
+// join a batch and leave it at different steps, the slot count and the cache capacity change
+// under them, and every sequence gets exactly the tokens and logits (the first one's from the
+// joint prefill included) a serial single-sequence run gives it.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import * as lx from "../src/index.ts";
@@ -28,6 +29,8 @@ const prompt = (n: number) => Array.from({ length: n }, () => 3 + Math.floor(ran
 // Who joins when (the step index of the batch), with how long a prompt, and how many tokens it
 // generates: the slot count goes 1 → 3 → 5 → 2 ..., and prompts of 70 and 40 + 30 tokens make
 // the capacity grow from 64 to 128.
+// Prompts joining at the same step are prefilled together (right-padded) and join together:
+// two at step 0 (each written into its slot), three at step 9 (gathered in one pass).
 const schedule = [
   { prompt: prompt(3), join: 0, tokens: 20 },
   { prompt: prompt(11), join: 0, tokens: 8 },
@@ -35,6 +38,7 @@ const schedule = [
   { prompt: prompt(70), join: 5, tokens: 12 },
   { prompt: prompt(5), join: 9, tokens: 25 },
   { prompt: prompt(1), join: 9, tokens: 3 },
+  { prompt: prompt(8), join: 9, tokens: 14 },
   { prompt: prompt(17), join: 31, tokens: 6 },
 ];
 
@@ -67,19 +71,25 @@ async function batched(m: LlamaModel, stream: lx.Stream) {
   const next = new Map<BatchRow, number>();
   const seen = { slots: new Set<number>(), capacities: new Set<number>() };
   for (let step = 0; rows.size > 0 || schedule.some((s) => s.join >= step); step++) {
-    for (const [i, s] of schedule.entries()) {
-      if (s.join !== step) continue;
-      const p = m.step(s.prompt, undefined, stream);
-      lx.eval(p.logits, ...p.state.caches);
-      const logits = p.logits.toFloat32Array();
-      p.scope.disposeExcept(p.state.caches);
-      const t = topIndices(logits, 1)[0]!;
-      out[i]!.tokens.push(t);
-      out[i]!.logits.push(logits);
-      const row = batch.join(p.state);
-      expect(row.pos).toBe(s.prompt.length);
-      rows.set(row, i);
-      next.set(row, t);
+    const joining = [...schedule.entries()].filter(([, s]) => s.join === step);
+    if (joining.length > 0) {
+      // A prompt that is prefilled with the others but not picked is dropped by joinRows.
+      const prompts = [...joining.map(([, s]) => s.prompt), prompt(6)];
+      const p = m.prefillBatch(prompts, stream);
+      lx.eval(p.logits, ...p.caches);
+      const all = p.logits.toFloat32Array();
+      p.scope.disposeExcept(p.caches);
+      const picks = joining.map(([, s], j) => ({ row: j, pos: s.prompt.length }));
+      const joined = batch.joinRows(p.caches, picks);
+      joining.forEach(([i], j) => {
+        const logits = all.slice(j * cfg.vocab, (j + 1) * cfg.vocab);
+        const t = topIndices(logits, 1)[0]!;
+        out[i]!.tokens.push(t);
+        out[i]!.logits.push(logits);
+        expect(joined[j]!.pos).toBe(schedule[i]!.prompt.length);
+        rows.set(joined[j]!, i);
+        next.set(joined[j]!, t);
+      });
     }
     if (rows.size === 0) continue;
     const outputs = await batch.step(next, { logits: true });

@@ -42,8 +42,19 @@ export interface BatchStep {
   scope: Scope;
 }
 
-/** A decoder that can also run one decode step for a batch of sequences at once. */
+/** Prompts prefilled together: lazy outputs. */
+export interface BatchPrefill {
+  /** `[k, vocab]` float32: each prompt's logits at its last token. */
+  logits: LanesArray;
+  /** `[k, kvHeads, capacity, headDim]` each: row j is prompt j's cache (what {@link DecodeBatch.joinRows} takes). */
+  caches: LanesArray[];
+  scope: Scope;
+}
+
+/** A decoder that can also prefill several prompts and decode many sequences in one step each. */
 export interface BatchDecoder extends Model {
+  /** Prompts prefilled together (right-padded to the longest), each row as if prefilled alone. */
+  prefillBatch(prompts: readonly (readonly number[])[], stream: Stream): BatchPrefill;
   /** Shape and dtype of the batch caches; their order is the order of {@link DecoderState.caches}. */
   readonly kvLayout: KVLayout;
   /**
@@ -130,33 +141,74 @@ export class DecodeBatch implements Disposable {
    * `state.pos`.
    */
   join(state: DecoderState): BatchRow {
+    return this.joinRows(state.caches, [{ row: 0, pos: state.pos }])[0]!;
+  }
+
+  /**
+   * Adds sequences prefilled together ({@link BatchDecoder.prefillBatch}): `caches` are
+   * `[k, kvHeads, c, headDim]` (consumed), and each pick names a row of them and the position its
+   * next token goes at. Rows not picked are dropped. Returns the new rows, in the picks' order.
+   */
+  joinRows(caches: readonly LanesArray[], picks: readonly { row: number; pos: number }[]): BatchRow[] {
     const layout = this.model.kvLayout;
-    if (state.caches.length !== layout.caches) throw new RangeError(`DecodeBatch: a sequence needs ${layout.caches} caches, got ${state.caches.length}`);
-    if (state.pos + 1 > this.model.maxSeq) throw new RangeError(`DecodeBatch: position ${state.pos} leaves no room in the context of ${this.model.maxSeq}`);
-    const held = state.caches[0]!.shape[2]!;
-    const free = this.#slots.includes(undefined);
-    this.#resize(free ? this.#slots.length : slotBucket(this.#slots.length + 1), Math.max(held, this.#needed(state.pos)));
-    const slot = this.#slots.indexOf(undefined);
+    if (caches.length !== layout.caches) throw new RangeError(`DecodeBatch: a sequence needs ${layout.caches} caches, got ${caches.length}`);
+    const [k, , held] = caches[0]!.shape as [number, number, number, number];
+    for (const { row, pos } of picks) {
+      if (!Number.isInteger(row) || row < 0 || row >= k) throw new RangeError(`DecodeBatch: row ${row} is outside the ${k} prefilled`);
+      if (!Number.isInteger(pos) || pos < 0 || pos + 1 > this.model.maxSeq) throw new RangeError(`DecodeBatch: position ${pos} leaves no room in the context of ${this.model.maxSeq}`);
+    }
+    if (picks.length === 0) {
+      for (const c of caches) c.dispose();
+      return [];
+    }
+    const free = this.#slots.filter((r) => r === undefined).length;
+    const furthest = Math.max(...picks.map((p) => p.pos));
+    this.#resize(free >= picks.length ? this.#slots.length : slotBucket(this.size + picks.length), Math.max(held, this.#needed(furthest)));
+    const slots = this.#slots.flatMap((r, i) => (r === undefined ? [i] : [])).slice(0, picks.length);
     lx.withStream(this.stream, () => {
       this.#caches = this.#caches.map((cache, i) => {
-        let seq = state.caches[i]!;
+        let seq = caches[i]!;
         if (held < this.#capacity) {
-          const [, heads, , headDim] = seq.shape as [number, number, number, number];
-          const pad = lx.zeros([1, heads, this.#capacity - held, headDim], { dtype: seq.dtype });
+          const pad = lx.zeros([k, layout.kvHeads, this.#capacity - held, layout.headDim], { dtype: seq.dtype });
           seq = lx.concatenate([seq, pad], 2);
           pad.dispose();
-          state.caches[i]!.dispose();
         }
-        const out = lx.sliceUpdate(cache, seq, slot, { axis: 0 });
-        cache.dispose(); // consumed: with no other holder the slot is written in place
-        seq.dispose();
+        const out = this.#place(cache, seq, picks, slots);
+        if (seq !== caches[i]) seq.dispose();
         return out;
       });
     });
-    const row = new Row(slot, state.pos);
-    this.#slots[slot] = row;
+    for (const c of caches) c.dispose();
     this.#rebuilt = true;
-    return row;
+    return picks.map(({ pos }, j) => {
+      const row = new Row(slots[j]!, pos);
+      this.#slots[row.slot] = row;
+      return row;
+    });
+  }
+
+  // `cache` (consumed) with row picks[j].row of `seq` written into slot slots[j]. One or two rows
+  // are written in place; more are gathered with the rest in one pass (fewer, larger copies).
+  #place(cache: LanesArray, seq: LanesArray, picks: readonly { row: number }[], slots: readonly number[]): LanesArray {
+    if (picks.length <= 2) {
+      let out = cache;
+      picks.forEach(({ row }, j) => {
+        const one = seq.shape[0] === 1 ? seq : lx.slice(seq, [row], [row + 1]);
+        const next = lx.sliceUpdate(out, one, slots[j]!, { axis: 0 });
+        out.dispose(); // consumed: with no other holder the slot is written in place
+        if (one !== seq) one.dispose();
+        out = next;
+      });
+      return out;
+    }
+    const S = cache.shape[0]!;
+    const source = Int32Array.from({ length: S }, (_, t) => t);
+    picks.forEach(({ row }, j) => (source[slots[j]!] = S + row));
+    const both = lx.concatenate([cache, seq], 0);
+    const index = lx.array(source);
+    const out = lx.take(both, index, 0);
+    for (const a of [both, index, cache]) a.dispose();
+    return out;
   }
 
   /** Frees `row`'s slot (its cache is dropped at the next bucket change or reused by the next join). */

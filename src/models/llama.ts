@@ -15,7 +15,7 @@ import * as lx from "../index.ts";
 import type { Scalar } from "../scalar.ts";
 import type { Stream } from "../stream.ts";
 import { GgufError, type GgufFile, metadataValue, tensorBytes, tensorFloat32 } from "./gguf.ts";
-import type { BatchDecoder, BatchStep, KVLayout } from "./batch.ts";
+import type { BatchDecoder, BatchPrefill, BatchStep, KVLayout } from "./batch.ts";
 import { appendKV, cacheCapacity } from "./kv-cache.ts";
 import { Scope, type Weights } from "./layers.ts";
 import type { DecoderState, Model, Step } from "./models.ts";
@@ -295,8 +295,38 @@ export class LlamaModel implements BatchDecoder {
     });
   }
 
+  /**
+   * Prompts prefilled together in one forward pass, each from position 0, right-padded to the
+   * longest (padding only ever follows a prompt's tokens, so causal attention keeps each prompt to
+   * its own): the logits at each prompt's last token, `[k, vocab]`, and caches `[k, kvHeads,
+   * capacity, headDim]` whose row j holds prompt j's keys and values at positions 0..length-1
+   * (past them, padding that no later step reads: each writes its token before attending to it).
+   * Each row's logits equal those of the prompt prefilled alone.
+   */
+  prefillBatch(prompts: readonly (readonly number[])[], stream: Stream): BatchPrefill {
+    const cfg = this.config;
+    if (prompts.length === 0) throw new RangeError(`${this.name}: a batched prefill needs at least one prompt`);
+    const L = Math.max(...prompts.map((p) => p.length));
+    if (prompts.some((p) => p.length === 0)) throw new RangeError(`${this.name}: a prompt is empty`);
+    if (L > cfg.contextLength) throw new RangeError(`${this.name}: a prompt of ${L} tokens exceeds the context length ${cfg.contextLength}`);
+    const ids = new Int32Array(prompts.length * L);
+    prompts.forEach((p, j) => {
+      for (const [i, t] of p.entries()) {
+        if (!Number.isInteger(t) || t < 0 || t >= cfg.vocab) throw new RangeError(`${this.name}: token id ${t} is outside [0, ${cfg.vocab})`);
+        ids[j * L + i] = t;
+      }
+    });
+    const s = new Scope();
+    return lx.withStream(stream, () => {
+      const last = s.t(lx.array(Int32Array.from(prompts, (p, j) => j * L + p.length - 1)));
+      const { logits, caches } = this.#forward(s, s.t(lx.array(ids)), L, 0, L, undefined, cacheCapacity(L, cfg.contextLength), last);
+      return { logits, caches, scope: s };
+    });
+  }
+
   // The forward pass of `L` tokens per sequence at `pos` (ids: [batch * L]); the caches grow to
-  // `capacity` (a compiled step passes its own, so its shapes stay).
+  // `capacity` (a compiled step passes its own, so its shapes stay). Logits of the last `last`
+  // positions of each sequence, or of the rows `last` picks among the batch * L positions.
   #forward(
     s: Scope,
     ids: LanesArray,
@@ -305,7 +335,7 @@ export class LlamaModel implements BatchDecoder {
     keys: Position,
     cache: readonly LanesArray[] | undefined,
     capacity: number,
-    positions: number,
+    last: number | LanesArray,
   ): { logits: LanesArray; caches: LanesArray[] } {
     const cfg = this.config;
     const caches: LanesArray[] = [];
@@ -316,8 +346,10 @@ export class LlamaModel implements BatchDecoder {
       caches.push(k, v);
       x = this.#feedForward(s, i, y);
     }
-    const last = s.t(lx.reshape(positions === L ? x : s.t(lx.slice(x, [0, L - positions, 0], [B, L, cfg.dim])), [B * positions, cfg.dim]));
-    const h = s.t(lx.rmsNorm(last, this.#w("output_norm.weight"), cfg.normEps));
+    let rows: LanesArray;
+    if (typeof last === "number") rows = s.t(lx.reshape(last === L ? x : s.t(lx.slice(x, [0, L - last, 0], [B, L, cfg.dim])), [B * last, cfg.dim]));
+    else rows = s.t(lx.take(s.t(lx.reshape(x, [B * L, cfg.dim])), last, 0));
+    const h = s.t(lx.rmsNorm(rows, this.#w("output_norm.weight"), cfg.normEps));
     return { logits: linear(s, h, this.#w(cfg.tiedHead ? "token_embd.weight" : "output.weight")), caches };
   }
 

@@ -1,10 +1,10 @@
 /**
  * The service's batching mode (continuous batching). For each model that can run batched decode
  * steps ({@link BatchDecoder}), one loop on the HTTP thread owns a {@link DecodeBatch} on a
- * stream of its own: it prefills each newly arrived request alone (one forward pass over its
- * prompt, which gives its first token), moves it into the batch, and then decodes every active
- * request together, one token each per step, so the weights are read once per step for all of
- * them. Requests join and leave between any two steps. Each request keeps its own sampler, stop
+ * stream of its own: it prefills the newly arrived requests (together, in one forward pass
+ * over their prompts padded to the longest, which gives each its first token), moves them into
+ * the batch, and then decodes every active request together, one token each per step, so the
+ * weights are read once per step for all of them. Requests join and leave between any two steps. Each request keeps its own sampler, stop
  * tokens, `maxTokens`, cancellation and token callback, and gets exactly the tokens a serial
  * {@link runGeneration} gives it.
  *
@@ -14,8 +14,9 @@
  */
 import { type BatchDecoder, type BatchRow, DecodeBatch, isBatchDecoder } from "../models/batch.ts";
 import { CancelledError } from "../models/generate.ts";
-import type { DecoderState, Model } from "../models/models.ts";
+import type { Model } from "../models/models.ts";
 import { checksum, seededRandom } from "../models/sampling.ts";
+import type { LanesArray } from "../array.ts";
 import { evalAsync } from "../eval.ts";
 import { newStream, type Stream } from "../stream.ts";
 import { type Engine, type EngineLoad, type Job, type JobResult, type OnToken, QueueFullError } from "./engine.ts";
@@ -35,10 +36,6 @@ interface Entry {
   next: number;
 }
 
-function freeState(state: DecoderState): void {
-  for (const a of state.caches) a.dispose();
-}
-
 /** The batch loop of one model. */
 class BatchScheduler {
   readonly #waiting: Entry[] = [];
@@ -55,6 +52,7 @@ class BatchScheduler {
     readonly model: BatchDecoder,
     readonly maxBatch: number,
     readonly maxQueue: number,
+    readonly prefillTokens: number,
   ) {
     this.#stream = newStream();
     this.#batch = new DecodeBatch(model, this.#stream);
@@ -115,7 +113,7 @@ class BatchScheduler {
       await Promise.resolve();
       while (this.#waiting.length > 0 || this.#active.length > 0) {
         this.#dropCancelled();
-        while (this.#waiting.length > 0 && this.#active.length < this.maxBatch) await this.#prefill(this.#waiting.shift()!);
+        while (this.#waiting.length > 0 && this.#active.length < this.maxBatch) await this.#prefill(this.#prefillGroup());
         if (this.#active.length > 0) await this.#step();
       }
     } catch (error) {
@@ -163,31 +161,70 @@ class BatchScheduler {
     return (e.params.temperature ?? 0) > 0 || e.params.checksums !== false;
   }
 
-  // The prompt alone, on the batch's stream: its first token, then (if it goes on) a place in the batch.
-  async #prefill(e: Entry): Promise<void> {
-    const p = e.params;
-    if (e.signal.aborted) return this.#finish(e, new CancelledError("cancelled after 0 tokens"));
-    if (p.maxTokens < 1 || p.tokens.length > this.model.maxSeq) return this.#finish(e);
-    this.#active.push(e);
-    let state: DecoderState | undefined;
+  // The next waiting requests to prefill together: as many as the batch has places for, while
+  // the prompts padded to the longest stay within the token budget and at most twice their own
+  // tokens (a long prompt is not padded onto many short ones). At least one.
+  #prefillGroup(): Entry[] {
+    const group: Entry[] = [];
+    let longest = 0;
+    let tokens = 0;
+    for (const e of this.#waiting) {
+      if (group.length >= this.#free()) break;
+      const n = e.params.tokens.length;
+      const padded = (group.length + 1) * Math.max(longest, n);
+      if (group.length > 0 && (padded > this.prefillTokens || padded > 2 * (tokens + n))) break;
+      group.push(e);
+      longest = Math.max(longest, n);
+      tokens += n;
+    }
+    for (const e of group) this.#waiting.splice(this.#waiting.indexOf(e), 1);
+    return group;
+  }
+
+  // Prompts prefilled together on the batch's stream (each as if alone): each request's first
+  // token, then, for those that go on, a place in the batch.
+  async #prefill(group: Entry[]): Promise<void> {
+    const live: Entry[] = [];
+    for (const e of group) {
+      if (e.signal.aborted) this.#finish(e, new CancelledError("cancelled after 0 tokens"));
+      else if (e.params.maxTokens < 1 || e.params.tokens.length > this.model.maxSeq) this.#finish(e);
+      else live.push(e);
+    }
+    if (live.length === 0) return;
+    this.#active.push(...live);
+    let caches: LanesArray[] = [];
     try {
-      const step = this.model.step(p.tokens, undefined, this.#stream);
+      const pre = this.model.prefillBatch(
+        live.map((e) => e.params.tokens),
+        this.#stream,
+      );
+      caches = pre.caches;
       let logits: Float32Array;
       try {
-        await evalAsync(step.logits, ...step.state.caches);
-        logits = step.logits.toFloat32Array();
+        await evalAsync(pre.logits, ...pre.caches);
+        logits = pre.logits.toFloat32Array();
       } finally {
-        step.scope.disposeExcept(step.state.caches);
+        pre.scope.disposeExcept(pre.caches);
       }
-      state = step.state;
-      if (!this.#accept(e, nextToken(logits, e.random, p), logits, state.pos)) {
-        freeState(state);
-        return this.#finish(e);
-      }
-      e.row = this.#batch.join(state);
+      const vocab = logits.length / live.length;
+      const picks: { row: number; pos: number }[] = [];
+      const going: Entry[] = [];
+      live.forEach((e, j) => {
+        const own = logits.subarray(j * vocab, (j + 1) * vocab);
+        const pos = e.params.tokens.length;
+        if (this.#accept(e, nextToken(own, e.random, e.params), own, pos)) {
+          picks.push({ row: j, pos });
+          going.push(e);
+        } else {
+          this.#finish(e);
+        }
+      });
+      const rows = this.#batch.joinRows(caches, picks);
+      caches = [];
+      going.forEach((e, j) => (e.row = rows[j]));
     } catch (error) {
-      if (state && !e.row) freeState(state);
-      this.#finish(e, error as Error);
+      for (const c of caches) c.dispose();
+      for (const e of live) if (!e.row) this.#finish(e, error as Error);
     }
   }
 
@@ -218,8 +255,9 @@ class BatchScheduler {
 
 /**
  * Decodes the generation jobs of every model with batched steps in one batch loop per model (at
- * most `maxBatch` requests per step, `queue` more waiting, 429 past that); every other job runs
- * on `inner`, a per-stream engine.
+ * most `maxBatch` requests per step, `queue` more waiting, 429 past that; prompts that arrive
+ * together are prefilled together, up to `prefillTokens` tokens padded, default 4096); every
+ * other job runs on `inner`, a per-stream engine.
  */
 export class BatchingEngine implements Engine {
   readonly #schedulers = new Map<string, BatchScheduler>();
@@ -227,9 +265,10 @@ export class BatchingEngine implements Engine {
   constructor(
     models: ReadonlyMap<string, Model>,
     private readonly inner: Engine,
-    opts: { maxBatch: number; queue: number },
+    opts: { maxBatch: number; queue: number; prefillTokens?: number },
   ) {
-    for (const [name, m] of models) if (m.kind === "decoder" && isBatchDecoder(m)) this.#schedulers.set(name, new BatchScheduler(m, opts.maxBatch, opts.queue));
+    for (const [name, m] of models)
+      if (m.kind === "decoder" && isBatchDecoder(m)) this.#schedulers.set(name, new BatchScheduler(m, opts.maxBatch, opts.queue, opts.prefillTokens ?? 4096));
   }
 
   /** Names of the models decoded in batches. */
