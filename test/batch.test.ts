@@ -114,6 +114,19 @@ async function batched(m: LlamaModel, stream: lx.Stream) {
 
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
+// On the CPU every row of every kernel is computed alone, so a batched step gives the serial
+// run's logits bit for bit. A GPU backend may pick another dense-matmul algorithm for a prefill
+// of more rows (cuBLAS): there the logits must agree to float32 rounding.
+function sameLogits(got: Float32Array, want: Float32Array): boolean {
+  if (lx.backendName() === "cpu") return bits(got).equals(bits(want));
+  let worst = 0, scale = 0;
+  want.forEach((w, i) => {
+    worst = Math.max(worst, Math.abs(got[i]! - w));
+    scale = Math.max(scale, Math.abs(w));
+  });
+  return worst <= 1e-4 * scale;
+}
+
 describe("DecodeBatch on a tiny Llama", () => {
   test("the Llama decodes in batches, the toy decoders do not; slot buckets are exact to 8, then about 1.5× apart", () => {
     const m = model();
@@ -129,7 +142,7 @@ describe("DecodeBatch on a tiny Llama", () => {
     ["float32 weights and cache", { dequantize: true, kvCache: "float32" }],
     ["quantized weights, float16 cache (the default)", {}],
   ] as const) {
-    test(`sequences joining and leaving at different steps get the serial run's tokens and logits bit for bit (${name})`, async () => {
+    test(`sequences joining and leaving at different steps get the serial run's tokens and logits (bit for bit on the CPU) (${name})`, async () => {
       using stream = lx.newStream();
       const m = model(opts);
       try {
@@ -141,7 +154,7 @@ describe("DecodeBatch on a tiny Llama", () => {
         expect([...seen.capacities].sort((a, b) => a - b)).toEqual([64, 128]);
         out.forEach((got, i) => {
           expect({ i, tokens: got.tokens }).toEqual({ i, tokens: want[i]!.tokens });
-          got.logits.forEach((l, j) => expect({ i, j, same: bits(l).equals(bits(want[i]!.logits[j]!)) }).toEqual({ i, j, same: true }));
+          got.logits.forEach((l, j) => expect({ i, j, same: sameLogits(l, want[i]!.logits[j]!) }).toEqual({ i, j, same: true }));
         });
       } finally {
         m.dispose();

@@ -181,11 +181,12 @@ describe("per-row ops: bad input is a typed error", () => {
     const cache = lx.zeros([2, 1, 5, 8]);
     lx.eval(cache); // a failure fails its whole command buffer: keep the cache out of it
     const bad = lx.sliceUpdate(cache, lx.ones([2, 1, 2, 8]), ints([1, 4]), { axis: 2 });
-    expect(() => lx.eval(bad)).toThrow(/offset 4 of row 1 is out of range \[0, 3\]/);
+    // (The CPU names the row too; a GPU kernel reports the value.)
+    expect(() => lx.eval(bad)).toThrow(/sliceUpdate: offset 4( of row 1)? is out of range \[0, 3\]/);
     const q = lx.ones([2, 1, 1, 8]);
     const y = lx.scaledDotProductAttention(q, cache, cache, { keyLength: ints([2, 6]) });
     expect(() => lx.eval(y)).toThrow(lx.DeviceError);
-    expect(() => lx.eval(lx.scaledDotProductAttention(q, cache, cache, { keyLength: ints([-1, 0]) }))).toThrow(/key length -1 of batch entry 0/);
+    expect(() => lx.eval(lx.scaledDotProductAttention(q, cache, cache, { keyLength: ints([-1, 0]) }))).toThrow(/key length -1( of batch entry 0)? is out of range/);
     const fine = lx.sliceUpdate(cache, lx.ones([2, 1, 2, 8]), ints([3, 0]), { axis: 2 });
     expect(lx.sum(fine).item()).toBe(2 * 2 * 8);
   });
