@@ -4,20 +4,20 @@
  * stream of its own: it prefills the newly arrived requests (together, in one forward pass
  * over their prompts padded to the longest, which gives each its first token), moves them into
  * the batch, and then decodes every active request together, one token each per step, so the
- * weights are read once per step for all of them. Requests join and leave between any two steps. Each request keeps its own sampler, stop
- * tokens, `maxTokens`, cancellation and token callback, and gets exactly the tokens a serial
- * {@link runGeneration} gives it.
+ * weights are read once per step for all of them. Requests join and leave between any two
+ * steps. Each request keeps its own sampler, stop tokens, `maxTokens`, cancellation and token
+ * callback, and gets exactly the tokens a serial {@link runGeneration} gives it.
  *
  * Every other job (a model without batched steps, a forward pass) goes to the per-stream engine
  * the batching engine wraps, so isolation on streams stays available.
  * @module
  */
+import type { LanesArray } from "../array.ts";
+import { evalAsync } from "../eval.ts";
 import { type BatchDecoder, type BatchRow, DecodeBatch, isBatchDecoder } from "../models/batch.ts";
 import { CancelledError } from "../models/generate.ts";
 import type { Model } from "../models/models.ts";
 import { checksum, seededRandom } from "../models/sampling.ts";
-import type { LanesArray } from "../array.ts";
-import { evalAsync } from "../eval.ts";
 import { newStream, type Stream } from "../stream.ts";
 import { type Engine, type EngineLoad, type Job, type JobResult, type OnToken, QueueFullError } from "./engine.ts";
 import { type GenerationParams, type GenerationResult, nextToken } from "./generation.ts";
@@ -194,10 +194,7 @@ class BatchScheduler {
     this.#active.push(...live);
     let caches: LanesArray[] = [];
     try {
-      const pre = this.model.prefillBatch(
-        live.map((e) => e.params.tokens),
-        this.#stream,
-      );
+      const pre = this.model.prefillBatch(live.map((e) => e.params.tokens), this.#stream);
       caches = pre.caches;
       let logits: Float32Array;
       try {
