@@ -1,95 +1,190 @@
 /**
- * SmolLM2-135M-Instruct (Q4_1 GGUF): lanes against llama.cpp (node-llama-cpp 3.21.1, CPU,
- * threads 2) in the same run. Greedy (temperature 0) chat answers of up to 64 tokens at 1 chat,
- * and time to first token for a 200-token prompt. Rounds alternate the engines; best-of is kept.
+ * SmolLM2-135M-Instruct (Q4_1 GGUF) under concurrent chats: lanes with continuous batching
+ * (the service's batching engine), lanes with a stream per request (the per-stream engine), and
+ * llama.cpp (node-llama-cpp 3.21.1, CPU, threads 2, one context with a sequence per chat), in
+ * the same run. Greedy (temperature 0) answers of up to 64 tokens, ending at the model's end
+ * tokens; at each level, `chats` clients each run `--per-chat` chats back to back, with a
+ * different prompt each. Tokens/s is every generated token over the level's wall time (prefill
+ * included). Also the time to first token of a 200-token prompt, alone. Rounds alternate the
+ * engines' order; best-of is kept.
  *
- *   bun bench/llm.ts [--rounds 3] [--tokens 64]
+ *   bun bench/llm.ts [--rounds 3] [--tokens 64] [--chats 1,4,8] [--per-chat 2] [--no-llama-cpp]
  *
- * Concurrency (4 and 8 chats) plugs in as more `Engine.generate` calls at once, once the
- * service runs several requests on one model.
+ * CUDA (no llama.cpp; the lead's PyTorch reference runs beside it): exactly `--tokens` tokens
+ * per chat (end tokens do not stop it), one JSON line per engine and level.
+ *
+ *   LANES_BACKEND=cuda bun bench/llm.ts --cuda [--chats 1,8,32] [--prompts-out prompts.json]
  */
 import { parseArgs } from "node:util";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
-import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import * as lx from "../src/index.ts";
-import type { DecoderState } from "../src/models/models.ts";
+import { CancelledError } from "../src/models/generate.ts";
+import type { Model } from "../src/models/models.ts";
 import { defaultModelPath, loadTextModel } from "../src/models/text-model.ts";
+import { BatchingEngine } from "../src/serve/batching.ts";
+import { type Engine as ServeEngine, InProcessEngine } from "../src/serve/engine.ts";
+import type { GenerationResult } from "../src/serve/generation.ts";
 
-const { values: args } = parseArgs({ options: { rounds: { type: "string", default: "3" }, tokens: { type: "string", default: "64" } } });
+const { values: args } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "3" },
+    tokens: { type: "string", default: "64" },
+    chats: { type: "string" },
+    "per-chat": { type: "string", default: "2" },
+    cuda: { type: "boolean", default: false },
+    "prompts-out": { type: "string" },
+    "no-llama-cpp": { type: "boolean", default: false },
+  },
+});
+const cuda = args.cuda!;
 const rounds = Number(args.rounds);
 const maxTokens = Number(args.tokens);
+const perChat = Number(args["per-chat"]);
+const levels = (args.chats ?? (cuda ? "1,8,32" : "1,4,8")).split(",").map(Number);
+if (cuda && lx.backendName() !== "cuda") throw new Error(`--cuda needs LANES_BACKEND=cuda (the backend is ${lx.backendName()})`);
 
-/** One generation's timings. */
-interface Generation {
+/** What one level of concurrency gave an engine. */
+interface LevelResult {
   tokens: number;
-  firstTokenMs: number;
-  totalMs: number;
+  seconds: number;
+  tokensPerSecond: number;
 }
 
-/** An engine generating greedily from token ids, stopping at its end tokens or `n` tokens. */
-interface Engine {
+/** An engine generating greedily from token ids. */
+interface BenchEngine {
   name: string;
-  generate(prompt: readonly number[], n: number): Promise<Generation>;
+  /** Runs `prompts` as `chats` concurrent clients, each taking the next prompt when its chat ends. */
+  level(prompts: readonly number[][], chats: number): Promise<LevelResult>;
+  /** Milliseconds to the first token of `prompt`, alone. */
+  firstToken(prompt: readonly number[]): Promise<number>;
   dispose(): Promise<void>;
 }
 
-async function lanesEngine(): Promise<Engine & { encodeChat(text: string): number[] }> {
-  const tm = loadTextModel(defaultModelPath());
-  const stream = lx.newStream();
+const tm = loadTextModel(defaultModelPath());
+// On CUDA every chat runs to exactly --tokens tokens, so the workload is the same for any engine.
+const stopIds = cuda ? [] : tm.tokenizer.stopIds;
+const encodeChat = (text: string) => tm.tokenizer.encode(tm.applyChatTemplate([{ role: "user", content: text }], { addGenerationPrompt: true }), { special: true });
+
+// `chats` clients draining one list of prompts: the next free client takes the next prompt.
+async function clients(prompts: readonly number[][], chats: number, chat: (prompt: readonly number[]) => Promise<number>): Promise<LevelResult> {
+  let next = 0;
+  let tokens = 0;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: chats }, async () => {
+      while (next < prompts.length) {
+        const n = await chat(prompts[next++]!);
+        tokens += n;
+      }
+    }),
+  );
+  const seconds = (performance.now() - start) / 1000;
+  return { tokens, seconds, tokensPerSecond: tokens / seconds };
+}
+
+/** lanes through one of the service's engines (no HTTP): the batching engine or the per-stream one. */
+function lanesEngine(name: string, make: (models: Map<string, Model>, chats: number) => ServeEngine): BenchEngine {
+  const models = new Map<string, Model>([[tm.model.name, tm.model]]);
+  const engines = new Map<number, ServeEngine>();
+  const engineFor = (chats: number) => {
+    let e = engines.get(chats);
+    if (!e) engines.set(chats, (e = make(models, chats)));
+    return e;
+  };
+  const run = async (engine: ServeEngine, prompt: readonly number[], n: number, onToken?: () => void) => {
+    const params = { tokens: [...prompt], maxTokens: n, temperature: 0, stopIds, checksums: false };
+    const r = (await engine.run({ kind: "generate", model: tm.model.name, params }, new AbortController().signal, onToken)) as GenerationResult;
+    return r.tokens.length;
+  };
   return {
-    name: "lanes (float32 weights, CPU)",
-    encodeChat: (text) => tm.tokenizer.encode(tm.applyChatTemplate([{ role: "user", content: text }], { addGenerationPrompt: true }), { special: true }),
-    async generate(prompt, n) {
+    name,
+    level: (prompts, chats) => {
+      const engine = engineFor(chats);
+      return clients(prompts, chats, (p) => run(engine, p, maxTokens));
+    },
+    async firstToken(prompt) {
       const start = performance.now();
       let first = 0;
-      let count = 0;
-      let state: DecoderState | undefined;
-      let input = prompt;
-      while (count < n) {
-        const step = tm.model.step(input, state, stream);
-        const next = step.scope.t(lx.argmax(step.logits));
-        await lx.evalAsync(next, ...step.state.caches);
-        const token = next.item();
-        step.scope.disposeExcept(step.state.caches);
-        for (const c of state?.caches ?? []) c.dispose();
-        state = step.state;
-        if (count === 0) first = performance.now() - start;
-        if (tm.tokenizer.stopIds.includes(token)) break;
-        count++;
-        input = [token];
-      }
-      for (const c of state?.caches ?? []) c.dispose();
-      return { tokens: count, firstTokenMs: first, totalMs: performance.now() - start };
+      const ac = new AbortController();
+      const params = { tokens: [...prompt], maxTokens: 2, temperature: 0, stopIds, checksums: false };
+      await engineFor(1)
+        .run({ kind: "generate", model: tm.model.name, params }, ac.signal, () => {
+          first ||= performance.now() - start;
+          ac.abort();
+        })
+        .catch((e: unknown) => {
+          if (!(e instanceof CancelledError)) throw e;
+        });
+      return first;
     },
     async dispose() {
-      stream.dispose();
-      tm.dispose();
+      for (const e of engines.values()) await e.dispose();
     },
   };
 }
 
-async function llamaCppEngine(): Promise<Engine> {
+async function llamaCppEngine(): Promise<BenchEngine> {
+  const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
   const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
   const model = await llama.loadModel({ modelPath: defaultModelPath() });
-  const context = await model.createContext({ threads: 2, contextSize: 2048 });
-  const sequence = context.getSequence();
+  type Context = Awaited<ReturnType<typeof model.createContext>>;
+  const contexts = new Map<number, Context>();
+  // One context per level with a sequence per chat: llama.cpp decodes the sequences of a context together.
+  const contextFor = async (chats: number) => {
+    let c = contexts.get(chats);
+    if (!c) contexts.set(chats, (c = await model.createContext({ threads: 2, contextSize: 1024, sequences: chats })));
+    return c;
+  };
+  const chat = async (sequence: ReturnType<Context["getSequence"]>, prompt: readonly number[], n: number, onToken?: () => boolean) => {
+    await sequence.clearHistory();
+    let count = 0;
+    for await (const token of sequence.evaluate(prompt.map((t) => t as never), { temperature: 0 })) {
+      if (stopIds.includes(token as number) || onToken?.() === false) break;
+      if (++count >= n) break;
+    }
+    return count;
+  };
   return {
     name: "llama.cpp (node-llama-cpp 3.21.1, Q4_1, threads 2)",
-    async generate(prompt, n) {
-      await sequence.clearHistory();
-      const start = performance.now();
-      let first = 0;
-      let count = 0;
-      for await (const _ of sequence.evaluate(prompt.map((t) => t as Token), { temperature: 0 })) {
-        if (count === 0) first = performance.now() - start;
-        if (++count >= n) break;
+    async level(prompts, chats) {
+      const context = await contextFor(chats);
+      const sequences = Array.from({ length: chats }, () => context.getSequence());
+      try {
+        let next = 0;
+        let tokens = 0;
+        const start = performance.now();
+        await Promise.all(
+          sequences.map(async (s) => {
+            while (next < prompts.length) {
+              const n = await chat(s, prompts[next++]!, maxTokens);
+              tokens += n;
+            }
+          }),
+        );
+        const seconds = (performance.now() - start) / 1000;
+        return { tokens, seconds, tokensPerSecond: tokens / seconds };
+      } finally {
+        for (const s of sequences) s.dispose();
       }
-      return { tokens: count, firstTokenMs: first, totalMs: performance.now() - start };
+    },
+    async firstToken(prompt) {
+      const sequence = (await contextFor(1)).getSequence();
+      try {
+        const start = performance.now();
+        let first = 0;
+        await chat(sequence, prompt, 1, () => {
+          first = performance.now() - start;
+          return false;
+        });
+        return first;
+      } finally {
+        sequence.dispose();
+      }
     },
     async dispose() {
-      await context.dispose();
+      for (const c of contexts.values()) await c.dispose();
       await model.dispose();
       await llama.dispose();
     },
@@ -101,54 +196,65 @@ const chatPrompts = [
   "Write a short story about a robot learning to paint.",
   "Describe the water cycle in detail.",
   "Give me five tips for learning a new language, with a sentence on each.",
+  "What are the main differences between a cat and a dog as pets?",
+  "Summarize the plot of a heist movie you would like to see.",
+  "How does a bicycle stay upright while moving?",
+  "List some healthy breakfast ideas and why they are good.",
 ];
 
-/** 1 chat: every prompt in turn; tokens/s over the whole answers (prefill included) and over decoding alone. */
-async function oneChat(engine: Engine, prompts: number[][]): Promise<{ tokensPerSecond: number; decodePerSecond: number; tokens: number }> {
-  let tokens = 0, ms = 0, decodeMs = 0;
-  for (const p of prompts) {
-    const g = await engine.generate(p, maxTokens);
-    tokens += g.tokens;
-    ms += g.totalMs;
-    decodeMs += g.totalMs - g.firstTokenMs;
-  }
-  return { tokensPerSecond: (tokens / ms) * 1000, decodePerSecond: ((tokens - prompts.length) / decodeMs) * 1000, tokens };
+const batched = lanesEngine(`lanes batched (${lx.backendName()})`, (models, chats) => new BatchingEngine(models, new InProcessEngine(models, 1, 0), { maxBatch: Math.max(chats, 16), queue: 1024 }));
+const perStream = lanesEngine(`lanes per-stream (${lx.backendName()})`, (models, chats) => new InProcessEngine(models, chats, 1024));
+const engines: BenchEngine[] = [batched, perStream];
+const withLlamaCpp = !cuda && !args["no-llama-cpp"];
+if (withLlamaCpp) engines.push(await llamaCppEngine());
+
+const document = readFileSync(join(import.meta.dir, "..", "test", "fixtures", "declaration-of-independence.txt"), "utf8");
+const longPrompt = encodeChat(document).slice(0, 200);
+// Each level runs `per-chat` chats per client (the prompts cycle).
+const promptsFor = (chats: number) => Array.from({ length: chats * perChat }, (_, i) => encodeChat(chatPrompts[i % chatPrompts.length]!));
+if (args["prompts-out"])
+  writeFileSync(args["prompts-out"], JSON.stringify({ tokens: maxTokens, longPrompt, prompts: chatPrompts.map(encodeChat) }));
+
+// Warm every engine at every level (first-use allocations, compiled plans, page faults on the weights).
+for (const e of engines) {
+  await e.firstToken(longPrompt);
+  for (const chats of levels) await e.level(promptsFor(chats).slice(0, chats), chats);
 }
 
-const lanes = await lanesEngine();
-const llamaCpp = await llamaCppEngine();
-const engines = [lanes, llamaCpp];
-const prompts = chatPrompts.map((p) => lanes.encodeChat(p));
-const document = readFileSync(join(import.meta.dir, "..", "test", "fixtures", "declaration-of-independence.txt"), "utf8");
-const longPrompt = lanes.encodeChat(document).slice(0, 200);
-
-// Warm both (first-use allocations, page faults on the weights).
-for (const e of engines) await e.generate(prompts[0]!, 4);
-
-const best = new Map<string, { tokensPerSecond: number; decodePerSecond: number; tokens: number; ttftMs: number }>();
+const best = new Map<string, LevelResult>(); // `${engine}@${chats}`
+const ttft = new Map<string, number>();
 for (let r = 0; r < rounds; r++) {
   for (const e of r % 2 === 0 ? engines : [...engines].reverse()) {
-    const chat = await oneChat(e, prompts);
-    const ttft = (await e.generate(longPrompt, 1)).firstTokenMs;
-    const prev = best.get(e.name);
-    best.set(e.name, {
-      tokensPerSecond: Math.max(prev?.tokensPerSecond ?? 0, chat.tokensPerSecond),
-      decodePerSecond: Math.max(prev?.decodePerSecond ?? 0, chat.decodePerSecond),
-      tokens: chat.tokens,
-      ttftMs: Math.min(prev?.ttftMs ?? Infinity, ttft),
-    });
-    console.log(`round ${r + 1} ${e.name}: ${chat.tokensPerSecond.toFixed(1)} tok/s (decode ${chat.decodePerSecond.toFixed(1)}, ${chat.tokens} tokens), TTFT(200) ${ttft.toFixed(0)} ms`);
+    const t = await e.firstToken(longPrompt);
+    ttft.set(e.name, Math.min(ttft.get(e.name) ?? Infinity, t));
+    for (const chats of levels) {
+      const res = await e.level(promptsFor(chats), chats);
+      const key = `${e.name}@${chats}`;
+      if ((best.get(key)?.tokensPerSecond ?? 0) < res.tokensPerSecond) best.set(key, res);
+      if (cuda) console.log(JSON.stringify({ engine: e.name, backend: lx.backendName(), chats, round: r + 1, ...res, tokensPerChat: maxTokens, firstTokenMs200: t }));
+      else console.log(`round ${r + 1} ${e.name}, ${chats} chats: ${res.tokensPerSecond.toFixed(1)} tok/s (${res.tokens} tokens in ${res.seconds.toFixed(2)} s)`);
+    }
+    if (!cuda) console.log(`round ${r + 1} ${e.name}: TTFT(200) ${t.toFixed(0)} ms`);
   }
 }
 
-const l = best.get(lanes.name)!;
-const c = best.get(llamaCpp.name)!;
-console.log(`\nSmolLM2-135M-Instruct, greedy, answers up to ${maxTokens} tokens, best of ${rounds} rounds (machine load ${loadavg()[0]!.toFixed(1)})`);
-console.log("| | lanes | llama.cpp | lanes / llama.cpp |");
-console.log("|---|---|---|---|");
-console.log(`| 1 chat, tok/s | ${l.tokensPerSecond.toFixed(1)} | ${c.tokensPerSecond.toFixed(1)} | ${(l.tokensPerSecond / c.tokensPerSecond).toFixed(2)}× |`);
-console.log(`| 1 chat, decode tok/s (after the first token) | ${l.decodePerSecond.toFixed(1)} | ${c.decodePerSecond.toFixed(1)} | ${(l.decodePerSecond / c.decodePerSecond).toFixed(2)}× |`);
-console.log(`| time to first token, 200-token prompt | ${l.ttftMs.toFixed(0)} ms | ${c.ttftMs.toFixed(0)} ms | ${(l.ttftMs / c.ttftMs).toFixed(2)}× |`);
-// llama.cpp's known rate here is 46–56 tok/s (one chat, threads 2); far below it, the machine was busy.
-if (c.tokensPerSecond < 40) console.log(`\nllama.cpp ran at ${c.tokensPerSecond.toFixed(1)} tok/s, far below its 46–56: the machine is loaded, rerun when it is quiet.`);
+const at = (e: BenchEngine, chats: number) => best.get(`${e.name}@${chats}`)!.tokensPerSecond;
+if (cuda || !withLlamaCpp) {
+  for (const chats of levels)
+    console.log(JSON.stringify({ summary: true, backend: lx.backendName(), chats, batched: at(batched, chats), perStream: at(perStream, chats), firstTokenMs200: ttft.get(batched.name) }));
+} else {
+  const ref = engines[2]!;
+  console.log(`\nSmolLM2-135M-Instruct, greedy, answers up to ${maxTokens} tokens, ${perChat} chats per client, best of ${rounds} rounds (machine load ${loadavg()[0]!.toFixed(1)})`);
+  console.log("| concurrent chats | lanes batched tok/s | lanes per-stream tok/s | llama.cpp tok/s | batched / llama.cpp | per-stream / llama.cpp |");
+  console.log("|---|---|---|---|---|---|");
+  for (const chats of levels) {
+    const [b, s, c] = [at(batched, chats), at(perStream, chats), at(ref, chats)];
+    console.log(`| ${chats} | ${b.toFixed(1)} | ${s.toFixed(1)} | ${c.toFixed(1)} | ${(b / c).toFixed(2)}× | ${(s / c).toFixed(2)}× |`);
+  }
+  const [tb, ts, tc] = [ttft.get(batched.name)!, ttft.get(perStream.name)!, ttft.get(ref.name)!];
+  console.log(`| time to first token, 200-token prompt | ${tb.toFixed(0)} ms | ${ts.toFixed(0)} ms | ${tc.toFixed(0)} ms | ${(tb / tc).toFixed(2)}× | ${(ts / tc).toFixed(2)}× |`);
+  // llama.cpp's known rate here is 46–56 tok/s for one chat (threads 2); far below it, the machine was busy.
+  if (at(ref, 1) < 40) console.log(`\nllama.cpp ran at ${at(ref, 1).toFixed(1)} tok/s for one chat, far below its 46–56: the machine is loaded, rerun when it is quiet.`);
+}
 for (const e of engines) await e.dispose();
+tm.dispose();

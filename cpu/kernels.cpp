@@ -297,9 +297,15 @@ void slice_update(const Command& c) {
   int axis = c.params.axis;
   int64_t offset = static_cast<int64_t>(c.params.scalars[0]);
   int64_t room = target.shape[axis] - update.shape[axis];
-  if (offset < 0 || offset > room)
-    throw_error(LANES_ERR_DEVICE, "offset " + std::to_string(offset) + " is out of range [0, " + std::to_string(room) +
-                                      "] along axis " + std::to_string(axis));
+  // Per-row form: row b of the leading axis is written at its own offset.
+  const int32_t* row_offsets = c.inputs.size() > 2 ? base<int32_t>(c.inputs[2]) : nullptr;
+  int64_t rows = row_offsets ? target.shape[0] : 1;
+  for (int64_t b = 0; b < rows; ++b) {
+    int64_t at = row_offsets ? row_offsets[b] : offset;
+    if (at < 0 || at > room)
+      throw_error(LANES_ERR_DEVICE, "sliceUpdate: offset " + std::to_string(at) + (row_offsets ? " of row " + std::to_string(b) : "") +
+                                        " is out of range [0, " + std::to_string(room) + "] along axis " + std::to_string(axis));
+  }
   bool in_place = c.params.flags & 1;
   dispatch(c.output.dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -311,11 +317,13 @@ void slice_update(const Command& c) {
       parallel_for(n, kElementGrain, [&](int64_t b, int64_t e) { std::copy(t + b, t + e, y + b); });
     }
     Shape out_strides = contiguous_strides(c.output.shape);
-    T* dst = y + offset * out_strides[axis];
     const T* src = base<T>(update);
     std::array<Shape, 2> st{out_strides, read_strides(update, update.shape)};
     int64_t inner = update.shape.empty() ? 0 : st[1].back();
-    for_each_row<2>(update.shape, st, [&](int64_t, const std::array<int64_t, 2>& off, int64_t n) {
+    int64_t per_row = numel(update.shape) / std::max<int64_t>(1, rows);  // update elements per leading entry
+    for_each_row<2>(update.shape, st, [&](int64_t first, const std::array<int64_t, 2>& off, int64_t n) {
+      int64_t at = row_offsets ? row_offsets[first / per_row] : offset;
+      T* dst = y + at * out_strides[axis];
       for (int64_t i = 0; i < n; ++i) dst[off[0] + i] = src[off[1] + i * inner];
     });
   });
@@ -902,21 +910,30 @@ template <class T>
 void attention_typed(const Command& c) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
   int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Dv = vs[3];
-  int64_t Lk = static_cast<int64_t>(c.params.scalars[1]);
-  if (Lk < 0 || Lk > ks[2])
-    throw_error(LANES_ERR_DEVICE, "key length " + std::to_string(Lk) + " is out of range for " + std::to_string(ks[2]) + " keys");
+  int64_t fixed_keys = static_cast<int64_t>(c.params.scalars[1]);
+  // Per-row form: batch entry b attends over its own first key_lengths[b] keys.
+  const int32_t* key_lengths = c.inputs.size() > 3 ? base<int32_t>(c.inputs[3]) : nullptr;
+  for (int64_t b = 0; b < (key_lengths ? qs[0] : 1); ++b) {
+    int64_t used = key_lengths ? key_lengths[b] : fixed_keys;
+    if (used < 0 || used > ks[2])
+      throw_error(LANES_ERR_DEVICE, "scaledDotProductAttention: key length " + std::to_string(used) +
+                                        (key_lengths ? " of batch entry " + std::to_string(b) : "") + " is out of range for " +
+                                        std::to_string(ks[2]) + " keys");
+  }
   int64_t group = H / Hk;
   float scale = static_cast<float>(c.params.scalars[0]);
   bool causal = c.params.flags & 1;
   Rows4<T> q = rows4<T>(c.inputs[0]), k = rows4<T>(c.inputs[1]), v = rows4<T>(c.inputs[2]);
   T* y = output<T>(c);
-  parallel_for(B * H * Lq, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, Lk * D)), [&](int64_t rb, int64_t re) {
-    std::vector<float> scores(static_cast<size_t>(Lk));
+  const int64_t max_keys = key_lengths ? ks[2] : fixed_keys;  // an upper bound on every row's keys
+  parallel_for(B * H * Lq, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, max_keys * D)), [&](int64_t rb, int64_t re) {
+    std::vector<float> scores(static_cast<size_t>(max_keys));
     std::vector<float> acc(static_cast<size_t>(Dv));
     std::vector<float> qrow(static_cast<size_t>(D));
     for (int64_t r = rb; r < re; ++r) {
       int64_t i = r % Lq, h = (r / Lq) % H, bi = r / (Lq * H);
       int64_t hk = h / group;
+      int64_t Lk = key_lengths ? key_lengths[bi] : fixed_keys;
       const T* qi = q.at(bi, h, i);
       for (int64_t d = 0; d < D; ++d) qrow[d] = static_cast<float>(up(qi[d * q.sd]));
       // Causal masking aligned to the end: query i sees keys up to i + (Lk - Lq).
@@ -946,22 +963,29 @@ void attention_typed(const Command& c) {
 
 template <class T>
 void rope_typed(const Command& c) {
-  std::vector<std::vector<float>> in = widened_inputs<T>(c);
+  std::vector<T> scratch;
+  std::vector<float> widened;
+  const float* x = as_float_rows<T>(c.inputs[0], scratch, widened);
   const Shape& s = c.output.shape;
   int64_t D = s.back(), L = s[s.size() - 2];
   int64_t rows = D ? numel(s) / D : 0;
   int dims = c.params.axis, half = dims / 2;
   double base = c.params.scalars[0], scale = c.params.scalars[1];
   bool traditional = c.params.flags & 1;
-  const float* x = in[0].data();
+  // Per-row form: the rows of leading entry b start at offsets[b].
+  const int32_t* offsets = c.inputs.size() > 1 ? cpu::base<int32_t>(c.inputs[1]) : nullptr;
+  int64_t rows_per_entry = offsets ? rows / std::max<int64_t>(1, s[0]) : rows;
+  std::vector<double> frequency(static_cast<size_t>(half));  // base^(-2i/dims), the same for every row
+  for (int i = 0; i < half; ++i) frequency[static_cast<size_t>(i)] = std::pow(base, -2.0 * i / dims);
   T* y = output<T>(c);
   parallel_for(rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, D)), [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; ++r) {
-      double pos = (c.params.scalars[2] + static_cast<double>(r % L)) * scale;
+      double start = offsets ? static_cast<double>(offsets[r / rows_per_entry]) : c.params.scalars[2];
+      double pos = (start + static_cast<double>(r % L)) * scale;
       const float* xr = x + r * D;
       T* yr = y + r * D;
       for (int i = 0; i < half; ++i) {
-        double theta = pos * std::pow(base, -2.0 * i / dims);
+        double theta = pos * frequency[static_cast<size_t>(i)];
         float cs = static_cast<float>(std::cos(theta)), sn = static_cast<float>(std::sin(theta));
         // Traditional pairs neighbours (2i, 2i+1); the default (Llama/HF) pairs halves (i, i+dims/2).
         int64_t a = traditional ? 2 * i : i, b = traditional ? 2 * i + 1 : i + half;

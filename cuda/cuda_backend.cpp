@@ -17,6 +17,7 @@
 
 #include "../ffi/src/backend.hpp"
 #include "../ffi/src/config.hpp"
+#include "../ffi/src/gpu/kernel_layout.hpp"
 #include "../ffi/src/shape.hpp"
 #include "../ffi/src/status.hpp"
 #include "device.hpp"
@@ -174,9 +175,7 @@ class CudaCommandBuffer final : public CommandBuffer {
   static std::optional<std::string> take_error_of(const CudaPrepared& p) {
     for (const TakeCheck& t : p.take_checks) {
       volatile int* word = t.word.host;
-      if (word[0])
-        return "take: index " + std::to_string(word[1]) + " is out of range for axis " + std::to_string(t.axis) + " of size " +
-               std::to_string(t.dim);
+      if (word[0]) return gpu::range_error(t.what, t.axis, t.dim, word[1]);
     }
     return std::nullopt;
   }

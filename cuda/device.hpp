@@ -49,11 +49,13 @@ class ErrorWords {
   std::vector<Word> free_;
 };
 
-// A take kernel's error word and what its message needs.
+// A range-checking kernel's error word and what its message needs (gpu::range_error): a take
+// index (`what` null) or a per-row offset or key length.
 struct TakeCheck {
   ErrorWords::Word word;
   int axis;
   int64_t dim;
+  const char* what = nullptr;
 };
 
 // One operation on a CUstream: a kernel launch with its packed arguments, a copy to the host,

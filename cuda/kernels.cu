@@ -625,9 +625,12 @@ __device__ void norm_impl(T* y, const T* x, const T* w, const T* b, i64 rows, i6
 
 // One block per query row. Scores live in `scores` (shared memory, or a global scratch row
 // when Lk is too long for it).
+// Per-row form (lengths set): batch entry b attends over its first lengths[b] keys; a length
+// outside [0, Lk] is reported through `error` (as take reports an index) and attends over none.
 template <class T>
 __device__ void attention_impl(T* y, const T* q, const T* k, const T* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D,
-                               i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* used_at) {
+                               i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* used_at,
+                               const int* lengths, int* error) {
   if (used_at) used = i64(*used_at);  // a compiled plan's key length, checked on the host
   extern __shared__ float dyn[];
   __shared__ float shf[256];
@@ -635,6 +638,13 @@ __device__ void attention_impl(T* y, const T* q, const T* k, const T* v, float* 
   i64 r = blockIdx.x;
   float* scores = scratch ? scratch + r * Lk : dyn;
   i64 i = r % Lq, h = (r / Lq) % H, bi = r / (Lq * H);
+  if (lengths) {
+    used = lengths[bi];
+    if (used < 0 || used > Lk) {
+      if (threadIdx.x == 0 && atomicCAS(error, 0, 1) == 0) error[1] = int(used);
+      used = 0;
+    }
+  }
   i64 kv = bi * Hk + h / (H / Hk);
   const T* qi = q + r * D;
   // Only the first `used` keys hold data (a preallocated cache's filled prefix).
@@ -668,13 +678,15 @@ __device__ void attention_impl(T* y, const T* q, const T* k, const T* v, float* 
   }
 }
 
+// Per-row form (offsets set): the rows of leading entry b (rows_per_entry of them) start at offsets[b].
 template <class T>
 __device__ void rope_impl(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset,
-                          int traditional, const double* dyn) {
+                          int traditional, const double* dyn, const int* offsets, i64 rows_per_entry) {
   if (dyn) offset = *dyn;
   int half = dims / 2;
   GRID_STRIDE(e, rows * D) {
     i64 r = e / D, d = e % D;
+    if (offsets) offset = double(offsets[r / rows_per_entry]);
     if (d >= dims) { y[e] = x[e]; continue; }
     int i = traditional ? int(d / 2) : int(d < half ? d : d - half);
     bool first = traditional ? (d % 2 == 0) : d < half;
@@ -684,6 +696,23 @@ __device__ void rope_impl(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, do
     float cs = float(cos(theta)), sn = float(sin(theta));
     float xa = up(x[r * D + a]), xb = up(x[r * D + b]);
     y[e] = Down<T>::of(first ? xa * cs - xb * sn : xa * sn + xb * cs);
+  }
+}
+
+// A per-row sliceUpdate: element e of the contiguous update goes to its leading entry's own
+// offset along the axis (see gpu::RowWrite); an offset outside [0, C - U] is reported through
+// `error` and that entry is not written.
+template <class T>
+__device__ void copy_rows_impl(T* y, const T* x, const int* offsets, i64 n, i64 per_entry, i64 U, i64 C, i64 R, int* error) {
+  GRID_STRIDE(e, n) {
+    i64 b = e / per_entry, rest = e % per_entry;
+    i64 r = rest % R, t = (rest / R) % U, a = rest / (R * U);
+    i64 at = offsets[b];
+    if (at < 0 || at > C - U) {
+      if (atomicCAS(error, 0, 1) == 0) error[1] = int(at);
+      continue;
+    }
+    y[((b * (per_entry / (U * R)) + a) * C + at + t) * R + r] = x[e];
   }
 }
 
@@ -758,6 +787,8 @@ BY_SIZE(COPY)
 // A copy whose destination moves by `*dyn` · `step` elements (a compiled plan's sliceUpdate offset).
 #define COPY_AT(T, S) extern "C" __global__ void copy_at_##S(T* y, KStrides sy, const T* x, KStrides sx, KShape shape, i64 n, const double* dyn, i64 step) { copy_impl<T>(y + (dyn ? i64(*dyn) * step : 0), sy, x, sx, shape, n); }
 BY_SIZE(COPY_AT)
+#define COPY_ROWS(T, S) extern "C" __global__ void copy_rows_##S(T* y, const T* x, const int* offsets, i64 n, i64 per_entry, i64 U, i64 C, i64 R, int* error) { copy_rows_impl<T>(y, x, offsets, n, per_entry, U, C, R, error); }
+BY_SIZE(COPY_ROWS)
 #define TAKE(T, S) extern "C" __global__ void take_##S(T* y, const T* x, const int* idx, i64 outer, i64 dim, i64 inner, i64 count, int* error) { take_impl<T>(y, x, idx, outer, dim, inner, count, error); }
 BY_SIZE(TAKE)
 
@@ -788,8 +819,8 @@ FLOATING(ROWS)
 
 #if defined(LANES_FAMILY_FUSED)
 #define FUSED(T, S) \
-  extern "C" __global__ void attention_##S(T* y, const T* q, const T* k, const T* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn) { attention_impl<T>(y, q, k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn); } \
-  extern "C" __global__ void rope_##S(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional, const double* dyn) { rope_impl<T>(y, x, rows, L, D, dims, base, scale, offset, traditional, dyn); } \
+  extern "C" __global__ void attention_##S(T* y, const T* q, const T* k, const T* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_impl<T>(y, q, k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error); } \
+  extern "C" __global__ void rope_##S(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional, const double* dyn, const int* offsets, i64 rows_per_entry) { rope_impl<T>(y, x, rows, L, D, dims, base, scale, offset, traditional, dyn, offsets, rows_per_entry); } \
   extern "C" __global__ void matmul_##S(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) { matmul_impl<T>(y, a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches); }
 FLOATING(FUSED)
 #endif

@@ -66,6 +66,14 @@ void launch_1d(LaunchContext& ctx, const std::string& name, int64_t n, const Arg
   launch(ctx, name, blocks_for(ctx.device, n), 1, 1, 256, 0, args...);
 }
 
+// An error word for a kernel's range check (a take index, or a per-row value `what` outside
+// [0, limit]); reported when the epoch completes.
+CUdeviceptr range_check(LaunchContext& ctx, int axis, int64_t limit, const char* what = nullptr) {
+  ErrorWords::Word word = ctx.error_words.take();
+  ctx.out.take_checks.push_back(TakeCheck{word, axis, limit, what});
+  return word.device;
+}
+
 // A contiguous copy of `a` in scratch (or `a` itself when already contiguous).
 CUdeviceptr contiguous(const TensorArg& a, LaunchContext& ctx) {
   int64_t n = numel(a.shape);
@@ -147,7 +155,8 @@ void slice_update(const Command& c, LaunchContext& ctx) {
   int axis = c.params.axis;
   int64_t offset = static_cast<int64_t>(c.params.scalars[0]);
   int64_t room = target.shape[axis] - update.shape[axis];
-  if (offset < 0 || offset > room)
+  bool per_row = c.inputs.size() > 2;  // an offset per leading entry, checked by the kernel
+  if (!per_row && (offset < 0 || offset > room))
     throw_error(LANES_ERR_DEVICE, "offset " + std::to_string(offset) + " is out of range [0, " + std::to_string(room) +
                                       "] along axis " + std::to_string(axis));
   Shape out_strides = contiguous_strides(c.output.shape);
@@ -157,6 +166,14 @@ void slice_update(const Command& c, LaunchContext& ctx) {
     int64_t n = numel(target.shape);
     Walk w = collapse(target.shape, {out_strides, read_strides(target, target.shape)}, {0, target.offset});
     if (n) launch_1d(ctx, copy, n, y, w.strides[0], base_ptr(target), w.strides[1], w.shape, n);
+  }
+  if (per_row) {
+    gpu::RowWrite w = gpu::row_write(c);
+    if (!w.n) return;
+    CUdeviceptr u = contiguous(update, ctx), offsets = data_ptr(c.inputs[2]);
+    CUdeviceptr err = range_check(ctx, axis, room, "sliceUpdate: offset");
+    launch_1d(ctx, "copy_rows_" + size_suffix(c.output.dtype), w.n, y, u, offsets, w.n, w.per_entry, w.U, w.C, w.R, err);
+    return;
   }
   int64_t n = numel(update.shape);
   CUdeviceptr dyn = ctx.dynamic_scalar(c.params, 0);
@@ -238,9 +255,7 @@ void take(const Command& c, LaunchContext& ctx) {
   int64_t n = outer * count * inner;
   if (n == 0) return;
   CUdeviceptr x = contiguous(a, ctx), idx = contiguous(indices, ctx), y = data_ptr(c.output);
-  ErrorWords::Word word = ctx.error_words.take();
-  ctx.out.take_checks.push_back(TakeCheck{word, axis, dim});
-  CUdeviceptr err = word.device;
+  CUdeviceptr err = range_check(ctx, axis, dim);
   launch_1d(ctx, "take_" + size_suffix(a.dtype), n, y, x, idx, outer, dim, inner, count, err);
 }
 
@@ -308,7 +323,8 @@ void attention(const Command& c, LaunchContext& ctx) {
   int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Lk = ks[2], Dv = vs[3];
   int64_t used = static_cast<int64_t>(c.params.scalars[1]);  // keys in use: a prefix of k and v
   CUdeviceptr dyn = ctx.dynamic_scalar(c.params, 1);
-  if (!dyn && (used < 0 || used > Lk))
+  bool per_row = c.inputs.size() > 3;  // a key length per batch entry, checked by the kernel
+  if (!dyn && !per_row && (used < 0 || used > Lk))
     throw_error(LANES_ERR_DEVICE, "key length " + std::to_string(used) + " is out of range for " + std::to_string(Lk) + " keys");
   int64_t rows = B * H * Lq;
   if (rows == 0 || Dv == 0) return;
@@ -320,8 +336,10 @@ void attention(const Command& c, LaunchContext& ctx) {
   size_t score_bytes = static_cast<size_t>(std::max<int64_t>(Lk, 1)) * 4;
   unsigned shared = score_bytes <= (32u << 10) ? static_cast<unsigned>(score_bytes) : 0;
   CUdeviceptr scratch = shared ? 0 : ctx.temp(score_bytes * static_cast<size_t>(rows));
+  CUdeviceptr lengths = per_row ? data_ptr(c.inputs[3]) : 0;
+  CUdeviceptr err = per_row ? range_check(ctx, 2, Lk, "scaledDotProductAttention: key length") : 0;
   launch(ctx, std::string("attention_") + suffix(c.output.dtype), static_cast<unsigned>(rows), 1, 1, 256, shared, y, q,
-         k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn);
+         k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
 }
 
 void rope(const Command& c, LaunchContext& ctx) {
@@ -334,15 +352,20 @@ void rope(const Command& c, LaunchContext& ctx) {
   double base = c.params.scalars[0], scale = c.params.scalars[1];
   double offset = c.params.scalars[2];
   CUdeviceptr dyn = ctx.dynamic_scalar(c.params, 2);
+  // Per-row form: the rows of leading entry b start at offsets[b].
+  CUdeviceptr offsets = c.inputs.size() > 1 ? data_ptr(c.inputs[1]) : 0;
+  int64_t rows_per_entry = offsets ? rows / s[0] : rows;
   launch_1d(ctx, std::string("rope_") + suffix(c.output.dtype), rows * D, y, x, rows, L, D, dims, base, scale, offset,
-            traditional, dyn);
+            traditional, dyn, offsets, rows_per_entry);
 }
 
 // ---- quantized weights -------------------------------------------------------------------------
 
 // Rows up to which the quantized matvec (8-bit activations, dp4a) runs; longer inputs (a prompt)
-// dequantize the weights once and take the dense matmul.
-constexpr int64_t kMatvecRows = 16;
+// dequantize the weights once and take the dense matmul. A batched decode step has a row per
+// sequence: up to 64 of them the matvec reads each weight block once per 8 rows (mostly from L2),
+// where the dense path would write and read every weight as float32.
+constexpr int64_t kMatvecRows = 64;
 
 void quantized_matmul(const Command& c, LaunchContext& ctx) {
   const TensorArg &x = c.inputs[0], &w = c.inputs[1];
@@ -374,9 +397,7 @@ void take_quantized(const Command& c, LaunchContext& ctx) {
   int64_t dim = a.shape[0], k = a.shape[1], count = numel(indices.shape);
   if (count == 0 || k == 0) return;
   CUdeviceptr idx = contiguous(indices, ctx), y = data_ptr(c.output), wp = base_ptr(a);
-  ErrorWords::Word word = ctx.error_words.take();
-  ctx.out.take_checks.push_back(TakeCheck{word, 0, dim});
-  CUdeviceptr err = word.device;
+  CUdeviceptr err = range_check(ctx, 0, dim);
   launch_1d(ctx, std::string("take_dequantize_") + suffix(a.dtype), count * k / 2, y, wp, idx, count, k, dim, err);
 }
 

@@ -76,7 +76,8 @@ typedef struct TakeParams {
 } TakeParams;
 
 /* Only the first `used` of the Lk keys hold data (a preallocated cache's filled prefix); a
- * causal mask aligns with their end. */
+ * causal mask aligns with their end. The per-row form (attention_rows_*) reads `used` per batch
+ * entry from a buffer instead. */
 typedef struct AttnParams {
   long B, H, Lq, D, Hk, Lk, Dv, used;
   float scale;
@@ -91,7 +92,13 @@ typedef struct RopeParams {
   float base, scale;
   long offset;
   float offset_fraction;
+  long rows_per_entry; /* per-row form (rope_rows_*): the rows of leading entry b start at offsets[b] */
 } RopeParams;
+
+/* A per-row sliceUpdate (copy_rows_*): the fields of ffi/src/gpu's RowWrite. */
+typedef struct RowWriteParams {
+  long n, per_entry, U, C, R;
+} RowWriteParams;
 
 /* Both matmul kernels: A[M, K] and B[K, N] read through element strides, batch dims through
  * `batch` with each operand's batch strides and offset. */

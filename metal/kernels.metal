@@ -334,6 +334,25 @@ void astype_impl(device T* y, const device F* x, constant EwParams& p, uint gid,
   GRID_STRIDE(i, p.n) y[i] = Convert<F, T>::of(x[offset_of(i, p.shape, p.s0)]);
 }
 
+// A per-row sliceUpdate: element e of the contiguous update goes to its leading entry's own
+// offset along the axis (ffi/src/gpu's RowWrite); an offset outside [0, C - U] is reported through
+// `error` and that entry is not written.
+template <typename T>
+void copy_rows_impl(device T* y, const device T* x, const device int* offsets, device atomic_int* error, constant RowWriteParams& p, uint gid, uint gsize) {
+  GRID_STRIDE(e, p.n) {
+    long b = e / p.per_entry, rest = e % p.per_entry;
+    long r = rest % p.R, t = (rest / p.R) % p.U, a = rest / (p.R * p.U);
+    long at = offsets[b];
+    if (at < 0 || at > p.C - p.U) {
+      int expected = 0;
+      if (atomic_compare_exchange_weak_explicit(&error[0], &expected, 1, memory_order_relaxed, memory_order_relaxed))
+        atomic_store_explicit(&error[1], int(at), memory_order_relaxed);
+      continue;
+    }
+    y[((b * (p.per_entry / (p.U * p.R)) + a) * p.C + at + t) * p.R + r] = x[e];
+  }
+}
+
 // error[0] becomes 1 and error[1] the first bad index seen; the epoch then fails.
 template <typename T>
 void take_impl(device T* y, const device T* x, const device int* idx, device atomic_int* error, constant TakeParams& p, uint gid, uint gsize) {
@@ -557,17 +576,30 @@ void norm_impl(device T* y, const device T* x, const device T* w, const device T
 
 // One threadgroup (256 threads) per query row; scores in `scratch` (a device buffer row). Only the
 // first p.used keys hold data (a preallocated cache's filled prefix); causal aligns to their end.
+// Per-row form (lengths set): batch entry b uses its first lengths[b] keys; a length outside
+// [0, Lk] is reported through `error` (as take reports an index) and attends over none.
 template <typename T>
 void attention_impl(device T* y, const device T* q, const device T* k, const device T* v, device float* scratch,
-                    constant AttnParams& p, threadgroup float* sh, uint tid, uint r) {
+                    const device int* lengths, device atomic_int* error, constant AttnParams& p, threadgroup float* sh,
+                    uint tid, uint r) {
   device float* scores = scratch + long(r) * p.Lk;
   long i = r % p.Lq, h = (r / p.Lq) % p.H, bi = r / (p.Lq * p.H);
   long kv = bi * p.Hk + h / (p.H / p.Hk);
   const device T* qi = q + long(r) * p.D;
-  long visible = p.used;
+  long used = p.used;
+  if (lengths) {
+    used = lengths[bi];
+    if (used < 0 || used > p.Lk) {
+      int expected = 0;
+      if (tid == 0 && atomic_compare_exchange_weak_explicit(&error[0], &expected, 1, memory_order_relaxed, memory_order_relaxed))
+        atomic_store_explicit(&error[1], int(used), memory_order_relaxed);
+      used = 0;
+    }
+  }
+  long visible = used;
   if (p.causal) {
-    long last = i + p.used - p.Lq + 1;
-    visible = last < 0 ? 0 : (last < p.used ? last : p.used);
+    long last = i + used - p.Lq + 1;
+    visible = last < 0 ? 0 : (last < used ? last : used);
   }
   float m = -finf();
   for (long j = tid; j < visible; j += 256) {
@@ -594,8 +626,9 @@ void attention_impl(device T* y, const device T* q, const device T* k, const dev
   }
 }
 
+// Per-row form (offsets set): the rows of leading entry b start at offsets[b].
 template <typename T>
-void rope_impl(device T* y, const device T* x, constant RopeParams& p, uint gid, uint gsize) {
+void rope_impl(device T* y, const device T* x, const device int* offsets, constant RopeParams& p, uint gid, uint gsize) {
   int half_dims = p.dims / 2;
   GRID_STRIDE(e, p.rows * p.D) {
     long r = e / p.D, d = e % p.D;
@@ -603,7 +636,8 @@ void rope_impl(device T* y, const device T* x, constant RopeParams& p, uint gid,
     int i = p.traditional ? int(d / 2) : int(d < half_dims ? d : d - half_dims);
     bool first = p.traditional ? (d % 2 == 0) : d < half_dims;
     long a = p.traditional ? 2 * i : i, b = p.traditional ? 2 * i + 1 : i + half_dims;
-    float pos = (float(p.offset + r % p.L) + p.offset_fraction) * p.scale;
+    long start = offsets ? long(offsets[r / p.rows_per_entry]) : p.offset;
+    float pos = (float(start + r % p.L) + (offsets ? 0.0f : p.offset_fraction)) * p.scale;
     float theta = pos * pow(p.base, -2.0f * float(i) / float(p.dims));
     float cs = cos(theta), sn = sin(theta);
     float xa = up(x[r * p.D + a]), xb = up(x[r * p.D + b]);
@@ -821,6 +855,8 @@ BINARY_SCALAR(float, f32) BINARY_SCALAR(f16, f16) BINARY_SCALAR(bf16, bf16) BINA
 BY_SIZE(WHERE)
 #define COPY(T, S) kernel void copy_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], EW_ARGS) { copy_impl<T>(y, x, p, gid, gsize); }
 BY_SIZE(COPY)
+#define COPY_ROWS(T, S) kernel void copy_rows_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], const device int* offsets [[buffer(2)]], device atomic_int* error [[buffer(3)]], constant RowWriteParams& p [[buffer(8)]], GRID_ARGS) { copy_rows_impl<T>(y, x, offsets, error, p, gid, gsize); }
+BY_SIZE(COPY_ROWS)
 #define TAKE(T, S) kernel void take_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], const device int* idx [[buffer(2)]], device atomic_int* error [[buffer(3)]], constant TakeParams& p [[buffer(8)]], GRID_ARGS) { take_impl<T>(y, x, idx, error, p, gid, gsize); }
 BY_SIZE(TAKE)
 
@@ -841,8 +877,10 @@ REDUCE_F(float, f32) REDUCE_F(f16, f16) REDUCE_F(bf16, bf16) REDUCE_I(int, i32) 
 ROWS(float, f32) ROWS(f16, f16) ROWS(bf16, bf16)
 
 #define FUSED(T, S) \
-  kernel void attention_##S(device T* y [[buffer(0)]], const device T* q [[buffer(1)]], const device T* k [[buffer(2)]], const device T* v [[buffer(3)]], device float* scratch [[buffer(4)]], constant AttnParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; attention_impl<T>(y, q, k, v, scratch, p, sh, tid, group); } \
-  kernel void rope_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], constant RopeParams& p [[buffer(8)]], GRID_ARGS) { rope_impl<T>(y, x, p, gid, gsize); } \
+  kernel void attention_##S(device T* y [[buffer(0)]], const device T* q [[buffer(1)]], const device T* k [[buffer(2)]], const device T* v [[buffer(3)]], device float* scratch [[buffer(4)]], constant AttnParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; attention_impl<T>(y, q, k, v, scratch, nullptr, nullptr, p, sh, tid, group); } \
+  kernel void attention_rows_##S(device T* y [[buffer(0)]], const device T* q [[buffer(1)]], const device T* k [[buffer(2)]], const device T* v [[buffer(3)]], device float* scratch [[buffer(4)]], const device int* lengths [[buffer(5)]], device atomic_int* error [[buffer(6)]], constant AttnParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; attention_impl<T>(y, q, k, v, scratch, lengths, error, p, sh, tid, group); } \
+  kernel void rope_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], constant RopeParams& p [[buffer(8)]], GRID_ARGS) { rope_impl<T>(y, x, nullptr, p, gid, gsize); } \
+  kernel void rope_rows_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], const device int* offsets [[buffer(2)]], constant RopeParams& p [[buffer(8)]], GRID_ARGS) { rope_impl<T>(y, x, offsets, p, gid, gsize); } \
   kernel void matmul_##S(device T* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], constant MatmulParams& p [[buffer(8)]], uint3 tid3 [[thread_position_in_threadgroup]], uint3 tile [[threadgroup_position_in_grid]]) { threadgroup float ta[16 * 17]; threadgroup float tb[16 * 17]; matmul_impl<T>(y, a, b, p, ta, tb, tid3.xy, tile); } \
   kernel void matmul_simdgroup_##S(device T* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], constant MatmulParams& p [[buffer(8)]], uint tid [[thread_index_in_threadgroup]], uint simd_group [[simdgroup_index_in_threadgroup]], uint3 tile [[threadgroup_position_in_grid]]) { \
     threadgroup float ta[SG_TILE * SG_A_STRIDE]; threadgroup float tb[SG_K * SG_B_STRIDE]; threadgroup float tc[SG_TILE * SG_C_STRIDE]; \

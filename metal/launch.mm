@@ -140,14 +140,15 @@ void dispatch_groups(Dispatch& d, MTLSize groups, MTLSize threads) {
   d.per_thread = false;
 }
 
-// A take kernel's error word: taken now, or at each replay of a compiled plan.
-void take_check(RecordContext& ctx, Dispatch& d, NSUInteger index, int axis, int64_t dim) {
+// A range-checking kernel's error word (a take index, or a per-row value `what` outside
+// [0, dim]): taken now, or at each replay of a compiled plan.
+void take_check(RecordContext& ctx, Dispatch& d, NSUInteger index, int axis, int64_t dim, const char* what = nullptr) {
   if (ctx.plan) {
-    d.take = TakeSlot{index, axis, dim};
+    d.take = TakeSlot{index, axis, dim, what};
     return;
   }
   ErrorWords::Word word = ctx.device.error_words->take();
-  ctx.out.checks.push_back(TakeCheck{word, axis, dim});  // given back with the record
+  ctx.out.checks.push_back(TakeCheck{word, axis, dim, what});  // given back with the record
   d.buffers.push_back(Binding{index, word.buffer, word.offset});
 }
 
@@ -307,9 +308,10 @@ void slice_update(const Command& c, RecordContext& ctx) {
   const TensorArg &target = c.inputs[0], &update = c.inputs[1];
   size_t axis = static_cast<size_t>(c.params.axis);
   bool dynamic = ctx.dynamic(c.params, 0);  // checked by the plan at each replay
+  bool per_row = c.inputs.size() > 2;       // an offset per leading entry, checked by the kernel
   int64_t offset = static_cast<int64_t>(c.params.scalars[0]);
   int64_t room = target.shape[axis] - update.shape[axis];
-  if (!dynamic && (offset < 0 || offset > room))
+  if (!dynamic && !per_row && (offset < 0 || offset > room))
     throw_error(LANES_ERR_DEVICE, "offset " + std::to_string(offset) + " is out of range [0, " + std::to_string(room) +
                                       "] along axis " + std::to_string(axis));
   Shape out_strides = contiguous_strides(c.output.shape);
@@ -318,6 +320,20 @@ void slice_update(const Command& c, RecordContext& ctx) {
     int64_t n = numel(target.shape);
     Walk w = collapse(target.shape, {out_strides, read_strides(target, target.shape)}, {c.output.offset, target.offset});
     if (n) emit(ctx, copy_dispatch(ctx, element_bytes, c.output.data, target.data, w, n));
+  }
+  if (per_row) {
+    gpu::RowWrite w = gpu::row_write(c);
+    if (!w.n) return;
+    const void* u = contiguous(update, ctx);
+    Dispatch d = kernel(ctx, "copy_rows_" + std::to_string(element_bytes));
+    bind_arg(ctx, d, c.output, 0, true);
+    bind(ctx, d, u, 1);
+    bind_arg(ctx, d, c.inputs[2], 2, true);
+    take_check(ctx, d, 3, c.params.axis, room, "sliceUpdate: offset");
+    params(d, RowWriteParams{.n = w.n, .per_entry = w.per_entry, .U = w.U, .C = w.C, .R = w.R});
+    dispatch_1d(d, w.n);
+    emit(ctx, std::move(d));
+    return;
   }
   int64_t n = numel(update.shape);
   if (!n) return;
@@ -497,9 +513,11 @@ void norm(const Command& c, RecordContext& ctx, bool layer) {
 
 void attention(const Command& c, RecordContext& ctx) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
-  // Keys in use: a prefix of k and v (scalars[1]); a plan's is checked at each replay.
+  // Keys in use: a prefix of k and v (scalars[1]); a plan's is checked at each replay, a
+  // per-row one (a fourth input) by the kernel.
   auto used = static_cast<int64_t>(c.params.scalars[1]);
-  if (!ctx.dynamic(c.params, 1) && (used < 0 || used > ks[2]))
+  bool per_row = c.inputs.size() > 3;
+  if (!ctx.dynamic(c.params, 1) && !per_row && (used < 0 || used > ks[2]))
     throw_error(LANES_ERR_DEVICE, "key length " + std::to_string(used) + " is out of range for " + std::to_string(ks[2]) + " keys");
   AttnParams p{.B = qs[0],
                .H = qs[1],
@@ -517,12 +535,16 @@ void attention(const Command& c, RecordContext& ctx) {
   const void* k = contiguous(c.inputs[1], ctx);
   const void* v = contiguous(c.inputs[2], ctx);
   void* scores = ctx.temp(static_cast<size_t>(count) * static_cast<size_t>(std::max<int64_t>(p.Lk, 1)) * sizeof(float));
-  Dispatch d = kernel(ctx, std::string("attention_") + suffix(c.output.dtype));
+  Dispatch d = kernel(ctx, std::string(per_row ? "attention_rows_" : "attention_") + suffix(c.output.dtype));
   bind_arg(ctx, d, c.output, 0, true);
   bind(ctx, d, q, 1);
   bind(ctx, d, k, 2);
   bind(ctx, d, v, 3);
   bind(ctx, d, scores, 4);
+  if (per_row) {
+    bind_arg(ctx, d, c.inputs[3], 5, true);
+    take_check(ctx, d, 6, 2, p.Lk, "scaledDotProductAttention: key length");
+  }
   params(d, p);
   patch(ctx, d, c.params, 1, ScalarPatch::Kind::Int64, offsetof(AttnParams, used));
   dispatch_groups(d, MTLSizeMake(ns(count), 1, 1), MTLSizeMake(kGroupThreads, 1, 1));
@@ -541,12 +563,16 @@ void rope(const Command& c, RecordContext& ctx) {
                .base = static_cast<float>(c.params.scalars[0]),
                .scale = static_cast<float>(c.params.scalars[1]),
                .offset = static_cast<int64_t>(offset),
-               .offset_fraction = static_cast<float>(c.params.scalars[2] - offset)};
+               .offset_fraction = static_cast<float>(c.params.scalars[2] - offset),
+               .rows_per_entry = 0};
   if (!p.rows) return;
+  bool per_row = c.inputs.size() > 1;  // the rows of leading entry b start at offsets[b]
+  if (per_row) p.rows_per_entry = p.rows / s[0];
   const void* x = contiguous(c.inputs[0], ctx);
-  Dispatch d = kernel(ctx, std::string("rope_") + suffix(c.output.dtype));
+  Dispatch d = kernel(ctx, std::string(per_row ? "rope_rows_" : "rope_") + suffix(c.output.dtype));
   bind_arg(ctx, d, c.output, 0, true);
   bind(ctx, d, x, 1);
+  if (per_row) bind_arg(ctx, d, c.inputs[1], 2, true);
   params(d, p);
   patch(ctx, d, c.params, 2, ScalarPatch::Kind::Int64, offsetof(RopeParams, offset));
   patch(ctx, d, c.params, 2, ScalarPatch::Kind::Fraction, offsetof(RopeParams, offset_fraction));

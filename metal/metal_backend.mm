@@ -29,6 +29,7 @@
 #include <optional>
 
 #include "../ffi/src/backend.hpp"
+#include "../ffi/src/gpu/kernel_layout.hpp"
 #include "../ffi/src/status.hpp"
 #include "kernel_source.hpp"
 #include "metal_device.hpp"
@@ -122,7 +123,7 @@ class MetalCommandBuffer final : public CommandBuffer {
         for (const Dispatch& d : plan.recorded.dispatches) {
           const ErrorWords::Word* word = nullptr;
           if (d.take) {
-            replay_checks_.push_back(TakeCheck{device_.error_words->take(), d.take->axis, d.take->dim});
+            replay_checks_.push_back(TakeCheck{device_.error_words->take(), d.take->axis, d.take->dim, d.take->what});
             word = &replay_checks_.back().word;
           }
           encode_dispatch(e, d, scalars, count, word);
@@ -155,8 +156,7 @@ class MetalCommandBuffer final : public CommandBuffer {
   static std::optional<std::string> take_error_of(const TakeCheck& t) {
     volatile int* word = t.word.host;
     if (!word[0]) return std::nullopt;
-    return "take: index " + std::to_string(word[1]) + " is out of range for axis " + std::to_string(t.axis) + " of size " +
-           std::to_string(t.dim);
+    return gpu::range_error(t.what, t.axis, t.dim, word[1]);
   }
 
   id<MTLComputeCommandEncoder> encoder() {

@@ -71,11 +71,13 @@ class ErrorWords {
   std::vector<Word> free_;
 };
 
-// A take kernel's error word and what its message needs.
+// A range-checking kernel's error word and what its message needs (gpu::range_error): a take
+// index (`what` null) or a per-row offset or key length.
 struct TakeCheck {
   ErrorWords::Word word;
   int axis;
   int64_t dim;
+  const char* what = nullptr;
 };
 
 struct Device {
@@ -114,6 +116,7 @@ struct TakeSlot {
   NSUInteger index;
   int axis;
   int64_t dim;
+  const char* what = nullptr;
 };
 
 // One recorded dispatch: pipeline, buffers, parameter block (setBytes at index 8), grid.

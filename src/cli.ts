@@ -2,7 +2,7 @@
 /**
  * The `lanes` command.
  *
- *   lanes serve [--port 8080] [--host 127.0.0.1] [--streams N] [--workers N] [--queue 64]
+ *   lanes serve [--port 8080] [--host 127.0.0.1] [--streams N] [--workers N] [--batch N] [--queue 64]
  *               [--timeout-ms 30000] [--api-key KEY] [--max-tokens 1024]
  *               [--max-prompt-tokens N] [--max-n 8] [--max-body-bytes 1048576]
  *               [--model NAME=ARCH[:weights.safetensors] | --model path/to/model.gguf]...
@@ -20,7 +20,7 @@ import { loadModel } from "./models/weights.ts";
 import { byteTextModels, defaultModels, loadGgufTextModel } from "./serve/models.ts";
 import { serve } from "./serve/server.ts";
 
-const usage = `usage: lanes serve [--port N] [--host ADDR] [--streams N] [--workers N] [--queue N] [--timeout-ms N]
+const usage = `usage: lanes serve [--port N] [--host ADDR] [--streams N] [--workers N] [--batch N] [--queue N] [--timeout-ms N]
                    [--api-key KEY] [--max-tokens N] [--max-prompt-tokens N] [--max-n N] [--max-body-bytes N]
                    [--model NAME=ARCH[:weights.safetensors] | --model FILE.gguf]...`;
 
@@ -74,6 +74,7 @@ async function serveCommand(args: string[]): Promise<void> {
     port: numberFlag(args, "--port") ?? 8080,
     hostname: flag(args, "--host"),
     streams: numberFlag(args, "--streams"),
+    batch: numberFlag(args, "--batch"),
     queue: numberFlag(args, "--queue"),
     timeoutMs: numberFlag(args, "--timeout-ms"),
     maxTokens: numberFlag(args, "--max-tokens"),

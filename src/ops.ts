@@ -363,9 +363,11 @@ export interface AttentionOptions extends StreamOptions {
   causal?: boolean;
   /**
    * Attend over the first `keyLength` keys and values only (default: all): a KV cache
-   * preallocated to its full length is attended over its filled prefix, with no slicing.
+   * preallocated to its full length is attended over its filled prefix, with no slicing. An
+   * int32 array `[batch]` gives each batch entry its own key length (a batch of sequences at
+   * different positions); a length out of range fails the evaluation with a device error.
    */
-  keyLength?: number | Scalar;
+  keyLength?: number | Scalar | LanesArray;
 }
 
 /**
@@ -374,13 +376,18 @@ export interface AttentionOptions extends StreamOptions {
  * sees no key gets zeros.
  */
 export function scaledDotProductAttention(q: LanesArray, k: LanesArray, v: LanesArray, opts?: AttentionOptions): LanesArray {
+  const scale = num(opts?.scale ?? NaN, "scaledDotProductAttention", "scale");
+  if (opts?.keyLength instanceof LanesArray)
+    return wrap(
+      native.lanes_array_attention_rows(q.handle(), k.handle(), v.handle(), scale, opts.causal ? 1 : 0, opts.keyLength.handle(), streamHandle(opts), outPtr),
+    );
   const keyLength = position(opts?.keyLength ?? -1, "scaledDotProductAttention", "keyLength");
   return wrap(
     native.lanes_array_attention(
       q.handle(),
       k.handle(),
       v.handle(),
-      num(opts?.scale ?? NaN, "scaledDotProductAttention", "scale"),
+      scale,
       opts?.causal ? 1 : 0,
       scalarValue(keyLength),
       scalarParam(keyLength),
@@ -394,8 +401,12 @@ export function scaledDotProductAttention(q: LanesArray, k: LanesArray, v: Lanes
 export interface RopeOptions extends StreamOptions {
   /** Frequency base (default 10000). */
   base?: number;
-  /** Position of the first row along the sequence axis (default 0), for incremental decoding. */
-  offset?: number | Scalar;
+  /**
+   * Position of the first row along the sequence axis (default 0), for incremental decoding. An
+   * int32 array `[batch]` gives each entry of the leading axis its own position (`x` is then
+   * `[batch, ..., seq, dim]`): a batch of sequences decoding at different positions.
+   */
+  offset?: number | Scalar | LanesArray;
   /** Positions are multiplied by this (default 1). */
   scale?: number;
   /** Rotate neighbouring pairs (2i, 2i+1) instead of halves (i, i + dims/2, the Llama/HF layout). */
@@ -407,14 +418,17 @@ export interface RopeOptions extends StreamOptions {
  * position p turns by `p · base^(-2i/dims)`.
  */
 export function rope(x: LanesArray, dims: number, opts?: RopeOptions): LanesArray {
+  const [d, traditional, base, scale] = [num(dims, "rope", "dims"), opts?.traditional ? 1 : 0, num(opts?.base ?? 10000, "rope", "base"), num(opts?.scale ?? 1, "rope", "scale")];
+  if (opts?.offset instanceof LanesArray)
+    return wrap(native.lanes_array_rope_rows(x.handle(), d, traditional, base, scale, opts.offset.handle(), streamHandle(opts), outPtr));
   const offset = position(opts?.offset ?? 0, "rope", "offset");
   return wrap(
     native.lanes_array_rope(
       x.handle(),
-      num(dims, "rope", "dims"),
-      opts?.traditional ? 1 : 0,
-      num(opts?.base ?? 10000, "rope", "base"),
-      num(opts?.scale ?? 1, "rope", "scale"),
+      d,
+      traditional,
+      base,
+      scale,
       scalarValue(offset),
       scalarParam(offset),
       streamHandle(opts),
@@ -435,8 +449,14 @@ export interface SliceUpdateOptions extends StreamOptions {
  * no work in flight on it), the update is written in place: a preallocated KV cache grows by
  * one token without a copy. Otherwise the target is copied first. Either way the result is a
  * new array and the target keeps its values.
+ *
+ * An int32 array `offset` of shape `[target.shape[0]]` writes each entry of the leading axis at
+ * its own offset (along an `axis` other than 0): one token for each of a batch of KV caches at
+ * different positions. An offset out of range fails the evaluation with a device error.
  */
-export function sliceUpdate(target: LanesArray, update: LanesArray, offset: number | Scalar, opts?: SliceUpdateOptions): LanesArray {
+export function sliceUpdate(target: LanesArray, update: LanesArray, offset: number | Scalar | LanesArray, opts?: SliceUpdateOptions): LanesArray {
+  if (offset instanceof LanesArray)
+    return wrap(native.lanes_array_slice_update_rows(target.handle(), update.handle(), opts?.axis ?? 0, offset.handle(), streamHandle(opts), outPtr));
   offset = position(offset, "sliceUpdate", "offset");
   return wrap(
     native.lanes_array_slice_update(

@@ -189,6 +189,20 @@ LANES_API lanes_status lanes_array_rope(uint64_t x, int32_t dims, int32_t tradit
  * it) the update is written in place: a KV cache grows without copies. */
 LANES_API lanes_status lanes_array_slice_update(uint64_t target, uint64_t update, int32_t axis, int64_t offset,
                                                 int32_t offset_param, uint64_t stream, uint64_t* out); /* any thread */
+/* Per-row forms for a batch of sequences (one decode step of many requests at once): `offsets`
+ * and `key_lengths` are int32 arrays [N] with one value per entry of the leading axis (N =
+ * x.shape[0], target.shape[0], q.shape[0]), so each row of the batch sits at its own position.
+ * rope_rows: row b of x [N, ..., L, D] starts at position offsets[b].
+ * slice_update_rows: row b of `update` is written at offsets[b] along `axis` (not 0) of row b of
+ * `target`, in place under the same condition as lanes_array_slice_update.
+ * attention_rows: row b of q attends over the first key_lengths[b] keys and values of row b.
+ * An offset or key length out of range fails the evaluation with a device error naming it. */
+LANES_API lanes_status lanes_array_rope_rows(uint64_t x, int32_t dims, int32_t traditional, double base, double scale,
+                                             uint64_t offsets, uint64_t stream, uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_slice_update_rows(uint64_t target, uint64_t update, int32_t axis, uint64_t offsets,
+                                                     uint64_t stream, uint64_t* out); /* any thread */
+LANES_API lanes_status lanes_array_attention_rows(uint64_t q, uint64_t k, uint64_t v, double scale, int32_t causal,
+                                                  uint64_t key_lengths, uint64_t stream, uint64_t* out); /* any thread */
 /* x [..., k] @ w^T for a quantized w [n, k] (LANES_Q4_0, LANES_Q4_1, LANES_Q8_0): float32 [..., n]. */
 LANES_API lanes_status lanes_array_quantized_matmul(uint64_t x, uint64_t w, uint64_t stream, uint64_t* out); /* any thread */
 LANES_API lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out); /* any thread */

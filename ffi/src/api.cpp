@@ -462,6 +462,31 @@ lanes_status lanes_array_rope(uint64_t x, int32_t dims, int32_t traditional, dou
   });
 }
 
+lanes_status lanes_array_rope_rows(uint64_t x, int32_t dims, int32_t traditional, double base, double scale, uint64_t offsets,
+                                   uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "rope: out");
+    publish(make_rope_rows(array_at(x), dims, traditional != 0, base, scale, array_at(offsets), stream_at(stream)), out);
+  });
+}
+
+lanes_status lanes_array_slice_update_rows(uint64_t target, uint64_t update, int32_t axis, uint64_t offsets, uint64_t stream,
+                                           uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "sliceUpdate: out");
+    publish(make_slice_update_rows(array_at(target), array_at(update), axis, array_at(offsets), stream_at(stream)), out);
+  });
+}
+
+lanes_status lanes_array_attention_rows(uint64_t q, uint64_t k, uint64_t v, double scale, int32_t causal, uint64_t key_lengths,
+                                        uint64_t stream, uint64_t* out) {
+  return abi_guard([&] {
+    require(out, "scaledDotProductAttention: out");
+    publish(make_attention_rows(array_at(q), array_at(k), array_at(v), scale, causal != 0, array_at(key_lengths), stream_at(stream)),
+            out);
+  });
+}
+
 lanes_status lanes_array_astype(uint64_t a, lanes_dtype dtype, uint64_t stream, uint64_t* out) {
   return abi_guard([&] {
     require(out, "astype: out");

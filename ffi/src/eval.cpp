@@ -364,7 +364,12 @@ void when_ready(const std::vector<NodePtr>& outputs, std::function<void(lanes_st
       lanes_status expected = LANES_OK;
       join->status.compare_exchange_strong(expected, error_code_of(*n));
     }
-    if (join->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) join->done(join->status.load());
+    if (join->remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    // The last arrival: nothing reads the outputs any more. Let them go before the caller hears,
+    // so an array the caller gives up next (a KV cache donated to a compiled step) has no other
+    // holder and is written in place, not copied.
+    join->outputs.clear();
+    join->done(join->status.load());
   };
   for (const NodePtr& n : outputs) {
     const Node* raw = n.get();

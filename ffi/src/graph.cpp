@@ -516,8 +516,24 @@ NodePtr make_layer_norm(NodePtr x, NodePtr weight, NodePtr bias, double eps, Str
   return make_norm(OpCode::LayerNorm, std::move(x), std::move(weight), std::move(bias), eps, std::move(stream));
 }
 
-NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, int64_t key_length, int key_length_param,
-                       StreamPtr stream) {
+namespace {
+
+// A per-row operand: one int32 per entry of the leading axis (`rows` of them), contiguous so
+// every backend reads it as a plain vector.
+NodePtr per_row(NodePtr a, int64_t rows, const char* op, const char* what, const StreamPtr& stream) {
+  if (a->dtype != DType::Int32)
+    throw_error(LANES_ERR_DTYPE, std::string(op) + ": " + what + " must be int32, got " + dtype_name(a->dtype));
+  if (a->shape.size() != 1 || a->shape[0] != rows)
+    throw_error(LANES_ERR_SHAPE, std::string(op) + ": " + what + " must have shape [" + std::to_string(rows) +
+                                     "] (one per entry of the leading axis), got " + shape_str(a->shape));
+  if (!a->contiguous()) a = make_astype(std::move(a), DType::Int32, stream);
+  return a;
+}
+
+// scaledDotProductAttention over the first `key_length` keys, or (key_lengths set) over the
+// first key_lengths[b] keys of each batch entry b.
+NodePtr attention_node(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, int64_t key_length, int key_length_param,
+                       NodePtr key_lengths, StreamPtr stream) {
   const char* op = "scaledDotProductAttention";
   for (const NodePtr* n : {&q, &k, &v}) not_quantized(*n, op);
   if (q->shape.size() != 4 || k->shape.size() != 4 || v->shape.size() != 4)
@@ -534,6 +550,7 @@ NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causa
   if (key_length > ks[2])
     throw_error(LANES_ERR_SHAPE, std::string(op) + ": key length " + std::to_string(key_length) + " exceeds the " +
                                      std::to_string(ks[2]) + " keys of k " + shape_str(ks));
+  if (key_lengths) key_lengths = per_row(std::move(key_lengths), qs[0], op, "keyLength", stream);
   OpParams p;
   p.scalars[0] = scale;
   p.scalars[1] = static_cast<double>(key_length);
@@ -542,18 +559,25 @@ NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causa
   std::vector<NodePtr> inputs{q, k, v};
   DType dtype = common_floating(inputs);
   for (NodePtr& n : inputs) cast(n, dtype, stream);
+  if (key_lengths) inputs.push_back(std::move(key_lengths));
   Shape shape{qs[0], qs[1], qs[2], vs[3]};
   return node(OpCode::Attention, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
 }
 
-NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, int offset_param,
-                  StreamPtr stream) {
+NodePtr rope_node(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, int offset_param,
+                  NodePtr offsets, StreamPtr stream) {
   not_quantized(x, "rope");
   if (x->shape.size() < 2) throw_error(LANES_ERR_SHAPE, "rope: needs [..., seq, dim], got " + shape_str(x->shape));
   if (dims <= 0 || dims % 2 != 0 || dims > x->shape.back())
     throw_error(LANES_ERR_SHAPE, "rope: dims must be even and in (0, " + std::to_string(x->shape.back()) + "], got " + std::to_string(dims));
   if (!(base > 0) || !std::isfinite(base) || !std::isfinite(scale))
     throw_error(LANES_ERR_INVALID_ARGUMENT, "rope: base must be positive and finite and scale finite");
+  std::vector<NodePtr> inputs;
+  if (offsets) {
+    if (x->shape.size() < 3)
+      throw_error(LANES_ERR_SHAPE, "rope: per-row offsets need [batch, ..., seq, dim], got " + shape_str(x->shape));
+    inputs.push_back(per_row(std::move(offsets), x->shape[0], "rope", "offset", stream));
+  }
   OpParams p;
   p.axis = dims;
   p.scalars[0] = base;
@@ -564,7 +588,28 @@ NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double sca
   as_floating(x, stream);
   Shape shape = x->shape;
   DType dtype = x->dtype;
-  return node(OpCode::Rope, p, std::move(shape), dtype, inputs_of(std::move(x)), std::move(stream));
+  inputs.insert(inputs.begin(), std::move(x));
+  return node(OpCode::Rope, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
+}
+
+}  // namespace
+
+NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, int64_t key_length, int key_length_param,
+                       StreamPtr stream) {
+  return attention_node(std::move(q), std::move(k), std::move(v), scale, causal, key_length, key_length_param, nullptr, std::move(stream));
+}
+
+NodePtr make_attention_rows(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, NodePtr key_lengths, StreamPtr stream) {
+  return attention_node(std::move(q), std::move(k), std::move(v), scale, causal, -1, -1, std::move(key_lengths), std::move(stream));
+}
+
+NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, int offset_param,
+                  StreamPtr stream) {
+  return rope_node(std::move(x), dims, traditional, base, scale, offset, offset_param, nullptr, std::move(stream));
+}
+
+NodePtr make_rope_rows(NodePtr x, int dims, bool traditional, double base, double scale, NodePtr offsets, StreamPtr stream) {
+  return rope_node(std::move(x), dims, traditional, base, scale, 0, -1, std::move(offsets), std::move(stream));
 }
 
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream) {
@@ -622,7 +667,10 @@ NodePtr make_quantized_matmul(NodePtr x, NodePtr w, StreamPtr stream) {
   return node(OpCode::QuantizedMatmul, {}, std::move(shape), DType::Float32, inputs_of(std::move(x), std::move(w)), std::move(stream));
 }
 
-NodePtr make_slice_update(NodePtr target, NodePtr update, int axis, int64_t offset, int offset_param, StreamPtr stream) {
+namespace {
+
+// sliceUpdate's checks: `update` fits `target` along axis `ax` (every other axis equal).
+int slice_update_axis(const NodePtr& target, const NodePtr& update, int axis) {
   const char* op = "sliceUpdate";
   not_quantized(target, op);
   not_quantized(update, op);
@@ -634,6 +682,14 @@ NodePtr make_slice_update(NodePtr target, NodePtr update, int axis, int64_t offs
   if (!fits)
     throw_error(LANES_ERR_SHAPE, std::string(op) + ": update " + shape_str(update->shape) + " does not fit target " +
                                      shape_str(target->shape) + " along axis " + std::to_string(ax));
+  return ax;
+}
+
+}  // namespace
+
+NodePtr make_slice_update(NodePtr target, NodePtr update, int axis, int64_t offset, int offset_param, StreamPtr stream) {
+  const char* op = "sliceUpdate";
+  int ax = slice_update_axis(target, update, axis);
   int64_t room = target->shape[ax] - update->shape[ax];
   if (offset < 0 || offset > room)
     throw_error(LANES_ERR_SHAPE, std::string(op) + ": offset " + std::to_string(offset) + " is out of range [0, " +
@@ -647,6 +703,22 @@ NodePtr make_slice_update(NodePtr target, NodePtr update, int axis, int64_t offs
   Shape shape = target->shape;
   DType dtype = target->dtype;
   return node(OpCode::SliceUpdate, p, std::move(shape), dtype, inputs_of(std::move(target), std::move(update)), std::move(stream));
+}
+
+NodePtr make_slice_update_rows(NodePtr target, NodePtr update, int axis, NodePtr offsets, StreamPtr stream) {
+  const char* op = "sliceUpdate";
+  if (!target->shape.empty() && normalize_axis(axis, static_cast<int>(target->shape.size()), op) == 0)
+    throw_error(LANES_ERR_SHAPE, std::string(op) + ": per-row offsets index the leading axis, so they write along another axis (got axis " +
+                                     std::to_string(axis) + " of " + shape_str(target->shape) + ")");
+  int ax = slice_update_axis(target, update, axis);
+  offsets = per_row(std::move(offsets), target->shape[0], op, "offset", stream);
+  cast(update, target->dtype, stream);
+  OpParams p;
+  p.axis = ax;
+  Shape shape = target->shape;
+  DType dtype = target->dtype;
+  return node(OpCode::SliceUpdate, p, std::move(shape), dtype, inputs_of(std::move(target), std::move(update), std::move(offsets)),
+              std::move(stream));
 }
 
 NodePtr make_placeholder(DType dtype, Shape shape) {

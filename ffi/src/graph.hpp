@@ -41,6 +41,10 @@ NodePtr make_attention(NodePtr q, NodePtr k, NodePtr v, double scale, bool causa
                        StreamPtr stream);
 NodePtr make_rope(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, int offset_param,
                   StreamPtr stream);
+// Per-row forms: `offsets` / `key_lengths` hold one int32 per entry of the leading axis.
+NodePtr make_attention_rows(NodePtr q, NodePtr k, NodePtr v, double scale, bool causal, NodePtr key_lengths, StreamPtr stream);
+NodePtr make_rope_rows(NodePtr x, int dims, bool traditional, double base, double scale, NodePtr offsets, StreamPtr stream);
+NodePtr make_slice_update_rows(NodePtr target, NodePtr update, int axis, NodePtr offsets, StreamPtr stream);
 NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream);
 // A read of contiguous `a` into host `staging` (a->nbytes() bytes), as a command on `stream`.
 NodePtr make_download(NodePtr a, std::shared_ptr<void> staging, StreamPtr stream);

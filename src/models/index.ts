@@ -2,7 +2,8 @@
  * Models built from lanes ops, and the pieces to run them: `.safetensors` weights, a
  * byte-level tokenizer, greedy, top-k and top-p sampling, and a generation loop on a stream;
  * and real chat models from GGUF files (Llama architecture, e.g. SmolLM2-135M-Instruct) with
- * their BPE tokenizer and chat template.
+ * their BPE tokenizer and chat template, decoded one sequence per stream or many together
+ * ({@link DecodeBatch}: continuous batching).
  *
  * ```ts
  * import * as lx from "lanes";
@@ -41,6 +42,7 @@ export {
 export { GgufTokenizer, type StreamDecoder } from "./gguf-tokenizer.ts";
 export { checkLlamaTensors, linear, llamaConfig, LlamaModel, llamaShapes, loadLlamaWeights, type LlamaConfig, type LlamaOptions } from "./llama.ts";
 export { appendKV, cacheCapacity } from "./kv-cache.ts";
+export { DecodeBatch, isBatchDecoder, slotBucket, type BatchDecoder, type BatchRow, type BatchStep, type KVLayout, type RowOutput } from "./batch.ts";
 export type { ChatMessage, TextModel, Tokenizer } from "./text.ts";
 export { ChatTemplate, defaultModelFile, defaultModelPath, GgufTextModel, loadTextModel, loadTokenizer } from "./text-model.ts";
 export { bos, byteVocab, decode, encode } from "./tokenizer.ts";

@@ -19,17 +19,18 @@ export function cacheCapacity(positions: number, max: number): number {
 }
 
 /**
- * `cache` (or a new one of `capacity`) with `kv` (`[1, heads, L, headDim]`) written at `pos`
- * along the sequence axis. Consumes `cache`. A cache smaller than `capacity` is copied into a
- * larger one first (eager steps only: a compiled step keeps its shapes).
+ * `cache` (or a new one of `capacity`) with `kv` (`[batch, heads, L, headDim]`) written at `pos`
+ * along the sequence axis; an int32 array `pos` (`[batch]`) writes each sequence of a batch at
+ * its own position. Consumes `cache`. A cache smaller than `capacity` is copied into a larger
+ * one first (eager steps only: a compiled step keeps its shapes).
  */
-export function appendKV(s: Scope, cache: LanesArray | undefined, kv: LanesArray, pos: number | Scalar, capacity: number): LanesArray {
-  const [, heads, , headDim] = kv.shape as [number, number, number, number];
+export function appendKV(s: Scope, cache: LanesArray | undefined, kv: LanesArray, pos: number | Scalar | LanesArray, capacity: number): LanesArray {
+  const [batch, heads, , headDim] = kv.shape as [number, number, number, number];
   let target: LanesArray;
   if (!cache) {
-    target = lx.zeros([1, heads, capacity, headDim], { dtype: kv.dtype });
+    target = lx.zeros([batch, heads, capacity, headDim], { dtype: kv.dtype });
   } else if (cache.shape[2]! < capacity) {
-    const larger = lx.zeros([1, heads, capacity, headDim], { dtype: kv.dtype });
+    const larger = lx.zeros([batch, heads, capacity, headDim], { dtype: kv.dtype });
     target = lx.sliceUpdate(larger, cache, 0, { axis: 2 });
     larger.dispose();
     cache.dispose();

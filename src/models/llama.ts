@@ -15,6 +15,7 @@ import * as lx from "../index.ts";
 import type { Scalar } from "../scalar.ts";
 import type { Stream } from "../stream.ts";
 import { GgufError, type GgufFile, metadataValue, tensorBytes, tensorFloat32 } from "./gguf.ts";
+import type { BatchDecoder, BatchPrefill, BatchStep, KVLayout } from "./batch.ts";
 import { appendKV, cacheCapacity } from "./kv-cache.ts";
 import { Scope, type Weights } from "./layers.ts";
 import type { DecoderState, Model, Step } from "./models.ts";
@@ -175,8 +176,15 @@ export interface LlamaOptions {
   kvCache?: "float16" | "float32";
 }
 
-/** A Llama decoder on lanes ops; implements the service's {@link Model}. */
-export class LlamaModel implements Model {
+// Where a step's tokens sit: one position for a single sequence, or an int32 array [batch]
+// with each sequence's own position (a batched decode step).
+type Position = number | Scalar | LanesArray;
+
+/**
+ * A Llama decoder on lanes ops; implements the service's {@link Model}, and {@link BatchDecoder}:
+ * one decode step for many sequences at once (see {@link DecodeBatch}).
+ */
+export class LlamaModel implements BatchDecoder {
   readonly kind = "decoder";
   readonly architecture = "llama";
   readonly vocab: number;
@@ -186,6 +194,11 @@ export class LlamaModel implements Model {
   readonly #kvDtype: "float16" | "float32";
   // The decode step of one token: (token id, position, key length, caches...) -> [logits, caches...].
   readonly #decode: lx.CompiledFunction<[LanesArray, number, number, ...LanesArray[]], LanesArray[]>;
+  // The decode step of a batch, one token per sequence: (token ids [B], positions [B], caches...)
+  // -> [logits [B, vocab], greedy tokens [B], caches...]. One plan per (B, cache capacity).
+  readonly #decodeBatch: lx.CompiledFunction<[LanesArray, LanesArray, ...LanesArray[]], LanesArray[]>;
+  /** The KV caches of a batched decode step (see {@link BatchDecoder.kvLayout}). */
+  readonly kvLayout: KVLayout;
 
   constructor(
     readonly name: string,
@@ -212,6 +225,16 @@ export class LlamaModel implements Model {
         return [logits, ...next];
       },
       { scalars: [1, 2], donate: caches },
+    );
+    this.kvLayout = { caches: 2 * config.layers, kvHeads: config.kvHeads, headDim: config.headDim, dtype: this.#kvDtype };
+    this.#decodeBatch = lx.compile(
+      (ids: LanesArray, positions: LanesArray, ...cache: LanesArray[]) => {
+        const s = new Scope();
+        const keys = s.t(lx.add(positions, 1));
+        const { logits, caches: next } = this.#forward(s, ids, 1, positions, keys, cache, cache[0]!.shape[2]!, 1);
+        return [logits, s.t(lx.argmax(logits, -1)), ...next];
+      },
+      { donate: caches.map((i) => i - 1), maxPlans: 64 },
     );
   }
 
@@ -250,28 +273,83 @@ export class LlamaModel implements Model {
     });
   }
 
-  // The forward pass of `L` tokens at `pos`; the caches grow to `capacity` (a compiled step
-  // passes its own, so its shapes stay).
+  /**
+   * One decode step of a batch of sequences, one token each: `tokens` and `positions` (where
+   * each token goes, i.e. how many its sequence has in the cache) are int32 `[slots]`, the
+   * caches `[slots, kvHeads, capacity, headDim]` as {@link kvLayout} describes (consumed). A
+   * compiled plan per (slots, capacity): one native call for the whole batch.
+   */
+  decodeBatch(tokens: Int32Array, positions: Int32Array, caches: readonly LanesArray[], stream: Stream): BatchStep {
+    const slots = tokens.length;
+    const capacity = caches[0]?.shape[2] ?? 0;
+    if (positions.length !== slots) throw new RangeError(`${this.name}: ${slots} tokens but ${positions.length} positions`);
+    if (caches.length !== this.kvLayout.caches) throw new RangeError(`${this.name}: a batched step takes ${this.kvLayout.caches} caches, got ${caches.length}`);
+    for (const t of tokens) if (t < 0 || t >= this.vocab) throw new RangeError(`${this.name}: token id ${t} is outside [0, ${this.vocab})`);
+    for (const p of positions) if (p < 0 || p >= capacity) throw new RangeError(`${this.name}: position ${p} is outside the cache's capacity ${capacity}`);
+    const s = new Scope();
+    return lx.withStream(stream, () => {
+      const ids = s.t(lx.array(tokens));
+      const pos = s.t(lx.array(positions));
+      const [logits, greedy, ...next] = this.#decodeBatch(ids, pos, ...caches);
+      return { logits: s.t(logits!), greedy: s.t(greedy!), caches: next, scope: s };
+    });
+  }
+
+  /**
+   * Prompts prefilled together in one forward pass, each from position 0, right-padded to the
+   * longest (padding only ever follows a prompt's tokens, so causal attention keeps each prompt to
+   * its own): the logits at each prompt's last token, `[k, vocab]`, and caches `[k, kvHeads,
+   * capacity, headDim]` whose row j holds prompt j's keys and values at positions 0..length-1
+   * (past them, padding that no later step reads: each writes its token before attending to it).
+   * Each row's logits equal those of the prompt prefilled alone.
+   */
+  prefillBatch(prompts: readonly (readonly number[])[], stream: Stream): BatchPrefill {
+    const cfg = this.config;
+    if (prompts.length === 0) throw new RangeError(`${this.name}: a batched prefill needs at least one prompt`);
+    const L = Math.max(...prompts.map((p) => p.length));
+    if (prompts.some((p) => p.length === 0)) throw new RangeError(`${this.name}: a prompt is empty`);
+    if (L > cfg.contextLength) throw new RangeError(`${this.name}: a prompt of ${L} tokens exceeds the context length ${cfg.contextLength}`);
+    const ids = new Int32Array(prompts.length * L);
+    prompts.forEach((p, j) => {
+      for (const [i, t] of p.entries()) {
+        if (!Number.isInteger(t) || t < 0 || t >= cfg.vocab) throw new RangeError(`${this.name}: token id ${t} is outside [0, ${cfg.vocab})`);
+        ids[j * L + i] = t;
+      }
+    });
+    const s = new Scope();
+    return lx.withStream(stream, () => {
+      const last = s.t(lx.array(Int32Array.from(prompts, (p, j) => j * L + p.length - 1)));
+      const { logits, caches } = this.#forward(s, s.t(lx.array(ids)), L, 0, L, undefined, cacheCapacity(L, cfg.contextLength), last);
+      return { logits, caches, scope: s };
+    });
+  }
+
+  // The forward pass of `L` tokens per sequence at `pos` (ids: [batch * L]); the caches grow to
+  // `capacity` (a compiled step passes its own, so its shapes stay). Logits of the last `last`
+  // positions of each sequence, or of the rows `last` picks among the batch * L positions.
   #forward(
     s: Scope,
     ids: LanesArray,
     L: number,
-    pos: number | Scalar,
-    keys: number | Scalar,
+    pos: Position,
+    keys: Position,
     cache: readonly LanesArray[] | undefined,
     capacity: number,
-    positions: number,
+    last: number | LanesArray,
   ): { logits: LanesArray; caches: LanesArray[] } {
     const cfg = this.config;
     const caches: LanesArray[] = [];
-    let x = s.t(lx.reshape(s.t(lx.take(this.#w("token_embd.weight"), ids)), [1, L, cfg.dim]));
+    const B = ids.shape[0]! / L;
+    let x = s.t(lx.reshape(s.t(lx.take(this.#w("token_embd.weight"), ids)), [B, L, cfg.dim]));
     for (let i = 0; i < cfg.layers; i++) {
       const [y, k, v] = this.#attention(s, i, x, pos, keys, cache?.[2 * i], cache?.[2 * i + 1], capacity);
       caches.push(k, v);
       x = this.#feedForward(s, i, y);
     }
-    const last = s.t(lx.reshape(positions === L ? x : s.t(lx.slice(x, [0, L - positions, 0], [1, L, cfg.dim])), [positions, cfg.dim]));
-    const h = s.t(lx.rmsNorm(last, this.#w("output_norm.weight"), cfg.normEps));
+    let rows: LanesArray;
+    if (typeof last === "number") rows = s.t(lx.reshape(last === L ? x : s.t(lx.slice(x, [0, L - last, 0], [B, L, cfg.dim])), [B * last, cfg.dim]));
+    else rows = s.t(lx.take(s.t(lx.reshape(x, [B * L, cfg.dim])), last, 0));
+    const h = s.t(lx.rmsNorm(rows, this.#w("output_norm.weight"), cfg.normEps));
     return { logits: linear(s, h, this.#w(cfg.tiedHead ? "token_embd.weight" : "output.weight")), caches };
   }
 
@@ -279,17 +357,17 @@ export class LlamaModel implements Model {
     s: Scope,
     i: number,
     x: LanesArray,
-    pos: number | Scalar,
-    keys: number | Scalar,
+    pos: Position,
+    keys: Position,
     kCache: LanesArray | undefined,
     vCache: LanesArray | undefined,
     capacity: number,
   ): [LanesArray, LanesArray, LanesArray] {
     const cfg = this.config;
-    const L = x.shape[1]!;
+    const [B, L] = x.shape as [number, number, number];
     const p = `blk.${i}.`;
     const h = s.t(lx.rmsNorm(x, this.#w(`${p}attn_norm.weight`), cfg.normEps));
-    const heads = (t: LanesArray, n: number) => s.t(lx.transpose(s.t(lx.reshape(t, [1, L, n, cfg.headDim])), [0, 2, 1, 3]));
+    const heads = (t: LanesArray, n: number) => s.t(lx.transpose(s.t(lx.reshape(t, [B, L, n, cfg.headDim])), [0, 2, 1, 3]));
     // GGUF llama weights rotate adjacent feature pairs (llama.cpp's "normal" RoPE).
     const rope = (t: LanesArray) => s.t(lx.rope(t, cfg.ropeDims, { base: cfg.ropeBase, offset: pos, traditional: true }));
     const kv = (t: LanesArray) => (t.dtype === this.#kvDtype ? t : s.t(lx.astype(t, this.#kvDtype)));
@@ -297,7 +375,7 @@ export class LlamaModel implements Model {
     const k = appendKV(s, kCache, kv(rope(heads(linear(s, h, this.#w(`${p}attn_k.weight`)), cfg.kvHeads))), pos, capacity);
     const v = appendKV(s, vCache, kv(heads(linear(s, h, this.#w(`${p}attn_v.weight`)), cfg.kvHeads)), pos, capacity);
     const a = s.t(lx.scaledDotProductAttention(q, k, v, { causal: true, scale: cfg.attentionScale, keyLength: keys }));
-    const merged = s.t(lx.reshape(s.t(lx.transpose(a, [0, 2, 1, 3])), [1, L, cfg.heads * cfg.headDim]));
+    const merged = s.t(lx.reshape(s.t(lx.transpose(a, [0, 2, 1, 3])), [B, L, cfg.heads * cfg.headDim]));
     return [s.t(lx.add(x, linear(s, merged, this.#w(`${p}attn_output.weight`)))), k, v];
   }
 
@@ -311,6 +389,7 @@ export class LlamaModel implements Model {
 
   dispose(): void {
     this.#decode.dispose();
+    this.#decodeBatch.dispose();
     for (const w of this.weights.values()) w.dispose();
   }
 }

@@ -31,6 +31,8 @@ export interface EngineLoad {
   size: number;
   busy: number;
   queued: number;
+  /** Batching mode: batched decode steps run so far, and the sequences they decoded (their sum over steps). */
+  batch?: { steps: number; rows: number };
 }
 
 /** Runs jobs; rejects with {@link QueueFullError} past the queue, {@link CancelledError} on abort. */
@@ -38,10 +40,10 @@ export interface Engine {
   /** Streams, busy streams and queued jobs right now. */
   load(): EngineLoad;
   /**
-   * Throws {@link QueueFullError} unless `jobs` more jobs can run or wait now; {@link Engine.run}
-   * calls made in the same tick are then admitted together.
+   * Throws {@link QueueFullError} unless `jobs` more jobs (of `model`, when given) can run or wait
+   * now; {@link Engine.run} calls made in the same tick are then admitted together.
    */
-  admit(jobs: number): void;
+  admit(jobs: number, model?: string): void;
   /** Runs `job` on a free stream (waiting in the queue for one); `onToken` sees each generated token. */
   run(job: Job, signal: AbortSignal, onToken?: OnToken): Promise<JobResult>;
   /** Waits for running jobs, then frees streams and Workers. */

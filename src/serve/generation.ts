@@ -16,6 +16,8 @@ export interface GenerationParams extends GenerateParams {
   topP?: number;
   /** Tokens that end the generation (not part of its output). */
   stopIds?: readonly number[];
+  /** Record each step's logits checksum in the result (default true); the OpenAI endpoints need none. */
+  checksums?: boolean;
 }
 
 /** Why a generation ended: an end token (`stop`), or `maxTokens` or the context (`length`). */
@@ -45,7 +47,8 @@ export function nucleusSize(logits: Float32Array, temperature: number, topP: num
   return weights.length;
 }
 
-function nextToken(logits: Float32Array, random: () => number, p: GenerationParams): number {
+/** The token a generation of `p` picks from `logits` (greedy at temperature 0; else sampled with `random`, after top-k and top-p). */
+export function nextToken(logits: Float32Array, random: () => number, p: GenerationParams): number {
   const temperature = p.temperature ?? 0;
   const filtered = temperature > 0 && p.topP !== undefined && p.topP < 1;
   const topK = filtered ? nucleusSize(logits, temperature, p.topP!, p.topK) : p.topK;
@@ -93,7 +96,7 @@ export async function runGeneration(
         break;
       }
       out.tokens.push(token);
-      out.checksums.push(checksum(logits));
+      if (p.checksums !== false) out.checksums.push(checksum(logits));
       opts.onToken?.(token, i);
       if (model.kind === "classifier") break;
       input = [token];

@@ -1,7 +1,8 @@
 /**
  * The inference service on `Bun.serve`: lanes' own endpoints and OpenAI-compatible ones
- * (`/v1/chat/completions`, `/v1/completions`, `/v1/models`), a stream per request from a
- * bounded pool, engine Workers that share the weights by handle, cancellation on disconnect,
+ * (`/v1/chat/completions`, `/v1/completions`, `/v1/models`), continuous batching of the decode
+ * steps of a model's requests (or a stream per request from a bounded pool), engine Workers that
+ * share the weights by handle, cancellation on disconnect,
  * API-key access control, request caps and Prometheus metrics.
  *
  * ```ts
@@ -14,7 +15,8 @@
  */
 export type { ChatMessage, TextModel, Tokenizer } from "../models/text.ts";
 export { InProcessEngine, QueueFullError, WorkerEngine, type Engine, type EngineLoad, type Job, type JobResult, type OnToken } from "./engine.ts";
-export { nucleusSize, runGeneration, type FinishReason, type GenerationParams, type GenerationResult } from "./generation.ts";
+export { BatchingEngine } from "./batching.ts";
+export { nextToken, nucleusSize, runGeneration, type FinishReason, type GenerationParams, type GenerationResult } from "./generation.ts";
 export { Metrics } from "./metrics.ts";
 export { byteTextModels, defaultModels, loadGgufTextModel, ModelFileError } from "./models.ts";
 export { serve, type ServeOptions, type Service } from "./server.ts";

@@ -68,8 +68,8 @@ export class Metrics {
     return n;
   }
 
-  /** The exposition text; `pool` describes the stream pool and its queue. */
-  render(pool: { size: number; busy: number; queued: number }): string {
+  /** The exposition text; `pool` describes the stream pool (and batch places) and its queue. */
+  render(pool: { size: number; busy: number; queued: number; batch?: { steps: number; rows: number } }): string {
     const s = stats();
     const uptime = (performance.now() - this.#started) / 1000;
     const lines: string[] = [];
@@ -84,6 +84,10 @@ export class Metrics {
     metric("lanes_stream_pool_size", "gauge", "Streams in the pool.", [["", pool.size]]);
     metric("lanes_stream_pool_busy", "gauge", "Streams serving a request.", [["", pool.busy]]);
     metric("lanes_queue_depth", "gauge", "Requests waiting for a stream.", [["", pool.queued]]);
+    if (pool.batch) {
+      metric("lanes_batch_steps_total", "counter", "Batched decode steps (continuous batching).", [["", pool.batch.steps]]);
+      metric("lanes_batch_rows_total", "counter", "Sequences decoded by batched steps, summed over steps (over the steps: the mean batch size).", [["", pool.batch.rows]]);
+    }
     metric("lanes_generated_tokens_total", "counter", "Tokens generated.", [["", this.#tokens]]);
     metric("lanes_prompt_tokens_total", "counter", "Prompt tokens of the OpenAI endpoints.", [["", this.#promptTokens]]);
     metric("lanes_tokens_per_second", "gauge", "Tokens generated per second since start.", [["", uptime > 0 ? this.#tokens / uptime : 0]]);

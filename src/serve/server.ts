@@ -2,8 +2,10 @@
  * The inference service on Bun.serve: a table of routes (lanes' own endpoints, the
  * OpenAI-compatible ones, models/health/metrics) behind one front door that checks the API key,
  * refuses requests while draining, counts requests in flight and turns failures into error JSON.
- * Every request runs on a stream of its own from a pool; overflow waits in a bounded queue (429
- * past it), each request has a timeout, and a client that disconnects cancels its work.
+ * Every request runs on a stream of its own from a pool, or (continuous batching, the default for
+ * models that support it) decodes together with the other requests of its model in one batched
+ * step per token; overflow waits in a bounded queue (429 past it), each request has a timeout,
+ * and a client that disconnects cancels its work.
  * @module
  */
 import { backendName } from "../native.ts";
@@ -12,6 +14,8 @@ import type { Model } from "../models/models.ts";
 import type { TextModel } from "../models/text.ts";
 import { bearerCheck } from "./auth.ts";
 import { Call, type Limits, type ServiceContext } from "./call.ts";
+import { isBatchDecoder } from "../models/batch.ts";
+import { BatchingEngine } from "./batching.ts";
 import { type Engine, type EngineLoad, InProcessEngine, WorkerEngine } from "./engine.ts";
 import { errorResponse, type ErrorStyle, HttpError } from "./http.ts";
 import { Lifecycle } from "./lifecycle.ts";
@@ -38,7 +42,14 @@ export interface ServeOptions {
    * model work on the HTTP thread.
    */
   workers?: number;
-  /** Requests that may wait for a stream before 429 (default 64). */
+  /**
+   * Continuous batching: the most requests of one model decoded together, one token each per
+   * batched step (default 16 on the CPU backend, 64 on a GPU). Applies to models with batched
+   * decode steps (GGUF Llamas); their other jobs and every other model run on the per-request
+   * streams. 0 turns batching off: every request decodes on a stream of its own.
+   */
+  batch?: number;
+  /** Requests that may wait for a stream (or a batch place) before 429 (default 64). */
   queue?: number;
   /** Per-request timeout (default 30 s). */
   timeoutMs?: number;
@@ -108,8 +119,11 @@ async function startEngine(models: Map<string, Model>, opts: ServeOptions, gpu: 
   const streams = opts.streams ?? (gpu ? 16 : 4);
   const queue = opts.queue ?? 64;
   const workers = opts.workers ?? (process.env.LANES_SERVE_WORKERS ? Number(process.env.LANES_SERVE_WORKERS) : gpu ? 4 : 2);
-  const engine = workers > 0 ? await WorkerEngine.start([...models.values()], workers, streams, queue) : new InProcessEngine(models, streams, queue);
-  return { engine, workers };
+  const batch = opts.batch ?? (gpu ? 64 : 16);
+  if (!Number.isSafeInteger(batch) || batch < 0) throw new RangeError(`batch must be a non-negative integer, got ${batch}`);
+  const perStream = workers > 0 ? await WorkerEngine.start([...models.values()], workers, streams, queue) : new InProcessEngine(models, streams, queue);
+  const batched = batch > 0 && [...models.values()].some((m) => m.kind === "decoder" && isBatchDecoder(m));
+  return { engine: batched ? new BatchingEngine(models, perStream, { maxBatch: batch, queue }) : perStream, workers };
 }
 
 /** Starts the service (and its engine Workers). */

@@ -153,4 +153,23 @@ ReduceLayout reduce_layout(const TensorArg& x, const std::vector<int>& axes) {
   return L;
 }
 
+RowWrite row_write(const Command& c) {
+  const Shape &target = c.inputs[0].shape, &update = c.inputs[1].shape;
+  size_t axis = static_cast<size_t>(c.params.axis);
+  RowWrite w;
+  w.n = numel(update);
+  w.per_entry = target[0] ? w.n / target[0] : 0;
+  w.U = update[axis];
+  w.C = target[axis];
+  w.R = 1;
+  for (size_t d = axis + 1; d < update.size(); ++d) w.R *= update[d];
+  return w;
+}
+
+std::string range_error(const char* what, int axis, int64_t limit, int64_t value) {
+  if (!what)
+    return "take: index " + std::to_string(value) + " is out of range for axis " + std::to_string(axis) + " of size " + std::to_string(limit);
+  return std::string(what) + " " + std::to_string(value) + " is out of range [0, " + std::to_string(limit) + "]";
+}
+
 }  // namespace lanes::gpu

@@ -65,4 +65,19 @@ struct ReduceLayout {
 };
 ReduceLayout reduce_layout(const TensorArg& x, const std::vector<int>& axes);
 
+// A per-row sliceUpdate (its third input holds an offset per leading entry): element e of the
+// contiguous update, in leading entry b = e / per_entry, goes to target element
+// ((b * A + a) * C + offsets[b] + t) * R + r, where e % per_entry = (a * U + t) * R + r.
+struct RowWrite {
+  int64_t n = 0;          // update elements
+  int64_t per_entry = 0;  // update elements per leading entry
+  int64_t U = 0, C = 0;   // update and target length along the axis
+  int64_t R = 0;          // elements after the axis
+};
+RowWrite row_write(const Command& c);
+
+// What a kernel's range check reports: a take index out of range (`what` null), or a per-row
+// value `what` (a sliceUpdate offset, an attention key length) outside [0, limit].
+std::string range_error(const char* what, int axis, int64_t limit, int64_t value);
+
 }  // namespace lanes::gpu

@@ -178,7 +178,7 @@ export function choiceJobs(r: TextRequest, limits: Limits): ChoiceJob[] {
       const index = p * r.n + j;
       const maxTokens = r.maxTokens ?? Math.min(limits.maxTokens, r.textModel.contextLength - tokens.length);
       const seed = r.seed === undefined ? randomInt(2 ** 32) : seed32(r.seed + index);
-      const params = { tokens, maxTokens, temperature: r.temperature, topP: r.topP, topK: r.topK, seed, stopIds };
+      const params = { tokens, maxTokens, temperature: r.temperature, topP: r.topP, topK: r.topK, seed, stopIds, checksums: false };
       return { index, prompt: p, job: { kind: "generate" as const, model: r.textModel.model.name, params } };
     }),
   );

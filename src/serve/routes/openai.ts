@@ -94,7 +94,7 @@ async function completionRoute(call: Call, endpoint: CompletionEndpoint): Promis
   const { engine, limits, metrics, textModels } = call.ctx;
   const r = parseTextRequest(await readJsonBody(call.req, limits.maxBodyBytes), endpoint, textModels, limits);
   const choices = choiceJobs(r, limits);
-  engine.admit(choices.length);
+  engine.admit(choices.length, r.textModel.model.name);
   metrics.promptTokens(r.prompts.reduce((s, p) => s + p.length, 0));
   const head = {
     id: `${endpoint === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID().replaceAll("-", "")}`,
