@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../ffi/src/status.hpp"
+#include "attention.hpp"
 #include "compute_pool.hpp"
 #include "philox.hpp"
 #include "quant.hpp"
@@ -890,77 +891,6 @@ void norm_typed(const Command& c, bool layer) {
   });
 }
 
-// Element (b, h, j, 0) of a [B, H, L, D] operand read in place through its strides.
-template <class T>
-struct Rows4 {
-  const T* base;
-  int64_t sb, sh, sl, sd;
-  const T* at(int64_t b, int64_t h, int64_t j) const { return base + b * sb + h * sh + j * sl; }
-};
-
-template <class T>
-Rows4<T> rows4(const TensorArg& a) {
-  Shape st = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
-  return Rows4<T>{cpu::base<T>(a), st[0], st[1], st[2], st[3]};
-}
-
-// Every operand is read in place (a KV cache is never copied or widened), and only the keys
-// in use (a preallocated cache's filled prefix).
-template <class T>
-void attention_typed(const Command& c) {
-  const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
-  int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Dv = vs[3];
-  int64_t fixed_keys = static_cast<int64_t>(c.params.scalars[1]);
-  // Per-row form: batch entry b attends over its own first key_lengths[b] keys.
-  const int32_t* key_lengths = c.inputs.size() > 3 ? base<int32_t>(c.inputs[3]) : nullptr;
-  for (int64_t b = 0; b < (key_lengths ? qs[0] : 1); ++b) {
-    int64_t used = key_lengths ? key_lengths[b] : fixed_keys;
-    if (used < 0 || used > ks[2])
-      throw_error(LANES_ERR_DEVICE, "scaledDotProductAttention: key length " + std::to_string(used) +
-                                        (key_lengths ? " of batch entry " + std::to_string(b) : "") + " is out of range for " +
-                                        std::to_string(ks[2]) + " keys");
-  }
-  int64_t group = H / Hk;
-  float scale = static_cast<float>(c.params.scalars[0]);
-  bool causal = c.params.flags & 1;
-  Rows4<T> q = rows4<T>(c.inputs[0]), k = rows4<T>(c.inputs[1]), v = rows4<T>(c.inputs[2]);
-  T* y = output<T>(c);
-  const int64_t max_keys = key_lengths ? ks[2] : fixed_keys;  // an upper bound on every row's keys
-  parallel_for(B * H * Lq, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, max_keys * D)), [&](int64_t rb, int64_t re) {
-    std::vector<float> scores(static_cast<size_t>(max_keys));
-    std::vector<float> acc(static_cast<size_t>(Dv));
-    std::vector<float> qrow(static_cast<size_t>(D));
-    for (int64_t r = rb; r < re; ++r) {
-      int64_t i = r % Lq, h = (r / Lq) % H, bi = r / (Lq * H);
-      int64_t hk = h / group;
-      int64_t Lk = key_lengths ? key_lengths[bi] : fixed_keys;
-      const T* qi = q.at(bi, h, i);
-      for (int64_t d = 0; d < D; ++d) qrow[d] = static_cast<float>(up(qi[d * q.sd]));
-      // Causal masking aligned to the end: query i sees keys up to i + (Lk - Lq).
-      int64_t visible = causal ? std::min(Lk, std::max<int64_t>(0, i + Lk - Lq + 1)) : Lk;
-      float m = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < visible; ++j) {
-        const T* kj = k.at(bi, hk, j);
-        float dot = 0;
-        for (int64_t d = 0; d < D; ++d) dot += qrow[d] * static_cast<float>(up(kj[d * k.sd]));
-        scores[j] = dot * scale;
-        m = std::max(m, scores[j]);
-      }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      double total = 0;
-      for (int64_t j = 0; j < visible; ++j) {
-        float p = std::exp(scores[j] - m);
-        total += p;
-        const T* vj = v.at(bi, hk, j);
-        for (int64_t d = 0; d < Dv; ++d) acc[d] += p * static_cast<float>(up(vj[d * v.sd]));
-      }
-      // A query that sees no key (causal with Lq > Lk) gets zeros rather than 0/0.
-      float inv = total > 0 ? static_cast<float>(1.0 / total) : 0.0f;
-      for (int64_t d = 0; d < Dv; ++d) y[r * Dv + d] = down<T>(acc[d] * inv);
-    }
-  });
-}
-
 template <class T>
 void rope_typed(const Command& c) {
   std::vector<T> scratch;
@@ -1007,7 +937,7 @@ struct LayerNormKernel {
 };
 template <class T>
 struct AttentionKernel {
-  static void run(const Command& c) { attention_typed<T>(c); }
+  static void run(const Command& c) { attention<T>(c); }
 };
 template <class T>
 struct RopeKernel {
