@@ -891,6 +891,45 @@ void norm_typed(const Command& c, bool layer) {
   });
 }
 
+// cos and sin of every (position, frequency) of a rope call, kept for the next call on this
+// thread: the q and k of every layer of a forward pass rotate by the same positions.
+struct RopeTable {
+  double base = 0, scale = 0;
+  int dims = 0;
+  int64_t length = 0;
+  std::vector<double> starts;  // first position of each leading entry (one without per-row offsets)
+  std::vector<float> cos, sin;   // [entry][position][dims / 2]
+
+  bool same(double b, double s, int d, int64_t l, const std::vector<double>& st) const {
+    return base == b && scale == s && dims == d && length == l && starts == st;
+  }
+};
+thread_local RopeTable t_rope;
+thread_local std::vector<double> t_rope_starts;
+
+const RopeTable& rope_table(double base, double scale, int dims, int64_t length, const std::vector<double>& starts) {
+  RopeTable& t = t_rope;
+  if (t.same(base, scale, dims, length, starts)) return t;
+  int half = dims / 2;
+  std::vector<double> frequency(static_cast<size_t>(half));  // base^(-2i/dims)
+  for (int i = 0; i < half; ++i) frequency[static_cast<size_t>(i)] = std::pow(base, -2.0 * i / dims);
+  int64_t positions = static_cast<int64_t>(starts.size()) * length;
+  t.cos.resize(static_cast<size_t>(positions * half));
+  t.sin.resize(static_cast<size_t>(positions * half));
+  parallel_for(positions, std::max<int64_t>(1, 1024 / std::max(1, half)), [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p) {
+      double pos = (starts[static_cast<size_t>(p / length)] + static_cast<double>(p % length)) * scale;
+      for (int i = 0; i < half; ++i) {
+        double theta = pos * frequency[static_cast<size_t>(i)];
+        t.cos[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(theta));
+        t.sin[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(theta));
+      }
+    }
+  });
+  t.base = base, t.scale = scale, t.dims = dims, t.length = length, t.starts = starts;
+  return t;
+}
+
 template <class T>
 void rope_typed(const Command& c) {
   std::vector<T> scratch;
@@ -899,28 +938,37 @@ void rope_typed(const Command& c) {
   const Shape& s = c.output.shape;
   int64_t D = s.back(), L = s[s.size() - 2];
   int64_t rows = D ? numel(s) / D : 0;
+  if (rows == 0) return;
   int dims = c.params.axis, half = dims / 2;
-  double base = c.params.scalars[0], scale = c.params.scalars[1];
   bool traditional = c.params.flags & 1;
   // Per-row form: the rows of leading entry b start at offsets[b].
   const int32_t* offsets = c.inputs.size() > 1 ? cpu::base<int32_t>(c.inputs[1]) : nullptr;
   int64_t rows_per_entry = offsets ? rows / std::max<int64_t>(1, s[0]) : rows;
-  std::vector<double> frequency(static_cast<size_t>(half));  // base^(-2i/dims), the same for every row
-  for (int i = 0; i < half; ++i) frequency[static_cast<size_t>(i)] = std::pow(base, -2.0 * i / dims);
+  std::vector<double>& starts = t_rope_starts;
+  starts.assign(1, c.params.scalars[2]);
+  if (offsets) starts.assign(offsets, offsets + s[0]);
+  const RopeTable& table = rope_table(c.params.scalars[0], c.params.scalars[1], dims, L, starts);
   T* y = output<T>(c);
   parallel_for(rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, D)), [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; ++r) {
-      double start = offsets ? static_cast<double>(offsets[r / rows_per_entry]) : c.params.scalars[2];
-      double pos = (start + static_cast<double>(r % L)) * scale;
+      int64_t position = (offsets ? r / rows_per_entry : 0) * L + r % L;
+      const float* cs = table.cos.data() + position * half;
+      const float* sn = table.sin.data() + position * half;
       const float* xr = x + r * D;
       T* yr = y + r * D;
-      for (int i = 0; i < half; ++i) {
-        double theta = pos * frequency[static_cast<size_t>(i)];
-        float cs = static_cast<float>(std::cos(theta)), sn = static_cast<float>(std::sin(theta));
-        // Traditional pairs neighbours (2i, 2i+1); the default (Llama/HF) pairs halves (i, i+dims/2).
-        int64_t a = traditional ? 2 * i : i, b = traditional ? 2 * i + 1 : i + half;
-        yr[a] = down<T>(xr[a] * cs - xr[b] * sn);
-        yr[b] = down<T>(xr[a] * sn + xr[b] * cs);
+      // Traditional pairs neighbours (2i, 2i+1); the default (Llama/HF) pairs halves (i, i+dims/2).
+      if (traditional) {
+        for (int i = 0; i < half; ++i) {
+          float a = xr[2 * i], b = xr[2 * i + 1];
+          yr[2 * i] = down<T>(a * cs[i] - b * sn[i]);
+          yr[2 * i + 1] = down<T>(a * sn[i] + b * cs[i]);
+        }
+      } else {
+        for (int i = 0; i < half; ++i) {
+          float a = xr[i], b = xr[i + half];
+          yr[i] = down<T>(a * cs[i] - b * sn[i]);
+          yr[i + half] = down<T>(a * sn[i] + b * cs[i]);
+        }
       }
       for (int64_t d = dims; d < D; ++d) yr[d] = down<T>(xr[d]);
     }
