@@ -21,6 +21,7 @@ const core_sources = [_][]const u8{
     "ffi/src/timeline.cpp",
     "ffi/src/gpu/device_completions.cpp",
     "ffi/src/gpu/kernel_layout.cpp",
+    "cpu/attention.cpp",
     "cpu/compute_pool.cpp",
     "cpu/cpu_features.cpp",
     "cpu/cpu_backend.cpp",

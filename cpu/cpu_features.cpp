@@ -1,5 +1,10 @@
 #include "cpu_features.hpp"
 
+#include <algorithm>
+#include <string>
+
+#include "../ffi/src/config.hpp"
+
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
@@ -46,5 +51,15 @@ const Features& features() {
 bool has_avx2_fma() { return features().avx2_fma; }
 bool has_avx2_fma_f16c() { return features().f16c; }
 bool has_avx512_vnni() { return features().avx512_vnni; }
+
+SimdLevel simd_level() {
+  static const SimdLevel level = [] {
+    const std::string& cap = config().cpu_simd;
+    SimdLevel best = has_avx512_vnni() ? SimdLevel::Avx512 : has_avx2_fma_f16c() ? SimdLevel::Avx2 : SimdLevel::Scalar;
+    SimdLevel asked = cap == "scalar" ? SimdLevel::Scalar : cap == "avx2" ? SimdLevel::Avx2 : SimdLevel::Avx512;
+    return std::min(best, asked);
+  }();
+  return level;
+}
 
 }  // namespace lanes::cpu

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../ffi/src/status.hpp"
+#include "attention.hpp"
 #include "compute_pool.hpp"
 #include "philox.hpp"
 #include "quant.hpp"
@@ -890,75 +891,43 @@ void norm_typed(const Command& c, bool layer) {
   });
 }
 
-// Element (b, h, j, 0) of a [B, H, L, D] operand read in place through its strides.
-template <class T>
-struct Rows4 {
-  const T* base;
-  int64_t sb, sh, sl, sd;
-  const T* at(int64_t b, int64_t h, int64_t j) const { return base + b * sb + h * sh + j * sl; }
-};
+// cos and sin of every (position, frequency) of a rope call, kept for the next call on this
+// thread: the q and k of every layer of a forward pass rotate by the same positions.
+struct RopeTable {
+  double base = 0, scale = 0;
+  int dims = 0;
+  int64_t length = 0;
+  std::vector<double> starts;  // first position of each leading entry (one without per-row offsets)
+  std::vector<float> cos, sin;   // [entry][position][dims / 2]
 
-template <class T>
-Rows4<T> rows4(const TensorArg& a) {
-  Shape st = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
-  return Rows4<T>{cpu::base<T>(a), st[0], st[1], st[2], st[3]};
-}
-
-// Every operand is read in place (a KV cache is never copied or widened), and only the keys
-// in use (a preallocated cache's filled prefix).
-template <class T>
-void attention_typed(const Command& c) {
-  const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
-  int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Dv = vs[3];
-  int64_t fixed_keys = static_cast<int64_t>(c.params.scalars[1]);
-  // Per-row form: batch entry b attends over its own first key_lengths[b] keys.
-  const int32_t* key_lengths = c.inputs.size() > 3 ? base<int32_t>(c.inputs[3]) : nullptr;
-  for (int64_t b = 0; b < (key_lengths ? qs[0] : 1); ++b) {
-    int64_t used = key_lengths ? key_lengths[b] : fixed_keys;
-    if (used < 0 || used > ks[2])
-      throw_error(LANES_ERR_DEVICE, "scaledDotProductAttention: key length " + std::to_string(used) +
-                                        (key_lengths ? " of batch entry " + std::to_string(b) : "") + " is out of range for " +
-                                        std::to_string(ks[2]) + " keys");
+  bool same(double b, double s, int d, int64_t l, const std::vector<double>& st) const {
+    return base == b && scale == s && dims == d && length == l && starts == st;
   }
-  int64_t group = H / Hk;
-  float scale = static_cast<float>(c.params.scalars[0]);
-  bool causal = c.params.flags & 1;
-  Rows4<T> q = rows4<T>(c.inputs[0]), k = rows4<T>(c.inputs[1]), v = rows4<T>(c.inputs[2]);
-  T* y = output<T>(c);
-  const int64_t max_keys = key_lengths ? ks[2] : fixed_keys;  // an upper bound on every row's keys
-  parallel_for(B * H * Lq, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, max_keys * D)), [&](int64_t rb, int64_t re) {
-    std::vector<float> scores(static_cast<size_t>(max_keys));
-    std::vector<float> acc(static_cast<size_t>(Dv));
-    std::vector<float> qrow(static_cast<size_t>(D));
-    for (int64_t r = rb; r < re; ++r) {
-      int64_t i = r % Lq, h = (r / Lq) % H, bi = r / (Lq * H);
-      int64_t hk = h / group;
-      int64_t Lk = key_lengths ? key_lengths[bi] : fixed_keys;
-      const T* qi = q.at(bi, h, i);
-      for (int64_t d = 0; d < D; ++d) qrow[d] = static_cast<float>(up(qi[d * q.sd]));
-      // Causal masking aligned to the end: query i sees keys up to i + (Lk - Lq).
-      int64_t visible = causal ? std::min(Lk, std::max<int64_t>(0, i + Lk - Lq + 1)) : Lk;
-      float m = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < visible; ++j) {
-        const T* kj = k.at(bi, hk, j);
-        float dot = 0;
-        for (int64_t d = 0; d < D; ++d) dot += qrow[d] * static_cast<float>(up(kj[d * k.sd]));
-        scores[j] = dot * scale;
-        m = std::max(m, scores[j]);
+};
+thread_local RopeTable t_rope;
+thread_local std::vector<double> t_rope_starts;
+
+const RopeTable& rope_table(double base, double scale, int dims, int64_t length, const std::vector<double>& starts) {
+  RopeTable& t = t_rope;
+  if (t.same(base, scale, dims, length, starts)) return t;
+  int half = dims / 2;
+  std::vector<double> frequency(static_cast<size_t>(half));  // base^(-2i/dims)
+  for (int i = 0; i < half; ++i) frequency[static_cast<size_t>(i)] = std::pow(base, -2.0 * i / dims);
+  int64_t positions = static_cast<int64_t>(starts.size()) * length;
+  t.cos.resize(static_cast<size_t>(positions * half));
+  t.sin.resize(static_cast<size_t>(positions * half));
+  parallel_for(positions, std::max<int64_t>(1, 1024 / std::max(1, half)), [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p) {
+      double pos = (starts[static_cast<size_t>(p / length)] + static_cast<double>(p % length)) * scale;
+      for (int i = 0; i < half; ++i) {
+        double theta = pos * frequency[static_cast<size_t>(i)];
+        t.cos[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(theta));
+        t.sin[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(theta));
       }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      double total = 0;
-      for (int64_t j = 0; j < visible; ++j) {
-        float p = std::exp(scores[j] - m);
-        total += p;
-        const T* vj = v.at(bi, hk, j);
-        for (int64_t d = 0; d < Dv; ++d) acc[d] += p * static_cast<float>(up(vj[d * v.sd]));
-      }
-      // A query that sees no key (causal with Lq > Lk) gets zeros rather than 0/0.
-      float inv = total > 0 ? static_cast<float>(1.0 / total) : 0.0f;
-      for (int64_t d = 0; d < Dv; ++d) y[r * Dv + d] = down<T>(acc[d] * inv);
     }
   });
+  t.base = base, t.scale = scale, t.dims = dims, t.length = length, t.starts = starts;
+  return t;
 }
 
 template <class T>
@@ -969,28 +938,37 @@ void rope_typed(const Command& c) {
   const Shape& s = c.output.shape;
   int64_t D = s.back(), L = s[s.size() - 2];
   int64_t rows = D ? numel(s) / D : 0;
+  if (rows == 0) return;
   int dims = c.params.axis, half = dims / 2;
-  double base = c.params.scalars[0], scale = c.params.scalars[1];
   bool traditional = c.params.flags & 1;
   // Per-row form: the rows of leading entry b start at offsets[b].
   const int32_t* offsets = c.inputs.size() > 1 ? cpu::base<int32_t>(c.inputs[1]) : nullptr;
   int64_t rows_per_entry = offsets ? rows / std::max<int64_t>(1, s[0]) : rows;
-  std::vector<double> frequency(static_cast<size_t>(half));  // base^(-2i/dims), the same for every row
-  for (int i = 0; i < half; ++i) frequency[static_cast<size_t>(i)] = std::pow(base, -2.0 * i / dims);
+  std::vector<double>& starts = t_rope_starts;
+  starts.assign(1, c.params.scalars[2]);
+  if (offsets) starts.assign(offsets, offsets + s[0]);
+  const RopeTable& table = rope_table(c.params.scalars[0], c.params.scalars[1], dims, L, starts);
   T* y = output<T>(c);
   parallel_for(rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, D)), [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; ++r) {
-      double start = offsets ? static_cast<double>(offsets[r / rows_per_entry]) : c.params.scalars[2];
-      double pos = (start + static_cast<double>(r % L)) * scale;
+      int64_t position = (offsets ? r / rows_per_entry : 0) * L + r % L;
+      const float* cs = table.cos.data() + position * half;
+      const float* sn = table.sin.data() + position * half;
       const float* xr = x + r * D;
       T* yr = y + r * D;
-      for (int i = 0; i < half; ++i) {
-        double theta = pos * frequency[static_cast<size_t>(i)];
-        float cs = static_cast<float>(std::cos(theta)), sn = static_cast<float>(std::sin(theta));
-        // Traditional pairs neighbours (2i, 2i+1); the default (Llama/HF) pairs halves (i, i+dims/2).
-        int64_t a = traditional ? 2 * i : i, b = traditional ? 2 * i + 1 : i + half;
-        yr[a] = down<T>(xr[a] * cs - xr[b] * sn);
-        yr[b] = down<T>(xr[a] * sn + xr[b] * cs);
+      // Traditional pairs neighbours (2i, 2i+1); the default (Llama/HF) pairs halves (i, i+dims/2).
+      if (traditional) {
+        for (int i = 0; i < half; ++i) {
+          float a = xr[2 * i], b = xr[2 * i + 1];
+          yr[2 * i] = down<T>(a * cs[i] - b * sn[i]);
+          yr[2 * i + 1] = down<T>(a * sn[i] + b * cs[i]);
+        }
+      } else {
+        for (int i = 0; i < half; ++i) {
+          float a = xr[i], b = xr[i + half];
+          yr[i] = down<T>(a * cs[i] - b * sn[i]);
+          yr[i + half] = down<T>(a * sn[i] + b * cs[i]);
+        }
       }
       for (int64_t d = dims; d < D; ++d) yr[d] = down<T>(xr[d]);
     }
@@ -1007,7 +985,7 @@ struct LayerNormKernel {
 };
 template <class T>
 struct AttentionKernel {
-  static void run(const Command& c) { attention_typed<T>(c); }
+  static void run(const Command& c) { attention<T>(c); }
 };
 template <class T>
 struct RopeKernel {

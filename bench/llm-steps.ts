@@ -1,0 +1,83 @@
+/**
+ * SmolLM2-135M-Instruct on one stream, no service around it: milliseconds of a prefill of
+ * `--prompt` tokens (to its logits) and of each decode step after it (compiled step, one token
+ * at a time, greedy). For profiling the kernels (`perf record -g bun bench/llm-steps.ts`) and for
+ * comparing two builds in one run: give several libraries with `--libs a.so,b.so` and the rounds
+ * alternate between them in child processes.
+ *
+ *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--only prefill|decode]
+ */
+import { parseArgs } from "node:util";
+import * as lx from "../src/index.ts";
+import { defaultModelPath, loadTextModel } from "../src/models/text-model.ts";
+
+const { values: args } = parseArgs({
+  options: {
+    prompt: { type: "string", default: "200" },
+    decode: { type: "string", default: "64" },
+    rounds: { type: "string", default: "5" },
+    libs: { type: "string" },
+    only: { type: "string" },
+    child: { type: "boolean", default: false },
+  },
+});
+const promptLength = Number(args.prompt);
+const decodeSteps = Number(args.decode);
+const rounds = Number(args.rounds);
+
+/** One round's figures: the prefill's milliseconds and the mean milliseconds of a decode step. */
+interface Round {
+  prefillMs: number;
+  decodeMs: number;
+}
+
+async function measure(): Promise<Round> {
+  const tm = loadTextModel(defaultModelPath());
+  const model = tm.model;
+  using stream = lx.newStream();
+  const text = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. ".repeat(40);
+  const prompt = tm.tokenizer.encode(text).slice(0, promptLength);
+  let prefillMs = 0, decodeMs = 0;
+  if (args.only !== "decode") {
+    const t0 = performance.now();
+    const p = model.step(prompt, undefined, stream);
+    await lx.evalAsync(p.logits);
+    prefillMs = performance.now() - t0;
+  }
+  if (args.only !== "prefill") {
+    let step = model.step(prompt, undefined, stream);
+    await lx.evalAsync(step.logits);
+    const t0 = performance.now();
+    for (let i = 0; i < decodeSteps; ++i) {
+      const token = lx.argmax(step.logits, -1).toInt32Array()[0]!;
+      step = model.step([token], step.state, stream);
+      await lx.evalAsync(step.logits);
+    }
+    decodeMs = (performance.now() - t0) / decodeSteps;
+  }
+  return { prefillMs, decodeMs };
+}
+
+if (args.child) {
+  // The first round in a process warms its plans and caches; the second is the one reported.
+  await measure();
+  console.log(JSON.stringify(await measure()));
+} else {
+  const libs = args.libs ? args.libs.split(",") : [""];
+  const best = new Map<string, Round>();
+  for (let r = 0; r < rounds; ++r) {
+    for (const lib of r % 2 ? [...libs].reverse() : libs) {
+      const env = { ...process.env, ...(lib ? { LANES_LIBRARY_PATH: lib } : {}) };
+      const argv = [process.execPath, import.meta.path, "--child", "--prompt", String(promptLength), "--decode", String(decodeSteps)];
+      if (args.only) argv.push("--only", args.only);
+      const proc = Bun.spawnSync(argv, { env, stderr: "inherit" });
+      const round = JSON.parse(proc.stdout.toString().trim().split("\n").pop()!) as Round;
+      const b = best.get(lib) ?? { prefillMs: Infinity, decodeMs: Infinity };
+      best.set(lib, { prefillMs: Math.min(b.prefillMs, round.prefillMs), decodeMs: Math.min(b.decodeMs, round.decodeMs) });
+      console.log(`round ${r + 1} ${lib || "(default)"}: prefill(${promptLength}) ${round.prefillMs.toFixed(1)} ms, decode ${round.decodeMs.toFixed(2)} ms/token`);
+    }
+  }
+  console.log(`\nbest of ${rounds} rounds:`);
+  for (const [lib, b] of best)
+    console.log(`${lib || "(default)"}: prefill(${promptLength}) ${b.prefillMs.toFixed(1)} ms, decode ${b.decodeMs.toFixed(2)} ms/token (${(1000 / b.decodeMs).toFixed(1)} tok/s)`);
+}

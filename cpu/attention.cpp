@@ -1,0 +1,560 @@
+#include "attention.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../ffi/src/status.hpp"
+#include "compute_pool.hpp"
+#include "cpu_features.hpp"
+#include "tensor_access.hpp"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace lanes::cpu {
+namespace {
+
+constexpr int kBlockKeys = 64;         // keys per block (see attention.hpp)
+constexpr int64_t kQueryChunk = 16;    // query positions of one tile: K/V blocks are widened once for them
+constexpr int64_t kSplitBelowTiles = 8;  // fewer tiles than this: the keys are split across chunks too
+
+int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+// ---- the canonical scalar pieces (every SIMD path matches them bit for bit) ----------------
+
+constexpr float kExpLow = -87.3365447505531f;  // below: e^x is subnormal or zero in float; 0
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                               4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+// e^x for x <= 0 (Cephes' range reduction and polynomial, about 1 ulp); NaN stays NaN.
+float exp_nonpositive(float x) {
+  if (x != x) return x;
+  bool underflow = x < kExpLow;
+  x = std::max(kExpLow, x);
+  float fx = std::floor(std::fma(x, kLog2e, 0.5f));
+  x = std::fma(-fx, kLn2Hi, x);
+  x = std::fma(-fx, kLn2Lo, x);
+  float y = kExpPoly[0];
+  for (int i = 1; i < 6; ++i) y = std::fma(y, x, kExpPoly[i]);
+  y = std::fma(y, x * x, x + 1.0f);
+  y = y * bits_float(uint32_t(static_cast<int32_t>(fx) + 127) << 23);
+  return underflow ? 0.0f : y;
+}
+
+// Pairwise sum of 16 lanes: l + 8, l + 4, l + 2, l + 1.
+float tree16(const float* a) {
+  float t8[8], t4[4];
+  for (int l = 0; l < 8; ++l) t8[l] = a[l] + a[l + 8];
+  for (int l = 0; l < 4; ++l) t4[l] = t8[l] + t8[l + 4];
+  return (t4[0] + t4[2]) + (t4[1] + t4[3]);
+}
+
+// Scores of one query row against n <= 64 keys (rows of `keys`, key_stride floats apart, dp
+// floats each, zero-padded to a multiple of 16); returns their max.
+float scores_scalar(const float* q, const float* keys, int64_t key_stride, int64_t dp, int n, float scale, float* out) {
+  float m = -INFINITY;
+  for (int j = 0; j < n; ++j) {
+    const float* k = keys + j * key_stride;
+    float lanes[16] = {};
+    for (int64_t c = 0; c < dp; c += 16)
+      for (int l = 0; l < 16; ++l) lanes[l] = std::fma(q[c + l], k[c + l], lanes[l]);
+    out[j] = tree16(lanes) * scale;
+    m = out[j] > m ? out[j] : m;
+  }
+  return m;
+}
+
+// p_j = e^(score_j - m) for j < n (zeros up to the next multiple of 16); returns their sum.
+float exp_sum_scalar(const float* scores, int n, float m, float* p) {
+  float lanes[16] = {};
+  for (int c = 0; c < n; c += 16)
+    for (int l = 0; l < 16; ++l) {
+      int j = c + l;
+      p[j] = j < n ? exp_nonpositive(scores[j] - m) : 0.0f;
+      lanes[l] = lanes[l] + p[j];
+    }
+  return tree16(lanes);
+}
+
+// a[d] = Σ_j p_j v_j[d] over n keys, fma in key order from +0; dvp floats (a multiple of 16).
+void weighted_scalar(const float* p, int n, const float* values, int64_t value_stride, int64_t dvp, float* a) {
+  std::fill(a, a + dvp, 0.0f);
+  for (int j = 0; j < n; ++j) {
+    const float* v = values + j * value_stride;
+    for (int64_t d = 0; d < dvp; ++d) a[d] = std::fma(p[j], v[d], a[d]);
+  }
+}
+
+// A row's running result over the blocks folded so far.
+struct RowState {
+  float m, s;
+  float* a;  // dvp floats
+  bool started;
+};
+
+// Folds block (m, s, a) into the row's state.
+void fold(RowState& st, float m, float s, const float* a, int64_t dvp) {
+  if (!st.started) {
+    st.m = m, st.s = s, st.started = true;
+    if (st.a != a) std::copy(a, a + dvp, st.a);
+    return;
+  }
+  float mx = std::max(st.m, m);
+  float alpha = exp_nonpositive(st.m - mx), beta = exp_nonpositive(m - mx);
+  st.m = mx;
+  st.s = std::fma(st.s, alpha, s * beta);
+  for (int64_t d = 0; d < dvp; ++d) st.a[d] = std::fma(st.a[d], alpha, a[d] * beta);
+}
+
+// ---- AVX2 + FMA ----------------------------------------------------------------------------
+
+#if defined(__x86_64__)
+#define LANES_ATT_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define LANES_ATT_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
+
+LANES_ATT_AVX2 inline __m256 exp_avx2(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(kExpLow);
+  __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_max_ps(lo, x);  // NaN stays: maxps returns its second operand for NaN
+  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(kLn2Hi), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(kLn2Lo), x);
+  __m256 y = _mm256_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(kExpPoly[i]));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i k = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(k));
+  return _mm256_andnot_ps(underflow, y);
+}
+
+// tree16 of lanes lo (0..7) and hi (8..15).
+LANES_ATT_AVX2 inline float tree16_avx2(__m256 lo, __m256 hi) {
+  __m256 t8 = _mm256_add_ps(lo, hi);
+  __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(t8), _mm256_extractf128_ps(t8, 1));
+  __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+  return _mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
+}
+
+LANES_ATT_AVX2 float scores_avx2(const float* q, const float* keys, int64_t key_stride, int64_t dp, int n, float scale, float* out) {
+  float m = -INFINITY;
+  for (int j = 0; j < n; ++j) {
+    const float* k = keys + j * key_stride;
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int64_t c = 0; c < dp; c += 16) {
+      lo = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(k + c), lo);
+      hi = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8), _mm256_loadu_ps(k + c + 8), hi);
+    }
+    out[j] = tree16_avx2(lo, hi) * scale;
+    m = out[j] > m ? out[j] : m;
+  }
+  return m;
+}
+
+LANES_ATT_AVX2 float exp_sum_avx2(const float* scores, int n, float m, float* p) {
+  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps(), vm = _mm256_set1_ps(m);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int c = 0; c < n; c += 16) {
+    __m256 keep0 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n - c), lane));
+    __m256 keep1 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n - c - 8), lane));
+    __m256 e0 = _mm256_and_ps(keep0, exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(scores + c), vm)));
+    __m256 e1 = _mm256_and_ps(keep1, exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(scores + c + 8), vm)));
+    _mm256_storeu_ps(p + c, e0);
+    _mm256_storeu_ps(p + c + 8, e1);
+    lo = _mm256_add_ps(lo, e0);
+    hi = _mm256_add_ps(hi, e1);
+  }
+  return tree16_avx2(lo, hi);
+}
+
+LANES_ATT_AVX2 void weighted_avx2(const float* p, int n, const float* values, int64_t value_stride, int64_t dvp, float* a) {
+  for (int64_t d0 = 0; d0 < dvp; d0 += 32) {
+    int nv = int(std::min<int64_t>(4, (dvp - d0) / 8));
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int j = 0; j < n; ++j) {
+      __m256 pj = _mm256_set1_ps(p[j]);
+      const float* v = values + j * value_stride + d0;
+      for (int u = 0; u < 4; ++u)
+        if (u < nv) acc[u] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * u), acc[u]);
+    }
+    for (int u = 0; u < nv; ++u) _mm256_storeu_ps(a + d0 + 8 * u, acc[u]);
+  }
+}
+
+// ---- AVX-512 -------------------------------------------------------------------------------
+
+LANES_ATT_AVX512 inline __m512 exp_avx512(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(kExpLow);
+  __mmask16 underflow = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  x = _mm512_max_ps(lo, x);
+  __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), _mm512_set1_ps(0.5f));
+  fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(kLn2Hi), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(kLn2Lo), x);
+  __m512 y = _mm512_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(kExpPoly[i]));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+  __m512i k = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(k));
+  return _mm512_maskz_mov_ps(__mmask16(~underflow), y);
+}
+
+LANES_ATT_AVX512 inline float tree16_avx512(__m512 v) {
+  __m256 lo = _mm512_castps512_ps256(v);
+  __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  return tree16_avx2(lo, hi);
+}
+
+// tree16 of each of 16 vectors at once: result lane j is tree16(acc[j]). Each step adds the
+// same lane pairs as tree16, only gathered across vectors by shuffles.
+LANES_ATT_AVX512 inline __m512 tree16_x16(__m512 (&acc)[16]) {
+  __m512 x[8], z[4], w[2];
+  for (int i = 0; i < 8; ++i) {  // lanes 0..7: t8 of key 2i; 8..15: t8 of key 2i + 1
+    __m512 a = acc[2 * i], b = acc[2 * i + 1];
+    x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+  }
+  for (int i = 0; i < 4; ++i) {  // 128-bit chunk c: t4 of key 4i + c
+    __m512 a = x[2 * i], b = x[2 * i + 1];
+    z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xdd));
+  }
+  for (int i = 0; i < 2; ++i) {  // chunk c: t2 of key 8i + c (lanes 0, 1), of key 8i + 4 + c (2, 3)
+    __m512 a = z[2 * i], b = z[2 * i + 1];
+    w[i] = _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x44), _mm512_shuffle_ps(a, b, 0xee));
+  }
+  // chunk c: keys c, 4 + c, 8 + c, 12 + c.
+  __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xdd));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, r);
+}
+
+LANES_ATT_AVX512 float scores_avx512(const float* q, const float* keys, int64_t key_stride, int64_t dp, int n, float scale,
+                                     float* out) {
+  __m512 vmax = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(scale);
+  for (int j0 = 0; j0 < n; j0 += 16) {
+    int nk = std::min(16, n - j0);
+    const float* k = keys + j0 * key_stride;
+    __m512 acc[16];
+    for (int u = 0; u < 16; ++u) acc[u] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < dp; c += 16) {
+      __m512 qv = _mm512_loadu_ps(q + c);
+      // Lanes of keys past n read key 0 again and are dropped.
+      for (int u = 0; u < 16; ++u) acc[u] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + (u < nk ? u : 0) * key_stride + c), acc[u]);
+    }
+    __m512 s = _mm512_mul_ps(tree16_x16(acc), vscale);
+    __mmask16 keep = __mmask16((1u << nk) - 1);
+    _mm512_mask_storeu_ps(out + j0, keep, s);
+    vmax = _mm512_mask_max_ps(vmax, keep, vmax, s);
+  }
+  return _mm512_reduce_max_ps(vmax);
+}
+
+LANES_ATT_AVX512 float exp_sum_avx512(const float* scores, int n, float m, float* p) {
+  __m512 sum = _mm512_setzero_ps(), vm = _mm512_set1_ps(m);
+  for (int c = 0; c < n; c += 16) {
+    __mmask16 keep = n - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - c)) - 1);
+    __m512 e = _mm512_maskz_mov_ps(keep, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(keep, scores + c), vm)));
+    _mm512_storeu_ps(p + c, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  return tree16_avx512(sum);
+}
+
+template <int NV>
+LANES_ATT_AVX512 inline void weighted_run_avx512(const float* p, int n, const float* values, int64_t value_stride, float* a) {
+  __m512 acc[NV];
+  for (int u = 0; u < NV; ++u) acc[u] = _mm512_setzero_ps();
+  for (int j = 0; j < n; ++j) {
+    __m512 pj = _mm512_set1_ps(p[j]);
+    const float* v = values + j * value_stride;
+    for (int u = 0; u < NV; ++u) acc[u] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + 16 * u), acc[u]);
+  }
+  for (int u = 0; u < NV; ++u) _mm512_storeu_ps(a + 16 * u, acc[u]);
+}
+
+LANES_ATT_AVX512 void weighted_avx512(const float* p, int n, const float* values, int64_t value_stride, int64_t dvp, float* a) {
+  int64_t d0 = 0;
+  for (; d0 + 64 <= dvp; d0 += 64) weighted_run_avx512<4>(p, n, values + d0, value_stride, a + d0);
+  switch ((dvp - d0) / 16) {
+    case 3: weighted_run_avx512<3>(p, n, values + d0, value_stride, a + d0); break;
+    case 2: weighted_run_avx512<2>(p, n, values + d0, value_stride, a + d0); break;
+    case 1: weighted_run_avx512<1>(p, n, values + d0, value_stride, a + d0); break;
+    default: break;
+  }
+}
+#endif  // __x86_64__
+
+// ---- widening rows of a storage type into float32 ------------------------------------------
+
+// dst[0, n) = src[0, n * stride) widened, dst[n, padded) = 0.
+template <class T>
+void widen_scalar(const T* src, int64_t stride, int64_t n, float* dst, int64_t padded) {
+  for (int64_t d = 0; d < n; ++d) dst[d] = static_cast<float>(up(src[d * stride]));
+  std::fill(dst + n, dst + padded, 0.0f);
+}
+
+#if defined(__x86_64__)
+template <class T>
+LANES_ATT_AVX2 void widen_avx2(const T* src, int64_t n, float* dst, int64_t padded) {
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    __m256 v;
+    if constexpr (std::is_same_v<T, float>) {
+      v = _mm256_loadu_ps(src + d);
+    } else {
+      __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + d));
+      if constexpr (std::is_same_v<T, f16>) v = _mm256_cvtph_ps(h);
+      else v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    _mm256_storeu_ps(dst + d, v);
+  }
+  widen_scalar(src + d, 1, n - d, dst + d, padded - d);
+}
+
+template <class T>
+LANES_ATT_AVX512 void widen_avx512(const T* src, int64_t n, float* dst, int64_t padded) {
+  for (int64_t d = 0; d < padded; d += 16) {
+    __mmask16 keep = n - d >= 16 ? __mmask16(0xffff) : n > d ? __mmask16((1u << (n - d)) - 1) : __mmask16(0);
+    __m512 v;
+    if constexpr (std::is_same_v<T, float>) {
+      v = _mm512_maskz_loadu_ps(keep, src + d);
+    } else {
+      __m256i h = _mm256_maskz_loadu_epi16(keep, src + d);
+      if constexpr (std::is_same_v<T, f16>) v = _mm512_cvtph_ps(h);
+      else v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    _mm512_storeu_ps(dst + d, v);
+  }
+}
+#endif
+
+// ---- path selection ------------------------------------------------------------------------
+
+struct Paths {
+  float (*scores)(const float*, const float*, int64_t, int64_t, int, float, float*);
+  float (*exp_sum)(const float*, int, float, float*);
+  void (*weighted)(const float*, int, const float*, int64_t, int64_t, float*);
+  SimdLevel level;
+};
+
+Paths paths_for(SimdLevel level) {
+#if defined(__x86_64__)
+  if (level == SimdLevel::Avx512) return {scores_avx512, exp_sum_avx512, weighted_avx512, level};
+  if (level == SimdLevel::Avx2) return {scores_avx2, exp_sum_avx2, weighted_avx2, level};
+#endif
+  return {scores_scalar, exp_sum_scalar, weighted_scalar, SimdLevel::Scalar};
+}
+
+template <class T>
+void widen(const Paths& paths, const T* src, int64_t stride, int64_t n, float* dst, int64_t padded) {
+#if defined(__x86_64__)
+  if (stride == 1 && paths.level == SimdLevel::Avx512) return widen_avx512(src, n, dst, padded);
+  if (stride == 1 && paths.level == SimdLevel::Avx2) return widen_avx2(src, n, dst, padded);
+#endif
+  widen_scalar(src, stride, n, dst, padded);
+}
+
+// ---- the kernel ----------------------------------------------------------------------------
+
+// Element (b, h, j, 0) of a [B, H, L, D] operand read in place through its strides.
+template <class T>
+struct Rows4 {
+  const T* base;
+  int64_t sb, sh, sl, sd;
+  const T* at(int64_t b, int64_t h, int64_t j) const { return base + b * sb + h * sh + j * sl; }
+};
+
+template <class T>
+Rows4<T> rows4(const TensorArg& a) {
+  Shape st = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
+  return Rows4<T>{cpu::base<T>(a), st[0], st[1], st[2], st[3]};
+}
+
+template <class T>
+struct Problem {
+  Rows4<T> q, k, v;
+  int64_t B, H, Lq, D, Hk, Dv, group, dp, dvp;
+  float scale;
+  bool causal;
+  int64_t fixed_keys;
+  const int32_t* key_lengths;
+  int64_t query_chunks, blocks, key_chunks, blocks_per_chunk;
+  Paths paths;
+  T* y;
+
+  int64_t keys_of(int64_t b) const { return key_lengths ? key_lengths[b] : fixed_keys; }
+  // Causal masking aligned to the end: query i sees keys up to i + (Lk - Lq).
+  int64_t visible(int64_t i, int64_t lk) const { return causal ? std::min(lk, std::max<int64_t>(0, i + lk - Lq + 1)) : lk; }
+  // A block's partial result in split mode: {m, s, a[dvp]} for (row, block).
+  int64_t partial_floats() const { return dvp + 2; }
+};
+
+// Scratch of the thread running a tile, grown as needed and kept between calls.
+struct TileScratch {
+  std::vector<float> q, a, states, keys, values, scores, p, block_a;
+  std::vector<RowState> rows;
+};
+thread_local TileScratch t_tile;
+thread_local std::vector<float> t_partials;
+
+template <class T>
+void write_row(const Problem<T>& pb, const RowState& st, int64_t row) {
+  T* out = pb.y + row * pb.Dv;
+  float inv = st.started && st.s > 0 ? 1.0f / st.s : 0.0f;
+  for (int64_t d = 0; d < pb.Dv; ++d) out[d] = down<T>(st.started ? st.a[d] * inv : 0.0f);
+}
+
+// Query positions [i0, i1) of every query head over KV head hk of batch entry b, against key
+// blocks [blk0, blk1). Without `partials` the blocks fold as they come and the rows are written;
+// with it, each block's partial result is stored for fold_partials.
+template <class T>
+void run_tile(const Problem<T>& pb, int64_t b, int64_t hk, int64_t i0, int64_t i1, int64_t blk0, int64_t blk1, float* partials) {
+  TileScratch& s = t_tile;
+  const int64_t ni = i1 - i0, rows = pb.group * ni, dp = pb.dp, dvp = pb.dvp;
+  const int64_t lk = pb.keys_of(b);
+  const int64_t tile_keys = pb.visible(i1 - 1, lk);
+  if (s.q.size() < size_t(rows * dp)) s.q.resize(size_t(rows * dp));
+  if (s.states.size() < size_t(rows * dvp)) s.states.resize(size_t(rows * dvp));
+  if (s.rows.size() < size_t(rows)) s.rows.resize(size_t(rows));
+  if (s.keys.size() < size_t(kBlockKeys * dp)) s.keys.resize(size_t(kBlockKeys * dp));
+  if (s.values.size() < size_t(kBlockKeys * dvp)) s.values.resize(size_t(kBlockKeys * dvp));
+  if (s.block_a.size() < size_t(dvp)) s.block_a.resize(size_t(dvp));
+  s.scores.resize(kBlockKeys);
+  s.p.resize(kBlockKeys);
+  for (int64_t g = 0; g < pb.group; ++g)
+    for (int64_t i = i0; i < i1; ++i) {
+      int64_t r = g * ni + (i - i0);
+      widen(pb.paths, pb.q.at(b, hk * pb.group + g, i), pb.q.sd, pb.D, s.q.data() + r * dp, dp);
+      s.rows[size_t(r)] = RowState{0.0f, 0.0f, s.states.data() + r * dvp, false};
+    }
+  // float32 rows that are contiguous and already a multiple of 16 long are read in place.
+  const bool keys_in_place = std::is_same_v<T, float> && pb.k.sd == 1 && dp == pb.D;
+  const bool values_in_place = std::is_same_v<T, float> && pb.v.sd == 1 && dvp == pb.Dv;
+  for (int64_t blk = blk0; blk < blk1; ++blk) {
+    const int64_t j0 = blk * kBlockKeys;
+    if (j0 >= tile_keys) break;
+    const int64_t jn = std::min<int64_t>(kBlockKeys, tile_keys - j0);
+    const float *keys, *values;
+    int64_t key_stride = dp, value_stride = dvp;
+    if (keys_in_place) {
+      keys = reinterpret_cast<const float*>(pb.k.at(b, hk, j0));
+      key_stride = pb.k.sl;
+    } else {
+      for (int64_t j = 0; j < jn; ++j) widen(pb.paths, pb.k.at(b, hk, j0 + j), pb.k.sd, pb.D, s.keys.data() + j * dp, dp);
+      keys = s.keys.data();
+    }
+    if (values_in_place) {
+      values = reinterpret_cast<const float*>(pb.v.at(b, hk, j0));
+      value_stride = pb.v.sl;
+    } else {
+      for (int64_t j = 0; j < jn; ++j) widen(pb.paths, pb.v.at(b, hk, j0 + j), pb.v.sd, pb.Dv, s.values.data() + j * dvp, dvp);
+      values = s.values.data();
+    }
+    for (int64_t g = 0; g < pb.group; ++g)
+      for (int64_t i = i0; i < i1; ++i) {
+        int64_t r = g * ni + (i - i0);
+        int64_t seen = pb.visible(i, lk);
+        if (seen <= j0) continue;
+        int n = int(std::min<int64_t>(seen - j0, kBlockKeys));
+        float m = pb.paths.scores(s.q.data() + r * dp, keys, key_stride, dp, n, pb.scale, s.scores.data());
+        float sum = pb.paths.exp_sum(s.scores.data(), n, m, s.p.data());
+        RowState& st = s.rows[size_t(r)];
+        if (partials) {
+          int64_t row = (b * pb.H + hk * pb.group + g) * pb.Lq + i;
+          float* slot = partials + (row * pb.blocks + blk) * pb.partial_floats();
+          slot[0] = m, slot[1] = sum;
+          pb.paths.weighted(s.p.data(), n, values, value_stride, dvp, slot + 2);
+        } else {
+          float* a = st.started ? s.block_a.data() : st.a;
+          pb.paths.weighted(s.p.data(), n, values, value_stride, dvp, a);
+          fold(st, m, sum, a, dvp);
+        }
+      }
+  }
+  if (partials) return;
+  for (int64_t g = 0; g < pb.group; ++g)
+    for (int64_t i = i0; i < i1; ++i) write_row(pb, s.rows[size_t(g * ni + (i - i0))], (b * pb.H + hk * pb.group + g) * pb.Lq + i);
+}
+
+// Folds the stored block results of each output row in block order and writes the row.
+template <class T>
+void fold_partials(const Problem<T>& pb, const float* partials, int64_t row0, int64_t row1) {
+  TileScratch& s = t_tile;
+  if (s.states.size() < size_t(pb.dvp)) s.states.resize(size_t(pb.dvp));
+  for (int64_t row = row0; row < row1; ++row) {
+    int64_t i = row % pb.Lq, b = row / (pb.Lq * pb.H);
+    int64_t seen = pb.visible(i, pb.keys_of(b));
+    RowState st{0.0f, 0.0f, s.states.data(), false};
+    for (int64_t blk = 0; blk * kBlockKeys < seen; ++blk) {
+      const float* slot = partials + (row * pb.blocks + blk) * pb.partial_floats();
+      fold(st, slot[0], slot[1], slot + 2, pb.dvp);
+    }
+    write_row(pb, st, row);
+  }
+}
+
+}  // namespace
+
+template <class T>
+void attention(const Command& c) {
+  const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
+  Problem<T> pb;
+  pb.B = qs[0], pb.H = qs[1], pb.Lq = qs[2], pb.D = qs[3], pb.Hk = ks[1], pb.Dv = vs[3];
+  pb.fixed_keys = static_cast<int64_t>(c.params.scalars[1]);
+  // Per-row form: batch entry b attends over its own first key_lengths[b] keys.
+  pb.key_lengths = c.inputs.size() > 3 ? base<int32_t>(c.inputs[3]) : nullptr;
+  int64_t max_keys = 0;
+  for (int64_t b = 0; b < (pb.key_lengths ? pb.B : 1); ++b) {
+    int64_t used = pb.keys_of(b);
+    if (used < 0 || used > ks[2])
+      throw_error(LANES_ERR_DEVICE, "scaledDotProductAttention: key length " + std::to_string(used) +
+                                        (pb.key_lengths ? " of batch entry " + std::to_string(b) : "") + " is out of range for " +
+                                        std::to_string(ks[2]) + " keys");
+    max_keys = std::max(max_keys, used);
+  }
+  if (pb.B * pb.H * pb.Lq * pb.Dv == 0) return;
+  pb.group = pb.H / pb.Hk;
+  pb.dp = round16(pb.D), pb.dvp = round16(pb.Dv);
+  pb.scale = static_cast<float>(c.params.scalars[0]);
+  pb.causal = c.params.flags & 1;
+  pb.q = rows4<T>(c.inputs[0]), pb.k = rows4<T>(c.inputs[1]), pb.v = rows4<T>(c.inputs[2]);
+  pb.y = output<T>(c);
+  pb.paths = paths_for(simd_level());
+  pb.query_chunks = (pb.Lq + kQueryChunk - 1) / kQueryChunk;
+  pb.blocks = std::max<int64_t>(1, (max_keys + kBlockKeys - 1) / kBlockKeys);
+  const int64_t tiles = pb.B * pb.Hk * pb.query_chunks;
+  // Few tiles (decode): the key blocks are split across chunks too, and each row's block results
+  // fold afterwards in block order, the same arithmetic as folding them as they come.
+  pb.key_chunks = tiles < kSplitBelowTiles ? std::min(pb.blocks, (kSplitBelowTiles + tiles - 1) / tiles) : 1;
+  pb.blocks_per_chunk = (pb.blocks + pb.key_chunks - 1) / pb.key_chunks;
+  pb.key_chunks = (pb.blocks + pb.blocks_per_chunk - 1) / pb.blocks_per_chunk;
+  float* partials = nullptr;
+  if (pb.key_chunks > 1) {
+    size_t need = size_t(pb.B * pb.H * pb.Lq * pb.blocks * pb.partial_floats());
+    if (t_partials.size() < need) t_partials.resize(need);
+    partials = t_partials.data();
+  }
+  const int64_t units = tiles * pb.key_chunks;
+  parallel_for(units, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      int64_t kc = u % pb.key_chunks, t = u / pb.key_chunks;
+      int64_t qc = t % pb.query_chunks, hk = (t / pb.query_chunks) % pb.Hk, b = t / (pb.query_chunks * pb.Hk);
+      int64_t i0 = qc * kQueryChunk, i1 = std::min(pb.Lq, i0 + kQueryChunk);
+      run_tile(pb, b, hk, i0, i1, kc * pb.blocks_per_chunk, (kc + 1) * pb.blocks_per_chunk, partials);
+    }
+  });
+  if (partials) {
+    int64_t rows = pb.B * pb.H * pb.Lq;
+    parallel_for(rows, 8, [&](int64_t r0, int64_t r1) { fold_partials(pb, partials, r0, r1); });
+  }
+}
+
+template void attention<float>(const Command&);
+template void attention<f16>(const Command&);
+template void attention<bf16>(const Command&);
+
+}  // namespace lanes::cpu
