@@ -94,7 +94,14 @@ describe("matmul kernels (CPU)", () => {
     const paths = supportedPaths();
     const results = Object.fromEntries(paths.map((p) => [p, runInChild({ LANES_CPU_SIMD: p })]));
     const cases = pathCases();
-    for (const p of paths) results[p]!.forEach((r, i) => expectWithinBound(r, { ...cases[i]!, name: `${p}: ${cases[i]!.name}` }));
+    for (const p of paths)
+      results[p]!.forEach((r, i) => {
+        try {
+          expectWithinBound(r, cases[i]!);
+        } catch (e) {
+          throw new Error(`LANES_CPU_SIMD=${p}: ${(e as Error).message}`);
+        }
+      });
     if (results.avx2 && results.avx512)
       results.avx2.forEach((r, i) => {
         if (!sameBits(r, results.avx512![i]!)) throw new Error(`${cases[i]!.name}: AVX2 and AVX-512 results differ`);

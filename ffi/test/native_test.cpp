@@ -411,11 +411,39 @@ void test_sgemm_paths() {
               want += p;
               magnitude += std::fabs(p);
             }
-            for (auto& c : results) EXPECT(std::fabs(c[static_cast<size_t>(i * N + j)] - want) <= 1e-6 * (magnitude + 1) * std::sqrt(double(K)));
+            for (auto& c : results) EXPECT(std::fabs(c[static_cast<size_t>(i * N + j)] - want) <= (K + 1) * 0x1p-24 * magnitude);
           }
         for (auto& c : results) EXPECT(std::memcmp(c.data(), results[0].data(), c.size() * sizeof(float)) == 0);
       }
   EXPECT(!lanes::cpu::sgemm_packed_with(SimdLevel::Portable, {nullptr, 0, 0}, {nullptr, 0, 0}, nullptr, 1, 1, 1));
+}
+
+// K long enough that its packed steps go in two stages: a sample of elements against a float64
+// reference, and the paths bitwise equal over the whole product.
+void test_sgemm_staged_k() {
+  using lanes::cpu::SimdLevel;
+  if (lanes::cpu::simd_level() == SimdLevel::Portable) return;
+  constexpr int64_t M = 300, N = 300, K = 3600;
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> a(M * K), b(K * N);
+  for (auto& x : a) x = uniform(rng);
+  for (auto& x : b) x = uniform(rng);
+  std::vector<float> c(M * N), c2(M * N);
+  EXPECT(lanes::cpu::sgemm_packed_with(SimdLevel::Avx2, {a.data(), K, 1}, {b.data(), N, 1}, c.data(), M, N, K));
+  for (int sample = 0; sample < 400; ++sample) {
+    int64_t i = rng() % M, j = rng() % N;
+    double want = 0, magnitude = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      want += double(a[i * K + k]) * b[k * N + j];
+      magnitude += std::fabs(double(a[i * K + k]) * b[k * N + j]);
+    }
+    EXPECT(std::fabs(c[i * N + j] - want) <= (K + 1) * 0x1p-24 * magnitude);
+  }
+  if (lanes::cpu::simd_level() == SimdLevel::Avx512) {
+    EXPECT(lanes::cpu::sgemm_packed_with(SimdLevel::Avx512, {a.data(), K, 1}, {b.data(), N, 1}, c2.data(), M, N, K));
+    EXPECT(std::memcmp(c.data(), c2.data(), c.size() * sizeof(float)) == 0);
+  }
 }
 
 // Products large enough to fan out, from several threads at once: bitwise equal to one run alone.
@@ -508,6 +536,7 @@ int main(int argc, char** argv) {
   run("pool: concurrent and nested jobs run every index once, in fixed chunks", test_pool_concurrent_jobs);
   run("pool: a chunk's exception is rethrown on the caller", test_pool_rethrows_on_caller);
   run("sgemm: every SIMD path matches a float64 reference and the others bitwise", test_sgemm_paths);
+  run("sgemm: k in two packed stages matches the reference, paths agree bitwise", test_sgemm_staged_k);
   run("sgemm: concurrent fanned-out products equal a lone run bitwise", test_sgemm_concurrent_equals_serial);
   run("locks: out-of-order acquisition aborts with both lock names",
       [&] { test_lock_order_violation_aborts(argv[0]); });

@@ -126,12 +126,44 @@ const Path* path_for(SimdLevel level) {
   return nullptr;
 }
 
+// Copies rows of exactly W contiguous values: a fixed-size copy the compiler turns into vector
+// moves (a memcpy call per row costs more than the copy at these widths).
+template <int64_t W>
+void copy_rows(const float* src, int64_t step_k, int64_t kc, float* dst) {
+  for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * W, src + k * step_k, W * sizeof(float));
+}
+
+// Transposes columns [j, j + 4) of a k-contiguous source into k-major rows of width w, four k
+// at a time through SSE registers (x86-64 baseline), instead of one scalar store per value.
+void transpose_quad(const float* src, int64_t step_j, int64_t kc, int64_t w, float* dst) {
+  int64_t k = 0;
+#if defined(__x86_64__)
+  for (; k + 4 <= kc; k += 4) {
+    __m128 r0 = _mm_loadu_ps(src + k), r1 = _mm_loadu_ps(src + step_j + k);
+    __m128 r2 = _mm_loadu_ps(src + 2 * step_j + k), r3 = _mm_loadu_ps(src + 3 * step_j + k);
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    _mm_storeu_ps(dst + k * w, r0);
+    _mm_storeu_ps(dst + (k + 1) * w, r1);
+    _mm_storeu_ps(dst + (k + 2) * w, r2);
+    _mm_storeu_ps(dst + (k + 3) * w, r3);
+  }
+#endif
+  for (; k < kc; ++k)
+    for (int64_t j = 0; j < 4; ++j) dst[k * w + j] = src[j * step_j + k];
+}
+
 // dst[k * w + j] = src[j * step_j + k * step_k] for k < kc, j < valid; zero for valid <= j < w.
 void pack_panel(const float* src, int64_t step_j, int64_t step_k, int64_t valid, int64_t w, int64_t kc, float* dst) {
-  if (step_j == 1) {
+  if (step_j == 1 && valid == w && w == 32) {
+    copy_rows<32>(src, step_k, kc, dst);
+  } else if (step_j == 1 && valid == w && w == 16) {
+    copy_rows<16>(src, step_k, kc, dst);
+  } else if (step_j == 1) {
     for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * w, src + k * step_k, static_cast<size_t>(valid) * sizeof(float));
   } else if (step_k == 1) {
-    for (int64_t j = 0; j < valid; ++j) {
+    int64_t j = 0;
+    for (; j + 4 <= valid; j += 4) transpose_quad(src + j * step_j, step_j, kc, w, dst + j);
+    for (; j < valid; ++j) {
       const float* s = src + j * step_j;
       for (int64_t k = 0; k < kc; ++k) dst[k * w + j] = s[k];
     }
@@ -209,7 +241,9 @@ Plan make_plan(const Path& p, int64_t M, int64_t N, int64_t K) {
   plan.a_slab = round_up(plan.a_panels * p.mr * kc, 16);  // every slab starts 64-byte aligned
   plan.b_slab = round_up(plan.b_panels * p.nr * kc, 16);
   int64_t budget = static_cast<int64_t>(kPackBudgetBytes / sizeof(float));
-  plan.steps_per_stage = std::clamp<int64_t>(budget / (plan.a_slab + plan.b_slab), 1, ceil_div(K, kKC));
+  int64_t steps = ceil_div(K, kKC);
+  int64_t stages = ceil_div(steps, std::clamp<int64_t>(budget / (plan.a_slab + plan.b_slab), 1, steps));
+  plan.steps_per_stage = ceil_div(steps, stages);  // stages of equal length
   plan.col_tiles = ceil_div(plan.b_panels * p.nr, kMaxNC);
   // Enough row tiles for the threads to share, in a multiple of the thread count so equal
   // tiles end together, unless the tiles would get too small to be worth a thread.
