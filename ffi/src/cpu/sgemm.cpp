@@ -1,11 +1,16 @@
-// The packed sgemm, in the BLIS / GotoBLAS structure. For each block of kKC values of k:
-//   1. A's rows are packed into panels of MR rows and B's columns into panels of NR columns
-//      (k-major, zero-padded at the edges), into buffers owned by the calling thread;
-//   2. C is cut into tiles of (mc x nc); a tile runs the MR x NR microkernel over its panels,
-//      each A panel (MR x kc, L1-resident) against the tile's B panels (kc x nc, L2-resident).
-// Both steps are split over the compute pool. The microkernel loads the C tile into its
-// accumulators (zero for the first block) and continues the FMA chain, so every element is
-// one chain over k in increasing order: no blocking, thread split or SIMD width changes a bit.
+// The packed sgemm, in the BLIS / GotoBLAS structure. K is cut into steps of kKC values, and
+// consecutive steps into stages, as many as the pack budget holds. For each stage:
+//   1. every step's A rows are packed into panels of MR rows and its B columns into panels of
+//      NR columns (k-major, zero-padded at the edges), in a buffer owned by the calling thread;
+//   2. C is cut into near-equal tiles of whole panels; a tile runs all the stage's steps, each
+//      A panel (MR x kc, L1-resident) against the tile's B panels (kc x nc, L2-resident), so the
+//      tile's C block is revisited step after step while it is still cached.
+// Both phases are split over the compute pool. The microkernel loads its C tile into the
+// accumulators (zeros for the first step) and continues the FMA chain, so every element is one
+// chain over k in increasing order: no blocking, thread split or SIMD width changes a bit.
+// Products of few rows (up to kFewRowsDirect, like a decode step's x @ W) skip packing B: each
+// value of B serves only those rows, so they stream B once through strip kernels that compute
+// the same chains.
 #include "sgemm.hpp"
 
 #include <algorithm>
@@ -22,13 +27,15 @@ namespace lanes::cpu {
 namespace {
 
 constexpr int64_t kKC = 256;
-// Tile bounds: a tile's B block (kKC x kMaxNC floats, 512 KB) stays in a Zen 4 / Skylake-SP
-// 1 MB L2 while every A panel of the tile streams past it.
+// Tile bounds: a tile's B block (kKC x kMaxNC floats, 512 KB) and C block (at most kMaxMC x
+// kMaxNC, 384 KB) share a Zen 4 / Skylake-SP 1 MB L2 while the tile's A panels stream past.
 constexpr int64_t kMaxNC = 512, kMaxMC = 192;
 // Below about this much work a chunk does not repay waking a pool thread (a futex wake and a
 // cold L1/L2 cost several microseconds).
 constexpr int64_t kMinChunkFlops = int64_t(1) << 21;
 constexpr int64_t kMinPackFloats = int64_t(1) << 15;
+// The same for memory-bound work, in bytes of B streamed.
+constexpr int64_t kMinChunkBytes = int64_t(256) << 10;
 // Packed operands per stage (see Plan), and what a thread keeps between calls.
 constexpr size_t kPackBudgetBytes = size_t(8) << 20;
 constexpr size_t kRetainedScratchBytes = kPackBudgetBytes;
@@ -38,9 +45,23 @@ constexpr size_t kRetainedScratchBytes = kPackBudgetBytes;
 using Microkernel = void (*)(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, int64_t mr,
                              int64_t nr);
 
+// The most rows one few-row strip kernel computes.
+constexpr int64_t kFewRows = 12;
+// Products of at most this many rows, with B's columns contiguous, read B in place.
+constexpr int64_t kFewRowsDirect = 48;
+
+// C[0:R, 0:nc] = A_panel (k-major, R rows) · B[:, 0:nc], B read in place with row stride ldb.
+using StripKernel = void (*)(int64_t K, const float* A, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t nc);
+
+struct Strip {
+  int64_t width;  // columns per call
+  StripKernel kernel;
+};
+
 struct Path {
   int64_t mr, nr;
   Microkernel kernel;
+  Strip few_rows[kFewRows];  // [rows - 1]
 };
 
 #if defined(__x86_64__)
@@ -113,8 +134,86 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* A,
       for (int64_t j = 0; j < nr; ++j) C[i * ldc + j] = edge[i][j];
 }
 
-constexpr Path kAvx512{kMR512, kNR512, kernel_avx512};
-constexpr Path kAvx2{kMR256, kNR256, kernel_avx2};
+// Few-row products (a decode step's x @ W): C[0:R, 0:nc] = A_panel · B[:, 0:nc] with A packed
+// as one k-major panel of exactly R rows and B read in place, row after row (packing B would
+// cost more than the R uses of each value save), for one strip of up to 16 * NV columns, one
+// FMA chain per element over all of k.
+// Rows of B ahead of use to prefetch: B streams from memory with a stride the hardware
+// prefetchers follow late, and one row is only R FMAs per vector of work.
+constexpr int64_t kStripPrefetch = 8;
+
+template <int R, int NV>
+__attribute__((target("avx512f"))) void strip_avx512(int64_t K, const float* A, const float* B, int64_t ldb, float* C,
+                                                     int64_t ldc, int64_t nc) {
+  __m512 acc[R][NV];
+  __mmask16 mask[NV];
+  LANES_UNROLL for (int v = 0; v < NV; ++v) {
+    int64_t left = nc - 16 * v;
+    mask[v] = left >= 16 ? __mmask16(0xFFFF) : left > 0 ? __mmask16((1u << left) - 1) : __mmask16(0);
+    LANES_UNROLL for (int i = 0; i < R; ++i) acc[i][v] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 b[NV];
+    LANES_UNROLL for (int v = 0; v < NV; ++v) {
+      _mm_prefetch(reinterpret_cast<const char*>(B + (k + kStripPrefetch) * ldb + 16 * v), _MM_HINT_T0);
+      b[v] = _mm512_maskz_loadu_ps(mask[v], B + k * ldb + 16 * v);
+    }
+    LANES_UNROLL for (int i = 0; i < R; ++i) {
+      __m512 ai = _mm512_set1_ps(A[k * R + i]);
+      LANES_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
+    }
+  }
+  LANES_UNROLL for (int i = 0; i < R; ++i)
+    LANES_UNROLL for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(C + i * ldc + 16 * v, mask[v], acc[i][v]);
+}
+
+template <int R, int NV>
+__attribute__((target("avx2,fma"))) void strip_avx2(int64_t K, const float* A, const float* B, int64_t ldb, float* C,
+                                                    int64_t ldc, int64_t nc) {
+  __m256 acc[R][NV];
+  __m256i mask[NV];
+  LANES_UNROLL for (int v = 0; v < NV; ++v) {
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(nc - 8 * v, 0, 8))), lane);
+    LANES_UNROLL for (int i = 0; i < R; ++i) acc[i][v] = _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    __m256 b[NV];
+    LANES_UNROLL for (int v = 0; v < NV; ++v) {
+      if (v % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(B + (k + kStripPrefetch) * ldb + 8 * v), _MM_HINT_T0);
+      b[v] = _mm256_maskload_ps(B + k * ldb + 8 * v, mask[v]);
+    }
+    LANES_UNROLL for (int i = 0; i < R; ++i) {
+      __m256 ai = _mm256_broadcast_ss(A + k * R + i);
+      LANES_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, b[v], acc[i][v]);
+    }
+  }
+  LANES_UNROLL for (int i = 0; i < R; ++i)
+    LANES_UNROLL for (int v = 0; v < NV; ++v) _mm256_maskstore_ps(C + i * ldc + 8 * v, mask[v], acc[i][v]);
+}
+
+// Strip widths: as many vectors per row as the registers hold (24 of 32 ZMM, 12 of 16 YMM).
+template <int R>
+constexpr Strip avx512_strip() {
+  constexpr int nv = R <= 6 ? 4 : R <= 8 ? 3 : 2;
+  return {16 * nv, strip_avx512<R, nv>};
+}
+template <int R>
+constexpr Strip avx2_strip() {
+  constexpr int nv = R <= 3 ? 4 : R <= 6 ? 2 : 1;
+  return {8 * nv, strip_avx2<R, nv>};
+}
+constexpr Path kAvx512{kMR512,
+                       kNR512,
+                       kernel_avx512,
+                       {avx512_strip<1>(), avx512_strip<2>(), avx512_strip<3>(), avx512_strip<4>(), avx512_strip<5>(),
+                        avx512_strip<6>(), avx512_strip<7>(), avx512_strip<8>(), avx512_strip<9>(), avx512_strip<10>(),
+                        avx512_strip<11>(), avx512_strip<12>()}};
+constexpr Path kAvx2{kMR256,
+                     kNR256,
+                     kernel_avx2,
+                     {avx2_strip<1>(), avx2_strip<2>(), avx2_strip<3>(), avx2_strip<4>(), avx2_strip<5>(), avx2_strip<6>(),
+                      avx2_strip<7>(), avx2_strip<8>(), avx2_strip<9>(), avx2_strip<10>(), avx2_strip<11>(), avx2_strip<12>()}};
 #endif
 
 const Path* path_for(SimdLevel level) {
@@ -257,12 +356,42 @@ Plan make_plan(const Path& p, int64_t M, int64_t N, int64_t K) {
   return plan;
 }
 
+// Few rows and B's columns contiguous: A packed once, in near-equal groups of at most
+// kFewRows rows; B streamed once, in strips of columns split over the pool, each strip serving
+// every group while it is in cache.
+bool run_few_rows(const Path& p, MatrixView a, MatrixView b, float* c, int64_t M, int64_t N, int64_t K) {
+  const int64_t groups = ceil_div(M, kFewRows);
+  float* apack = t_scratch.reserve(static_cast<size_t>(M * K));
+  if (!apack) return false;
+  for (int64_t g = 0; g < groups; ++g) {
+    int64_t i0 = part_begin(g, M, groups), rows = part_begin(g + 1, M, groups) - i0;
+    pack_panel(a.data + i0 * a.row, a.row, a.col, rows, rows, K, apack + i0 * K);
+  }
+  const int64_t width = p.few_rows[part_begin(1, M, groups) - 1].width;  // the smallest group's, the widest
+  const int64_t strips = ceil_div(N, width);
+  const int64_t strip_bytes = width * K * int64_t(sizeof(float));
+  parallel_for(strips, ceil_div(kMinChunkBytes, strip_bytes), [&](int64_t sb, int64_t se) {
+    for (int64_t s = sb; s < se; ++s) {
+      int64_t j0 = s * width, j1 = std::min(N, j0 + width);
+      for (int64_t g = 0; g < groups; ++g) {
+        int64_t i0 = part_begin(g, M, groups), rows = part_begin(g + 1, M, groups) - i0;
+        const Strip& strip = p.few_rows[rows - 1];
+        for (int64_t j = j0; j < j1; j += strip.width)
+          strip.kernel(K, apack + i0 * K, b.data + j, b.row, c + i0 * N + j, N, std::min(strip.width, j1 - j));
+      }
+    }
+  });
+  t_scratch.trim();
+  return true;
+}
+
 bool run(const Path& p, MatrixView a, MatrixView b, float* c, int64_t M, int64_t N, int64_t K) {
   if (M == 0 || N == 0) return true;
   if (K == 0) {
     std::fill(c, c + M * N, 0.0f);
     return true;
   }
+  if (M <= kFewRowsDirect && b.col == 1) return run_few_rows(p, a, b, c, M, N, K);
   const Plan plan = make_plan(p, M, N, K);
   const int64_t mr = plan.mr, nr = plan.nr;
   float* scratch = t_scratch.reserve(static_cast<size_t>(plan.steps_per_stage * (plan.a_slab + plan.b_slab)));
