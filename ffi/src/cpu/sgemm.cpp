@@ -45,13 +45,18 @@ constexpr size_t kRetainedScratchBytes = kPackBudgetBytes;
 using Microkernel = void (*)(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, int64_t mr,
                              int64_t nr);
 
-// The most rows one few-row strip kernel computes.
-constexpr int64_t kFewRows = 12;
+// The most rows one few-row strip kernel computes, and the columns of B one pass streams.
+constexpr int64_t kFewRows = 12, kStripCols = 64;
 // Products of at most this many rows, with B's columns contiguous, read B in place.
 constexpr int64_t kFewRowsDirect = 48;
 
 // C[0:R, 0:nc] = A_panel (k-major, R rows) · B[:, 0:nc], B read in place with row stride ldb.
-using StripKernel = void (*)(int64_t K, const float* A, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t nc);
+// Every call prefetches its own columns of B into L1 a few rows ahead. `ahead`, in the first call
+// for a kStripCols-wide strip of B, is the strip's first column: that call also prefetches the
+// whole strip into L2 for the calls on its other columns and row groups. Null in those calls
+// (prefetches take load slots).
+using StripKernel = void (*)(int64_t K, const float* A, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t nc,
+                             const float* ahead);
 
 struct Strip {
   int64_t width;  // columns per call
@@ -142,9 +147,15 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* A,
 // prefetchers follow late, and one row is only R FMAs per vector of work.
 constexpr int64_t kStripPrefetch = 8;
 
+// Prefetches the lines of `cols` columns from `row` (64-byte lines of 16 floats).
+template <int kHint>
+__attribute__((always_inline)) inline void prefetch_row(const float* row, int64_t cols) {
+  for (int64_t col = 0; col < cols; col += 16) _mm_prefetch(reinterpret_cast<const char*>(row + col), kHint);
+}
+
 template <int R, int NV>
 __attribute__((target("avx512f"))) void strip_avx512(int64_t K, const float* A, const float* B, int64_t ldb, float* C,
-                                                     int64_t ldc, int64_t nc) {
+                                                     int64_t ldc, int64_t nc, const float* ahead) {
   __m512 acc[R][NV];
   __mmask16 mask[NV];
   LANES_UNROLL for (int v = 0; v < NV; ++v) {
@@ -154,10 +165,9 @@ __attribute__((target("avx512f"))) void strip_avx512(int64_t K, const float* A, 
   }
   for (int64_t k = 0; k < K; ++k) {
     __m512 b[NV];
-    LANES_UNROLL for (int v = 0; v < NV; ++v) {
-      _mm_prefetch(reinterpret_cast<const char*>(B + (k + kStripPrefetch) * ldb + 16 * v), _MM_HINT_T0);
-      b[v] = _mm512_maskz_loadu_ps(mask[v], B + k * ldb + 16 * v);
-    }
+    prefetch_row<_MM_HINT_T0>(B + (k + kStripPrefetch) * ldb, 16 * NV);
+    if (ahead) prefetch_row<_MM_HINT_T1>(ahead + (k + kStripPrefetch) * ldb, kStripCols);
+    LANES_UNROLL for (int v = 0; v < NV; ++v) b[v] = _mm512_maskz_loadu_ps(mask[v], B + k * ldb + 16 * v);
     LANES_UNROLL for (int i = 0; i < R; ++i) {
       __m512 ai = _mm512_set1_ps(A[k * R + i]);
       LANES_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
@@ -167,9 +177,28 @@ __attribute__((target("avx512f"))) void strip_avx512(int64_t K, const float* A, 
     LANES_UNROLL for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(C + i * ldc + 16 * v, mask[v], acc[i][v]);
 }
 
+// One pass over k for strip_avx2; masked loads only for a strip cut short by the matrix edge
+// (VMASKMOVPS loads are slow on AMD cores).
+template <int R, int NV, bool kMasked>
+__attribute__((target("avx2,fma"), always_inline)) inline void strip_avx2_pass(int64_t K, const float* A, const float* B,
+                                                                              int64_t ldb, const float* ahead,
+                                                                              const __m256i* mask, __m256 (&acc)[R][NV]) {
+  for (int64_t k = 0; k < K; ++k) {
+    __m256 b[NV];
+    prefetch_row<_MM_HINT_T0>(B + (k + kStripPrefetch) * ldb, 8 * NV);
+    if (ahead) prefetch_row<_MM_HINT_T1>(ahead + (k + kStripPrefetch) * ldb, kStripCols);
+    LANES_UNROLL for (int v = 0; v < NV; ++v)
+      b[v] = kMasked ? _mm256_maskload_ps(B + k * ldb + 8 * v, mask[v]) : _mm256_loadu_ps(B + k * ldb + 8 * v);
+    LANES_UNROLL for (int i = 0; i < R; ++i) {
+      __m256 ai = _mm256_broadcast_ss(A + k * R + i);
+      LANES_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, b[v], acc[i][v]);
+    }
+  }
+}
+
 template <int R, int NV>
 __attribute__((target("avx2,fma"))) void strip_avx2(int64_t K, const float* A, const float* B, int64_t ldb, float* C,
-                                                    int64_t ldc, int64_t nc) {
+                                                    int64_t ldc, int64_t nc, const float* ahead) {
   __m256 acc[R][NV];
   __m256i mask[NV];
   LANES_UNROLL for (int v = 0; v < NV; ++v) {
@@ -177,30 +206,22 @@ __attribute__((target("avx2,fma"))) void strip_avx2(int64_t K, const float* A, c
     mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(nc - 8 * v, 0, 8))), lane);
     LANES_UNROLL for (int i = 0; i < R; ++i) acc[i][v] = _mm256_setzero_ps();
   }
-  for (int64_t k = 0; k < K; ++k) {
-    __m256 b[NV];
-    LANES_UNROLL for (int v = 0; v < NV; ++v) {
-      if (v % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(B + (k + kStripPrefetch) * ldb + 8 * v), _MM_HINT_T0);
-      b[v] = _mm256_maskload_ps(B + k * ldb + 8 * v, mask[v]);
-    }
-    LANES_UNROLL for (int i = 0; i < R; ++i) {
-      __m256 ai = _mm256_broadcast_ss(A + k * R + i);
-      LANES_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, b[v], acc[i][v]);
-    }
-  }
+  if (nc >= 8 * NV) strip_avx2_pass<R, NV, false>(K, A, B, ldb, ahead, mask, acc);
+  else strip_avx2_pass<R, NV, true>(K, A, B, ldb, ahead, mask, acc);
   LANES_UNROLL for (int i = 0; i < R; ++i)
     LANES_UNROLL for (int v = 0; v < NV; ++v) _mm256_maskstore_ps(C + i * ldc + 8 * v, mask[v], acc[i][v]);
 }
 
-// Strip widths: as many vectors per row as the registers hold (24 of 32 ZMM, 12 of 16 YMM).
+// Strip widths: as many vectors per row as the registers hold (24 of 32 ZMM, 12 of 16 YMM, or
+// 8 + a reloaded B vector for one row), each dividing kStripCols.
 template <int R>
 constexpr Strip avx512_strip() {
-  constexpr int nv = R <= 6 ? 4 : R <= 8 ? 3 : 2;
+  constexpr int nv = R <= 6 ? 4 : 2;
   return {16 * nv, strip_avx512<R, nv>};
 }
 template <int R>
 constexpr Strip avx2_strip() {
-  constexpr int nv = R <= 3 ? 4 : R <= 6 ? 2 : 1;
+  constexpr int nv = R == 1 ? 8 : R <= 3 ? 4 : R <= 6 ? 2 : 1;
   return {8 * nv, strip_avx2<R, nv>};
 }
 constexpr Path kAvx512{kMR512,
@@ -357,8 +378,8 @@ Plan make_plan(const Path& p, int64_t M, int64_t N, int64_t K) {
 }
 
 // Few rows and B's columns contiguous: A packed once, in near-equal groups of at most
-// kFewRows rows; B streamed once, in strips of columns split over the pool, each strip serving
-// every group while it is in cache.
+// kFewRows rows; B streamed once, in strips of kStripCols columns split over the pool, each
+// strip serving every group while it is in cache.
 bool run_few_rows(const Path& p, MatrixView a, MatrixView b, float* c, int64_t M, int64_t N, int64_t K) {
   const int64_t groups = ceil_div(M, kFewRows);
   float* apack = t_scratch.reserve(static_cast<size_t>(M * K));
@@ -367,17 +388,19 @@ bool run_few_rows(const Path& p, MatrixView a, MatrixView b, float* c, int64_t M
     int64_t i0 = part_begin(g, M, groups), rows = part_begin(g + 1, M, groups) - i0;
     pack_panel(a.data + i0 * a.row, a.row, a.col, rows, rows, K, apack + i0 * K);
   }
-  const int64_t width = p.few_rows[part_begin(1, M, groups) - 1].width;  // the smallest group's, the widest
-  const int64_t strips = ceil_div(N, width);
-  const int64_t strip_bytes = width * K * int64_t(sizeof(float));
+  const int64_t strips = ceil_div(N, kStripCols);
+  const int64_t strip_bytes = kStripCols * K * int64_t(sizeof(float));
   parallel_for(strips, ceil_div(kMinChunkBytes, strip_bytes), [&](int64_t sb, int64_t se) {
     for (int64_t s = sb; s < se; ++s) {
-      int64_t j0 = s * width, j1 = std::min(N, j0 + width);
+      int64_t j0 = s * kStripCols, j1 = std::min(N, j0 + kStripCols);
       for (int64_t g = 0; g < groups; ++g) {
         int64_t i0 = part_begin(g, M, groups), rows = part_begin(g + 1, M, groups) - i0;
         const Strip& strip = p.few_rows[rows - 1];
-        for (int64_t j = j0; j < j1; j += strip.width)
-          strip.kernel(K, apack + i0 * K, b.data + j, b.row, c + i0 * N + j, N, std::min(strip.width, j1 - j));
+        for (int64_t j = j0; j < j1; j += strip.width) {
+          bool more_calls = groups > 1 || strip.width < j1 - j0;  // that will read this strip of B
+          const float* ahead = more_calls && g == 0 && j == j0 ? b.data + j0 : nullptr;
+          strip.kernel(K, apack + i0 * K, b.data + j, b.row, c + i0 * N + j, N, std::min(strip.width, j1 - j), ahead);
+        }
       }
     }
   });
