@@ -2,7 +2,7 @@
 // side in one run. The two alternate for several rounds (each keeps its best), so a busy
 // machine slows both alike. A numpy figure far below the rate it is known to reach here is
 // re-measured a bounded number of times and, if it stays low, flagged rather than trusted.
-//   bun bench/matmul.ts [64,256,512,1024,2048]
+//   bun bench/matmul.ts [64,256,512,1024,2048] [rounds]
 // LANES_BENCH_NUMPY_GFLOPS overrides the known numpy rate at n >= 1024 (default: 170 GFLOP/s,
 // numpy 2.3.4 on the 2-core AMD EPYC Zen 4 development machine).
 import { existsSync } from "node:fs";
@@ -99,5 +99,5 @@ export function printSgemm(result: ReturnType<typeof compareSgemm>): void {
 
 if (import.meta.main) {
   const sizes = (process.argv[2] ?? "64,256,512,1024,2048").split(",").map(Number);
-  printSgemm(compareSgemm(sizes));
+  printSgemm(compareSgemm(sizes, Number(process.argv[3] ?? 3)));
 }

@@ -31,10 +31,9 @@ constexpr int64_t kKC = 256;
 // kMaxNC, 384 KB) share a Zen 4 / Skylake-SP 1 MB L2 while the tile's A panels stream past.
 constexpr int64_t kMaxNC = 512, kMaxMC = 192;
 // Below about this much work a chunk does not repay waking a pool thread (a futex wake and a
-// cold L1/L2 cost several microseconds).
+// cold L1/L2 cost several microseconds): in flops, in floats packed, in bytes of B streamed.
 constexpr int64_t kMinChunkFlops = int64_t(1) << 21;
 constexpr int64_t kMinPackFloats = int64_t(1) << 15;
-// The same for memory-bound work, in bytes of B streamed.
 constexpr int64_t kMinChunkBytes = int64_t(256) << 10;
 // Packed operands per stage (see Plan), and what a thread keeps between calls.
 constexpr size_t kPackBudgetBytes = size_t(8) << 20;
@@ -139,10 +138,6 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* A,
       for (int64_t j = 0; j < nr; ++j) C[i * ldc + j] = edge[i][j];
 }
 
-// Few-row products (a decode step's x @ W): C[0:R, 0:nc] = A_panel · B[:, 0:nc] with A packed
-// as one k-major panel of exactly R rows and B read in place, row after row (packing B would
-// cost more than the R uses of each value save), for one strip of up to 16 * NV columns, one
-// FMA chain per element over all of k.
 // Rows of B ahead of use to prefetch: B streams from memory with a stride the hardware
 // prefetchers follow late, and one row is only R FMAs per vector of work.
 constexpr int64_t kStripPrefetch = 8;
@@ -153,6 +148,10 @@ __attribute__((always_inline)) inline void prefetch_row(const float* row, int64_
   for (int64_t col = 0; col < cols; col += 16) _mm_prefetch(reinterpret_cast<const char*>(row + col), kHint);
 }
 
+// Few-row products (a decode step's x @ W): C[0:R, 0:nc] = A_panel · B[:, 0:nc] with A packed
+// as one k-major panel of exactly R rows and B read in place, row after row (packing B would
+// cost more than the R uses of each value save), for one strip of up to 16 * NV columns, one
+// FMA chain per element over all of k.
 template <int R, int NV>
 __attribute__((target("avx512f"))) void strip_avx512(int64_t K, const float* A, const float* B, int64_t ldb, float* C,
                                                      int64_t ldc, int64_t nc, const float* ahead) {
