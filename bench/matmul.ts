@@ -1,6 +1,6 @@
 // float32 square matmul: lanes against numpy (OpenBLAS) on the same number of threads, side by
-// side in one run. The two alternate for several rounds (each keeps its best), so a busy
-// machine slows both alike. A numpy figure far below the rate it is known to reach here is
+// side in one run. The two alternate size by size for several rounds (each keeps its best), so
+// a busy machine slows both alike. A numpy figure far below the rate it is known to reach here is
 // re-measured a bounded number of times and, if it stays low, flagged rather than trusted.
 //   bun bench/matmul.ts [64,256,512,1024,2048] [rounds]
 // LANES_BENCH_NUMPY_GFLOPS overrides the known numpy rate at n >= 1024 (default: 170 GFLOP/s,
@@ -67,9 +67,10 @@ export function compareSgemm(sizes: number[], rounds = 3): { rows: SgemmRow[]; n
   const python = numpyPython();
   const best = { lanes: new Map<number, number>(), numpy: new Map<number, number>() };
   let info: NumpySgemm | undefined;
+  // Size by size, numpy then lanes, so each pair runs within seconds of each other.
   const round = (which: number[]) => {
-    info = numpySgemm(python, which);
     for (const n of which) {
+      info = numpySgemm(python, [n]);
       best.numpy.set(n, Math.max(best.numpy.get(n) ?? 0, info.sgemm_GFLOPs[String(n)]!));
       best.lanes.set(n, Math.max(best.lanes.get(n) ?? 0, lanesSgemm(n)));
     }
