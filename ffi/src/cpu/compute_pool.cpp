@@ -20,7 +20,7 @@ using Body = std::function<void(int64_t, int64_t)>;
 
 // Chunks per pool thread at most: enough for dynamic claiming to even out uneven chunks and
 // threads busy with other streams' jobs, few enough that claiming stays negligible.
-constexpr int64_t kChunksPerThread = 8;
+constexpr int64_t kChunksPerThread = 16;
 // Callers that can have a job published at once; more concurrent callers run inline.
 constexpr int kSlots = 64;
 // How long an idle pool thread polls for new work before it sleeps: a kernel's next
