@@ -1,21 +1,24 @@
 // The packed sgemm, in the BLIS / GotoBLAS structure. K is cut into steps of kKC values, and
-// consecutive steps into stages, as many as the pack budget holds. For each stage:
-//   1. every step's A rows are packed into panels of MR rows and its B columns into panels of
-//      NR columns (k-major, zero-padded at the edges), in a buffer owned by the calling thread;
-//   2. C is cut into near-equal tiles of whole panels; a tile runs all the stage's steps, each
-//      A panel (MR x kc, L1-resident) against the tile's B panels (kc x nc, L2-resident), so the
-//      tile's C block is revisited step after step while it is still cached.
-// Both phases are split over the compute pool. The microkernel loads its C tile into the
-// accumulators (zeros for the first step) and continues the FMA chain, so every element is one
-// chain over k in increasing order: no blocking, thread split or SIMD width changes a bit.
+// consecutive steps into stages, as many as the pack budget holds. Each step's A rows are packed
+// into panels of MR rows and its B columns into panels of NR columns (k-major, zero-padded at
+// the edges), in a buffer owned by the calling thread. C is cut into near-equal tiles of whole
+// panels, split over the compute pool; a tile runs all the stage's steps, each A panel (MR x kc,
+// L1-resident) against the tile's B panels (kc x nc, L2-resident), so the tile's C block is
+// revisited while still cached. Panels are packed by the first tile that needs them (see
+// ensure_packed), so packing needs no phase or barrier of its own.
+// The microkernel loads its C tile into the accumulators (zeros for the first step) and continues
+// the FMA chain, so every element is one chain over k in increasing order: no blocking, thread
+// split or SIMD width changes a bit.
 // Products of few rows (up to kFewRowsDirect, like a decode step's x @ W) skip packing B: each
 // value of B serves only those rows, so they stream B once through strip kernels that compute
 // the same chains.
 #include "sgemm.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 #include "compute_pool.hpp"
 
@@ -31,9 +34,8 @@ constexpr int64_t kKC = 256;
 // kMaxNC, 384 KB) share a Zen 4 / Skylake-SP 1 MB L2 while the tile's A panels stream past.
 constexpr int64_t kMaxNC = 512, kMaxMC = 192;
 // Below about this much work a chunk does not repay waking a pool thread (a futex wake and a
-// cold L1/L2 cost several microseconds): in flops, in floats packed, in bytes of B streamed.
+// cold L1/L2 cost several microseconds): in flops, or in bytes of B streamed.
 constexpr int64_t kMinChunkFlops = int64_t(1) << 21;
-constexpr int64_t kMinPackFloats = int64_t(1) << 15;
 constexpr int64_t kMinChunkBytes = int64_t(256) << 10;
 // Packed operands per stage (see Plan), and what a thread keeps between calls.
 constexpr size_t kPackBudgetBytes = size_t(8) << 20;
@@ -322,6 +324,46 @@ class Scratch {
 
 thread_local Scratch t_scratch;
 
+// Panels are packed by the first tile that needs them: a tile claims the panels it needs that
+// nobody has claimed, packs them, then waits for the ones other tiles are packing. No pack phase
+// and no barrier before the tiles start; packing spreads over the threads like the tiles do.
+enum PanelState : uint32_t { kUnpacked, kPacking, kPacked };
+
+// The calling thread's panel states, one per panel of a stage (grown on demand).
+class PanelStates {
+ public:
+  std::atomic<uint32_t>* reset(size_t n) {
+    if (n > capacity_) {
+      states_ = std::make_unique<std::atomic<uint32_t>[]>(n);
+      capacity_ = n;
+    }
+    for (size_t i = 0; i < n; ++i) states_[i].store(kUnpacked, std::memory_order_relaxed);
+    return states_.get();
+  }
+
+ private:
+  std::unique_ptr<std::atomic<uint32_t>[]> states_;
+  size_t capacity_ = 0;
+};
+
+thread_local PanelStates t_panel_states;
+
+// Makes panels [q0, q1) ready: packs those no other thread has claimed, then waits for the rest.
+template <class Pack>
+void ensure_packed(std::atomic<uint32_t>* states, int64_t q0, int64_t q1, const Pack& pack) {
+  for (int64_t q = q0; q < q1; ++q) {
+    uint32_t unpacked = kUnpacked;
+    if (states[q].load(std::memory_order_relaxed) != kUnpacked ||
+        !states[q].compare_exchange_strong(unpacked, kPacking, std::memory_order_acquire, std::memory_order_relaxed))
+      continue;
+    pack(q);
+    states[q].store(kPacked, std::memory_order_release);
+    states[q].notify_all();
+  }
+  for (int64_t q = q0; q < q1; ++q)
+    for (uint32_t state; (state = states[q].load(std::memory_order_acquire)) != kPacked;) states[q].wait(state, std::memory_order_acquire);
+}
+
 // Pulls the next C tile towards L1 while the current one computes: the microkernel's first
 // FMAs depend on it.
 void prefetch_tile(const float* c, int64_t ldc, int64_t rows) {
@@ -420,45 +462,33 @@ bool run(const Path& p, MatrixView a, MatrixView b, float* c, int64_t M, int64_t
   if (!scratch) return false;
   float* apack = scratch;
   float* bpack = scratch + plan.steps_per_stage * plan.a_slab;
-  // Packing goes in units of about 96 rows or columns of one step, so units cost alike.
-  const int64_t a_per_unit = std::max<int64_t>(1, 96 / mr), b_per_unit = std::max<int64_t>(1, 96 / nr);
-  const int64_t a_units = ceil_div(plan.a_panels, a_per_unit), b_units = ceil_div(plan.b_panels, b_per_unit);
   const int64_t tiles = plan.row_tiles * plan.col_tiles;
   for (int64_t stage_k0 = 0; stage_k0 < K; stage_k0 += plan.steps_per_stage * kKC) {
     const int64_t steps = std::min(plan.steps_per_stage, ceil_div(K - stage_k0, kKC));
     const int64_t stage_kc = std::min(K - stage_k0, steps * kKC);
     auto step_kc = [&](int64_t s) { return std::min(kKC, K - stage_k0 - s * kKC); };
-    parallel_for(steps * (a_units + b_units), ceil_div(kMinPackFloats, 96 * kKC), [&](int64_t ub, int64_t ue) {
-      for (int64_t u = ub; u < ue; ++u) {
-        int64_t s = u / (a_units + b_units), w = u % (a_units + b_units);
-        int64_t k0 = stage_k0 + s * kKC, kc = step_kc(s);
-        if (w < a_units) {
-          for (int64_t q = w * a_per_unit; q < std::min(plan.a_panels, (w + 1) * a_per_unit); ++q)
-            pack_panel(a.data + q * mr * a.row + k0 * a.col, a.row, a.col, std::min(mr, M - q * mr), mr, kc,
-                       apack + s * plan.a_slab + q * mr * kc);
-        } else {
-          w -= a_units;
-          for (int64_t q = w * b_per_unit; q < std::min(plan.b_panels, (w + 1) * b_per_unit); ++q)
-            pack_panel(b.data + k0 * b.row + q * nr * b.col, b.col, b.row, std::min(nr, N - q * nr), nr, kc,
-                       bpack + s * plan.b_slab + q * nr * kc);
-        }
-      }
-    });
-    // A tile runs every step of the stage, so its C block stays in L2 from one step to the
-    // next; consecutive tiles share a column block, so a thread's run of tiles reuses B.
+    std::atomic<uint32_t>* a_states = t_panel_states.reset(static_cast<size_t>(steps * (plan.a_panels + plan.b_panels)));
+    std::atomic<uint32_t>* b_states = a_states + steps * plan.a_panels;
+    // A tile runs every step of the stage, so its C block is revisited while still cached;
+    // consecutive tiles share a column block, so a thread's run of tiles reuses B.
     const int64_t tile_flops = 2 * ceil_div(M, plan.row_tiles) * ceil_div(N, plan.col_tiles) * stage_kc;
     parallel_for(tiles, ceil_div(kMinChunkFlops, tile_flops), [&](int64_t tb, int64_t te) {
       for (int64_t tile = tb; tile < te; ++tile) {
         int64_t rt = tile % plan.row_tiles, ct = tile / plan.row_tiles;
-        int64_t i0 = part_begin(rt, plan.a_panels, plan.row_tiles) * mr;
-        int64_t i1 = std::min(M, part_begin(rt + 1, plan.a_panels, plan.row_tiles) * mr);
-        int64_t j0 = part_begin(ct, plan.b_panels, plan.col_tiles) * nr;
-        int64_t j1 = std::min(N, part_begin(ct + 1, plan.b_panels, plan.col_tiles) * nr);
+        int64_t a0 = part_begin(rt, plan.a_panels, plan.row_tiles), a1 = part_begin(rt + 1, plan.a_panels, plan.row_tiles);
+        int64_t b0 = part_begin(ct, plan.b_panels, plan.col_tiles), b1 = part_begin(ct + 1, plan.b_panels, plan.col_tiles);
+        int64_t i0 = a0 * mr, i1 = std::min(M, a1 * mr), j0 = b0 * nr, j1 = std::min(N, b1 * nr);
         for (int64_t s = 0; s < steps; ++s) {
-          const int64_t kc = step_kc(s);
-          const bool first = stage_k0 == 0 && s == 0;
-          const float* as = apack + s * plan.a_slab;
-          const float* bs = bpack + s * plan.b_slab;
+          const int64_t k0 = stage_k0 + s * kKC, kc = step_kc(s);
+          const bool first = k0 == 0;
+          float* as = apack + s * plan.a_slab;
+          float* bs = bpack + s * plan.b_slab;
+          ensure_packed(b_states + s * plan.b_panels, b0, b1, [&](int64_t q) {
+            pack_panel(b.data + k0 * b.row + q * nr * b.col, b.col, b.row, std::min(nr, N - q * nr), nr, kc, bs + q * nr * kc);
+          });
+          ensure_packed(a_states + s * plan.a_panels, a0, a1, [&](int64_t q) {
+            pack_panel(a.data + q * mr * a.row + k0 * a.col, a.row, a.col, std::min(mr, M - q * mr), mr, kc, as + q * mr * kc);
+          });
           for (int64_t i = i0; i < i1; i += mr) {
             for (int64_t j = j0; j < j1; j += nr) {
               if (j + nr < j1) prefetch_tile(c + i * N + j + nr, N, std::min(mr, M - i));
