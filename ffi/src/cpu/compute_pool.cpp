@@ -171,6 +171,8 @@ class Pool {
     }
   }
 
+  // Polls for a new job for up to kIdleSpin, yielding the core between short bursts so that a
+  // stream's executor waiting for it (cores oversubscribed) is not held up by the polling.
   bool spin_until_changed(uint32_t seen) {
     auto until = std::chrono::steady_clock::now() + kIdleSpin;
     for (;;) {
@@ -179,6 +181,7 @@ class Pool {
         cpu_relax();
       }
       if (std::chrono::steady_clock::now() > until) return false;
+      std::this_thread::yield();
     }
   }
 

@@ -18,7 +18,8 @@ namespace lanes::cpu {
 // rethrown on the caller once every chunk has finished.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
 
-// Threads that run chunks: the pool's threads plus the caller.
+// Threads that run chunks, the caller included: LANES_CPU_THREADS (1 to 1024, read once when the
+// pool starts) or one per hardware thread. 1 runs every job on its caller.
 int pool_threads();
 
 }  // namespace lanes::cpu
