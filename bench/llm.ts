@@ -14,6 +14,10 @@
  * per chat (end tokens do not stop it), one JSON line per engine and level.
  *
  *   LANES_BACKEND=cuda bun bench/llm.ts --cuda [--chats 1,8,32] [--prompts-out prompts.json]
+ *
+ * `--model PATH --prompt N` runs a GGUF without a tokenizer (bench/llm-synthetic.ts writes one
+ * with SmolLM2's shapes): every chat's prompt is the N token ids 1000, 1001, ..., the workload
+ * bench/llm_torch.py runs, and `--per-chat 1` makes each level one batch that starts together.
  */
 import { parseArgs } from "node:util";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -22,6 +26,8 @@ import { join } from "node:path";
 import * as lx from "../src/index.ts";
 import { CancelledError } from "../src/models/generate.ts";
 import type { Model } from "../src/models/models.ts";
+import { readGguf } from "../src/models/gguf.ts";
+import { llamaConfig, LlamaModel, loadLlamaWeights } from "../src/models/llama.ts";
 import { defaultModelPath, loadTextModel } from "../src/models/text-model.ts";
 import { BatchingEngine } from "../src/serve/batching.ts";
 import { type Engine as ServeEngine, InProcessEngine } from "../src/serve/engine.ts";
@@ -36,6 +42,8 @@ const { values: args } = parseArgs({
     cuda: { type: "boolean", default: false },
     "prompts-out": { type: "string" },
     "no-llama-cpp": { type: "boolean", default: false },
+    model: { type: "string" },
+    prompt: { type: "string", default: "32" },
   },
 });
 const cuda = args.cuda!;
@@ -62,10 +70,27 @@ interface BenchEngine {
   dispose(): Promise<void>;
 }
 
-const tm = loadTextModel(defaultModelPath());
+const idPrompt = (n: number) => Array.from({ length: n }, (_, i) => 1000 + i);
+// A tokenizer-less GGUF (--model) gets prompts of plain token ids.
+function loadBenchModel(): { model: LlamaModel; stopIds: readonly number[]; encodeChat: (text: string) => number[]; dispose(): void } {
+  if (args.model) {
+    const file = readGguf(args.model);
+    const config = llamaConfig(file);
+    const model = new LlamaModel("synthetic", config, loadLlamaWeights(file, config));
+    return { model, stopIds: [], encodeChat: () => idPrompt(Number(args.prompt)), dispose: () => model.dispose() };
+  }
+  const tm = loadTextModel(defaultModelPath());
+  return {
+    model: tm.model,
+    stopIds: tm.tokenizer.stopIds,
+    encodeChat: (text) => tm.tokenizer.encode(tm.applyChatTemplate([{ role: "user", content: text }], { addGenerationPrompt: true }), { special: true }),
+    dispose: () => tm.dispose(),
+  };
+}
+const tm = loadBenchModel();
 // On CUDA every chat runs to exactly --tokens tokens, so the workload is the same for any engine.
-const stopIds = cuda ? [] : tm.tokenizer.stopIds;
-const encodeChat = (text: string) => tm.tokenizer.encode(tm.applyChatTemplate([{ role: "user", content: text }], { addGenerationPrompt: true }), { special: true });
+const stopIds = cuda ? [] : tm.stopIds;
+const encodeChat = tm.encodeChat;
 
 // `chats` clients draining one list of prompts: the next free client takes the next prompt.
 async function clients(prompts: readonly number[][], chats: number, chat: (prompt: readonly number[]) => Promise<number>): Promise<LevelResult> {
@@ -205,11 +230,11 @@ const chatPrompts = [
 const batched = lanesEngine(`lanes batched (${lx.backendName()})`, (models, chats) => new BatchingEngine(models, new InProcessEngine(models, 1, 0), { maxBatch: Math.max(chats, 16), queue: 1024 }));
 const perStream = lanesEngine(`lanes per-stream (${lx.backendName()})`, (models, chats) => new InProcessEngine(models, chats, 1024));
 const engines: BenchEngine[] = [batched, perStream];
-const withLlamaCpp = !cuda && !args["no-llama-cpp"];
+const withLlamaCpp = !cuda && !args["no-llama-cpp"] && !args.model;
 if (withLlamaCpp) engines.push(await llamaCppEngine());
 
 const document = readFileSync(join(import.meta.dir, "..", "test", "fixtures", "declaration-of-independence.txt"), "utf8");
-const longPrompt = encodeChat(document).slice(0, 200);
+const longPrompt = args.model ? idPrompt(200) : encodeChat(document).slice(0, 200);
 // Each level runs `per-chat` chats per client (the prompts cycle).
 const promptsFor = (chats: number) => Array.from({ length: chats * perChat }, (_, i) => encodeChat(chatPrompts[i % chatPrompts.length]!));
 if (args["prompts-out"])

@@ -1,12 +1,13 @@
 // The benchmark suite: every figure is ours against a baseline measured in the same run.
 //   bun run bench            (writes bench/results/<machine>.json and <machine>-scaling.svg)
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, hostname } from "node:os";
 import { join } from "node:path";
 import * as lx from "../src/index.ts";
 import { native } from "../src/native.ts";
+import { compareSgemm, numpyEnv, numpyPython, printSgemm } from "./matmul.ts";
 import { workerCounts } from "./scaling.ts";
+import { bestMs, runJsonChild } from "./timing.ts";
 
 type Case = { name: string; ours: number; baseline: number; unit: string; ratio: number; baseline_name: string };
 const cases: Case[] = [];
@@ -17,17 +18,6 @@ function record(name: string, ours: number, baseline: number, unit: string, base
   const ratio = higherIsBetter ? ours / baseline : baseline / ours;
   cases.push({ name, ours, baseline, unit, ratio, baseline_name: baselineName });
   console.log(`${name.padEnd(44)} ${ours.toPrecision(4).padStart(10)} ${unit.padEnd(10)} vs ${baseline.toPrecision(4).padStart(10)} (${baselineName})  ratio ${ratio.toFixed(2)}`);
-}
-
-function bestMs(fn: () => void, repeat = 5): number {
-  fn();
-  let best = Infinity;
-  for (let i = 0; i < repeat; i++) {
-    const t = performance.now();
-    fn();
-    best = Math.min(best, performance.now() - t);
-  }
-  return best;
 }
 
 // ---- 1. FFI cost -----------------------------------------------------------------------------
@@ -69,28 +59,11 @@ function bestMs(fn: () => void, repeat = 5): number {
 // ---- 3. CPU kernels against numpy (same thread count) -------------------------------------------
 const rows = 4096, cols = 1024; // 16 MiB per array: well past L2
 {
-  const venv = join(process.env.XDG_CACHE_HOME ?? join(process.env.HOME ?? "/root", ".cache"), "lanes", "bench-venv");
-  if (!existsSync(join(venv, "bin", "python"))) {
-    spawnSync("python3", ["-m", "venv", venv], { stdio: "inherit" });
-    spawnSync(join(venv, "bin", "pip"), ["install", "--quiet", "--disable-pip-version-check", "numpy==2.3.4"], { stdio: "inherit" });
-  }
-  // OPENBLAS_CORETYPE/L2_SIZE slow a current numpy down on this machine: unset them for the baseline alone.
-  const env = { ...process.env };
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
-  env.OPENBLAS_NUM_THREADS = String(cpus().length);
-  const np = spawnSync(join(venv, "bin", "python"), [join(here, "numpy_baseline.py"), String(rows), String(cols)], { env, encoding: "utf8" });
-  if (np.status !== 0) throw new Error(`numpy baseline failed: ${np.stderr}`);
-  const base = JSON.parse(np.stdout) as Record<string, number>;
-  for (const n of [256, 512, 1024, 2048]) {
-    const a = lx.random.normal([n, n], { seed: 1 }), b = lx.random.normal([n, n], { seed: 2 });
-    lx.eval(a, b);
-    const ms = bestMs(() => {
-      using y = lx.matmul(a, b);
-      lx.eval(y);
-    }, n >= 2048 ? 2 : 4);
-    record(`sgemm ${n}`, (2 * n ** 3) / ms / 1e6, base[`sgemm_${n}`]!, "GFLOP/s", `numpy ${base.numpy} (OpenBLAS)`);
-  }
+  const sgemm = compareSgemm([64, 256, 512, 1024, 2048]);
+  printSgemm(sgemm);
+  for (const r of sgemm.rows)
+    record(`sgemm ${r.n}${r.numpyLow ? " (numpy baseline low)" : ""}`, r.lanes, r.numpy, "GFLOP/s", `numpy ${sgemm.numpy} (OpenBLAS)`);
+  const base = runJsonChild<Record<string, number>>([numpyPython(), join(here, "numpy_baseline.py"), "stream", String(rows), String(cols)], numpyEnv());
   const x = lx.random.normal([rows, cols], { seed: 3 }), y = lx.random.normal([rows, cols], { seed: 4 });
   lx.eval(x, y);
   const bytes = rows * cols * 4;
@@ -146,10 +119,8 @@ const rows = 4096, cols = 1024; // 16 MiB per array: well past L2
 const scaling: Record<string, Record<string, Record<number, number>>> = {};
 for (const kind of ["small", "large"]) {
   for (const mode of ["per-stream", "global"]) {
-    const env = { ...process.env, LANES_LOCKING: mode === "global" ? "global" : "" };
-    const r = spawnSync(process.execPath, [join(here, "scaling.ts"), kind], { env, encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`scaling ${kind} ${mode} failed: ${r.stderr}`);
-    ((scaling[kind] ??= {})[mode] = JSON.parse(r.stdout.trim().split("\n").pop()!).throughput);
+    const r = runJsonChild<{ throughput: Record<number, number> }>([process.execPath, join(here, "scaling.ts"), kind], { LANES_LOCKING: mode === "global" ? "global" : "" });
+    (scaling[kind] ??= {})[mode] = r.throughput;
   }
   for (const w of workerCounts)
     record(`scaling ${kind} graphs, ${w} Workers`, scaling[kind]!["per-stream"]![w]!, scaling[kind]!["global"]![w]!, "graphs/s", "lanes global-lock mode");

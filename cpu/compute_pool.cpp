@@ -2,85 +2,183 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
-#include <deque>
-#include <memory>
-#include <mutex>
+#include <bit>
+#include <chrono>
+#include <cstdlib>
+#include <exception>
 #include <thread>
 #include <vector>
 
+#include "../ffi/src/config.hpp"
+#include "../ffi/src/spin.hpp"
 
 namespace lanes::cpu {
 namespace {
 
-struct Job {
-  const std::function<void(int64_t, int64_t)>* body;
-  int64_t n = 0;
-  int64_t chunk = 0;
-  int64_t chunks = 0;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> finished{0};
-  std::mutex done_mutex;
-  std::condition_variable done_cv;
+using Body = std::function<void(int64_t, int64_t)>;
 
-  // Runs chunks until none are left; returns true if this call finished the job's last one.
-  void work() {
-    for (;;) {
-      int64_t c = next.fetch_add(1, std::memory_order_relaxed);
-      if (c >= chunks) return;
-      int64_t begin = c * chunk, end = std::min(n, begin + chunk);
+// Chunks per pool thread at most: enough for dynamic claiming to even out uneven chunks and
+// threads busy with other streams' jobs, few enough that claiming stays negligible.
+constexpr int64_t kChunksPerThread = 16;
+// Callers that can have a job published at once; more concurrent callers run inline.
+constexpr int kSlots = 64;
+// How long an idle pool thread polls for new work before it sleeps: a kernel's next
+// parallel_for usually follows within microseconds, and a futex wake costs more than that.
+constexpr auto kIdleSpin = std::chrono::microseconds(20);
+
+thread_local bool t_inside_chunk = false;
+
+unsigned configured_threads() {
+  if (int n = config().cpu_threads; n > 0) return static_cast<unsigned>(n);
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+struct Job {
+  const Body* body = nullptr;
+  int64_t n = 0, chunk = 0;
+  int32_t chunks = 0;
+  std::atomic<int32_t> next{0};
+  std::atomic<int32_t> unfinished{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;  // written once, by whoever set `failed`
+
+  bool exhausted() const { return next.load(std::memory_order_relaxed) >= chunks; }
+
+  void run_chunk(int32_t c) {
+    int64_t begin = c * chunk, end = std::min(n, begin + chunk);
+    bool outer = t_inside_chunk;
+    t_inside_chunk = true;
+    try {
       (*body)(begin, end);
-      if (finished.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
-        std::lock_guard lock(done_mutex);
-        done_cv.notify_all();
-      }
+    } catch (...) {
+      if (!failed.exchange(true, std::memory_order_acq_rel)) error = std::current_exception();
+    }
+    t_inside_chunk = outer;
+  }
+
+  // Runs chunks until none are left to claim; returns whether it ran any.
+  bool work() {
+    bool ran = false;
+    for (;;) {
+      int32_t c = next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= chunks) return ran;
+      run_chunk(c);
+      ran = true;
+      if (unfinished.fetch_sub(1, std::memory_order_acq_rel) == 1) unfinished.notify_one();
     }
   }
+};
+
+// One caller's published job. `users` counts pool threads that may be touching the job: the
+// caller clears `job` and then waits for `users` to drain before its stack frame (the job) goes.
+struct alignas(64) Slot {
+  std::atomic<Job*> job{nullptr};
+  std::atomic<int32_t> users{0};
 };
 
 class Pool {
  public:
   Pool() {
-    unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-    for (unsigned i = 1; i < hw; ++i) threads_.emplace_back([this] { loop(); });
-    for (auto& t : threads_) t.detach();  // the pool lives as long as the process
+    unsigned threads = configured_threads();
+    for (unsigned i = 1; i < threads; ++i) std::thread([this, i] { loop(i); }).detach();  // lives as long as the process
+    helpers_ = static_cast<int>(threads) - 1;
   }
 
-  int size() const { return static_cast<int>(threads_.size()) + 1; }
+  int size() const { return helpers_ + 1; }
 
-  void run(const std::shared_ptr<Job>& job) {
-    {
-      std::lock_guard lock(mutex_);
-      jobs_.push_back(job);
+  // Runs every chunk of `job`, with whichever pool threads are free.
+  void run(Job& job) {
+    int s = claim_slot();
+    if (s < 0) {  // more concurrent callers than slots: this one runs alone
+      job.work();
+      return;
     }
-    available_.notify_all();
-    job->work();
-    std::unique_lock lock(job->done_mutex);
-    job->done_cv.wait(lock, [&] { return job->finished.load(std::memory_order_acquire) == job->chunks; });
+    Slot& slot = slots_[s];
+    slot.job.store(&job, std::memory_order_seq_cst);
+    epoch_.fetch_add(1, std::memory_order_seq_cst);
+    wake(job.chunks - 1);
+    job.work();
+    for (int32_t left; (left = job.unfinished.load(std::memory_order_acquire)) != 0;) job.unfinished.wait(left, std::memory_order_acquire);
+    slot.job.store(nullptr, std::memory_order_seq_cst);
+    for (int32_t users; (users = slot.users.load(std::memory_order_seq_cst)) != 0;) slot.users.wait(users, std::memory_order_seq_cst);
+    claimed_.fetch_and(~(uint64_t(1) << s), std::memory_order_release);
   }
 
  private:
-  void loop() {
-    for (;;) {
-      std::shared_ptr<Job> job;
-      {
-        std::unique_lock lock(mutex_);
-        available_.wait(lock, [&] { return !jobs_.empty(); });
-        job = jobs_.front();
-        if (job->next.load(std::memory_order_relaxed) >= job->chunks) {
-          jobs_.pop_front();  // exhausted: its owner is only waiting for stragglers
-          continue;
-        }
+  int claim_slot() {
+    uint64_t bits = claimed_.load(std::memory_order_relaxed);
+    while (~bits != 0) {
+      int s = std::countr_one(bits);
+      if (claimed_.compare_exchange_weak(bits, bits | (uint64_t(1) << s), std::memory_order_acquire, std::memory_order_relaxed)) return s;
+    }
+    return -1;
+  }
+
+  void wake(int32_t wanted) {
+    int32_t sleeping = sleepers_.load(std::memory_order_seq_cst);
+    if (wanted <= 0 || sleeping == 0) return;
+    if (wanted >= sleeping) {
+      epoch_.notify_all();
+      return;
+    }
+    for (int32_t i = 0; i < wanted; ++i) epoch_.notify_one();
+  }
+
+  // One pass over the published jobs, starting after the last slot this thread served so that
+  // concurrent jobs share the pool threads. Returns whether any chunk ran.
+  bool help(int& cursor) {
+    uint64_t bits = claimed_.load(std::memory_order_acquire);
+    bits = std::rotr(bits, cursor);
+    bool ran = false;
+    while (bits) {
+      int s = (std::countr_zero(bits) + cursor) % kSlots;
+      bits &= bits - 1;
+      Slot& slot = slots_[s];
+      slot.users.fetch_add(1, std::memory_order_seq_cst);
+      Job* job = slot.job.load(std::memory_order_seq_cst);
+      if (job && !job->exhausted() && job->work()) {
+        ran = true;
+        cursor = (s + 1) % kSlots;
       }
-      job->work();
+      if (slot.users.fetch_sub(1, std::memory_order_seq_cst) == 1) slot.users.notify_one();
+    }
+    return ran;
+  }
+
+  void loop(unsigned index) {
+    int cursor = static_cast<int>(index % kSlots);
+    for (;;) {
+      uint32_t seen = epoch_.load(std::memory_order_seq_cst);
+      if (help(cursor)) continue;
+      if (spin_until_changed(seen)) continue;
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      if (epoch_.load(std::memory_order_seq_cst) == seen) epoch_.wait(seen, std::memory_order_seq_cst);
+      sleepers_.fetch_sub(1, std::memory_order_seq_cst);
     }
   }
 
-  std::mutex mutex_;  // leaf; never held while running a chunk
-  std::condition_variable available_;
-  std::deque<std::shared_ptr<Job>> jobs_;
-  std::vector<std::thread> threads_;
+  // Polls for a new job for up to kIdleSpin, yielding the core between short bursts so that a
+  // stream's executor waiting for it (cores oversubscribed) is not held up by the polling.
+  bool spin_until_changed(uint32_t seen) {
+    auto until = std::chrono::steady_clock::now() + kIdleSpin;
+    for (;;) {
+      for (int i = 0; i < 64; ++i) {
+        if (epoch_.load(std::memory_order_relaxed) != seen) return true;
+        cpu_relax();
+      }
+      if (std::chrono::steady_clock::now() > until) return false;
+      std::this_thread::yield();
+    }
+  }
+
+  Slot slots_[kSlots];
+  std::atomic<uint64_t> claimed_{0};  // bit s: slot s belongs to a caller
+  std::atomic<uint32_t> epoch_{0};    // bumped by every publish; idle threads sleep on it
+  std::atomic<int32_t> sleepers_{0};
+  int helpers_ = 0;
 };
+
+static_assert(kSlots == 64, "claimed_ is one 64-bit mask");
 
 Pool& pool() {
   static Pool* p = new Pool();
@@ -91,21 +189,19 @@ Pool& pool() {
 
 int pool_threads() { return pool().size(); }
 
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+void parallel_for(int64_t n, int64_t grain, const Body& body) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
-  int64_t max_chunks = int64_t(pool().size()) * 4;
-  int64_t chunk = std::max(grain, (n + max_chunks - 1) / max_chunks);
-  if (chunk >= n || pool().size() == 1) {
-    body(0, n);
-    return;
-  }
-  auto job = std::make_shared<Job>();
-  job->body = &body;
-  job->n = n;
-  job->chunk = chunk;
-  job->chunks = (n + chunk - 1) / chunk;
-  pool().run(job);
+  int64_t max_chunks = int64_t(pool().size()) * kChunksPerThread;
+  Job job;
+  job.body = &body;
+  job.n = n;
+  job.chunk = std::max(grain, (n + max_chunks - 1) / max_chunks);
+  job.chunks = static_cast<int32_t>((n + job.chunk - 1) / job.chunk);
+  job.unfinished.store(job.chunks, std::memory_order_relaxed);
+  if (job.chunks == 1 || pool().size() == 1 || t_inside_chunk) job.work();
+  else pool().run(job);
+  if (job.failed.load(std::memory_order_acquire)) std::rethrow_exception(job.error);
 }
 
 }  // namespace lanes::cpu

@@ -1,15 +1,25 @@
 // A process-wide pool of compute threads shared by every stream's executor. Work is split into
-// fixed chunks that never depend on which thread runs them, so results are bitwise identical
-// under any concurrency.
+// fixed chunks that depend only on (n, grain, pool size), never on which thread runs a chunk, so
+// results are bitwise identical under any concurrency.
+//
+// Each caller publishes its job in a slot of its own (no shared queue); idle pool threads take
+// chunks from any published job and sleep on a futex-backed counter when there are none, after
+// a spin of a few microseconds. A job with a single chunk never leaves the caller.
 #pragma once
 #include <cstdint>
 #include <functional>
 
 namespace lanes::cpu {
 
-// Runs body(begin, end) over [0, n) in chunks of at least `grain`; the caller takes part.
+// Runs body(begin, end) over [0, n) in chunks of at least `grain` items; the caller takes part.
+// `grain` is the smallest share worth waking a thread for (a few microseconds of work): a job
+// of fewer than two grains runs inline. Thread-safe; a body may call parallel_for again (the
+// inner call runs its chunks on the calling thread). The first exception a chunk throws is
+// rethrown on the caller once every chunk has finished.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
 
+// Threads that run chunks, the caller included: LANES_CPU_THREADS (1 to 1024, read once when the
+// pool starts) or one per hardware thread. 1 runs every job on its caller.
 int pool_threads();
 
 }  // namespace lanes::cpu

@@ -1,17 +1,19 @@
 // The six concurrency scenarios of MLX's per-stream-locking PR, run in Bun Workers, plus one
-// stream shared by 4 Workers and one unevaluated node evaluated by 4 Workers at once. Every
-// result is compared bitwise with a serial run on the main thread.
+// stream shared by 4 Workers, one unevaluated node evaluated by 4 Workers at once, and matmuls
+// that each split over the compute pool while other streams' do too. Every result is compared
+// bitwise with a serial run on the main thread.
 import { describe, expect, test } from "bun:test";
 import * as lx from "../src/index.ts";
-import { buildGraph, graphKinds, sameBits, type GraphKind } from "../examples/workloads.ts";
+import { graphKinds, sameBits } from "../examples/workloads.ts";
+import { buildTestGraph, type TestGraphKind } from "./support/graphs.ts";
 import type { WorkerTask } from "./support/worker.ts";
 import { runWorkers } from "./support/workers.ts";
 
-type Job = { kind: GraphKind; seed: number };
+type Job = { kind: TestGraphKind; seed: number };
 
 function serial(jobs: Job[], input?: lx.LanesArray): Float32Array[] {
   return jobs.map(({ kind, seed }) => {
-    const y = buildGraph(kind, seed, undefined, input);
+    const y = buildTestGraph(kind, seed, undefined, input);
     const out = y.toFloat32Array();
     y.dispose();
     return out;
@@ -136,5 +138,17 @@ describe("sharing across Workers", () => {
     expect(Array.from(lx.exp(x).toFloat32Array())).toEqual([Math.fround(Math.E), Math.fround(Math.exp(2)), Math.fround(Math.exp(3))]);
     x.dispose();
     expect(() => lx.arrayFromId(x.id)).toThrow(lx.InvalidHandleError);
+  }, 60_000);
+});
+
+describe("the CPU compute pool shared by every stream", () => {
+  test("matmuls split over the compute pool (plain, transposed, batched), 4 Workers at once", async () => {
+    const plans: Job[][] = [0, 1, 2, 3].map((w) => [
+      { kind: "matmul-split", seed: 150 + w },
+      { kind: "matmul-split", seed: 160 + w },
+    ]);
+    const b = barrierFor(4);
+    const got = await runWorkers(plans.map((jobs, w) => ({ stream: "own", jobs, asyncEval: w % 2 === 1, ...b })));
+    expectAllEqual(got, plans.map((jobs) => serial(jobs)));
   }, 60_000);
 });

@@ -405,11 +405,17 @@ describe("errors", () => {
       expect(wide.headers?.get("retry-after")).toBe("1");
       expect(lx.stats().kernelsExecuted).toBe(before);
 
-      const long = { model: "transformer", prompt: "busy", max_tokens: 120, temperature: 0 };
+      // The first runs (its place busy) and the second waits (the queue full) when the third
+      // arrives: the test waits for each state instead of guessing how long a step takes.
+      const until = async (ok: () => boolean) => {
+        const deadline = Date.now() + 10_000;
+        while (!ok() && Date.now() < deadline) await Bun.sleep(1);
+      };
+      const long = { model: "transformer", prompt: "busy", max_tokens: 480, temperature: 0 };
       const first = local.completions.create(long);
-      await Bun.sleep(20);
+      await until(() => tiny.load().busy === 1);
       const second = local.completions.create({ ...long, stream: true });
-      await Bun.sleep(20);
+      await until(() => tiny.load().queued === 1);
       const third = await rejection(local.completions.create({ ...long, stream: true }));
       expect(third.status).toBe(429);
       expect(third.code).toBe("queue_full");

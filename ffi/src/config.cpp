@@ -26,6 +26,7 @@ Config read_config() {
   c.cache_dir = env("LANES_CACHE_DIR");
   if (c.cache_dir.empty()) c.cache_dir = default_cache_dir();
   c.cpu_simd = env("LANES_CPU_SIMD");
+  if (long n = std::strtol(env("LANES_CPU_THREADS").c_str(), nullptr, 10); n >= 1 && n <= 1024) c.cpu_threads = static_cast<int>(n);
   c.cuda_tf32 = env("LANES_CUDA_TF32") == "1";
   c.cuda_cublaslt = env("LANES_CUDA_CUBLASLT") != "0";
   c.cuda_algo_index = static_cast<int>(std::strtol(env("LANES_CUDA_ALGO_INDEX").c_str(), nullptr, 10));

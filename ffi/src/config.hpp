@@ -22,6 +22,9 @@ struct Config {
   // LANES_CPU_SIMD: "scalar", "avx2" or "avx512" caps the CPU kernels' instruction set (tests
   // force each path); unset: the best this CPU has.
   std::string cpu_simd;
+  // LANES_CPU_THREADS: threads of the CPU compute pool, the caller included (1 to 1024; 1 runs
+  // every job on its caller). Unset or out of range (0 here): one per hardware thread.
+  int cpu_threads = 0;
   // LANES_CUDA_TF32=1: float32 matmul may use TF32 tensor cores.
   bool cuda_tf32 = false;
   // LANES_CUDA_CUBLASLT=0: lanes' own matmul kernel instead of cuBLASLt.

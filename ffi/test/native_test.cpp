@@ -10,12 +10,17 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <functional>
+#include <mutex>
+#include <stdexcept>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "../../cpu/compute_pool.hpp"
+#include "../../cpu/sgemm.hpp"
 #include "lanes.h"
 #include "runtime.hpp"
 #include "stream.hpp"
@@ -447,6 +452,149 @@ void test_small_vector_matches_std_vector() {
   }
 }
 
+
+// ---- compute pool and sgemm ----------------------------------------------------------------------
+
+// Jobs of every size from many threads at once, some nested: every index runs exactly once, in
+// chunks whose boundaries do not depend on the thread that ran them.
+void test_pool_concurrent_jobs() {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 12; ++t)
+    threads.emplace_back([t] {
+      std::mt19937 rng(t);
+      for (int round = 0; round < 60; ++round) {
+        int64_t n = int64_t(rng() % 5000), grain = 1 + int64_t(rng() % 300);
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::vector<std::pair<int64_t, int64_t>> chunks_a, chunks_b;
+        std::mutex m;
+        for (auto* chunks : {&chunks_a, &chunks_b}) {
+          for (auto& h : hits) h.store(0);
+          lanes::cpu::parallel_for(n, grain, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+            if (round % 7 == 0)  // nested: runs on this thread, same chunking rules
+              lanes::cpu::parallel_for(e - b, 4, [&](int64_t, int64_t) {});
+            std::lock_guard lock(m);
+            chunks->emplace_back(b, e);
+          });
+          for (auto& h : hits) EXPECT(h.load() == 1);
+        }
+        std::sort(chunks_a.begin(), chunks_a.end());
+        std::sort(chunks_b.begin(), chunks_b.end());
+        EXPECT(chunks_a == chunks_b);
+        for (auto& [b, e] : chunks_a) EXPECT(e - b >= std::min(grain, n) || e == n);
+      }
+    });
+  for (auto& t : threads) t.join();
+}
+
+void test_pool_rethrows_on_caller() {
+  bool caught = false;
+  try {
+    lanes::cpu::parallel_for(1000, 1, [](int64_t b, int64_t e) {
+      if (b <= 500 && 500 < e) throw std::runtime_error("chunk 500");
+    });
+  } catch (const std::runtime_error& e) {
+    caught = std::strcmp(e.what(), "chunk 500") == 0;
+  }
+  EXPECT(caught);
+  std::atomic<int64_t> sum{0};
+  lanes::cpu::parallel_for(1000, 1, [&](int64_t b, int64_t e) { sum.fetch_add(e - b); });
+  EXPECT(sum.load() == 1000);  // the pool still works
+}
+
+// Every microkernel this CPU has, on sizes around the panel and tile edges, plain and
+// transposed operands, against a float64 reference; the paths agree bit for bit.
+void test_sgemm_paths() {
+  using lanes::cpu::SimdLevel;
+  std::vector<SimdLevel> levels;
+  for (SimdLevel l : {SimdLevel::Avx2, SimdLevel::Avx512})
+    if (l <= lanes::cpu::simd_level()) levels.push_back(l);
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  const int64_t sizes[] = {1, 13, 32, 33, 95, 97, 200, 520};
+  int cases = 0;
+  for (int64_t M : sizes)
+    for (int64_t N : sizes)
+      for (int64_t K : {int64_t(1), int64_t(31), int64_t(257), int64_t(600)}) {
+        if (M * N * K > 12'000'000 || (cases++ % 3 != 0 && M * N * K > 1'000'000)) continue;
+        std::vector<float> a(static_cast<size_t>(M * K)), b(static_cast<size_t>(K * N));
+        for (auto& x : a) x = uniform(rng);
+        for (auto& x : b) x = uniform(rng);
+        bool at = rng() % 2, bt = rng() % 2;  // stored transposed: A as [K, M], B as [N, K]
+        lanes::cpu::MatrixView av = at ? lanes::cpu::MatrixView{a.data(), 1, M} : lanes::cpu::MatrixView{a.data(), K, 1};
+        lanes::cpu::MatrixView bv = bt ? lanes::cpu::MatrixView{b.data(), 1, K} : lanes::cpu::MatrixView{b.data(), N, 1};
+        std::vector<std::vector<float>> results;
+        for (SimdLevel l : levels) {
+          std::vector<float> c(static_cast<size_t>(M * N), std::nanf(""));
+          EXPECT(lanes::cpu::sgemm_packed_with(l, av, bv, c.data(), M, N, K));
+          results.push_back(std::move(c));
+        }
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) {
+            double want = 0, magnitude = 0;
+            for (int64_t k = 0; k < K; ++k) {
+              double p = double(av.data[i * av.row + k * av.col]) * bv.data[k * bv.row + j * bv.col];
+              want += p;
+              magnitude += std::fabs(p);
+            }
+            for (auto& c : results) EXPECT(std::fabs(c[static_cast<size_t>(i * N + j)] - want) <= (K + 1) * 0x1p-24 * magnitude);
+          }
+        for (auto& c : results) EXPECT(std::memcmp(c.data(), results[0].data(), c.size() * sizeof(float)) == 0);
+      }
+  EXPECT(!lanes::cpu::sgemm_packed_with(SimdLevel::Scalar, {nullptr, 0, 0}, {nullptr, 0, 0}, nullptr, 1, 1, 1));
+}
+
+// K long enough that its packed steps go in two stages: a sample of elements against a float64
+// reference, and the paths bitwise equal over the whole product.
+void test_sgemm_staged_k() {
+  using lanes::cpu::SimdLevel;
+  if (lanes::cpu::simd_level() == SimdLevel::Scalar) return;
+  constexpr int64_t M = 300, N = 300, K = 3600;
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> a(M * K), b(K * N);
+  for (auto& x : a) x = uniform(rng);
+  for (auto& x : b) x = uniform(rng);
+  std::vector<float> c(M * N), c2(M * N);
+  EXPECT(lanes::cpu::sgemm_packed_with(SimdLevel::Avx2, {a.data(), K, 1}, {b.data(), N, 1}, c.data(), M, N, K));
+  for (int sample = 0; sample < 400; ++sample) {
+    int64_t i = rng() % M, j = rng() % N;
+    double want = 0, magnitude = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      want += double(a[i * K + k]) * b[k * N + j];
+      magnitude += std::fabs(double(a[i * K + k]) * b[k * N + j]);
+    }
+    EXPECT(std::fabs(c[i * N + j] - want) <= (K + 1) * 0x1p-24 * magnitude);
+  }
+  if (lanes::cpu::simd_level() == SimdLevel::Avx512) {
+    EXPECT(lanes::cpu::sgemm_packed_with(SimdLevel::Avx512, {a.data(), K, 1}, {b.data(), N, 1}, c2.data(), M, N, K));
+    EXPECT(std::memcmp(c.data(), c2.data(), c.size() * sizeof(float)) == 0);
+  }
+}
+
+// Products large enough to fan out, from several threads at once: bitwise equal to one run alone.
+void test_sgemm_concurrent_equals_serial() {
+  if (lanes::cpu::simd_level() == lanes::cpu::SimdLevel::Scalar) return;
+  constexpr int64_t M = 190, N = 330, K = 700;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> a(M * K), b(K * N);
+  for (auto& x : a) x = uniform(rng);
+  for (auto& x : b) x = uniform(rng);
+  std::vector<float> want(M * N);
+  EXPECT(lanes::cpu::sgemm_packed({a.data(), K, 1}, {b.data(), N, 1}, want.data(), M, N, K));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int round = 0; round < 3; ++round) {
+        std::vector<float> got(M * N);
+        EXPECT(lanes::cpu::sgemm_packed({a.data(), K, 1}, {b.data(), N, 1}, got.data(), M, N, K));
+        EXPECT(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+      }
+    });
+  for (auto& t : threads) t.join();
+}
+
 // ---- lock order --------------------------------------------------------------------------------
 
 // Child-process bodies: each makes one out-of-order acquisition, which must abort.
@@ -515,6 +663,11 @@ int main(int argc, char** argv) {
   run("plans: 8 threads replay one plan on their own streams, equal to serial bitwise", test_plan_replayed_from_threads);
   run("a failed walk releases its claims: later evaluations fail instead of hanging", test_failed_walk_releases_its_claims);
   run("small vector: random operations match std::vector", test_small_vector_matches_std_vector);
+  run("pool: concurrent and nested jobs run every index once, in fixed chunks", test_pool_concurrent_jobs);
+  run("pool: a chunk's exception is rethrown on the caller", test_pool_rethrows_on_caller);
+  run("sgemm: every SIMD path matches a float64 reference and the others bitwise", test_sgemm_paths);
+  run("sgemm: k in two packed stages matches the reference, paths agree bitwise", test_sgemm_staged_k);
+  run("sgemm: concurrent fanned-out products equal a lone run bitwise", test_sgemm_concurrent_equals_serial);
   run("locks: out-of-order acquisition aborts with both lock names",
       [&] { test_lock_order_violation_aborts(argv[0]); });
   std::printf("native: %d passed, %d failed\n", g_passed, g_failed);

@@ -42,7 +42,7 @@ export {
 export { GgufTokenizer, type StreamDecoder } from "./gguf-tokenizer.ts";
 export { checkLlamaTensors, linear, llamaConfig, LlamaModel, llamaShapes, loadLlamaWeights, type LlamaConfig, type LlamaOptions } from "./llama.ts";
 export { appendKV, cacheCapacity } from "./kv-cache.ts";
-export { DecodeBatch, isBatchDecoder, slotBucket, type BatchDecoder, type BatchRow, type BatchStep, type KVLayout, type RowOutput } from "./batch.ts";
+export { DecodeBatch, isBatchDecoder, slotBucket, type BatchDecoder, type BatchPrefill, type BatchRow, type BatchStep, type KVLayout, type RowOutput } from "./batch.ts";
 export type { ChatMessage, TextModel, Tokenizer } from "./text.ts";
 export { ChatTemplate, defaultModelFile, defaultModelPath, GgufTextModel, loadTextModel, loadTokenizer } from "./text-model.ts";
 export { bos, byteVocab, decode, encode } from "./tokenizer.ts";

@@ -1,11 +1,11 @@
 // A test Worker: runs one task with lanes in its own JS thread and posts the results back.
 import * as lx from "../../src/index.ts";
-import { buildGraph, type GraphKind } from "../../examples/workloads.ts";
+import { buildTestGraph, type TestGraphKind } from "./graphs.ts";
 
 export type WorkerTask = {
   /** "own": a new stream; a number: adopt that stream id; "default": the default stream. */
   stream: "own" | "default" | number;
-  jobs: { kind: GraphKind; seed: number }[];
+  jobs: { kind: TestGraphKind; seed: number }[];
   /** Adopt this array id as the shared input of every job. */
   sharedInputId?: number;
   /** Evaluate this array id (adopted) instead of building graphs. */
@@ -43,7 +43,7 @@ self.onmessage = async (event: MessageEvent<WorkerTask>) => {
     const input = task.sharedInputId !== undefined ? lx.arrayFromId(task.sharedInputId) : undefined;
     if (task.barrier && task.evalArrayId === undefined) rendezvous(task.barrier, task.parties!);
     for (const job of task.jobs) {
-      const y = buildGraph(job.kind, job.seed, stream, input);
+      const y = buildTestGraph(job.kind, job.seed, stream, input);
       if (task.asyncEval) await lx.evalAsync(y);
       else lx.eval(y);
       results.push(y.toFloat32Array());

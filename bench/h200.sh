@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU machine's run: the CUDA test files that need neither the real model nor Python
+# venvs, the concurrency benchmark against PyTorch, the LLM decode benchmark against PyTorch
+# on a SmolLM2-shaped GGUF, and CPU-backend scaling on the host's cores.
+#   bash bench/h200.sh OUTDIR [tests] [concurrency] [llm] [cpu-scaling]
+# Bun is $BUN (default: bun on the path). Each section writes OUTDIR/<section>.log and has its
+# own time limit, so one that hangs does not take the others with it.
+set -u
+out=${1:?usage: bash bench/h200.sh OUTDIR [section...]}
+shift
+bun=${BUN:-bun}
+sections=${*:-tests concurrency llm cpu-scaling}
+mkdir -p "$out"
+
+run() {
+  local name=$1 limit=$2
+  shift 2
+  local start=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  echo "== $name: rc $? in $((SECONDS - start)) s"
+  tail -n 25 "$out/$name.log"
+}
+
+gpu_tests=(abi batch batched-ops compile concurrency conformance devices dtypes errors fused hotpath llama
+  models openai-batch openai ops-extended ops quantized reliability scalars serve-units serve shape top-p)
+
+for s in $sections; do
+  case $s in
+    tests)
+      files=()
+      for t in "${gpu_tests[@]}"; do files+=("test/$t.test.ts"); done
+      LANES_BACKEND=cuda run tests 330 "$bun" test "${files[@]}" ;;
+    concurrency)
+      LANES_BACKEND=cuda run concurrency 240 "$bun" bench/cuda.ts --concurrency
+      cp bench/results/cuda-*.json "$out/" 2>/dev/null ;;
+    llm)
+      "$bun" bench/llm-synthetic.ts /tmp/smollm2-shaped.gguf >/dev/null
+      LANES_BACKEND=cuda run llm-lanes 150 "$bun" bench/llm.ts --cuda --model /tmp/smollm2-shaped.gguf --prompt 32 \
+        --tokens 64 --per-chat 1 --rounds 2 --chats 1,8,32
+      run llm-torch 100 python3 bench/llm_torch.py /tmp/smollm2-shaped.gguf --chats 1,8,32 --prompt 32 --tokens 64 --rounds 2 ;;
+    cpu-scaling)
+      LANES_BACKEND=cpu run cpu-scaling 60 "$bun" bench/scaling.ts small eager 400
+      LANES_BACKEND=cpu LANES_LOCKING=global run cpu-scaling-global 60 "$bun" bench/scaling.ts small eager 400 ;;
+    *) echo "unknown section $s" ;;
+  esac
+done
