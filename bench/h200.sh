@@ -2,14 +2,14 @@
 # The GPU machine's run: the CUDA test files that need neither the real model nor Python
 # venvs, the concurrency benchmark against PyTorch, the LLM decode benchmark against PyTorch
 # on a SmolLM2-shaped GGUF, and CPU-backend scaling on the host's cores.
-#   bash bench/h200.sh OUTDIR [tests] [concurrency] [llm] [cpu-scaling]
+#   bash bench/h200.sh OUTDIR [warm] [tests] [concurrency] [llm] [cpu-scaling]
 # Bun is $BUN (default: bun on the path). Each section writes OUTDIR/<section>.log and has its
 # own time limit, so one that hangs does not take the others with it.
 set -u
 out=${1:?usage: bash bench/h200.sh OUTDIR [section...]}
 shift
 bun=${BUN:-bun}
-sections=${*:-tests concurrency llm cpu-scaling}
+sections=${*:-warm tests concurrency llm cpu-scaling}
 mkdir -p "$out"
 
 run() {
@@ -26,21 +26,25 @@ gpu_tests=(abi batch batched-ops compile concurrency conformance devices dtypes 
 
 for s in $sections; do
   case $s in
+    warm)  # a fresh machine compiles the CUDA kernels once (NVRTC), then caches them
+      LANES_BACKEND=cuda run warm 90 "$bun" bench/warm-kernels.ts ;;
     tests)
       files=()
       for t in "${gpu_tests[@]}"; do files+=("test/$t.test.ts"); done
-      LANES_BACKEND=cuda run tests 330 "$bun" test "${files[@]}" ;;
+      LANES_BACKEND=cuda run tests 200 "$bun" test "${files[@]}" ;;
     concurrency)
       LANES_BACKEND=cuda run concurrency 240 "$bun" bench/cuda.ts --concurrency
       cp bench/results/cuda-*.json "$out/" 2>/dev/null ;;
     llm)
       "$bun" bench/llm-synthetic.ts /tmp/smollm2-shaped.gguf >/dev/null
-      LANES_BACKEND=cuda run llm-lanes 150 "$bun" bench/llm.ts --cuda --model /tmp/smollm2-shaped.gguf --prompt 32 \
+      LANES_BACKEND=cuda run llm-lanes 110 "$bun" bench/llm.ts --cuda --model /tmp/smollm2-shaped.gguf --prompt 32 \
         --tokens 64 --per-chat 1 --rounds 2 --chats 1,8,32
-      run llm-torch 100 python3 bench/llm_torch.py /tmp/smollm2-shaped.gguf --chats 1,8,32 --prompt 32 --tokens 64 --rounds 2 ;;
+      run llm-torch 70 python3 bench/llm_torch.py /tmp/smollm2-shaped.gguf --chats 1,8,32 --prompt 32 --tokens 64 --rounds 2 ;;
     cpu-scaling)
-      LANES_BACKEND=cpu run cpu-scaling 60 "$bun" bench/scaling.ts small eager 400
-      LANES_BACKEND=cpu LANES_LOCKING=global run cpu-scaling-global 60 "$bun" bench/scaling.ts small eager 400 ;;
+      for round in 1 2; do  # the two modes alternate
+        LANES_BACKEND=cpu run cpu-scaling-$round 60 "$bun" bench/scaling.ts small eager 3000
+        LANES_BACKEND=cpu LANES_LOCKING=global run cpu-scaling-global-$round 60 "$bun" bench/scaling.ts small eager 3000
+      done ;;
     *) echo "unknown section $s" ;;
   esac
 done

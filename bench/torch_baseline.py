@@ -79,8 +79,10 @@ def scaling(mode="eager"):
     for threads in (1, 2, 4, 8, 16):
         barrier = threading.Barrier(threads)
         times = [0.0] * threads
+        setup = threading.Lock()  # one thread at a time captures: a capture fails if another thread allocates meanwhile
 
         def run(i):
+            setup.acquire()
             s = torch.cuda.Stream()
             with torch.cuda.stream(s):
                 x = torch.randn(64, 64, device="cuda")
@@ -94,6 +96,7 @@ def scaling(mode="eager"):
                     with torch.cuda.graph(g, stream=s, capture_error_mode="thread_local"):
                         small_graph(x, w, b)
                 s.synchronize()
+                setup.release()
                 barrier.wait()
                 t = time.perf_counter()
                 for _ in range(graphs):

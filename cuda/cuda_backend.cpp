@@ -35,6 +35,7 @@ thread_local CUcontext t_current = nullptr;
 class CudaFence final : public Fence {
  public:
   CudaFence(const Device& device, ErrorWords& words) : device_(device), words_(words) {
+    device_.make_current();  // a Worker's thread may have no context yet
     host_ = words_.take();  // zeroed; a mirror every GPU can read
     check(driver().cuMemAlloc(&address_, sizeof(uint64_t)), "allocating a stream counter");
     check(driver().cuMemsetD8(address_, 0, sizeof(uint64_t)), "clearing a stream counter");
@@ -265,6 +266,7 @@ class CudaBackend final : public Backend {
   }
   std::shared_ptr<void> read_staging(size_t bytes) override {
     if (bytes > ReadBlocks::kBytes || config().cuda_read_wait) return nullptr;
+    devices_[0]->make_current();
     return read_blocks_.take();
   }
   void download(void* dst, const void* src, size_t bytes) override {
@@ -388,8 +390,8 @@ void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence,
 
 void CudaQueue::debug_pause(bool paused) {
   if (paused) {
-    ErrorWords::Word gate = backend_.error_words().take();  // zeroed
     device_.make_current();
+    ErrorWords::Word gate = backend_.error_words().take();  // zeroed
     check(driver().cuStreamWaitValue64(stream_, gate.device, 1, CU_STREAM_WAIT_VALUE_GEQ), "pausing a stream");
     gates_.push_back(gate);
     return;

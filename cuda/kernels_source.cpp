@@ -4,20 +4,18 @@
 
 #include "../ffi/src/gpu/kernel_layout.hpp"
 
-// cuda/kernels.cu and cuda/quant_kernels.cu, NUL-terminated, as read-only symbols (assembled
-// from the files themselves).
-extern "C" const char lanes_cuda_kernels_cu[];
-extern "C" const char lanes_cuda_quant_kernels_cu[];
-asm(".section .rodata\n"
-    ".global lanes_cuda_kernels_cu\n"
-    "lanes_cuda_kernels_cu:\n"
-    ".incbin \"cuda/kernels.cu\"\n"
-    ".byte 0\n"
-    ".global lanes_cuda_quant_kernels_cu\n"
-    "lanes_cuda_quant_kernels_cu:\n"
-    ".incbin \"cuda/quant_kernels.cu\"\n"
-    ".byte 0\n"
-    ".previous\n");
+// cuda/kernels.cu and cuda/quant_kernels.cu, NUL-terminated. #embed (rather than an assembler
+// .incbin) puts the two files in the compiler's dependency list, so editing a kernel rebuilds
+// the library.
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wc23-extensions"
+static const char lanes_cuda_kernels_cu[] = {
+#embed "kernels.cu"
+    , 0};
+static const char lanes_cuda_quant_kernels_cu[] = {
+#embed "quant_kernels.cu"
+    , 0};
+#pragma clang diagnostic pop
 
 namespace lanes::cuda {
 

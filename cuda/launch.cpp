@@ -361,11 +361,13 @@ void rope(const Command& c, LaunchContext& ctx) {
 
 // ---- quantized weights -------------------------------------------------------------------------
 
-// Rows up to which the quantized matvec (8-bit activations, dp4a) runs; longer inputs (a prompt)
-// dequantize the weights once and take the dense matmul. A batched decode step has a row per
-// sequence: up to 64 of them the matvec reads each weight block once per 8 rows (mostly from L2),
-// where the dense path would write and read every weight as float32.
-constexpr int64_t kMatvecRows = 64;
+// Rows up to which the quantized matvec (8-bit activations, dp4a) runs; longer inputs (a prompt,
+// a batched decode step of more than 16 sequences) round the activations to 8 bits the same way,
+// dequantize the weights and take the dense matmul. The matvec reads each weight block once per 8 rows, so its time grows with the rows;
+// the dense path's barely does. On an H200, SmolLM2-135M decoding 32 sequences at once ran at
+// 1,434 tokens/s with 64 here and 4,163 with 16, the same within noise at 1 and 8 sequences
+// (docs/CUDA.md, bench/quant-rows.ts).
+constexpr int64_t kMatvecRows = 16;
 
 void quantized_matmul(const Command& c, LaunchContext& ctx) {
   const TensorArg &x = c.inputs[0], &w = c.inputs[1];
@@ -382,6 +384,9 @@ void quantized_matmul(const Command& c, LaunchContext& ctx) {
   int64_t count = n * k;
   CUdeviceptr dense = ctx.temp(static_cast<size_t>(count) * 4);
   launch_1d(ctx, "dequantize_" + type + "_to_f32", count / 2, dense, wp, count);
+  CUdeviceptr rounded = ctx.temp(static_cast<size_t>(m * k) * 4);
+  launch_1d(ctx, "quantized_activations_f32", m * k, rounded, xp, m, k, k);
+  xp = rounded;
   // y [m, n] = x [m, k] @ W^T: W is [n, k] row-major, so W^T reads (kk, j) at j·k + kk.
   MatmulOperands mo{xp, dense, y, 1, m, n, k, 0, k, 1, 0, 1, k, DType::Float32};
   if (ctx.device.use_cublaslt && matmul_cublaslt(mo, ctx)) return;

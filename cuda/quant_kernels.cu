@@ -27,8 +27,8 @@
 // Preconditions (checked by the caller): k % 32 == 0; w is 4-byte aligned; y does not alias
 // x or w.
 //
-// Prefill (large m): dequantize_<type>_to_f32 / _to_bf16 expand count weights (count % 32 == 0)
-// for a dense matmul. Bit for bit the CPU's dequantize (bf16: then rounded to nearest even).
+// Prefill (large m): quantized_activations_f32 rounds the activations as the matvec does, and
+// dequantize_<type>_to_f32 / _to_bf16 expand count weights (count % 32 == 0) for a dense matmul. Bit for bit the CPU's dequantize (bf16: then rounded to nearest even).
 // Launch: any grid; one thread per 2 weights (count / 2 threads in all, grid-stride).
 
 #if defined(LANES_FAMILY_QUANT)
@@ -199,6 +199,33 @@ extern "C" __global__ void quantized_matvec_q4_1(float* y, const float* x, i64 m
 }
 extern "C" __global__ void quantized_matvec_q8_0(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) {
   quantized_matvec_impl<2, 34>(y, x, m, k, x_row_stride, w, n);
+}
+
+// ---- activations rounded for the dense path -----------------------------------------------------
+
+// y [m, k] (contiguous) = x's rows with each block of 32 values rounded to 8 bits exactly as
+// q_stage_block does (q · d, d at float16 precision; a block with a NaN or infinity gives NaN),
+// so that a product of more rows than the matvec takes, dequantized weights times these, equals
+// the matvec's sum up to float32 rounding order (and Q4_1's scaled sum, which ggml keeps at
+// float16) instead of differing by the activations' 8-bit rounding. A row's result then does
+// not depend on how many rows share its product: a batched decode step of 32 sequences agrees
+// with each sequence decoded alone. Launch: any grid of whole warps; one warp per block of 32.
+extern "C" __global__ void quantized_activations_f32(float* y, const float* x, i64 m, i64 k, i64 x_row_stride) {
+  const int lane = threadIdx.x & 31;
+  const i64 nb = k / 32, total = m * nb;
+  const i64 warps = (i64(gridDim.x) * blockDim.x) >> 5;
+  for (i64 t = (i64(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; t < total; t += warps) {
+    const i64 r = t / nb, b = t % nb;
+    float v = x[r * x_row_stride + 32 * b + lane];
+    float a = fabsf(v);
+    bool all_finite = __all_sync(0xffffffffu, a <= 3.402823466e38f);
+    float amax = a;
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    int q = 0;
+    if (all_finite && amax != 0.f) q = __float2int_rn(__fmul_rn(v, __fdiv_rn(127.f, amax)));
+    float d = all_finite ? q_at_half_precision(__fdiv_rn(amax, 127.f)) : qnan();
+    y[r * k + 32 * b + lane] = __fmul_rn(float(q), d);
+  }
 }
 
 // ---- dequantization ----------------------------------------------------------------------------

@@ -115,16 +115,21 @@ async function batched(m: LlamaModel, stream: lx.Stream) {
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
 // On the CPU every row of every kernel is computed alone, so a batched step gives the serial
-// run's logits bit for bit. A GPU backend may pick another dense-matmul algorithm for a prefill
-// of more rows (cuBLAS): there the logits must agree to float32 rounding.
-function sameLogits(got: Float32Array, want: Float32Array): boolean {
-  if (lx.backendName() === "cpu") return bits(got).equals(bits(want));
+// run's logits bit for bit. A GPU backend picks its kernels by the number of rows: cuBLAS may
+// choose another algorithm for a prefill of more rows, and a quantized matmul of up to 16 rows
+// runs the dp4a matvec while more rows take cuBLAS on dequantized weights (activations rounded
+// to 8 bits the same way, but summed in another order, and Q4_1's scaled sums not kept at
+// float16). There the logits must agree to float32 rounding with float weights, and to 2% of
+// their largest magnitude with quantized ones (an H200 gave 0.5%); the tokens must be the same.
+function sameLogits(got: Float32Array, want: Float32Array, quantized: boolean): true | string {
+  if (lx.backendName() === "cpu") return bits(got).equals(bits(want)) || "not bit for bit";
   let worst = 0, scale = 0;
   want.forEach((w, i) => {
     worst = Math.max(worst, Math.abs(got[i]! - w));
     scale = Math.max(scale, Math.abs(w));
   });
-  return worst <= 1e-4 * scale;
+  const bound = (quantized ? 2e-2 : 1e-4) * scale;
+  return worst <= bound || `worst |difference| ${worst} over the bound ${bound}`;
 }
 
 describe("DecodeBatch on a tiny Llama", () => {
@@ -154,7 +159,7 @@ describe("DecodeBatch on a tiny Llama", () => {
         expect([...seen.capacities].sort((a, b) => a - b)).toEqual([64, 128]);
         out.forEach((got, i) => {
           expect({ i, tokens: got.tokens }).toEqual({ i, tokens: want[i]!.tokens });
-          got.logits.forEach((l, j) => expect({ i, j, same: sameLogits(l, want[i]!.logits[j]!) }).toEqual({ i, j, same: true }));
+          got.logits.forEach((l, j) => expect({ i, j, same: sameLogits(l, want[i]!.logits[j]!, !("dequantize" in opts)) }).toEqual({ i, j, same: true }));
         });
       } finally {
         m.dispose();

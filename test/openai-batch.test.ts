@@ -148,7 +148,7 @@ describe("batch places, the queue, cancellation and metrics", () => {
   });
 
   test("a streaming client that goes away leaves the batch at the next step; the others finish with their serial answers", async () => {
-    const own = await serve({ textModels: [tm], port: 0, workers: 0, batch: 4 });
+    const own = await serve({ textModels: [tm], port: 0, workers: 0, batch: 4, streams: 4 });
     try {
       const local = new OpenAI({ baseURL: `${own.url}/v1`, apiKey: "unused", maxRetries: 0 });
       const ids = tm.tokenizer.encode("stay");
