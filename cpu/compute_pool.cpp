@@ -9,8 +9,8 @@
 #include <thread>
 #include <vector>
 
-#include "../ffi/src/config.hpp"
-#include "../ffi/src/spin.hpp"
+#include "cpu_features.hpp"
+#include "../ffi/src/backend.hpp"
 
 namespace lanes::cpu {
 namespace {
@@ -29,7 +29,7 @@ constexpr auto kIdleSpin = std::chrono::microseconds(20);
 thread_local bool t_inside_chunk = false;
 
 unsigned configured_threads() {
-  if (int n = config().cpu_threads; n > 0) return static_cast<unsigned>(n);
+  if (int n = settings().cpu_threads; n > 0) return static_cast<unsigned>(n);
   return std::max(1u, std::thread::hardware_concurrency());
 }
 

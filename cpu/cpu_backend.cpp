@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "../ffi/src/backend.hpp"
+#include "cpu_features.hpp"
 #include "kernels.hpp"
 
 namespace lanes {
@@ -185,6 +186,9 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend(const BackendSettings& settings) {
+  cpu::configure(settings);
+  return std::make_unique<CpuBackend>();
+}
 
 }  // namespace lanes

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <string>
 
-#include "../ffi/src/config.hpp"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -46,7 +45,15 @@ const Features& features() {
   return f;
 }
 
+BackendSettings& mutable_settings() {
+  static BackendSettings s;
+  return s;
+}
+
 }  // namespace
+
+void configure(const BackendSettings& settings) { mutable_settings() = settings; }
+const BackendSettings& settings() { return mutable_settings(); }
 
 bool has_avx2_fma() { return features().avx2_fma; }
 bool has_avx2_fma_f16c() { return features().f16c; }
@@ -54,7 +61,7 @@ bool has_avx512_vnni() { return features().avx512_vnni; }
 
 SimdLevel simd_level() {
   static const SimdLevel level = [] {
-    const std::string& cap = config().cpu_simd;
+    const std::string& cap = settings().cpu_simd;
     SimdLevel best = has_avx512_vnni() ? SimdLevel::Avx512 : has_avx2_fma_f16c() ? SimdLevel::Avx2 : SimdLevel::Scalar;
     SimdLevel asked = cap == "scalar" ? SimdLevel::Scalar : cap == "avx2" ? SimdLevel::Avx2 : SimdLevel::Avx512;
     return std::min(best, asked);

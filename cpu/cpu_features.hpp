@@ -1,7 +1,14 @@
 // Run-time CPU feature checks for the kernels that have SIMD paths.
 #pragma once
 
+#include "../ffi/src/backend.hpp"
+
 namespace lanes::cpu {
+
+// The backend's switches for the CPU kernels (LANES_CPU_SIMD, LANES_CPU_THREADS), set once by
+// make_cpu_backend before any kernel runs; defaults until then.
+void configure(const BackendSettings& settings);
+const BackendSettings& settings();
 
 // AVX2 and FMA, with the OS saving YMM state. Checked once.
 bool has_avx2_fma();

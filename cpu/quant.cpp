@@ -8,10 +8,9 @@
 #include <limits>
 #include <vector>
 
-#include "../ffi/src/config.hpp"
 #include "compute_pool.hpp"
 #include "cpu_features.hpp"
-#include "../ffi/src/half.hpp"
+#include "../ffi/src/dtype.hpp"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -629,16 +628,13 @@ bool supported(QuantKernel k) {
   }
 }
 
+// The same level as every CPU kernel: AVX-512 needs VNNI, AVX2 needs F16C (simd_level).
 QuantKernel best_kernel() {
-  const std::string& cap = config().cpu_simd;
-  QuantKernel asked = cap == "scalar" ? QuantKernel::Scalar
-                      : cap == "avx2" ? QuantKernel::Avx2
-                      : cap == "avx512" ? QuantKernel::Avx512Vnni
-                                        : QuantKernel::Auto;
-  if (asked != QuantKernel::Auto && supported(asked)) return asked;
-  if (supported(QuantKernel::Avx512Vnni)) return QuantKernel::Avx512Vnni;
-  if (supported(QuantKernel::Avx2)) return QuantKernel::Avx2;
-  return QuantKernel::Scalar;
+  switch (simd_level()) {
+    case SimdLevel::Avx512: return QuantKernel::Avx512Vnni;
+    case SimdLevel::Avx2: return QuantKernel::Avx2;
+    default: return QuantKernel::Scalar;
+  }
 }
 
 std::atomic<int> g_forced{int(QuantKernel::Auto)};

@@ -8,7 +8,7 @@
 
 #include "../ffi/src/command.hpp"
 #include "compute_pool.hpp"
-#include "../ffi/src/half.hpp"
+#include "../ffi/src/dtype.hpp"
 
 namespace lanes::cpu {
 

@@ -16,7 +16,6 @@
 #include <string>
 
 #include "../ffi/src/backend.hpp"
-#include "../ffi/src/config.hpp"
 #include "../ffi/src/gpu/kernel_layout.hpp"
 #include "../ffi/src/shape.hpp"
 #include "../ffi/src/status.hpp"
@@ -216,7 +215,7 @@ class CudaQueue final : public Queue {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend() {
+  explicit CudaBackend(const BackendSettings& settings) : settings_(settings) {
     const Driver& d = driver();
     int count = 0;
     check(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
@@ -265,7 +264,7 @@ class CudaBackend final : public Backend {
     check(driver().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, bytes), "copy to the device");
   }
   std::shared_ptr<void> read_staging(size_t bytes) override {
-    if (bytes > ReadBlocks::kBytes || config().cuda_read_wait) return nullptr;
+    if (bytes > ReadBlocks::kBytes || settings_.cuda_read_wait) return nullptr;
     devices_[0]->make_current();
     return read_blocks_.take();
   }
@@ -317,13 +316,14 @@ class CudaBackend final : public Backend {
                                         " does not support 64-bit stream memory operations, which lanes' timelines use");
     check(d.cuDevicePrimaryCtxRetain(&dev->context, dev->device), "cuDevicePrimaryCtxRetain");
     dev->make_current();
-    dev->modules = std::make_unique<Modules>(dev->cc_major, dev->cc_minor);
+    dev->modules = std::make_unique<Modules>(dev->cc_major, dev->cc_minor, settings_.cache_dir);
     dev->modules->prefetch([](const void* p) { static_cast<const Device*>(p)->make_current(); }, dev.get());
     size_t free_bytes = 0, total_bytes = 0;
     if (index == 0 && d.cuMemGetInfo(&free_bytes, &total_bytes) == CUDA_SUCCESS)
       cached_limit_ = std::max<uint64_t>(cached_limit_, total_bytes / 4);
-    dev->tf32 = config().cuda_tf32;
-    dev->use_cublaslt = config().cuda_cublaslt;
+    dev->tf32 = settings_.cuda_tf32;
+    dev->use_cublaslt = settings_.cuda_cublaslt;
+    dev->algo_index = settings_.cuda_algo_index;
     if (const CublasLt* lt = cublaslt(); lt && dev->use_cublaslt)
       if (lt->cublasLtCreate(&dev->cublaslt_handle) != 0) dev->cublaslt_handle = nullptr;
     // An idle stream of its own: querying it answers at once, and fails once the context died.
@@ -340,6 +340,7 @@ class CudaBackend final : public Backend {
   }
 
   static constexpr size_t kStagedCopyBytes = size_t(1) << 20;
+  const BackendSettings settings_;
   std::vector<std::unique_ptr<Device>> devices_;
   Staging staging_;
   ReadBlocks read_blocks_;
@@ -451,6 +452,6 @@ void ErrorWords::give_back(Word w) {
 
 }  // namespace cuda
 
-std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<cuda::CudaBackend>(); }
+std::unique_ptr<Backend> make_cuda_backend(const BackendSettings& settings) { return std::make_unique<cuda::CudaBackend>(settings); }
 
 }  // namespace lanes

@@ -10,7 +10,6 @@
 #include <shared_mutex>
 #include <tuple>
 
-#include "../ffi/src/config.hpp"
 #include "../ffi/src/status.hpp"
 #include "device.hpp"
 
@@ -145,8 +144,7 @@ bool matmul_cublaslt(const MatmulOperands& m, LaunchContext& ctx) {
     CublasLtHeuristic candidates[8]{};
     int status = lt->cublasLtMatmulAlgoGetHeuristic(ctx.device.cublaslt_handle, plan->desc, plan->layouts[0], plan->layouts[1],
                                                     plan->layouts[2], plan->layouts[2], p.pref, 8, candidates, &returned);
-    // LANES_CUDA_ALGO_INDEX=k takes the k-th candidate instead of the first (bench/cuda-algos.ts).
-    const int pick = std::max(0, config().cuda_algo_index);
+    const int pick = std::max(0, ctx.device.algo_index);
     if (status == 0 && returned > 0) plan->heuristic = candidates[std::min(pick, returned - 1)];
     plan->usable = status == 0 && returned > 0 && plan->heuristic.state == 0;
     std::unique_lock lock(g_plans_mutex);

@@ -8,7 +8,6 @@
 #include <thread>
 #include <vector>
 
-#include "../ffi/src/config.hpp"
 #include "../ffi/src/status.hpp"
 #include "kernels_source.hpp"
 
@@ -36,11 +35,6 @@ uint64_t fnv1a(const std::string& text, uint64_t h = 1469598103934665603ull) {
     h *= 1099511628211ull;
   }
   return h;
-}
-
-std::filesystem::path cache_dir() {
-  if (config().cache_dir.empty()) return {};
-  return std::filesystem::path(config().cache_dir) / "cuda";
 }
 
 std::vector<char> read_file(const std::filesystem::path& p) {
@@ -104,7 +98,7 @@ CUmodule Modules::load_family(const std::string& family) {
   for (const std::string& o : options) key << ' ' << o;
   char name[64];
   std::snprintf(name, sizeof name, "%016llx.cubin", static_cast<unsigned long long>(fnv1a(key.str())));
-  std::filesystem::path dir = cache_dir();
+  std::filesystem::path dir = cache_dir_.empty() ? std::filesystem::path() : std::filesystem::path(cache_dir_) / "cuda";
   std::vector<char> cubin = dir.empty() ? std::vector<char>{} : read_file(dir / name);
   CUmodule module = nullptr;
   if (!cubin.empty() && driver().cuModuleLoadData(&module, cubin.data()) == CUDA_SUCCESS) return module;
@@ -114,7 +108,8 @@ CUmodule Modules::load_family(const std::string& family) {
   return module;
 }
 
-Modules::Modules(int cc_major, int cc_minor) : cc_major_(cc_major), cc_minor_(cc_minor) {
+Modules::Modules(int cc_major, int cc_minor, std::string cache_dir)
+    : cc_major_(cc_major), cc_minor_(cc_minor), cache_dir_(std::move(cache_dir)) {
   for (const char* f : kFamilies) families_[f];
 }
 

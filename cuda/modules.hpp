@@ -12,7 +12,8 @@ namespace lanes::cuda {
 
 class Modules {
  public:
-  Modules(int cc_major, int cc_minor);
+  // `cache_dir`: where compiled kernels are kept across processes (empty: not kept).
+  Modules(int cc_major, int cc_minor, std::string cache_dir);
   // The kernel `name` (compiling its family first if needed). Thread-safe. The caller's
   // thread must have the device's context current.
   CUfunction function(const std::string& name);
@@ -29,6 +30,7 @@ class Modules {
   CUmodule load_family(const std::string& family);
 
   const int cc_major_, cc_minor_;
+  const std::string cache_dir_;
   std::map<std::string, Family> families_;  // fixed at construction
   std::mutex functions_mutex_;              // leaf
   std::map<std::string, CUfunction> functions_;

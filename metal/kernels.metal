@@ -1,6 +1,6 @@
 // lanes kernels for Metal, compiled at run time with newLibraryWithSource (no Xcode Metal
 // toolchain needed). Each kernel mirrors the CPU kernel of the same op: the same float16 /
-// bfloat16 rounding (in software, bit for bit as ffi/src/half.hpp) and fixed reduction
+// bfloat16 rounding (in software, bit for bit as ffi/src/dtype.hpp) and fixed reduction
 // orders, so results do not depend on timing. Metal has no double: sums accumulate in float
 // (the CPU uses double), integer sums in 64-bit.
 //

@@ -377,7 +377,7 @@ void ErrorWords::give_back(const Word& w) {
 
 }  // namespace metal
 
-std::unique_ptr<Backend> make_metal_backend() {
+std::unique_ptr<Backend> make_metal_backend(const BackendSettings&) {
   @autoreleasepool {
     return std::make_unique<metal::MetalBackend>();
   }

@@ -120,16 +120,24 @@ const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLeng
 // runs the dp4a matvec while more rows take cuBLAS on dequantized weights (activations rounded
 // to 8 bits the same way, but summed in another order, and Q4_1's scaled sums not kept at
 // float16). There the logits must agree to float32 rounding with float weights, and to 2% of
-// their largest magnitude with quantized ones (an H200 gave 0.5%); the tokens must be the same.
+// their largest magnitude with quantized ones (an H200 gave 0.5%), where a near-tie may then
+// pick the other token (the tiny random model has many).
+const bitwise = () => lx.backendName() === "cpu";
+const bound = (want: Float32Array, quantized: boolean) => (quantized ? 2e-2 : 1e-4) * want.reduce((m, w) => Math.max(m, Math.abs(w)), 0);
+
 function sameLogits(got: Float32Array, want: Float32Array, quantized: boolean): true | string {
-  if (lx.backendName() === "cpu") return bits(got).equals(bits(want)) || "not bit for bit";
-  let worst = 0, scale = 0;
+  if (bitwise()) return bits(got).equals(bits(want)) || "not bit for bit";
+  let worst = 0;
   want.forEach((w, i) => {
     worst = Math.max(worst, Math.abs(got[i]! - w));
-    scale = Math.max(scale, Math.abs(w));
   });
-  const bound = (quantized ? 2e-2 : 1e-4) * scale;
-  return worst <= bound || `worst |difference| ${worst} over the bound ${bound}`;
+  const b = bound(want, quantized);
+  return worst <= b || `worst |difference| ${worst} over the bound ${b}`;
+}
+
+// Whether `a` and `b` are equally good picks from `logits` within the quantized bound.
+function nearTie(logits: Float32Array, a: number, b: number): boolean {
+  return Math.abs(logits[a]! - logits[b]!) <= bound(logits, true);
 }
 
 describe("DecodeBatch on a tiny Llama", () => {
@@ -157,9 +165,19 @@ describe("DecodeBatch on a tiny Llama", () => {
         expect(Math.max(...seen.slots)).toBeGreaterThanOrEqual(4);
         expect(Math.min(...seen.slots)).toBe(1);
         expect([...seen.capacities].sort((a, b) => a - b)).toEqual([64, 128]);
+        const quantized = !("dequantize" in opts);
         out.forEach((got, i) => {
-          expect({ i, tokens: got.tokens }).toEqual({ i, tokens: want[i]!.tokens });
-          got.logits.forEach((l, j) => expect({ i, j, same: sameLogits(l, want[i]!.logits[j]!, !("dequantize" in opts)) }).toEqual({ i, j, same: true }));
+          const w = want[i]!;
+          expect({ i, length: got.tokens.length }).toEqual({ i, length: w.tokens.length });
+          for (let j = 0; j < w.tokens.length; j++) {
+            expect({ i, j, same: sameLogits(got.logits[j]!, w.logits[j]!, quantized) }).toEqual({ i, j, same: true });
+            if (got.tokens[j] === w.tokens[j]) continue;
+            // Another token only where those logits allow it: on a GPU with quantized weights, at
+            // a near-tie of the serial run (its two candidates within the bound). From there the
+            // sequences differ, so the rest is not compared.
+            expect({ i, j, nearTie: !bitwise() && quantized && nearTie(w.logits[j]!, w.tokens[j]!, got.tokens[j]!) }).toEqual({ i, j, nearTie: true });
+            break;
+          }
         });
       } finally {
         m.dispose();

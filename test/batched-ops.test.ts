@@ -4,32 +4,11 @@
 // key prefix; bad offsets, lengths, shapes and dtypes are typed errors.
 import { describe, expect, test } from "bun:test";
 import * as lx from "../src/index.ts";
-import { expectClose, numel, randomData, rng } from "./support/reference.ts";
+import { expectClose, numel, randomData, refRope, rng } from "./support/reference.ts";
 import { roundTo, tolerance } from "./support/tolerance.ts";
 
 const next = rng(4242);
 const floats = ["float32", "float16", "bfloat16"] as const;
-
-// Rotary embedding of one row of D features at position `pos` (adjacent pairs or halves).
-function ropeRow(x: ArrayLike<number>, at: number, D: number, dims: number, base: number, pos: number, traditional: boolean, out: Float64Array) {
-  for (let d = 0; d < D; d++) out[at + d] = x[at + d]!;
-  for (let i = 0; i < dims / 2; i++) {
-    const theta = pos * Math.pow(base, (-2 * i) / dims);
-    const [a, b] = traditional ? [2 * i, 2 * i + 1] : [i, i + dims / 2];
-    const xa = x[at + a]!, xb = x[at + b]!;
-    out[at + a] = xa * Math.cos(theta) - xb * Math.sin(theta);
-    out[at + b] = xa * Math.sin(theta) + xb * Math.cos(theta);
-  }
-}
-
-// x [N, ..., L, D]: every row of entry n at offsets[n] + its index along L.
-function refRopeRows(x: ArrayLike<number>, shape: number[], dims: number, base: number, offsets: number[], traditional: boolean) {
-  const D = shape.at(-1)!, L = shape.at(-2)!;
-  const rowsPerEntry = numel(shape) / D / shape[0]!;
-  const out = new Float64Array(x.length);
-  for (let r = 0; r < x.length / D; r++) ropeRow(x, r * D, D, dims, base, offsets[Math.floor(r / rowsPerEntry)]! + (r % L), traditional, out);
-  return out;
-}
 
 // q [B, H, Lq, D], k/v [B, Hk, C, D]: entry b sees only its first lengths[b] keys (causal aligned to their end).
 function refAttentionRows(
@@ -90,7 +69,7 @@ for (const dtype of floats) {
         const x = data(numel(shape));
         const got = lx.rope(lx.array(x, shape, dtype), dims, { offset: ints(offsets), traditional, base: 10000 });
         expect(got.dtype).toBe(dtype);
-        expectClose(got.toFloat32Array(), refRopeRows(x, shape, dims, 10000, offsets, traditional), {
+        expectClose(got.toFloat32Array(), refRope(x, shape, dims, 10000, offsets, traditional), {
           rtol: tol.rtol,
           atol: Math.max(tol.atol, 1e-5),
           what: `rope rows ${shape} offsets ${offsets}`,
@@ -151,8 +130,8 @@ describe("per-row ops in a compiled plan", () => {
       const kv = Float32Array.from(randomData(B * H * D, next, -1, 1)), q = Float32Array.from(randomData(B * H * D, next, -1, 1));
       const [y, next_] = step(cache, lx.array(kv, [B, H, 1, D]), lx.array(q, [B, H, 1, D]), ints(p)) as [lx.LanesArray, lx.LanesArray];
       cache = next_;
-      want = refSliceUpdateRows(want, [B, H, C, D], refRopeRows(kv, [B, H, 1, D], D, 10000, p, false), 1, p);
-      const rq = refRopeRows(q, [B, H, 1, D], D, 10000, p, false);
+      want = refSliceUpdateRows(want, [B, H, C, D], refRope(kv, [B, H, 1, D], D, 10000, p, false), 1, p);
+      const rq = refRope(q, [B, H, 1, D], D, 10000, p, false);
       expectClose(cache.toFloat32Array(), want, { rtol: 1e-6, atol: 1e-6, what: `cache after positions ${p}` });
       const wantY = refAttentionRows(rq, want, want, [B, H, 1, D], [H, C], p.map((x) => x + 1), true);
       expectClose(y.toFloat32Array(), wantY, { rtol: 1e-5, atol: 1e-5, what: `attention at positions ${p}` });

@@ -3,7 +3,7 @@
 // every floating dtype with the tolerances of support/tolerance.ts.
 import { describe, expect, test } from "bun:test";
 import * as lx from "../src/index.ts";
-import { expectClose, numel, randomData, rng } from "./support/reference.ts";
+import { expectClose, numel, randomData, refRope, rng } from "./support/reference.ts";
 import { roundTo, tolerance } from "./support/tolerance.ts";
 
 const next = rng(31337);
@@ -51,22 +51,6 @@ function refAttention(
         }
       }
     }
-  return out;
-}
-
-function refRope(x: ArrayLike<number>, shape: number[], dims: number, base: number, offset: number, traditional: boolean, scale = 1) {
-  const D = shape[shape.length - 1]!, L = shape[shape.length - 2]!;
-  const out = Float64Array.from(x as ArrayLike<number>);
-  for (let r = 0; r < x.length / D; r++) {
-    const pos = (offset + (r % L)) * scale;
-    for (let i = 0; i < dims / 2; i++) {
-      const theta = pos * Math.pow(base, (-2 * i) / dims);
-      const [a, b] = traditional ? [2 * i, 2 * i + 1] : [i, i + dims / 2];
-      const xa = x[r * D + a]!, xb = x[r * D + b]!;
-      out[r * D + a] = xa * Math.cos(theta) - xb * Math.sin(theta);
-      out[r * D + b] = xa * Math.sin(theta) + xb * Math.cos(theta);
-    }
-  }
   return out;
 }
 

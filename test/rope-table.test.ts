@@ -3,26 +3,9 @@
 // or sequence length, one after another, each agree with float64.
 import { describe, test } from "bun:test";
 import * as lx from "../src/index.ts";
-import { expectClose, randomData, rng } from "./support/reference.ts";
+import { expectClose, randomData, refRope, rng } from "./support/reference.ts";
 
 const next = rng(314);
-
-// x [B, ..., L, D] rotated at positions (starts[b] + l) * scale, halves or neighbour pairs.
-function refRope(x: Float32Array, shape: number[], dims: number, base: number, scale: number, starts: number[], traditional: boolean): Float64Array {
-  const D = shape.at(-1)!, L = shape.at(-2)!;
-  const rowsPerEntry = x.length / D / shape[0]!;
-  const out = Float64Array.from(x);
-  for (let r = 0; r < x.length / D; r++) {
-    const pos = (starts[Math.floor(r / rowsPerEntry)]! + (r % L)) * scale;
-    for (let i = 0; i < dims / 2; i++) {
-      const theta = pos * Math.pow(base, (-2 * i) / dims);
-      const [a, b] = traditional ? [2 * i, 2 * i + 1] : [i, i + dims / 2];
-      out[r * D + a] = x[r * D + a]! * Math.cos(theta) - x[r * D + b]! * Math.sin(theta);
-      out[r * D + b] = x[r * D + a]! * Math.sin(theta) + x[r * D + b]! * Math.cos(theta);
-    }
-  }
-  return out;
-}
 
 describe("rope's cached cos/sin table", () => {
   test("consecutive calls that change one parameter each agree with float64", () => {
@@ -49,7 +32,7 @@ describe("rope's cached cos/sin table", () => {
       const offset = typeof c.offset === "number" ? c.offset : lx.array(Int32Array.from(c.offset));
       const got = lx.rope(input, c.dims, { base: c.base, scale: c.scale, offset, traditional: c.traditional }).toFloat32Array();
       const starts = typeof c.offset === "number" ? [c.offset, c.offset] : c.offset;
-      expectClose(got, refRope(xs, s, c.dims, c.base, c.scale, starts, c.traditional), { rtol: 1e-5, atol: 2e-5, what: JSON.stringify(c) });
+      expectClose(got, refRope(xs, s, c.dims, c.base, starts, c.traditional, c.scale), { rtol: 1e-5, atol: 2e-5, what: JSON.stringify(c) });
     }
   });
 });

@@ -2,14 +2,62 @@
 // backend sees this header and the vocabulary (dtypes, shapes, status codes, the op table)
 // only; streams, epochs, timelines, memory pools and the graph live above it in the core.
 #pragma once
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "command.hpp"
 
 namespace lanes {
+
+// The environment switches that concern a backend, read once with the core's own
+// (ffi/src/config.hpp, which the README lists) and handed to the backend when it is made.
+struct BackendSettings {
+  // LANES_CPU_SIMD: "scalar", "avx2" or "avx512" caps the CPU kernels' instruction set (tests
+  // force each path); empty: the best this CPU has.
+  std::string cpu_simd;
+  // LANES_CPU_THREADS: threads of the CPU compute pool, the caller included (1 to 1024; 1 runs
+  // every job on its caller). 0 (unset or out of range): one per hardware thread.
+  int cpu_threads = 0;
+  // LANES_CACHE_DIR: compiled CUDA kernels (default $XDG_CACHE_HOME/lanes or ~/.cache/lanes).
+  std::string cache_dir;
+  // LANES_CUDA_TF32=1: float32 matmul may use TF32 tensor cores.
+  bool cuda_tf32 = false;
+  // LANES_CUDA_CUBLASLT=0: lanes' own matmul kernel instead of cuBLASLt.
+  bool cuda_cublaslt = true;
+  // LANES_CUDA_ALGO_INDEX=k: cuBLASLt's k-th candidate algorithm (default 0, its first choice).
+  int cuda_algo_index = 0;
+  // LANES_CUDA_READ=wait: a read of work in flight waits for it, then copies (instead of a copy
+  // queued on the stream behind the kernels).
+  bool cuda_read_wait = false;
+};
+
+// Brief spinning before a sleep, for waits on a device or a pool. A wait that ends within
+// microseconds is cheaper to catch spinning than through a futex: the wake costs the signalling
+// thread and the waiter several microseconds each.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spins until `done()` or until `budget` has passed; returns `done()`.
+template <class Done>
+bool spin_until(Done&& done, std::chrono::nanoseconds budget) {
+  auto until = std::chrono::steady_clock::now() + budget;
+  do {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+  } while (std::chrono::steady_clock::now() < until);
+  return done();
+}
 
 // A queue's timeline as the device sees it, owned by the backend: other queues make their
 // work wait until it reaches a value (a device counter on CUDA, a shared event on Metal, an
@@ -115,10 +163,10 @@ class Backend {
   virtual uint64_t max_cached_bytes() const { return uint64_t(1) << 30; }
 };
 
-std::unique_ptr<Backend> make_cpu_backend();
+std::unique_ptr<Backend> make_cpu_backend(const BackendSettings& settings);
 // Throws a device error when there is no usable NVIDIA GPU, driver or NVRTC.
-std::unique_ptr<Backend> make_cuda_backend();
+std::unique_ptr<Backend> make_cuda_backend(const BackendSettings& settings);
 // macOS only. Throws a device error when there is no Metal device.
-std::unique_ptr<Backend> make_metal_backend();
+std::unique_ptr<Backend> make_metal_backend(const BackendSettings& settings);
 
 }  // namespace lanes

@@ -23,14 +23,15 @@ Config read_config() {
   c.global_locking = env("LANES_LOCKING") == "global";
   if (long ms = std::strtol(env("LANES_WATCHDOG_MS").c_str(), nullptr, 10); ms > 0) c.watchdog = std::chrono::milliseconds(ms);
   c.fault_injection = env("LANES_FAULT_INJECTION") == "1";
-  c.cache_dir = env("LANES_CACHE_DIR");
-  if (c.cache_dir.empty()) c.cache_dir = default_cache_dir();
-  c.cpu_simd = env("LANES_CPU_SIMD");
-  if (long n = std::strtol(env("LANES_CPU_THREADS").c_str(), nullptr, 10); n >= 1 && n <= 1024) c.cpu_threads = static_cast<int>(n);
-  c.cuda_tf32 = env("LANES_CUDA_TF32") == "1";
-  c.cuda_cublaslt = env("LANES_CUDA_CUBLASLT") != "0";
-  c.cuda_algo_index = static_cast<int>(std::strtol(env("LANES_CUDA_ALGO_INDEX").c_str(), nullptr, 10));
-  c.cuda_read_wait = env("LANES_CUDA_READ") == "wait";
+  BackendSettings& b = c.backend_settings;
+  b.cache_dir = env("LANES_CACHE_DIR");
+  if (b.cache_dir.empty()) b.cache_dir = default_cache_dir();
+  b.cpu_simd = env("LANES_CPU_SIMD");
+  if (long n = std::strtol(env("LANES_CPU_THREADS").c_str(), nullptr, 10); n >= 1 && n <= 1024) b.cpu_threads = static_cast<int>(n);
+  b.cuda_tf32 = env("LANES_CUDA_TF32") == "1";
+  b.cuda_cublaslt = env("LANES_CUDA_CUBLASLT") != "0";
+  b.cuda_algo_index = static_cast<int>(std::strtol(env("LANES_CUDA_ALGO_INDEX").c_str(), nullptr, 10));
+  b.cuda_read_wait = env("LANES_CUDA_READ") == "wait";
   return c;
 }
 

@@ -15,14 +15,14 @@ std::unique_ptr<Backend> select_backend() {
   const std::string& name = config().backend;
 #if defined(__APPLE__)
   const char* available = "metal, cpu";
-  if (name.empty() || name == "metal") return make_metal_backend();
+  if (name.empty() || name == "metal") return make_metal_backend(config().backend_settings);
 #elif defined(__linux__)
   const char* available = "cpu, cuda";
-  if (name == "cuda") return make_cuda_backend();
+  if (name == "cuda") return make_cuda_backend(config().backend_settings);
 #else
   const char* available = "cpu";
 #endif
-  if (name.empty() || name == "cpu") return make_cpu_backend();
+  if (name.empty() || name == "cpu") return make_cpu_backend(config().backend_settings);
   throw_error(LANES_ERR_DEVICE, "LANES_BACKEND=" + name + " is not available in this build (have: " + available + ")");
 }
 

@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "config.hpp"
-#include "spin.hpp"
+#include "backend.hpp"
 
 namespace lanes {
 

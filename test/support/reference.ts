@@ -274,3 +274,28 @@ export function refConcatenate(parts: { data: ArrayLike<number>; shape: number[]
   });
   return { data, shape: out };
 }
+
+/**
+ * Rotary embedding in float64 of x [N, ..., L, D]: row l of leading entry n sits at position
+ * (start + l) · scale, where start is `starts` or, per entry, starts[n]. The first `dims`
+ * features rotate as halves or (`traditional`) as adjacent pairs; the rest pass through.
+ */
+export function refRope(
+  x: ArrayLike<number>, shape: readonly number[], dims: number, base: number, starts: number | readonly number[], traditional: boolean, scale = 1,
+): Float64Array {
+  const D = shape.at(-1)!, L = shape.at(-2)!;
+  const rowsPerEntry = x.length / D / shape[0]!;
+  const out = Float64Array.from(x);
+  for (let r = 0; r < x.length / D; r++) {
+    const start = typeof starts === "number" ? starts : starts[Math.floor(r / rowsPerEntry)]!;
+    const pos = (start + (r % L)) * scale;
+    for (let i = 0; i < dims / 2; i++) {
+      const theta = pos * Math.pow(base, (-2 * i) / dims);
+      const [a, b] = traditional ? [2 * i, 2 * i + 1] : [i, i + dims / 2];
+      const xa = x[r * D + a]!, xb = x[r * D + b]!;
+      out[r * D + a] = xa * Math.cos(theta) - xb * Math.sin(theta);
+      out[r * D + b] = xa * Math.sin(theta) + xb * Math.cos(theta);
+    }
+  }
+  return out;
+}

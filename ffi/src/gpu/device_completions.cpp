@@ -2,7 +2,7 @@
 
 #include <chrono>
 
-#include "../spin.hpp"
+#include "../backend.hpp"
 
 namespace lanes::gpu {
 namespace {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "../half.hpp"
+#include "../dtype.hpp"
 #include "../status.hpp"
 
 namespace lanes::gpu {
