@@ -144,10 +144,11 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* A,
 // prefetchers follow late, and one row is only R FMAs per vector of work.
 constexpr int64_t kStripPrefetch = 8;
 
-// Prefetches the lines of `cols` columns from `row` (64-byte lines of 16 floats).
-template <int kHint>
+// Prefetches the lines of `cols` columns from `row` (64-byte lines of 16 floats) into the cache
+// level `kLocality` names (3: L1, as _MM_HINT_T0; 2: L2, as _MM_HINT_T1).
+template <int kLocality>
 __attribute__((always_inline)) inline void prefetch_row(const float* row, int64_t cols) {
-  for (int64_t col = 0; col < cols; col += 16) _mm_prefetch(reinterpret_cast<const char*>(row + col), kHint);
+  for (int64_t col = 0; col < cols; col += 16) __builtin_prefetch(row + col, 0, kLocality);
 }
 
 // Few-row products (a decode step's x @ W): C[0:R, 0:nc] = A_panel · B[:, 0:nc] with A packed
@@ -166,8 +167,8 @@ __attribute__((target("avx512f"))) void strip_avx512(int64_t K, const float* A, 
   }
   for (int64_t k = 0; k < K; ++k) {
     __m512 b[NV];
-    prefetch_row<_MM_HINT_T0>(B + (k + kStripPrefetch) * ldb, 16 * NV);
-    if (ahead) prefetch_row<_MM_HINT_T1>(ahead + (k + kStripPrefetch) * ldb, kStripCols);
+    prefetch_row<3>(B + (k + kStripPrefetch) * ldb, 16 * NV);
+    if (ahead) prefetch_row<2>(ahead + (k + kStripPrefetch) * ldb, kStripCols);
     LANES_UNROLL for (int v = 0; v < NV; ++v) b[v] = _mm512_maskz_loadu_ps(mask[v], B + k * ldb + 16 * v);
     LANES_UNROLL for (int i = 0; i < R; ++i) {
       __m512 ai = _mm512_set1_ps(A[k * R + i]);
@@ -186,8 +187,8 @@ __attribute__((target("avx2,fma"), always_inline)) inline void strip_avx2_pass(i
                                                                               const __m256i* mask, __m256 (&acc)[R][NV]) {
   for (int64_t k = 0; k < K; ++k) {
     __m256 b[NV];
-    prefetch_row<_MM_HINT_T0>(B + (k + kStripPrefetch) * ldb, 8 * NV);
-    if (ahead) prefetch_row<_MM_HINT_T1>(ahead + (k + kStripPrefetch) * ldb, kStripCols);
+    prefetch_row<3>(B + (k + kStripPrefetch) * ldb, 8 * NV);
+    if (ahead) prefetch_row<2>(ahead + (k + kStripPrefetch) * ldb, kStripCols);
     LANES_UNROLL for (int v = 0; v < NV; ++v)
       b[v] = kMasked ? _mm256_maskload_ps(B + k * ldb + 8 * v, mask[v]) : _mm256_loadu_ps(B + k * ldb + 8 * v);
     LANES_UNROLL for (int i = 0; i < R; ++i) {

@@ -112,7 +112,7 @@ class CudaPlanInstance final : public PlanInstance {
         return "writing a plan's scalars: " + error_text(r);
     }
     for (const auto& p : prepared_)
-      for (const TakeCheck& t : p->take_checks)
+      for (const TakeCheck& t : p->checks)
         if (CUresult r = d.cuStreamWriteValue64(stream, t.word.device, 0, 0); r != CUDA_SUCCESS)
           return "clearing a take check: " + error_text(r);
     if (CUresult r = d.cuGraphLaunch(exec_, stream); r != CUDA_SUCCESS) return "cuGraphLaunch: " + error_text(r);
@@ -172,13 +172,7 @@ class CudaCommandBuffer final : public CommandBuffer {
   std::optional<std::string> error;  // at issue time
 
  private:
-  static std::optional<std::string> take_error_of(const CudaPrepared& p) {
-    for (const TakeCheck& t : p.take_checks) {
-      volatile int* word = t.word.host;
-      if (word[0]) return gpu::range_error(t.what, t.axis, t.dim, word[1]);
-    }
-    return std::nullopt;
-  }
+  static std::optional<std::string> take_error_of(const CudaPrepared& p) { return gpu::first_range_error(p.checks); }
 
   const Device& device_;
   CUstream stream_;

@@ -12,6 +12,7 @@
 
 #include "../ffi/src/backend.hpp"
 #include "../ffi/src/gpu/device_completions.hpp"
+#include "../ffi/src/gpu/range_checks.hpp"
 #include "driver.hpp"
 #include "modules.hpp"
 
@@ -50,14 +51,7 @@ class ErrorWords {
   std::vector<Word> free_;
 };
 
-// A range-checking kernel's error word and what its message needs (gpu::range_error): a take
-// index (`what` null) or a per-row offset or key length.
-struct TakeCheck {
-  ErrorWords::Word word;
-  int axis;
-  int64_t dim;
-  const char* what = nullptr;
-};
+using TakeCheck = gpu::RangeCheck<ErrorWords::Word>;
 
 // One operation on a CUstream: a kernel launch with its packed arguments, a copy to the host,
 // or a library call.
@@ -76,19 +70,8 @@ struct StreamOp {
   std::optional<std::string> issue(CUstream stream) const;
 };
 
-// A translated command. Its error words go back when it is destroyed, after its epoch completed.
-class CudaPrepared final : public Prepared {
- public:
-  explicit CudaPrepared(ErrorWords& words) : words_(words) {}
-  ~CudaPrepared() override {
-    for (const TakeCheck& t : take_checks) words_.give_back(t.word);
-  }
-  std::vector<StreamOp> ops;
-  std::vector<TakeCheck> take_checks;
-
- private:
-  ErrorWords& words_;
-};
+// A translated command: its stream operations and range checks.
+using CudaPrepared = gpu::Prepared<StreamOp, ErrorWords>;
 
 // What translating one command needs.
 struct LaunchContext {

@@ -70,7 +70,7 @@ void launch_1d(LaunchContext& ctx, const std::string& name, int64_t n, const Arg
 // [0, limit]); reported when the epoch completes.
 CUdeviceptr range_check(LaunchContext& ctx, int axis, int64_t limit, const char* what = nullptr) {
   ErrorWords::Word word = ctx.error_words.take();
-  ctx.out.take_checks.push_back(TakeCheck{word, axis, limit, what});
+  ctx.out.checks.push_back(TakeCheck{word, axis, limit, what});
   return word.device;
 }
 

@@ -84,7 +84,7 @@ Dispatch kernel(RecordContext& ctx, const std::string& name) {
   return d;
 }
 
-void emit(RecordContext& ctx, Dispatch&& d) { ctx.out.dispatches.push_back(std::move(d)); }
+void emit(RecordContext& ctx, Dispatch&& d) { ctx.out.ops.push_back(std::move(d)); }
 
 // Binds the buffer holding `address` at `index`, at `address`'s offset in it.
 void bind(RecordContext& ctx, Dispatch& d, const void* address, NSUInteger index) {

@@ -100,7 +100,7 @@ class MetalCommandBuffer final : public CommandBuffer {
     try {
       @autoreleasepool {
         id<MTLComputeCommandEncoder> e = encoder();
-        for (const Dispatch& d : p->dispatches) encode_dispatch(e, d, nullptr, 0, nullptr);
+        for (const Dispatch& d : p->ops) encode_dispatch(e, d, nullptr, 0, nullptr);
       }
     } catch (const std::exception& e) {
       error = std::string(op_name(command.op, command.params.subop)) + ": " + e.what();
@@ -120,7 +120,7 @@ class MetalCommandBuffer final : public CommandBuffer {
     try {
       @autoreleasepool {
         id<MTLComputeCommandEncoder> e = encoder();
-        for (const Dispatch& d : plan.recorded.dispatches) {
+        for (const Dispatch& d : plan.recorded.ops) {
           const ErrorWords::Word* word = nullptr;
           if (d.take) {
             replay_checks_.push_back(TakeCheck{device_.error_words->take(), d.take->axis, d.take->dim, d.take->what});
@@ -143,22 +143,13 @@ class MetalCommandBuffer final : public CommandBuffer {
   // A take index out of range, reported by its kernel (read once the buffer completed).
   std::optional<std::string> take_error() const {
     for (const auto& p : prepared_)
-      for (const TakeCheck& t : p->checks)
-        if (auto e = take_error_of(t)) return e;
-    for (const TakeCheck& t : replay_checks_)
-      if (auto e = take_error_of(t)) return e;
-    return std::nullopt;
+      if (auto e = gpu::first_range_error(p->checks)) return e;
+    return gpu::first_range_error(replay_checks_);
   }
 
   std::optional<std::string> error;  // at encode time
 
  private:
-  static std::optional<std::string> take_error_of(const TakeCheck& t) {
-    volatile int* word = t.word.host;
-    if (!word[0]) return std::nullopt;
-    return gpu::range_error(t.what, t.axis, t.dim, word[1]);
-  }
-
   id<MTLComputeCommandEncoder> encoder() {
     if (!encoder_) encoder_ = [buffer_ computeCommandEncoder];
     if (!encoder_) throw_error(LANES_ERR_DEVICE, "metal: could not create a compute encoder");

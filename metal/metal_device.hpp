@@ -18,6 +18,7 @@
 
 #include "../ffi/src/backend.hpp"
 #include "../ffi/src/gpu/device_completions.hpp"
+#include "../ffi/src/gpu/range_checks.hpp"
 
 namespace lanes::metal {
 
@@ -71,14 +72,7 @@ class ErrorWords {
   std::vector<Word> free_;
 };
 
-// A range-checking kernel's error word and what its message needs (gpu::range_error): a take
-// index (`what` null) or a per-row offset or key length.
-struct TakeCheck {
-  ErrorWords::Word word;
-  int axis;
-  int64_t dim;
-  const char* what = nullptr;
-};
+using TakeCheck = gpu::RangeCheck<ErrorWords::Word>;
 
 struct Device {
   id<MTLDevice> device;
@@ -131,20 +125,9 @@ struct Dispatch {
   bool per_thread = true;
 };
 
-// A translated command (or, in a plan instance, every command of the plan). Its error words go
-// back when it is destroyed, after its epoch completed.
-class MetalPrepared final : public Prepared {
- public:
-  explicit MetalPrepared(ErrorWords& words) : words_(words) {}
-  ~MetalPrepared() override {
-    for (const TakeCheck& t : checks) words_.give_back(t.word);
-  }
-  std::vector<Dispatch> dispatches;
-  std::vector<TakeCheck> checks;
-
- private:
-  ErrorWords& words_;
-};
+// A translated command (or, in a plan instance, every command of the plan): its dispatches and
+// range checks.
+using MetalPrepared = gpu::Prepared<Dispatch, ErrorWords>;
 
 // What recording one command needs.
 struct RecordContext {
