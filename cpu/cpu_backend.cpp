@@ -2,6 +2,8 @@
 // on an executor thread, cross-stream waits on the other queue's fence, and completion
 // reported from that thread. Every race a GPU backend could expose is exercised here too,
 // under TSan.
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -126,6 +128,7 @@ class CpuQueue final : public Queue {
     {
       std::lock_guard lock(mutex_);
       pending_.push_back(Submission{std::move(cpu), sequence, done});
+      submitted_.fetch_add(1, std::memory_order_release);
     }
     ready_.notify_one();
   }
@@ -138,14 +141,19 @@ class CpuQueue final : public Queue {
   };
 
   void loop() {
+    uint64_t taken = 0;
     for (;;) {
       Submission next;
+      // The next submission usually follows within microseconds (a stream's next eval, a
+      // compiled step's replay): catching it spinning spares both threads a futex wake.
+      spin_until([&] { return submitted_.load(std::memory_order_acquire) != taken; }, kIdleSpin);
       {
         std::unique_lock lock(mutex_);
         ready_.wait(lock, [&] { return stopping_ || (!paused_ && !pending_.empty()); });
         if (pending_.empty()) return;  // stopping, and every submission ran
         next = std::move(pending_.front());
         pending_.pop_front();
+        ++taken;
       }
       std::optional<std::string> error = next.buffer->execute();
       next.buffer.reset();
@@ -159,6 +167,8 @@ class CpuQueue final : public Queue {
   std::mutex mutex_;  // leaf: guards the submission list only
   std::condition_variable ready_;
   std::deque<Submission> pending_;
+  std::atomic<uint64_t> submitted_{0};  // submissions ever made; the worker spins on it when idle
+  static constexpr std::chrono::microseconds kIdleSpin{50};
   bool stopping_ = false;
   bool paused_ = false;
   std::thread worker_;
