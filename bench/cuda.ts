@@ -7,6 +7,7 @@ import { join } from "node:path";
 import * as lx from "../src/index.ts";
 import { perOp } from "./per-op.ts";
 import { workerCounts } from "./scaling.ts";
+import { bestMs } from "./timing.ts";
 
 if (lx.backendName() !== "cuda") throw new Error("run with LANES_BACKEND=cuda");
 const here = import.meta.dir;
@@ -73,14 +74,9 @@ if (!concurrencyOnly) {
     using y = lx.softmax(lx.matmul(x, w), -1);
     y.toFloat32Array();
   };
-  for (let i = 0; i < 50; i++) once();
-  let best = Infinity;
-  for (let r = 0; r < 3; r++) {
-    const t = performance.now();
-    for (let i = 0; i < 500; i++) once();
-    best = Math.min(best, (performance.now() - t) / 500);
-  }
-  const us = best * 1000;
+  // Microseconds per round trip: 500 in a row, best of 3 after a warm-up.
+  const perRoundTripUs = (fn: () => void) => (bestMs(() => { for (let i = 0; i < 500; i++) fn(); }, 3) / 500) * 1000;
+  const us = perRoundTripUs(once);
   rows.push({ name: "graph + read round trip (64x64)", unit: "us", lanes: us, torch: torchKernels.read_roundtrip_us!, ratio: torchKernels.read_roundtrip_us! / us });
   console.log(`${"graph + read round trip (64x64)".padEnd(28)} ${us.toFixed(1).padStart(9)} us      torch ${torchKernels.read_roundtrip_us!.toFixed(1).padStart(9)}  ratio ${(torchKernels.read_roundtrip_us! / us).toFixed(2)} (torch time / lanes time)`);
   const step = lx.compile((a: lx.LanesArray) => lx.softmax(lx.matmul(a, w), -1));
@@ -88,14 +84,7 @@ if (!concurrencyOnly) {
     using y = step(x);
     y.toFloat32Array();
   };
-  for (let i = 0; i < 50; i++) compiledOnce();
-  let bestCompiled = Infinity;
-  for (let r = 0; r < 3; r++) {
-    const t = performance.now();
-    for (let i = 0; i < 500; i++) compiledOnce();
-    bestCompiled = Math.min(bestCompiled, (performance.now() - t) / 500);
-  }
-  const cus = bestCompiled * 1000;
+  const cus = perRoundTripUs(compiledOnce);
   rows.push({ name: "compiled graph + read round trip (64x64)", unit: "us", lanes: cus, torch: torchKernels.read_roundtrip_us!, ratio: torchKernels.read_roundtrip_us! / cus });
   console.log(`${"compiled + read round trip".padEnd(28)} ${cus.toFixed(1).padStart(9)} us      torch ${torchKernels.read_roundtrip_us!.toFixed(1).padStart(9)}  ratio ${(torchKernels.read_roundtrip_us! / cus).toFixed(2)} (torch time / lanes time)`);
   step.dispose();

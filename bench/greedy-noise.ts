@@ -18,27 +18,10 @@ import { parseArgs } from "node:util";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import * as lx from "../src/index.ts";
 import { defaultModelPath, loadTextModel } from "../src/models/text-model.ts";
+import { greedyPrompts as prompts } from "../test/support/llama-cpp.ts";
 
 const { values: args } = parseArgs({ options: { system: { type: "boolean", default: false } } });
 
-const prompts = [
-  "What is the capital of France?",
-  "Write a haiku about the sea.",
-  "Explain photosynthesis in one sentence.",
-  "What is 12 times 12?",
-  "Name three primary colors.",
-  "Translate 'good morning' into Spanish.",
-  "Write a Python function that reverses a string.",
-  "Who wrote Romeo and Juliet?",
-  "Give me a tip for sleeping better.",
-  "What is the boiling point of water in Celsius?",
-  "Summarize the plot of Cinderella in two sentences.",
-  "List the planets of the solar system.",
-  "What does CPU stand for?",
-  "Suggest a name for a pet goldfish.",
-  "Why is the sky blue?",
-  "How many legs does a spider have?",
-];
 const system =
   "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Answer briefly, clearly and correctly, in plain English, without repeating the question.";
 

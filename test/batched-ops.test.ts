@@ -4,43 +4,11 @@
 // key prefix; bad offsets, lengths, shapes and dtypes are typed errors.
 import { describe, expect, test } from "bun:test";
 import * as lx from "../src/index.ts";
-import { expectClose, numel, randomData, refRope, rng } from "./support/reference.ts";
+import { expectClose, numel, randomData, refAttention, refRope, rng } from "./support/reference.ts";
 import { roundTo, tolerance } from "./support/tolerance.ts";
 
 const next = rng(4242);
 const floats = ["float32", "float16", "bfloat16"] as const;
-
-// q [B, H, Lq, D], k/v [B, Hk, C, D]: entry b sees only its first lengths[b] keys (causal aligned to their end).
-function refAttentionRows(
-  q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>,
-  [B, H, Lq, D]: [number, number, number, number], [Hk, C]: [number, number], lengths: number[], causal: boolean,
-) {
-  const out = new Float64Array(B * H * Lq * D);
-  const scale = 1 / Math.sqrt(D);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++) {
-      const kv = b * Hk + Math.floor(h / (H / Hk));
-      const Lk = lengths[b]!;
-      for (let i = 0; i < Lq; i++) {
-        const s: number[] = [];
-        for (let j = 0; j < Lk; j++) {
-          if (causal && j > i + Lk - Lq) continue;
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += q[((b * H + h) * Lq + i) * D + d]! * k[(kv * C + j) * D + d]!;
-          s.push(dot * scale);
-        }
-        const m = Math.max(...s);
-        const p = s.map((x) => Math.exp(x - m));
-        const total = p.reduce((a, c) => a + c, 0);
-        for (let d = 0; d < D; d++) {
-          let acc = 0;
-          p.forEach((pj, j) => (acc += pj * v[(kv * C + j) * D + d]!));
-          out[((b * H + h) * Lq + i) * D + d] = s.length ? acc / total : 0;
-        }
-      }
-    }
-  return out;
-}
 
 // target [N, A, C, R] with update [N, A, U, R] written at offsets[n] along axis 2 of entry n.
 function refSliceUpdateRows(target: ArrayLike<number>, [N, A, C, R]: [number, number, number, number], update: ArrayLike<number>, U: number, offsets: number[]) {
@@ -90,7 +58,7 @@ for (const dtype of floats) {
           keyLength: ints(lengths),
         });
         expect(y.shape).toEqual([B, H, Lq, D]);
-        const want = refAttentionRows(q, k, v, [B, H, Lq, D], [Hk, C], lengths, causal);
+        const want = refAttention(q, k, v, { B, H, Lq, D, Hk, Lk: C, Dv: D }, lengths, causal);
         expectClose(y.toFloat32Array(), want, { ...tol, what: `attention rows ${[B, H, Lq, D]} lengths ${lengths}` });
       }
     });
@@ -133,7 +101,7 @@ describe("per-row ops in a compiled plan", () => {
       want = refSliceUpdateRows(want, [B, H, C, D], refRope(kv, [B, H, 1, D], D, 10000, p, false), 1, p);
       const rq = refRope(q, [B, H, 1, D], D, 10000, p, false);
       expectClose(cache.toFloat32Array(), want, { rtol: 1e-6, atol: 1e-6, what: `cache after positions ${p}` });
-      const wantY = refAttentionRows(rq, want, want, [B, H, 1, D], [H, C], p.map((x) => x + 1), true);
+      const wantY = refAttention(rq, want, want, { B, H, Lq: 1, D, Hk: H, Lk: C, Dv: D }, p.map((x) => x + 1), true);
       expectClose(y.toFloat32Array(), wantY, { rtol: 1e-5, atol: 1e-5, what: `attention at positions ${p}` });
     }
     step.dispose();

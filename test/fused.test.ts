@@ -3,7 +3,7 @@
 // every floating dtype with the tolerances of support/tolerance.ts.
 import { describe, expect, test } from "bun:test";
 import * as lx from "../src/index.ts";
-import { expectClose, numel, randomData, refRope, rng } from "./support/reference.ts";
+import { expectClose, numel, randomData, refAttention, refRope, rng } from "./support/reference.ts";
 import { roundTo, tolerance } from "./support/tolerance.ts";
 
 const next = rng(31337);
@@ -22,35 +22,6 @@ function refNorm(x: ArrayLike<number>, D: number, layer: boolean, eps: number, w
     const inv = 1 / Math.sqrt(ss / D + eps);
     for (let i = 0; i < D; i++) out[r * D + i] = (x[r * D + i]! - mean) * inv * (w ? w[i]! : 1) + (b ? b[i]! : 0);
   }
-  return out;
-}
-
-function refAttention(
-  q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>,
-  [B, H, Lq, D]: [number, number, number, number], [Hk, Lk]: [number, number], Dv: number, scale: number, causal: boolean,
-) {
-  const out = new Float64Array(B * H * Lq * Dv);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++) {
-      const kv = b * Hk + Math.floor(h / (H / Hk));
-      for (let i = 0; i < Lq; i++) {
-        const s: number[] = [];
-        for (let j = 0; j < Lk; j++) {
-          if (causal && j > i + Lk - Lq) continue;
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += q[((b * H + h) * Lq + i) * D + d]! * k[(kv * Lk + j) * D + d]!;
-          s.push(dot * scale);
-        }
-        const m = Math.max(...s);
-        const p = s.map((x) => Math.exp(x - m));
-        const total = p.reduce((a, c) => a + c, 0);
-        for (let d = 0; d < Dv; d++) {
-          let acc = 0;
-          p.forEach((pj, j) => (acc += pj * v[(kv * Lk + j) * Dv + d]!));
-          out[((b * H + h) * Lq + i) * Dv + d] = s.length ? acc / total : 0;
-        }
-      }
-    }
   return out;
 }
 
@@ -91,7 +62,7 @@ for (const dtype of floats) {
           { causal },
         );
         expect(y.shape).toEqual([B, H, Lq, Dv]);
-        const want = refAttention(q, k, v, [B, H, Lq, D], [Hk, Lk], Dv, 1 / Math.sqrt(D), causal);
+        const want = refAttention(q, k, v, { B, H, Lq, D, Hk, Lk, Dv }, Lk, causal);
         expectClose(y.toFloat32Array(), want, { ...tol, what: `attention ${[B, H, Lq, D]} kv ${[Hk, Lk]} causal=${causal}` });
       }
     });

@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import * as lx from "../src/index.ts";
-import { expectClose, numel, randomData, refRope, rng, strides } from "./support/reference.ts";
+import { expectClose, numel, randomData, refAttention, refRope, rng, strides } from "./support/reference.ts";
 import { roundTo, tolerance } from "./support/tolerance.ts";
 
 const next = rng(6502);
@@ -135,35 +135,6 @@ describe("sliceUpdate", () => {
   });
 });
 
-// Attention over the first `keyLength` keys; the causal mask is aligned to the end of those keys.
-function refAttention(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, [B, H, Lq, D]: [number, number, number, number], Hk: number, Lk: number, Dv: number, keyLength: number, causal: boolean) {
-  const out = new Float64Array(B * H * Lq * Dv);
-  const scale = 1 / Math.sqrt(D);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++) {
-      const kv = b * Hk + Math.floor(h / (H / Hk));
-      for (let i = 0; i < Lq; i++) {
-        const s: number[] = [], js: number[] = [];
-        for (let j = 0; j < keyLength; j++) {
-          if (causal && j > i + keyLength - Lq) continue;
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += q[((b * H + h) * Lq + i) * D + d]! * k[(kv * Lk + j) * D + d]!;
-          s.push(dot * scale);
-          js.push(j);
-        }
-        const m = Math.max(...s);
-        const p = s.map((x) => Math.exp(x - m));
-        const total = p.reduce((a, c) => a + c, 0);
-        for (let d = 0; d < Dv; d++) {
-          let acc = 0;
-          p.forEach((pj, n) => (acc += pj * v[(kv * Lk + js[n]!) * Dv + d]!));
-          out[((b * H + h) * Lq + i) * Dv + d] = s.length ? acc / total : 0;
-        }
-      }
-    }
-  return out;
-}
-
 describe("attention over a key prefix, rope offsets", () => {
   for (const dtype of ["float32", "float16"] as const) {
     test(`scaledDotProductAttention with keyLength (${dtype})`, () => {
@@ -184,7 +155,7 @@ describe("attention over a key prefix, rope offsets", () => {
         const y = lx.scaledDotProductAttention(lx.array(q, qs, dtype), lx.array(k, [B, Hk, Lk, D], dtype), lx.array(v, [B, Hk, Lk, Dv], dtype), { causal, keyLength });
         expect(y.shape).toEqual([B, H, Lq, Dv]);
         expect(y.dtype).toBe(dtype);
-        const want = refAttention(q, k, v, [B, H, Lq, D], Hk, Lk, Dv, keyLength, causal);
+        const want = refAttention(q, k, v, { B, H, Lq, D, Hk, Lk, Dv }, keyLength, causal);
         expectClose(y.toFloat32Array(), want, { ...tolerance[dtype], what: `attention ${qs} kv ${Hk}x${Lk} keyLength ${keyLength} causal ${causal}` });
       }
       const q = lx.ones([1, 1, 1, 4]), k = lx.ones([1, 1, 3, 4]);

@@ -13,26 +13,7 @@ import { join } from "node:path";
 import * as lx from "../src/index.ts";
 import type { DecoderState } from "../src/models/models.ts";
 import { defaultModelPath, type GgufTextModel, loadTextModel } from "../src/models/text-model.ts";
-import { loadReference, type Reference } from "./support/llama-cpp.ts";
-
-const prompts = [
-  "What is the capital of France?",
-  "Write a haiku about the sea.",
-  "Explain photosynthesis in one sentence.",
-  "What is 12 times 12?",
-  "Name three primary colors.",
-  "Translate 'good morning' into Spanish.",
-  "Write a Python function that reverses a string.",
-  "Who wrote Romeo and Juliet?",
-  "Give me a tip for sleeping better.",
-  "What is the boiling point of water in Celsius?",
-  "Summarize the plot of Cinderella in two sentences.",
-  "List the planets of the solar system.",
-  "What does CPU stand for?",
-  "Suggest a name for a pet goldfish.",
-  "Why is the sky blue?",
-  "How many legs does a spider have?",
-];
+import { greedyPrompts as prompts, loadReference, type Reference } from "./support/llama-cpp.ts";
 
 let model: GgufTextModel;
 let ref: Reference;

@@ -5,7 +5,7 @@
 // builds them gets the same inputs, so children at each LANES_CPU_SIMD level can be compared
 // bit for bit and the parent can check against float64.
 import * as lx from "../../src/index.ts";
-import { randomData, rng } from "./reference.ts";
+import { randomData, refAttention, rng } from "./reference.ts";
 import { roundTo } from "./tolerance.ts";
 
 type FloatDType = "float32" | "float16" | "bfloat16";
@@ -103,31 +103,5 @@ export function runAttention(c: AttentionCase): Float32Array {
 
 /** float64 attention of a case: row (b, h, i) over its entry's first keys, causal aligned to their end. */
 export function referenceAttention(c: AttentionCase): Float64Array {
-  const { B, H, Lq, D, Hk, Lk, Dv } = c.shape;
-  const out = new Float64Array(B * H * Lq * Dv);
-  const scale = 1 / Math.sqrt(D);
-  for (let b = 0; b < B; b++) {
-    const keys = typeof c.keyLength === "number" ? c.keyLength : c.keyLength[b]!;
-    for (let h = 0; h < H; h++) {
-      const kv = b * Hk + Math.floor(h / (H / Hk));
-      for (let i = 0; i < Lq; i++) {
-        const seen = c.causal ? Math.min(keys, Math.max(0, i + keys - Lq + 1)) : keys;
-        const s: number[] = [];
-        for (let j = 0; j < seen; j++) {
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += c.q[((b * H + h) * Lq + i) * D + d]! * c.k[(kv * Lk + j) * D + d]!;
-          s.push(dot * scale);
-        }
-        const m = Math.max(...s);
-        const p = s.map((x) => Math.exp(x - m));
-        const total = p.reduce((a, x) => a + x, 0);
-        for (let d = 0; d < Dv; d++) {
-          let acc = 0;
-          p.forEach((pj, j) => (acc += pj * c.v[(kv * Lk + j) * Dv + d]!));
-          out[((b * H + h) * Lq + i) * Dv + d] = seen ? acc / total : 0;
-        }
-      }
-    }
-  }
-  return out;
+  return refAttention(c.q, c.k, c.v, c.shape, c.keyLength, c.causal);
 }

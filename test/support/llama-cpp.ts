@@ -4,6 +4,26 @@
  */
 import { type ControlledEvaluateInputItem, getLlama, type LlamaContext, LlamaLogLevel, type LlamaModel, type Token } from "node-llama-cpp";
 
+/** The 16 chat prompts whose greedy answers lanes and llama.cpp are compared on (test/llm.test.ts, bench/greedy-noise.ts). */
+export const greedyPrompts = [
+  "What is the capital of France?",
+  "Write a haiku about the sea.",
+  "Explain photosynthesis in one sentence.",
+  "What is 12 times 12?",
+  "Name three primary colors.",
+  "Translate 'good morning' into Spanish.",
+  "Write a Python function that reverses a string.",
+  "Who wrote Romeo and Juliet?",
+  "Give me a tip for sleeping better.",
+  "What is the boiling point of water in Celsius?",
+  "Summarize the plot of Cinderella in two sentences.",
+  "List the planets of the solar system.",
+  "What does CPU stand for?",
+  "Suggest a name for a pet goldfish.",
+  "Why is the sky blue?",
+  "How many legs does a spider have?",
+];
+
 // node-llama-cpp brands token ids; ours are plain numbers.
 const asTokens = (ids: readonly number[]): Token[] => ids.map((id) => id as Token);
 

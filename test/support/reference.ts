@@ -299,3 +299,52 @@ export function refRope(
   }
   return out;
 }
+
+/** The dimensions of an attention: q [B, H, Lq, D], k [B, Hk, Lk, D], v [B, Hk, Lk, Dv]. */
+export interface AttentionShape {
+  B: number;
+  H: number;
+  Lq: number;
+  D: number;
+  Hk: number;
+  Lk: number;
+  Dv: number;
+}
+
+/**
+ * Scaled dot-product attention in float64, scale 1/√D, query head h reading key head
+ * h / (H / Hk). Entry b attends to its first `keyLength` (or keyLength[b]) keys, and with
+ * `causal` query row i sees them up to i + keys − Lq (aligned to their end); a row that sees
+ * none is 0.
+ */
+export function refAttention(
+  q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, { B, H, Lq, D, Hk, Lk, Dv }: AttentionShape,
+  keyLength: number | readonly number[], causal: boolean,
+): Float64Array {
+  const out = new Float64Array(B * H * Lq * Dv);
+  const scale = 1 / Math.sqrt(D);
+  for (let b = 0; b < B; b++) {
+    const keys = typeof keyLength === "number" ? keyLength : keyLength[b]!;
+    for (let h = 0; h < H; h++) {
+      const kv = b * Hk + Math.floor(h / (H / Hk));
+      for (let i = 0; i < Lq; i++) {
+        const seen = causal ? Math.min(keys, Math.max(0, i + keys - Lq + 1)) : keys;
+        const s: number[] = [];
+        for (let j = 0; j < seen; j++) {
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += q[((b * H + h) * Lq + i) * D + d]! * k[(kv * Lk + j) * D + d]!;
+          s.push(dot * scale);
+        }
+        const m = Math.max(...s);
+        const p = s.map((x) => Math.exp(x - m));
+        const total = p.reduce((a, x) => a + x, 0);
+        for (let d = 0; d < Dv; d++) {
+          let acc = 0;
+          p.forEach((pj, j) => (acc += pj * v[(kv * Lk + j) * Dv + d]!));
+          out[((b * H + h) * Lq + i) * Dv + d] = seen ? acc / total : 0;
+        }
+      }
+    }
+  }
+  return out;
+}
