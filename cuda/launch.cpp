@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "../ffi/src/gpu/kernel_layout.hpp"
+#include "../ffi/src/gpu/op_dispatch.hpp"
 #include "../ffi/src/status.hpp"
 #include "device.hpp"
 
@@ -86,23 +87,27 @@ CUdeviceptr contiguous(const TensorArg& a, LaunchContext& ctx) {
   return dst;
 }
 
+}  // namespace
+
+// The op kernels, in lanes::cuda beside LaunchContext, where gpu::translate_op finds them.
+
 // ---- creation ----------------------------------------------------------------------------------
 
-void full(const Command& c, LaunchContext& ctx) {
+static void full(const Command& c, LaunchContext& ctx) {
   CUdeviceptr y = data_ptr(c.output);
   int64_t n = numel(c.output.shape);
   uint32_t bits = gpu::storage_bits(c.output.dtype, c.params.scalars[0]);
   launch_1d(ctx, "fill_" + size_suffix(c.output.dtype), n, y, n, bits);
 }
 
-void arange(const Command& c, LaunchContext& ctx) {
+static void arange(const Command& c, LaunchContext& ctx) {
   CUdeviceptr y = data_ptr(c.output);
   int64_t n = numel(c.output.shape);
   double start = c.params.scalars[0], step = c.params.scalars[1];
   launch_1d(ctx, std::string("arange_") + suffix(c.output.dtype), n, y, n, start, step);
 }
 
-void random(const Command& c, LaunchContext& ctx) {
+static void random(const Command& c, LaunchContext& ctx) {
   CUdeviceptr y = data_ptr(c.output);
   int64_t n = numel(c.output.shape);
   uint64_t seed = c.params.seed;
@@ -113,7 +118,7 @@ void random(const Command& c, LaunchContext& ctx) {
 
 // ---- elementwise -------------------------------------------------------------------------------
 
-void unary(const Command& c, LaunchContext& ctx) {
+static void unary(const Command& c, LaunchContext& ctx) {
   const TensorArg& x = c.inputs[0];
   int64_t n = numel(c.output.shape);
   Walk w = collapse(c.output.shape, {read_strides(x, c.output.shape)}, {x.offset});
@@ -123,7 +128,7 @@ void unary(const Command& c, LaunchContext& ctx) {
   launch_1d(ctx, std::string("unary_") + suffix(c.output.dtype), n, y, xp, w.strides[0], w.shape, n, op, flags);
 }
 
-void binary(const Command& c, LaunchContext& ctx) {
+static void binary(const Command& c, LaunchContext& ctx) {
   const TensorArg &a = c.inputs[0], &b = c.inputs[1];
   const Shape& s = c.output.shape;
   int64_t n = numel(s);
@@ -135,7 +140,7 @@ void binary(const Command& c, LaunchContext& ctx) {
             flags);
 }
 
-void binary_scalar(const Command& c, LaunchContext& ctx) {
+static void binary_scalar(const Command& c, LaunchContext& ctx) {
   const TensorArg& a = c.inputs[0];
   const Shape& s = c.output.shape;
   int64_t n = numel(s);
@@ -150,7 +155,7 @@ void binary_scalar(const Command& c, LaunchContext& ctx) {
 
 // The target copied to the output unless it was donated (then they share memory), then the
 // update written at the offset: both are strided copies.
-void slice_update(const Command& c, LaunchContext& ctx) {
+static void slice_update(const Command& c, LaunchContext& ctx) {
   const TensorArg &target = c.inputs[0], &update = c.inputs[1];
   int axis = c.params.axis;
   int64_t offset = static_cast<int64_t>(c.params.scalars[0]);
@@ -183,7 +188,7 @@ void slice_update(const Command& c, LaunchContext& ctx) {
   if (n) launch_1d(ctx, "copy_at_" + size_suffix(c.output.dtype), n, y, w.strides[0], base_ptr(update), w.strides[1], w.shape, n, dyn, step);
 }
 
-void where(const Command& c, LaunchContext& ctx) {
+static void where(const Command& c, LaunchContext& ctx) {
   const TensorArg &cond = c.inputs[0], &a = c.inputs[1], &b = c.inputs[2];
   const Shape& s = c.output.shape;
   int64_t n = numel(s);
@@ -193,9 +198,9 @@ void where(const Command& c, LaunchContext& ctx) {
             w.shape, n);
 }
 
-void dequantize(const Command& c, LaunchContext& ctx);
+static void dequantize(const Command& c, LaunchContext& ctx);
 
-void astype(const Command& c, LaunchContext& ctx) {
+static void astype(const Command& c, LaunchContext& ctx) {
   const TensorArg& x = c.inputs[0];
   if (is_quantized(x.dtype)) {
     if (x.dtype != c.output.dtype) return dequantize(c, ctx);
@@ -215,7 +220,7 @@ void astype(const Command& c, LaunchContext& ctx) {
 }
 
 // A read queued behind the kernels that produce its input (the input is contiguous).
-void download(const Command& c, LaunchContext& ctx) {
+static void download(const Command& c, LaunchContext& ctx) {
   const TensorArg& x = c.inputs[0];
   StreamOp op;
   op.host_dst = c.params.host_staging;
@@ -226,7 +231,7 @@ void download(const Command& c, LaunchContext& ctx) {
 
 // ---- shape ops -------------------------------------------------------------------------------
 
-void concatenate(const Command& c, LaunchContext& ctx) {
+static void concatenate(const Command& c, LaunchContext& ctx) {
   const Shape& ys = c.output.shape;
   int axis = c.params.axis;
   Shape out_strides = contiguous_strides(ys);
@@ -243,9 +248,9 @@ void concatenate(const Command& c, LaunchContext& ctx) {
   }
 }
 
-void take_quantized(const Command& c, LaunchContext& ctx);
+static void take_quantized(const Command& c, LaunchContext& ctx);
 
-void take(const Command& c, LaunchContext& ctx) {
+static void take(const Command& c, LaunchContext& ctx) {
   const TensorArg &a = c.inputs[0], &indices = c.inputs[1];
   if (is_quantized(a.dtype)) return take_quantized(c, ctx);
   int axis = c.params.axis;
@@ -261,13 +266,13 @@ void take(const Command& c, LaunchContext& ctx) {
 
 // ---- reductions and rows -----------------------------------------------------------------------
 
-void launch_rows(LaunchContext& ctx, const std::string& prefix, int group, int64_t rows, const auto&... args) {
+static void launch_rows(LaunchContext& ctx, const std::string& prefix, int group, int64_t rows, const auto&... args) {
   int64_t per_block = 256 / group;
   unsigned grid = static_cast<unsigned>((rows + per_block - 1) / per_block);
   launch(ctx, prefix + "_g" + std::to_string(group), grid, 1, 1, 256, 0, args...);
 }
 
-void reduce(const Command& c, LaunchContext& ctx) {
+static void reduce(const Command& c, LaunchContext& ctx) {
   const TensorArg& x = c.inputs[0];
   gpu::ReduceLayout L = gpu::reduce_layout(x, c.params.axes);
   CUdeviceptr src;
@@ -289,7 +294,7 @@ void reduce(const Command& c, LaunchContext& ctx) {
   launch_rows(ctx, std::string("reduce_") + suffix(x.dtype), group_for(R, inner), outputs, y, src, outer, R, inner, op);
 }
 
-void softmax(const Command& c, LaunchContext& ctx) {
+static void softmax(const Command& c, LaunchContext& ctx) {
   const Shape& s = c.output.shape;
   int axis = c.params.axis;
   int64_t outer = 1, L = s[axis], inner = 1;
@@ -302,7 +307,7 @@ void softmax(const Command& c, LaunchContext& ctx) {
               outer, L, inner);
 }
 
-void norm(const Command& c, LaunchContext& ctx, bool layer) {
+static void norm(const Command& c, LaunchContext& ctx, bool layer) {
   int64_t D = c.output.shape.back();
   int64_t rows = D ? numel(c.output.shape) / D : 0;
   if (rows == 0) return;
@@ -318,7 +323,7 @@ void norm(const Command& c, LaunchContext& ctx, bool layer) {
 
 // ---- fused ops -------------------------------------------------------------------------------
 
-void attention(const Command& c, LaunchContext& ctx) {
+static void attention(const Command& c, LaunchContext& ctx) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
   int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Lk = ks[2], Dv = vs[3];
   int64_t used = static_cast<int64_t>(c.params.scalars[1]);  // keys in use: a prefix of k and v
@@ -342,7 +347,7 @@ void attention(const Command& c, LaunchContext& ctx) {
          k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
 }
 
-void rope(const Command& c, LaunchContext& ctx) {
+static void rope(const Command& c, LaunchContext& ctx) {
   const Shape& s = c.output.shape;
   int64_t D = s.back(), L = s[s.size() - 2];
   int64_t rows = D ? numel(s) / D : 0;
@@ -369,7 +374,7 @@ void rope(const Command& c, LaunchContext& ctx) {
 // (docs/CUDA.md, bench/quant-rows.ts).
 constexpr int64_t kMatvecRows = 16;
 
-void quantized_matmul(const Command& c, LaunchContext& ctx) {
+static void quantized_matmul(const Command& c, LaunchContext& ctx) {
   const TensorArg &x = c.inputs[0], &w = c.inputs[1];
   int64_t k = x.shape.back(), n = w.shape[0];
   int64_t m = k ? numel(x.shape) / k : 0;
@@ -397,7 +402,7 @@ void quantized_matmul(const Command& c, LaunchContext& ctx) {
          m, n, k, a_row, a_col, b_row, b_col, kb, ab, bb, batches);
 }
 
-void take_quantized(const Command& c, LaunchContext& ctx) {
+static void take_quantized(const Command& c, LaunchContext& ctx) {
   const TensorArg &a = c.inputs[0], &indices = c.inputs[1];
   int64_t dim = a.shape[0], k = a.shape[1], count = numel(indices.shape);
   if (count == 0 || k == 0) return;
@@ -406,7 +411,7 @@ void take_quantized(const Command& c, LaunchContext& ctx) {
   launch_1d(ctx, std::string("take_dequantize_") + suffix(a.dtype), count * k / 2, y, wp, idx, count, k, dim, err);
 }
 
-void dequantize(const Command& c, LaunchContext& ctx) {
+static void dequantize(const Command& c, LaunchContext& ctx) {
   const TensorArg& x = c.inputs[0];
   int64_t count = numel(x.shape);
   if (count == 0) return;
@@ -414,7 +419,7 @@ void dequantize(const Command& c, LaunchContext& ctx) {
   launch_1d(ctx, std::string("dequantize_") + suffix(x.dtype) + "_to_f32", count / 2, y, wp, count);
 }
 
-void matmul(const Command& c, LaunchContext& ctx) {
+static void matmul(const Command& c, LaunchContext& ctx) {
   const Shape& ys = c.output.shape;
   int nd = static_cast<int>(ys.size());
   int64_t M = ys[nd - 2], N = ys[nd - 1], K = c.inputs[0].shape.back();
@@ -456,36 +461,6 @@ void matmul(const Command& c, LaunchContext& ctx) {
          batches);
 }
 
-}  // namespace
-
-void translate(const Command& c, LaunchContext& ctx) {
-  switch (c.op) {
-    case OpCode::Full: return full(c, ctx);
-    case OpCode::Arange: return arange(c, ctx);
-    case OpCode::Random: return random(c, ctx);
-    case OpCode::Unary: return unary(c, ctx);
-    case OpCode::Binary: return binary(c, ctx);
-    case OpCode::BinaryScalar: return binary_scalar(c, ctx);
-    case OpCode::SliceUpdate: return slice_update(c, ctx);
-    case OpCode::Where: return where(c, ctx);
-    case OpCode::AsType: return astype(c, ctx);
-    case OpCode::Matmul: return matmul(c, ctx);
-    case OpCode::Reduce: return reduce(c, ctx);
-    case OpCode::Softmax: return softmax(c, ctx);
-    case OpCode::Concatenate: return concatenate(c, ctx);
-    case OpCode::Take: return take(c, ctx);
-    case OpCode::RmsNorm: return norm(c, ctx, false);
-    case OpCode::LayerNorm: return norm(c, ctx, true);
-    case OpCode::Attention: return attention(c, ctx);
-    case OpCode::Rope: return rope(c, ctx);
-    case OpCode::Download: return download(c, ctx);
-    case OpCode::FromData:
-    case OpCode::View:
-    case OpCode::QuantizedMatmul: return quantized_matmul(c, ctx);
-    case OpCode::Placeholder:
-    case OpCode::PlanOutput: break;
-  }
-  throw_error(LANES_ERR_INTERNAL, std::string("cuda backend: no kernel for ") + op_name(c.op, c.params.subop));
-}
+void translate(const Command& c, LaunchContext& ctx) { gpu::translate_op(c, ctx, "cuda"); }
 
 }  // namespace lanes::cuda

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "../ffi/src/gpu/kernel_layout.hpp"
+#include "../ffi/src/gpu/op_dispatch.hpp"
 #include "../ffi/src/status.hpp"
 #include "kernel_params.hpp"
 #include "metal_device.hpp"
@@ -184,9 +185,13 @@ const void* contiguous(const TensorArg& a, RecordContext& ctx) {
   return dst;
 }
 
+}  // namespace
+
+// The op kernels, in lanes::metal beside RecordContext, where gpu::translate_op finds them.
+
 // ---- creation --------------------------------------------------------------------------------
 
-void full(const Command& c, RecordContext& ctx) {
+static void full(const Command& c, RecordContext& ctx) {
   int64_t n = numel(c.output.shape);
   if (!n) return;
   FillParams p{.n = n,
@@ -203,7 +208,7 @@ void full(const Command& c, RecordContext& ctx) {
   emit(ctx, std::move(d));
 }
 
-void arange(const Command& c, RecordContext& ctx) {
+static void arange(const Command& c, RecordContext& ctx) {
   int64_t n = numel(c.output.shape);
   if (!n) return;
   double start = c.params.scalars[0], step = c.params.scalars[1];
@@ -222,7 +227,7 @@ void arange(const Command& c, RecordContext& ctx) {
   emit(ctx, std::move(d));
 }
 
-void random(const Command& c, RecordContext& ctx) {
+static void random(const Command& c, RecordContext& ctx) {
   int64_t n = numel(c.output.shape);
   if (!n) return;
   if (c.params.subop != LANES_RANDOM_UNIFORM && c.params.subop != LANES_RANDOM_NORMAL)
@@ -243,7 +248,7 @@ void random(const Command& c, RecordContext& ctx) {
 // ---- elementwise -------------------------------------------------------------------------------
 
 // Unary, astype: one input read through strides.
-void map1(const Command& c, RecordContext& ctx, const std::string& name) {
+static void map1(const Command& c, RecordContext& ctx, const std::string& name) {
   const TensorArg& x = c.inputs[0];
   int64_t n = numel(c.output.shape);
   if (!n) return;
@@ -256,12 +261,12 @@ void map1(const Command& c, RecordContext& ctx, const std::string& name) {
   emit(ctx, std::move(d));
 }
 
-void unary(const Command& c, RecordContext& ctx) {
+static void unary(const Command& c, RecordContext& ctx) {
   check_subop(c, kUnaryOps);
   map1(c, ctx, std::string("unary_") + suffix(c.output.dtype));
 }
 
-void binary(const Command& c, RecordContext& ctx) {
+static void binary(const Command& c, RecordContext& ctx) {
   check_subop(c, kBinaryOps);
   const TensorArg &a = c.inputs[0], &b = c.inputs[1];
   const Shape& s = c.output.shape;
@@ -279,7 +284,7 @@ void binary(const Command& c, RecordContext& ctx) {
 
 // `a op scalar`, or `scalar op a` (flags & 1): the scalar stored as a's type first, exactly as an
 // array of that type would hold it.
-void binary_scalar(const Command& c, RecordContext& ctx) {
+static void binary_scalar(const Command& c, RecordContext& ctx) {
   check_subop(c, kBinaryOps);
   const TensorArg& a = c.inputs[0];
   const Shape& s = c.output.shape;
@@ -304,7 +309,7 @@ void binary_scalar(const Command& c, RecordContext& ctx) {
 
 // The target copied to the output unless it was donated (flags & 1: then they share memory),
 // then the update written at the offset along the axis: both are strided copies.
-void slice_update(const Command& c, RecordContext& ctx) {
+static void slice_update(const Command& c, RecordContext& ctx) {
   const TensorArg &target = c.inputs[0], &update = c.inputs[1];
   size_t axis = static_cast<size_t>(c.params.axis);
   bool dynamic = ctx.dynamic(c.params, 0);  // checked by the plan at each replay
@@ -346,7 +351,7 @@ void slice_update(const Command& c, RecordContext& ctx) {
   emit(ctx, std::move(d));
 }
 
-void where(const Command& c, RecordContext& ctx) {
+static void where(const Command& c, RecordContext& ctx) {
   const TensorArg &cond = c.inputs[0], &a = c.inputs[1], &b = c.inputs[2];
   const Shape& s = c.output.shape;
   int64_t n = numel(s);
@@ -362,9 +367,9 @@ void where(const Command& c, RecordContext& ctx) {
   emit(ctx, std::move(d));
 }
 
-void dequantize(const Command& c, RecordContext& ctx);
+static void dequantize(const Command& c, RecordContext& ctx);
 
-void astype(const Command& c, RecordContext& ctx) {
+static void astype(const Command& c, RecordContext& ctx) {
   const TensorArg& x = c.inputs[0];
   if (!is_quantized(x.dtype))
     return map1(c, ctx, std::string("astype_") + suffix(x.dtype) + "_" + suffix(c.output.dtype));
@@ -384,7 +389,7 @@ void astype(const Command& c, RecordContext& ctx) {
 
 // ---- shape ops -------------------------------------------------------------------------------
 
-void concatenate(const Command& c, RecordContext& ctx) {
+static void concatenate(const Command& c, RecordContext& ctx) {
   Shape out_strides = contiguous_strides(c.output.shape);
   size_t axis = static_cast<size_t>(c.params.axis);
   int64_t at = 0;
@@ -398,9 +403,9 @@ void concatenate(const Command& c, RecordContext& ctx) {
   }
 }
 
-void take_quantized(const Command& c, RecordContext& ctx);
+static void take_quantized(const Command& c, RecordContext& ctx);
 
-void take(const Command& c, RecordContext& ctx) {
+static void take(const Command& c, RecordContext& ctx) {
   const TensorArg &a = c.inputs[0], &indices = c.inputs[1];
   if (is_quantized(a.dtype)) return take_quantized(c, ctx);
   size_t axis = static_cast<size_t>(c.params.axis);
@@ -424,12 +429,12 @@ void take(const Command& c, RecordContext& ctx) {
 // ---- reductions and rows -----------------------------------------------------------------------
 
 // The row kernels: `group` threads per row, 256 threads per threadgroup.
-void dispatch_rows(Dispatch& d, int group, int64_t rows) {
+static void dispatch_rows(Dispatch& d, int group, int64_t rows) {
   int64_t per_group = static_cast<int64_t>(kGroupThreads) / group;
   dispatch_groups(d, MTLSizeMake(ns((rows + per_group - 1) / per_group), 1, 1), MTLSizeMake(kGroupThreads, 1, 1));
 }
 
-void reduce(const Command& c, RecordContext& ctx) {
+static void reduce(const Command& c, RecordContext& ctx) {
   check_subop(c, kReduceOps);
   const TensorArg& x = c.inputs[0];
   gpu::ReduceLayout L = gpu::reduce_layout(x, c.params.axes);
@@ -465,7 +470,7 @@ void reduce(const Command& c, RecordContext& ctx) {
   emit(ctx, std::move(d));
 }
 
-void softmax(const Command& c, RecordContext& ctx) {
+static void softmax(const Command& c, RecordContext& ctx) {
   const Shape& s = c.output.shape;
   size_t axis = static_cast<size_t>(c.params.axis);
   RowsParams p{.outer = 1, .len = s[axis], .inner = 1, .op = 0, .layer = 0, .has_weight = 0, .has_bias = 0, .eps = 0};
@@ -482,7 +487,7 @@ void softmax(const Command& c, RecordContext& ctx) {
   emit(ctx, std::move(d));
 }
 
-void norm(const Command& c, RecordContext& ctx, bool layer) {
+static void norm(const Command& c, RecordContext& ctx, bool layer) {
   int64_t D = c.output.shape.back();
   int64_t count = D ? numel(c.output.shape) / D : 0;
   if (!count) return;
@@ -511,7 +516,7 @@ void norm(const Command& c, RecordContext& ctx, bool layer) {
 
 // ---- fused ops -------------------------------------------------------------------------------
 
-void attention(const Command& c, RecordContext& ctx) {
+static void attention(const Command& c, RecordContext& ctx) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
   // Keys in use: a prefix of k and v (scalars[1]); a plan's is checked at each replay, a
   // per-row one (a fourth input) by the kernel.
@@ -551,7 +556,7 @@ void attention(const Command& c, RecordContext& ctx) {
   emit(ctx, std::move(d));
 }
 
-void rope(const Command& c, RecordContext& ctx) {
+static void rope(const Command& c, RecordContext& ctx) {
   const Shape& s = c.output.shape;
   int64_t D = s.back();
   double offset = std::floor(c.params.scalars[2]);  // the position offset: its floor, then the fraction
@@ -590,7 +595,7 @@ constexpr NSUInteger kSimdgroupThreads = 128;
 // element). The SIMD-group kernel where the GPU has SIMD-group matrices and the output holds at
 // least one whole 32x32 tile; the 16x16 kernel for smaller outputs (a 32x32 tile would mostly
 // idle) and other GPUs.
-void matmul_dispatch(RecordContext& ctx, const MatmulParams& p, DType dtype, const void* y, const void* a, const void* b) {
+static void matmul_dispatch(RecordContext& ctx, const MatmulParams& p, DType dtype, const void* y, const void* a, const void* b) {
   Dispatch d;
   int64_t tile = 16;
   if (ctx.device.simdgroup_matrix && p.M >= kSimdgroupTile && p.N >= kSimdgroupTile) {
@@ -610,7 +615,7 @@ void matmul_dispatch(RecordContext& ctx, const MatmulParams& p, DType dtype, con
   emit(ctx, std::move(d));
 }
 
-void matmul(const Command& c, RecordContext& ctx) {
+static void matmul(const Command& c, RecordContext& ctx) {
   const Shape& ys = c.output.shape;
   size_t nd = ys.size();
   MatmulParams p{};
@@ -645,7 +650,7 @@ void matmul(const Command& c, RecordContext& ctx) {
 // prompt) dequantize the weights once into scratch and take the dense float32 matmul.
 constexpr int64_t kMatvecRows = 16;
 
-void dequantize_into(RecordContext& ctx, DType type, const void* weights, const void* out, int64_t count) {
+static void dequantize_into(RecordContext& ctx, DType type, const void* weights, const void* out, int64_t count) {
   Dispatch d = kernel(ctx, std::string("dequantize_") + suffix(type) + "_to_f32");
   bind(ctx, d, out, 0);
   bind(ctx, d, weights, 1);
@@ -654,7 +659,7 @@ void dequantize_into(RecordContext& ctx, DType type, const void* weights, const 
   emit(ctx, std::move(d));
 }
 
-void quantized_matmul(const Command& c, RecordContext& ctx) {
+static void quantized_matmul(const Command& c, RecordContext& ctx) {
   const TensorArg &x = c.inputs[0], &w = c.inputs[1];
   int64_t k = x.shape.back(), n = w.shape[0];
   int64_t m = k ? numel(x.shape) / k : 0;
@@ -691,7 +696,7 @@ void quantized_matmul(const Command& c, RecordContext& ctx) {
   emit(ctx, std::move(d));
 }
 
-void take_quantized(const Command& c, RecordContext& ctx) {
+static void take_quantized(const Command& c, RecordContext& ctx) {
   const TensorArg &a = c.inputs[0], &indices = c.inputs[1];
   int64_t dim = a.shape[0], k = a.shape[1], count = numel(indices.shape);
   if (count == 0 || k == 0) return;
@@ -706,7 +711,13 @@ void take_quantized(const Command& c, RecordContext& ctx) {
   emit(ctx, std::move(d));
 }
 
-void dequantize(const Command& c, RecordContext& ctx) {
+// The core issues Download only for a backend whose read_staging() gives memory; Metal's does not
+// (a read is a memcpy from shared memory after the wait).
+static void download(const Command& c, RecordContext&) {
+  throw_error(LANES_ERR_INTERNAL, std::string("metal backend: no kernel for ") + op_name(c.op, c.params.subop));
+}
+
+static void dequantize(const Command& c, RecordContext& ctx) {
   const TensorArg& x = c.inputs[0];
   int64_t count = numel(x.shape);
   if (count) dequantize_into(ctx, x.dtype, x.data, element_address(c.output), count);
@@ -714,7 +725,7 @@ void dequantize(const Command& c, RecordContext& ctx) {
 
 // ---- replay ----------------------------------------------------------------------------------
 
-void apply(unsigned char* block, const ScalarPatch& p, double v) {
+static void apply(unsigned char* block, const ScalarPatch& p, double v) {
   switch (p.kind) {
     case ScalarPatch::Kind::Int64: {
       int64_t value = p.base + static_cast<int64_t>(std::floor(v)) * p.scale;
@@ -735,40 +746,7 @@ void apply(unsigned char* block, const ScalarPatch& p, double v) {
   throw_error(LANES_ERR_INTERNAL, "metal: unknown scalar patch");
 }
 
-}  // namespace
-
-void record(const Command& c, RecordContext& ctx) {
-  switch (c.op) {
-    case OpCode::Full: return full(c, ctx);
-    case OpCode::Arange: return arange(c, ctx);
-    case OpCode::Random: return random(c, ctx);
-    case OpCode::Unary: return unary(c, ctx);
-    case OpCode::Binary: return binary(c, ctx);
-    case OpCode::BinaryScalar: return binary_scalar(c, ctx);
-    case OpCode::SliceUpdate: return slice_update(c, ctx);
-    case OpCode::Where: return where(c, ctx);
-    case OpCode::AsType: return astype(c, ctx);
-    case OpCode::Matmul: return matmul(c, ctx);
-    case OpCode::Reduce: return reduce(c, ctx);
-    case OpCode::Softmax: return softmax(c, ctx);
-    case OpCode::Concatenate: return concatenate(c, ctx);
-    case OpCode::Take: return take(c, ctx);
-    case OpCode::RmsNorm: return norm(c, ctx, false);
-    case OpCode::LayerNorm: return norm(c, ctx, true);
-    case OpCode::Attention: return attention(c, ctx);
-    case OpCode::Rope: return rope(c, ctx);
-    case OpCode::QuantizedMatmul: return quantized_matmul(c, ctx);
-    // Never a command here: data arrives by upload, views share their source's memory, the core
-    // resolves placeholders and plan outputs, and Download is only issued for a backend whose
-    // read_staging() gives memory (Metal's does not: reads are memcpy after the wait).
-    case OpCode::FromData:
-    case OpCode::View:
-    case OpCode::Placeholder:
-    case OpCode::PlanOutput:
-    case OpCode::Download: break;
-  }
-  throw_error(LANES_ERR_INTERNAL, std::string("metal backend: no kernel for ") + op_name(c.op, c.params.subop));
-}
+void record(const Command& c, RecordContext& ctx) { gpu::translate_op(c, ctx, "metal"); }
 
 void encode_dispatch(id<MTLComputeCommandEncoder> encoder, const Dispatch& d, const double* scalars, int count,
                      const ErrorWords::Word* word) {
