@@ -77,6 +77,7 @@ export const symbols = {
   lanes_completion_queue_release: { args: [u64], returns: i32 },
   lanes_completion_queue_drain: { args: [u64, pointer, pointer, i32, pointer], returns: i32 },
   lanes_completion_queue_wait: { args: [u64, u32], returns: i32 },
+  lanes_completion_queue_spin: { args: [u64, u32, pointer], returns: i32 },
   lanes_completion_queue_fd: { args: [u64, pointer], returns: i32 },
 } as const;
 

@@ -252,6 +252,10 @@ LANES_API lanes_status lanes_completion_queue_release(uint64_t queue);    /* any
 LANES_API lanes_status lanes_completion_queue_drain(uint64_t queue, uint64_t* out_tokens, int32_t* out_status,
                                                     int32_t capacity, int32_t* out_count); /* any thread; never blocks */
 LANES_API lanes_status lanes_completion_queue_wait(uint64_t queue, uint32_t timeout_ms); /* any thread; blocks until non-empty or timeout */
+/* Spins without sleeping until the queue is non-empty or `max_us` (at most 1000) have passed;
+ * *out_ready is 1 if it is non-empty. For a caller that expects a completion within
+ * microseconds and would pay more for an event-loop wake-up. */
+LANES_API lanes_status lanes_completion_queue_spin(uint64_t queue, uint32_t max_us, int32_t* out_ready); /* any thread */
 /* A file descriptor that becomes readable when a completion is posted to an empty queue, for an
  * event loop to poll (bytes written to it carry no meaning: drain the queue when it wakes).
  * Owned by the queue; closed when the queue is released. */

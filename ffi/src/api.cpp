@@ -93,6 +93,9 @@ thread_local ThreadHandles t_handles;
 
 uint32_t owner_token() { return t_handles.tracking ? this_thread_token() : 0; }
 
+// A completion-queue spin holds its thread; longer waits belong to the fd or to wait().
+constexpr uint32_t kMaxQueueSpinMicros = 1000;
+
 void publish(NodePtr node, uint64_t* out) { *out = running_runtime().arrays.insert(std::move(node), owner_token()); }
 
 StreamPtr stream_at(uint64_t handle) { return running_runtime().stream_or_default(handle); }
@@ -689,6 +692,16 @@ lanes_status lanes_completion_queue_drain(uint64_t queue, uint64_t* out_tokens, 
 
 lanes_status lanes_completion_queue_wait(uint64_t queue, uint32_t timeout_ms) {
   return abi_guard([&] { running_runtime().queues.get(queue)->wait(timeout_ms); });
+}
+
+lanes_status lanes_completion_queue_spin(uint64_t queue, uint32_t max_us, int32_t* out_ready) {
+  return abi_guard([&] {
+    require(out_ready, "completion_queue_spin: out");
+    if (max_us > kMaxQueueSpinMicros)
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "completion_queue_spin: " + std::to_string(max_us) + " us is over the " +
+                                                  std::to_string(kMaxQueueSpinMicros) + " us a spin may take");
+    *out_ready = running_runtime().queues.get(queue)->spin(std::chrono::microseconds(max_us)) ? 1 : 0;
+  });
 }
 
 lanes_status lanes_completion_queue_fd(uint64_t queue, int32_t* out_fd) {

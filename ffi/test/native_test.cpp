@@ -327,6 +327,35 @@ void test_dispose_waits_for_in_flight_work() {
   lanes_array_release(pending);
 }
 
+void test_completion_queue_spin() {
+  uint64_t q = 0, s = 0, a = 0, y = 0;
+  OK(lanes_completion_queue_new(&q));
+  int32_t ready = -1;
+  OK(lanes_completion_queue_spin(q, 50, &ready));
+  EXPECT(ready == 0);
+  EXPECT(lanes_completion_queue_spin(q, 1001, &ready) == LANES_ERR_INVALID_ARGUMENT);
+  EXPECT(lanes_completion_queue_spin(q, 10, nullptr) == LANES_ERR_INVALID_ARGUMENT);
+  OK(lanes_stream_new(&s));
+  int64_t shape[1] = {4};
+  OK(lanes_array_full(2.0, LANES_FLOAT32, shape, 1, s, &a));
+  OK(lanes_array_unary(LANES_OP_NEGATIVE, a, s, &y));
+  OK(lanes_eval_async(&y, 1, q, 7));
+  ready = 0;
+  for (int i = 0; i < 5000 && !ready; ++i) OK(lanes_completion_queue_spin(q, 1000, &ready));
+  EXPECT(ready == 1);
+  uint64_t token = 0;
+  int32_t status = -1, count = 0;
+  OK(lanes_completion_queue_drain(q, &token, &status, 1, &count));
+  EXPECT(count == 1 && token == 7 && status == LANES_OK);
+  EXPECT(read(y, 4)[3] == -2.0f);
+  OK(lanes_completion_queue_spin(q, 20, &ready));
+  EXPECT(ready == 0);  // drained: nothing left to report
+  lanes_array_release(y);
+  lanes_array_release(a);
+  lanes_stream_release(s);
+  lanes_completion_queue_release(q);
+}
+
 // ---- a failure part-way through a batch --------------------------------------------------------
 
 // Nodes encoded before an encode fails stay scheduled: they run once, not again on a retry.
@@ -659,6 +688,7 @@ int main(int argc, char** argv) {
   run("stress: tiny epoch budgets rotate every op", test_tiny_epochs);
   run("streams: dispose races with use", test_stream_dispose_races_with_use);
   run("streams: dispose waits for in-flight work, later work is rejected", test_dispose_waits_for_in_flight_work);
+  run("completion queues: a spin sees a posted completion, and only while one is queued", test_completion_queue_spin);
   run("graph: a batch that fails part-way keeps what it encoded (each node runs once)", test_partial_batch_failure_keeps_encoded_nodes);
   run("plans: 8 threads replay one plan on their own streams, equal to serial bitwise", test_plan_replayed_from_threads);
   run("a failed walk releases its claims: later evaluations fail instead of hanging", test_failed_walk_releases_its_claims);
