@@ -48,6 +48,8 @@ class CudaFence final : public Fence {
   const Device& device() const { return device_; }
   CUdeviceptr address() const { return address_; }
   CUdeviceptr mirror() const { return host_.device; }
+  // The mirror as the host reads it: waiting threads poll it (DeviceCompletions::progress).
+  const uint64_t* host_word() const { return reinterpret_cast<const uint64_t*>(host_.host); }
   // Where a stream on `waiter` waits for this counter.
   CUdeviceptr address_for(const Device& waiter) const { return &waiter == &device_ ? address_ : host_.device; }
 
@@ -191,6 +193,13 @@ class CudaQueue final : public Queue {
     return std::make_unique<CudaCommandBuffer>(device_, stream_);
   }
   std::shared_ptr<Fence> fence() override { return fence_; }
+  std::function<void()> progress() override {
+    // Completions free memory (driver calls): the waiting thread needs the device's context.
+    return [device = &device_] {
+      device->make_current();
+      device->completions->progress();
+    };
+  }
   void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) override;
   void debug_pause(bool paused) override;
 
@@ -288,7 +297,6 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaQueue>(*this, *devices_.at(device_index));
   }
 
-  bool multi_device() const { return devices_.size() > 1; }
   ErrorWords& error_words() { return error_words_; }
 
  private:
@@ -368,14 +376,18 @@ void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence,
   std::shared_ptr<CudaCommandBuffer> b(static_cast<CudaCommandBuffer*>(buffer.release()));
   const Driver& d = driver();
   device_.make_current();
-  void* item = device_.completions->expect([b, done](const std::optional<std::string>& lost) mutable {
-    std::optional<std::string> error = b->error ? b->error : lost ? lost : b->take_error();
-    b.reset();  // error words back before the core finishes (it may free this queue)
-    done->complete(error ? error->c_str() : nullptr);
-  });
-  // Always signal, so other streams' waits and the completion thread move on.
+  void* item = device_.completions->expect(
+      [b, done](const std::optional<std::string>& lost) mutable {
+        std::optional<std::string> error = b->error ? b->error : lost ? lost : b->take_error();
+        b.reset();  // error words back before the core finishes (it may free this queue)
+        done->complete(error ? error->c_str() : nullptr);
+      },
+      fence_->host_word(), sequence);
+  // Always signal, so other streams' waits and the completion thread move on. The host mirror
+  // is written last: with the write's memory barrier, a waiter that reads it sees the epoch's
+  // results, error words and staged reads.
   CUresult r = d.cuStreamWriteValue64(stream_, fence_->address(), sequence, 0);
-  if (r == CUDA_SUCCESS && backend_.multi_device()) r = d.cuStreamWriteValue64(stream_, fence_->mirror(), sequence, 0);
+  if (r == CUDA_SUCCESS) r = d.cuStreamWriteValue64(stream_, fence_->mirror(), sequence, 0);
   if (r == CUDA_SUCCESS) r = d.cuLaunchHostFunc(stream_, &CudaQueue::host_done, item);
   if (r != CUDA_SUCCESS) {
     if (!b->error) b->error = "CUDA stream: " + error_text(r);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -126,6 +127,11 @@ class Queue {
   // failure to submit is reported through `done`.
   virtual void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) = 0;
   virtual std::shared_ptr<Fence> fence() = 0;
+  // What a thread waiting for this queue's work calls while it spins: it runs, on that thread,
+  // the completions of work the device already finished (see gpu::DeviceCompletions). It may
+  // be called after the queue is gone, so it holds only what outlives queues. Empty: nothing
+  // to do, completions come from the backend's own thread.
+  virtual std::function<void()> progress() { return {}; }
   // Test-only: while paused the queue starts no committed buffer (to exercise the watchdog).
   virtual void debug_pause(bool paused) = 0;
 };

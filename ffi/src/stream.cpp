@@ -229,7 +229,9 @@ Stream::Stream(uint64_t id, int device, std::unique_ptr<Queue> queue, std::share
       pool_(std::move(pool)),
       queue_(std::move(queue)),
       fence_(queue_->fence()),
-      finishing_(std::make_shared<Finishing>(timeline_)) {}
+      finishing_(std::make_shared<Finishing>(timeline_)) {
+  timeline_->set_progress(queue_->progress());
+}
 
 Stream::~Stream() { shutdown(); }
 

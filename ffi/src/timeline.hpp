@@ -29,6 +29,9 @@ class Timeline {
   // Blocks until `value` completed; returns its error, if it failed.
   std::optional<std::string> wait(uint64_t value);
 
+  // Set once, before the timeline is shared: what wait() calls while it spins (Queue::progress).
+  void set_progress(std::function<void()> progress) { progress_ = std::move(progress); }
+
   // Error recorded for a completed `value`, if any.
   std::optional<std::string> error_at(uint64_t value) const;
 
@@ -39,6 +42,7 @@ class Timeline {
   std::optional<std::string> error_at_locked(uint64_t value) const;
 
   const uint64_t stream_id_;
+  std::function<void()> progress_;
   std::atomic<uint64_t> completed_{0};
   std::atomic<bool> has_failures_{false};
   mutable RankedMutex mutex_{LockRank::Leaf, "timeline"};

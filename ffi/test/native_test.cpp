@@ -22,6 +22,7 @@
 #include "../../cpu/compute_pool.hpp"
 #include "../../cpu/sgemm.hpp"
 #include "lanes.h"
+#include "gpu/device_completions.hpp"
 #include "runtime.hpp"
 #include "stream.hpp"
 #include "small_vector.hpp"
@@ -354,6 +355,79 @@ void test_completion_queue_spin() {
   lanes_array_release(a);
   lanes_stream_release(s);
   lanes_completion_queue_release(q);
+}
+
+// ---- GPU completions run by a waiting thread -------------------------------------------------
+
+// Two fake queues whose counter words the test writes as a device would. Every epoch must
+// complete exactly once, in its queue's order, whether its callback, the completion thread or
+// a spinning waiter (progress) gets there first.
+void test_device_completions_progress() {
+  std::mutex order_mutex;
+  std::vector<std::pair<int, uint64_t>> order;  // (queue, value) as completed
+  {
+    lanes::gpu::DeviceCompletions completions([]() -> std::optional<std::string> { return std::nullopt; }, nullptr);
+    alignas(8) uint64_t words[2] = {0, 0};  // written with atomic stores, as the device's writes are
+    constexpr uint64_t kEpochs = 2000;
+    std::vector<void*> tokens[2];
+    auto expect = [&](int q, uint64_t v) {
+      tokens[q].push_back(completions.expect(
+          [&, q, v](const std::optional<std::string>& lost) {
+            EXPECT(!lost);
+            std::lock_guard lock(order_mutex);
+            order.emplace_back(q, v);
+          },
+          &words[q], v));
+    };
+    // Without a word written, progress completes nothing.
+    expect(0, 1);
+    completions.progress();
+    EXPECT(order.empty());
+    __atomic_store_n(&words[0], 1, __ATOMIC_RELEASE);
+    completions.progress();
+    EXPECT(order.size() == 1);
+    lanes::gpu::DeviceCompletions::arrive(tokens[0][0]);  // a late callback: no second completion
+
+    std::atomic<bool> stop{false};
+    std::thread waiter([&] {
+      while (!stop.load()) completions.progress();
+    });
+    for (uint64_t v = 2; v <= kEpochs; ++v) {
+      expect(0, v);
+      expect(1, v - 1);
+    }
+    // The "device": counters move on in order, callbacks come after their counter, sometimes
+    // long after (queue 1's come in bursts).
+    std::thread device([&] {
+      uint64_t arrived1 = 1;  // queue 1's next value whose callback is due
+      auto arrive1_through = [&](uint64_t last) {
+        for (; arrived1 <= last; ++arrived1) lanes::gpu::DeviceCompletions::arrive(tokens[1][arrived1 - 1]);
+      };
+      for (uint64_t v = 2; v <= kEpochs; ++v) {
+        __atomic_store_n(&words[0], v, __ATOMIC_RELEASE);
+        lanes::gpu::DeviceCompletions::arrive(tokens[0][v - 1]);
+        __atomic_store_n(&words[1], v - 1, __ATOMIC_RELEASE);
+        if (v % 16 == 0) arrive1_through(v - 1);
+      }
+      arrive1_through(kEpochs - 1);
+    });
+    device.join();
+    for (int i = 0; i < 2000; ++i) {
+      {
+        std::lock_guard lock(order_mutex);
+        if (order.size() == 2 * kEpochs - 1) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    stop = true;
+    waiter.join();
+  }
+  uint64_t next[2] = {1, 1};
+  for (auto [q, v] : order) {
+    EXPECT(v == next[q]);
+    next[q] = v + 1;
+  }
+  EXPECT(next[0] == 2001 && next[1] == 2000);
 }
 
 // ---- a failure part-way through a batch --------------------------------------------------------
@@ -698,6 +772,8 @@ int main(int argc, char** argv) {
   run("sgemm: every SIMD path matches a float64 reference and the others bitwise", test_sgemm_paths);
   run("sgemm: k in two packed stages matches the reference, paths agree bitwise", test_sgemm_staged_k);
   run("sgemm: concurrent fanned-out products equal a lone run bitwise", test_sgemm_concurrent_equals_serial);
+  run("GPU completions: a spinning waiter completes finished epochs once each, in queue order",
+      test_device_completions_progress);
   run("locks: out-of-order acquisition aborts with both lock names",
       [&] { test_lock_order_violation_aborts(argv[0]); });
   std::printf("native: %d passed, %d failed\n", g_passed, g_failed);

@@ -1,6 +1,8 @@
 #include "device_completions.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <vector>
 
 #include "../backend.hpp"
 
@@ -9,6 +11,15 @@ namespace {
 
 constexpr auto kSpin = std::chrono::microseconds(20);
 constexpr auto kSilence = std::chrono::milliseconds(50);
+
+// Set while this thread runs completions: a completion that waits on a timeline must not
+// re-enter progress() (its completing_ is held by this very thread).
+thread_local bool t_completing = false;
+
+struct Completing {
+  Completing() { t_completing = true; }
+  ~Completing() { t_completing = false; }
+};
 
 }  // namespace
 
@@ -27,11 +38,15 @@ DeviceCompletions::~DeviceCompletions() {
   thread_.join();
 }
 
-void* DeviceCompletions::expect(Complete complete) {
-  auto* item = new Item{this, std::move(complete), {}};
+void* DeviceCompletions::expect(Complete complete, const uint64_t* reached, uint64_t value) {
+  auto* item = new Item{this, std::move(complete), {}, reached, value};
   std::lock_guard lock(mutex_);
   item->at = outstanding_.insert(outstanding_.end(), item);
   return item;
+}
+
+void DeviceCompletions::unref(Item* item) {
+  if (item->references.fetch_sub(1, std::memory_order_acq_rel) == 1) delete item;
 }
 
 void DeviceCompletions::arrive(void* token) {
@@ -43,13 +58,17 @@ void DeviceCompletions::arrived(Item* item) {
   bool wake;
   {
     std::lock_guard lock(mutex_);
-    if (item->at == outstanding_.end()) return;  // already completed as lost
-    outstanding_.erase(item->at);
-    item->at = outstanding_.end();
-    ready_.push_back(item);
-    ready_count_.fetch_add(1, std::memory_order_release);
-    wake = sleeping_;
+    if (item->at == outstanding_.end()) {  // already taken by progress()
+      wake = false;
+    } else {
+      outstanding_.erase(item->at);
+      item->at = outstanding_.end();
+      ready_.push_back(item);
+      ready_count_.fetch_add(1, std::memory_order_release);
+      wake = sleeping_;
+    }
   }
+  unref(item);
   if (wake) wake_.notify_one();
 }
 
@@ -62,12 +81,56 @@ DeviceCompletions::Item* DeviceCompletions::next_ready() {
   return item;
 }
 
+bool DeviceCompletions::run_ready() {
+  Completing mark;
+  bool any = false;
+  while (Item* item = next_ready()) {
+    item->complete(std::nullopt);
+    unref(item);
+    any = true;
+  }
+  return any;
+}
+
+void DeviceCompletions::collect_reached_locked() {
+  // Each queue's word is read once, so a later epoch of a queue is never taken while an
+  // earlier one, read before the device moved on, is left behind.
+  std::vector<std::pair<const uint64_t*, uint64_t>> seen;
+  for (auto it = outstanding_.begin(); it != outstanding_.end();) {
+    Item* item = *it;
+    if (!item->reached) {
+      ++it;
+      continue;
+    }
+    auto known = std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == item->reached; });
+    if (known == seen.end()) known = seen.insert(seen.end(), {item->reached, __atomic_load_n(item->reached, __ATOMIC_ACQUIRE)});
+    if (known->second < item->value) {
+      ++it;
+      continue;
+    }
+    it = outstanding_.erase(it);
+    item->at = outstanding_.end();
+    ready_.push_back(item);
+    ready_count_.fetch_add(1, std::memory_order_release);
+  }
+}
+
+void DeviceCompletions::progress() {
+  if (t_completing) return;
+  std::unique_lock completing(completing_, std::try_to_lock);
+  if (!completing) return;
+  {
+    std::lock_guard lock(mutex_);
+    collect_reached_locked();
+  }
+  run_ready();
+}
+
 void DeviceCompletions::loop() {
   for (;;) {
-    if (Item* item = next_ready()) {
-      item->complete(std::nullopt);
-      delete item;
-      continue;
+    {
+      std::lock_guard completing(completing_);
+      if (run_ready()) continue;
     }
     if (spin_until([&] { return ready_count_.load(std::memory_order_acquire) > 0; }, kSpin)) continue;
     std::list<Item*> lost_items;
@@ -87,7 +150,9 @@ void DeviceCompletions::loop() {
         for (Item* item : lost_items) item->at = outstanding_.end();
       }
     }
-    for (Item* item : lost_items) {
+    if (lost_items.empty()) continue;
+    std::lock_guard completing(completing_);
+    for (Item* item : lost_items) {  // their callbacks will never come
       item->complete(lost);
       delete item;
     }
