@@ -2,6 +2,8 @@
 // on an executor thread, cross-stream waits on the other queue's fence, and completion
 // reported from that thread. Every race a GPU backend could expose is exercised here too,
 // under TSan.
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -47,50 +49,93 @@ class CpuFence final : public Fence {
   std::condition_variable reached_;
 };
 
-// A compiled plan's commands; a replay copies them with its scalars filled in.
+// A compiled plan's commands. A replay runs them in place; only a command with a scalar
+// parameter is copied, with the replay's value bound.
 class CpuPlanInstance final : public PlanInstance {
  public:
   explicit CpuPlanInstance(std::vector<Command> commands) : commands(std::move(commands)) {}
   const std::vector<Command> commands;
 };
 
+bool has_parameter(const Command& c) {
+  for (int8_t d : c.params.dynamic)
+    if (d >= 0) return true;
+  return false;
+}
+
+// Runs `c`, or on failure returns what failed.
+std::optional<std::string> run_command(const Command& c) {
+  try {
+    cpu::run_kernel(c);
+  } catch (const std::exception& e) {
+    return std::string(op_name(c.op, c.params.subop)) + ": " + e.what();
+  }
+  return std::nullopt;
+}
+
 class CpuCommandBuffer final : public CommandBuffer {
  public:
-  void encode(const Command& command, std::unique_ptr<Prepared>) override { items_.push_back(Item{command, nullptr, 0}); }
+  void encode(const Command& command, std::unique_ptr<Prepared>) override {
+    items_.emplace_back();
+    items_.back().command = command;
+  }
+  // The core keeps `instance` until this buffer's epoch completed.
   void encode_plan(PlanInstance& instance, const double* scalars, int count) override {
-    for (const Command& c : static_cast<CpuPlanInstance&>(instance).commands) {
-      items_.push_back(Item{c, nullptr, 0});
-      OpParams& p = items_.back().command.params;
-      for (int i = 0; i < 3; ++i)
-        if (p.dynamic[i] >= 0 && p.dynamic[i] < count) p.scalars[i] = scalars[p.dynamic[i]];
-    }
+    Item& item = items_.emplace_back();
+    item.plan = &static_cast<CpuPlanInstance&>(instance);
+    item.scalar_count = std::min(count, kMaxPlanScalars);
+    std::copy(scalars, scalars + item.scalar_count, item.scalars.begin());
   }
   void encode_wait(Fence& other, uint64_t value) override {
-    items_.push_back(Item{Command{}, static_cast<CpuFence*>(&other), value});
+    Item& item = items_.emplace_back();
+    item.wait_on = static_cast<CpuFence*>(&other);
+    item.wait_value = value;
   }
 
   // Runs every item in order; the first failure stops the rest and is returned.
   std::optional<std::string> execute() {
     for (const Item& item : items_) {
+      std::optional<std::string> failed;
       if (item.wait_on) {
         item.wait_on->wait(item.wait_value);
-        continue;
+      } else if (item.plan) {
+        failed = replay(item);
+      } else {
+        failed = run_command(item.command);
       }
-      try {
-        cpu::run_kernel(item.command);
-      } catch (const std::exception& e) {
-        return std::string(op_name(item.command.op, item.command.params.subop)) + ": " + e.what();
-      }
+      if (failed) return failed;
     }
     return std::nullopt;
   }
 
  private:
+  // One of: a command, a plan replay with its scalars, a wait on another queue's fence.
   struct Item {
     Command command;
-    CpuFence* wait_on;  // set: a wait, not a command
-    uint64_t wait_value;
+    const CpuPlanInstance* plan = nullptr;
+    std::array<double, kMaxPlanScalars> scalars{};
+    int scalar_count = 0;
+    CpuFence* wait_on = nullptr;
+    uint64_t wait_value = 0;
   };
+
+  static std::optional<std::string> replay(const Item& item) {
+    for (const Command& c : item.plan->commands) {
+      std::optional<std::string> failed;
+      if (has_parameter(c)) {
+        Command bound = c;
+        OpParams& p = bound.params;
+        for (int i = 0; i < 3; ++i)
+          if (p.dynamic[i] >= 0 && p.dynamic[i] < item.scalar_count) p.scalars[i] = item.scalars[p.dynamic[i]];
+        failed = run_command(bound);
+      } else {
+        failed = run_command(c);
+      }
+      if (failed) return failed;
+    }
+    return std::nullopt;
+  }
+
   std::vector<Item> items_;
 };
 
