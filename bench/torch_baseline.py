@@ -89,9 +89,12 @@ def scaling(mode="eager"):
                 w = torch.randn(64, 64, device="cuda") * 0.1
                 b = torch.randn(1, 64, device="cuda")
                 g = None
+                # Warm up first (cuBLAS handle of this thread and stream, lazily loaded
+                # kernels): without it a 1-thread run times its own start-up.
+                for _ in range(20):
+                    small_graph(x, w, b)
+                s.synchronize()
                 if mode != "eager":
-                    small_graph(x, w, b)  # warm up outside the capture
-                    s.synchronize()
                     g = torch.cuda.CUDAGraph()
                     with torch.cuda.graph(g, stream=s, capture_error_mode="thread_local"):
                         small_graph(x, w, b)

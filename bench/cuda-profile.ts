@@ -1,0 +1,44 @@
+// Where a compiled replay of the 29-kernel 64×64 graph spends its time on one stream: the host
+// call that issues it against the wait for it, and (run under `nsys profile --stats=true`) the
+// kernels and driver calls behind both. Eager building of the same graph is timed alongside.
+//   LANES_BACKEND=cuda bun bench/cuda-profile.ts [replays]
+import * as lx from "../src/index.ts";
+
+function small(x: lx.LanesArray, w: lx.LanesArray, b: lx.LanesArray): lx.LanesArray {
+  let h = x;
+  for (let i = 0; i < 7; i++) h = lx.multiply(lx.maximum(lx.add(lx.matmul(h, w), b), 0), 0.125);
+  return lx.softmax(h, -1);
+}
+
+const replays = Number(process.argv[2] ?? 2000);
+const x = lx.random.normal([64, 64], { seed: 1 });
+const w = lx.random.normal([64, 64], { seed: 2, scale: 0.1 });
+const b = lx.random.normal([1, 64], { seed: 3 });
+lx.eval(x, w, b);
+const compiled = lx.compile((v: lx.LanesArray) => small(v, w, b));
+for (let i = 0; i < 50; i++) {
+  const y = compiled(x) as lx.LanesArray;
+  lx.eval(y);
+  y.dispose();
+}
+let issueMs = 0, waitMs = 0;
+const t0 = performance.now();
+for (let i = 0; i < replays; i++) {
+  const t = performance.now();
+  const y = compiled(x) as lx.LanesArray;
+  const issued = performance.now();
+  lx.eval(y);
+  waitMs += performance.now() - issued;
+  issueMs += issued - t;
+  y.dispose();
+}
+const totalUs = ((performance.now() - t0) / replays) * 1000;
+console.log(`compiled replay + eval: ${totalUs.toFixed(1)} us (issue ${((issueMs / replays) * 1000).toFixed(1)} us, wait ${((waitMs / replays) * 1000).toFixed(1)} us)`);
+const eagerT = performance.now();
+for (let i = 0; i < replays / 4; i++) {
+  const y = lx.tidy(() => small(x, w, b));
+  lx.eval(y);
+  y.dispose();
+}
+console.log(`eager build + eval: ${(((performance.now() - eagerT) / (replays / 4)) * 1000).toFixed(1)} us`);
+compiled.dispose();
