@@ -1,6 +1,7 @@
 #include "timeline.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <sstream>
 #include <chrono>
 #include <thread>
@@ -43,13 +44,25 @@ constexpr auto kSpin = std::chrono::microseconds(20);
 // device callback and a wake-up, several times as long. PyTorch's synchronize spins unbounded.
 constexpr auto kProgressSpin = std::chrono::microseconds(300);
 
+// At most half the cores spin in waits at once: with more Workers than that, a waiter that
+// spins takes a core another Worker needs to build its next graph, so the rest sleep.
+std::atomic<int> g_spinning{0};
+const int kMaxSpinning = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2);
+
+struct SpinSlot {
+  const bool held = g_spinning.fetch_add(1, std::memory_order_relaxed) < kMaxSpinning;
+  ~SpinSlot() { g_spinning.fetch_sub(1, std::memory_order_relaxed); }
+};
+
 }  // namespace
 
 std::optional<std::string> Timeline::wait(uint64_t value) {
   auto reached = [&] { return completed_.load(std::memory_order_acquire) >= value; };
   if (progress_) {
+    progress_();  // what already finished completes here, spinning or not
+    SpinSlot slot;
     auto until = std::chrono::steady_clock::now() + kProgressSpin;
-    while (!reached() && std::chrono::steady_clock::now() < until) {
+    while (slot.held && !reached() && std::chrono::steady_clock::now() < until) {
       progress_();
       for (int i = 0; i < 32 && !reached(); ++i) cpu_relax();
     }

@@ -45,7 +45,11 @@ thread_local std::string t_failure;
 
 #define OK(call) EXPECT((call) == LANES_OK)
 
+// `lanes-native-test TEXT` runs only the tests whose name contains TEXT.
+const char* g_only = nullptr;
+
 void run(const char* name, const std::function<void()>& test) {
+  if (g_only && !std::strstr(name, g_only)) return;
   t_failure.clear();
   test();
   if (t_failure.empty()) {
@@ -236,6 +240,8 @@ void stress_random_graphs(int threads, int streams, int graphs_per_thread) {
   for (auto& s : stream_handles) OK(lanes_stream_new(&s));
   std::vector<uint64_t> shared = make_shared_inputs(100, stream_handles[0]);
   std::atomic<int> mismatches{0}, errors{0};
+  std::mutex first_error_mutex;
+  std::string first_error;  // a worker's, since lanes_last_error() is per thread
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t)
     workers.emplace_back([&, t] {
@@ -246,12 +252,18 @@ void stress_random_graphs(int threads, int streams, int graphs_per_thread) {
         uint64_t out = build_graph(GraphSpec{static_cast<uint32_t>(g + 1)}, shared,
                                    [&] { return stream_handles[pick() % stream_handles.size()]; }, owned);
         std::vector<float> got(kN * kN);
-        if (lanes_array_read(out, got.data(), got.size() * 4) != LANES_OK) ++errors;
+        if (lanes_array_read(out, got.data(), got.size() * 4) != LANES_OK) {
+          if (errors.fetch_add(1) == 0) {
+            std::lock_guard lock(first_error_mutex);
+            first_error = lanes_last_error();
+          }
+        }
         else if (std::memcmp(got.data(), expected[g].data(), got.size() * 4) != 0) ++mismatches;
         for (uint64_t h : owned) lanes_array_release(h);
       }
     });
   for (auto& w : workers) w.join();
+  if (errors.load()) t_failure = "a worker's read failed: " + first_error;
   EXPECT(errors.load() == 0);
   EXPECT(mismatches.load() == 0);
   for (uint64_t h : shared) lanes_array_release(h);
@@ -756,6 +768,7 @@ void test_lock_order_violation_aborts(const char* self) {
 
 int main(int argc, char** argv) {
   if (argc == 3 && std::strcmp(argv[1], "--violate") == 0) return violate_lock_order(argv[2]);
+  if (argc == 2) g_only = argv[1];
   run("handles: stale, freed, foreign and garbage handles are rejected", test_handles);
   run("graph: a shared node evaluated from 6 threads runs once", test_shared_node_computed_once);
   run("stress: 6 threads x 4 streams, random cross-stream graphs equal serial bitwise", test_stress_cross_stream);
