@@ -4,25 +4,20 @@
 // transformer's decode at one request, eager steps against compiled steps.
 //   bun bench/compile-host.ts
 import * as lx from "../src/index.ts";
+import { smallGraph } from "./small-graph.ts";
 import { generate } from "../src/models/generate.ts";
 import { architectures, buildModel } from "../src/models/models.ts";
 import { defaultModels } from "../src/serve/models.ts";
 import { bestMs } from "./timing.ts";
-
-function small(x: lx.LanesArray, w: lx.LanesArray, b: lx.LanesArray): lx.LanesArray {
-  let h = x;
-  for (let i = 0; i < 7; i++) h = lx.multiply(lx.maximum(lx.add(lx.matmul(h, w), b), 0), 0.125);
-  return lx.softmax(h, -1);
-}
 
 const n = 16, graphs = 2000;
 const x = lx.random.normal([n, n], { seed: 1 });
 const w = lx.random.normal([n, n], { seed: 2, scale: 0.1 });
 const b = lx.random.normal([1, n], { seed: 3 });
 lx.eval(x, w, b);
-const compiled = lx.compile((v: lx.LanesArray) => small(v, w, b));
+const compiled = lx.compile((v: lx.LanesArray) => smallGraph(v, w, b));
 const eagerOnce = () => {
-  const y = lx.tidy(() => small(x, w, b));
+  const y = lx.tidy(() => smallGraph(x, w, b));
   lx.eval(y);
   y.dispose();
 };

@@ -1,21 +1,17 @@
 // Where a compiled replay of the 29-kernel 64×64 graph spends its time on one stream: the host
-// call that issues it against the wait for it, and (run under `nsys profile --stats=true`) the
-// kernels and driver calls behind both. Eager building of the same graph is timed alongside.
+// call that issues it against the wait for it, and replays issued back to back (bounding the
+// device's time per replay). Eager building of the same graph is timed alongside;
+// bench/ncu-replay.sh runs this under Nsight Compute for the kernels' own durations.
 //   LANES_BACKEND=cuda bun bench/cuda-profile.ts [replays]
 import * as lx from "../src/index.ts";
-
-function small(x: lx.LanesArray, w: lx.LanesArray, b: lx.LanesArray): lx.LanesArray {
-  let h = x;
-  for (let i = 0; i < 7; i++) h = lx.multiply(lx.maximum(lx.add(lx.matmul(h, w), b), 0), 0.125);
-  return lx.softmax(h, -1);
-}
+import { smallGraph } from "./small-graph.ts";
 
 const replays = Number(process.argv[2] ?? 2000);
 const x = lx.random.normal([64, 64], { seed: 1 });
 const w = lx.random.normal([64, 64], { seed: 2, scale: 0.1 });
 const b = lx.random.normal([1, 64], { seed: 3 });
 lx.eval(x, w, b);
-const compiled = lx.compile((v: lx.LanesArray) => small(v, w, b));
+const compiled = lx.compile((v: lx.LanesArray) => smallGraph(v, w, b));
 for (let i = 0; i < 50; i++) {
   const y = compiled(x) as lx.LanesArray;
   lx.eval(y);
@@ -48,7 +44,7 @@ for (let r = 0; r < 5; r++) {
 console.log(`compiled replays pipelined (100, one eval): ${pipelinedUs.toFixed(1)} us per replay`);
 const eagerT = performance.now();
 for (let i = 0; i < replays / 4; i++) {
-  const y = lx.tidy(() => small(x, w, b));
+  const y = lx.tidy(() => smallGraph(x, w, b));
   lx.eval(y);
   y.dispose();
 }

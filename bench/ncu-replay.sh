@@ -16,7 +16,7 @@ if not rows: print("no rows"); sys.exit()
 h = rows[0]; ki = h.index("Kernel Name"); vi = h.index("Metric Value"); ui = h.index("Metric Unit")
 tot = collections.defaultdict(float); cnt = collections.Counter()
 for r in rows[1:]:
-    v = float(r[vi].replace(",", "")); v = v / 1000 if r[ui] == "nsecond" else v
+    v = float(r[vi].replace(",", "")) * {"ns": 1, "nsecond": 1, "us": 1e3, "usecond": 1e3, "ms": 1e6, "msecond": 1e6}[r[ui]]
     tot[r[ki][:70]] += v; cnt[r[ki][:70]] += 1
 for k in sorted(tot, key=lambda k: -tot[k]): print(f"{tot[k]:9.0f} ns {cnt[k]:4d}x  {k}")
 print(f"total {sum(tot.values()):.0f} ns over {sum(cnt.values())} kernels")

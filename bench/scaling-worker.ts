@@ -1,5 +1,6 @@
 // One scaling Worker: on its own stream, runs graphs of the given kind until told to stop.
 import * as lx from "../src/index.ts";
+import { smallGraph } from "./small-graph.ts";
 
 declare const self: Worker;
 
@@ -12,13 +13,6 @@ export type ScalingTask = {
   device: number;
 };
 
-// 29 small kernels at 64×64 (7 × matmul, add, maximum, multiply; then softmax), like the PyTorch figure.
-function small(x: lx.LanesArray, w: lx.LanesArray, b: lx.LanesArray): lx.LanesArray {
-  let h = x;
-  for (let i = 0; i < 7; i++) h = lx.multiply(lx.maximum(lx.add(lx.matmul(h, w), b), 0), 0.125);
-  return lx.softmax(h, -1);
-}
-
 self.onmessage = (event: MessageEvent<ScalingTask>) => {
   const { kind, mode, graphs, barrier, parties, device } = event.data;
   using s = lx.newStream({ device });
@@ -27,7 +21,7 @@ self.onmessage = (event: MessageEvent<ScalingTask>) => {
   const w = lx.random.normal([n, n], { seed: 2, scale: 0.1, stream: s });
   const b = lx.random.normal([1, n], { seed: 3, stream: s });
   lx.eval(x, w, b);
-  const build = kind === "small" ? (v: lx.LanesArray) => small(v, w, b) : (v: lx.LanesArray) => lx.matmul(lx.matmul(v, w), w);
+  const build = kind === "small" ? (v: lx.LanesArray) => smallGraph(v, w, b) : (v: lx.LanesArray) => lx.matmul(lx.matmul(v, w), w);
   const compiled = lx.compile(build);
   const once = () =>
     lx.withStream(s, () => {
