@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <vector>
 
 #include "../backend.hpp"
+#include "../small_vector.hpp"
 
 namespace lanes::gpu {
 namespace {
@@ -95,16 +95,24 @@ bool DeviceCompletions::run_ready() {
 void DeviceCompletions::collect_reached_locked() {
   // Each queue's word is read once, so a later epoch of a queue is never taken while an
   // earlier one, read before the device moved on, is left behind.
-  std::vector<std::pair<const uint64_t*, uint64_t>> seen;
+  // Inline storage: waiters call this in a spin loop, which must not allocate.
+  struct Seen {
+    const uint64_t* word;
+    uint64_t value;
+  };
+  SmallVector<Seen, 8> seen;
   for (auto it = outstanding_.begin(); it != outstanding_.end();) {
     Item* item = *it;
     if (!item->reached) {
       ++it;
       continue;
     }
-    auto known = std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == item->reached; });
-    if (known == seen.end()) known = seen.insert(seen.end(), {item->reached, __atomic_load_n(item->reached, __ATOMIC_ACQUIRE)});
-    if (known->second < item->value) {
+    const Seen* known = std::find_if(seen.begin(), seen.end(), [&](const Seen& s) { return s.word == item->reached; });
+    if (known == seen.end()) {
+      seen.push_back(Seen{item->reached, __atomic_load_n(item->reached, __ATOMIC_ACQUIRE)});
+      known = &seen.back();
+    }
+    if (known->value < item->value) {
       ++it;
       continue;
     }
@@ -128,9 +136,12 @@ void DeviceCompletions::progress() {
 
 void DeviceCompletions::loop() {
   for (;;) {
-    {
+    // completing_ only while there is something to complete: a waiter's progress() gives up
+    // when it finds the lock taken.
+    if (ready_count_.load(std::memory_order_acquire) > 0) {
       std::lock_guard completing(completing_);
-      if (run_ready()) continue;
+      run_ready();
+      continue;
     }
     if (spin_until([&] { return ready_count_.load(std::memory_order_acquire) > 0; }, kSpin)) continue;
     std::list<Item*> lost_items;
