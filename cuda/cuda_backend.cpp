@@ -3,15 +3,19 @@
 // Commands are translated into stream operations before the op lock (prepare), and issued
 // onto the stream as they are encoded, so a long epoch's first kernels run while the rest is
 // still being encoded. Commit writes the epoch's sequence number to the stream's 64-bit device
-// counter (cuStreamWriteValue64) and enqueues a host function. Other streams wait on that
-// counter on the device (cuStreamWaitValue64), so cross-stream dependencies never block a host
-// thread. The host function only hands the epoch to the device's completion thread, which
-// reads the kernels' error words and reports to the core. If the context dies (a sticky
-// error), host functions stop running: the completion thread notices through cuStreamQuery and
-// fails the outstanding epochs with the driver's message.
+// counter (cuStreamWriteValue64) and to its mirror in pinned host memory. Other streams wait on
+// that counter on the device (cuStreamWaitValue64), so cross-stream dependencies never block a
+// host thread. An epoch completes (its error words read, its memory returned, the core told)
+// where its mirror is seen to have reached it: by a thread that waits for it, or by the device's
+// completion thread. A host function per epoch would hold the stream until a driver thread ran
+// it (about 35 us on an H200, as long as a whole small graph), so the queue enqueues one only on
+// demand (notify): for a thread about to sleep or a callback left for its work. If the context
+// dies (a sticky error), the counters stop: the completion thread notices through cuStreamQuery
+// and fails the outstanding epochs with the driver's message.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -200,15 +204,35 @@ class CudaQueue final : public Queue {
       device->completions->progress();
     };
   }
+  std::function<void()> notify() override {
+    return [marks = marks_, device = &device_, word = fence_->host_word()] {
+      std::lock_guard lock(marks->mutex);
+      if (!marks->stream || marks->marked >= marks->committed) return;
+      device->make_current();
+      void* mark = device->completions->new_mark(word, marks->committed);
+      if (driver().cuLaunchHostFunc(marks->stream, &gpu::DeviceCompletions::arrive_through, mark) != CUDA_SUCCESS) {
+        gpu::DeviceCompletions::discard_mark(mark);  // a dead context: the completion thread's poll reports it
+        return;
+      }
+      marks->marked = marks->committed;
+    };
+  }
   void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) override;
   void debug_pause(bool paused) override;
 
  private:
-  static void host_done(void* token);
+  // What notify() needs, shared with it because it may run after the queue is gone.
+  struct Marks {
+    std::mutex mutex;  // held across a commit's stream writes, so `committed` follows the stream
+    CUstream stream = nullptr;  // null once the queue is gone
+    uint64_t committed = 0;  // the last epoch whose counter writes are on the stream
+    uint64_t marked = 0;  // the last epoch a mark covers
+  };
 
   CudaBackend& backend_;
   Device& device_;
   std::shared_ptr<CudaFence> fence_;
+  std::shared_ptr<Marks> marks_ = std::make_shared<Marks>();
   CUstream stream_ = nullptr;
   // debug_pause: the stream waits on the device for a host-written word, so paused work still
   // sits in the CUDA stream in commit order (holding it back on the host could put another
@@ -357,19 +381,19 @@ CudaQueue::CudaQueue(CudaBackend& backend, Device& device)
     : backend_(backend), device_(device), fence_(std::make_shared<CudaFence>(device, backend.error_words())) {
   device_.make_current();
   check(driver().cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+  marks_->stream = stream_;
 }
 
 CudaQueue::~CudaQueue() {
   device_.make_current();
   for (ErrorWords::Word& gate : gates_) reinterpret_cast<volatile uint64_t*>(gate.host)[0] = 1;
-  driver().cuStreamSynchronize(stream_);  // gates opened: nothing still reads them
+  {
+    std::lock_guard lock(marks_->mutex);
+    marks_->stream = nullptr;
+  }
+  driver().cuStreamSynchronize(stream_);  // gates opened: nothing still reads them; marks ran
   for (ErrorWords::Word& gate : gates_) backend_.error_words().give_back(gate);
   driver().cuStreamDestroy(stream_);
-}
-
-void CudaQueue::host_done(void* token) {
-  // Inside a CUDA callback: no CUDA calls and no lock that is ever held across one.
-  gpu::DeviceCompletions::arrive(token);
 }
 
 void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) {
@@ -382,17 +406,19 @@ void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence,
         b.reset();  // error words back before the core finishes (it may free this queue)
         done->complete(error ? error->c_str() : nullptr);
       },
-      fence_->host_word(), sequence);
+      fence_->host_word(), sequence, /*callback=*/false);
   // Always signal, so other streams' waits and the completion thread move on. The host mirror
-  // is written last: with the write's memory barrier, a waiter that reads it sees the epoch's
+  // is written last: with the write's memory barrier, a thread that reads it sees the epoch's
   // results, error words and staged reads.
+  std::lock_guard lock(marks_->mutex);
   CUresult r = d.cuStreamWriteValue64(stream_, fence_->address(), sequence, 0);
   if (r == CUDA_SUCCESS) r = d.cuStreamWriteValue64(stream_, fence_->mirror(), sequence, 0);
-  if (r == CUDA_SUCCESS) r = d.cuLaunchHostFunc(stream_, &CudaQueue::host_done, item);
   if (r != CUDA_SUCCESS) {
     if (!b->error) b->error = "CUDA stream: " + error_text(r);
-    gpu::DeviceCompletions::arrive(item);
+    device_.completions->settle(item);
+    return;
   }
+  marks_->committed = sequence;
 }
 
 void CudaQueue::debug_pause(bool paused) {

@@ -132,6 +132,11 @@ class Queue {
   // be called after the queue is gone, so it holds only what outlives queues. Empty: nothing
   // to do, completions come from the backend's own thread.
   virtual std::function<void()> progress() { return {}; }
+  // What a thread calls before it sleeps waiting for this queue's work, or when it leaves a
+  // callback for it: a queue whose epochs do not all report on their own (see CudaQueue) then
+  // has its committed work report as soon as it finished. Safe after the queue is gone, like
+  // progress(). Empty: every epoch reports.
+  virtual std::function<void()> notify() { return {}; }
   // Test-only: while paused the queue starts no committed buffer (to exercise the watchdog).
   virtual void debug_pause(bool paused) = 0;
 };

@@ -231,6 +231,7 @@ Stream::Stream(uint64_t id, int device, std::unique_ptr<Queue> queue, std::share
       fence_(queue_->fence()),
       finishing_(std::make_shared<Finishing>(timeline_)) {
   timeline_->set_progress(queue_->progress());
+  timeline_->set_notify(queue_->notify());
 }
 
 Stream::~Stream() { shutdown(); }

@@ -69,6 +69,7 @@ std::optional<std::string> Timeline::wait(uint64_t value) {
   } else {
     spin_until(reached, kSpin);
   }
+  if (notify_ && !reached()) notify_();  // outside mutex_: it issues device calls
   std::unique_lock lock(mutex_);
   if (reached()) return error_at_locked(value);
   auto limit = config().watchdog;
@@ -110,6 +111,8 @@ void Timeline::when_reached(uint64_t value, std::function<void()> fn) {
     std::unique_lock lock(mutex_);
     if (completed_.load(std::memory_order_acquire) < value) {
       waiters_.emplace_back(value, std::move(fn));
+      lock.unlock();
+      if (notify_) notify_();
       return;
     }
   }

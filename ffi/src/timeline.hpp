@@ -31,6 +31,9 @@ class Timeline {
 
   // Set once, before the timeline is shared: what wait() calls while it spins (Queue::progress).
   void set_progress(std::function<void()> progress) { progress_ = std::move(progress); }
+  // Set once, before the timeline is shared: what wait() calls before it sleeps and
+  // when_reached() calls when it leaves a callback (Queue::notify).
+  void set_notify(std::function<void()> notify) { notify_ = std::move(notify); }
 
   // Error recorded for a completed `value`, if any.
   std::optional<std::string> error_at(uint64_t value) const;
@@ -43,6 +46,7 @@ class Timeline {
 
   const uint64_t stream_id_;
   std::function<void()> progress_;
+  std::function<void()> notify_;
   std::atomic<uint64_t> completed_{0};
   std::atomic<bool> has_failures_{false};
   mutable RankedMutex mutex_{LockRank::Leaf, "timeline"};

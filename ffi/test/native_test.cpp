@@ -442,6 +442,71 @@ void test_device_completions_progress() {
   EXPECT(next[0] == 2001 && next[1] == 2000);
 }
 
+// Epochs without a callback of their own (CUDA's, since a host function holds its stream):
+// the completion thread's reads of the words, a mark, and settle each complete them, and a
+// spinning waiter and late marks together still complete each once, in queue order.
+void test_device_completions_without_callbacks() {
+  std::mutex order_mutex;
+  std::vector<std::pair<int, uint64_t>> order;
+  auto completed = [&] {
+    std::lock_guard lock(order_mutex);
+    return order.size();
+  };
+  auto wait_for_count = [&](size_t n) {
+    for (int i = 0; i < 2000 && completed() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return completed() == n;
+  };
+  {
+    lanes::gpu::DeviceCompletions completions([]() -> std::optional<std::string> { return std::nullopt; }, nullptr);
+    alignas(8) uint64_t words[2] = {0, 0};
+    std::vector<void*> tokens[2];
+    auto expect = [&](int q, uint64_t v) {
+      tokens[q].push_back(completions.expect(
+          [&, q, v](const std::optional<std::string>& lost) {
+            EXPECT(!lost);
+            std::lock_guard lock(order_mutex);
+            order.emplace_back(q, v);
+          },
+          &words[q], v, /*callback=*/false));
+    };
+    for (uint64_t v = 1; v <= 7; ++v) expect(0, v);
+    // Nobody waits: the completion thread sees the word within its read period.
+    __atomic_store_n(&words[0], 3, __ATOMIC_RELEASE);
+    EXPECT(wait_for_count(3));
+    // A mark through 6 arrives before the word shows it (the host function ran after them).
+    lanes::gpu::DeviceCompletions::arrive_through(completions.new_mark(&words[0], 6));
+    EXPECT(wait_for_count(6));
+    // A marked queue's other epochs stay: 7 completes only when settled.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT(completed() == 6);
+    completions.settle(tokens[0][6]);
+    EXPECT(wait_for_count(7));
+
+    constexpr uint64_t kEpochs = 2000;
+    for (uint64_t v = 1; v <= kEpochs; ++v) expect(1, v);
+    std::atomic<bool> stop{false};
+    std::thread waiter([&] {
+      while (!stop.load()) completions.progress();
+    });
+    std::thread device([&] {
+      for (uint64_t v = 1; v <= kEpochs; ++v) {
+        __atomic_store_n(&words[1], v, __ATOMIC_RELEASE);
+        if (v % 100 == 0) lanes::gpu::DeviceCompletions::arrive_through(completions.new_mark(&words[1], v - 50));
+      }
+    });
+    device.join();
+    EXPECT(wait_for_count(7 + kEpochs));
+    stop = true;
+    waiter.join();
+  }
+  uint64_t next[2] = {1, 1};
+  for (auto [q, v] : order) {
+    EXPECT(v == next[q]);
+    next[q] = v + 1;
+  }
+  EXPECT(next[0] == 8 && next[1] == 2001);
+}
+
 // ---- a failure part-way through a batch --------------------------------------------------------
 
 // Nodes encoded before an encode fails stay scheduled: they run once, not again on a retry.
@@ -787,6 +852,8 @@ int main(int argc, char** argv) {
   run("sgemm: concurrent fanned-out products equal a lone run bitwise", test_sgemm_concurrent_equals_serial);
   run("GPU completions: a spinning waiter completes finished epochs once each, in queue order",
       test_device_completions_progress);
+  run("GPU completions: epochs without callbacks complete by word, mark or settle, once each, in order",
+      test_device_completions_without_callbacks);
   run("locks: out-of-order acquisition aborts with both lock names",
       [&] { test_lock_order_violation_aborts(argv[0]); });
   std::printf("native: %d passed, %d failed\n", g_passed, g_failed);

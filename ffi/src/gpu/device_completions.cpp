@@ -11,6 +11,9 @@ namespace {
 
 constexpr auto kSpin = std::chrono::microseconds(20);
 constexpr auto kSilence = std::chrono::milliseconds(50);
+// How often the sleeping completion thread reads the counter words of epochs without a
+// callback: bounds how long an epoch nobody waits for keeps its memory.
+constexpr auto kCollectPeriod = std::chrono::milliseconds(1);
 
 // Set while this thread runs completions: a completion that waits on a timeline must not
 // re-enter progress() (its completing_ is held by this very thread).
@@ -38,11 +41,56 @@ DeviceCompletions::~DeviceCompletions() {
   thread_.join();
 }
 
-void* DeviceCompletions::expect(Complete complete, const uint64_t* reached, uint64_t value) {
-  auto* item = new Item{this, std::move(complete), {}, reached, value};
+void* DeviceCompletions::expect(Complete complete, const uint64_t* reached, uint64_t value, bool callback) {
+  auto* item = new Item{this, std::move(complete), {}, reached, value, callback, callback ? 2 : 1};
   std::lock_guard lock(mutex_);
   item->at = outstanding_.insert(outstanding_.end(), item);
+  if (!callback) ++without_callback_;
   return item;
+}
+
+void DeviceCompletions::make_ready_locked(Item* item) {
+  outstanding_.erase(item->at);
+  item->at = outstanding_.end();
+  if (!item->callback) --without_callback_;
+  ready_.push_back(item);
+  ready_count_.fetch_add(1, std::memory_order_release);
+}
+
+void DeviceCompletions::settle(void* token) {
+  auto* item = static_cast<Item*>(token);
+  bool wake;
+  {
+    std::lock_guard lock(mutex_);
+    if (item->at == outstanding_.end()) return;
+    make_ready_locked(item);
+    wake = sleeping_;
+  }
+  if (wake) wake_.notify_one();
+}
+
+void* DeviceCompletions::new_mark(const uint64_t* reached, uint64_t value) { return new Mark{this, reached, value}; }
+
+void DeviceCompletions::arrive_through(void* mark) {
+  auto* m = static_cast<Mark*>(mark);
+  m->owner->marked(*m);
+  delete m;
+}
+
+void DeviceCompletions::discard_mark(void* mark) { delete static_cast<Mark*>(mark); }
+
+void DeviceCompletions::marked(const Mark& mark) {
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto it = outstanding_.begin(); it != outstanding_.end();) {
+      Item* item = *it++;
+      if (item->reached != mark.reached || item->value > mark.value) continue;
+      make_ready_locked(item);
+      wake = sleeping_;
+    }
+  }
+  if (wake) wake_.notify_one();
 }
 
 void DeviceCompletions::unref(Item* item) {
@@ -61,10 +109,7 @@ void DeviceCompletions::arrived(Item* item) {
     if (item->at == outstanding_.end()) {  // already taken by progress()
       wake = false;
     } else {
-      outstanding_.erase(item->at);
-      item->at = outstanding_.end();
-      ready_.push_back(item);
-      ready_count_.fetch_add(1, std::memory_order_release);
+      make_ready_locked(item);
       wake = sleeping_;
     }
   }
@@ -116,10 +161,8 @@ void DeviceCompletions::collect_reached_locked() {
       ++it;
       continue;
     }
-    it = outstanding_.erase(it);
-    item->at = outstanding_.end();
-    ready_.push_back(item);
-    ready_count_.fetch_add(1, std::memory_order_release);
+    ++it;
+    make_ready_locked(item);
   }
 }
 
@@ -135,12 +178,14 @@ void DeviceCompletions::progress() {
 }
 
 void DeviceCompletions::loop() {
+  auto last_completed = std::chrono::steady_clock::now();
   for (;;) {
     // completing_ only while there is something to complete: a waiter's progress() gives up
     // when it finds the lock taken.
     if (ready_count_.load(std::memory_order_acquire) > 0) {
       std::lock_guard completing(completing_);
       run_ready();
+      last_completed = std::chrono::steady_clock::now();
       continue;
     }
     if (spin_until([&] { return ready_count_.load(std::memory_order_acquire) > 0; }, kSpin)) continue;
@@ -150,15 +195,26 @@ void DeviceCompletions::loop() {
       std::unique_lock lock(mutex_);
       if (stopping_ && ready_.empty() && outstanding_.empty()) return;
       sleeping_ = true;
-      bool woke = wake_.wait_for(lock, kSilence, [&] { return !ready_.empty() || stopping_; });
+      std::chrono::milliseconds period = without_callback_ > 0 ? kCollectPeriod : kSilence;
+      wake_.wait_for(lock, period, [&] { return !ready_.empty() || stopping_; });
       sleeping_ = false;
-      if (woke || outstanding_.empty()) continue;
+      if (outstanding_.empty()) last_completed = std::chrono::steady_clock::now();
+      if (!ready_.empty() || outstanding_.empty()) continue;
+      collect_reached_locked();
+      if (!ready_.empty()) continue;
+      auto now = std::chrono::steady_clock::now();
+      if (now - last_completed < kSilence) {
+        if (stopping_) std::this_thread::yield();  // the last epochs are still running
+        continue;
+      }
+      last_completed = now;
       lock.unlock();
       lost = poll_();  // nothing arrived while work is outstanding: is the device still alive?
       lock.lock();
       if (lost) {
         lost_items.splice(lost_items.end(), outstanding_);
         for (Item* item : lost_items) item->at = outstanding_.end();
+        without_callback_ = 0;
       }
     }
     if (lost_items.empty()) continue;

@@ -10,6 +10,13 @@
 // epochs on that thread, without the callback's and the completion thread's hand-offs (tens of
 // microseconds on a small graph). Completions keep the order the callbacks would give them:
 // one completer at a time, and an epoch never ahead of an earlier one of its queue.
+//
+// Such an epoch may go without a callback of its own (a CUDA host function holds its stream
+// until a driver thread has run it: about 35 us per epoch on an H200). It then completes when
+// a waiter's progress() sees its word, when a mark that a queue enqueued on demand arrives
+// (arrive_through: everything the queue committed before it), or at the latest when the
+// completion thread, which reads the words every millisecond while such epochs are
+// outstanding, sees it.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -39,7 +46,17 @@ class DeviceCompletions {
 
   // Registers an epoch; its device callback passes the returned token to arrive(). `reached`
   // (optional): the epoch's queue's counter word, at least `value` once the epoch finished.
-  void* expect(Complete complete, const uint64_t* reached = nullptr, uint64_t value = 0);
+  // Without `callback` (needs `reached`), no arrive() comes: the word alone completes it.
+  void* expect(Complete complete, const uint64_t* reached = nullptr, uint64_t value = 0, bool callback = true);
+  // An epoch registered without a callback whose device work will never run (its submission
+  // failed): it completes now.
+  void settle(void* token);
+  // A mark covering every epoch whose counter word is `reached` and whose value is at most
+  // `value`; its device callback passes it to arrive_through(), once all of them finished.
+  void* new_mark(const uint64_t* reached, uint64_t value);
+  static void arrive_through(void* mark);
+  // A mark whose callback could not be enqueued.
+  static void discard_mark(void* mark);
   // Runs, on the calling thread, the completions of epochs whose counter word reached its
   // value; returns at once if another thread is completing. Takes no lock of the caller's.
   void progress();
@@ -53,10 +70,19 @@ class DeviceCompletions {
     std::list<Item*>::iterator at;  // in outstanding_
     const uint64_t* reached;  // read with atomic loads: the device writes it
     uint64_t value;
-    std::atomic<int> references{2};  // the device callback's and the completion's
+    bool callback;
+    std::atomic<int> references;  // the device callback's (if any) and the completion's
+  };
+  struct Mark {
+    DeviceCompletions* owner;
+    const uint64_t* reached;
+    uint64_t value;
   };
   static void unref(Item* item);
   void arrived(Item* item);
+  void marked(const Mark& mark);
+  // Moves an outstanding item to ready_; the caller holds mutex_.
+  void make_ready_locked(Item* item);
   void loop();
   Item* next_ready();
   // Completes the ready epochs; the caller holds completing_.
@@ -70,6 +96,7 @@ class DeviceCompletions {
   std::list<Item*> outstanding_;
   std::deque<Item*> ready_;
   std::atomic<uint64_t> ready_count_{0};
+  int64_t without_callback_ = 0;  // outstanding items that only their word completes
   bool sleeping_ = false;
   bool stopping_ = false;
   std::condition_variable wake_;
