@@ -80,7 +80,7 @@ class CpuCommandBuffer final : public CommandBuffer {
     items_.back().command = command;
   }
   // The core keeps `instance` until this buffer's epoch completed.
-  void encode_plan(PlanInstance& instance, const double* scalars, int count) override {
+  void encode_plan(PlanInstance& instance, const double* scalars, int count, void* const*) override {
     Item& item = items_.emplace_back();
     item.plan = &static_cast<CpuPlanInstance&>(instance);
     item.scalar_count = std::min(count, kMaxPlanScalars);
@@ -233,7 +233,7 @@ class CpuBackend final : public Backend {
     return std::shared_ptr<void>(std::malloc(bytes), std::free);
   }
   static constexpr size_t kStagedReadBytes = size_t(64) << 10;
-  std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, int, Scratch&) override {
+  std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, std::vector<PlanCopy>, int, Scratch&) override {
     return std::make_unique<CpuPlanInstance>(std::move(commands));
   }
   std::unique_ptr<Queue> new_queue(int) override { return std::make_unique<CpuQueue>(); }

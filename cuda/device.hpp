@@ -94,6 +94,9 @@ struct LaunchContext {
 
 // Records the stream operations of one command. Throws lanes::Error on failure.
 void translate(const Command& command, LaunchContext& ctx);
+// Records a plan's copy of `bytes` between `slot` and the address stored at `bound` (a word of
+// the plan's parameter block): into the slot when `into_plan`, else out of it.
+void translate_bound_copy(CUdeviceptr slot, CUdeviceptr bound, bool into_plan, size_t bytes, LaunchContext& ctx);
 
 // Matmul through cuBLASLt; false when cuBLASLt is unavailable or declines the problem (the
 // caller then uses lanes' own kernel). a/b are device pointers with the given read strides.

@@ -339,6 +339,19 @@ __device__ void where_impl(T* y, const u8* c, KStrides sc, const T* a, KStrides 
   GRID_STRIDE(i, n) y[i] = c[offset_of(i, shape, sc)] ? a[offset_of(i, shape, sa)] : b[offset_of(i, shape, sb)];
 }
 
+// A compiled plan's copy between a caller's array and the plan's memory, inside the plan's CUDA
+// graph: the caller's address is read from the plan's parameter block, which each replay writes.
+extern "C" __global__ void copy_bound(u8* slot, const u64* bound, int into_plan, i64 bytes) {
+  u8* other = reinterpret_cast<u8*>(*bound);
+  u8* y = into_plan ? slot : other;
+  const u8* x = into_plan ? other : slot;
+  if (((reinterpret_cast<u64>(y) | reinterpret_cast<u64>(x) | u64(bytes)) & 15) == 0) {
+    GRID_STRIDE(i, bytes / 16) reinterpret_cast<uint4*>(y)[i] = reinterpret_cast<const uint4*>(x)[i];
+  } else {
+    GRID_STRIDE(i, bytes) y[i] = x[i];
+  }
+}
+
 // Strided -> strided copy of `shape` elements (contiguous copies, concatenation, broadcasts).
 template <class T>
 __device__ void copy_impl(T* y, KStrides sy, const T* x, KStrides sx, KShape shape, i64 n) {

@@ -463,4 +463,9 @@ static void matmul(const Command& c, LaunchContext& ctx) {
 
 void translate(const Command& c, LaunchContext& ctx) { gpu::translate_op(c, ctx, "cuda"); }
 
+void translate_bound_copy(CUdeviceptr slot, CUdeviceptr bound, bool into_plan, size_t bytes, LaunchContext& ctx) {
+  int64_t n = static_cast<int64_t>(bytes);
+  launch_1d(ctx, "copy_bound", (n + 15) / 16, slot, bound, into_plan ? 1 : 0, n);
+}
+
 }  // namespace lanes::cuda

@@ -114,7 +114,7 @@ class MetalCommandBuffer final : public CommandBuffer {
     waited_.push_back(fence.event);
   }
 
-  void encode_plan(PlanInstance& instance, const double* scalars, int count) override {
+  void encode_plan(PlanInstance& instance, const double* scalars, int count, void* const*) override {
     auto& plan = static_cast<MetalPlanInstance&>(instance);  // the core holds it until this epoch completed
     if (error) return;
     try {
@@ -267,7 +267,7 @@ class MetalBackend final : public Backend {
     }
   }
 
-  std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, int, Scratch& scratch) override {
+  std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, std::vector<PlanCopy>, int, Scratch& scratch) override {
     @autoreleasepool {
       auto instance = std::make_unique<MetalPlanInstance>(*error_words_);
       RecordContext ctx{device_, scratch, instance->recorded, true};

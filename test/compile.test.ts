@@ -113,6 +113,18 @@ describe("compiled equals eager, bit for bit, per op family", () => {
     checkCompiled((a: Arr, b: Arr) => lx.matmul(a, b), [[typed([9, 33], "float16"), typed([33, 4], "float16")]]);
   });
 
+  test("arguments that are views (transposed, sliced at an offset, broadcast) replay as their values", () => {
+    // A plan copies its arguments in as plain rows: a view is read through its strides first.
+    const x = f32([6, 8]);
+    const args: [Arr, Arr][] = [
+      [lx.transpose(f32([8, 6])), f32([8, 4])],
+      [lx.slice(f32([9, 10]), [3, 2], [9, 10]), lx.slice(f32([10, 4]), [2, 0], [10, 4])],
+      [lx.broadcastTo(f32([1, 8]), [6, 8]), f32([8, 4])],
+      [x, f32([8, 4])],
+    ];
+    checkCompiled((a: Arr, b: Arr) => [lx.matmul(a, b), lx.add(a, 1)], args);
+  });
+
   test("views inside the function feed kernels: reshape, transpose, slice, expandDims, squeeze, broadcastTo", () => {
     const views = (x: Arr, y: Arr) => {
       const t = lx.transpose(x, [2, 0, 1]); // [5, 3, 4]

@@ -87,9 +87,21 @@ class Prepared {
 
 // A compiled plan's commands with their memory fixed, for one stream: a backend may translate
 // them once (CUDA: one graph) and replay them with each call's scalar parameters.
+// A copy a plan replay makes between a caller's array and the plan's own memory: an input's
+// bytes into its slot before the plan's commands, or an output's out of its slot after them.
+struct PlanCopy {
+  bool into_plan;
+  void* slot;
+  size_t bytes;
+};
+
 class PlanInstance {
  public:
   virtual ~PlanInstance() = default;
+  // Whether the instance makes instantiate's `copies` itself, between its slots and the
+  // addresses each replay passes to encode_plan (`bound`, in the same order). Otherwise the
+  // core encodes them as commands around the replay.
+  virtual bool copies_bound() const { return false; }
 };
 
 // Commands recorded for one submission epoch. Only touched under its stream's op lock; nothing
@@ -102,8 +114,9 @@ class CommandBuffer {
   // Makes later commands wait until `other` reaches `value` (a cross-stream dependency).
   virtual void encode_wait(Fence& other, uint64_t value) = 0;
   // Replays `instance`: each scalar bound to plan parameter i (OpParams::dynamic) takes
-  // scalars[i].
-  virtual void encode_plan(PlanInstance& instance, const double* scalars, int count) = 0;
+  // scalars[i]; `bound` holds the callers' addresses of the instance's copies (see
+  // PlanInstance::copies_bound), or is null.
+  virtual void encode_plan(PlanInstance& instance, const double* scalars, int count, void* const* bound) = 0;
 };
 
 // How a backend reports a committed buffer: exactly once, with null when every command ran or
@@ -163,8 +176,10 @@ class Backend {
   // Null: encoded as it is.
   virtual std::unique_ptr<Prepared> prepare(const Command& command, int device, Scratch& scratch) { return nullptr; }
   // An instance of a compiled plan's `commands` for streams on `device`. Their memory stays
-  // put while the instance lives; `scratch` is kept as long.
-  virtual std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, int device, Scratch& scratch) = 0;
+  // put while the instance lives; `scratch` is kept as long. `copies`: what each replay copies
+  // in and out, which the instance may make itself (PlanInstance::copies_bound).
+  virtual std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, std::vector<PlanCopy> copies, int device,
+                                                    Scratch& scratch) = 0;
   virtual std::unique_ptr<Queue> new_queue(int device) = 0;
   // Output bytes after which an open epoch is committed by default. Each commit costs the
   // device a completion signal, so GPUs take larger epochs than the CPU.

@@ -257,8 +257,16 @@ std::shared_ptr<Plan::Instance> Plan::instance_for(const StreamPtr& stream, cons
     c.output = TensorArg{address(*made, step.output.slot, donated), step.output.shape, step.output.dtype, {}, 0};
     commands.push_back(std::move(c));
   }
+  // The copies in and out of the arena, in the order run() binds them: inputs, then outputs.
+  std::vector<PlanCopy> copies;
+  for (const Input& in : inputs_)
+    if (slots_[in.slot].kind != SlotKind::Donated)
+      copies.push_back(PlanCopy{true, address(*made, in.slot, donated), dtype_bytes(in.dtype, numel(in.shape))});
+  for (const Output& o : outputs_)
+    if (slots_[o.slot].kind != SlotKind::Donated)
+      copies.push_back(PlanCopy{false, address(*made, o.slot, donated), dtype_bytes(o.dtype, numel(o.shape))});
   StreamScratch scratch(*stream, made->scratch);
-  made->backend = runtime().backend().instantiate(std::move(commands), stream->device(), scratch);
+  made->backend = runtime().backend().instantiate(std::move(commands), std::move(copies), stream->device(), scratch);
   made->stream = stream;
   std::lock_guard lock(instances_mutex_);
   // Streams disposed meanwhile give their instances (and arenas) back.
@@ -342,11 +350,26 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
     donated[i] = donated_buffers[i]->data();
   }
   std::shared_ptr<Instance> instance = instance_for(stream, donated);
+  // A backend that copies inputs and outputs itself (inside its graph) takes their addresses;
+  // an input it cannot read as plain bytes is first copied into a contiguous buffer.
+  const bool bind = instance->backend->copies_bound();
+  PlannedReplay replay;
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (slots_[inputs_[i].slot].kind == SlotKind::Donated) continue;
+    const NodePtr& in = inputs[i];
+    if (bind && in->contiguous() && in->offset == 0) {
+      replay.bound.push_back(in->buffer->data());
+      replay.reads.push_back(in->buffer);
+      continue;
+    }
     PlannedCommand pc;
-    pc.command = copy_command(tensor_of(*inputs[i]), address(*instance, inputs_[i].slot, donated));
-    pc.reads.push_back(inputs[i]->buffer);
+    pc.reads.push_back(in->buffer);
+    if (bind) {
+      pc.writes = rt.allocator().allocate(in->nbytes(), stream->device(), stream->pool());
+      replay.bound.push_back(pc.writes->data());
+      replay.reads.push_back(pc.writes);
+    }
+    pc.command = copy_command(tensor_of(*in), bind ? pc.writes->data() : address(*instance, inputs_[i].slot, donated));
     before.push_back(std::move(pc));
   }
   std::vector<NodePtr> results;
@@ -355,6 +378,10 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
     const Slot& s = slots_[o.slot];
     if (s.kind == SlotKind::Donated) {
       out->buffer = donated_buffers[s.input];
+    } else if (bind) {
+      out->buffer = rt.allocator().allocate(out->nbytes(), stream->device(), stream->pool());
+      replay.bound.push_back(out->buffer->data());
+      replay.writes.push_back(out->buffer);
     } else {
       out->buffer = rt.allocator().allocate(out->nbytes(), stream->device(), stream->pool());
       PlannedCommand pc;
@@ -370,7 +397,6 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
       StreamScratch scratch(*stream, pc.scratch);
       pc.prepared = backend.prepare(pc.command, stream->device(), scratch);
     }
-  PlannedReplay replay;
   replay.instance = instance->backend.get();
   replay.scalars = scalars;
   replay.kernels = steps_.size();

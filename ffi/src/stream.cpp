@@ -193,7 +193,7 @@ void SubmissionEpoch::encode(PlannedCommand c) {
 
 void SubmissionEpoch::encode_replay(PlannedReplay p) {
   EpochRecord& r = *record_;
-  buffer_->encode_plan(*p.instance, p.scalars.data(), static_cast<int>(p.scalars.size()));
+  buffer_->encode_plan(*p.instance, p.scalars.data(), static_cast<int>(p.scalars.size()), p.bound.empty() ? nullptr : p.bound.data());
   ++r.ops;
   r.kernels += p.kernels;
   for (auto& b : p.reads) {

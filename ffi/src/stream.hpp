@@ -42,6 +42,7 @@ struct PlannedCommand {
 struct PlannedReplay {
   PlanInstance* instance = nullptr;
   std::vector<double> scalars;
+  std::vector<void*> bound;  // the callers' addresses of the instance's own copies
   std::vector<std::shared_ptr<Buffer>> reads, writes;
   std::vector<std::shared_ptr<void>> keep;  // the instance, its arena, the plan's constants
   uint64_t kernels = 0;
