@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "../ffi/src/backend.hpp"
 #include "cpu_features.hpp"
@@ -50,11 +51,15 @@ class CpuFence final : public Fence {
 };
 
 // A compiled plan's commands. A replay runs them in place; only a command with a scalar
-// parameter is copied, with the replay's value bound.
+// parameter is copied, with the replay's value bound. It copies its inputs in and its outputs
+// out itself (a memcpy each, not a command of its own).
 class CpuPlanInstance final : public PlanInstance {
  public:
-  explicit CpuPlanInstance(std::vector<Command> commands) : commands(std::move(commands)) {}
+  CpuPlanInstance(std::vector<Command> commands, std::vector<PlanCopy> copies)
+      : commands(std::move(commands)), copies(std::move(copies)) {}
+  bool copies_bound() const override { return true; }
   const std::vector<Command> commands;
+  const std::vector<PlanCopy> copies;
 };
 
 bool has_parameter(const Command& c) {
@@ -80,11 +85,12 @@ class CpuCommandBuffer final : public CommandBuffer {
     items_.back().command = command;
   }
   // The core keeps `instance` until this buffer's epoch completed.
-  void encode_plan(PlanInstance& instance, const double* scalars, int count, void* const*) override {
+  void encode_plan(PlanInstance& instance, const double* scalars, int count, void* const* bound) override {
     Item& item = items_.emplace_back();
     item.plan = &static_cast<CpuPlanInstance&>(instance);
     item.scalar_count = std::min(count, kMaxPlanScalars);
     std::copy(scalars, scalars + item.scalar_count, item.scalars.begin());
+    if (bound) item.bound.assign(bound, bound + item.plan->copies.size());
   }
   void encode_wait(Fence& other, uint64_t value) override {
     Item& item = items_.emplace_back();
@@ -117,9 +123,22 @@ class CpuCommandBuffer final : public CommandBuffer {
     int scalar_count = 0;
     CpuFence* wait_on = nullptr;
     uint64_t wait_value = 0;
+    std::vector<void*> bound;  // the callers' addresses of the plan's copies
   };
 
+  static void copy_bound(const Item& item, bool into_plan) {
+    const std::vector<PlanCopy>& copies = item.plan->copies;
+    for (size_t j = 0; j < copies.size() && j < item.bound.size(); ++j) {
+      if (copies[j].into_plan != into_plan) continue;
+      if (into_plan)
+        std::memcpy(copies[j].slot, item.bound[j], copies[j].bytes);
+      else
+        std::memcpy(item.bound[j], copies[j].slot, copies[j].bytes);
+    }
+  }
+
   static std::optional<std::string> replay(const Item& item) {
+    copy_bound(item, true);
     for (const Command& c : item.plan->commands) {
       std::optional<std::string> failed;
       if (has_parameter(c)) {
@@ -133,6 +152,7 @@ class CpuCommandBuffer final : public CommandBuffer {
       }
       if (failed) return failed;
     }
+    copy_bound(item, false);
     return std::nullopt;
   }
 
@@ -233,8 +253,8 @@ class CpuBackend final : public Backend {
     return std::shared_ptr<void>(std::malloc(bytes), std::free);
   }
   static constexpr size_t kStagedReadBytes = size_t(64) << 10;
-  std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, std::vector<PlanCopy>, int, Scratch&) override {
-    return std::make_unique<CpuPlanInstance>(std::move(commands));
+  std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, std::vector<PlanCopy> copies, int, Scratch&) override {
+    return std::make_unique<CpuPlanInstance>(std::move(commands), std::move(copies));
   }
   std::unique_ptr<Queue> new_queue(int) override { return std::make_unique<CpuQueue>(); }
 };

@@ -173,7 +173,10 @@ lanes_status lanes_clear_cache(void) {
 }
 
 lanes_status lanes_set_epoch_budget(uint32_t max_ops, uint64_t max_bytes) {
-  return abi_guard([&] { set_epoch_budget(EpochBudget{max_ops, max_bytes}); });
+  return abi_guard([&] {
+    running_runtime();  // started first: starting sets the backend's default budget
+    set_epoch_budget(EpochBudget{max_ops, max_bytes});
+  });
 }
 
 // ---- streams ----
