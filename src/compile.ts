@@ -71,14 +71,19 @@ export class Plan implements Disposable {
   /** The native handle; pass it to another Worker and call {@link planFromId} there. */
   readonly id: number;
   readonly #meta: Meta;
-  readonly #outputs: number;
+  // A replay's native arguments, filled in place on each call (the native call copies them).
+  readonly #handles: BigUint64Array;
+  readonly #scalars: Float64Array;
+  readonly #outs: BigUint64Array;
   #disposed = false;
 
   /** @internal Plans come from {@link compile} or {@link planFromId}. */
   constructor(id: number) {
     this.id = id;
     check(native.lanes_plan_info(id, counts.subarray(0, 1), counts.subarray(1, 2), counts.subarray(2, 3), counts.subarray(3, 4), arenaBytes));
-    this.#outputs = counts[1]!;
+    this.#handles = new BigUint64Array(counts[0]!);
+    this.#outs = new BigUint64Array(counts[1]!);
+    this.#scalars = new Float64Array(counts[2]!);
     const length = new Int32Array(1);
     check(native.lanes_plan_meta(id, null, 0, length));
     const bytes = new Uint8Array(length[0]!);
@@ -101,32 +106,33 @@ export class Plan implements Disposable {
     const kinds = this.#meta.args;
     if (args.length !== kinds.length)
       throw new ShapeError(`compiled function: ${args.length} arguments, it takes ${kinds.length}`);
-    const arrays: bigint[] = [];
-    const scalars: number[] = [];
-    args.forEach((a, i) => {
+    const handles = this.#handles, scalars = this.#scalars, outs = this.#outs;
+    let arrayCount = 0, scalarCount = 0;
+    for (let i = 0; i < kinds.length; i++) {
+      const a = args[i];
       if (kinds[i] === "s") {
         if (typeof a !== "number") throw new ShapeError(`compiled function: argument ${i} must be a number (a scalar parameter)`);
-        scalars.push(a);
+        scalars[scalarCount++] = a;
       } else {
         if (!(a instanceof LanesArray)) throw new ShapeError(`compiled function: argument ${i} must be an array`);
-        arrays.push(BigInt(a.handle()));
+        handles[arrayCount++] = BigInt(a.handle());
       }
-    });
-    const outs = new BigUint64Array(this.#outputs);
+    }
     const status = native.lanes_plan_run(
       handle,
       (stream ?? currentStream()).handle(),
-      arrays.length ? BigUint64Array.from(arrays) : null,
-      arrays.length,
-      scalars.length ? Float64Array.from(scalars) : null,
-      scalars.length,
+      arrayCount ? handles : null,
+      arrayCount,
+      scalarCount ? scalars : null,
+      scalarCount,
       outs,
       outs.length,
     );
     // The native call released the donated arrays' handles: their objects are spent.
     for (const i of this.#meta.donate) (args[i] as LanesArray).forget();
     check(status);
-    const results = Array.from(outs, (h) => new LanesArray(Number(h)));
+    const results: LanesArray[] = new Array(outs.length);
+    for (let i = 0; i < outs.length; i++) results[i] = new LanesArray(Number(outs[i]!));
     return rebuild(this.#meta.result, results);
   }
 
@@ -184,7 +190,10 @@ export interface CompiledFunction<A extends unknown[], R extends CompiledResult>
  * reference as constants. Every later call with those shapes replays the plan with one native
  * call on the current stream, building no per-op objects; calls from several Workers (each
  * with a plan of its own, or one adopted by id) run at once on their own streams. Results are
- * bitwise equal to running `fn` eagerly.
+ * bitwise equal to running `fn` eagerly. A plan takes its arguments as row-major values: for an
+ * argument that is a view (transposed, sliced, broadcast) it equals `fn` on a row-major copy of
+ * it, which on a GPU may round differently from `fn` on the view itself (cuBLAS reads a
+ * transposed operand in place).
  */
 export function compile<A extends unknown[], R extends CompiledResult>(
   fn: (...args: A) => R,
@@ -194,19 +203,23 @@ export function compile<A extends unknown[], R extends CompiledResult>(
   const donate = new Set(opts?.donate ?? []);
   const maxPlans = Math.max(1, opts?.maxPlans ?? 16);
   const plans = new Map<string, Plan>();
+  let mostRecent: Plan | undefined; // the last entry of `plans`: a call for it reorders nothing
   let disposed = false;
 
-  const keyOf = (args: readonly unknown[]): string =>
-    args
-      .map((a, i) => {
-        if (scalarArgs.has(i)) {
-          if (typeof a !== "number") throw new ShapeError(`compiled function: argument ${i} must be a number (opts.scalars lists it)`);
-          return "s";
-        }
-        if (!(a instanceof LanesArray)) throw new ShapeError(`compiled function: argument ${i} must be an array (or list it in opts.scalars)`);
-        return `${a.dtype}[${a.shape.join(",")}]`;
-      })
-      .join(";");
+  const keyOf = (args: readonly unknown[]): string => {
+    let key = "";
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i];
+      if (scalarArgs.has(i)) {
+        if (typeof a !== "number") throw new ShapeError(`compiled function: argument ${i} must be a number (opts.scalars lists it)`);
+        key += "s;";
+        continue;
+      }
+      if (!(a instanceof LanesArray)) throw new ShapeError(`compiled function: argument ${i} must be an array (or list it in opts.scalars)`);
+      key += `${a.dtype}[${a.shape.join(",")}];`;
+    }
+    return key;
+  };
 
   const trace = (args: readonly unknown[]): Plan => {
     const placeholders: LanesArray[] = [];
@@ -254,6 +267,7 @@ export function compile<A extends unknown[], R extends CompiledResult>(
     const key = keyOf(args);
     let plan = plans.get(key);
     if (plan) {
+      if (plan === mostRecent) return plan;
       plans.delete(key); // most recently used goes last
     } else {
       plan = trace(args);
@@ -264,6 +278,7 @@ export function compile<A extends unknown[], R extends CompiledResult>(
       }
     }
     plans.set(key, plan);
+    mostRecent = plan;
     return plan;
   };
 
@@ -274,6 +289,7 @@ export function compile<A extends unknown[], R extends CompiledResult>(
     disposed = true;
     for (const p of plans.values()) p.dispose();
     plans.clear();
+    mostRecent = undefined;
   };
   compiled[Symbol.dispose] = () => compiled.dispose();
   return compiled;
