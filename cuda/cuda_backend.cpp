@@ -78,18 +78,20 @@ class CudaPlanInstance final : public PlanInstance {
     const Driver& d = driver();
     device_.make_current();
     params_ = reinterpret_cast<CUdeviceptr>(scratch.allocate(8 * (kMaxPlanScalars + copies.size())));
+    auto next_context = [&] {
+      prepared_.push_back(std::make_unique<CudaPrepared>(words_));
+      return LaunchContext{device_, words_, scratch, *prepared_.back(), params_};
+    };
     auto add_copies = [&](bool into_plan) {
       for (size_t j = 0; j < copies.size(); ++j) {
         if (copies[j].into_plan != into_plan || copies[j].bytes == 0) continue;
-        prepared_.push_back(std::make_unique<CudaPrepared>(words_));
-        LaunchContext ctx{device_, words_, scratch, *prepared_.back(), params_};
+        LaunchContext ctx = next_context();
         translate_bound_copy(reinterpret_cast<CUdeviceptr>(copies[j].slot), bound_word(j), into_plan, copies[j].bytes, ctx);
       }
     };
     add_copies(true);
     for (const Command& c : commands) {
-      prepared_.push_back(std::make_unique<CudaPrepared>(words_));
-      LaunchContext ctx{device_, words_, scratch, *prepared_.back(), params_};
+      LaunchContext ctx = next_context();
       translate(c, ctx);
     }
     add_copies(false);

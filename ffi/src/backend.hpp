@@ -85,8 +85,6 @@ class Prepared {
   virtual ~Prepared() = default;
 };
 
-// A compiled plan's commands with their memory fixed, for one stream: a backend may translate
-// them once (CUDA: one graph) and replay them with each call's scalar parameters.
 // A copy a plan replay makes between a caller's array and the plan's own memory: an input's
 // bytes into its slot before the plan's commands, or an output's out of its slot after them.
 struct PlanCopy {
@@ -95,6 +93,8 @@ struct PlanCopy {
   size_t bytes;
 };
 
+// A compiled plan's commands with their memory fixed, for one stream: a backend may translate
+// them once (CUDA: one graph) and replay them with each call's scalar parameters.
 class PlanInstance {
  public:
   virtual ~PlanInstance() = default;

@@ -378,17 +378,18 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
     const Slot& s = slots_[o.slot];
     if (s.kind == SlotKind::Donated) {
       out->buffer = donated_buffers[s.input];
-    } else if (bind) {
-      out->buffer = rt.allocator().allocate(out->nbytes(), stream->device(), stream->pool());
-      replay.bound.push_back(out->buffer->data());
-      replay.writes.push_back(out->buffer);
     } else {
       out->buffer = rt.allocator().allocate(out->nbytes(), stream->device(), stream->pool());
-      PlannedCommand pc;
-      TensorArg from{address(*instance, o.slot, donated), o.shape, o.dtype, {}, 0};
-      pc.command = copy_command(from, out->buffer->data());
-      pc.writes = out->buffer;
-      after.push_back(std::move(pc));
+      if (bind) {
+        replay.bound.push_back(out->buffer->data());
+        replay.writes.push_back(out->buffer);
+      } else {
+        PlannedCommand pc;
+        TensorArg from{address(*instance, o.slot, donated), o.shape, o.dtype, {}, 0};
+        pc.command = copy_command(from, out->buffer->data());
+        pc.writes = out->buffer;
+        after.push_back(std::move(pc));
+      }
     }
     results.push_back(std::move(out));
   }

@@ -371,33 +371,59 @@ void test_completion_queue_spin() {
 
 // ---- GPU completions run by a waiting thread -------------------------------------------------
 
+// The completions of two fake queues' epochs, in the order they ran.
+class CompletionLog {
+ public:
+  // What the completion of epoch `value` of queue `queue` runs.
+  lanes::gpu::DeviceCompletions::Complete entry(int queue, uint64_t value) {
+    return [this, queue, value](const std::optional<std::string>& lost) {
+      EXPECT(!lost);
+      std::lock_guard lock(mutex_);
+      order_.emplace_back(queue, value);
+    };
+  }
+  size_t size() {
+    std::lock_guard lock(mutex_);
+    return order_.size();
+  }
+  // Waits up to 2 s for `n` completions; whether exactly `n` ran.
+  bool wait_for(size_t n) {
+    for (int i = 0; i < 2000 && size() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return size() == n;
+  }
+  // Every epoch 1..last[q] of each queue completed once, in its queue's order.
+  void expect_in_order(uint64_t last0, uint64_t last1) {
+    uint64_t next[2] = {1, 1};
+    for (auto [q, v] : order_) {
+      EXPECT(v == next[q]);
+      next[q] = v + 1;
+    }
+    EXPECT(next[0] == last0 + 1 && next[1] == last1 + 1);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::pair<int, uint64_t>> order_;  // (queue, value)
+};
+
 // Two fake queues whose counter words the test writes as a device would. Every epoch must
 // complete exactly once, in its queue's order, whether its callback, the completion thread or
 // a spinning waiter (progress) gets there first.
 void test_device_completions_progress() {
-  std::mutex order_mutex;
-  std::vector<std::pair<int, uint64_t>> order;  // (queue, value) as completed
+  CompletionLog log;
   {
     lanes::gpu::DeviceCompletions completions([]() -> std::optional<std::string> { return std::nullopt; }, nullptr);
     alignas(8) uint64_t words[2] = {0, 0};  // written with atomic stores, as the device's writes are
     constexpr uint64_t kEpochs = 2000;
     std::vector<void*> tokens[2];
-    auto expect = [&](int q, uint64_t v) {
-      tokens[q].push_back(completions.expect(
-          [&, q, v](const std::optional<std::string>& lost) {
-            EXPECT(!lost);
-            std::lock_guard lock(order_mutex);
-            order.emplace_back(q, v);
-          },
-          &words[q], v));
-    };
+    auto expect = [&](int q, uint64_t v) { tokens[q].push_back(completions.expect(log.entry(q, v), &words[q], v)); };
     // Without a word written, progress completes nothing.
     expect(0, 1);
     completions.progress();
-    EXPECT(order.empty());
+    EXPECT(log.size() == 0);
     __atomic_store_n(&words[0], 1, __ATOMIC_RELEASE);
     completions.progress();
-    EXPECT(order.size() == 1);
+    EXPECT(log.size() == 1);
     lanes::gpu::DeviceCompletions::arrive(tokens[0][0]);  // a late callback: no second completion
 
     std::atomic<bool> stop{false};
@@ -424,63 +450,37 @@ void test_device_completions_progress() {
       arrive1_through(kEpochs - 1);
     });
     device.join();
-    for (int i = 0; i < 2000; ++i) {
-      {
-        std::lock_guard lock(order_mutex);
-        if (order.size() == 2 * kEpochs - 1) break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    EXPECT(log.wait_for(2 * kEpochs - 1));
     stop = true;
     waiter.join();
   }
-  uint64_t next[2] = {1, 1};
-  for (auto [q, v] : order) {
-    EXPECT(v == next[q]);
-    next[q] = v + 1;
-  }
-  EXPECT(next[0] == 2001 && next[1] == 2000);
+  log.expect_in_order(2000, 1999);
 }
 
 // Epochs without a callback of their own (CUDA's, since a host function holds its stream):
 // the completion thread's reads of the words, a mark, and settle each complete them, and a
 // spinning waiter and late marks together still complete each once, in queue order.
 void test_device_completions_without_callbacks() {
-  std::mutex order_mutex;
-  std::vector<std::pair<int, uint64_t>> order;
-  auto completed = [&] {
-    std::lock_guard lock(order_mutex);
-    return order.size();
-  };
-  auto wait_for_count = [&](size_t n) {
-    for (int i = 0; i < 2000 && completed() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    return completed() == n;
-  };
+  CompletionLog log;
   {
     lanes::gpu::DeviceCompletions completions([]() -> std::optional<std::string> { return std::nullopt; }, nullptr);
     alignas(8) uint64_t words[2] = {0, 0};
     std::vector<void*> tokens[2];
     auto expect = [&](int q, uint64_t v) {
-      tokens[q].push_back(completions.expect(
-          [&, q, v](const std::optional<std::string>& lost) {
-            EXPECT(!lost);
-            std::lock_guard lock(order_mutex);
-            order.emplace_back(q, v);
-          },
-          &words[q], v, /*callback=*/false));
+      tokens[q].push_back(completions.expect(log.entry(q, v), &words[q], v, /*callback=*/false));
     };
     for (uint64_t v = 1; v <= 7; ++v) expect(0, v);
     // Nobody waits: the completion thread sees the word within its read period.
     __atomic_store_n(&words[0], 3, __ATOMIC_RELEASE);
-    EXPECT(wait_for_count(3));
+    EXPECT(log.wait_for(3));
     // A mark through 6 arrives before the word shows it (the host function ran after them).
     lanes::gpu::DeviceCompletions::arrive_through(completions.new_mark(&words[0], 6));
-    EXPECT(wait_for_count(6));
+    EXPECT(log.wait_for(6));
     // A marked queue's other epochs stay: 7 completes only when settled.
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    EXPECT(completed() == 6);
+    EXPECT(log.size() == 6);
     completions.settle(tokens[0][6]);
-    EXPECT(wait_for_count(7));
+    EXPECT(log.wait_for(7));
 
     constexpr uint64_t kEpochs = 2000;
     for (uint64_t v = 1; v <= kEpochs; ++v) expect(1, v);
@@ -495,16 +495,11 @@ void test_device_completions_without_callbacks() {
       }
     });
     device.join();
-    EXPECT(wait_for_count(7 + kEpochs));
+    EXPECT(log.wait_for(7 + kEpochs));
     stop = true;
     waiter.join();
   }
-  uint64_t next[2] = {1, 1};
-  for (auto [q, v] : order) {
-    EXPECT(v == next[q]);
-    next[q] = v + 1;
-  }
-  EXPECT(next[0] == 8 && next[1] == 2001);
+  log.expect_in_order(7, 2000);
 }
 
 // ---- a failure part-way through a batch --------------------------------------------------------
