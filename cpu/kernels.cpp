@@ -291,6 +291,72 @@ void binary_scalar(const Command& c) {
   });
 }
 
+// ---- fused elementwise chains ------------------------------------------------------------------
+
+// A fused chain runs step by step over a span of running values held in the output row, one
+// plain loop per op, with the same float32 operations its ops run alone.
+constexpr int64_t kFusedSpan = 1024;
+
+template <int Op>
+void unary_span(float* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) v[i] = unary_float(Op, v[i]);
+}
+
+template <int Op>
+void binary_span(float* v, const float* other, int64_t stride, int64_t n, bool value_first) {
+  if (value_first)
+    for (int64_t i = 0; i < n; ++i) v[i] = apply_binary<float>(Op, v[i], other[i * stride]);
+  else
+    for (int64_t i = 0; i < n; ++i) v[i] = apply_binary<float>(Op, other[i * stride], v[i]);
+}
+
+template <int... Ops>
+void unary_span_by_op(int op, float* v, int64_t n, std::integer_sequence<int, Ops...>) {
+  using Span = void (*)(float*, int64_t);
+  static constexpr Span table[] = {&unary_span<Ops>...};
+  table[op](v, n);
+}
+
+template <int... Ops>
+void binary_span_by_op(int op, float* v, const float* other, int64_t stride, int64_t n, bool value_first,
+                       std::integer_sequence<int, Ops...>) {
+  using Span = void (*)(float*, const float*, int64_t, int64_t, bool);
+  static constexpr Span table[] = {&binary_span<Ops>...};
+  table[op](v, other, stride, n, value_first);
+}
+
+void fused(const Command& c) {
+  const std::vector<FusedStep>& program = *c.params.fused;
+  const Shape& shape = c.output.shape;
+  std::array<Shape, kMaxFusedInputs> st;
+  std::array<const float*, kMaxFusedInputs> in{};
+  std::array<int64_t, kMaxFusedInputs> inner{};
+  for (size_t k = 0; k < kMaxFusedInputs; ++k) {
+    st[k] = k < c.inputs.size() ? read_strides(c.inputs[k], shape) : Shape(shape.size(), 0);
+    if (k < c.inputs.size()) in[k] = base<float>(c.inputs[k]);
+    inner[k] = shape.empty() ? 0 : st[k].back();
+  }
+  float* y = output<float>(c);
+  for_each_row<kMaxFusedInputs>(shape, st, [&](int64_t o, const std::array<int64_t, kMaxFusedInputs>& off, int64_t n) {
+    for (int64_t at = 0; at < n; at += kFusedSpan) {
+      int64_t m = std::min(kFusedSpan, n - at);
+      float* v = y + o + at;
+      const float* head = in[0] + off[0] + at * inner[0];
+      for (int64_t i = 0; i < m; ++i) v[i] = head[i * inner[0]];
+      for (const FusedStep& f : program) {
+        if (f.op == OpCode::Unary) {
+          unary_span_by_op(f.subop, v, m, std::make_integer_sequence<int, LANES_OP_COS + 1>{});
+        } else {
+          bool scalar = f.op == OpCode::BinaryScalar;
+          const float* other = scalar ? &f.scalar : in[f.operand] + off[f.operand] + at * inner[f.operand];
+          binary_span_by_op(f.subop, v, other, scalar ? 0 : inner[f.operand], m, f.value_first,
+                            std::make_integer_sequence<int, LANES_OP_POWER + 1>{});
+        }
+      }
+    }
+  });
+}
+
 // The target copied to the output (unless it was donated: then they are one buffer), then the
 // update written at the offset.
 void slice_update(const Command& c) {
@@ -1002,6 +1068,7 @@ void run_kernel(const Command& c) {
     case OpCode::Unary: return unary(c);
     case OpCode::Binary: return binary(c);
     case OpCode::BinaryScalar: return binary_scalar(c);
+    case OpCode::Fused: return fused(c);
     case OpCode::SliceUpdate: return slice_update(c);
     case OpCode::Where: return where(c);
     case OpCode::AsType: return astype(c);

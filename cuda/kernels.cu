@@ -168,7 +168,7 @@ __device__ __forceinline__ float unary_float(int op, float x) {
     case OP_LOG: return logf(x);
     case OP_NEGATIVE: return -x;
     case OP_ABS: return fabsf(x);
-    case OP_SQUARE: return x * x;
+    case OP_SQUARE: return __fmul_rn(x, x);
     case OP_SQRT: return sqrtf(x);
     case OP_RSQRT: return 1.0f / sqrtf(x);
     case OP_TANH: return tanhf(x);
@@ -232,9 +232,11 @@ __device__ void unary_impl(T* y, const T* x, KStrides sx, KShape shape, i64 n, i
 
 __device__ __forceinline__ float binary_float(int op, float a, float b) {
   switch (op) {
-    case OP_ADD: return a + b;
-    case OP_SUBTRACT: return a - b;
-    case OP_MULTIPLY: return a * b;
+    // Rounded here, never contracted with a neighbouring op into a fused multiply-add: a fused
+    // chain computes exactly what its ops stored one by one.
+    case OP_ADD: return __fadd_rn(a, b);
+    case OP_SUBTRACT: return __fsub_rn(a, b);
+    case OP_MULTIPLY: return __fmul_rn(a, b);
     case OP_DIVIDE: return a / b;
     case OP_POWER: return powf(a, b);
     case OP_MINIMUM: return (a != a || b != b) ? qnan() : (a < b ? a : b);
@@ -332,6 +334,50 @@ __device__ void binary_scalar_impl(void* out, const T* a, KStrides sa, KShape sh
     else static_cast<T*>(out)[i] = Arith<T>::of(op, l, r);
   }
 }
+
+// A compiled plan's chain of float32 elementwise ops (ffi/src/gpu/kernel_layout.hpp's KFused):
+// the running value starts as input 0 and each step applies the op its own kernel would.
+struct KFused {
+  int steps;
+  int kind[FUSED_STEPS];
+  int subop[FUSED_STEPS];
+  int operand[FUSED_STEPS];
+  int value_first[FUSED_STEPS];
+  float scalar[FUSED_STEPS];
+};
+
+#if defined(LANES_FAMILY_ELEMENTWISE)
+// Called, not inlined, from each unrolled step: one copy of every op's code per kernel.
+__device__ __noinline__ float fused_unary(int op, float v) { return unary_float(op, v); }
+__device__ __noinline__ float fused_binary(int op, float a, float b) { return binary_float(op, a, b); }
+
+extern "C" __global__ void fused_f32(float* y, const float* x0, KStrides s0, const float* x1, KStrides s1, const float* x2,
+                                     KStrides s2, const float* x3, KStrides s3, KShape shape, i64 n, KFused f, int inputs,
+                                     int contiguous) {
+  GRID_STRIDE(i, n) {
+    // Each input's element for this output element, found once.
+    float x[4] = {0, 0, 0, 0};
+    x[0] = x0[contiguous ? s0.offset + i : offset_of(i, shape, s0)];
+    if (inputs > 1) x[1] = x1[contiguous ? s1.offset + i : offset_of(i, shape, s1)];
+    if (inputs > 2) x[2] = x2[contiguous ? s2.offset + i : offset_of(i, shape, s2)];
+    if (inputs > 3) x[3] = x3[contiguous ? s3.offset + i : offset_of(i, shape, s3)];
+    float v = x[0];
+    // Unrolled, so each step's fields are read at a fixed offset of the parameter block.
+#pragma unroll
+    for (int k = 0; k < FUSED_STEPS; ++k) {
+      if (k >= f.steps) break;
+      if (f.kind[k] == 0) {
+        v = fused_unary(f.subop[k], v);
+      } else {
+        int j = f.operand[k];
+        float o = f.kind[k] == 2 ? f.scalar[k] : j == 0 ? x[0] : j == 1 ? x[1] : j == 2 ? x[2] : x[3];
+        v = f.value_first[k] ? fused_binary(f.subop[k], v, o) : fused_binary(f.subop[k], o, v);
+      }
+    }
+    y[i] = v;
+  }
+}
+#endif
 
 template <class T>
 __device__ void where_impl(T* y, const u8* c, KStrides sc, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape,

@@ -198,6 +198,28 @@ static void where(const Command& c, LaunchContext& ctx) {
             w.shape, n);
 }
 
+// A compiled plan's elementwise chain: every input read at the output's shape, in one kernel.
+static void fused(const Command& c, LaunchContext& ctx) {
+  const Shape& s = c.output.shape;
+  int64_t n = numel(s);
+  std::vector<Shape> strides;
+  Shape offsets;
+  for (const TensorArg& in : c.inputs) {
+    strides.push_back(read_strides(in, s));
+    offsets.push_back(in.offset);
+  }
+  Walk w = collapse(s, strides, offsets);
+  CUdeviceptr x[kMaxFusedInputs] = {};
+  KStrides sx[kMaxFusedInputs] = {};
+  for (size_t k = 0; k < c.inputs.size(); ++k) {
+    x[k] = base_ptr(c.inputs[k]);
+    sx[k] = w.strides[k];
+  }
+  int32_t inputs = static_cast<int32_t>(c.inputs.size()), contiguous = w.contiguous ? 1 : 0;
+  launch_1d(ctx, "fused_f32", n, data_ptr(c.output), x[0], sx[0], x[1], sx[1], x[2], sx[2], x[3], sx[3], w.shape, n,
+            gpu::fused_code(c), inputs, contiguous);
+}
+
 static void dequantize(const Command& c, LaunchContext& ctx);
 
 static void astype(const Command& c, LaunchContext& ctx) {

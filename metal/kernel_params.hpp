@@ -36,6 +36,23 @@ typedef struct EwParams {
   int flags;
 } EwParams;
 
+/* A compiled plan's chain of float32 elementwise ops (ffi/src/gpu/kernel_layout.hpp's KFused):
+ * inputs read through s0..s3 from buffers 1-4; the running value starts as input 0. kind: 0
+ * unary, 1 binary with input `operand`, 2 binary with `scalar`. flags bit 0 as EwParams. */
+#define LANES_KERNEL_MAX_FUSED_STEPS 16
+typedef struct FusedParams {
+  KShape shape;
+  KStrides s0, s1, s2, s3;
+  long n;
+  int flags;
+  int steps;
+  int kind[LANES_KERNEL_MAX_FUSED_STEPS];
+  int subop[LANES_KERNEL_MAX_FUSED_STEPS];
+  int operand[LANES_KERNEL_MAX_FUSED_STEPS];
+  int value_first[LANES_KERNEL_MAX_FUSED_STEPS];
+  float scalar[LANES_KERNEL_MAX_FUSED_STEPS];
+} FusedParams;
+
 /* binaryScalar: `a op scalar`, or `scalar op a` when scalar_first; the scalar as the array's
  * type stores it (its bits, ffi/src/gpu's storage_bits). flags bit 0: contiguous operand. */
 typedef struct ScalarParams {

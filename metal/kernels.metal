@@ -311,6 +311,34 @@ void binary_scalar_impl(device uchar* out, const device T* a, constant ScalarPar
   }
 }
 
+// A compiled plan's elementwise chain: each step applies the op its own kernel would.
+inline float fused_load(int k, long i, constant FusedParams& p, const device float* x0, const device float* x1,
+                        const device float* x2, const device float* x3) {
+  bool flat = p.flags & 1;
+  switch (k) {
+    case 0: return x0[flat ? p.s0.offset + i : offset_of(i, p.shape, p.s0)];
+    case 1: return x1[flat ? p.s1.offset + i : offset_of(i, p.shape, p.s1)];
+    case 2: return x2[flat ? p.s2.offset + i : offset_of(i, p.shape, p.s2)];
+    default: return x3[flat ? p.s3.offset + i : offset_of(i, p.shape, p.s3)];
+  }
+}
+
+void fused_impl(device float* y, const device float* x0, const device float* x1, const device float* x2, const device float* x3,
+                constant FusedParams& p, uint gid, uint gsize) {
+  GRID_STRIDE(i, p.n) {
+    float v = fused_load(0, i, p, x0, x1, x2, x3);
+    for (int k = 0; k < p.steps; ++k) {
+      if (p.kind[k] == 0) {
+        v = unary_float(p.subop[k], v);
+      } else {
+        float o = p.kind[k] == 2 ? p.scalar[k] : fused_load(p.operand[k], i, p, x0, x1, x2, x3);
+        v = p.value_first[k] ? binary_float(p.subop[k], v, o) : binary_float(p.subop[k], o, v);
+      }
+    }
+    y[i] = v;
+  }
+}
+
 template <typename T>
 void where_impl(device T* y, const device uchar* c, const device T* a, const device T* b, constant EwParams& p, uint gid, uint gsize) {
   GRID_STRIDE(i, p.n) y[i] = c[offset_of(i, p.shape, p.s0)] ? a[offset_of(i, p.shape, p.s1)] : b[offset_of(i, p.shape, p.s2)];
@@ -849,6 +877,8 @@ BINARY(float, f32) BINARY(f16, f16) BINARY(bf16, bf16) BINARY(int, i32) BINARY(u
 
 #define BINARY_SCALAR(T, S) kernel void binary_scalar_##S(device uchar* y [[buffer(0)]], const device T* a [[buffer(1)]], constant ScalarParams& p [[buffer(8)]], GRID_ARGS) { binary_scalar_impl<T>(y, a, p, gid, gsize); }
 BINARY_SCALAR(float, f32) BINARY_SCALAR(f16, f16) BINARY_SCALAR(bf16, bf16) BINARY_SCALAR(int, i32)
+
+kernel void fused_f32(device float* y [[buffer(0)]], const device float* x0 [[buffer(1)]], const device float* x1 [[buffer(2)]], const device float* x2 [[buffer(3)]], const device float* x3 [[buffer(4)]], constant FusedParams& p [[buffer(8)]], GRID_ARGS) { fused_impl(y, x0, x1, x2, x3, p, gid, gsize); }
 
 #define BY_SIZE(X) X(uint, 4) X(ushort, 2) X(uchar, 1)
 #define WHERE(T, S) kernel void where_##S(device T* y [[buffer(0)]], const device uchar* c [[buffer(1)]], const device T* a [[buffer(2)]], const device T* b [[buffer(3)]], EW_ARGS) { where_impl<T>(y, c, a, b, p, gid, gsize); }

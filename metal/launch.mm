@@ -34,6 +34,7 @@ using gpu::Walk;
 // kernel_params.hpp's KShape and KStrides are gpu::KShape and gpu::KStrides in MSL's spelling.
 static_assert(sizeof(long) == sizeof(int64_t), "kernel_params.hpp: long must be MSL's 64-bit integer");
 static_assert(LANES_KERNEL_MAX_DIMS == gpu::kMaxDims);
+static_assert(LANES_KERNEL_MAX_FUSED_STEPS == kMaxFusedSteps);
 
 constexpr NSUInteger kParamsIndex = 8;
 constexpr NSUInteger kMaxParamsBytes = 4096;  // setBytes:length:atIndex: takes at most 4 KB
@@ -278,6 +279,43 @@ static void binary(const Command& c, RecordContext& ctx) {
   bind_arg(ctx, d, a, 1, false);
   bind_arg(ctx, d, b, 2, false);
   params(d, ew(w, n, c.params.subop));
+  dispatch_1d(d, n);
+  emit(ctx, std::move(d));
+}
+
+// A compiled plan's elementwise chain in one kernel; unused input slots repeat input 0.
+static void fused(const Command& c, RecordContext& ctx) {
+  const Shape& s = c.output.shape;
+  int64_t n = numel(s);
+  if (!n) return;
+  std::vector<Shape> strides;
+  Shape offsets;
+  for (const TensorArg& in : c.inputs) {
+    strides.push_back(read_strides(in, s));
+    offsets.push_back(in.offset);
+  }
+  Walk w = collapse(s, strides, offsets);
+  EwParams e = ew(w, n);
+  gpu::KFused code = gpu::fused_code(c);
+  FusedParams p{};
+  p.shape = e.shape;
+  p.s0 = e.s0;
+  p.s1 = e.s1;
+  p.s2 = e.s2;
+  p.s3 = e.s3;
+  p.n = n;
+  p.flags = e.flags;
+  p.steps = code.steps;
+  std::memcpy(p.kind, code.kind, sizeof p.kind);
+  std::memcpy(p.subop, code.subop, sizeof p.subop);
+  std::memcpy(p.operand, code.operand, sizeof p.operand);
+  std::memcpy(p.value_first, code.value_first, sizeof p.value_first);
+  std::memcpy(p.scalar, code.scalar, sizeof p.scalar);
+  Dispatch d = kernel(ctx, "fused_f32");
+  bind_arg(ctx, d, c.output, 0, true);
+  for (size_t k = 0; k < size_t(kMaxFusedInputs); ++k)
+    bind_arg(ctx, d, c.inputs[k < c.inputs.size() ? k : 0], k + 1, false);
+  params(d, p);
   dispatch_1d(d, n);
   emit(ctx, std::move(d));
 }

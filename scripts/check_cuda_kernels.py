@@ -76,6 +76,8 @@ def op_constants():
     for macro, prefix in (("UNARY", "OP_"), ("BINARY", "OP_"), ("REDUCE", "R_"), ("RANDOM", "RANDOM_")):
         for code, name in re.findall(rf"^LANES_{macro}\((\d+), (\w+),", table, re.M):
             lines.append(f"#define {prefix}{name} {code}\n")
+    steps = re.search(r"kMaxFusedSteps = (\d+);", read("ffi/src/command.hpp")).group(1)
+    lines.append(f"#define FUSED_STEPS {steps}\n")
     return "".join(lines)
 
 

@@ -253,6 +253,79 @@ describe("compiled equals eager, bit for bit, per op family", () => {
 });
 
 
+describe("elementwise chains fuse into one kernel and keep eager's bits", () => {
+  const steps = (fn: (...a: Arr[]) => Result, ...args: Arr[]) => {
+    const f = lx.compile(fn);
+    try {
+      return f.plan(...args).info().steps;
+    } finally {
+      f.dispose();
+    }
+  };
+
+  test("the small graph: each round's add, maximum and multiply become one kernel after its matmul", () => {
+    const [x, w, b] = [f32([64, 64]), f32([64, 64], -0.1, 0.1), f32([1, 64])];
+    const graph = (x: Arr, w: Arr, b: Arr) => {
+      let h = x;
+      for (let i = 0; i < 7; i++) h = lx.multiply(lx.maximum(lx.add(lx.matmul(h, w), b), 0), 0.125);
+      return lx.softmax(h, -1);
+    };
+    expect(steps(graph, x, w, b)).toBe(7 * 2 + 1);
+    checkCompiled(graph, [[x, w, b], [f32([64, 64]), w, b]]);
+  });
+
+  test("every unary op and every arithmetic binary op, the running value on either side, broadcast and strided operands", () => {
+    const chain = (x: Arr, b: Arr, c: Arr) => {
+      let h = lx.add(x, b); // b broadcasts along rows
+      h = lx.subtract(lx.transpose(c), h); // a strided operand, the running value on the right
+      h = lx.tanh(lx.multiply(h, 0.25));
+      h = lx.divide(1.5, lx.add(lx.square(h), 1));
+      h = lx.maximum(lx.minimum(h, b), -0.75);
+      h = lx.power(lx.abs(h), 1.5);
+      return lx.cos(lx.sin(lx.sigmoid(lx.silu(lx.gelu(lx.geluApprox(lx.rsqrt(lx.sqrt(lx.log(lx.exp(lx.negative(h)))))))))));
+    };
+    const args = () => [f32([6, 40]), f32([40]), f32([40, 6])] as [Arr, Arr, Arr];
+    const a = args();
+    // 22 ops reading four operands (b twice): a chain of 16 steps (the most one kernel takes), then one of 6.
+    expect(steps(chain, ...a)).toBe(2);
+    checkCompiled(chain, [a, args()]);
+  });
+
+  test("a chain stops where an intermediate is also read elsewhere, is an output, or changes shape", () => {
+    const [x, y] = [f32([5, 7]), f32([7])];
+    // exp(x) is read twice; t is an output; the sum changes the shape.
+    const branchy = (x: Arr, y: Arr) => {
+      const e = lx.exp(x);
+      const t = lx.multiply(lx.add(e, y), 2);
+      const u = lx.subtract(lx.sum(lx.negative(t), -1, { keepdims: true }), e);
+      return [t, lx.abs(u)];
+    };
+    // exp | add+multiply (t) | negative | sum | subtract+abs
+    expect(steps(branchy, x, y)).toBe(5);
+    checkCompiled(branchy, [[x, y]]);
+    // A fifth distinct operand starts a new chain (a kernel reads at most four).
+    const wide = (a: Arr, b: Arr, c: Arr, d: Arr, e: Arr) => lx.add(lx.add(lx.add(lx.add(a, b), c), d), e);
+    const five = [0, 1, 2, 3, 4].map(() => f32([3, 8]));
+    expect(steps(wide, ...five)).toBe(2);
+    checkCompiled(wide, [five as [Arr, Arr, Arr, Arr, Arr]]);
+  });
+
+  test("chains of other dtypes, comparisons and scalar parameters are not fused, and stay equal to eager", () => {
+    const half = (x: Arr) => lx.multiply(lx.add(x, 1), 3);
+    const h = typed([4, 6], "float16");
+    expect(steps(half, h)).toBe(2);
+    checkCompiled(half, [[h]]);
+    const cmp = (x: Arr) => lx.less(lx.exp(x), 1);
+    expect(steps(cmp, f32([4, 6]))).toBe(2);
+    const param = lx.compile((x: Arr, s: number) => lx.exp(lx.multiply(lx.add(x, 1), s)), { scalars: [1] });
+    const x = f32([4, 6]);
+    expect(param.plan(x, 0.5).info().steps).toBe(3);
+    for (const s of [0.5, -2])
+      lx.tidy(() => expectSame(param(x, s), lx.exp(lx.multiply(lx.add(x, 1), s))));
+    param.dispose();
+  });
+});
+
 describe("outputs", () => {
   test("an output that is the input itself, a constant, or a view is copied into an array of its own", () => {
     const w = f32([3, 4]);
@@ -565,7 +638,7 @@ describe("constants and lifetimes", () => {
   test("the arena reuses the memory of dead intermediates", () => {
     const f = lx.compile((x: Arr) => {
       let h = x;
-      for (let i = 0; i < 12; i++) h = lx.add(lx.multiply(h, 0.9), 0.1);
+      for (let i = 0; i < 12; i++) h = lx.add(lx.softmax(h, -1), 0.1);
       return h;
     });
     const x = f32([256, 256]);

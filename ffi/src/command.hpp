@@ -2,6 +2,7 @@
 // memory. The core keeps that memory alive until the epoch that carries the command completed.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "dtype.hpp"
@@ -22,6 +23,20 @@ int op_arity(OpCode op);
 // Scalar parameters a compiled plan may take.
 inline constexpr int kMaxPlanScalars = 16;
 
+// A compiled plan runs a chain of float32 elementwise ops whose intermediates nothing else
+// reads as one Fused command: one kernel, one pass over memory. The running value starts as
+// input 0 read at the output's shape, and each step replaces it with the result its op alone
+// would have stored, so a fused chain is bitwise equal to its ops run one by one.
+inline constexpr int kMaxFusedInputs = 4;
+inline constexpr int kMaxFusedSteps = 16;
+struct FusedStep {
+  OpCode op = OpCode::Unary;  // Unary, Binary (arithmetic) or BinaryScalar (arithmetic)
+  int subop = 0;
+  int operand = 0;          // Binary: the command input on the other side
+  bool value_first = true;  // Binary, BinaryScalar: the running value is the left operand
+  float scalar = 0;         // BinaryScalar: the scalar as float32 holds it
+};
+
 struct OpParams {
   int subop = 0;               // the sub-op code of Unary, Binary, BinaryScalar, Reduce and Random
   std::vector<int> axes;       // Reduce: sorted, normalized
@@ -36,6 +51,7 @@ struct OpParams {
   // 1 causal. Rope: 1 traditional.
   int flags = 0;
   void* host_staging = nullptr;  // Download: host memory the device writes
+  std::shared_ptr<const std::vector<FusedStep>> fused;  // Fused: its steps, in order
 };
 
 // A tensor as a kernel reads it: the base of its buffer plus a strided view of it (element

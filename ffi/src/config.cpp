@@ -22,6 +22,7 @@ Config read_config() {
   c.backend = env("LANES_BACKEND");
   c.global_locking = env("LANES_LOCKING") == "global";
   if (long ms = std::strtol(env("LANES_WATCHDOG_MS").c_str(), nullptr, 10); ms > 0) c.watchdog = std::chrono::milliseconds(ms);
+  c.fuse_elementwise = env("LANES_FUSE") != "0";
   c.fault_injection = env("LANES_FAULT_INJECTION") == "1";
   BackendSettings& b = c.backend_settings;
   b.cache_dir = env("LANES_CACHE_DIR");

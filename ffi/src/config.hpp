@@ -17,6 +17,9 @@ struct Config {
   // LANES_WATCHDOG_MS: a host wait longer than this fails with a device error naming the
   // stream, timeline value and waiting threads instead of hanging. Unset: wait forever.
   std::optional<std::chrono::milliseconds> watchdog;
+  // LANES_FUSE=0: compiled plans run every elementwise op as its own kernel instead of fusing
+  // chains of them (for comparison; results are the same bits either way).
+  bool fuse_elementwise = true;
   // LANES_FAULT_INJECTION=1: enables the test-only fault hooks (lanes_debug_*).
   bool fault_injection = false;
   // The backend's switches: LANES_CPU_SIMD, LANES_CPU_THREADS, LANES_CACHE_DIR, LANES_CUDA_*.

@@ -5,6 +5,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "config.hpp"
 #include "eval.hpp"
 #include "runtime.hpp"
 #include "status.hpp"
@@ -189,8 +190,111 @@ std::shared_ptr<Plan> Plan::build(const std::vector<NodePtr>& inputs, const std:
     }
     plan->outputs_.push_back(Output{o.slot, out->shape, out->dtype});
   }
+  if (config().fuse_elementwise) plan->fuse_elementwise();
   plan->lay_out_arena();
   return plan;
+}
+
+// A float32 elementwise op whose result is a plain function of its operands' elements, with no
+// scalar bound to a plan parameter (those are patched per replay, op by op).
+bool Plan::fusable(const Step& step) const {
+  if (step.output.dtype != DType::Float32) return false;
+  for (const Operand& in : step.inputs)
+    if (in.dtype != DType::Float32) return false;
+  const OpParams& p = step.params;
+  switch (step.op) {
+    case OpCode::Unary: return true;
+    case OpCode::Binary: return p.subop < LANES_OP_EQUAL;
+    case OpCode::BinaryScalar: return p.subop < LANES_OP_EQUAL && p.dynamic[0] < 0;
+    default: return false;
+  }
+}
+
+// Joins each fusable step to the chain of the fusable step whose result it alone reads, at the
+// same shape, and replaces every chain of two or more by one Fused step where its last member
+// was. The chain's intermediates are elided: they never reach memory.
+void Plan::fuse_elementwise() {
+  const int count = static_cast<int>(steps_.size());
+  std::vector<int> readers(slots_.size(), 0), writer(slots_.size(), -1);
+  for (int i = 0; i < count; ++i) {
+    for (const Operand& in : steps_[i].inputs) ++readers[in.slot];
+    writer[steps_[i].output.slot] = i;
+  }
+  for (const Output& o : outputs_) readers[o.slot] = 2;  // an output is stored
+
+  struct Chain {
+    std::vector<int> members;
+    std::vector<Operand> inputs;
+    std::vector<FusedStep> program;
+  };
+  std::vector<Chain> chains;
+  std::vector<int> chain_of(count, -1);
+  auto add_input = [](Chain& chain, const Operand& o) {
+    chain.inputs.push_back(o);
+    return static_cast<int>(chain.inputs.size()) - 1;
+  };
+  for (int i = 0; i < count; ++i) {
+    const Step& step = steps_[i];
+    if (!fusable(step)) continue;
+    // The operand that continues a chain: a chain's last result read whole, by this step only.
+    int through = -1, joined = -1;
+    for (size_t k = 0; k < step.inputs.size() && through < 0; ++k) {
+      const Operand& in = step.inputs[k];
+      int w = writer[in.slot];
+      if (w < 0 || chain_of[w] < 0 || readers[in.slot] != 1 || !in.strides.empty() || in.offset != 0) continue;
+      if (in.shape != step.output.shape || steps_[w].output.shape != step.output.shape) continue;
+      const Chain& c = chains[chain_of[w]];
+      if (c.members.back() != w || c.program.size() >= size_t(kMaxFusedSteps)) continue;
+      if (step.op == OpCode::Binary && c.inputs.size() >= size_t(kMaxFusedInputs)) continue;
+      through = static_cast<int>(k);
+      joined = chain_of[w];
+    }
+    FusedStep f;
+    f.op = step.op;
+    f.subop = step.params.subop;
+    if (step.op == OpCode::BinaryScalar) {
+      f.scalar = static_cast<float>(step.params.scalars[0]);
+      f.value_first = !(step.params.flags & 1);
+    }
+    if (joined < 0) {
+      joined = static_cast<int>(chains.size());
+      chains.push_back(Chain{});
+      through = 0;
+      add_input(chains.back(), step.inputs[0]);
+    }
+    Chain& chain = chains[joined];
+    if (step.op == OpCode::Binary) {
+      f.value_first = through == 0;
+      const Operand& other = step.inputs[1 - through];
+      f.operand = add_input(chain, other);
+    }
+    chain.members.push_back(i);
+    chain.program.push_back(f);
+    chain_of[i] = joined;
+  }
+
+  std::vector<Step> fused;
+  fused.reserve(steps_.size());
+  for (int i = 0; i < count; ++i) {
+    int id = chain_of[i];
+    if (id < 0 || chains[id].members.size() < 2) {
+      fused.push_back(std::move(steps_[i]));
+      continue;
+    }
+    Chain& chain = chains[id];
+    if (chain.members.back() != i) {
+      slots_[steps_[i].output.slot].kind = SlotKind::Elided;
+      continue;
+    }
+    Step step{OpCode::Fused, {}, std::move(chain.inputs), steps_[i].output};
+    step.params.fused = std::make_shared<const std::vector<FusedStep>>(std::move(chain.program));
+    fused.push_back(std::move(step));
+  }
+  steps_ = std::move(fused);
+  for (int i = 0; i < static_cast<int>(steps_.size()); ++i) {
+    Slot& s = slots_[steps_[i].output.slot];
+    if (s.kind == SlotKind::Arena) s.first = i;
+  }
 }
 
 void Plan::lay_out_arena() {
@@ -227,6 +331,7 @@ void* Plan::address(const Instance& instance, int slot, const std::vector<void*>
     case SlotKind::Arena: return static_cast<char*>(instance.arena->data()) + s.arena_offset;
     case SlotKind::Donated: return donated[s.input];
     case SlotKind::Constant: return s.constant->data();
+    case SlotKind::Elided: break;
   }
   throw_error(LANES_ERR_INTERNAL, "plan: unknown slot kind");
 }

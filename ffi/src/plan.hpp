@@ -56,7 +56,8 @@ class Plan {
     std::vector<Operand> inputs;
     Operand output;
   };
-  enum class SlotKind { Arena, Donated, Constant };
+  // Elided: an intermediate of a fused chain, never stored.
+  enum class SlotKind { Arena, Donated, Constant, Elided };
   struct Slot {
     SlotKind kind = SlotKind::Arena;
     size_t bytes = 0;
@@ -86,6 +87,8 @@ class Plan {
     std::weak_ptr<Stream> stream;
   };
 
+  bool fusable(const Step& step) const;
+  void fuse_elementwise();
   void lay_out_arena();
   std::shared_ptr<Instance> instance_for(const StreamPtr& stream, const std::vector<void*>& donated);
   void* address(const Instance& instance, int slot, const std::vector<void*>& donated) const;

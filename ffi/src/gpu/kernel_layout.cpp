@@ -18,7 +18,25 @@ std::string op_constants() {
 #include "lanes_table.def"
 #define LANES_RANDOM(code, NAME, name) "#define RANDOM_" #NAME " " #code "\n"
 #include "lanes_table.def"
-      "";
+      "#define FUSED_STEPS " + std::to_string(kMaxFusedSteps) + "\n";
+}
+
+KFused fused_code(const Command& c) {
+  const std::vector<FusedStep>& program = *c.params.fused;
+  if (program.empty() || program.size() > size_t(kMaxFusedSteps) || c.inputs.empty() || c.inputs.size() > size_t(kMaxFusedInputs))
+    throw_error(LANES_ERR_INTERNAL, "gpu: a fused command of " + std::to_string(program.size()) + " steps and " +
+                                        std::to_string(c.inputs.size()) + " inputs");
+  KFused k{};
+  k.steps = static_cast<int32_t>(program.size());
+  for (size_t i = 0; i < program.size(); ++i) {
+    const FusedStep& f = program[i];
+    k.kind[i] = f.op == OpCode::Unary ? 0 : f.op == OpCode::Binary ? 1 : 2;
+    k.subop[i] = f.subop;
+    k.operand[i] = f.operand;
+    k.value_first[i] = f.value_first ? 1 : 0;
+    k.scalar[i] = f.scalar;
+  }
+  return k;
 }
 
 const char* suffix(DType d) {

@@ -25,6 +25,19 @@ struct KStrides {
   int64_t s[kMaxDims];
 };
 
+// A Fused command's steps as its kernel reads them (kernels repeat it word for word, with
+// FUSED_STEPS = kMaxFusedSteps from op_constants()). kind: 0 unary, 1 binary with input
+// `operand`, 2 binary with `scalar`; value_first: the running value is the left operand.
+struct KFused {
+  int32_t steps;
+  int32_t kind[kMaxFusedSteps];
+  int32_t subop[kMaxFusedSteps];
+  int32_t operand[kMaxFusedSteps];
+  int32_t value_first[kMaxFusedSteps];
+  float scalar[kMaxFusedSteps];
+};
+KFused fused_code(const Command& c);
+
 // The op codes of lanes_table.def as preprocessor definitions (OP_EXP, OP_ADD, R_SUM, ...),
 // put ahead of a kernel source compiled at run time so its constants cannot drift.
 std::string op_constants();

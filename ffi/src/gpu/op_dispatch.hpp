@@ -21,6 +21,7 @@ void translate_op(const Command& c, Context& ctx, const char* backend) {
     case OpCode::Unary: return unary(c, ctx);
     case OpCode::Binary: return binary(c, ctx);
     case OpCode::BinaryScalar: return binary_scalar(c, ctx);
+    case OpCode::Fused: return fused(c, ctx);
     case OpCode::SliceUpdate: return slice_update(c, ctx);
     case OpCode::Where: return where(c, ctx);
     case OpCode::AsType: return astype(c, ctx);
