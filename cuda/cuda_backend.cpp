@@ -125,19 +125,28 @@ class CudaPlanInstance final : public PlanInstance {
 
   bool copies_bound() const override { return true; }
 
-  // Issued under the stream's op lock: the scalars and copy addresses, the take kernels' error
-  // words, the graph.
-  std::optional<std::string> issue(CUstream stream, const double* scalars, int count, void* const* bound) const {
+  // Issued under the stream's op lock (an instance serves one stream): the scalars and copy
+  // addresses that differ from the block's, the take kernels' error words, the graph. A word
+  // equal to the one last written is left alone: the stream orders every write before the
+  // graphs that read it, so the block still holds it. Replays of one input into an output the
+  // pool hands back each time write nothing at all.
+  std::optional<std::string> issue(CUstream stream, const double* scalars, int count, void* const* bound) {
     const Driver& d = driver();
     device_.make_current();
+    auto write = [&](size_t word, uint64_t bits) -> CUresult {
+      if (written_[word] && block_[word] == bits) return CUDA_SUCCESS;
+      CUresult r = d.cuStreamWriteValue64(stream, params_ + 8 * static_cast<CUdeviceptr>(word), bits, 0);
+      written_[word] = r == CUDA_SUCCESS;
+      block_[word] = bits;
+      return r;
+    };
     for (int i = 0; i < count; ++i) {
       uint64_t bits;
       std::memcpy(&bits, &scalars[i], 8);
-      if (CUresult r = d.cuStreamWriteValue64(stream, params_ + 8 * static_cast<CUdeviceptr>(i), bits, 0); r != CUDA_SUCCESS)
-        return "writing a plan's scalars: " + error_text(r);
+      if (CUresult r = write(static_cast<size_t>(i), bits); r != CUDA_SUCCESS) return "writing a plan's scalars: " + error_text(r);
     }
     for (size_t j = 0; j < copies_; ++j)
-      if (CUresult r = d.cuStreamWriteValue64(stream, bound_word(j), reinterpret_cast<uint64_t>(bound[j]), 0); r != CUDA_SUCCESS)
+      if (CUresult r = write(kMaxPlanScalars + j, reinterpret_cast<uint64_t>(bound[j])); r != CUDA_SUCCESS)
         return "writing a plan's copy addresses: " + error_text(r);
     for (const auto& p : prepared_)
       for (const TakeCheck& t : p->checks)
@@ -156,6 +165,9 @@ class CudaPlanInstance final : public PlanInstance {
   ErrorWords& words_;
   size_t copies_;
   CUdeviceptr params_ = 0;
+  // What the stream last wrote to each word of the block (scalars, then copy addresses).
+  std::vector<uint64_t> block_ = std::vector<uint64_t>(kMaxPlanScalars + copies_, 0);
+  std::vector<bool> written_ = std::vector<bool>(kMaxPlanScalars + copies_, false);
   std::vector<std::unique_ptr<CudaPrepared>> prepared_;
   CUgraphExec exec_ = nullptr;
 };

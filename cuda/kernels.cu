@@ -335,14 +335,21 @@ __device__ void binary_scalar_impl(void* out, const T* a, KStrides sa, KShape sh
   }
 }
 
-// A compiled plan's chain of float32 elementwise ops (ffi/src/gpu/kernel_layout.hpp's KFused):
-// the running value starts as input 0 and each step applies the op its own kernel would.
+// A compiled plan's chain of float32 elementwise ops (ffi/src/gpu/kernel_layout.hpp's KFused and
+// KFusedWalk): the running value starts as input 0 and each step applies the op its own kernel
+// would.
+struct KFusedWalk {
+  i64 nd;
+  i64 dims[FUSED_DIMS];
+  i64 offset[FUSED_INPUTS];
+  i64 strides[FUSED_INPUTS][FUSED_DIMS];
+};
 struct KFused {
   int steps;
-  int kind[FUSED_STEPS];
-  int subop[FUSED_STEPS];
-  int operand[FUSED_STEPS];
-  int value_first[FUSED_STEPS];
+  signed char kind[FUSED_STEPS];
+  signed char subop[FUSED_STEPS];
+  signed char operand[FUSED_STEPS];
+  signed char value_first[FUSED_STEPS];
   float scalar[FUSED_STEPS];
 };
 
@@ -351,16 +358,28 @@ struct KFused {
 __device__ __noinline__ float fused_unary(int op, float v) { return unary_float(op, v); }
 __device__ __noinline__ float fused_binary(int op, float a, float b) { return binary_float(op, a, b); }
 
-extern "C" __global__ void fused_f32(float* y, const float* x0, KStrides s0, const float* x1, KStrides s1, const float* x2,
-                                     KStrides s2, const float* x3, KStrides s3, KShape shape, i64 n, KFused f, int inputs,
-                                     int contiguous) {
+// Where input j holds output element i (row-major over the walk's dims).
+__device__ __forceinline__ i64 fused_offset(i64 i, const KFusedWalk& w, int j) {
+  i64 off = w.offset[j];
+#pragma unroll
+  for (int d = FUSED_DIMS - 1; d >= 0; --d) {
+    if (d >= w.nd) continue;
+    i64 n = w.dims[d];
+    off += (i % n) * w.strides[j][d];
+    i /= n;
+  }
+  return off;
+}
+
+extern "C" __global__ void fused_f32(float* y, const float* x0, const float* x1, const float* x2, const float* x3, KFusedWalk w,
+                                     i64 n, KFused f, int inputs, int contiguous) {
   GRID_STRIDE(i, n) {
-    // Each input's element for this output element, found once.
+    // Each input's element for this output element, read once.
     float x[4] = {0, 0, 0, 0};
-    x[0] = x0[contiguous ? s0.offset + i : offset_of(i, shape, s0)];
-    if (inputs > 1) x[1] = x1[contiguous ? s1.offset + i : offset_of(i, shape, s1)];
-    if (inputs > 2) x[2] = x2[contiguous ? s2.offset + i : offset_of(i, shape, s2)];
-    if (inputs > 3) x[3] = x3[contiguous ? s3.offset + i : offset_of(i, shape, s3)];
+    x[0] = x0[contiguous ? w.offset[0] + i : fused_offset(i, w, 0)];
+    if (inputs > 1) x[1] = x1[contiguous ? w.offset[1] + i : fused_offset(i, w, 1)];
+    if (inputs > 2) x[2] = x2[contiguous ? w.offset[2] + i : fused_offset(i, w, 2)];
+    if (inputs > 3) x[3] = x3[contiguous ? w.offset[3] + i : fused_offset(i, w, 3)];
     float v = x[0];
     // Unrolled, so each step's fields are read at a fixed offset of the parameter block.
 #pragma unroll

@@ -210,13 +210,9 @@ static void fused(const Command& c, LaunchContext& ctx) {
   }
   Walk w = collapse(s, strides, offsets);
   CUdeviceptr x[kMaxFusedInputs] = {};
-  KStrides sx[kMaxFusedInputs] = {};
-  for (size_t k = 0; k < c.inputs.size(); ++k) {
-    x[k] = base_ptr(c.inputs[k]);
-    sx[k] = w.strides[k];
-  }
+  for (size_t k = 0; k < c.inputs.size(); ++k) x[k] = base_ptr(c.inputs[k]);
   int32_t inputs = static_cast<int32_t>(c.inputs.size()), contiguous = w.contiguous ? 1 : 0;
-  launch_1d(ctx, "fused_f32", n, data_ptr(c.output), x[0], sx[0], x[1], sx[1], x[2], sx[2], x[3], sx[3], w.shape, n,
+  launch_1d(ctx, "fused_f32", n, data_ptr(c.output), x[0], x[1], x[2], x[3], gpu::fused_walk(w), n,
             gpu::fused_code(c), inputs, contiguous);
 }
 

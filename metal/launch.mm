@@ -306,11 +306,13 @@ static void fused(const Command& c, RecordContext& ctx) {
   p.n = n;
   p.flags = e.flags;
   p.steps = code.steps;
-  std::memcpy(p.kind, code.kind, sizeof p.kind);
-  std::memcpy(p.subop, code.subop, sizeof p.subop);
-  std::memcpy(p.operand, code.operand, sizeof p.operand);
-  std::memcpy(p.value_first, code.value_first, sizeof p.value_first);
-  std::memcpy(p.scalar, code.scalar, sizeof p.scalar);
+  for (int k = 0; k < kMaxFusedSteps; ++k) {
+    p.kind[k] = code.kind[k];
+    p.subop[k] = code.subop[k];
+    p.operand[k] = code.operand[k];
+    p.value_first[k] = code.value_first[k];
+    p.scalar[k] = code.scalar[k];
+  }
   Dispatch d = kernel(ctx, "fused_f32");
   bind_arg(ctx, d, c.output, 0, true);
   for (size_t k = 0; k < size_t(kMaxFusedInputs); ++k)

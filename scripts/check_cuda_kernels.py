@@ -76,8 +76,10 @@ def op_constants():
     for macro, prefix in (("UNARY", "OP_"), ("BINARY", "OP_"), ("REDUCE", "R_"), ("RANDOM", "RANDOM_")):
         for code, name in re.findall(rf"^LANES_{macro}\((\d+), (\w+),", table, re.M):
             lines.append(f"#define {prefix}{name} {code}\n")
-    steps = re.search(r"kMaxFusedSteps = (\d+);", read("ffi/src/command.hpp")).group(1)
-    lines.append(f"#define FUSED_STEPS {steps}\n")
+    command = read("ffi/src/command.hpp")
+    for define, constant in (("FUSED_STEPS", "kMaxFusedSteps"), ("FUSED_DIMS", "kMaxFusedDims"), ("FUSED_INPUTS", "kMaxFusedInputs")):
+        value = re.search(constant + r" = (\d+);", command).group(1)
+        lines.append(f"#define {define} {value}\n")
     return "".join(lines)
 
 

@@ -390,6 +390,21 @@ describe("scalar parameters", () => {
     f.dispose();
   });
 
+  test("replays that alternate arguments and values, or repeat them, each give their own eager result", () => {
+    // A backend may skip rewriting a parameter that did not change since the last replay.
+    const fn = (x: Arr, s: number) => lx.add(lx.multiply(x, s), 1);
+    const f = lx.compile(fn, { scalars: [1] });
+    const xs = [f32([8, 8]), f32([8, 8])];
+    for (const [i, s] of [[0, 2], [1, 2], [1, 3], [0, 3], [0, 2], [0, 2], [1, 2], [1, 2]] as const) {
+      const got = f(xs[i]!, s);
+      const want = fn(xs[i]!, s);
+      expectSame(got, want, `x${i} * ${s} + 1`);
+      got.dispose();
+      want.dispose();
+    }
+    f.dispose();
+  });
+
   test("rope offset, attention key length and sliceUpdate offset in one plan", () => {
     const fn = (q: Arr, k: Arr, u: Arr, pos: number, used: number) => {
       const keys = lx.sliceUpdate(k, u, pos, { axis: 2 });

@@ -29,6 +29,7 @@ inline constexpr int kMaxPlanScalars = 16;
 // would have stored, so a fused chain is bitwise equal to its ops run one by one.
 inline constexpr int kMaxFusedInputs = 4;
 inline constexpr int kMaxFusedSteps = 16;
+inline constexpr int kMaxFusedDims = 6;  // so a kernel's parameters stay small: launches cost less
 struct FusedStep {
   OpCode op = OpCode::Unary;  // Unary, Binary (arithmetic) or BinaryScalar (arithmetic)
   int subop = 0;

@@ -198,7 +198,7 @@ std::shared_ptr<Plan> Plan::build(const std::vector<NodePtr>& inputs, const std:
 // A float32 elementwise op whose result is a plain function of its operands' elements, with no
 // scalar bound to a plan parameter (those are patched per replay, op by op).
 bool Plan::fusable(const Step& step) const {
-  if (step.output.dtype != DType::Float32) return false;
+  if (step.output.dtype != DType::Float32 || step.output.shape.size() > size_t(kMaxFusedDims)) return false;
   for (const Operand& in : step.inputs)
     if (in.dtype != DType::Float32) return false;
   const OpParams& p = step.params;

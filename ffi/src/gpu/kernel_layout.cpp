@@ -18,7 +18,8 @@ std::string op_constants() {
 #include "lanes_table.def"
 #define LANES_RANDOM(code, NAME, name) "#define RANDOM_" #NAME " " #code "\n"
 #include "lanes_table.def"
-      "#define FUSED_STEPS " + std::to_string(kMaxFusedSteps) + "\n";
+      "#define FUSED_STEPS " + std::to_string(kMaxFusedSteps) + "\n#define FUSED_DIMS " + std::to_string(kMaxFusedDims) +
+      "\n#define FUSED_INPUTS " + std::to_string(kMaxFusedInputs) + "\n";
 }
 
 KFused fused_code(const Command& c) {
@@ -30,9 +31,9 @@ KFused fused_code(const Command& c) {
   k.steps = static_cast<int32_t>(program.size());
   for (size_t i = 0; i < program.size(); ++i) {
     const FusedStep& f = program[i];
-    k.kind[i] = f.op == OpCode::Unary ? 0 : f.op == OpCode::Binary ? 1 : 2;
-    k.subop[i] = f.subop;
-    k.operand[i] = f.operand;
+    k.kind[i] = static_cast<int8_t>(f.op == OpCode::Unary ? 0 : f.op == OpCode::Binary ? 1 : 2);
+    k.subop[i] = static_cast<int8_t>(f.subop);
+    k.operand[i] = static_cast<int8_t>(f.operand);
     k.value_first[i] = f.value_first ? 1 : 0;
     k.scalar[i] = f.scalar;
   }
@@ -93,6 +94,19 @@ Walk collapse(const Shape& shape, const std::vector<Shape>& strides, const Shape
     if (dims.size() > 1 || (dims.size() == 1 && st[j][0] != 1)) w.contiguous = false;
   }
   return w;
+}
+
+KFusedWalk fused_walk(const Walk& w) {
+  if (w.shape.nd > kMaxFusedDims || w.strides.size() > size_t(kMaxFusedInputs))
+    throw_error(LANES_ERR_INTERNAL, "gpu: a fused command walks " + std::to_string(w.shape.nd) + " dims");
+  KFusedWalk k{};
+  k.nd = w.shape.nd;
+  for (int64_t d = 0; d < w.shape.nd; ++d) k.dims[d] = w.shape.dims[d];
+  for (size_t j = 0; j < w.strides.size(); ++j) {
+    k.offset[j] = w.strides[j].offset;
+    for (int64_t d = 0; d < w.shape.nd; ++d) k.strides[j][d] = w.strides[j].s[d];
+  }
+  return k;
 }
 
 uint32_t storage_bits(DType d, double v) {

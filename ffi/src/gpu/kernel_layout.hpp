@@ -25,15 +25,22 @@ struct KStrides {
   int64_t s[kMaxDims];
 };
 
-// A Fused command's steps as its kernel reads them (kernels repeat it word for word, with
-// FUSED_STEPS = kMaxFusedSteps from op_constants()). kind: 0 unary, 1 binary with input
-// `operand`, 2 binary with `scalar`; value_first: the running value is the left operand.
+// A Fused command as its kernel reads it (kernels repeat these structs word for word, with
+// FUSED_STEPS and FUSED_DIMS from op_constants()): the walk in at most kMaxFusedDims dims, and
+// per step kind (0 unary, 1 binary with input `operand`, 2 binary with `scalar`), sub-op, and
+// whether the running value is the left operand. Small, because a launch copies it.
+struct KFusedWalk {
+  int64_t nd;
+  int64_t dims[kMaxFusedDims];
+  int64_t offset[kMaxFusedInputs];
+  int64_t strides[kMaxFusedInputs][kMaxFusedDims];
+};
 struct KFused {
   int32_t steps;
-  int32_t kind[kMaxFusedSteps];
-  int32_t subop[kMaxFusedSteps];
-  int32_t operand[kMaxFusedSteps];
-  int32_t value_first[kMaxFusedSteps];
+  int8_t kind[kMaxFusedSteps];
+  int8_t subop[kMaxFusedSteps];
+  int8_t operand[kMaxFusedSteps];
+  int8_t value_first[kMaxFusedSteps];
   float scalar[kMaxFusedSteps];
 };
 KFused fused_code(const Command& c);
@@ -58,6 +65,8 @@ struct Walk {
   bool contiguous = true;  // every operand reads 0..n-1 from its offset
 };
 Walk collapse(const Shape& shape, const std::vector<Shape>& strides, const Shape& offsets);
+// The walk of a Fused command (collapse() of its inputs at the output's shape), compact.
+KFusedWalk fused_walk(const Walk& w);
 
 // The stored bits of `v` in dtype `d` (the CPU backend's conversion rules), for fills.
 uint32_t storage_bits(DType d, double v);
