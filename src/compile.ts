@@ -186,7 +186,9 @@ export interface CompiledFunction<A extends unknown[], R extends CompiledResult>
  * Compiles `fn`, a function of arrays (and of numbers at the indices `opts.scalars` names).
  * On the first call for a given set of argument shapes and dtypes, `fn` is traced with stand-ins
  * into an immutable plan: the ops in order with their kernels resolved, and an arena for
- * intermediates laid out by their lifetimes. Arrays `fn` closes over (weights) are captured by
+ * intermediates laid out by their lifetimes. A chain of float32 elementwise ops whose
+ * intermediates nothing else reads runs as one kernel computing each op as it would alone
+ * (`LANES_FUSE=0` keeps every op its own kernel). Arrays `fn` closes over (weights) are captured by
  * reference as constants. Every later call with those shapes replays the plan with one native
  * call on the current stream, building no per-op objects; calls from several Workers (each
  * with a plan of its own, or one adopted by id) run at once on their own streams. Results are
