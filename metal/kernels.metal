@@ -323,7 +323,7 @@ inline float fused_load(int k, long i, constant FusedParams& p, const device flo
   }
 }
 
-void fused_impl(device float* y, const device float* x0, const device float* x1, const device float* x2, const device float* x3,
+inline void fused_impl(device float* y, const device float* x0, const device float* x1, const device float* x2, const device float* x3,
                 constant FusedParams& p, uint gid, uint gsize) {
   GRID_STRIDE(i, p.n) {
     float v = fused_load(0, i, p, x0, x1, x2, x3);

@@ -310,6 +310,16 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
     checkCompiled(wide, [five as [Arr, Arr, Arr, Arr, Arr]]);
   });
 
+  test("a chain over a scalar (rank 0) or an empty array", () => {
+    const chain = (x: Arr, y: Arr) => lx.sqrt(lx.abs(lx.subtract(lx.multiply(x, 3), y)));
+    const zero = lx.array(new Float32Array([1.25]), []);
+    expect(steps(chain, zero, f32([]))).toBe(1);
+    checkCompiled(chain, [[zero, f32([])]]);
+    const empty = [f32([0, 5]), f32([5])] as [Arr, Arr];
+    expect(steps(chain, ...empty)).toBe(1);
+    checkCompiled(chain, [empty]);
+  });
+
   test("chains of other dtypes, comparisons and scalar parameters are not fused, and stay equal to eager", () => {
     const half = (x: Arr) => lx.multiply(lx.add(x, 1), 3);
     const h = typed([4, 6], "float16");
@@ -317,6 +327,7 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
     checkCompiled(half, [[h]]);
     const cmp = (x: Arr) => lx.less(lx.exp(x), 1);
     expect(steps(cmp, f32([4, 6]))).toBe(2);
+    checkCompiled(cmp, [[f32([4, 6])]]);
     const param = lx.compile((x: Arr, s: number) => lx.exp(lx.multiply(lx.add(x, 1), s)), { scalars: [1] });
     const x = f32([4, 6]);
     expect(param.plan(x, 0.5).info().steps).toBe(3);
@@ -729,6 +740,30 @@ describe("donated inputs", () => {
     cache.dispose();
     update.dispose();
     step.dispose();
+  });
+
+  test("a donated buffer updated twice is read before each update, whichever order the ops come in", () => {
+    // s1 is written in place into the donated c; s2 must not overwrite it while exp(s1), fused
+    // into the multiply that runs after s2, still reads it.
+    const fns = [
+      (c: Arr, u1: Arr, u2: Arr) => {
+        const s1 = lx.sliceUpdate(c, u1, 0, { axis: 0 });
+        return lx.multiply(lx.exp(s1), lx.sliceUpdate(s1, u2, 1, { axis: 0 }));
+      },
+      (c: Arr, u1: Arr, u2: Arr) => {
+        const s1 = lx.sliceUpdate(c, u1, 0, { axis: 0 });
+        return lx.multiply(lx.sliceUpdate(s1, u2, 1, { axis: 0 }), lx.exp(s1));
+      },
+    ];
+    for (const fn of fns) {
+      const f = lx.compile(fn, { donate: [0] });
+      for (let r = 0; r < 3; r++) {
+        const [c, u1, u2] = [f32([4]), f32([1]), f32([1])];
+        const want = fn(lx.array(c.toFloat32Array(), [4]), u1, u2);
+        expectSame(f(c, u1, u2), want, `replay ${r}`);
+      }
+      f.dispose();
+    }
   });
 
   test("a donated input that is still referenced elsewhere is copied, and the other reference keeps its values", () => {

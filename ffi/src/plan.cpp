@@ -154,8 +154,13 @@ std::shared_ptr<Plan> Plan::build(const std::vector<NodePtr>& inputs, const std:
                                                     std::to_string(step.params.dynamic[p]) + ", but the function has " +
                                                     std::to_string(scalars));
     for (const NodePtr& in : n->inputs) step.inputs.push_back(operand(in));
+    // A sliceUpdate writes its target's donated memory in place only when nothing else reads
+    // that target: another reader (a step placed later, or a fused chain that reads it where its
+    // last op is) must still find the value before the update.
     int target_slot = step.inputs.empty() ? -1 : step.inputs.front().slot;
-    bool in_place = n->op == OpCode::SliceUpdate && plan->slots_[target_slot].kind == SlotKind::Donated;
+    const NodePtr& target = n->inputs.empty() ? n : n->inputs.front();
+    bool in_place = n->op == OpCode::SliceUpdate && plan->slots_[target_slot].kind == SlotKind::Donated &&
+                    target->op != OpCode::View && consumers[target.get()] == 1;
     int slot;
     if (in_place) {
       step.params.flags |= 1;
