@@ -378,13 +378,24 @@ std::shared_ptr<Plan::Instance> Plan::instance_for(const StreamPtr& stream, cons
   StreamScratch scratch(*stream, made->scratch);
   made->backend = runtime().backend().instantiate(std::move(commands), std::move(copies), stream->device(), scratch);
   made->stream = stream;
-  std::lock_guard lock(instances_mutex_);
-  // Streams disposed meanwhile give their instances (and arenas) back.
-  std::erase_if(instances_, [](const auto& entry) {
-    std::shared_ptr<Stream> s = entry.second->stream.lock();
-    return !s || s->disposed();
-  });
-  instances_[stream->id()] = made;
+  // Streams disposed meanwhile give their instances (and arenas) back. They are destroyed after
+  // the lock is released: freeing an arena takes its stream's memory pool lock.
+  std::vector<std::shared_ptr<Instance>> dropped;
+  {
+    std::lock_guard lock(instances_mutex_);
+    for (auto it = instances_.begin(); it != instances_.end();) {
+      std::shared_ptr<Stream> s = it->second->stream.lock();
+      if (s && !s->disposed()) {
+        ++it;
+        continue;
+      }
+      dropped.push_back(std::move(it->second));
+      it = instances_.erase(it);
+    }
+    std::shared_ptr<Instance>& slot = instances_[stream->id()];
+    if (slot) dropped.push_back(std::move(slot));
+    slot = made;
+  }
   return made;
 }
 

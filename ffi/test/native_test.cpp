@@ -529,16 +529,24 @@ void test_partial_batch_failure_keeps_encoded_nodes() {
 // ---- compiled plans ----------------------------------------------------------------------------
 
 // A plan replayed by 8 threads at once, each on its own stream, equals a serial replay bitwise.
+// Its maximum and broadcast add are one fused kernel.
 void test_plan_replayed_from_threads() {
-  int64_t shape[2] = {32, 32};
-  uint64_t w = 0, x = 0, p = 0, h = 0, y = 0, plan = 0;
+  int64_t shape[2] = {32, 32}, row[2] = {1, 32};
+  uint64_t w = 0, b = 0, x = 0, p = 0, h = 0, r = 0, a = 0, y = 0, plan = 0;
   OK(lanes_array_random(LANES_RANDOM_NORMAL, 3, 0, 0.2, shape, 2, 0, &w));
+  OK(lanes_array_random(LANES_RANDOM_NORMAL, 4, 0, 1, row, 2, 0, &b));
   OK(lanes_array_placeholder(LANES_FLOAT32, shape, 2, &x));
   OK(lanes_array_matmul(x, w, 0, &p));
   OK(lanes_array_binary_scalar(LANES_OP_MULTIPLY, p, 0.0, 0, /*param*/ 0, 0, &h));
-  OK(lanes_array_softmax(h, -1, 0, &y));
+  OK(lanes_array_binary_scalar(LANES_OP_MAXIMUM, h, -0.25, 0, -1, 0, &r));
+  OK(lanes_array_binary(LANES_OP_ADD, r, b, 0, &a));
+  OK(lanes_array_softmax(a, -1, 0, &y));
   OK(lanes_plan_new(&x, 1, &y, 1, 1, nullptr, nullptr, &plan));
-  for (uint64_t t : {x, p, h, y}) OK(lanes_array_release(t));
+  for (uint64_t t : {x, p, h, r, a, y}) OK(lanes_array_release(t));
+  int32_t inputs = 0, outputs = 0, scalars = 0, steps = 0;
+  uint64_t arena = 0;
+  OK(lanes_plan_info(plan, &inputs, &outputs, &scalars, &steps, &arena));
+  EXPECT(steps == 4);  // matmul, multiply (a parameter), maximum + add fused, softmax
   auto run_one = [&](uint64_t stream, int i) {
     uint64_t in = 0, out = 0;
     OK(lanes_array_random(LANES_RANDOM_UNIFORM, 100 + i, -1, 1, shape, 2, stream, &in));
@@ -566,6 +574,7 @@ void test_plan_replayed_from_threads() {
     for (int r = 0; r < kRuns; ++r) EXPECT(std::memcmp(got[t][r].data(), serial[t * kRuns + r].data(), 32 * 32 * 4) == 0);
   OK(lanes_plan_release(plan));
   OK(lanes_array_release(w));
+  OK(lanes_array_release(b));
 }
 
 // Evaluating a graph that reads a placeholder fails with a typed error every time, and the
