@@ -200,15 +200,8 @@ static void where(const Command& c, LaunchContext& ctx) {
 
 // A compiled plan's elementwise chain: every input read at the output's shape, in one kernel.
 static void fused(const Command& c, LaunchContext& ctx) {
-  const Shape& s = c.output.shape;
-  int64_t n = numel(s);
-  std::vector<Shape> strides;
-  Shape offsets;
-  for (const TensorArg& in : c.inputs) {
-    strides.push_back(read_strides(in, s));
-    offsets.push_back(in.offset);
-  }
-  Walk w = collapse(s, strides, offsets);
+  int64_t n = numel(c.output.shape);
+  Walk w = gpu::collapse_inputs(c);
   CUdeviceptr x[kMaxFusedInputs] = {};
   for (size_t k = 0; k < c.inputs.size(); ++k) x[k] = base_ptr(c.inputs[k]);
   int32_t inputs = static_cast<int32_t>(c.inputs.size()), contiguous = w.contiguous ? 1 : 0;

@@ -285,16 +285,9 @@ static void binary(const Command& c, RecordContext& ctx) {
 
 // A compiled plan's elementwise chain in one kernel; unused input slots repeat input 0.
 static void fused(const Command& c, RecordContext& ctx) {
-  const Shape& s = c.output.shape;
-  int64_t n = numel(s);
+  int64_t n = numel(c.output.shape);
   if (!n) return;
-  std::vector<Shape> strides;
-  Shape offsets;
-  for (const TensorArg& in : c.inputs) {
-    strides.push_back(read_strides(in, s));
-    offsets.push_back(in.offset);
-  }
-  Walk w = collapse(s, strides, offsets);
+  Walk w = gpu::collapse_inputs(c);
   EwParams e = ew(w, n);
   gpu::KFused code = gpu::fused_code(c);
   FusedParams p{};

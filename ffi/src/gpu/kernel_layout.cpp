@@ -96,6 +96,17 @@ Walk collapse(const Shape& shape, const std::vector<Shape>& strides, const Shape
   return w;
 }
 
+Walk collapse_inputs(const Command& c) {
+  const Shape& s = c.output.shape;
+  std::vector<Shape> strides;
+  Shape offsets;
+  for (const TensorArg& in : c.inputs) {
+    strides.push_back(read_strides(in, s));
+    offsets.push_back(in.offset);
+  }
+  return collapse(s, strides, offsets);
+}
+
 KFusedWalk fused_walk(const Walk& w) {
   if (w.shape.nd > kMaxFusedDims || w.strides.size() > size_t(kMaxFusedInputs))
     throw_error(LANES_ERR_INTERNAL, "gpu: a fused command walks " + std::to_string(w.shape.nd) + " dims");

@@ -65,7 +65,9 @@ struct Walk {
   bool contiguous = true;  // every operand reads 0..n-1 from its offset
 };
 Walk collapse(const Shape& shape, const std::vector<Shape>& strides, const Shape& offsets);
-// The walk of a Fused command (collapse() of its inputs at the output's shape), compact.
+// collapse() of every input of `c`, each read at the output's shape (broadcast).
+Walk collapse_inputs(const Command& c);
+// The walk of a Fused command (collapse_inputs()), compact.
 KFusedWalk fused_walk(const Walk& w);
 
 // The stored bits of `v` in dtype `d` (the CPU backend's conversion rules), for fills.
