@@ -37,14 +37,16 @@ typedef struct EwParams {
 } EwParams;
 
 /* A compiled plan's chain of float32 elementwise ops (ffi/src/gpu/kernel_layout.hpp's KFused):
- * inputs read through s0..s3 from buffers 1-4; the running value starts as input 0. kind: 0
- * unary, 1 binary with input `operand`, 2 binary with `scalar`. flags bit 0 as EwParams. */
+ * `inputs` inputs read through s0..s3 from buffers 1-4 (unused ones bound to input 0, never
+ * read); the running value starts as input 0. kind: 0 unary, 1 binary with input `operand`, 2
+ * binary with `scalar`. flags bit 0 as EwParams. */
 #define LANES_KERNEL_MAX_FUSED_STEPS 16
 typedef struct FusedParams {
   KShape shape;
   KStrides s0, s1, s2, s3;
   long n;
   int flags;
+  int inputs;
   int steps;
   int kind[LANES_KERNEL_MAX_FUSED_STEPS];
   int subop[LANES_KERNEL_MAX_FUSED_STEPS];

@@ -312,26 +312,26 @@ void binary_scalar_impl(device uchar* out, const device T* a, constant ScalarPar
 }
 
 // A compiled plan's elementwise chain: each step applies the op its own kernel would.
-inline float fused_load(int k, long i, constant FusedParams& p, const device float* x0, const device float* x1,
-                        const device float* x2, const device float* x3) {
-  bool flat = p.flags & 1;
-  switch (k) {
-    case 0: return x0[flat ? p.s0.offset + i : offset_of(i, p.shape, p.s0)];
-    case 1: return x1[flat ? p.s1.offset + i : offset_of(i, p.shape, p.s1)];
-    case 2: return x2[flat ? p.s2.offset + i : offset_of(i, p.shape, p.s2)];
-    default: return x3[flat ? p.s3.offset + i : offset_of(i, p.shape, p.s3)];
-  }
+inline float fused_load(long i, constant KShape& shape, constant KStrides& s, bool flat, const device float* x) {
+  return x[flat ? s.offset + i : offset_of(i, shape, s)];
 }
 
 inline void fused_impl(device float* y, const device float* x0, const device float* x1, const device float* x2, const device float* x3,
                 constant FusedParams& p, uint gid, uint gsize) {
+  bool flat = p.flags & 1;
   GRID_STRIDE(i, p.n) {
-    float v = fused_load(0, i, p, x0, x1, x2, x3);
+    // Each input's element for this output element, read once.
+    float x[4] = {0, 0, 0, 0};
+    x[0] = fused_load(i, p.shape, p.s0, flat, x0);
+    if (p.inputs > 1) x[1] = fused_load(i, p.shape, p.s1, flat, x1);
+    if (p.inputs > 2) x[2] = fused_load(i, p.shape, p.s2, flat, x2);
+    if (p.inputs > 3) x[3] = fused_load(i, p.shape, p.s3, flat, x3);
+    float v = x[0];
     for (int k = 0; k < p.steps; ++k) {
       if (p.kind[k] == 0) {
         v = unary_float(p.subop[k], v);
       } else {
-        float o = p.kind[k] == 2 ? p.scalar[k] : fused_load(p.operand[k], i, p, x0, x1, x2, x3);
+        float o = p.kind[k] == 2 ? p.scalar[k] : x[p.operand[k]];
         v = p.value_first[k] ? binary_float(p.subop[k], v, o) : binary_float(p.subop[k], o, v);
       }
     }

@@ -283,7 +283,7 @@ static void binary(const Command& c, RecordContext& ctx) {
   emit(ctx, std::move(d));
 }
 
-// A compiled plan's elementwise chain in one kernel; unused input slots repeat input 0.
+// A compiled plan's elementwise chain in one kernel; unused input slots are bound to input 0.
 static void fused(const Command& c, RecordContext& ctx) {
   int64_t n = numel(c.output.shape);
   if (!n) return;
@@ -298,6 +298,7 @@ static void fused(const Command& c, RecordContext& ctx) {
   p.s3 = e.s3;
   p.n = n;
   p.flags = e.flags;
+  p.inputs = static_cast<int>(c.inputs.size());
   p.steps = code.steps;
   for (int k = 0; k < kMaxFusedSteps; ++k) {
     p.kind[k] = code.kind[k];
