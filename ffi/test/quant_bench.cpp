@@ -1,7 +1,7 @@
 // Speed of the quantized matvec (m = 1) for SmolLM2-135M's shapes, on 1 thread and on the
 // compute pool, in ns per call and GB/s of weight bytes. Build and run from the repo root:
 //
-//   g++ -std=c++20 -O2 -Iffi/src ffi/test/quant_bench.cpp cpu/quant.cpp \
+//   g++ -std=c++20 -O2 -I. -Iffi/src -Iffi/include ffi/test/quant_bench.cpp cpu/quant.cpp \
 //       cpu/compute_pool.cpp cpu/cpu_features.cpp ffi/src/config.cpp \
 //       -pthread -o /tmp/quant_bench && /tmp/quant_bench
 //
