@@ -26,6 +26,7 @@ const core_sources = [_][]const u8{
     "cpu/cpu_features.cpp",
     "cpu/cpu_backend.cpp",
     "cpu/kernels.cpp",
+    "cpu/libm.cpp",
     "cpu/quant.cpp",
     "cpu/sgemm.cpp",
     "cpu/reduce_simd.cpp",

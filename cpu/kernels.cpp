@@ -1,6 +1,7 @@
 #include "kernels.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -14,6 +15,7 @@
 #include "quant.hpp"
 #include "sgemm.hpp"
 #include "cpu_features.hpp"
+#include "libm.hpp"
 #include "reduce_simd.hpp"
 #include "softmax_simd.hpp"
 #include "tensor_access.hpp"
@@ -116,6 +118,28 @@ int32_t unary_int(int op, int32_t x) {
   }
 }
 
+// 2^k as a float, for k in [-126, 127].
+inline float pow2(int k) { return std::bit_cast<float>(static_cast<uint32_t>(k + 127) << 23); }
+
+// e^x with the arithmetic of llama.cpp's vectorized expf (ggml_v_expf, which its SiLU and SwiGLU
+// run): x = n ln2 + b with ln2 in two parts, a degree-5 polynomial for e^b, then an exact scaling
+// by 2^n. About 1.5 ulp; every step is a float32 operation or an explicit fma, so a scalar call and
+// any vectorization of it give the same bits.
+inline float exp_poly(float x) {
+  constexpr float shift = 0x1.8p23f;  // adding it rounds to an integer
+  float n = std::fma(x, 0x1.715476p+0f, shift) - shift;
+  float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
+  float u = b * b;
+  float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
+                     std::fma(0x1.ffffecp-1f, b, 1.0f));
+  if (std::fabs(n) > 192) return n > 0 ? std::numeric_limits<float>::infinity() : 0.0f;
+  if (n != n) return n;
+  // j * 2^n rounded once: 2^(n/2) keeps the first product normal and exact, the second rounds
+  // (to a subnormal or infinity too) as a single scaling would.
+  int k = static_cast<int>(n), half = k / 2;
+  return j * pow2(half) * pow2(k - half);
+}
+
 float unary_float(int op, float x) {
   switch (op) {
     case LANES_OP_EXP: return std::exp(x);
@@ -127,7 +151,9 @@ float unary_float(int op, float x) {
     case LANES_OP_RSQRT: return 1.0f / std::sqrt(x);
     case LANES_OP_TANH: return std::tanh(x);
     case LANES_OP_SIGMOID: return 1.0f / (1.0f + std::exp(-x));
-    case LANES_OP_SILU: return x / (1.0f + std::exp(-x));
+    // llama.cpp's SwiGLU takes libm's expf for the last n % 16 elements of a row instead; the
+    // hidden sizes of real models are multiples of 16.
+    case LANES_OP_SILU: return x / (1.0f + exp_poly(0.0f - x));
     case LANES_OP_GELU: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
     case LANES_OP_GELU_APPROX: {
       float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
@@ -926,6 +952,27 @@ std::vector<std::vector<float>> widened_inputs(const Command& c) {
   return out;
 }
 
+// 1 / sqrt(mean of squares + eps) of a row with llama.cpp's roundings (ggml's rms_norm): each square
+// rounded to float, summed in double in order, the mean rounded to float, the rest in float.
+float rms_scale(const float* x, int64_t D, float eps) {
+  double ss = 0;
+  for (int64_t i = 0; i < D; ++i) {
+    float square = x[i] * x[i];
+    ss += square;
+  }
+  float mean = static_cast<float>(ss / static_cast<double>(D));
+  return 1.0f / std::sqrt(mean + eps);
+}
+
+// Mean and 1 / sqrt(variance + eps) of a row, accumulated in double.
+std::pair<double, float> layer_stats(const float* x, int64_t D, double eps) {
+  double mean = 0, ss = 0;
+  for (int64_t i = 0; i < D; ++i) mean += x[i];
+  mean /= static_cast<double>(D);
+  for (int64_t i = 0; i < D; ++i) ss += (x[i] - mean) * (x[i] - mean);
+  return {mean, static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps))};
+}
+
 template <class T>
 void norm_typed(const Command& c, bool layer) {
   std::vector<std::vector<float>> in = widened_inputs<T>(c);
@@ -940,13 +987,7 @@ void norm_typed(const Command& c, bool layer) {
   parallel_for(rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, D)), [&](int64_t rb, int64_t re) {
     for (int64_t r = rb; r < re; ++r) {
       const float* xr = x + r * D;
-      double mean = 0, ss = 0;
-      if (layer) {
-        for (int64_t i = 0; i < D; ++i) mean += xr[i];
-        mean /= static_cast<double>(D);
-      }
-      for (int64_t i = 0; i < D; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
-      float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps));
+      auto [mean, inv] = layer ? layer_stats(xr, D, eps) : std::pair<double, float>{0.0, rms_scale(xr, D, static_cast<float>(eps))};
       for (int64_t i = 0; i < D; ++i) {
         float v = static_cast<float>(xr[i] - mean) * inv;
         if (w) v *= w[i];
@@ -973,27 +1014,43 @@ struct RopeTable {
 thread_local RopeTable t_rope;
 thread_local std::vector<double> t_rope_starts;
 
+// The angles as llama.cpp builds them (ggml_rope_cache_init): theta starts at the position and is
+// multiplied by base^(-2/dims) once per frequency, all in float32, so rounding compounds along the
+// frequencies (about k * 2^-24 relative at frequency k); then the C library's cosf and sinf of
+// scale * theta.
+void rope_angles(float position, float scale, float theta_scale, int half, float* cos, float* sin) {
+  const PlatformMath& math = platform_math();
+  float theta = position;
+  for (int i = 0; i < half; ++i) {
+    float angle = scale * theta;
+    cos[i] = math.cos(angle);
+    sin[i] = math.sin(angle);
+    theta *= theta_scale;
+  }
+}
+
 const RopeTable& rope_table(double base, double scale, int dims, int64_t length, const std::vector<double>& starts) {
   RopeTable& t = t_rope;
   if (t.same(base, scale, dims, length, starts)) return t;
   int half = dims / 2;
-  std::vector<double> frequency(static_cast<size_t>(half));  // base^(-2i/dims)
-  for (int i = 0; i < half; ++i) frequency[static_cast<size_t>(i)] = std::pow(base, -2.0 * i / dims);
+  float theta_scale = platform_math().pow(static_cast<float>(base), -2.0f / static_cast<float>(dims));
   int64_t positions = static_cast<int64_t>(starts.size()) * length;
   t.cos.resize(static_cast<size_t>(positions * half));
   t.sin.resize(static_cast<size_t>(positions * half));
   parallel_for(positions, std::max<int64_t>(1, 1024 / std::max(1, half)), [&](int64_t pb, int64_t pe) {
     for (int64_t p = pb; p < pe; ++p) {
-      double pos = (starts[static_cast<size_t>(p / length)] + static_cast<double>(p % length)) * scale;
-      for (int i = 0; i < half; ++i) {
-        double theta = pos * frequency[static_cast<size_t>(i)];
-        t.cos[static_cast<size_t>(p * half + i)] = static_cast<float>(std::cos(theta));
-        t.sin[static_cast<size_t>(p * half + i)] = static_cast<float>(std::sin(theta));
-      }
+      float position = static_cast<float>(starts[static_cast<size_t>(p / length)] + static_cast<double>(p % length));
+      rope_angles(position, static_cast<float>(scale), theta_scale, half, t.cos.data() + p * half, t.sin.data() + p * half);
     }
   });
   t.base = base, t.scale = scale, t.dims = dims, t.length = length, t.starts = starts;
   return t;
+}
+
+// The rotation of a pair with llama.cpp's contraction (its rotate_pairs as GCC fuses it): the
+// second product of each output rounded, the first fused into the sum.
+inline std::pair<float, float> rotate(float a, float b, float c, float s) {
+  return {std::fma(a, c, -(b * s)), std::fma(a, s, b * c)};
 }
 
 template <class T>
@@ -1025,15 +1082,15 @@ void rope_typed(const Command& c) {
       // Traditional pairs neighbours (2i, 2i+1); the default (Llama/HF) pairs halves (i, i+dims/2).
       if (traditional) {
         for (int i = 0; i < half; ++i) {
-          float a = xr[2 * i], b = xr[2 * i + 1];
-          yr[2 * i] = down<T>(a * cs[i] - b * sn[i]);
-          yr[2 * i + 1] = down<T>(a * sn[i] + b * cs[i]);
+          auto [ya, yb] = rotate(xr[2 * i], xr[2 * i + 1], cs[i], sn[i]);
+          yr[2 * i] = down<T>(ya);
+          yr[2 * i + 1] = down<T>(yb);
         }
       } else {
         for (int i = 0; i < half; ++i) {
-          float a = xr[i], b = xr[i + half];
-          yr[i] = down<T>(a * cs[i] - b * sn[i]);
-          yr[i + half] = down<T>(a * sn[i] + b * cs[i]);
+          auto [ya, yb] = rotate(xr[i], xr[i + half], cs[i], sn[i]);
+          yr[i] = down<T>(ya);
+          yr[i + half] = down<T>(yb);
         }
       }
       for (int64_t d = dims; d < D; ++d) yr[d] = down<T>(xr[d]);

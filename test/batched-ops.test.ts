@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import * as lx from "../src/index.ts";
 import { expectClose, numel, randomData, refAttention, refRope, rng } from "./support/reference.ts";
-import { roundTo, tolerance } from "./support/tolerance.ts";
+import { ropeAngles, roundTo, tolerance } from "./support/tolerance.ts";
 
 const next = rng(4242);
 const floats = ["float32", "float16", "bfloat16"] as const;
@@ -37,7 +37,7 @@ for (const dtype of floats) {
         const x = data(numel(shape));
         const got = lx.rope(lx.array(x, shape, dtype), dims, { offset: ints(offsets), traditional, base: 10000 });
         expect(got.dtype).toBe(dtype);
-        expectClose(got.toFloat32Array(), refRope(x, shape, dims, 10000, offsets, traditional), {
+        expectClose(got.toFloat32Array(), refRope(x, shape, dims, 10000, offsets, traditional, 1, ropeAngles()), {
           rtol: tol.rtol,
           atol: Math.max(tol.atol, 1e-5),
           what: `rope rows ${shape} offsets ${offsets}`,
@@ -98,8 +98,8 @@ describe("per-row ops in a compiled plan", () => {
       const kv = Float32Array.from(randomData(B * H * D, next, -1, 1)), q = Float32Array.from(randomData(B * H * D, next, -1, 1));
       const [y, next_] = step(cache, lx.array(kv, [B, H, 1, D]), lx.array(q, [B, H, 1, D]), ints(p)) as [lx.LanesArray, lx.LanesArray];
       cache = next_;
-      want = refSliceUpdateRows(want, [B, H, C, D], refRope(kv, [B, H, 1, D], D, 10000, p, false), 1, p);
-      const rq = refRope(q, [B, H, 1, D], D, 10000, p, false);
+      want = refSliceUpdateRows(want, [B, H, C, D], refRope(kv, [B, H, 1, D], D, 10000, p, false, 1, ropeAngles()), 1, p);
+      const rq = refRope(q, [B, H, 1, D], D, 10000, p, false, 1, ropeAngles());
       expectClose(cache.toFloat32Array(), want, { rtol: 1e-6, atol: 1e-6, what: `cache after positions ${p}` });
       const wantY = refAttention(rq, want, want, { B, H, Lq: 1, D, Hk: H, Lk: C, Dv: D }, p.map((x) => x + 1), true);
       expectClose(y.toFloat32Array(), wantY, { rtol: 1e-5, atol: 1e-5, what: `attention at positions ${p}` });

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import * as lx from "../src/index.ts";
 import { expectClose, numel, randomData, refAttention, refRope, rng } from "./support/reference.ts";
-import { roundTo, tolerance } from "./support/tolerance.ts";
+import { ropeAngles, roundTo, tolerance } from "./support/tolerance.ts";
 
 const next = rng(31337);
 const floats = ["float32", "float16", "bfloat16"] as const;
@@ -76,7 +76,7 @@ for (const dtype of floats) {
       ] as [number[], number, number, boolean][]) {
         const x = data(numel(shape));
         const got = lx.rope(lx.array(x, shape, dtype), dims, { offset, traditional, base: 10000 });
-        expectClose(got.toFloat32Array(), refRope(x, shape, dims, 10000, offset, traditional), {
+        expectClose(got.toFloat32Array(), refRope(x, shape, dims, 10000, offset, traditional, 1, ropeAngles()), {
           rtol: tol.rtol,
           atol: Math.max(tol.atol, 1e-5),
           what: `rope ${shape} dims=${dims} offset=${offset} traditional=${traditional}`,

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import * as lx from "../src/index.ts";
 import { expectClose, numel, randomData, refAttention, refRope, rng, strides } from "./support/reference.ts";
-import { roundTo, tolerance } from "./support/tolerance.ts";
+import { ropeAngles, roundTo, tolerance } from "./support/tolerance.ts";
 
 const next = rng(6502);
 const root = join(import.meta.dir, "..");
@@ -174,7 +174,7 @@ describe("attention over a key prefix, rope offsets", () => {
     ] as [number[], number, number, boolean][]) {
       const x = randomData(numel(shape), next);
       const got = lx.rope(lx.array(x, shape), dims, { offset, traditional });
-      expectClose(got.toFloat32Array(), refRope(x, shape, dims, 10000, offset, traditional), {
+      expectClose(got.toFloat32Array(), refRope(x, shape, dims, 10000, offset, traditional, 1, ropeAngles()), {
         rtol: 1e-5,
         atol: 2e-5,
         what: `rope ${shape} dims ${dims} offset ${offset}`,

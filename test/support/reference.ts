@@ -276,21 +276,40 @@ export function refConcatenate(parts: { data: ArrayLike<number>; shape: number[]
 }
 
 /**
+ * How rope angles are built: "float64" computes position · base^(-2i/dims) exactly; "float32" as
+ * llama.cpp (and lanes' CPU backend) do: theta starts at the position and is multiplied by the
+ * float32 base^(-2/dims) once per frequency, rounding to float32 each time, then scaled. The two
+ * drift apart by about i · 2^-24 · theta, which at positions in the thousands exceeds float32
+ * tolerances.
+ */
+export type RopeAngles = "float64" | "float32";
+
+function ropeAngles(position: number, scale: number, dims: number, base: number, angles: RopeAngles): number[] {
+  const half = dims / 2;
+  if (angles === "float64") return Array.from({ length: half }, (_, i) => position * scale * Math.pow(base, (-2 * i) / dims));
+  const f = Math.fround, step = f(Math.pow(base, f(-2 / dims)));
+  const out: number[] = [];
+  for (let i = 0, theta = f(position); i < half; i++, theta = f(theta * step)) out.push(f(f(scale) * theta));
+  return out;
+}
+
+/**
  * Rotary embedding in float64 of x [N, ..., L, D]: row l of leading entry n sits at position
  * (start + l) · scale, where start is `starts` or, per entry, starts[n]. The first `dims`
  * features rotate as halves or (`traditional`) as adjacent pairs; the rest pass through.
  */
 export function refRope(
   x: ArrayLike<number>, shape: readonly number[], dims: number, base: number, starts: number | readonly number[], traditional: boolean, scale = 1,
+  angles: RopeAngles = "float64",
 ): Float64Array {
   const D = shape.at(-1)!, L = shape.at(-2)!;
   const rowsPerEntry = x.length / D / shape[0]!;
   const out = Float64Array.from(x);
   for (let r = 0; r < x.length / D; r++) {
     const start = typeof starts === "number" ? starts : starts[Math.floor(r / rowsPerEntry)]!;
-    const pos = (start + (r % L)) * scale;
+    const thetas = ropeAngles(start + (r % L), scale, dims, base, angles);
     for (let i = 0; i < dims / 2; i++) {
-      const theta = pos * Math.pow(base, (-2 * i) / dims);
+      const theta = thetas[i]!;
       const [a, b] = traditional ? [2 * i, 2 * i + 1] : [i, i + dims / 2];
       const xa = x[r * D + a]!, xb = x[r * D + b]!;
       out[r * D + a] = xa * Math.cos(theta) - xb * Math.sin(theta);

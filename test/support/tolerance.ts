@@ -1,5 +1,6 @@
 // Per-dtype tolerances for comparing lanes against float64 references: one place for all tests.
-import type { DType, ElementDType } from "../../src/index.ts";
+import { backendName, type DType, type ElementDType } from "../../src/index.ts";
+import type { RopeAngles } from "./reference.ts";
 
 export const tolerance: Record<ElementDType, { rtol: number; atol: number }> = {
   float32: { rtol: 1e-5, atol: 1e-6 },
@@ -24,3 +25,9 @@ export const roundTo: Partial<Record<ElementDType, (x: number) => number>> = {
   float16: Math.f16round,
   bfloat16: bf16round,
 };
+
+// The rope angles the backend in use builds: the CPU's follow llama.cpp's float32 recurrence (so
+// its rope gives llama.cpp's bits), the GPU backends compute them in float64.
+export function ropeAngles(): RopeAngles {
+  return backendName() === "cpu" ? "float32" : "float64";
+}
