@@ -305,10 +305,9 @@ LANES_ATT_AVX2 void widen_avx2(const T* src, int64_t n, float* dst, int64_t padd
     __m256 v;
     if constexpr (std::is_same_v<T, float>) {
       v = _mm256_loadu_ps(src + d);
-    } else {
+    } else {  // bfloat16: a float32's top half
       __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + d));
-      if constexpr (std::is_same_v<T, f16>) v = _mm256_cvtph_ps(h);
-      else v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+      v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     }
     _mm256_storeu_ps(dst + d, v);
   }
@@ -322,10 +321,9 @@ LANES_ATT_AVX512 void widen_avx512(const T* src, int64_t n, float* dst, int64_t 
     __m512 v;
     if constexpr (std::is_same_v<T, float>) {
       v = _mm512_maskz_loadu_ps(keep, src + d);
-    } else {
+    } else {  // bfloat16: a float32's top half
       __m256i h = _mm256_maskz_loadu_epi16(keep, src + d);
-      if constexpr (std::is_same_v<T, f16>) v = _mm512_cvtph_ps(h);
-      else v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
     _mm512_storeu_ps(dst + d, v);
   }
@@ -374,21 +372,27 @@ Rows4<T> rows4(const TensorArg& a) {
   return Rows4<T>{cpu::base<T>(a), st[0], st[1], st[2], st[3]};
 }
 
-template <class T>
-struct Problem {
-  Rows4<T> q, k, v;
-  int64_t B, H, Lq, D, Hk, Dv, group, dp, dvp;
+// What both computations share: sizes, options, and which keys a query row sees.
+struct Geometry {
+  int64_t B, H, Lq, D, Hk, Dv, group;
   float scale;
   bool causal;
-  int64_t fixed_keys;
+  int64_t fixed_keys, max_keys;
   const int32_t* key_lengths;
-  int64_t query_chunks, blocks, key_chunks, blocks_per_chunk;
-  Paths paths;
-  T* y;
 
   int64_t keys_of(int64_t b) const { return key_lengths ? key_lengths[b] : fixed_keys; }
   // Causal masking aligned to the end: query i sees keys up to i + (Lk - Lq).
   int64_t visible(int64_t i, int64_t lk) const { return causal ? std::min(lk, std::max<int64_t>(0, i + lk - Lq + 1)) : lk; }
+};
+
+template <class T>
+struct Problem : Geometry {
+  Rows4<T> q, k, v;
+  int64_t dp, dvp;
+  int64_t query_chunks, blocks, key_chunks, blocks_per_chunk;
+  Paths paths;
+  T* y;
+
   // A block's partial result in split mode: {m, s, a[dvp]} for (row, block).
   int64_t partial_floats() const { return dvp + 2; }
 };
@@ -497,35 +501,247 @@ void fold_partials(const Problem<T>& pb, const float* partials, int64_t row0, in
   }
 }
 
-}  // namespace
+// ---- float16 keys and values: one key at a time (see attention.hpp) ------------------------
 
-template <class T>
-void attention(const Command& c) {
+constexpr int64_t kDotLanes = 64;
+
+// 2^(i/32) as doubles, less i << 47 (glibc's __exp2f_data table).
+constexpr uint64_t kExp2Table[32] = {
+    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b, 0x3fef54873168b9aa,
+    0x3fef387a6e756238, 0x3fef1e9df51fdee1, 0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
+    0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585, 0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74,
+    0x3feea11473eb0187, 0x3feea589994cce13, 0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
+    0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069, 0x3fef5818dcfba487, 0x3fef7c97337b9b5f,
+    0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
+
+// e^x with the bits of glibc's expf (its FMA build, the one x86 CPUs with FMA run) for every
+// float x, since llama.cpp's softmax weights come from the C library's expf: x / ln 2 = k/32 + r,
+// e^x = 2^(k/32) (the table) times a cubic in r, all in double. Checked against glibc 2.36 over
+// all 2^32 inputs.
+float exp_glibc(float x) {
+  const uint32_t top = (float_bits(x) >> 20) & 0x7ff;
+  if (top >= 0x42b) {  // |x| >= 88, inf or NaN
+    if (float_bits(x) == 0xff800000u) return 0.0f;
+    if (top >= 0x7f8) return x + x;
+    if (x > 0x1.62e42ep6f) return INFINITY;
+    if (x < -0x1.9fe368p6f) return 0.0f;
+    if (x < -0x1.9d1d9ep6f) return 0x1p-149f;
+  }
+  const double inv_ln2_32 = 0x1.71547652b82fep+5, shift = 0x1.8p+52;
+  const double xd = x;
+  double kd = std::fma(inv_ln2_32, xd, shift);  // k rounded to an integer in the low bits
+  uint64_t ki;
+  std::memcpy(&ki, &kd, 8);
+  kd -= shift;
+  const double r = std::fma(inv_ln2_32, xd, -kd);
+  const uint64_t t = kExp2Table[ki % 32] + (ki << 47);
+  double s;
+  std::memcpy(&s, &t, 8);
+  const double z = std::fma(r, 0x1.c6af84b912394p-20, 0x1.ebfce50fac4f3p-13);
+  const double r2 = r * r;
+  double y = std::fma(r, 0x1.62e42ff0c52d6p-6, 1.0);
+  y = std::fma(z, r2, y);
+  return static_cast<float>(y * s);
+}
+
+// The 64 lanes of a dot product folded as llama.cpp's ggml_vec_dot_f16 folds its four 16-lane
+// vectors: (v0 + v2) + (v1 + v3), then tree16.
+float fold64(const float* acc) {
+  float a[16];
+  for (int l = 0; l < 16; ++l) a[l] = (acc[l] + acc[l + 32]) + (acc[l + 16] + acc[l + 48]);
+  return tree16(a);
+}
+
+// Adds the elements past the last whole 64 as ggml_vec_dot_f16 does: float products summed in double.
+float dot_tail(float folded, const float* q, const f16* k, int64_t from, int64_t D) {
+  if (from == D) return folded;
+  double sum = folded;
+  for (int64_t d = from; d < D; ++d) sum += static_cast<double>(q[d] * to_float(k[d]));
+  return static_cast<float>(sum);
+}
+
+float dot_f16_scalar(const float* q, const f16* k, int64_t D) {
+  float acc[kDotLanes] = {};
+  const int64_t whole = D / kDotLanes * kDotLanes;
+  for (int64_t c = 0; c < whole; c += kDotLanes)
+    for (int64_t l = 0; l < kDotLanes; ++l) acc[l] = std::fma(q[c + l], to_float(k[c + l]), acc[l]);
+  return dot_tail(fold64(acc), q, k, whole, D);
+}
+
+void scale_f16_scalar(f16* y, int64_t n, float s) {
+  for (int64_t d = 0; d < n; ++d) y[d] = to_f16(to_float(y[d]) * s);
+}
+
+void mad_f16_scalar(f16* y, const f16* v, int64_t n, float s) {
+  for (int64_t d = 0; d < n; ++d) y[d] = to_f16(std::fma(to_float(v[d]), s, to_float(y[d])));
+}
+
+#if defined(__x86_64__)
+LANES_ATT_AVX2 inline __m256 load8_f16(const f16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+LANES_ATT_AVX2 inline void store8_f16(f16* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+
+LANES_ATT_AVX2 float dot_f16_avx2(const float* q, const f16* k, int64_t D) {
+  __m256 acc[8];
+  for (__m256& a : acc) a = _mm256_setzero_ps();
+  const int64_t whole = D / kDotLanes * kDotLanes;
+  for (int64_t c = 0; c < whole; c += kDotLanes)
+    for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8 * u), load8_f16(k + c + 8 * u), acc[u]);
+  // 16-lane vector j of fold64 is acc[2j] (its lanes 0..7) and acc[2j + 1] (8..15).
+  __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+  __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+  return dot_tail(tree16_avx2(lo, hi), q, k, whole, D);
+}
+
+LANES_ATT_AVX2 void scale_f16_avx2(f16* y, int64_t n, float s) {
+  const __m256 vs = _mm256_set1_ps(s);
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) store8_f16(y + d, _mm256_mul_ps(load8_f16(y + d), vs));
+  scale_f16_scalar(y + d, n - d, s);
+}
+
+LANES_ATT_AVX2 void mad_f16_avx2(f16* y, const f16* v, int64_t n, float s) {
+  const __m256 vs = _mm256_set1_ps(s);
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) store8_f16(y + d, _mm256_fmadd_ps(load8_f16(v + d), vs, load8_f16(y + d)));
+  mad_f16_scalar(y + d, v + d, n - d, s);
+}
+
+LANES_ATT_AVX512 inline __m512 load16_f16(const f16* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+LANES_ATT_AVX512 inline void store16_f16(f16* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+
+LANES_ATT_AVX512 float dot_f16_avx512(const float* q, const f16* k, int64_t D) {
+  __m512 acc[4];
+  for (__m512& a : acc) a = _mm512_setzero_ps();
+  const int64_t whole = D / kDotLanes * kDotLanes;
+  for (int64_t c = 0; c < whole; c += kDotLanes)
+    for (int u = 0; u < 4; ++u) acc[u] = _mm512_fmadd_ps(_mm512_loadu_ps(q + c + 16 * u), load16_f16(k + c + 16 * u), acc[u]);
+  __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+  return dot_tail(tree16_avx512(sum), q, k, whole, D);
+}
+
+LANES_ATT_AVX512 void scale_f16_avx512(f16* y, int64_t n, float s) {
+  const __m512 vs = _mm512_set1_ps(s);
+  int64_t d = 0;
+  for (; d + 16 <= n; d += 16) store16_f16(y + d, _mm512_mul_ps(load16_f16(y + d), vs));
+  scale_f16_scalar(y + d, n - d, s);
+}
+
+LANES_ATT_AVX512 void mad_f16_avx512(f16* y, const f16* v, int64_t n, float s) {
+  const __m512 vs = _mm512_set1_ps(s);
+  int64_t d = 0;
+  for (; d + 16 <= n; d += 16) store16_f16(y + d, _mm512_fmadd_ps(load16_f16(v + d), vs, load16_f16(y + d)));
+  mad_f16_scalar(y + d, v + d, n - d, s);
+}
+#endif
+
+struct SeqPaths {
+  float (*dot)(const float*, const f16*, int64_t);
+  void (*scale)(f16*, int64_t, float);
+  void (*mad)(f16*, const f16*, int64_t, float);
+};
+
+SeqPaths seq_paths_for(SimdLevel level) {
+#if defined(__x86_64__)
+  if (level == SimdLevel::Avx512) return {dot_f16_avx512, scale_f16_avx512, mad_f16_avx512};
+  if (level == SimdLevel::Avx2) return {dot_f16_avx2, scale_f16_avx2, mad_f16_avx2};
+#endif
+  return {dot_f16_scalar, scale_f16_scalar, mad_f16_scalar};
+}
+
+template <class TQ>
+struct SeqProblem : Geometry {
+  Rows4<TQ> q;
+  Rows4<f16> k, v;
+  SeqPaths paths;
+  TQ* y;
+};
+
+struct SeqScratch {
+  std::vector<float> q;
+  std::vector<f16> acc, key, value;
+};
+thread_local SeqScratch t_seq;
+
+// Row j of head h of k or v as n contiguous float16s: in place, or gathered into `scratch` when
+// its elements are strided.
+const f16* contiguous_row(const Rows4<f16>& a, int64_t b, int64_t h, int64_t j, int64_t n, std::vector<f16>& scratch) {
+  const f16* p = a.at(b, h, j);
+  if (a.sd == 1) return p;
+  for (int64_t d = 0; d < n; ++d) scratch[size_t(d)] = p[d * a.sd];
+  return scratch.data();
+}
+
+// One query row (b, h, i) over its visible keys in order, as llama.cpp's one-row flash attention.
+template <class TQ>
+void run_row(const SeqProblem<TQ>& pb, int64_t row) {
+  SeqScratch& s = t_seq;
+  const int64_t i = row % pb.Lq, h = (row / pb.Lq) % pb.H, b = row / (pb.Lq * pb.H), hk = h / pb.group;
+  s.q.resize(size_t(pb.D));
+  s.key.resize(size_t(pb.D));
+  s.value.resize(size_t(pb.Dv));
+  s.acc.assign(size_t(pb.Dv), f16{0});
+  const TQ* q = pb.q.at(b, h, i);
+  for (int64_t d = 0; d < pb.D; ++d) s.q[size_t(d)] = to_float(to_f16(static_cast<float>(up(q[d * pb.q.sd]))));
+  float m = -INFINITY, sum = 0.0f;
+  const int64_t seen = pb.visible(i, pb.keys_of(b));
+  for (int64_t j = 0; j < seen; ++j) {
+    const float score = pb.paths.dot(s.q.data(), contiguous_row(pb.k, b, hk, j, pb.D, s.key), pb.D) * pb.scale;
+    float ms = 1.0f, vs = 1.0f;
+    if (score > m) {
+      ms = exp_glibc(m - score);
+      m = score;
+      pb.paths.scale(s.acc.data(), pb.Dv, ms);
+    } else {
+      vs = exp_glibc(score - m);
+    }
+    pb.paths.mad(s.acc.data(), contiguous_row(pb.v, b, hk, j, pb.Dv, s.value), pb.Dv, vs);
+    sum = sum * ms;  // rounded before the add, as in llama.cpp's build (no fma)
+    sum = sum + vs;
+  }
+  const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+  TQ* out = pb.y + row * pb.Dv;
+  for (int64_t d = 0; d < pb.Dv; ++d) out[d] = down<TQ>(to_float(s.acc[size_t(d)]) * inv);
+}
+
+// The sizes and options of an Attention command; throws a device error for a key count out of range.
+Geometry geometry(const Command& c) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
-  Problem<T> pb;
-  pb.B = qs[0], pb.H = qs[1], pb.Lq = qs[2], pb.D = qs[3], pb.Hk = ks[1], pb.Dv = vs[3];
-  pb.fixed_keys = static_cast<int64_t>(c.params.scalars[1]);
+  Geometry g;
+  g.B = qs[0], g.H = qs[1], g.Lq = qs[2], g.D = qs[3], g.Hk = ks[1], g.Dv = vs[3];
+  g.group = g.Hk ? g.H / g.Hk : 0;
+  g.scale = static_cast<float>(c.params.scalars[0]);
+  g.causal = c.params.flags & 1;
+  g.fixed_keys = static_cast<int64_t>(c.params.scalars[1]);
   // Per-row form: batch entry b attends over its own first key_lengths[b] keys.
-  pb.key_lengths = c.inputs.size() > 3 ? base<int32_t>(c.inputs[3]) : nullptr;
-  int64_t max_keys = 0;
-  for (int64_t b = 0; b < (pb.key_lengths ? pb.B : 1); ++b) {
-    int64_t used = pb.keys_of(b);
+  g.key_lengths = c.inputs.size() > 3 ? base<int32_t>(c.inputs[3]) : nullptr;
+  g.max_keys = 0;
+  for (int64_t b = 0; b < (g.key_lengths ? g.B : 1); ++b) {
+    int64_t used = g.keys_of(b);
     if (used < 0 || used > ks[2])
       throw_error(LANES_ERR_DEVICE, "scaledDotProductAttention: key length " + std::to_string(used) +
-                                        (pb.key_lengths ? " of batch entry " + std::to_string(b) : "") + " is out of range for " +
+                                        (g.key_lengths ? " of batch entry " + std::to_string(b) : "") + " is out of range for " +
                                         std::to_string(ks[2]) + " keys");
-    max_keys = std::max(max_keys, used);
+    g.max_keys = std::max(g.max_keys, used);
   }
-  if (pb.B * pb.H * pb.Lq * pb.Dv == 0) return;
-  pb.group = pb.H / pb.Hk;
+  return g;
+}
+
+template <class T>
+void blocked(const Command& c, const Geometry& g) {
+  Problem<T> pb;
+  static_cast<Geometry&>(pb) = g;
   pb.dp = round16(pb.D), pb.dvp = round16(pb.Dv);
-  pb.scale = static_cast<float>(c.params.scalars[0]);
-  pb.causal = c.params.flags & 1;
   pb.q = rows4<T>(c.inputs[0]), pb.k = rows4<T>(c.inputs[1]), pb.v = rows4<T>(c.inputs[2]);
   pb.y = output<T>(c);
   pb.paths = paths_for(simd_level());
   pb.query_chunks = (pb.Lq + kQueryChunk - 1) / kQueryChunk;
-  pb.blocks = std::max<int64_t>(1, (max_keys + kBlockKeys - 1) / kBlockKeys);
+  pb.blocks = std::max<int64_t>(1, (pb.max_keys + kBlockKeys - 1) / kBlockKeys);
   const int64_t tiles = pb.B * pb.Hk * pb.query_chunks;
   // Few tiles (decode): the key blocks are split across chunks too, and each row's block results
   // fold afterwards in block order, the same arithmetic as folding them as they come.
@@ -553,8 +769,28 @@ void attention(const Command& c) {
   }
 }
 
-template void attention<float>(const Command&);
-template void attention<f16>(const Command&);
-template void attention<bf16>(const Command&);
+template <class TQ>
+void sequential(const Command& c, const Geometry& g) {
+  SeqProblem<TQ> pb;
+  static_cast<Geometry&>(pb) = g;
+  pb.q = rows4<TQ>(c.inputs[0]), pb.k = rows4<f16>(c.inputs[1]), pb.v = rows4<f16>(c.inputs[2]);
+  pb.y = output<TQ>(c);
+  pb.paths = seq_paths_for(simd_level());
+  parallel_for(pb.B * pb.H * pb.Lq, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row) run_row(pb, row);
+  });
+}
+
+}  // namespace
+
+void attention(const Command& c) {
+  const Geometry g = geometry(c);
+  if (g.B * g.H * g.Lq * g.Dv == 0) return;
+  const DType out = c.output.dtype;
+  if (c.inputs[1].dtype == DType::Float16) return out == DType::Float32 ? sequential<float>(c, g) : sequential<f16>(c, g);
+  if (out == DType::Float32) return blocked<float>(c, g);
+  if (out == DType::BFloat16) return blocked<bf16>(c, g);
+  throw_error(LANES_ERR_INTERNAL, std::string("scaledDotProductAttention: no CPU kernel for ") + dtype_name(out));
+}
 
 }  // namespace lanes::cpu

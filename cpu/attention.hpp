@@ -1,8 +1,23 @@
 // Scaled dot-product attention on the CPU: q [B, H, Lq, D], k [B, Hk, Lk, D], v [B, Hk, Lk, Dv]
 // read in place through their strides (a KV cache is never copied whole), output [B, H, Lq, Dv].
+// Each query row has one canonical computation, the same on every SIMD path, for every tiling,
+// thread count and split of the keys, so results are bitwise identical across all of them.
 //
-// The canonical computation of one query row, the same on every SIMD path, for every tiling,
-// thread count and split of the keys (so results are bitwise identical across all of them):
+// float16 keys and values (q float16, or float32 with a float32 output) follow llama.cpp's CPU
+// flash attention for one query row (ggml_compute_forward_flash_attn_ext_f16_one_chunk, as its
+// x86 AVX-512 builds compile it), so a model with a float16 KV cache gives llama.cpp's bits:
+//   - q is rounded to float16; a score is dot(q, k) * scale, the dot over 64 lanes (lane c: fma
+//     over d = c, c + 64, ... in order, from +0), folded as lane l of (v0 + v2) + (v1 + v3) for
+//     the four 16-lane vectors v_j (lanes 16j ..), then the pairwise tree l + 8, l + 4, l + 2,
+//     l + 1; elements past the last whole 64 are float products added in double to that sum;
+//   - the visible keys are taken one at a time in order, with M = -inf, S = 0, A[d] = 0 (float16):
+//     a score s > M gives ms = e^(M - s), M = s, A[d] = f16(A[d] ms), vs = 1; otherwise ms = 1,
+//     vs = e^(s - M); then A[d] = f16(fma(v[d], vs, A[d])) and S = (S ms) + vs, two roundings;
+//     e^x has glibc expf's bits;
+//   - the output is float(A[d]) * (1 / S) (0 for S = 0: a row that sees no key gets zeros),
+//     rounded to the output's type.
+//
+// float32 and bfloat16 (q, k, v and output alike):
 //   - keys are taken in blocks of 64 (block b: keys 64b .. 64b + 63 that the row sees);
 //   - a score is dot(q, k) * scale, the dot summed in 16 lanes (lane l: fma over d = l, l + 16,
 //     ... in order, from +0) and then the pairwise tree l + 8, l + 4, l + 2, l + 1;
@@ -17,10 +32,9 @@
 
 namespace lanes::cpu {
 
-// Runs an Attention command whose storage type (q, k, v and output alike) is T = float, f16 or
-// bf16; inputs[3], when present, holds each batch entry's key count (int32). Throws a device
-// error for a key count out of range. Thread-safe.
-template <class T>
+// Runs an Attention command: q and the output are float32, float16 or bfloat16, and k and v of
+// q's type, or float16 under a float32 q; inputs[3], when present, holds each batch entry's key
+// count (int32). Throws a device error for a key count out of range. Thread-safe.
 void attention(const Command& c);
 
 }  // namespace lanes::cpu

@@ -1107,10 +1107,6 @@ struct LayerNormKernel {
   static void run(const Command& c) { norm_typed<T>(c, true); }
 };
 template <class T>
-struct AttentionKernel {
-  static void run(const Command& c) { attention<T>(c); }
-};
-template <class T>
 struct RopeKernel {
   static void run(const Command& c) { rope_typed<T>(c); }
 };
@@ -1136,7 +1132,7 @@ void run_kernel(const Command& c) {
     case OpCode::Take: return take(c);
     case OpCode::RmsNorm: return floating_only<RmsNormKernel>(c);
     case OpCode::LayerNorm: return floating_only<LayerNormKernel>(c);
-    case OpCode::Attention: return floating_only<AttentionKernel>(c);
+    case OpCode::Attention: return attention(c);
     case OpCode::Rope: return floating_only<RopeKernel>(c);
     case OpCode::Download: return download(c);
     case OpCode::FromData:

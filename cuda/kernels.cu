@@ -701,12 +701,23 @@ __device__ void norm_impl(T* y, const T* x, const T* w, const T* b, i64 rows, i6
 
 // ---- attention, rope, take -------------------------------------------------------------------
 
+// A query element as the scores use it: rounded to the KV cache's type where that differs
+// (float32 queries over a float16 cache, as the CPU computes them).
+template <class T, class TKV>
+struct QueryAs {
+  static __device__ __forceinline__ float of(T x) { return up(Down<TKV>::of(up(x))); }
+};
+template <class T>
+struct QueryAs<T, T> {
+  static __device__ __forceinline__ float of(T x) { return up(x); }
+};
+
 // One block per query row. Scores live in `scores` (shared memory, or a global scratch row
 // when Lk is too long for it).
 // Per-row form (lengths set): batch entry b attends over its first lengths[b] keys; a length
 // outside [0, Lk] is reported through `error` (as take reports an index) and attends over none.
-template <class T>
-__device__ void attention_impl(T* y, const T* q, const T* k, const T* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D,
+template <class T, class TKV>
+__device__ void attention_impl(T* y, const T* q, const TKV* k, const TKV* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D,
                                i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* used_at,
                                const int* lengths, int* error) {
   if (used_at) used = i64(*used_at);  // a compiled plan's key length, checked on the host
@@ -733,9 +744,9 @@ __device__ void attention_impl(T* y, const T* q, const T* k, const T* v, float* 
   }
   float m = -finf();
   for (i64 j = threadIdx.x; j < visible; j += blockDim.x) {
-    const T* kj = k + (kv * Lk + j) * D;
+    const TKV* kj = k + (kv * Lk + j) * D;
     float dot = 0;
-    for (i64 d = 0; d < D; ++d) dot += up(qi[d]) * up(kj[d]);
+    for (i64 d = 0; d < D; ++d) dot += QueryAs<T, TKV>::of(qi[d]) * up(kj[d]);
     float s = dot * scale;
     scores[j] = s;
     m = s > m ? s : m;
@@ -896,8 +907,11 @@ FLOATING(ROWS)
 #endif
 
 #if defined(LANES_FAMILY_FUSED)
+#define ATTENTION(T, TKV, S) \
+  extern "C" __global__ void attention_##S(T* y, const T* q, const TKV* k, const TKV* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_impl<T, TKV>(y, q, k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error); }
+ATTENTION(float, f16, f32_f16)
 #define FUSED(T, S) \
-  extern "C" __global__ void attention_##S(T* y, const T* q, const T* k, const T* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_impl<T>(y, q, k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error); } \
+  ATTENTION(T, T, S) \
   extern "C" __global__ void rope_##S(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional, const double* dyn, const int* offsets, i64 rows_per_entry) { rope_impl<T>(y, x, rows, L, D, dims, base, scale, offset, traditional, dyn, offsets, rows_per_entry); } \
   extern "C" __global__ void matmul_##S(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) { matmul_impl<T>(y, a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches); }
 FLOATING(FUSED)

@@ -14,6 +14,7 @@
 namespace lanes::cuda {
 namespace {
 
+using gpu::attention_suffix;
 using gpu::collapse;
 using gpu::group_for;
 using gpu::is_contiguous;
@@ -354,7 +355,7 @@ static void attention(const Command& c, LaunchContext& ctx) {
   CUdeviceptr scratch = shared ? 0 : ctx.temp(score_bytes * static_cast<size_t>(rows));
   CUdeviceptr lengths = per_row ? data_ptr(c.inputs[3]) : 0;
   CUdeviceptr err = per_row ? range_check(ctx, 2, Lk, "scaledDotProductAttention: key length") : 0;
-  launch(ctx, std::string("attention_") + suffix(c.output.dtype), static_cast<unsigned>(rows), 1, 1, 256, shared, y, q,
+  launch(ctx, "attention_" + attention_suffix(c), static_cast<unsigned>(rows), 1, 1, 256, shared, y, q,
          k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
 }
 

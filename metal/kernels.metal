@@ -602,12 +602,23 @@ void norm_impl(device T* y, const device T* x, const device T* w, const device T
   }
 }
 
+// A query element as the scores use it: rounded to the KV cache's type where that differs
+// (float32 queries over a float16 cache, as the CPU computes them).
+template <typename T, typename TKV>
+struct QueryAs {
+  static float of(T x) { return up(Down<TKV>::of(up(x))); }
+};
+template <typename T>
+struct QueryAs<T, T> {
+  static float of(T x) { return up(x); }
+};
+
 // One threadgroup (256 threads) per query row; scores in `scratch` (a device buffer row). Only the
 // first p.used keys hold data (a preallocated cache's filled prefix); causal aligns to their end.
 // Per-row form (lengths set): batch entry b uses its first lengths[b] keys; a length outside
 // [0, Lk] is reported through `error` (as take reports an index) and attends over none.
-template <typename T>
-void attention_impl(device T* y, const device T* q, const device T* k, const device T* v, device float* scratch,
+template <typename T, typename TKV>
+void attention_impl(device T* y, const device T* q, const device TKV* k, const device TKV* v, device float* scratch,
                     const device int* lengths, device atomic_int* error, constant AttnParams& p, threadgroup float* sh,
                     uint tid, uint r) {
   device float* scores = scratch + long(r) * p.Lk;
@@ -631,9 +642,9 @@ void attention_impl(device T* y, const device T* q, const device T* k, const dev
   }
   float m = -finf();
   for (long j = tid; j < visible; j += 256) {
-    const device T* kj = k + (kv * p.Lk + j) * p.D;
+    const device TKV* kj = k + (kv * p.Lk + j) * p.D;
     float dot = 0;
-    for (long d = 0; d < p.D; ++d) dot += up(qi[d]) * up(kj[d]);
+    for (long d = 0; d < p.D; ++d) dot += QueryAs<T, TKV>::of(qi[d]) * up(kj[d]);
     float s = dot * p.scale;
     scores[j] = s;
     m = s > m ? s : m;
@@ -906,9 +917,12 @@ REDUCE_F(float, f32) REDUCE_F(f16, f16) REDUCE_F(bf16, bf16) REDUCE_I(int, i32) 
 #define ROWS(T, S) ROWS_G(T, S, 1) ROWS_G(T, S, 32) ROWS_G(T, S, 256)
 ROWS(float, f32) ROWS(f16, f16) ROWS(bf16, bf16)
 
+#define ATTENTION(T, TKV, S) \
+  kernel void attention_##S(device T* y [[buffer(0)]], const device T* q [[buffer(1)]], const device TKV* k [[buffer(2)]], const device TKV* v [[buffer(3)]], device float* scratch [[buffer(4)]], constant AttnParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; attention_impl<T, TKV>(y, q, k, v, scratch, nullptr, nullptr, p, sh, tid, group); } \
+  kernel void attention_rows_##S(device T* y [[buffer(0)]], const device T* q [[buffer(1)]], const device TKV* k [[buffer(2)]], const device TKV* v [[buffer(3)]], device float* scratch [[buffer(4)]], const device int* lengths [[buffer(5)]], device atomic_int* error [[buffer(6)]], constant AttnParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; attention_impl<T, TKV>(y, q, k, v, scratch, lengths, error, p, sh, tid, group); }
+ATTENTION(float, f16, f32_f16)
 #define FUSED(T, S) \
-  kernel void attention_##S(device T* y [[buffer(0)]], const device T* q [[buffer(1)]], const device T* k [[buffer(2)]], const device T* v [[buffer(3)]], device float* scratch [[buffer(4)]], constant AttnParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; attention_impl<T>(y, q, k, v, scratch, nullptr, nullptr, p, sh, tid, group); } \
-  kernel void attention_rows_##S(device T* y [[buffer(0)]], const device T* q [[buffer(1)]], const device T* k [[buffer(2)]], const device T* v [[buffer(3)]], device float* scratch [[buffer(4)]], const device int* lengths [[buffer(5)]], device atomic_int* error [[buffer(6)]], constant AttnParams& p [[buffer(8)]], GROUP_ARGS) { threadgroup float sh[256]; attention_impl<T>(y, q, k, v, scratch, lengths, error, p, sh, tid, group); } \
+  ATTENTION(T, T, S) \
   kernel void rope_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], constant RopeParams& p [[buffer(8)]], GRID_ARGS) { rope_impl<T>(y, x, nullptr, p, gid, gsize); } \
   kernel void rope_rows_##S(device T* y [[buffer(0)]], const device T* x [[buffer(1)]], const device int* offsets [[buffer(2)]], constant RopeParams& p [[buffer(8)]], GRID_ARGS) { rope_impl<T>(y, x, offsets, p, gid, gsize); } \
   kernel void matmul_##S(device T* y [[buffer(0)]], const device T* a [[buffer(1)]], const device T* b [[buffer(2)]], constant MatmulParams& p [[buffer(8)]], uint3 tid3 [[thread_position_in_threadgroup]], uint3 tile [[threadgroup_position_in_grid]]) { threadgroup float ta[16 * 17]; threadgroup float tb[16 * 17]; matmul_impl<T>(y, a, b, p, ta, tb, tid3.xy, tile); } \

@@ -24,6 +24,7 @@
 namespace lanes::metal {
 namespace {
 
+using gpu::attention_suffix;
 using gpu::collapse;
 using gpu::group_for;
 using gpu::read_strides;
@@ -574,7 +575,7 @@ static void attention(const Command& c, RecordContext& ctx) {
   const void* k = contiguous(c.inputs[1], ctx);
   const void* v = contiguous(c.inputs[2], ctx);
   void* scores = ctx.temp(static_cast<size_t>(count) * static_cast<size_t>(std::max<int64_t>(p.Lk, 1)) * sizeof(float));
-  Dispatch d = kernel(ctx, std::string(per_row ? "attention_rows_" : "attention_") + suffix(c.output.dtype));
+  Dispatch d = kernel(ctx, std::string(per_row ? "attention_rows_" : "attention_") + attention_suffix(c));
   bind_arg(ctx, d, c.output, 0, true);
   bind(ctx, d, q, 1);
   bind(ctx, d, k, 2);

@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import * as lx from "../src/index.ts";
-import { attentionCases, referenceAttention, runAttention } from "./support/attention-cases.ts";
+import { attentionCases, outputDtype, referenceAttention, runAttention } from "./support/attention-cases.ts";
 import { expectClose, randomData, rng } from "./support/reference.ts";
 import { roundTo, tolerance } from "./support/tolerance.ts";
 
@@ -30,7 +30,7 @@ describe("attention on the CPU at each SIMD level (child processes)", () => {
         expect(hex, c.name).toBeDefined();
         const got = new Float32Array(Buffer.from(hex!, "hex").buffer.slice(0));
         const want = referenceAttention(c);
-        const round = roundTo[c.dtype]!;
+        const round = roundTo[outputDtype(c)]!;
         // The reference rounded to the output dtype, then the dtype's tolerance.
         expectClose(got, Float64Array.from(want, round), { ...(c.tolerance ?? tolerance[c.dtype]), what: `${c.name} (LANES_CPU_SIMD=${run.level || "default"})` });
       }
@@ -53,32 +53,36 @@ describe("attention on the CPU at each SIMD level (child processes)", () => {
 describe("a row's result does not depend on the rest of the call", () => {
   const next = rng(77);
   const f16 = (n: number) => Float32Array.from(randomData(n, next), roundTo.float16!);
+  // float32 and bfloat16 split a decode row's keys across chunks; float16 takes them one at a time.
+  const dtypes = ["float32", "float16", "bfloat16"] as const;
 
-  test("decode rows with their keys split across chunks equal the same rows in a batch of 8 (no split)", () => {
-    const [H, Hk, C, D] = [9, 3, 600, 64];
-    const q = f16(H * D), k = f16(Hk * C * D), v = f16(Hk * C * D);
-    for (const keys of [1, 63, 64, 65, 300, 577, 600]) {
-      const alone = lx.scaledDotProductAttention(lx.array(q, [1, H, 1, D], "float16"), lx.array(k, [1, Hk, C, D], "float16"), lx.array(v, [1, Hk, C, D], "float16"), { keyLength: keys, causal: true });
-      const tile = (x: Float32Array) => Float32Array.from({ length: 8 * x.length }, (_, i) => x[i % x.length]!);
-      const batch = lx.scaledDotProductAttention(lx.array(tile(q), [8, H, 1, D], "float16"), lx.array(tile(k), [8, Hk, C, D], "float16"), lx.array(tile(v), [8, Hk, C, D], "float16"), {
-        keyLength: lx.array(Int32Array.from({ length: 8 }, (_, b) => (b === 5 ? keys : Math.max(1, keys - b)))),
-        causal: true,
-      });
-      const a = alone.toFloat32Array(), all = batch.toFloat32Array();
-      expect(bits(all.subarray(5 * a.length, 6 * a.length)), `${keys} keys`).toBe(bits(a));
-    }
-  });
+  for (const dtype of dtypes)
+    test(`${dtype}: decode rows (keys split across chunks where the path splits) equal the same rows in a batch of 8`, () => {
+      const [H, Hk, C, D] = [9, 3, 600, 64];
+      const q = f16(H * D), k = f16(Hk * C * D), v = f16(Hk * C * D);
+      for (const keys of [1, 63, 64, 65, 300, 577, 600]) {
+        const alone = lx.scaledDotProductAttention(lx.array(q, [1, H, 1, D], dtype), lx.array(k, [1, Hk, C, D], dtype), lx.array(v, [1, Hk, C, D], dtype), { keyLength: keys, causal: true });
+        const tile = (x: Float32Array) => Float32Array.from({ length: 8 * x.length }, (_, i) => x[i % x.length]!);
+        const batch = lx.scaledDotProductAttention(lx.array(tile(q), [8, H, 1, D], dtype), lx.array(tile(k), [8, Hk, C, D], dtype), lx.array(tile(v), [8, Hk, C, D], dtype), {
+          keyLength: lx.array(Int32Array.from({ length: 8 }, (_, b) => (b === 5 ? keys : Math.max(1, keys - b)))),
+          causal: true,
+        });
+        const a = alone.toFloat32Array(), all = batch.toFloat32Array();
+        expect(bits(all.subarray(5 * a.length, 6 * a.length)), `${keys} keys`).toBe(bits(a));
+      }
+    });
 
-  test("each row of a causal prefill equals a decode step at its position, bit for bit", () => {
-    const [H, Hk, L, D] = [6, 2, 150, 32];
-    const q = f16(H * L * D), k = f16(Hk * L * D), v = f16(Hk * L * D);
-    const K = lx.array(k, [1, Hk, L, D], "float16"), V = lx.array(v, [1, Hk, L, D], "float16");
-    const prefill = lx.scaledDotProductAttention(lx.array(q, [1, H, L, D], "float16"), K, V, { causal: true }).toFloat32Array();
-    for (const i of [0, 15, 16, 63, 64, 100, 149]) {
-      const qi = new Float32Array(H * D);
-      for (let h = 0; h < H; h++) qi.set(q.subarray((h * L + i) * D, (h * L + i + 1) * D), h * D);
-      const step = lx.scaledDotProductAttention(lx.array(qi, [1, H, 1, D], "float16"), K, V, { causal: true, keyLength: i + 1 }).toFloat32Array();
-      for (let h = 0; h < H; h++) expect(bits(step.subarray(h * D, (h + 1) * D)), `row ${i} head ${h}`).toBe(bits(prefill.subarray((h * L + i) * D, (h * L + i + 1) * D)));
-    }
-  });
+  for (const dtype of dtypes)
+    test(`${dtype}: each row of a causal prefill equals a decode step at its position, bit for bit`, () => {
+      const [H, Hk, L, D] = [6, 2, 150, 32];
+      const q = f16(H * L * D), k = f16(Hk * L * D), v = f16(Hk * L * D);
+      const K = lx.array(k, [1, Hk, L, D], dtype), V = lx.array(v, [1, Hk, L, D], dtype);
+      const prefill = lx.scaledDotProductAttention(lx.array(q, [1, H, L, D], dtype), K, V, { causal: true }).toFloat32Array();
+      for (const i of [0, 15, 16, 63, 64, 100, 149]) {
+        const qi = new Float32Array(H * D);
+        for (let h = 0; h < H; h++) qi.set(q.subarray((h * L + i) * D, (h * L + i + 1) * D), h * D);
+        const step = lx.scaledDotProductAttention(lx.array(qi, [1, H, 1, D], dtype), K, V, { causal: true, keyLength: i + 1 }).toFloat32Array();
+        for (let h = 0; h < H; h++) expect(bits(step.subarray(h * D, (h + 1) * D)), `row ${i} head ${h}`).toBe(bits(prefill.subarray((h * L + i) * D, (h * L + i + 1) * D)));
+      }
+    });
 });

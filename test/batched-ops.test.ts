@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import * as lx from "../src/index.ts";
 import { expectClose, numel, randomData, refAttention, refRope, rng } from "./support/reference.ts";
-import { ropeAngles, roundTo, tolerance } from "./support/tolerance.ts";
+import { float16Running, ropeAngles, roundTo, tolerance } from "./support/tolerance.ts";
 
 const next = rng(4242);
 const floats = ["float32", "float16", "bfloat16"] as const;
@@ -105,6 +105,24 @@ describe("per-row ops in a compiled plan", () => {
       expectClose(y.toFloat32Array(), wantY, { rtol: 1e-5, atol: 1e-5, what: `attention at positions ${p}` });
     }
     step.dispose();
+  });
+});
+
+describe("attention of float32 queries over a float16 KV cache", () => {
+  test("gives float32 from q rounded to float16, with one key length and with one per batch entry", () => {
+    const [B, H, Lq, D, Hk, C] = [2, 4, 3, 64, 2, 40];
+    const data = (n: number, round: (x: number) => number) => Float32Array.from(randomData(n, next, -2, 2), round);
+    const q = data(B * H * Lq * D, Math.fround), k = data(B * Hk * C * D, Math.f16round), v = data(B * Hk * C * D, Math.f16round);
+    const K = lx.array(k, [B, Hk, C, D], "float16"), V = lx.array(v, [B, Hk, C, D], "float16");
+    for (const lengths of [[33, 33], [9, 40]]) {
+      const keyLength = lengths[0] === lengths[1] ? lengths[0]! : ints(lengths);
+      const y = lx.scaledDotProductAttention(lx.array(q, [B, H, Lq, D]), K, V, { causal: true, keyLength });
+      expect(y.dtype).toBe("float32");
+      const rounded = lx.scaledDotProductAttention(lx.array(q.map(Math.f16round), [B, H, Lq, D]), K, V, { causal: true, keyLength });
+      expect(Array.from(y.toFloat32Array())).toEqual(Array.from(rounded.toFloat32Array()));
+      const want = refAttention(q.map(Math.f16round), k, v, { B, H, Lq, D, Hk, Lk: C, Dv: D }, lengths, true);
+      expectClose(y.toFloat32Array(), want, { ...float16Running, what: `lengths ${lengths}` });
+    }
   });
 });
 

@@ -557,8 +557,12 @@ NodePtr attention_node(NodePtr q, NodePtr k, NodePtr v, double scale, bool causa
   p.dynamic[1] = static_cast<int8_t>(key_length_param);
   p.flags = causal ? 1 : 0;
   std::vector<NodePtr> inputs{q, k, v};
-  DType dtype = common_floating(inputs);
-  for (NodePtr& n : inputs) cast(n, dtype, stream);
+  // float32 queries over a float16 KV cache: k and v are read as they are stored, not widened
+  // copies of the whole cache; the scores use q rounded to float16 and the output is float32.
+  bool f16_cache = q->dtype == DType::Float32 && k->dtype == DType::Float16 && v->dtype == DType::Float16;
+  DType dtype = f16_cache ? DType::Float32 : common_floating(inputs);
+  if (!f16_cache)
+    for (NodePtr& n : inputs) cast(n, dtype, stream);
   if (key_lengths) inputs.push_back(std::move(key_lengths));
   Shape shape{qs[0], qs[1], qs[2], vs[3]};
   return node(OpCode::Attention, p, std::move(shape), dtype, std::move(inputs), std::move(stream));

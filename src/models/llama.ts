@@ -371,7 +371,9 @@ export class LlamaModel implements BatchDecoder {
     // GGUF llama weights rotate adjacent feature pairs (llama.cpp's "normal" RoPE).
     const rope = (t: LanesArray) => s.t(lx.rope(t, cfg.ropeDims, { base: cfg.ropeBase, offset: pos, traditional: true }));
     const kv = (t: LanesArray) => (t.dtype === this.#kvDtype ? t : s.t(lx.astype(t, this.#kvDtype)));
-    const q = kv(rope(heads(linear(s, h, this.#w(`${p}attn_q.weight`)), cfg.heads)));
+    // q stays float32: over a float16 cache, attention rounds it to float16 for the scores and
+    // returns float32, as llama.cpp's flash attention does.
+    const q = rope(heads(linear(s, h, this.#w(`${p}attn_q.weight`)), cfg.heads));
     const k = appendKV(s, kCache, kv(rope(heads(linear(s, h, this.#w(`${p}attn_k.weight`)), cfg.kvHeads))), pos, capacity);
     const v = appendKV(s, vCache, kv(heads(linear(s, h, this.#w(`${p}attn_v.weight`)), cfg.kvHeads)), pos, capacity);
     const a = s.t(lx.scaledDotProductAttention(q, k, v, { causal: true, scale: cfg.attentionScale, keyLength: keys }));

@@ -1,12 +1,13 @@
 // Seeded scaledDotProductAttention cases for the CPU kernel's paths: long key runs across the
 // kernel's 64-key blocks, prefill tiles of many query rows, decode rows whose keys are split
 // across chunks, per-row key lengths, head sizes that are not a multiple of 16, strided views,
-// float32/float16/bfloat16, and scores far apart (most weights underflow). Every process that
+// float32/float16/bfloat16, float32 queries over float16 keys and values, and scores far apart
+// (most weights underflow). Every process that
 // builds them gets the same inputs, so children at each LANES_CPU_SIMD level can be compared
 // bit for bit and the parent can check against float64.
 import * as lx from "../../src/index.ts";
 import { randomData, refAttention, rng } from "./reference.ts";
-import { roundTo } from "./tolerance.ts";
+import { float16Running, roundTo } from "./tolerance.ts";
 
 type FloatDType = "float32" | "float16" | "bfloat16";
 
@@ -23,9 +24,12 @@ export interface AttentionCase {
   keyLength: number | number[];
   /** k is given as a transposed [B, Hk, D, Lk] array (its last axis is strided), q as a transposed [B, Lq, H, D]. */
   strided: boolean;
-  /** A looser tolerance than the dtype's, where float32 itself is the limit (see the case). */
+  /** q (and so the output) is float32 over k and v of `dtype` (float16: a KV cache). */
+  float32Query?: boolean;
+  /** A looser tolerance than the dtype's, where the computation itself is the limit (see the case). */
   tolerance?: { rtol: number; atol: number };
 }
+
 
 export function attentionCases(): AttentionCase[] {
   const next = rng(4242);
@@ -39,20 +43,22 @@ export function attentionCases(): AttentionCase[] {
     keyLength: number | number[],
     strided = false,
     spread = 2,
-    tolerance?: { rtol: number; atol: number },
+    tolerance: { rtol: number; atol: number } | undefined = dtype === "float16" ? float16Running : undefined,
+    float32Query = false,
   ) => {
     const round = roundTo[dtype]!;
-    const data = (n: number, s: number) => Float32Array.from(randomData(n, next, -s, s), round);
+    const data = (n: number, s: number, r = round) => Float32Array.from(randomData(n, next, -s, s), r);
     out.push({
       name,
       dtype,
       shape: { B: B!, H: H!, Lq: Lq!, D: D!, Hk: Hk!, Lk: Lk!, Dv: Dv! },
-      q: data(B! * H! * Lq! * D!, spread),
+      q: data(B! * H! * Lq! * D!, spread, float32Query ? Math.fround : round),
       k: data(B! * Hk! * Lk! * D!, 2),
       v: data(B! * Hk! * Lk! * Dv!, 2),
       causal,
       keyLength,
       strided,
+      float32Query,
       tolerance,
     });
   };
@@ -73,12 +79,17 @@ export function attentionCases(): AttentionCase[] {
   // the weights e^(s - m), whatever the kernel does (the float64 reference has exact scores).
   add("float32 scores far apart (most weights underflow)", "float32", [1, 2, 40, 64], [1, 200, 64], true, 200, false, 40, { rtol: 2e-3, atol: 1e-5 });
   add("bfloat16 many heads per kv head", "bfloat16", [1, 16, 17, 8], [1, 17, 8], true, 17);
+  // SmolLM2's decode and a short prompt over its float16 cache, and a head size past a whole 64.
+  add("float32 q over float16 k/v, decode", "float16", [1, 9, 1, 64], [3, 400, 64], true, 300, false, 2, float16Running, true);
+  add("float32 q over float16 k/v, prompt of 37", "float16", [1, 9, 37, 64], [3, 64, 64], true, 37, false, 2, float16Running, true);
+  add("float32 q over float16 k/v, head 80, strided", "float16", [1, 4, 5, 80], [2, 70, 48], true, 70, true, 2, float16Running, true);
   return out;
 }
 
 /** lx's result for one case, as float32. */
 export function runAttention(c: AttentionCase): Float32Array {
   const { B, H, Lq, D, Hk, Lk, Dv } = c.shape;
+  const qDtype = c.float32Query ? "float32" : c.dtype;
   let q: lx.LanesArray, k: lx.LanesArray;
   if (c.strided) {
     const qt = new Float32Array(c.q.length), kt = new Float32Array(c.k.length);
@@ -90,10 +101,10 @@ export function runAttention(c: AttentionCase): Float32Array {
       for (let h = 0; h < Hk; h++)
         for (let j = 0; j < Lk; j++)
           for (let d = 0; d < D; d++) kt[((b * Hk + h) * D + d) * Lk + j] = c.k[((b * Hk + h) * Lk + j) * D + d]!;
-    q = lx.transpose(lx.array(qt, [B, Lq, H, D], c.dtype), [0, 2, 1, 3]);
+    q = lx.transpose(lx.array(qt, [B, Lq, H, D], qDtype), [0, 2, 1, 3]);
     k = lx.transpose(lx.array(kt, [B, Hk, D, Lk], c.dtype), [0, 1, 3, 2]);
   } else {
-    q = lx.array(c.q, [B, H, Lq, D], c.dtype);
+    q = lx.array(c.q, [B, H, Lq, D], qDtype);
     k = lx.array(c.k, [B, Hk, Lk, D], c.dtype);
   }
   const v = lx.array(c.v, [B, Hk, Lk, Dv], c.dtype);
@@ -101,7 +112,16 @@ export function runAttention(c: AttentionCase): Float32Array {
   return lx.scaledDotProductAttention(q, k, v, { causal: c.causal, keyLength }).toFloat32Array();
 }
 
-/** float64 attention of a case: row (b, h, i) over its entry's first keys, causal aligned to their end. */
+/**
+ * float64 attention of a case: row (b, h, i) over its entry's first keys, causal aligned to their
+ * end. A float32 q over float16 k/v is rounded to float16 first, as the op specifies.
+ */
 export function referenceAttention(c: AttentionCase): Float64Array {
-  return refAttention(c.q, c.k, c.v, c.shape, c.keyLength, c.causal);
+  const q = c.float32Query && c.dtype === "float16" ? c.q.map(Math.f16round) : c.q;
+  return refAttention(q, c.k, c.v, c.shape, c.keyLength, c.causal);
+}
+
+/** The dtype of a case's output. */
+export function outputDtype(c: AttentionCase): FloatDType {
+  return c.float32Query ? "float32" : c.dtype;
 }

@@ -54,6 +54,11 @@ const char* suffix(DType d) {
   throw_error(LANES_ERR_INTERNAL, "gpu: unknown dtype");
 }
 
+std::string attention_suffix(const Command& c) {
+  DType out = c.output.dtype, kv = c.inputs[1].dtype;
+  return out == kv ? suffix(out) : std::string(suffix(out)) + "_" + suffix(kv);
+}
+
 std::string size_suffix(DType d) { return std::to_string(dtype_size(d)); }
 
 bool is_contiguous(const TensorArg& a) { return a.strides.empty() || a.strides == contiguous_strides(a.shape); }

@@ -52,6 +52,9 @@ std::string op_constants();
 // Kernel name suffix of a dtype ("f32", "f16", "bf16", "i32", "b8"), and of its element size.
 const char* suffix(DType d);
 std::string size_suffix(DType d);
+// Kernel name suffix of an Attention command: its output's, then k's where that differs
+// ("f32_f16": float32 queries over a float16 KV cache).
+std::string attention_suffix(const Command& c);
 
 bool is_contiguous(const TensorArg& a);
 // Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
