@@ -1,12 +1,11 @@
 // SmolLM2-135M-Instruct on lanes ops against llama.cpp (node-llama-cpp, same GGUF file): greedy
 // chat answers for 16 fixed prompts, and perplexity over a fixed text (the Declaration of
 // Independence, 1,704 tokens).
-// Both engines quantize activations to 8 bits, but they round differently elsewhere (the order of
-// the quantized dot products, SiLU's exp, RoPE's sin/cos, llama.cpp's float16 attention
-// accumulator). Every 8-bit rounding can turn a one-ulp difference into a whole quantization step,
-// so after 30 layers log-probabilities differ by about 0.1 nats (as much as llama.cpp's own decode
-// and batch paths differ: bench/greedy-noise.ts) and near-ties may pick different tokens: the
-// issue allows 2 of 16 answers to differ.
+// lanes' CPU kernels round as llama.cpp's CPU backend does on a machine with AMX and AVX-512
+// (docs/SERVICE.md, "Agreement with llama.cpp"), so there the answers are the same token for
+// token. On other CPUs llama.cpp sums its quantized dot products in another order, every 8-bit
+// activation rounding can then turn a one-ulp difference into a whole quantization step, and
+// near-ties may pick different tokens: the issue allows 2 of 16 answers to differ.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -62,50 +61,43 @@ async function lanesGreedy(prompt: readonly number[], n: number): Promise<number
 }
 
 describe("SmolLM2-135M-Instruct against llama.cpp", () => {
-  // llama.cpp answers each prompt greedily (16 tokens, or fewer before an end token); lanes then
-  // reads prompt + answer in one pass and picks its greedy token at each answer position. lanes'
-  // own greedy answer equals llama.cpp's exactly when it picks llama.cpp's token at every position
-  // (and a stop token where llama.cpp stopped), so this is the issue's comparison of the first 16
-  // tokens, at the cost of one forward pass per prompt instead of 16 decode steps.
-  test("greedy chat answers: lanes picks llama.cpp's token at every step, or both engines see a near-tie", async () => {
+  // Both engines answer each prompt greedily, one token per step through their KV caches (lanes'
+  // decode as the service runs it), and the first 16 tokens are compared. For an answer that
+  // differs, both engines' next-token probabilities at the first differing step show whether it
+  // was a near-tie.
+  test("greedy chat answers: the first 16 tokens equal llama.cpp's for at least 14 of 16 prompts, and any difference is a near-tie", async () => {
     let equalAnswers = 0;
     const divergences: string[] = [];
     const notNearTies: string[] = [];
     for (const [p, prompt] of prompts.entries()) {
       const ids = model.tokenizer.encode(model.applyChatTemplate([{ role: "user", content: prompt }], { addGenerationPrompt: true }), { special: true });
       const answer = await ref.greedy(ids, 16);
-      const checked = Math.min(answer.length + 1, 16); // the position after a short answer must stop
-      const step = model.model.stepLogits([...ids, ...answer.slice(0, checked - 1)], undefined, stream, checked);
-      const best = step.scope.t(lx.argmax(step.logits, -1));
-      await lx.evalAsync(best, step.logits);
-      const ours = best.toInt32Array();
-      const logits = step.logits.toFloat32Array();
-      step.scope.disposeExcept([]);
-      freeState(step.state);
-      const V = model.model.vocab;
-      const differing: { at: number; lanes: number; llama: number; lanesGap: number }[] = [];
-      for (let j = 0; j < checked; j++) {
-        const wanted = j < answer.length ? [answer[j]!] : model.tokenizer.stopIds;
-        if (wanted.includes(ours[j]!)) continue;
-        const llamaToken = wanted.reduce((a, b) => (logits[j * V + b]! > logits[j * V + a]! ? b : a));
-        differing.push({ at: j, lanes: ours[j]!, llama: llamaToken, lanesGap: logits[j * V + ours[j]!]! - logits[j * V + llamaToken]! });
-      }
-      if (differing.length === 0) {
+      const ours = await lanesGreedy(ids, 16);
+      const at = ours.findIndex((t, j) => t !== answer[j]);
+      const first = at >= 0 ? at : ours.length !== answer.length ? Math.min(ours.length, answer.length) : -1;
+      if (first < 0) {
         equalAnswers++;
         continue;
       }
-      const probabilities = await ref.nextProbabilities([...ids, ...answer], differing.map((d) => ids.length - 1 + d.at));
-      differing.forEach((d, i) => {
-        const llamaGap = Math.log(probabilities[i]!.get(d.llama)! / probabilities[i]!.get(d.lanes)!);
-        const line = `prompt ${p} ${JSON.stringify(prompt)} step ${d.at}: lanes ${JSON.stringify(model.tokenizer.decode([d.lanes]))} by ${d.lanesGap.toFixed(3)} nats, llama.cpp ${JSON.stringify(model.tokenizer.decode([d.llama]))} by ${llamaGap.toFixed(3)} nats`;
-        divergences.push(line);
-        if (!(d.lanesGap < nearTie && llamaGap < nearTie)) notNearTies.push(line);
-      });
+      // The first differing step: each engine's token there (a stop token where its answer ended).
+      const context = [...ids, ...answer.slice(0, first)];
+      const step = model.model.stepLogits(context, undefined, stream, 1);
+      await lx.evalAsync(step.logits);
+      const logits = step.logits.toFloat32Array();
+      step.scope.disposeExcept([]);
+      freeState(step.state);
+      const stop = (tokens: readonly number[]) => (first < tokens.length ? tokens[first]! : model.tokenizer.stopIds[0]!);
+      const lanesToken = stop(ours), llamaToken = stop(answer);
+      const [probabilities] = await ref.nextProbabilities(context, [context.length - 1]);
+      const llamaGap = Math.log(probabilities!.get(llamaToken)! / probabilities!.get(lanesToken)!);
+      const lanesGap = logits[lanesToken]! - logits[llamaToken]!;
+      const line = `prompt ${p} ${JSON.stringify(prompt)} step ${first}: lanes ${JSON.stringify(model.tokenizer.decode([lanesToken]))} by ${lanesGap.toFixed(3)} nats, llama.cpp ${JSON.stringify(model.tokenizer.decode([llamaToken]))} by ${llamaGap.toFixed(3)} nats`;
+      divergences.push(line);
+      if (!(lanesGap < nearTie && llamaGap < nearTie)) notNearTies.push(line);
     }
-    console.log(`greedy answers (16 tokens) equal to llama.cpp's: ${equalAnswers}/16; differing steps (${divergences.length} of ${16 * 16}):\n  ${divergences.join("\n  ")}`);
+    console.log(`greedy answers (16 tokens) equal to llama.cpp's: ${equalAnswers}/16${divergences.length ? `; first differing steps:\n  ${divergences.join("\n  ")}` : ""}`);
     expect(notNearTies).toEqual([]);
-    // Near-ties are rare: at most one step in 16 differs.
-    expect(divergences.length).toBeLessThanOrEqual(16);
+    expect(equalAnswers).toBeGreaterThanOrEqual(14);
   }, 600_000);
 
   test("greedy generation with the KV cache (one token per step) picks what one pass over the same text picks", async () => {
