@@ -17,6 +17,7 @@ struct Features {
   bool avx2_fma = false;
   bool f16c = false;
   bool avx512_vnni = false;
+  bool amx_int8 = false;
 };
 
 Features detect() {
@@ -36,6 +37,8 @@ Features detect() {
   bool vnni = c & (1u << 11);
   bool zmm_state = (lo & 0xe0u) == 0xe0u;  // opmask, upper halves of ZMM0-15, ZMM16-31
   f.avx512_vnni = f.f16c && avx512 && vnni && zmm_state;
+  bool tile_state = (lo & 0x60000u) == 0x60000u;  // XTILECFG, XTILEDATA
+  f.amx_int8 = (d & (1u << 24)) && (d & (1u << 25)) && tile_state;
 #endif
   return f;
 }
@@ -58,6 +61,7 @@ const BackendSettings& settings() { return mutable_settings(); }
 bool has_avx2_fma() { return features().avx2_fma; }
 bool has_avx2_fma_f16c() { return features().f16c; }
 bool has_avx512_vnni() { return features().avx512_vnni; }
+bool has_amx_int8() { return features().amx_int8; }
 
 SimdLevel simd_level() {
   static const SimdLevel level = [] {

@@ -20,6 +20,10 @@ bool has_avx2_fma_f16c();
 // and mask registers. Checked once.
 bool has_avx512_vnni();
 
+// AMX tiles with int8 multiplication, enabled by the OS (XTILECFG and XTILEDATA in XCR0): the
+// CPUs on which llama.cpp runs its quantized matmuls on AMX. Checked once.
+bool has_amx_int8();
+
 // The instruction set the CPU kernels use: the best this CPU has (AVX-512 needs has_avx512_vnni,
 // AVX2 has_avx2_fma_f16c), capped by LANES_CPU_SIMD=scalar|avx2|avx512. Read once.
 enum class SimdLevel : int { Scalar = 0, Avx2 = 1, Avx512 = 2 };

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "compute_pool.hpp"
@@ -25,24 +26,31 @@ constexpr int64_t bytes_of(BlockType t) { return t == BlockType::Q4_0 ? 18 : t =
 
 // ---- the canonical computation -------------------------------------------------------------
 //
-// The arithmetic of llama.cpp's CPU matmul for these block types on AMX / AVX-512 VNNI machines
-// (its repacked-weight kernels), so that a model gives the reference engine's answers to the
-// bit. An activation row is quantized per block of 32 as ggml's quantize_row_q8_0 / q8_1 does:
-// d = max|x| / 127 and q = round-half-even(x * (127 / max|x|)), with d and (Q4_1) s = d * Σq
-// kept at float16 precision. One output element is one float32 accumulator c = +0 over the
-// blocks b in order:
-//   c = fma(float(Σ_e w[e] * q[e]), dw_b * dx_b, c)     (exact integer dot; dw * dx rounded first)
-//   Q4_1 also: c = fma(m_b, s_b, c)
-// with w the block's weights (Q4_0: nibble - 8, Q4_1: nibble, Q8_0: the signed byte). The
-// integer dots are exact on every path, so every path (scalar, AVX2, AVX-512 VNNI) and every
-// split of the columns rounds identically.
+// llama.cpp's CPU matmul for these block types, so that a model gives the reference engine's
+// answers to the bit. An activation row is quantized per block of 32 as ggml's
+// quantize_row_q8_0 / q8_1 does: d = max|x| / 127 and q = round-half-even(x * (127 / max|x|)),
+// with d and (Q4_1) s = d * Σq kept at float16 precision. w is a block's weights in natural
+// order (Q4_0: nibble - 8, Q4_1: nibble, Q8_0: the signed byte), dd_b = dw_b * dx_b rounded,
+// and the blocks b are taken in order. llama.cpp sums in one of two ways, by CPU:
+//   block (its AMX / AVX-512 VNNI kernels on repacked weights, on CPUs with AMX, for n a
+//   multiple of 32): one accumulator c = +0 per output;
+//     c = fma(float(Σ_e w[e] q[e]), dd_b, c), then for Q4_1 c = fma(m_b, s_b, c).
+//   lane (ggml_vec_dot on every other x86 CPU): 8 accumulators, lane l summing elements 4l..4l+3;
+//     acc_l = fma(float(Σ_{e=4l}^{4l+3} w[e] q[e]), dd_b, acc_l); Q4_1: mins = fma(m_b, s_b, mins);
+//     the result is ((acc_0 + acc_4) + (acc_2 + acc_6)) + ((acc_1 + acc_5) + (acc_3 + acc_7)),
+//     plus mins for Q4_1.
+// The integer dots are exact on every path, so the scalar, AVX2 and AVX-512 paths and every
+// split of the columns round identically for either order.
+
+enum class SumOrder { Block, Lane };
 
 // One quantized activation block.
 struct alignas(32) ActBlock {
   int8_t q[32];
+  int32_t lane_bias[8];  // Q4_0: -8 and (AVX-512) Q8_0: -128 times each lane's Σq, undoing unsigned weight bytes
   float d;
-  float s;   // Q4_1: d * Σq
-  int32_t bias;  // Q4_0: -8 and (AVX-512) Q8_0: -128 times Σq, undoing unsigned weight bytes
+  float s;       // Q4_1: d * Σq
+  int32_t bias;  // the sum of lane_bias
 };
 
 // ggml keeps activation scales as float16; so do we where float16 has a normal number for the
@@ -55,11 +63,15 @@ float at_half_precision(float v) {
 
 float inverse_scale(float amax) { return amax != 0.f ? 127.f / amax : 0.f; }
 
-// Fills d, s and bias of a block whose q bytes are in place.
+// Fills d, s and the biases of a block whose q bytes are in place.
 void finish_block(BlockType t, ActBlock& a, float amax, bool finite) {
-  int32_t qsum = 0;
-  for (int e = 0; e < 32; ++e) qsum += a.q[e];
-  a.bias = t == BlockType::Q4_0 ? -8 * qsum : t == BlockType::Q8_0 ? -128 * qsum : 0;
+  int32_t qsum = 0, factor = t == BlockType::Q4_0 ? -8 : t == BlockType::Q8_0 ? -128 : 0;
+  for (int l = 0; l < 8; ++l) {
+    int32_t lane = a.q[4 * l] + a.q[4 * l + 1] + a.q[4 * l + 2] + a.q[4 * l + 3];
+    qsum += lane;
+    a.lane_bias[l] = factor * lane;
+  }
+  a.bias = factor * qsum;
   if (!finite) {
     a.d = a.s = std::numeric_limits<float>::quiet_NaN();
     return;
@@ -86,38 +98,56 @@ void quantize_row_scalar(BlockType t, const float* x, int64_t nb, ActBlock* out)
 
 float half_at(const uint8_t* p) { return to_float(f16{uint16_t(p[0] | (p[1] << 8))}); }
 
-// Σ w[e] * q[e] over one block, w as the block's true weights.
-int32_t block_dot(BlockType t, const uint8_t* blk, const int8_t* q) {
-  int32_t dot = 0;
+// A block's true weights in natural order.
+void unpack_weights(BlockType t, const uint8_t* blk, int32_t (&w)[32]) {
   if (t == BlockType::Q8_0) {
-    for (int e = 0; e < 32; ++e) dot += int32_t(static_cast<int8_t>(blk[2 + e])) * q[e];
-    return dot;
+    for (int e = 0; e < 32; ++e) w[e] = static_cast<int8_t>(blk[2 + e]);
+    return;
   }
   const uint8_t* qs = blk + (t == BlockType::Q4_0 ? 2 : 4);
   int offset = t == BlockType::Q4_0 ? 8 : 0;
-  for (int e = 0; e < 16; ++e) dot += ((qs[e] & 0x0f) - offset) * q[e] + ((qs[e] >> 4) - offset) * q[e + 16];
-  return dot;
+  for (int e = 0; e < 16; ++e) w[e] = (qs[e] & 0x0f) - offset, w[e + 16] = (qs[e] >> 4) - offset;
 }
 
-// The accumulation step of one block, given its integer dot.
-inline float accumulate(BlockType t, float c, int32_t dot, const uint8_t* blk, const ActBlock& a) {
+// The block order's step for one block, given its integer dot.
+inline float accumulate_block(BlockType t, float c, int32_t dot, const uint8_t* blk, const ActBlock& a) {
   c = std::fma(float(dot), half_at(blk) * a.d, c);
   return t == BlockType::Q4_1 ? std::fma(half_at(blk + 2), a.s, c) : c;
 }
 
-void columns_scalar(BlockType t, const ActBlock* act, int64_t m, const uint8_t* w, int64_t nb, int64_t n, int64_t j0,
-                    int64_t j1, float* y) {
+float lane_tree_sum(const float (&acc)[8]) {
+  float t0 = acc[0] + acc[4], t1 = acc[1] + acc[5], t2 = acc[2] + acc[6], t3 = acc[3] + acc[7];
+  return (t0 + t2) + (t1 + t3);
+}
+
+float output_scalar(BlockType t, SumOrder order, const ActBlock* a, const uint8_t* row, int64_t nb) {
+  float c = 0.f, acc[8] = {}, mins = 0.f;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = row + b * bytes_of(t);
+    int32_t w[32];
+    unpack_weights(t, blk, w);
+    int32_t lane[8] = {};
+    for (int e = 0; e < 32; ++e) lane[e / 4] += w[e] * a[b].q[e];
+    if (order == SumOrder::Block) {
+      int32_t dot = 0;
+      for (int32_t v : lane) dot += v;
+      c = accumulate_block(t, c, dot, blk, a[b]);
+      continue;
+    }
+    float dd = half_at(blk) * a[b].d;
+    for (int l = 0; l < 8; ++l) acc[l] = std::fma(float(lane[l]), dd, acc[l]);
+    if (t == BlockType::Q4_1) mins = std::fma(half_at(blk + 2), a[b].s, mins);
+  }
+  if (order == SumOrder::Block) return c;
+  float r = lane_tree_sum(acc);
+  return t == BlockType::Q4_1 ? r + mins : r;
+}
+
+void columns_scalar(BlockType t, SumOrder order, const ActBlock* act, int64_t m, const uint8_t* w, int64_t nb, int64_t n,
+                    int64_t j0, int64_t j1, float* y) {
   int64_t row_bytes = nb * bytes_of(t);
   for (int64_t j = j0; j < j1; ++j)
-    for (int64_t i = 0; i < m; ++i) {
-      const ActBlock* a = act + i * nb;
-      float c = 0.f;
-      for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = w + j * row_bytes + b * bytes_of(t);
-        c = accumulate(t, c, block_dot(t, blk, a[b].q), blk, a[b]);
-      }
-      y[i * n + j] = c;
-    }
+    for (int64_t i = 0; i < m; ++i) y[i * n + j] = output_scalar(t, order, act + i * nb, w + j * row_bytes, nb);
 }
 
 #if defined(__x86_64__)
@@ -180,6 +210,20 @@ LANES_TARGET_AVX2 inline __m256i weight_bytes_avx2(const uint8_t* blk) {
   return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
+// The 8 lane dots of one block (lane l: elements 4l..4l+3) as int32, Q4_0's -8 applied.
+template <BlockType T>
+LANES_TARGET_AVX2 inline __m256i lane_dots_avx2(__m256i wv, const ActBlock& a) {
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256i q = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.q));
+  // maddubs multiplies unsigned by signed bytes: Q8_0 moves each weight's sign onto its
+  // activation (|w| <= 128, so a pair of products stays within int16).
+  if constexpr (T == BlockType::Q8_0)
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(q, wv)), ones16);
+  __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, q), ones16);  // at most 2 * 15 * 127 per int16
+  if constexpr (T == BlockType::Q4_0) s = _mm256_add_epi32(s, _mm256_load_si256(reinterpret_cast<const __m256i*>(a.lane_bias)));
+  return s;
+}
+
 LANES_TARGET_AVX2 inline int32_t hsum_epi32_avx2(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
@@ -187,47 +231,50 @@ LANES_TARGET_AVX2 inline int32_t hsum_epi32_avx2(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-// Σ w * q of one block (Q4_0's -8 comes back through the activation's bias).
-template <BlockType T>
-LANES_TARGET_AVX2 inline int32_t block_dot_avx2(__m256i wv, const ActBlock& a) {
-  __m256i q = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.q));
-  // maddubs multiplies unsigned by signed bytes: Q8_0 moves each weight's sign onto its
-  // activation (|w| <= 128, so a pair of products stays within int16).
-  if constexpr (T == BlockType::Q8_0) {
-    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(q, wv));
-    return hsum_epi32_avx2(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
-  }
-  __m256i p = _mm256_maddubs_epi16(wv, q);
-  return hsum_epi32_avx2(_mm256_madd_epi16(p, _mm256_set1_epi16(1))) + a.bias;
+LANES_TARGET_AVX2 inline float lane_tree_sum_avx2(__m256 acc) {
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  __m128 u = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  return _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)));
 }
 
 // ---- AVX2 kernel: R activation rows x C weight columns at a time ---------------------------
 
-template <BlockType T, int R, int C>
+template <BlockType T, SumOrder O, int R, int C>
 LANES_TARGET_AVX2 void columns_avx2(const ActBlock* act, const uint8_t* w, int64_t row_bytes, int64_t nb, float* y,
                                     int64_t n, int64_t cols) {
   for (int64_t j = 0; j + C <= cols; j += C, w += C * row_bytes, y += C) {
-    float c[R][C] = {};
+    float c[R][C] = {}, mins[R][C] = {};
+    __m256 acc[R][C];
+    LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int k = 0; k < C; ++k) acc[r][k] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
       LANES_UNROLL for (int k = 0; k < C; ++k) {
         const uint8_t* blk = w + k * row_bytes + b * bytes_of(T);
         prefetch_ahead(blk);
         __m256i wv = weight_bytes_avx2<T>(blk);
+        float dw = half_at(blk);
         LANES_UNROLL for (int r = 0; r < R; ++r) {
           const ActBlock& a = act[r * nb + b];
-          c[r][k] = accumulate(T, c[r][k], block_dot_avx2<T>(wv, a), blk, a);
+          __m256i lanes = lane_dots_avx2<T>(wv, a);
+          if constexpr (O == SumOrder::Block) {
+            c[r][k] = accumulate_block(T, c[r][k], hsum_epi32_avx2(lanes), blk, a);
+          } else {
+            acc[r][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(dw * a.d), acc[r][k]);
+            if constexpr (T == BlockType::Q4_1) mins[r][k] = std::fma(half_at(blk + 2), a.s, mins[r][k]);
+          }
         }
       }
     }
-    LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int k = 0; k < C; ++k) y[r * n + k] = c[r][k];
+    LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int k = 0; k < C; ++k) {
+      if constexpr (O == SumOrder::Block) y[r * n + k] = c[r][k];
+      else y[r * n + k] = T == BlockType::Q4_1 ? lane_tree_sum_avx2(acc[r][k]) + mins[r][k] : lane_tree_sum_avx2(acc[r][k]);
+    }
   }
 }
 
-// ---- AVX-512 VNNI kernel: R rows x 16 columns, one column per float lane -----------------
+// ---- AVX-512 VNNI kernels -------------------------------------------------------------------
 //
-// Per block, eight registers hold two columns each (8 int32 lanes of 4-byte dots per column);
-// a transpose-and-add tree turns them into the 16 columns' block dots, in column order, and the
-// float accumulation then runs on 16 columns at once.
+// A register holds one block of two columns, 8 int32 lanes each; vpdpbusd needs unsigned weight
+// bytes (Q4 nibbles as they are, Q8_0 plus 128, taken back out through the activation's bias).
 
 template <BlockType T>
 LANES_TARGET_AVX512 inline __m512i weight_pair_avx512(const uint8_t* b0, const uint8_t* b1) {
@@ -244,11 +291,64 @@ LANES_TARGET_AVX512 inline __m512i weight_pair_avx512(const uint8_t* b0, const u
   }
 }
 
-// Register p holds columns (p, p + 4) for p < 4 and (p + 4, p + 8) for p >= 4, so that the
-// tree below leaves the sums in column order.
+// The lane dots of a column pair against one activation block, biases included where the
+// weight bytes were offset (Q4_1's are not).
+template <BlockType T>
+LANES_TARGET_AVX512 inline __m512i pair_dots(__m512i wv, __m512i q, const ActBlock& a) {
+  __m512i start = T == BlockType::Q4_1 ? _mm512_setzero_si512()
+                                       : _mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(a.lane_bias)));
+  return _mm512_dpbusd_epi32(start, wv, q);
+}
+
+LANES_TARGET_AVX512 inline __m512i broadcast_q(const ActBlock& a) {
+  return _mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(a.q)));
+}
+
+LANES_TARGET_AVX512 inline __m256 upper_half(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+
+// Lane order: R rows x 2P columns, each register's two 8-lane halves are two columns' acc.
+template <BlockType T, int R, int P>
+LANES_TARGET_AVX512 void lane_columns_avx512(const ActBlock* act, const uint8_t* w, int64_t row_bytes, int64_t nb, float* y,
+                                             int64_t n, int64_t cols) {
+  constexpr int C = 2 * P;
+  for (int64_t j = 0; j + C <= cols; j += C, w += C * row_bytes, y += C) {
+    __m512 acc[R][P];
+    float mins[R][C] = {};
+    LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      __m512i wv[P];
+      __m512 dw[P];
+      float mw[C];
+      LANES_UNROLL for (int p = 0; p < P; ++p) {
+        const uint8_t* b0 = w + 2 * p * row_bytes + b * bytes_of(T);
+        const uint8_t* b1 = b0 + row_bytes;
+        prefetch_ahead(b0), prefetch_ahead(b1);
+        wv[p] = weight_pair_avx512<T>(b0, b1);
+        dw[p] = _mm512_insertf32x8(_mm512_set1_ps(half_at(b0)), _mm256_set1_ps(half_at(b1)), 1);
+        if constexpr (T == BlockType::Q4_1) mw[2 * p] = half_at(b0 + 2), mw[2 * p + 1] = half_at(b1 + 2);
+      }
+      LANES_UNROLL for (int r = 0; r < R; ++r) {
+        const ActBlock& a = act[r * nb + b];
+        __m512i q = broadcast_q(a);
+        __m512 dx = _mm512_set1_ps(a.d);
+        LANES_UNROLL for (int p = 0; p < P; ++p)
+          acc[r][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair_dots<T>(wv[p], q, a)), _mm512_mul_ps(dw[p], dx), acc[r][p]);
+        if constexpr (T == BlockType::Q4_1) LANES_UNROLL for (int k = 0; k < C; ++k) mins[r][k] = std::fma(mw[k], a.s, mins[r][k]);
+      }
+    }
+    LANES_UNROLL for (int r = 0; r < R; ++r) LANES_UNROLL for (int p = 0; p < P; ++p) {
+      float lo = lane_tree_sum_avx2(_mm512_castps512_ps256(acc[r][p])), hi = lane_tree_sum_avx2(upper_half(acc[r][p]));
+      y[r * n + 2 * p] = T == BlockType::Q4_1 ? lo + mins[r][2 * p] : lo;
+      y[r * n + 2 * p + 1] = T == BlockType::Q4_1 ? hi + mins[r][2 * p + 1] : hi;
+    }
+  }
+}
+
+// Block order: R rows x 16 columns, one column per float lane. Register p holds columns (p, p + 4)
+// for p < 4 and (p + 4, p + 8) for p >= 4, so the transpose-and-add tree of column_dots leaves
+// the 16 block dots in column order.
 constexpr int pair_low(int p) { return p < 4 ? p : p + 4; }
 
-// Block dots of 16 columns from the 8 column-pair registers (exact integer sums).
 LANES_TARGET_AVX512 inline __m512i column_dots(const __m512i (&v)[8]) {
   __m512i u[4], w[2];
   for (int i = 0; i < 4; ++i)
@@ -269,8 +369,8 @@ LANES_TARGET_AVX512 inline void column_scales(const uint8_t* blk, int64_t row_by
 }
 
 template <BlockType T, int R>
-LANES_TARGET_AVX512 void columns_avx512(const ActBlock* act, const uint8_t* w, int64_t row_bytes, int64_t nb, float* y,
-                                        int64_t n, int64_t cols) {
+LANES_TARGET_AVX512 void block_columns_avx512(const ActBlock* act, const uint8_t* w, int64_t row_bytes, int64_t nb, float* y,
+                                              int64_t n, int64_t cols) {
   for (int64_t j = 0; j + 16 <= cols; j += 16, w += 16 * row_bytes, y += 16) {
     __m512 c[R];
     LANES_UNROLL for (int r = 0; r < R; ++r) c[r] = _mm512_setzero_ps();
@@ -287,7 +387,7 @@ LANES_TARGET_AVX512 void columns_avx512(const ActBlock* act, const uint8_t* w, i
       column_scales<T>(blk, row_bytes, dw, mw);
       LANES_UNROLL for (int r = 0; r < R; ++r) {
         const ActBlock& a = act[r * nb + b];
-        __m512i q = _mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(a.q)));
+        __m512i q = broadcast_q(a);
         __m512i v[8];
         LANES_UNROLL for (int p = 0; p < 8; ++p) v[p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[p], q);
         __m512i dots = _mm512_add_epi32(column_dots(v), _mm512_set1_epi32(a.bias));
@@ -304,37 +404,51 @@ LANES_TARGET_AVX512 void columns_avx512(const ActBlock* act, const uint8_t* w, i
 
 using TileFn = void (*)(const ActBlock*, const uint8_t*, int64_t, int64_t, float*, int64_t, int64_t);
 
-// Kernels over a run of columns, C at a time, for R = 1..max_rows activation rows.
+// Kernels over a run of columns, C at a time, for R = 1..4 activation rows.
 struct TileSet {
-  int max_rows = 0;
   int cols = 0;
   TileFn wide[4] = {};    // [R - 1], C = cols
   TileFn narrow[4] = {};  // [R - 1], C = 1
 };
 
 #if defined(__x86_64__)
-template <BlockType T>
+template <BlockType T, SumOrder O>
 TileSet avx2_tiles() {
-  return {4,
-          2,
-          {columns_avx2<T, 1, 2>, columns_avx2<T, 2, 2>, columns_avx2<T, 3, 2>, columns_avx2<T, 4, 2>},
-          {columns_avx2<T, 1, 1>, columns_avx2<T, 2, 1>, columns_avx2<T, 3, 1>, columns_avx2<T, 4, 1>}};
+  return {2,
+          {columns_avx2<T, O, 1, 2>, columns_avx2<T, O, 2, 2>, columns_avx2<T, O, 3, 2>, columns_avx2<T, O, 4, 2>},
+          {columns_avx2<T, O, 1, 1>, columns_avx2<T, O, 2, 1>, columns_avx2<T, O, 3, 1>, columns_avx2<T, O, 4, 1>}};
 }
-// Columns left over from the 16-wide tiles take the AVX2 kernel, which rounds identically.
-template <BlockType T>
+// A column left over from the wide tiles takes the AVX2 kernel, which rounds identically.
+template <BlockType T, SumOrder O>
 TileSet avx512_tiles() {
-  return {4,
-          16,
-          {columns_avx512<T, 1>, columns_avx512<T, 2>, columns_avx512<T, 3>, columns_avx512<T, 4>},
-          {columns_avx2<T, 1, 1>, columns_avx2<T, 2, 1>, columns_avx2<T, 3, 1>, columns_avx2<T, 4, 1>}};
+  TileSet narrow = avx2_tiles<T, O>();
+  if constexpr (O == SumOrder::Block)
+    return {16, {block_columns_avx512<T, 1>, block_columns_avx512<T, 2>, block_columns_avx512<T, 3>, block_columns_avx512<T, 4>},
+            {narrow.narrow[0], narrow.narrow[1], narrow.narrow[2], narrow.narrow[3]}};
+  else
+    return {4, {lane_columns_avx512<T, 1, 2>, lane_columns_avx512<T, 2, 2>, lane_columns_avx512<T, 3, 2>, lane_columns_avx512<T, 4, 2>},
+            {narrow.narrow[0], narrow.narrow[1], narrow.narrow[2], narrow.narrow[3]}};
+}
+
+template <SumOrder O>
+TileSet tiles_for(QuantKernel kernel, BlockType type) {
+  if (kernel == QuantKernel::Avx512Vnni)
+    return type == BlockType::Q4_0 ? avx512_tiles<BlockType::Q4_0, O>()
+           : type == BlockType::Q4_1 ? avx512_tiles<BlockType::Q4_1, O>()
+                                     : avx512_tiles<BlockType::Q8_0, O>();
+  if (kernel == QuantKernel::Avx2)
+    return type == BlockType::Q4_0 ? avx2_tiles<BlockType::Q4_0, O>()
+           : type == BlockType::Q4_1 ? avx2_tiles<BlockType::Q4_1, O>()
+                                     : avx2_tiles<BlockType::Q8_0, O>();
+  return {};
 }
 #endif
 
 void columns_tiled(const TileSet& tiles, BlockType t, const ActBlock* act, int64_t m, const uint8_t* w, int64_t nb,
                    int64_t n, int64_t j0, int64_t j1, float* y) {
   int64_t row_bytes = nb * bytes_of(t);
-  for (int64_t i0 = 0; i0 < m; i0 += tiles.max_rows) {
-    int r = int(std::min<int64_t>(tiles.max_rows, m - i0));
+  for (int64_t i0 = 0; i0 < m; i0 += 4) {
+    int r = int(std::min<int64_t>(4, m - i0));
     const ActBlock* a = act + i0 * nb;
     float* yr = y + i0 * n;
     int64_t wide = (j1 - j0) / tiles.cols * tiles.cols, j = j0 + wide;
@@ -361,6 +475,17 @@ QuantKernel best_kernel() {
     case SimdLevel::Avx2: return QuantKernel::Avx2;
     default: return QuantKernel::Scalar;
   }
+}
+
+// llama.cpp sums in block order on CPUs with AMX (where it repacks weights for its AMX kernels),
+// for outputs that fill its 32-column tiles; in lane order everywhere else.
+SumOrder sum_order(int64_t n) {
+  static const int forced = [] {
+    const std::string& s = settings().cpu_quant_sum;
+    return s == "block" ? 1 : s == "lane" ? 2 : 0;
+  }();
+  if (forced) return forced == 1 ? SumOrder::Block : SumOrder::Lane;
+  return has_amx_int8() && n % 32 == 0 ? SumOrder::Block : SumOrder::Lane;
 }
 
 std::atomic<int> g_forced{int(QuantKernel::Auto)};
@@ -435,19 +560,13 @@ void quantized_matmul(BlockType type, const float* x, int64_t m, int64_t k, int6
   // Chunks of whole 16-column tiles where there are enough columns.
   int64_t grain = std::max<int64_t>(2, kChunkBytes / (nb * bytes_of(type)));
   if (n >= 32) grain = (std::max<int64_t>(grain, 16) + 15) / 16 * 16;
+  SumOrder order = sum_order(n);
   TileSet tiles;
 #if defined(__x86_64__)
-  if (kernel == QuantKernel::Avx512Vnni)
-    tiles = type == BlockType::Q4_0 ? avx512_tiles<BlockType::Q4_0>()
-            : type == BlockType::Q4_1 ? avx512_tiles<BlockType::Q4_1>()
-                                      : avx512_tiles<BlockType::Q8_0>();
-  else if (kernel == QuantKernel::Avx2)
-    tiles = type == BlockType::Q4_0 ? avx2_tiles<BlockType::Q4_0>()
-            : type == BlockType::Q4_1 ? avx2_tiles<BlockType::Q4_1>()
-                                      : avx2_tiles<BlockType::Q8_0>();
+  tiles = order == SumOrder::Block ? tiles_for<SumOrder::Block>(kernel, type) : tiles_for<SumOrder::Lane>(kernel, type);
 #endif
-  if (tiles.max_rows == 0)
-    run(n, grain, [&](int64_t j0, int64_t j1) { columns_scalar(type, a, m, wb, nb, n, j0, j1, y); });
+  if (tiles.cols == 0)
+    run(n, grain, [&](int64_t j0, int64_t j1) { columns_scalar(type, order, a, m, wb, nb, n, j0, j1, y); });
   else
     run(n, grain, [&](int64_t j0, int64_t j1) { columns_tiled(tiles, type, a, m, wb, nb, n, j0, j1, y); });
   if (act.capacity() > kKeepActBlocks) std::vector<ActBlock>().swap(act);

@@ -20,6 +20,9 @@ struct BackendSettings {
   // LANES_CPU_SIMD: "scalar", "avx2" or "avx512" caps the CPU kernels' instruction set (tests
   // force each path); empty: the best this CPU has.
   std::string cpu_simd;
+  // LANES_CPU_QUANT_SUM: "block" or "lane" picks how the quantized matmul sums (cpu/quant.cpp);
+  // empty: as llama.cpp does on this CPU.
+  std::string cpu_quant_sum;
   // LANES_CPU_THREADS: threads of the CPU compute pool, the caller included (1 to 1024; 1 runs
   // every job on its caller). 0 (unset or out of range): one per hardware thread.
   int cpu_threads = 0;

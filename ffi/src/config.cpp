@@ -28,6 +28,7 @@ Config read_config() {
   b.cache_dir = env("LANES_CACHE_DIR");
   if (b.cache_dir.empty()) b.cache_dir = default_cache_dir();
   b.cpu_simd = env("LANES_CPU_SIMD");
+  b.cpu_quant_sum = env("LANES_CPU_QUANT_SUM");
   if (long n = std::strtol(env("LANES_CPU_THREADS").c_str(), nullptr, 10); n >= 1 && n <= 1024) b.cpu_threads = static_cast<int>(n);
   b.cuda_tf32 = env("LANES_CUDA_TF32") == "1";
   b.cuda_cublaslt = env("LANES_CUDA_CUBLASLT") != "0";
