@@ -269,11 +269,11 @@ describe("typed errors", () => {
   });
 });
 
-describe("kernel paths (LANES_CPU_SIMD and LANES_CPU_QUANT_SUM in child processes)", () => {
+describe("CPU kernel paths (LANES_CPU_SIMD and LANES_CPU_QUANT_SUM in child processes, on the CPU backend whatever the parent runs)", () => {
   const runPaths = (order: string) =>
     ["scalar", "avx2", "avx512", ""].map((path) => {
       const proc = Bun.spawnSync([process.execPath, join(import.meta.dir, "support", "quant-paths.ts")], {
-        env: { ...process.env, LANES_CPU_SIMD: path, LANES_CPU_QUANT_SUM: order },
+        env: { ...process.env, LANES_BACKEND: "cpu", LANES_CPU_SIMD: path, LANES_CPU_QUANT_SUM: order },
         timeout: 60_000,
       });
       expect(proc.exitCode, `LANES_CPU_SIMD=${path} LANES_CPU_QUANT_SUM=${order}: ${proc.stderr.toString()}`).toBe(0);
