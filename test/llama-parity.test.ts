@@ -83,7 +83,7 @@ beforeAll(() => {
   file = readGguf(path);
   cfg = llamaConfig(file);
   for (const name of file.tensors.keys()) weight(name);
-  dump = runLlamaDump(path, prompt, steps, { cpuVariant: process.env.LANES_LLAMA_CPU_VARIANT || undefined });
+  dump = runLlamaDump(path, prompt, steps, { cpuVariant: process.env.LANES_LLAMA_CPU_VARIANT || undefined, noRepack: process.env.LANES_LLAMA_NO_REPACK === "1" });
 }, 120_000);
 
 afterAll(() => {
@@ -137,13 +137,24 @@ describe.skipIf(!runs)("SmolLM2-135M-Instruct op by op against llama.cpp's tenso
     matmulWeights.push(cfg.tiedHead ? "token_embd.weight" : "output.weight");
     const has = (feature: string) => dump.features[feature] === "1";
     const kernels = has("AMX_INT8") && matmulWeights.every((n) => amxWeights.has(n)) ? "amx" : has("AVX512") ? "avx512" : "other";
+    // llama.cpp's quantized matmul sums in block order with its AMX kernels and in lane order with
+    // ggml_vec_dot (any build with AVX2 and FMA); lanes takes block order on CPUs with AMX unless
+    // LANES_CPU_QUANT_SUM says otherwise (cpu/quant.cpp). Where the two orders agree, the
+    // matmuls must be bitwise equal too.
+    const llamaOrder = kernels === "amx" ? "block" : has("AVX2") && has("FMA") ? "lane" : "other";
+    const lanesOrder = process.env.LANES_CPU_QUANT_SUM || (has("AMX_INT8") ? "block" : "lane");
+    const sameOrder = llamaOrder === lanesOrder;
     const allowed = (op: string): number => {
       if (kernels === "amx" || /^(embedding|rmsNorm|add )/.test(op)) return 0;
-      if (op.startsWith("matmul")) return has("AVX") ? 1e-5 : 1e-2;
+      if (op.startsWith("matmul")) return sameOrder ? 0 : has("AVX") ? 1e-5 : 1e-2;
       if (kernels === "avx512") return 0;
       return op === "attention" ? 2 ** -9 : 1e-5;
     };
-    const kernelsText = { amx: "its AMX kernels: every op bitwise", avx512: "an AVX-512 build without its AMX kernels: every op bitwise but the matmuls", other: "a pre-AVX-512 build: embedding, rmsNorm and adds bitwise" }[kernels];
+    const kernelsText = {
+      amx: "its AMX kernels: every op bitwise",
+      avx512: `an AVX-512 build without its AMX kernels: every op bitwise${sameOrder ? "" : " but the matmuls"}`,
+      other: `a pre-AVX-512 build: embedding, rmsNorm and adds${sameOrder ? " and matmuls" : ""} bitwise`,
+    }[kernels];
 
     const outcomes: Outcome[] = [];
     const fusedSwiglu = lx.compile((g: LA, u: LA) => lx.multiply(lx.silu(g), u));
@@ -255,5 +266,24 @@ describe.skipIf(!runs)("SmolLM2-135M-Instruct op by op against llama.cpp's tenso
     expect(outcomes.length).toBe((steps + 1) * (cfg.layers * 18 + 3));
     // The first 40 failures name the call, layer and op; the count says how many there were.
     expect({ failures: failures.length, first: failures.slice(0, 40) }).toEqual({ failures: 0, first: [] });
+  }, 120_000);
+});
+
+// On a CPU with AMX, the other summation order is checked too: llama.cpp without weight repacking
+// (ggml_vec_dot, as on CPUs without AMX) against lanes forced to lane order, in a child process
+// (lanes reads LANES_CPU_QUANT_SUM once per process).
+describe.skipIf(!runs || process.env.LANES_LLAMA_NO_REPACK === "1")("the same with llama.cpp's ggml_vec_dot matmuls (no AMX repacking) and lanes' lane order", () => {
+  test("every op bitwise equal, matmuls included", () => {
+    const child = Bun.spawnSync([process.execPath, "test", import.meta.path], {
+      env: { ...process.env, LANES_CPU_QUANT_SUM: "lane", LANES_LLAMA_NO_REPACK: "1", LANES_LLAMA_CPU_VARIANT: "" },
+      stdout: "pipe",
+      stderr: "pipe",
+      timeout: 120_000,
+    });
+    const output = child.stdout.toString() + child.stderr.toString();
+    expect(output).toContain("every op of every layer");
+    expect(child.exitCode, output).toBe(0);
+    // The child compared every matmul bitwise (llama.cpp ran no AMX kernels, lanes lane order).
+    expect(output).toMatch(/matmul q\s+\d+\/\d+ bitwise equal \(bitwise required\)/);
   }, 120_000);
 });

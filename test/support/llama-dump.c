@@ -124,6 +124,8 @@ int main(int argc, char **argv) {
   llama_backend_init();
 
   struct llama_model_params mp = llama_model_default_params();
+  // No weight repacking (so no AMX kernels): its quantized matmuls then run ggml_vec_dot.
+  if (getenv("LLAMA_DUMP_NO_REPACK")) mp.use_extra_bufts = false;
   struct llama_model *model = llama_model_load_from_file(argv[2], mp);
   if (!model) {
     fprintf(stderr, "llama-dump: cannot load %s\n", argv[2]);

@@ -111,9 +111,9 @@ export function llamaDumper(): string {
  * Runs llama.cpp on `ids` (one batch), then `steps` greedy decode steps, writing every tensor
  * into a new temporary folder. `cpuVariant` (e.g. "haswell") makes llama.cpp load that CPU
  * backend (libggml-cpu-VARIANT.so) instead of the best one for this CPU, to check the comparison
- * on other kernels.
+ * on other kernels; `noRepack` keeps it from repacking weights for its AMX (or other) kernels.
  */
-export function runLlamaDump(modelPath: string, ids: readonly number[], steps: number, opts: { cpuVariant?: string } = {}): LlamaDump {
+export function runLlamaDump(modelPath: string, ids: readonly number[], steps: number, opts: { cpuVariant?: string; noRepack?: boolean } = {}): LlamaDump {
   const exe = llamaDumper();
   const bin = llamaBinDir();
   const dir = mkdtempSync(join(tmpdir(), "lanes-llama-dump-"));
@@ -127,7 +127,8 @@ export function runLlamaDump(modelPath: string, ids: readonly number[], steps: n
   }
   const out = join(dir, "tensors");
   mkdirSync(out);
-  const env = { ...process.env, LD_LIBRARY_PATH: [bin, process.env.LD_LIBRARY_PATH].filter(Boolean).join(":") };
+  const env: Record<string, string | undefined> = { ...process.env, LD_LIBRARY_PATH: [bin, process.env.LD_LIBRARY_PATH].filter(Boolean).join(":") };
+  if (opts.noRepack) env.LLAMA_DUMP_NO_REPACK = "1";
   try {
     const stdout = run([exe, backendDir, modelPath, out, String(steps), ...ids.map(String)], "llama-dump", env);
     const facts = JSON.parse(stdout.trim().split("\n").at(-1)!);
