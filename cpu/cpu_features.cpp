@@ -7,6 +7,10 @@
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace lanes::cpu {
 namespace {
@@ -62,6 +66,20 @@ bool has_avx2_fma() { return features().avx2_fma; }
 bool has_avx2_fma_f16c() { return features().f16c; }
 bool has_avx512_vnni() { return features().avx512_vnni; }
 bool has_amx_int8() { return features().amx_int8; }
+
+bool amx_enabled() {
+  static const bool enabled = [] {
+    const std::string& cap = settings().cpu_simd;
+    if (!has_amx_int8() || simd_level() != SimdLevel::Avx512 || (!cap.empty() && cap != "amx")) return false;
+#if defined(__x86_64__) && defined(__linux__)
+    constexpr long kRequestPermission = 0x1023, kTileData = 18;  // ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA
+    return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
+#else
+    return false;
+#endif
+  }();
+  return enabled;
+}
 
 SimdLevel simd_level() {
   static const SimdLevel level = [] {

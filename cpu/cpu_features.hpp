@@ -24,8 +24,13 @@ bool has_avx512_vnni();
 // CPUs on which llama.cpp runs its quantized matmuls on AMX. Checked once.
 bool has_amx_int8();
 
+// Whether the quantized matmul may use AMX tiles: has_amx_int8, the AVX-512 level, LANES_CPU_SIMD
+// not capping at avx512 or below, and Linux granting this process the tile data state. Checked once.
+bool amx_enabled();
+
 // The instruction set the CPU kernels use: the best this CPU has (AVX-512 needs has_avx512_vnni,
-// AVX2 has_avx2_fma_f16c), capped by LANES_CPU_SIMD=scalar|avx2|avx512. Read once.
+// AVX2 has_avx2_fma_f16c), capped by LANES_CPU_SIMD=scalar|avx2|avx512 (amx: the best, AMX
+// included). Read once.
 enum class SimdLevel : int { Scalar = 0, Avx2 = 1, Avx512 = 2 };
 SimdLevel simd_level();
 

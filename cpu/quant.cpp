@@ -32,8 +32,8 @@ constexpr int64_t bytes_of(BlockType t) { return t == BlockType::Q4_0 ? 18 : t =
 // with d and (Q4_1) s = d * Σq kept at float16 precision. w is a block's weights in natural
 // order (Q4_0: nibble - 8, Q4_1: nibble, Q8_0: the signed byte), dd_b = dw_b * dx_b rounded,
 // and the blocks b are taken in order. llama.cpp sums in one of two ways, by CPU:
-//   block (its AMX / AVX-512 VNNI kernels on repacked weights, on CPUs with AMX, for n a
-//   multiple of 32): one accumulator c = +0 per output;
+//   block (its AMX / AVX-512 VNNI kernels on repacked weights, on CPUs with AMX): one
+//   accumulator c = +0 per output;
 //     c = fma(float(Σ_e w[e] q[e]), dd_b, c), then for Q4_1 c = fma(m_b, s_b, c).
 //   lane (ggml_vec_dot on every other x86 CPU): 8 accumulators, lane l summing elements 4l..4l+3;
 //     acc_l = fma(float(Σ_{e=4l}^{4l+3} w[e] q[e]), dd_b, acc_l); Q4_1: mins = fma(m_b, s_b, mins);
@@ -398,17 +398,105 @@ LANES_TARGET_AVX512 void block_columns_avx512(const ActBlock* act, const uint8_t
     LANES_UNROLL for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * n, c[r]);
   }
 }
+
+// ---- AMX kernel: block order, 16 rows x 16 columns per tile multiply ----------------------
+//
+// Per block, the 16 columns' weights are laid out as AMX's B operand (row k holds bytes
+// 4k..4k+3 of every column) and tdpbssd gives the exact block dots of 16 activation rows at
+// once; the float accumulation is then the same as block_columns_avx512's, with the outputs in
+// y as accumulators between blocks.
+#define LANES_TARGET_AMX \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,amx-tile,amx-int8")))
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// A block's 32 weights as signed bytes in natural order.
+template <BlockType T>
+LANES_TARGET_AVX2 inline __m256i signed_weights(const uint8_t* blk) {
+  __m256i v = weight_bytes_avx2<T>(blk);
+  return T == BlockType::Q4_0 ? _mm256_sub_epi8(v, _mm256_set1_epi8(8)) : v;
+}
+
+// One block's step for 16 rows x 16 columns from their integer dots d (a: the rows' blocks, nb
+// apart; y: the rows' outputs, n apart, holding the sums so far unless `first`).
+template <BlockType T>
+LANES_TARGET_AVX512 inline void accumulate_tile_rows(const ActBlock* a, int64_t nb, const int32_t* d, __m512 dw, __m512 mw, bool first,
+                                                     float* y, int64_t n) {
+  for (int r = 0; r < 16; ++r) {
+    const ActBlock& ar = a[r * nb];
+    float* yr = y + r * n;
+    __m512 c = first ? _mm512_setzero_ps() : _mm512_loadu_ps(yr);
+    c = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(d + 16 * r)), _mm512_mul_ps(dw, _mm512_set1_ps(ar.d)), c);
+    if constexpr (T == BlockType::Q4_1) c = _mm512_fmadd_ps(mw, _mm512_set1_ps(ar.s), c);
+    _mm512_storeu_ps(yr, c);
+  }
+}
+
+template <BlockType T>
+LANES_TARGET_AMX void amx_columns(const ActBlock* act, int64_t m, const uint8_t* w, int64_t row_bytes, int64_t nb, float* y,
+                                  int64_t n, int64_t cols) {
+  TileConfig config;
+  config.rows[0] = 16, config.colsb[0] = 32;  // A: 16 rows of one block's 32 activation bytes
+  config.rows[1] = 8, config.colsb[1] = 64;   // B: 8 rows of 4 bytes of 16 columns
+  config.rows[2] = config.rows[3] = 16, config.colsb[2] = config.colsb[3] = 64;  // C: 16 x 16 int32, twice
+  _tile_loadconfig(&config);
+  alignas(64) int8_t columns[16 * 32];
+  alignas(64) int8_t b_tile[8 * 64];
+  alignas(64) int32_t dots[2][16 * 16];
+  const __m512i gather = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(32));
+  const int64_t act_stride = nb * int64_t(sizeof(ActBlock));
+  const int64_t tiles = m / 16;
+  for (int64_t j = 0; j + 16 <= cols; j += 16, w += 16 * row_bytes, y += 16) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = w + b * bytes_of(T);
+      for (int c = 0; c < 16; ++c) {
+        prefetch_ahead(blk + c * row_bytes);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(columns + 32 * c), signed_weights<T>(blk + c * row_bytes));
+      }
+      for (int k = 0; k < 8; ++k)
+        _mm512_store_si512(b_tile + 64 * k, _mm512_i32gather_epi32(_mm512_add_epi32(gather, _mm512_set1_epi32(4 * k)), columns, 1));
+      __m512 dw, mw;
+      column_scales<T>(blk, row_bytes, dw, mw);
+      _tile_loadd(1, b_tile, 64);
+      // Two C tiles in turn: the tile unit multiplies the next 16 rows while the vector unit
+      // accumulates the last 16.
+      for (int64_t t = 0; t < tiles; ++t) {
+        _tile_loadd(0, act[t * 16 * nb + b].q, act_stride);
+        if (t % 2 == 0) {
+          _tile_zero(2);
+          _tile_dpbssd(2, 0, 1);
+          _tile_stored(2, dots[0], 64);
+        } else {
+          _tile_zero(3);
+          _tile_dpbssd(3, 0, 1);
+          _tile_stored(3, dots[1], 64);
+        }
+        if (t > 0) accumulate_tile_rows<T>(act + (t - 1) * 16 * nb + b, nb, dots[(t - 1) % 2], dw, mw, b == 0, y + (t - 1) * 16 * n, n);
+      }
+      accumulate_tile_rows<T>(act + (tiles - 1) * 16 * nb + b, nb, dots[(tiles - 1) % 2], dw, mw, b == 0, y + (tiles - 1) * 16 * n, n);
+    }
+  }
+  _tile_release();
+}
 #endif  // __x86_64__
 
 // ---- tiling over a column range ------------------------------------------------------------
 
 using TileFn = void (*)(const ActBlock*, const uint8_t*, int64_t, int64_t, float*, int64_t, int64_t);
+using AmxFn = void (*)(const ActBlock*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t, int64_t);
 
 // Kernels over a run of columns, C at a time, for R = 1..4 activation rows.
 struct TileSet {
   int cols = 0;
   TileFn wide[4] = {};    // [R - 1], C = cols
   TileFn narrow[4] = {};  // [R - 1], C = 1
+  AmxFn amx = nullptr;    // block order on AMX: 16-row tiles of 16 columns
 };
 
 #if defined(__x86_64__)
@@ -432,10 +520,14 @@ TileSet avx512_tiles() {
 
 template <SumOrder O>
 TileSet tiles_for(QuantKernel kernel, BlockType type) {
-  if (kernel == QuantKernel::Avx512Vnni)
-    return type == BlockType::Q4_0 ? avx512_tiles<BlockType::Q4_0, O>()
-           : type == BlockType::Q4_1 ? avx512_tiles<BlockType::Q4_1, O>()
-                                     : avx512_tiles<BlockType::Q8_0, O>();
+  if (kernel == QuantKernel::Avx512Vnni) {
+    TileSet tiles = type == BlockType::Q4_0 ? avx512_tiles<BlockType::Q4_0, O>()
+                    : type == BlockType::Q4_1 ? avx512_tiles<BlockType::Q4_1, O>()
+                                              : avx512_tiles<BlockType::Q8_0, O>();
+    if (O == SumOrder::Block && amx_enabled())
+      tiles.amx = type == BlockType::Q4_0 ? amx_columns<BlockType::Q4_0> : type == BlockType::Q4_1 ? amx_columns<BlockType::Q4_1> : amx_columns<BlockType::Q8_0>;
+    return tiles;
+  }
   if (kernel == QuantKernel::Avx2)
     return type == BlockType::Q4_0 ? avx2_tiles<BlockType::Q4_0, O>()
            : type == BlockType::Q4_1 ? avx2_tiles<BlockType::Q4_1, O>()
@@ -444,17 +536,28 @@ TileSet tiles_for(QuantKernel kernel, BlockType type) {
 }
 #endif
 
+// Rows a (r of them, 1..4) over columns [j0, j1) with the wide kernels, then the narrow ones.
+void columns_tiled_rows(const TileSet& tiles, const ActBlock* a, int r, const uint8_t* w, int64_t row_bytes, int64_t nb,
+                        int64_t n, int64_t j0, int64_t j1, float* y) {
+  int64_t wide = (j1 - j0) / tiles.cols * tiles.cols, j = j0 + wide;
+  tiles.wide[r - 1](a, w + j0 * row_bytes, row_bytes, nb, y + j0, n, wide);
+  if (j < j1) tiles.narrow[r - 1](a, w + j * row_bytes, row_bytes, nb, y + j, n, j1 - j);
+}
+
 void columns_tiled(const TileSet& tiles, BlockType t, const ActBlock* act, int64_t m, const uint8_t* w, int64_t nb,
                    int64_t n, int64_t j0, int64_t j1, float* y) {
   int64_t row_bytes = nb * bytes_of(t);
-  for (int64_t i0 = 0; i0 < m; i0 += 4) {
-    int r = int(std::min<int64_t>(4, m - i0));
-    const ActBlock* a = act + i0 * nb;
-    float* yr = y + i0 * n;
-    int64_t wide = (j1 - j0) / tiles.cols * tiles.cols, j = j0 + wide;
-    tiles.wide[r - 1](a, w + j0 * row_bytes, row_bytes, nb, yr + j0, n, wide);
-    if (j < j1) tiles.narrow[r - 1](a, w + j * row_bytes, row_bytes, nb, yr + j, n, j1 - j);
+  int64_t i0 = 0;
+  if (tiles.amx && m >= 16) {
+    // Whole 16 x 16 tiles on AMX; the columns and rows left over on the other kernels.
+    int64_t rows = m / 16 * 16, wide = (j1 - j0) / 16 * 16;
+    tiles.amx(act, rows, w + j0 * row_bytes, row_bytes, nb, y + j0, n, wide);
+    for (int64_t r0 = 0; r0 < rows && j0 + wide < j1; r0 += 4)
+      columns_tiled_rows(tiles, act + r0 * nb, 4, w, row_bytes, nb, n, j0 + wide, j1, y + r0 * n);
+    i0 = rows;
   }
+  for (; i0 < m; i0 += 4)
+    columns_tiled_rows(tiles, act + i0 * nb, int(std::min<int64_t>(4, m - i0)), w, row_bytes, nb, n, j0, j1, y + i0 * n);
 }
 
 // ---- path selection ------------------------------------------------------------------------
@@ -478,14 +581,16 @@ QuantKernel best_kernel() {
 }
 
 // llama.cpp sums in block order on CPUs with AMX (where it repacks weights for its AMX kernels),
-// for outputs that fill its 32-column tiles; in lane order everywhere else.
-SumOrder sum_order(int64_t n) {
+// in lane order everywhere else. (It also falls back to lane order for a matrix whose output
+// count is not a multiple of 32; lanes keeps one order per CPU, so that a column's result never
+// depends on how many columns a call has.)
+SumOrder sum_order() {
   static const int forced = [] {
     const std::string& s = settings().cpu_quant_sum;
     return s == "block" ? 1 : s == "lane" ? 2 : 0;
   }();
   if (forced) return forced == 1 ? SumOrder::Block : SumOrder::Lane;
-  return has_amx_int8() && n % 32 == 0 ? SumOrder::Block : SumOrder::Lane;
+  return has_amx_int8() ? SumOrder::Block : SumOrder::Lane;
 }
 
 std::atomic<int> g_forced{int(QuantKernel::Auto)};
@@ -560,7 +665,7 @@ void quantized_matmul(BlockType type, const float* x, int64_t m, int64_t k, int6
   // Chunks of whole 16-column tiles where there are enough columns.
   int64_t grain = std::max<int64_t>(2, kChunkBytes / (nb * bytes_of(type)));
   if (n >= 32) grain = (std::max<int64_t>(grain, 16) + 15) / 16 * 16;
-  SumOrder order = sum_order(n);
+  SumOrder order = sum_order();
   TileSet tiles;
 #if defined(__x86_64__)
   tiles = order == SumOrder::Block ? tiles_for<SumOrder::Block>(kernel, type) : tiles_for<SumOrder::Lane>(kernel, type);
