@@ -9,6 +9,7 @@
 #include "../ffi/src/status.hpp"
 #include "compute_pool.hpp"
 #include "cpu_features.hpp"
+#include "exp_poly.hpp"
 #include "tensor_access.hpp"
 
 #if defined(__x86_64__)
@@ -781,13 +782,396 @@ void sequential(const Command& c, const Geometry& g) {
   });
 }
 
+// ---- float16 keys and values, 64 query rows or more: llama.cpp's tiled flash attention -----
+
+constexpr int64_t kTiledFromRows = 64;  // GGML_FA_TILE_Q: llama.cpp tiles calls of this many query rows
+constexpr int kTileKeys = 64;           // GGML_FA_TILE_KV: keys per tile, from key 0
+constexpr int64_t kTiledDvMultiple = 16;  // its tiled path needs Dv a multiple of its float32 vector
+constexpr int64_t kUnitQueries = 32;    // query positions of a work unit, for every query head of its KV head
+
+// p_j = e^(s_j - m) for the 64 scores of a tile, written over them; returns their sum as
+// ggml_vec_soft_max_f32 adds it: tree16 of each 16 in float, those four added in double in order.
+double exp_sum_tiled_scalar(float* s, float m) {
+  double sum = 0.0;
+  for (int c = 0; c < kTileKeys; c += 16) {
+    for (int l = 0; l < 16; ++l) s[c + l] = exp_poly(s[c + l] - m);
+    sum += static_cast<double>(tree16(s + c));
+  }
+  return sum;
+}
+
+// Scores of `rows` query rows against a tile's keys, kt holding them transposed (kt[d * 64 + j]):
+// out[r * 64 + j] = (fma over d in order of q_r[d] k_j[d], from +0) * scale.
+void scores_tiled_scalar(const float* const* q, int rows, const float* kt, int64_t D, float scale, float* out) {
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < kTileKeys; ++j) {
+      float acc = 0.0f;
+      for (int64_t d = 0; d < D; ++d) acc = std::fma(q[r][d], kt[d * kTileKeys + j], acc);
+      out[r * kTileKeys + j] = acc * scale;
+    }
+}
+
+// a_r[d] = fma over keys j < n in order of p_r[j] v_j[d], continuing from a_r[d]; p_r is row r of
+// p (64 apart), v holds n rows of Dv floats.
+void accumulate_tiled_scalar(const float* p, float* const* a, int rows, int n, const float* v, int64_t Dv) {
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < n; ++j)
+      for (int64_t d = 0; d < Dv; ++d) a[r][d] = std::fma(p[r * kTileKeys + j], v[j * Dv + d], a[r][d]);
+}
+
+void widen_f16_scalar(const f16* src, int64_t n, float* dst) {
+  for (int64_t d = 0; d < n; ++d) dst[d] = to_float(src[d]);
+}
+
+#if defined(__x86_64__)
+// exp_poly on 8 lanes. 2^n is applied in two halves, the first product exact, so the result is
+// rounded once, as in exp_poly (whichever way n is halved).
+LANES_ATT_AVX2 inline __m256 exp_poly_avx2(__m256 x) {
+  const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+  const __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift), shift);
+  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 j = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+  const __m256i k = _mm256_cvttps_epi32(n), half = _mm256_srai_epi32(k, 1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  __m256 res = _mm256_mul_ps(j, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23)));
+  res = _mm256_mul_ps(res, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(k, half), bias), 23)));
+  const __m256 abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+  const __m256 out_of_range = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0f), _CMP_GT_OQ);
+  const __m256 big = _mm256_and_ps(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(INFINITY));
+  return _mm256_blendv_ps(res, big, out_of_range);
+}
+
+LANES_ATT_AVX2 double exp_sum_tiled_avx2(float* s, float m) {
+  const __m256 vm = _mm256_set1_ps(m);
+  double sum = 0.0;
+  for (int c = 0; c < kTileKeys; c += 16) {
+    __m256 lo = exp_poly_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + c), vm));
+    __m256 hi = exp_poly_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + c + 8), vm));
+    _mm256_storeu_ps(s + c, lo);
+    _mm256_storeu_ps(s + c + 8, hi);
+    sum += static_cast<double>(tree16_avx2(lo, hi));
+  }
+  return sum;
+}
+
+LANES_ATT_AVX2 void scores_tiled_avx2(const float* const* q, int rows, const float* kt, int64_t D, float scale, float* out) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  for (int r = 0; r < rows; ++r) {
+    __m256 acc[8];
+    for (__m256& x : acc) x = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const __m256 qd = _mm256_set1_ps(q[r][d]);
+      for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kt + d * kTileKeys + 8 * u), acc[u]);
+    }
+    for (int u = 0; u < 8; ++u) _mm256_storeu_ps(out + r * kTileKeys + 8 * u, _mm256_mul_ps(acc[u], vs));
+  }
+}
+
+LANES_ATT_AVX2 void accumulate_tiled_avx2(const float* p, float* const* a, int rows, int n, const float* v, int64_t Dv) {
+  for (int r = 0; r < rows; ++r)
+    for (int64_t d0 = 0; d0 < Dv; d0 += 32) {
+      const int nv = int(std::min<int64_t>(4, (Dv - d0) / 8));
+      __m256 acc[4];
+      for (int u = 0; u < nv; ++u) acc[u] = _mm256_loadu_ps(a[r] + d0 + 8 * u);
+      for (int j = 0; j < n; ++j) {
+        const __m256 pj = _mm256_set1_ps(p[r * kTileKeys + j]);
+        for (int u = 0; u < nv; ++u) acc[u] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + j * Dv + d0 + 8 * u), acc[u]);
+      }
+      for (int u = 0; u < nv; ++u) _mm256_storeu_ps(a[r] + d0 + 8 * u, acc[u]);
+    }
+}
+
+LANES_ATT_AVX2 void widen_f16_avx2(const f16* src, int64_t n, float* dst) {
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) _mm256_storeu_ps(dst + d, load8_f16(src + d));
+  widen_f16_scalar(src + d, n - d, dst + d);
+}
+
+// exp_poly on 16 lanes: vscalefps applies 2^n with the one rounding exp_poly's halves give.
+LANES_ATT_AVX512 inline __m512 exp_poly_avx512(__m512 x) {
+  const __m512 shift = _mm512_set1_ps(0x1.8p23f);
+  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), shift), shift);
+  const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+  const __m512 u = _mm512_mul_ps(b, b);
+  const __m512 j = _mm512_fmadd_ps(
+      _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+                      _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+  const __m512 res = _mm512_scalef_ps(j, n);
+  const __mmask16 out_of_range = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192.0f), _CMP_GT_OQ);
+  const __mmask16 positive = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_GT_OQ);
+  const __m512 big = _mm512_maskz_mov_ps(positive, _mm512_set1_ps(INFINITY));
+  return _mm512_mask_blend_ps(out_of_range, res, big);
+}
+
+LANES_ATT_AVX512 double exp_sum_tiled_avx512(float* s, float m) {
+  const __m512 vm = _mm512_set1_ps(m);
+  double sum = 0.0;
+  for (int c = 0; c < kTileKeys; c += 16) {
+    __m512 e = exp_poly_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + c), vm));
+    _mm512_storeu_ps(s + c, e);
+    sum += static_cast<double>(tree16_avx512(e));
+  }
+  return sum;
+}
+
+template <int R>
+LANES_ATT_AVX512 inline void scores_rows_avx512(const float* const* q, const float* kt, int64_t D, float scale, float* out) {
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < 4; ++u) acc[r][u] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < D; ++d) {
+    __m512 k[4];
+    for (int u = 0; u < 4; ++u) k[u] = _mm512_loadu_ps(kt + d * kTileKeys + 16 * u);
+    for (int r = 0; r < R; ++r) {
+      const __m512 qd = _mm512_set1_ps(q[r][d]);
+      for (int u = 0; u < 4; ++u) acc[r][u] = _mm512_fmadd_ps(qd, k[u], acc[r][u]);
+    }
+  }
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < 4; ++u) _mm512_storeu_ps(out + r * kTileKeys + 16 * u, _mm512_mul_ps(acc[r][u], vs));
+}
+
+LANES_ATT_AVX512 void scores_tiled_avx512(const float* const* q, int rows, const float* kt, int64_t D, float scale, float* out) {
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) scores_rows_avx512<4>(q + r, kt, D, scale, out + r * kTileKeys);
+  switch (rows - r) {
+    case 3: scores_rows_avx512<3>(q + r, kt, D, scale, out + r * kTileKeys); break;
+    case 2: scores_rows_avx512<2>(q + r, kt, D, scale, out + r * kTileKeys); break;
+    case 1: scores_rows_avx512<1>(q + r, kt, D, scale, out + r * kTileKeys); break;
+    default: break;
+  }
+}
+
+template <int R, int NV>
+LANES_ATT_AVX512 inline void accumulate_rows_avx512(const float* p, float* const* a, int n, const float* v, int64_t Dv, int64_t d0) {
+  __m512 acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < NV; ++u) acc[r][u] = _mm512_loadu_ps(a[r] + d0 + 16 * u);
+  for (int j = 0; j < n; ++j) {
+    __m512 vj[NV];
+    for (int u = 0; u < NV; ++u) vj[u] = _mm512_loadu_ps(v + j * Dv + d0 + 16 * u);
+    for (int r = 0; r < R; ++r) {
+      const __m512 pj = _mm512_set1_ps(p[r * kTileKeys + j]);
+      for (int u = 0; u < NV; ++u) acc[r][u] = _mm512_fmadd_ps(pj, vj[u], acc[r][u]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < NV; ++u) _mm512_storeu_ps(a[r] + d0 + 16 * u, acc[r][u]);
+}
+
+// Dv 64 floats at a time (then the last 16, 32 or 48).
+template <int R>
+LANES_ATT_AVX512 void accumulate_group_avx512(const float* p, float* const* a, int n, const float* v, int64_t Dv) {
+  int64_t d0 = 0;
+  for (; d0 + 64 <= Dv; d0 += 64) accumulate_rows_avx512<R, 4>(p, a, n, v, Dv, d0);
+  switch ((Dv - d0) / 16) {
+    case 3: accumulate_rows_avx512<R, 3>(p, a, n, v, Dv, d0); break;
+    case 2: accumulate_rows_avx512<R, 2>(p, a, n, v, Dv, d0); break;
+    case 1: accumulate_rows_avx512<R, 1>(p, a, n, v, Dv, d0); break;
+    default: break;
+  }
+}
+
+LANES_ATT_AVX512 void accumulate_tiled_avx512(const float* p, float* const* a, int rows, int n, const float* v, int64_t Dv) {
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) accumulate_group_avx512<4>(p + r * kTileKeys, a + r, n, v, Dv);
+  switch (rows - r) {
+    case 3: accumulate_group_avx512<3>(p + r * kTileKeys, a + r, n, v, Dv); break;
+    case 2: accumulate_group_avx512<2>(p + r * kTileKeys, a + r, n, v, Dv); break;
+    case 1: accumulate_group_avx512<1>(p + r * kTileKeys, a + r, n, v, Dv); break;
+    default: break;
+  }
+}
+
+LANES_ATT_AVX512 void widen_f16_avx512(const f16* src, int64_t n, float* dst) {
+  int64_t d = 0;
+  for (; d + 16 <= n; d += 16) _mm512_storeu_ps(dst + d, load16_f16(src + d));
+  widen_f16_scalar(src + d, n - d, dst + d);
+}
+#endif
+
+struct TiledPaths {
+  void (*scores)(const float* const*, int, const float*, int64_t, float, float*);
+  double (*exp_sum)(float*, float);
+  void (*accumulate)(const float*, float* const*, int, int, const float*, int64_t);
+  void (*widen)(const f16*, int64_t, float*);
+};
+
+TiledPaths tiled_paths_for(SimdLevel level) {
+#if defined(__x86_64__)
+  if (level == SimdLevel::Avx512) return {scores_tiled_avx512, exp_sum_tiled_avx512, accumulate_tiled_avx512, widen_f16_avx512};
+  if (level == SimdLevel::Avx2) return {scores_tiled_avx2, exp_sum_tiled_avx2, accumulate_tiled_avx2, widen_f16_avx2};
+#endif
+  return {scores_tiled_scalar, exp_sum_tiled_scalar, accumulate_tiled_scalar, widen_f16_scalar};
+}
+
+struct TiledProblem : Geometry {
+  Rows4<float> q;
+  Rows4<f16> k, v;
+  TiledPaths paths;
+  float* y;
+  int64_t query_chunks;
+};
+
+// A unit's rows and one key tile.
+struct TiledScratch {
+  std::vector<float> q, kt, v, acc, scores, m, s, row;
+  std::vector<f16> gather;
+  std::vector<const float*> q_of, q_rows;  // every row's q; the q of the rows a tile reaches
+  std::vector<float*> a_rows;
+  std::vector<int64_t> active;
+};
+thread_local TiledScratch t_tiled;
+
+// Keys [j0, j0 + n) of KV head hk widened: transposed into kt (kt[d * 64 + j], zeros past n)
+// and as rows into v.
+void load_tile(const TiledProblem& pb, int64_t b, int64_t hk, int64_t j0, int n, TiledScratch& s) {
+  std::fill(s.kt.begin(), s.kt.end(), 0.0f);
+  for (int j = 0; j < n; ++j) {
+    pb.paths.widen(contiguous_row(pb.k, b, hk, j0 + j, pb.D, s.gather), pb.D, s.row.data());
+    for (int64_t d = 0; d < pb.D; ++d) s.kt[size_t(d * kTileKeys + j)] = s.row[size_t(d)];
+    pb.paths.widen(contiguous_row(pb.v, b, hk, j0 + j, pb.Dv, s.gather), pb.Dv, s.v.data() + j * pb.Dv);
+  }
+}
+
+// The largest of a tile's 64 scores, in 16 lanes then halving (a loop the compiler vectorizes):
+// llama.cpp's in-order maximum for any scores but NaN, up to the sign of a zero, which no later
+// step can tell apart.
+float tile_max(const float* scores) {
+  float lanes[16];
+  std::copy(scores, scores + 16, lanes);
+  for (int c = 16; c < kTileKeys; c += 16)
+    for (int l = 0; l < 16; ++l) lanes[l] = lanes[l] > scores[c + l] ? lanes[l] : scores[c + l];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) lanes[l] = lanes[l] > lanes[l + w] ? lanes[l] : lanes[l + w];
+  return lanes[0];
+}
+
+// Folds a row's scores over one tile into its (M, S, A) as llama.cpp's tiled loop does; the
+// scores become the row's weights. Returns false for a row the tile has no visible key for.
+bool fold_tile_scores(float* scores, int visible, float& m, float& s, float* a, int64_t Dv) {
+  std::fill(scores + visible, scores + kTileKeys, -INFINITY);
+  const float tile_m = tile_max(scores);
+  if (tile_m == -INFINITY) return false;
+  const float m_new = std::fmax(m, tile_m);
+  if (m_new > m) {
+    const float ms = exp_glibc(m - m_new);
+    for (int64_t d = 0; d < Dv; ++d) a[d] *= ms;
+    s *= ms;
+  }
+  m = m_new;
+  return true;
+}
+
+// A work unit: query positions [i0, i0 + ni) of every query head over KV head hk of batch entry
+// b; its row r is head hk * group + r / ni, position i0 + r % ni.
+struct TiledUnit {
+  int64_t b, hk, i0, ni, rows, keys;
+  int64_t head(int64_t r) const { return r / ni; }
+  int64_t position(int64_t r) const { return i0 + r % ni; }
+};
+
+// Sizes the scratch for a unit, starts every row at M = -inf, S = 0, A = 0 and points at its q
+// (gathered where its elements are strided).
+void start_unit(const TiledProblem& pb, const TiledUnit& u, TiledScratch& s) {
+  const int64_t D = pb.D, Dv = pb.Dv;
+  s.kt.resize(size_t(D * kTileKeys));
+  s.v.resize(size_t(kTileKeys * Dv));
+  s.row.resize(size_t(std::max(D, Dv)));
+  s.gather.resize(size_t(std::max(D, Dv)));
+  s.acc.assign(size_t(u.rows * Dv), 0.0f);
+  s.scores.resize(size_t(u.rows * kTileKeys));
+  s.m.assign(size_t(u.rows), -INFINITY);
+  s.s.assign(size_t(u.rows), 0.0f);
+  s.q_of.resize(size_t(u.rows));
+  s.q_rows.resize(size_t(u.rows));
+  s.a_rows.resize(size_t(u.rows));
+  s.active.resize(size_t(u.rows));
+  if (pb.q.sd != 1) s.q.resize(size_t(u.rows * D));
+  for (int64_t r = 0; r < u.rows; ++r) {
+    const float* q = pb.q.at(u.b, u.hk * pb.group + u.head(r), u.position(r));
+    if (pb.q.sd != 1) {
+      for (int64_t d = 0; d < D; ++d) s.q[size_t(r * D + d)] = q[d * pb.q.sd];
+      q = s.q.data() + r * D;
+    }
+    s.q_of[size_t(r)] = q;
+  }
+}
+
+// The unit's rows over the key tile at j0 (already in s.kt and s.v, n keys).
+void run_key_tile(const TiledProblem& pb, const TiledUnit& u, int64_t j0, int n, TiledScratch& s) {
+  int active = 0;
+  for (int64_t r = 0; r < u.rows; ++r)
+    if (pb.visible(u.position(r), u.keys) > j0) {
+      s.active[size_t(active)] = r;
+      s.q_rows[size_t(active)] = s.q_of[size_t(r)];
+      s.a_rows[size_t(active)] = s.acc.data() + r * pb.Dv;
+      ++active;
+    }
+  pb.paths.scores(s.q_rows.data(), active, s.kt.data(), pb.D, pb.scale, s.scores.data());
+  int kept = 0;  // rows with a finite score, their weights and sums compacted to the front
+  for (int x = 0; x < active; ++x) {
+    const size_t r = size_t(s.active[size_t(x)]);
+    float* sc = s.scores.data() + x * kTileKeys;
+    const int visible = int(std::min<int64_t>(kTileKeys, pb.visible(u.position(int64_t(r)), u.keys) - j0));
+    if (!fold_tile_scores(sc, visible, s.m[r], s.s[r], s.a_rows[size_t(x)], pb.Dv)) continue;
+    const double sum = pb.paths.exp_sum(sc, s.m[r]);
+    s.s[r] = static_cast<float>(static_cast<double>(s.s[r]) + sum);
+    if (kept != x) std::copy(sc, sc + kTileKeys, s.scores.data() + kept * kTileKeys);
+    s.a_rows[size_t(kept++)] = s.a_rows[size_t(x)];
+  }
+  pb.paths.accumulate(s.scores.data(), s.a_rows.data(), kept, n, s.v.data(), pb.Dv);
+}
+
+void run_tiled_unit(const TiledProblem& pb, const TiledUnit& u) {
+  TiledScratch& s = t_tiled;
+  start_unit(pb, u, s);
+  const int64_t unit_keys = pb.visible(u.i0 + u.ni - 1, u.keys);  // what its last position sees
+  for (int64_t j0 = 0; j0 < unit_keys; j0 += kTileKeys) {
+    const int n = int(std::min<int64_t>(kTileKeys, u.keys - j0));
+    load_tile(pb, u.b, u.hk, j0, n, s);
+    run_key_tile(pb, u, j0, n, s);
+  }
+  for (int64_t r = 0; r < u.rows; ++r) {
+    const float sum = s.s[size_t(r)], inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+    float* out = pb.y + ((u.b * pb.H + u.hk * pb.group + u.head(r)) * pb.Lq + u.position(r)) * pb.Dv;
+    const float* a = s.acc.data() + r * pb.Dv;
+    for (int64_t d = 0; d < pb.Dv; ++d) out[d] = a[d] * inv;
+  }
+}
+
+void tiled(const Command& c, const Geometry& g) {
+  TiledProblem pb;
+  static_cast<Geometry&>(pb) = g;
+  pb.q = rows4<float>(c.inputs[0]), pb.k = rows4<f16>(c.inputs[1]), pb.v = rows4<f16>(c.inputs[2]);
+  pb.y = output<float>(c);
+  pb.paths = tiled_paths_for(simd_level());
+  pb.query_chunks = (pb.Lq + kUnitQueries - 1) / kUnitQueries;
+  parallel_for(pb.B * pb.Hk * pb.query_chunks, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t qc = u % pb.query_chunks, hk = (u / pb.query_chunks) % pb.Hk, b = u / (pb.query_chunks * pb.Hk);
+      const int64_t i0 = qc * kUnitQueries, ni = std::min(kUnitQueries, pb.Lq - i0);
+      run_tiled_unit(pb, TiledUnit{b, hk, i0, ni, pb.group * ni, pb.keys_of(b)});
+    }
+  });
+}
+
 }  // namespace
 
 void attention(const Command& c) {
   const Geometry g = geometry(c);
   if (g.B * g.H * g.Lq * g.Dv == 0) return;
   const DType out = c.output.dtype;
-  if (c.inputs[1].dtype == DType::Float16) return out == DType::Float32 ? sequential<float>(c, g) : sequential<f16>(c, g);
+  if (c.inputs[1].dtype == DType::Float16) {
+    if (c.inputs[0].dtype == DType::Float32 && g.Lq >= kTiledFromRows && g.Dv % kTiledDvMultiple == 0) return tiled(c, g);
+    return out == DType::Float32 ? sequential<float>(c, g) : sequential<f16>(c, g);
+  }
   if (out == DType::Float32) return blocked<float>(c, g);
   if (out == DType::BFloat16) return blocked<bf16>(c, g);
   throw_error(LANES_ERR_INTERNAL, std::string("scaledDotProductAttention: no CPU kernel for ") + dtype_name(out));

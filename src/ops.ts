@@ -374,8 +374,10 @@ export interface AttentionOptions extends StreamOptions {
  * `softmax(q kᵀ · scale [+ causal mask]) v` for `[batch, heads, seq, dim]` inputs, fused and
  * numerically stable. k/v may have fewer heads than q (grouped-query attention); a query that
  * sees no key gets zeros. Mixed dtypes compute in their common type, except a float32 q over
- * float16 k and v (a float16 KV cache): the cache is read as it is, q is rounded to float16 for
- * the scores and the result is float32, as llama.cpp's flash attention computes it.
+ * float16 k and v (a float16 KV cache): the cache is read as it is and the result is float32, as
+ * llama.cpp's flash attention computes it; q is rounded to float16 for the scores, except on the
+ * CPU for 64 query rows or more with a value size that is a multiple of 16 (llama.cpp's tiled
+ * path, which keeps q float32).
  */
 export function scaledDotProductAttention(q: LanesArray, k: LanesArray, v: LanesArray, opts?: AttentionOptions): LanesArray {
   const scale = num(opts?.scale ?? NaN, "scaledDotProductAttention", "scale");

@@ -72,6 +72,18 @@ describe("a row's result does not depend on the rest of the call", () => {
       }
     });
 
+  test("float32 q over float16 k/v, 64 query rows or more: a row is the same in a prefill of 150 and in one of its last 64", () => {
+    const [H, Hk, L, D] = [6, 2, 150, 32];
+    const q = Float32Array.from(randomData(H * L * D, next)), k = f16(Hk * L * D), v = f16(Hk * L * D);
+    const K = lx.array(k, [1, Hk, L, D], "float16"), V = lx.array(v, [1, Hk, L, D], "float16");
+    const whole = lx.scaledDotProductAttention(lx.array(q, [1, H, L, D]), K, V, { causal: true }).toFloat32Array();
+    const T = 64;
+    const tail = new Float32Array(H * T * D);
+    for (let h = 0; h < H; h++) tail.set(q.subarray((h * L + L - T) * D, (h + 1) * L * D), h * T * D);
+    const part = lx.scaledDotProductAttention(lx.array(tail, [1, H, T, D]), K, V, { causal: true }).toFloat32Array();
+    for (let h = 0; h < H; h++) expect(bits(part.subarray(h * T * D, (h + 1) * T * D)), `head ${h}`).toBe(bits(whole.subarray((h * L + L - T) * D, (h + 1) * L * D)));
+  });
+
   for (const dtype of dtypes)
     test(`${dtype}: each row of a causal prefill equals a decode step at its position, bit for bit`, () => {
       const [H, Hk, L, D] = [6, 2, 150, 32];

@@ -11,7 +11,9 @@
 // decode passes), scaledDotProductAttention (float32 q over the float16 KV cache rows llama.cpp's
 // flash attention read), silu(gate) * up (eager, and compiled, where it fuses), and the two
 // residual adds. In the last layer of the prompt call llama.cpp keeps only the last row after
-// the attention projection; each comparison uses the rows llama.cpp's tensors have.
+// the attention projection; each comparison uses the rows llama.cpp's tensors have. A second run
+// of 80 arbitrary tokens checks attention alone on every layer: from 64 query rows llama.cpp
+// takes its tiled flash attention (q kept float32, keys in tiles of 64, the value sum in float32).
 //
 // What equality is required depends on the kernels llama.cpp ran, which llama-dump reports (the
 // CPU backend library llama.cpp picked for this CPU, its features, the weights it repacked):
@@ -36,9 +38,11 @@
 // The margins were measured by forcing each of node-llama-cpp's CPU builds on an AMX machine
 // (LANES_LLAMA_CPU_VARIANT=haswell etc. makes llama-dump load that one): largest matmul difference
 // 1.6e-6 with AVX, 4.1e-3 without; attention 6.0e-4 on non-AVX-512 builds; rope and silu 2.1e-7.
-// Not covered: prompts of 64 rows or more (llama.cpp then takes its tiled flash attention) and
-// decode over 512 cached keys or more (its split-KV flash attention); prefill/decode at other
-// positions than these. Runs only on the CPU backend, on Linux (node-llama-cpp's Linux
+// The tiled attention of older builds sums a tile's weights in 8 or 4 lanes and without FMA
+// rounds its products: there it gets 1e-5 of the row's largest |value| (measured: 3.8e-7 on the
+// haswell build, 1.8e-6 on sse42; bitwise on skylakex and zen4).
+// Not covered: decode over 512 cached keys or more (llama.cpp's split-KV flash attention);
+// prefill/decode at other positions than these. Runs only on the CPU backend, on Linux (node-llama-cpp's Linux
 // binaries; llama-dump uses dl_iterate_phdr).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as lx from "../src/index.ts";
@@ -53,6 +57,10 @@ const runs = process.platform === "linux" && lx.backendName() === "cpu";
 
 type LA = lx.LanesArray;
 let dump: LlamaDump;
+// 80 arbitrary tokens in one batch: llama.cpp's tiled flash attention (64 query rows or more),
+// over a whole key tile and part of a second.
+const longPrompt = Array.from({ length: 80 }, (_, i) => 100 + ((i * 37) % 5000));
+let longDump: LlamaDump;
 let file: GgufFile;
 let cfg: LlamaConfig;
 let prompt: number[];
@@ -83,11 +91,14 @@ beforeAll(() => {
   file = readGguf(path);
   cfg = llamaConfig(file);
   for (const name of file.tensors.keys()) weight(name);
-  dump = runLlamaDump(path, prompt, steps, { cpuVariant: process.env.LANES_LLAMA_CPU_VARIANT || undefined, noRepack: process.env.LANES_LLAMA_NO_REPACK === "1" });
+  const opts = { cpuVariant: process.env.LANES_LLAMA_CPU_VARIANT || undefined, noRepack: process.env.LANES_LLAMA_NO_REPACK === "1" };
+  dump = runLlamaDump(path, prompt, steps, opts);
+  longDump = runLlamaDump(path, longPrompt, 0, opts);
 }, 120_000);
 
 afterAll(() => {
   dump?.dispose();
+  longDump?.dispose();
   for (const w of weights.values()) w.dispose();
 });
 
@@ -127,6 +138,24 @@ const asRows = (t: DumpedTensor, cols: number): LA => lx.array(t.data, [t.data.l
 /** The last `rows` rows of a [n, cols] tensor (llama.cpp's get_rows of the output rows). */
 const lastRows = (t: DumpedTensor, cols: number, rows: number): LA => lx.array(t.data.subarray(t.data.length - rows * cols), [rows, cols]);
 const rowsOf = (t: DumpedTensor) => t.ne[1] * t.ne[2] * t.ne[3];
+
+/**
+ * lanes' attention of layer `l` for a call of T tokens at position `pos`: llama.cpp's roped q
+ * (float32) over the float16 cache rows its flash attention read (the view is padded past the
+ * keys; the first pos + T rows are the keys), as llama.cpp's [T, heads * headDim].
+ */
+function attention(call: DumpCall, l: number, T: number, pos: number): LA {
+  const hd = cfg.headDim;
+  const q = call.get(`_ROPE_Qcur-${l}.bin`);
+  const keys = pos + T;
+  const cache = (kind: "k" | "v") => {
+    const view = call.read(call.named(`_VIEW_cache_${kind}_l${l}__view_.bin`).at(-1)!);
+    return lx.transpose(lx.reshape(lx.array(view.data.subarray(0, keys * cfg.kvHeads * hd), [keys, cfg.kvHeads, hd], "float16"), [1, keys, cfg.kvHeads, hd]), [0, 2, 1, 3]);
+  };
+  const qa = lx.transpose(lx.reshape(lx.array(q.data, [T, cfg.heads, hd]), [1, T, cfg.heads, hd]), [0, 2, 1, 3]);
+  const a = lx.scaledDotProductAttention(qa, cache("k"), cache("v"), { causal: true, scale: cfg.attentionScale, keyLength: keys });
+  return lx.reshape(lx.transpose(a, [0, 2, 1, 3]), [T, cfg.heads * hd]);
+}
 
 describe.skipIf(!runs)("SmolLM2-135M-Instruct op by op against llama.cpp's tensors", () => {
   test("every op of every layer, for the prompt and 2 decode steps, gives llama.cpp's output from llama.cpp's inputs", () => {
@@ -197,21 +226,7 @@ describe.skipIf(!runs)("SmolLM2-135M-Instruct op by op against llama.cpp's tenso
           }
         }
 
-        // Attention: llama.cpp's roped q (float32) over the float16 cache rows its flash attention
-        // read (the view is padded past the keys; the first pos + T rows are the keys).
-        {
-          const q = call.get(`_ROPE_Qcur-${l}.bin`);
-          const keys = pos + T;
-          const cache = (kind: "k" | "v") => {
-            const view = call.read(call.named(`_VIEW_cache_${kind}_l${l}__view_.bin`).at(-1)!);
-            return lx.transpose(lx.reshape(lx.array(view.data.subarray(0, keys * cfg.kvHeads * hd), [keys, cfg.kvHeads, hd], "float16"), [1, keys, cfg.kvHeads, hd]), [0, 2, 1, 3]);
-          };
-          const qa = lx.transpose(lx.reshape(lx.array(q.data, [T, cfg.heads, hd]), [1, T, cfg.heads, hd]), [0, 2, 1, 3]);
-          const k = cache("k");
-          const v = cache("v");
-          const a = lx.scaledDotProductAttention(qa, k, v, { causal: true, scale: cfg.attentionScale, keyLength: keys });
-          check("attention", where, lx.reshape(lx.transpose(a, [0, 2, 1, 3]), [T, cfg.heads * hd]), call.get(`_RESHAPE_kqv_out-${l}.bin`));
-        }
+        check("attention", where, attention(call, l, T, pos), call.get(`_RESHAPE_kqv_out-${l}.bin`));
 
         const kqv = call.get(`_RESHAPE_kqv_out-${l}.bin`);
         const attnOut = call.get(`_MUL_MAT_attn_out-${l}.bin`);
@@ -267,6 +282,25 @@ describe.skipIf(!runs)("SmolLM2-135M-Instruct op by op against llama.cpp's tenso
     // The first 40 failures name the call, layer and op; the count says how many there were.
     expect({ failures: failures.length, first: failures.slice(0, 40) }).toEqual({ failures: 0, first: [] });
   }, 120_000);
+});
+
+describe.skipIf(!runs)("SmolLM2-135M-Instruct's attention on an 80-token prompt (llama.cpp's tiled flash attention)", () => {
+  test("attention of every layer gives llama.cpp's output from llama.cpp's inputs", () => {
+    // Its tiled path is the same code on every AVX-512 build; older builds sum each tile's
+    // weights in 8 or 4 lanes and (without FMA) round the products.
+    const allowed = longDump.features.AVX512 === "1" ? 0 : 1e-5;
+    const call = new DumpCall(`${longDump.dir}/0`);
+    const outcomes: Outcome[] = [];
+    for (let l = 0; l < cfg.layers; l++)
+      lx.tidy(() => outcomes.push(compare("attention", `layer ${l}`, attention(call, l, longPrompt.length, 0), call.get(`_RESHAPE_kqv_out-${l}.bin`), allowed)));
+    const equal = outcomes.filter((o) => o.differ === 0).length;
+    const worst = Math.max(...outcomes.map((o) => o.maxRowError));
+    console.log(`80-token prompt, llama.cpp ran ${longDump.cpuBackend.split("/").at(-1)}: attention ${equal}/${cfg.layers} layers bitwise equal${worst > 0 ? `, largest difference ${worst.toExponential(2)} of the row's max` : ""}`);
+    const failures = outcomes
+      .filter((o) => (allowed === 0 ? o.differ > 0 : !(o.maxRowError <= allowed)))
+      .map((o) => `${o.where}: ${o.differ}/${o.total} elements differ, largest difference ${o.maxRowError.toExponential(2)} of the row's max`);
+    expect(failures).toEqual([]);
+  });
 });
 
 // On a CPU with AMX, the other summation order is checked too: llama.cpp without weight repacking

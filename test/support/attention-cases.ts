@@ -1,8 +1,8 @@
 // Seeded scaledDotProductAttention cases for the CPU kernel's paths: long key runs across the
 // kernel's 64-key blocks, prefill tiles of many query rows, decode rows whose keys are split
 // across chunks, per-row key lengths, head sizes that are not a multiple of 16, strided views,
-// float32/float16/bfloat16, float32 queries over float16 keys and values, and scores far apart
-// (most weights underflow). Every process that
+// float32/float16/bfloat16, float32 queries over float16 keys and values (fewer than 64 query
+// rows and 64 or more), and scores far apart (most weights underflow). Every process that
 // builds them gets the same inputs, so children at each LANES_CPU_SIMD level can be compared
 // bit for bit and the parent can check against float64.
 import * as lx from "../../src/index.ts";
@@ -83,6 +83,12 @@ export function attentionCases(): AttentionCase[] {
   add("float32 q over float16 k/v, decode", "float16", [1, 9, 1, 64], [3, 400, 64], true, 300, false, 2, float16Running, true);
   add("float32 q over float16 k/v, prompt of 37", "float16", [1, 9, 37, 64], [3, 64, 64], true, 37, false, 2, float16Running, true);
   add("float32 q over float16 k/v, head 80, strided", "float16", [1, 4, 5, 80], [2, 70, 48], true, 70, true, 2, float16Running, true);
+  // 64 query rows or more: llama.cpp's tiled flash attention (keys in tiles of 64 from key 0);
+  // with a value size that is not a multiple of 16 it keeps its one-row path.
+  add("float32 q over float16 k/v, prompt of 70 after 60 cached keys", "float16", [1, 9, 70, 64], [3, 140, 64], true, 130, false, 2, float16Running, true);
+  add("float32 q over float16 k/v, 64 queries, per-row key lengths", "float16", [2, 4, 64, 32], [2, 150, 32], true, [64, 150], false, 2, float16Running, true);
+  add("float32 q over float16 k/v, 64 queries, head 80, strided", "float16", [1, 4, 64, 80], [2, 100, 48], true, 100, true, 2, float16Running, true);
+  add("float32 q over float16 k/v, 64 queries, values of 24", "float16", [1, 2, 64, 32], [1, 64, 24], true, 64, false, 2, float16Running, true);
   return out;
 }
 
@@ -114,10 +120,12 @@ export function runAttention(c: AttentionCase): Float32Array {
 
 /**
  * float64 attention of a case: row (b, h, i) over its entry's first keys, causal aligned to their
- * end. A float32 q over float16 k/v is rounded to float16 first, as the op specifies.
+ * end. A float32 q over float16 k/v is rounded to float16 first where the op specifies it (fewer
+ * than 64 query rows, or values not a multiple of 16 long).
  */
 export function referenceAttention(c: AttentionCase): Float64Array {
-  const q = c.float32Query && c.dtype === "float16" ? c.q.map(Math.f16round) : c.q;
+  const tiled = c.shape.Lq >= 64 && c.shape.Dv % 16 === 0;
+  const q = c.float32Query && c.dtype === "float16" && !tiled ? c.q.map(Math.f16round) : c.q;
   return refAttention(q, c.k, c.v, c.shape, c.keyLength, c.causal);
 }
 
