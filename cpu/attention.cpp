@@ -306,9 +306,10 @@ LANES_ATT_AVX2 void widen_avx2(const T* src, int64_t n, float* dst, int64_t padd
     __m256 v;
     if constexpr (std::is_same_v<T, float>) {
       v = _mm256_loadu_ps(src + d);
-    } else {  // bfloat16: a float32's top half
+    } else {
       __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + d));
-      v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+      if constexpr (std::is_same_v<T, f16>) v = _mm256_cvtph_ps(h);
+      else v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));  // bfloat16: a float32's top half
     }
     _mm256_storeu_ps(dst + d, v);
   }
@@ -322,9 +323,10 @@ LANES_ATT_AVX512 void widen_avx512(const T* src, int64_t n, float* dst, int64_t 
     __m512 v;
     if constexpr (std::is_same_v<T, float>) {
       v = _mm512_maskz_loadu_ps(keep, src + d);
-    } else {  // bfloat16: a float32's top half
+    } else {
       __m256i h = _mm256_maskz_loadu_epi16(keep, src + d);
-      v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      if constexpr (std::is_same_v<T, f16>) v = _mm512_cvtph_ps(h);
+      else v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));  // bfloat16: a float32's top half
     }
     _mm512_storeu_ps(dst + d, v);
   }
@@ -349,10 +351,10 @@ Paths paths_for(SimdLevel level) {
 }
 
 template <class T>
-void widen(const Paths& paths, const T* src, int64_t stride, int64_t n, float* dst, int64_t padded) {
+void widen(SimdLevel level, const T* src, int64_t stride, int64_t n, float* dst, int64_t padded) {
 #if defined(__x86_64__)
-  if (stride == 1 && paths.level == SimdLevel::Avx512) return widen_avx512(src, n, dst, padded);
-  if (stride == 1 && paths.level == SimdLevel::Avx2) return widen_avx2(src, n, dst, padded);
+  if (stride == 1 && level == SimdLevel::Avx512) return widen_avx512(src, n, dst, padded);
+  if (stride == 1 && level == SimdLevel::Avx2) return widen_avx2(src, n, dst, padded);
 #endif
   widen_scalar(src, stride, n, dst, padded);
 }
@@ -433,7 +435,7 @@ void run_tile(const Problem<T>& pb, int64_t b, int64_t hk, int64_t i0, int64_t i
   for (int64_t g = 0; g < pb.group; ++g)
     for (int64_t i = i0; i < i1; ++i) {
       int64_t r = g * ni + (i - i0);
-      widen(pb.paths, pb.q.at(b, hk * pb.group + g, i), pb.q.sd, pb.D, s.q.data() + r * dp, dp);
+      widen(pb.paths.level, pb.q.at(b, hk * pb.group + g, i), pb.q.sd, pb.D, s.q.data() + r * dp, dp);
       s.rows[size_t(r)] = RowState{0.0f, 0.0f, s.states.data() + r * dvp, false};
     }
   // float32 rows that are contiguous and already a multiple of 16 long are read in place.
@@ -449,14 +451,14 @@ void run_tile(const Problem<T>& pb, int64_t b, int64_t hk, int64_t i0, int64_t i
       keys = reinterpret_cast<const float*>(pb.k.at(b, hk, j0));
       key_stride = pb.k.sl;
     } else {
-      for (int64_t j = 0; j < jn; ++j) widen(pb.paths, pb.k.at(b, hk, j0 + j), pb.k.sd, pb.D, s.keys.data() + j * dp, dp);
+      for (int64_t j = 0; j < jn; ++j) widen(pb.paths.level, pb.k.at(b, hk, j0 + j), pb.k.sd, pb.D, s.keys.data() + j * dp, dp);
       keys = s.keys.data();
     }
     if (values_in_place) {
       values = reinterpret_cast<const float*>(pb.v.at(b, hk, j0));
       value_stride = pb.v.sl;
     } else {
-      for (int64_t j = 0; j < jn; ++j) widen(pb.paths, pb.v.at(b, hk, j0 + j), pb.v.sd, pb.Dv, s.values.data() + j * dvp, dvp);
+      for (int64_t j = 0; j < jn; ++j) widen(pb.paths.level, pb.v.at(b, hk, j0 + j), pb.v.sd, pb.Dv, s.values.data() + j * dvp, dvp);
       values = s.values.data();
     }
     for (int64_t g = 0; g < pb.group; ++g)
@@ -819,10 +821,6 @@ void accumulate_tiled_scalar(const float* p, float* const* a, int rows, int n, c
       for (int64_t d = 0; d < Dv; ++d) a[r][d] = std::fma(p[r * kTileKeys + j], v[j * Dv + d], a[r][d]);
 }
 
-void widen_f16_scalar(const f16* src, int64_t n, float* dst) {
-  for (int64_t d = 0; d < n; ++d) dst[d] = to_float(src[d]);
-}
-
 #if defined(__x86_64__)
 // exp_poly on 8 lanes. 2^n is applied in two halves, the first product exact, so the result is
 // rounded once, as in exp_poly (whichever way n is halved).
@@ -883,12 +881,6 @@ LANES_ATT_AVX2 void accumulate_tiled_avx2(const float* p, float* const* a, int r
       }
       for (int u = 0; u < nv; ++u) _mm256_storeu_ps(a[r] + d0 + 8 * u, acc[u]);
     }
-}
-
-LANES_ATT_AVX2 void widen_f16_avx2(const f16* src, int64_t n, float* dst) {
-  int64_t d = 0;
-  for (; d + 8 <= n; d += 8) _mm256_storeu_ps(dst + d, load8_f16(src + d));
-  widen_f16_scalar(src + d, n - d, dst + d);
 }
 
 // exp_poly on 16 lanes: vscalefps applies 2^n with the one rounding exp_poly's halves give.
@@ -989,26 +981,21 @@ LANES_ATT_AVX512 void accumulate_tiled_avx512(const float* p, float* const* a, i
   }
 }
 
-LANES_ATT_AVX512 void widen_f16_avx512(const f16* src, int64_t n, float* dst) {
-  int64_t d = 0;
-  for (; d + 16 <= n; d += 16) _mm512_storeu_ps(dst + d, load16_f16(src + d));
-  widen_f16_scalar(src + d, n - d, dst + d);
-}
 #endif
 
 struct TiledPaths {
   void (*scores)(const float* const*, int, const float*, int64_t, float, float*);
   double (*exp_sum)(float*, float);
   void (*accumulate)(const float*, float* const*, int, int, const float*, int64_t);
-  void (*widen)(const f16*, int64_t, float*);
+  SimdLevel level;
 };
 
 TiledPaths tiled_paths_for(SimdLevel level) {
 #if defined(__x86_64__)
-  if (level == SimdLevel::Avx512) return {scores_tiled_avx512, exp_sum_tiled_avx512, accumulate_tiled_avx512, widen_f16_avx512};
-  if (level == SimdLevel::Avx2) return {scores_tiled_avx2, exp_sum_tiled_avx2, accumulate_tiled_avx2, widen_f16_avx2};
+  if (level == SimdLevel::Avx512) return {scores_tiled_avx512, exp_sum_tiled_avx512, accumulate_tiled_avx512, level};
+  if (level == SimdLevel::Avx2) return {scores_tiled_avx2, exp_sum_tiled_avx2, accumulate_tiled_avx2, level};
 #endif
-  return {scores_tiled_scalar, exp_sum_tiled_scalar, accumulate_tiled_scalar, widen_f16_scalar};
+  return {scores_tiled_scalar, exp_sum_tiled_scalar, accumulate_tiled_scalar, SimdLevel::Scalar};
 }
 
 struct TiledProblem : Geometry {
@@ -1022,7 +1009,6 @@ struct TiledProblem : Geometry {
 // A unit's rows and one key tile.
 struct TiledScratch {
   std::vector<float> q, kt, v, acc, scores, m, s, row;
-  std::vector<f16> gather;
   std::vector<const float*> q_of, q_rows;  // every row's q; the q of the rows a tile reaches
   std::vector<float*> a_rows;
   std::vector<int64_t> active;
@@ -1034,9 +1020,9 @@ thread_local TiledScratch t_tiled;
 void load_tile(const TiledProblem& pb, int64_t b, int64_t hk, int64_t j0, int n, TiledScratch& s) {
   std::fill(s.kt.begin(), s.kt.end(), 0.0f);
   for (int j = 0; j < n; ++j) {
-    pb.paths.widen(contiguous_row(pb.k, b, hk, j0 + j, pb.D, s.gather), pb.D, s.row.data());
+    widen(pb.paths.level, pb.k.at(b, hk, j0 + j), pb.k.sd, pb.D, s.row.data(), pb.D);
     for (int64_t d = 0; d < pb.D; ++d) s.kt[size_t(d * kTileKeys + j)] = s.row[size_t(d)];
-    pb.paths.widen(contiguous_row(pb.v, b, hk, j0 + j, pb.Dv, s.gather), pb.Dv, s.v.data() + j * pb.Dv);
+    widen(pb.paths.level, pb.v.at(b, hk, j0 + j), pb.v.sd, pb.Dv, s.v.data() + j * pb.Dv, pb.Dv);
   }
 }
 
@@ -1084,7 +1070,6 @@ void start_unit(const TiledProblem& pb, const TiledUnit& u, TiledScratch& s) {
   s.kt.resize(size_t(D * kTileKeys));
   s.v.resize(size_t(kTileKeys * Dv));
   s.row.resize(size_t(std::max(D, Dv)));
-  s.gather.resize(size_t(std::max(D, Dv)));
   s.acc.assign(size_t(u.rows * Dv), 0.0f);
   s.scores.resize(size_t(u.rows * kTileKeys));
   s.m.assign(size_t(u.rows), -INFINITY);

@@ -681,7 +681,7 @@ void dequantize(BlockType type, const void* blocks, int64_t count, float* out) {
   const uint8_t* p = static_cast<const uint8_t*>(blocks);
   int64_t bb = bytes_of(type);
   for (int64_t b = 0; b < count / kBlock; ++b, p += bb, out += kBlock) {
-    float d = to_float(f16{uint16_t(p[0] | (p[1] << 8))});
+    float d = half_at(p);
     if (type == BlockType::Q8_0) {
       for (int e = 0; e < 32; ++e) out[e] = float(static_cast<int8_t>(p[2 + e])) * d;
     } else if (type == BlockType::Q4_0) {
@@ -690,7 +690,7 @@ void dequantize(BlockType type, const void* blocks, int64_t count, float* out) {
         out[e + 16] = float((p[2 + e] >> 4) - 8) * d;
       }
     } else {
-      float mn = to_float(f16{uint16_t(p[2] | (p[3] << 8))});
+      float mn = half_at(p + 2);
       // Rounded product, then the add (as ggml and gguf-py do): kept as two statements so no
       // compiler fuses them into one fma.
       float scaled[32];
