@@ -22,9 +22,13 @@ using Body = std::function<void(int64_t, int64_t)>;
 constexpr int64_t kChunksPerThread = 16;
 // Callers that can have a job published at once; more concurrent callers run inline.
 constexpr int kSlots = 64;
-// How long an idle pool thread polls for new work before it sleeps: a kernel's next
-// parallel_for usually follows within microseconds, and a futex wake costs more than that.
-constexpr auto kIdleSpin = std::chrono::microseconds(20);
+// How long an idle pool thread polls for new work before it sleeps. The ops between two
+// kernels that fan out (norms, ropes, a prefill's elementwise ops) often take a few hundred
+// microseconds, and a futex wake costs tens of microseconds on a virtual machine; the polling
+// yields the core between short bursts, so it costs little when other threads need it.
+constexpr auto kIdleSpin = std::chrono::microseconds(300);
+// How long a caller polls for the last chunks of its job before it sleeps on them.
+constexpr auto kJoinSpin = std::chrono::microseconds(200);
 
 thread_local bool t_inside_chunk = false;
 
@@ -98,8 +102,12 @@ class Pool {
     epoch_.fetch_add(1, std::memory_order_seq_cst);
     wake(job.chunks - 1);
     job.work();
+    // The last chunks are usually a few microseconds from done, and waking from a futex costs
+    // tens of microseconds on a busy virtual machine: poll first.
+    spin_while_nonzero(job.unfinished);
     for (int32_t left; (left = job.unfinished.load(std::memory_order_acquire)) != 0;) job.unfinished.wait(left, std::memory_order_acquire);
     slot.job.store(nullptr, std::memory_order_seq_cst);
+    spin_while_nonzero(slot.users);
     for (int32_t users; (users = slot.users.load(std::memory_order_seq_cst)) != 0;) slot.users.wait(users, std::memory_order_seq_cst);
     claimed_.fetch_and(~(uint64_t(1) << s), std::memory_order_release);
   }
@@ -154,6 +162,20 @@ class Pool {
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
       if (epoch_.load(std::memory_order_seq_cst) == seen) epoch_.wait(seen, std::memory_order_seq_cst);
       sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  }
+
+  // Polls until count is 0 or kJoinSpin has passed, yielding the core between short bursts (the
+  // chunk being waited for may need it).
+  static void spin_while_nonzero(const std::atomic<int32_t>& count) {
+    auto until = std::chrono::steady_clock::now() + kJoinSpin;
+    for (;;) {
+      for (int i = 0; i < 64; ++i) {
+        if (count.load(std::memory_order_acquire) == 0) return;
+        cpu_relax();
+      }
+      if (std::chrono::steady_clock::now() > until) return;
+      std::this_thread::yield();
     }
   }
 

@@ -53,6 +53,14 @@ struct alignas(32) ActBlock {
   int32_t bias;  // the sum of lane_bias
 };
 
+// 16 activation rows' quantized blocks at one block index, laid out for AMX: A operand bytes
+// contiguous, then the rows' scales.
+struct alignas(64) TileBlock {
+  int8_t q[16 * 32];
+  float d[16];
+  float s[16];
+};
+
 // ggml keeps activation scales as float16; so do we where float16 has a normal number for the
 // value, and keep the float32 value where float16 would flush or overflow it.
 float at_half_precision(float v) {
@@ -154,8 +162,36 @@ void columns_scalar(BlockType t, SumOrder order, const ActBlock* act, int64_t m,
 #define LANES_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define LANES_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define LANES_UNROLL _Pragma("GCC unroll 8")
+#define LANES_ALWAYS_INLINE inline __attribute__((always_inline))
 
 // ---- AVX2 activation quantization (used by the AVX2 and AVX-512 paths) --------------------
+
+// at_half_precision with F16C, which rounds to nearest even as to_f16 does.
+LANES_TARGET_AVX2 inline float at_half_precision_f16c(float v) {
+  uint16_t h = uint16_t(_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT), 0));
+  uint32_t exponent = (h >> 10) & 0x1f;
+  return exponent >= 1 && exponent <= 30 ? _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))) : v;
+}
+
+// finish_block for the block's bytes q in a register.
+LANES_TARGET_AVX2 inline void finish_block_avx2(BlockType t, ActBlock& a, __m256i q, float amax, bool finite) {
+  __m256i pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);
+  __m256i lanes = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));  // lane l: bytes 4l..4l+3
+  int32_t factor = t == BlockType::Q4_0 ? -8 : t == BlockType::Q8_0 ? -128 : 0;
+  _mm256_store_si256(reinterpret_cast<__m256i*>(a.lane_bias), _mm256_mullo_epi32(lanes, _mm256_set1_epi32(factor)));
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+  int32_t qsum = _mm_cvtsi128_si32(s4);
+  a.bias = factor * qsum;
+  if (!finite) {
+    a.d = a.s = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  float d = amax / 127.f;
+  a.d = at_half_precision_f16c(d);
+  a.s = at_half_precision_f16c(d * float(qsum));
+}
 
 LANES_TARGET_AVX2 void quantize_row_avx2(BlockType t, const float* x, int64_t nb, ActBlock* out) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -185,7 +221,7 @@ LANES_TARGET_AVX2 void quantize_row_avx2(BlockType t, const float* x, int64_t nb
       q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     }
     _mm256_store_si256(reinterpret_cast<__m256i*>(out[b].q), q);
-    finish_block(t, out[b], amax, finite);
+    finish_block_avx2(t, out[b], q, amax, finite);
   }
 }
 
@@ -403,8 +439,10 @@ LANES_TARGET_AVX512 void block_columns_avx512(const ActBlock* act, const uint8_t
 //
 // Per block, the 16 columns' weights are laid out as AMX's B operand (row k holds bytes
 // 4k..4k+3 of every column) and tdpbssd gives the exact block dots of 16 activation rows at
-// once; the float accumulation is then the same as block_columns_avx512's, with the outputs in
-// y as accumulators between blocks.
+// once; the float accumulation is then the same as block_columns_avx512's. A column group's
+// B operands are laid out once per call (a panel) and serve every row tile, whose 16 output
+// rows stay in registers across the blocks (amx_tile). The activations come laid out as A
+// operands (TileBlock), 16 rows per tile, zero rows past m.
 #define LANES_TARGET_AMX \
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,amx-tile,amx-int8")))
 
@@ -423,64 +461,175 @@ LANES_TARGET_AVX2 inline __m256i signed_weights(const uint8_t* blk) {
   return T == BlockType::Q4_0 ? _mm256_sub_epi8(v, _mm256_set1_epi8(8)) : v;
 }
 
-// One block's step for 16 rows x 16 columns from their integer dots d (a: the rows' blocks, nb
-// apart; y: the rows' outputs, n apart, holding the sums so far unless `first`).
-template <BlockType T>
-LANES_TARGET_AVX512 inline void accumulate_tile_rows(const ActBlock* a, int64_t nb, const int32_t* d, __m512 dw, __m512 mw, bool first,
-                                                     float* y, int64_t n) {
-  for (int r = 0; r < 16; ++r) {
-    const ActBlock& ar = a[r * nb];
-    float* yr = y + r * n;
-    __m512 c = first ? _mm512_setzero_ps() : _mm512_loadu_ps(yr);
-    c = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(d + 16 * r)), _mm512_mul_ps(dw, _mm512_set1_ps(ar.d)), c);
-    if constexpr (T == BlockType::Q4_1) c = _mm512_fmadd_ps(mw, _mm512_set1_ps(ar.s), c);
-    _mm512_storeu_ps(yr, c);
+// One block of 16 columns as tdpbssd's B operand, with the columns' scales.
+struct alignas(64) PanelBlock {
+  int8_t b[8 * 64];
+  float d[16];
+  float m[16];  // Q4_1 only
+};
+
+// The 16 x 8 dword transpose of pack_panel, in three rounds of two-register permutes: dword
+// (c, k) is bytes 4k..4k+3 of column c, and register p starts with columns 2p and 2p + 1.
+// Round 0 gathers 4 columns' dwords 0-3 or 4-7, round 1 8 columns' dwords 2j and 2j + 1, and
+// round 2 one dword of all 16 columns. Output o of a round reads the registers first_input and
+// first_input + input_gap; the lanes' index vectors are worked out once by following where
+// every (c, k) goes.
+constexpr int first_input(int round, int o) { return round == 0 ? o / 2 * 2 : round == 1 ? (o / 2) % 2 + o / 4 * 4 : o / 2; }
+constexpr int input_gap(int round) { return round == 0 ? 1 : round == 1 ? 2 : 4; }
+
+struct alignas(64) PanelTranspose {
+  int32_t index[3][8][16];  // [round][output register][lane]
+
+  PanelTranspose() {
+    int in[8][16], out[8][16];  // c * 8 + k in each lane
+    for (int p = 0; p < 8; ++p)
+      for (int i = 0; i < 16; ++i) in[p][i] = (2 * p + i / 8) * 8 + i % 8;
+    for (int round = 0; round < 3; ++round) {
+      for (int o = 0; o < 8; ++o)
+        for (int i = 0; i < 16; ++i) {
+          int w = round == 0 ? (4 * (o / 2) + i % 4) * 8 + 4 * (o % 2) + i / 4
+                  : round == 1 ? (8 * (o / 4) + i % 8) * 8 + 2 * (o % 4) + i / 8
+                               : i * 8 + o;
+          const int a = first_input(round, o), b = a + input_gap(round);
+          index[round][o][i] = -1;
+          for (int j = 0; j < 16; ++j) {
+            if (in[a][j] == w) index[round][o][i] = j;
+            if (in[b][j] == w) index[round][o][i] = 16 + j;
+          }
+          out[o][i] = w;
+        }
+      std::memcpy(in, out, sizeof(in));
+    }
   }
+};
+const PanelTranspose g_panel_transpose;
+
+// A block's 16 columns as tdpbssd's B operand (row k holds bytes 4k..4k+3 of every column).
+LANES_TARGET_AMX LANES_ALWAYS_INLINE void transpose_panel(__m512i (&v)[8], int8_t* b) {
+  __m512i next[8];
+  _Pragma("GCC unroll 3") for (int round = 0; round < 3; ++round) {
+    _Pragma("GCC unroll 8") for (int o = 0; o < 8; ++o) {
+      const int a = first_input(round, o);
+      next[o] = _mm512_permutex2var_epi32(v[a], _mm512_load_si512(g_panel_transpose.index[round][o]), v[a + input_gap(round)]);
+    }
+    _Pragma("GCC unroll 8") for (int o = 0; o < 8; ++o) v[o] = next[o];
+  }
+  _Pragma("GCC unroll 8") for (int k = 0; k < 8; ++k) _mm512_store_si512(b + 64 * k, v[k]);
 }
 
 template <BlockType T>
-LANES_TARGET_AMX void amx_columns(const ActBlock* act, int64_t m, const uint8_t* w, int64_t row_bytes, int64_t nb, float* y,
+LANES_TARGET_AMX void pack_panel(const uint8_t* w, int64_t row_bytes, int64_t nb, PanelBlock* panel) {
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = w + b * bytes_of(T);
+    __m512i pairs[8];
+    _Pragma("GCC unroll 8") for (int p = 0; p < 8; ++p) {
+      const uint8_t* c0 = blk + 2 * p * row_bytes;
+      prefetch_ahead(c0), prefetch_ahead(c0 + row_bytes);
+      pairs[p] = _mm512_inserti64x4(_mm512_castsi256_si512(signed_weights<T>(c0)), signed_weights<T>(c0 + row_bytes), 1);
+    }
+    transpose_panel(pairs, panel[b].b);
+    __m512 dw, mw = _mm512_setzero_ps();
+    column_scales<T>(blk, row_bytes, dw, mw);
+    _mm512_store_ps(panel[b].d, dw);
+    _mm512_store_ps(panel[b].m, mw);
+  }
+}
+
+// One 16 x 16 tile of outputs over all blocks, its sums in registers. A tile multiply takes
+// tens of cycles, and a tile store waits for its multiply while a vector load of stored dots
+// waits for the store; so block b + 2 is multiplied and block b + 1 stored while block b is
+// accumulated. The tile registers rotate (A and B by 2, C by 4) so that no load or multiply
+// waits for an earlier instruction to finish reading its register.
+struct TileRun {
+  const TileBlock* a;  // the row tile's nb blocks
+  int64_t nb;
+  const PanelBlock* panel;
+  int32_t (*dots)[256];
+};
+
+// The tile register numbers are literals: GCC's tile intrinsics paste them into assembly.
+#define LANES_MULTIPLY_INTO(A, B, C)             \
+  _tile_loadd(A, run.a[b].q, 32);             \
+  _tile_loadd(B, run.panel[b].b, 64);          \
+  _tile_zero(C);                               \
+  _tile_dpbssd(C, A, B)
+
+template <int U>
+LANES_TARGET_AMX LANES_ALWAYS_INLINE void multiply_into(const TileRun& run, int64_t b) {
+  if constexpr (U == 0) {
+    LANES_MULTIPLY_INTO(0, 2, 4);
+  } else if constexpr (U == 1) {
+    LANES_MULTIPLY_INTO(1, 3, 5);
+  } else if constexpr (U == 2) {
+    LANES_MULTIPLY_INTO(0, 2, 6);
+  } else {
+    LANES_MULTIPLY_INTO(1, 3, 7);
+  }
+}
+#undef LANES_MULTIPLY_INTO
+
+template <int U>
+LANES_TARGET_AMX LANES_ALWAYS_INLINE void store_dots(const TileRun& run, int64_t b) {
+  if constexpr (U == 0) _tile_stored(4, run.dots[b & 1], 64);
+  if constexpr (U == 1) _tile_stored(5, run.dots[b & 1], 64);
+  if constexpr (U == 2) _tile_stored(6, run.dots[b & 1], 64);
+  if constexpr (U == 3) _tile_stored(7, run.dots[b & 1], 64);
+}
+
+template <BlockType T>
+LANES_TARGET_AMX LANES_ALWAYS_INLINE void accumulate_dots(const TileRun& run, int64_t b, __m512 (&c)[16]) {
+  const int32_t* d = run.dots[b & 1];
+  const __m512 dw = _mm512_load_ps(run.panel[b].d);
+  const __m512 mw = _mm512_load_ps(run.panel[b].m);
+  _Pragma("GCC unroll 16") for (int r = 0; r < 16; ++r) {
+    const TileBlock& ab = run.a[b];
+    c[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(d + 16 * r)), _mm512_mul_ps(dw, _mm512_set1_ps(ab.d[r])), c[r]);
+    if constexpr (T == BlockType::Q4_1) c[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ab.s[r]), c[r]);
+  }
+}
+
+// Block b's step; U = b % 4 names its tile registers.
+template <BlockType T, int U>
+LANES_TARGET_AMX LANES_ALWAYS_INLINE void tile_step(const TileRun& run, int64_t b, __m512 (&c)[16]) {
+  if (b + 2 < run.nb) multiply_into<(U + 2) % 4>(run, b + 2);
+  if (b + 1 < run.nb) store_dots<(U + 1) % 4>(run, b + 1);
+  accumulate_dots<T>(run, b, c);
+}
+
+template <BlockType T>
+LANES_TARGET_AMX void amx_tile(const TileBlock* a, int64_t nb, const PanelBlock* panel, float* y, int64_t n, int rows) {
+  alignas(64) int32_t dots[2][256];
+  const TileRun run{a, nb, panel, dots};
+  __m512 c[16];
+  _Pragma("GCC unroll 16") for (int r = 0; r < 16; ++r) c[r] = _mm512_setzero_ps();
+  multiply_into<0>(run, 0);
+  if (nb > 1) multiply_into<1>(run, 1);
+  store_dots<0>(run, 0);
+  for (int64_t b = 0; b < nb; b += 4) {
+    tile_step<T, 0>(run, b, c);
+    if (b + 1 < nb) tile_step<T, 1>(run, b + 1, c);
+    if (b + 2 < nb) tile_step<T, 2>(run, b + 2, c);
+    if (b + 3 < nb) tile_step<T, 3>(run, b + 3, c);
+  }
+  _Pragma("GCC unroll 16") for (int r = 0; r < 16; ++r) if (r < rows) _mm512_storeu_ps(y + r * n, c[r]);
+}
+
+thread_local std::vector<PanelBlock> t_panel;
+
+// Columns [0, cols) (cols % 16 == 0) for m >= 16 rows, from the rows' tile blocks.
+template <BlockType T>
+LANES_TARGET_AMX void amx_columns(const TileBlock* act, int64_t m, const uint8_t* w, int64_t row_bytes, int64_t nb, float* y,
                                   int64_t n, int64_t cols) {
   TileConfig config;
-  config.rows[0] = 16, config.colsb[0] = 32;  // A: 16 rows of one block's 32 activation bytes
-  config.rows[1] = 8, config.colsb[1] = 64;   // B: 8 rows of 4 bytes of 16 columns
-  config.rows[2] = config.rows[3] = 16, config.colsb[2] = config.colsb[3] = 64;  // C: 16 x 16 int32, twice
+  config.rows[0] = config.rows[1] = 16, config.colsb[0] = config.colsb[1] = 32;  // A: 16 rows of one block's 32 bytes
+  config.rows[2] = config.rows[3] = 8, config.colsb[2] = config.colsb[3] = 64;   // B: 8 rows of 4 bytes of 16 columns
+  for (int c = 4; c < 8; ++c) config.rows[c] = 16, config.colsb[c] = 64;         // C: 16 x 16 int32
   _tile_loadconfig(&config);
-  alignas(64) int8_t columns[16 * 32];
-  alignas(64) int8_t b_tile[8 * 64];
-  alignas(64) int32_t dots[2][16 * 16];
-  const __m512i gather = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(32));
-  const int64_t act_stride = nb * int64_t(sizeof(ActBlock));
-  const int64_t tiles = m / 16;
-  for (int64_t j = 0; j + 16 <= cols; j += 16, w += 16 * row_bytes, y += 16) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* blk = w + b * bytes_of(T);
-      for (int c = 0; c < 16; ++c) {
-        prefetch_ahead(blk + c * row_bytes);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(columns + 32 * c), signed_weights<T>(blk + c * row_bytes));
-      }
-      for (int k = 0; k < 8; ++k)
-        _mm512_store_si512(b_tile + 64 * k, _mm512_i32gather_epi32(_mm512_add_epi32(gather, _mm512_set1_epi32(4 * k)), columns, 1));
-      __m512 dw, mw;
-      column_scales<T>(blk, row_bytes, dw, mw);
-      _tile_loadd(1, b_tile, 64);
-      // Two C tiles in turn: the tile unit multiplies the next 16 rows while the vector unit
-      // accumulates the last 16.
-      for (int64_t t = 0; t < tiles; ++t) {
-        _tile_loadd(0, act[t * 16 * nb + b].q, act_stride);
-        if (t % 2 == 0) {
-          _tile_zero(2);
-          _tile_dpbssd(2, 0, 1);
-          _tile_stored(2, dots[0], 64);
-        } else {
-          _tile_zero(3);
-          _tile_dpbssd(3, 0, 1);
-          _tile_stored(3, dots[1], 64);
-        }
-        if (t > 0) accumulate_tile_rows<T>(act + (t - 1) * 16 * nb + b, nb, dots[(t - 1) % 2], dw, mw, b == 0, y + (t - 1) * 16 * n, n);
-      }
-      accumulate_tile_rows<T>(act + (tiles - 1) * 16 * nb + b, nb, dots[(tiles - 1) % 2], dw, mw, b == 0, y + (tiles - 1) * 16 * n, n);
-    }
+  if (t_panel.size() < size_t(nb)) t_panel.resize(size_t(nb));
+  PanelBlock* panel = t_panel.data();
+  for (int64_t j = 0; j + 16 <= cols; j += 16) {
+    pack_panel<T>(w + j * row_bytes, row_bytes, nb, panel);
+    for (int64_t t = 0; t < m; t += 16) amx_tile<T>(act + t / 16 * nb, nb, panel, y + t * n + j, n, int(std::min<int64_t>(16, m - t)));
   }
   _tile_release();
 }
@@ -489,7 +638,7 @@ LANES_TARGET_AMX void amx_columns(const ActBlock* act, int64_t m, const uint8_t*
 // ---- tiling over a column range ------------------------------------------------------------
 
 using TileFn = void (*)(const ActBlock*, const uint8_t*, int64_t, int64_t, float*, int64_t, int64_t);
-using AmxFn = void (*)(const ActBlock*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t, int64_t);
+using AmxFn = void (*)(const TileBlock*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t, int64_t);
 
 // Kernels over a run of columns, C at a time, for R = 1..4 activation rows.
 struct TileSet {
@@ -544,19 +693,17 @@ void columns_tiled_rows(const TileSet& tiles, const ActBlock* a, int r, const ui
   if (j < j1) tiles.narrow[r - 1](a, w + j * row_bytes, row_bytes, nb, y + j, n, j1 - j);
 }
 
-void columns_tiled(const TileSet& tiles, BlockType t, const ActBlock* act, int64_t m, const uint8_t* w, int64_t nb,
-                   int64_t n, int64_t j0, int64_t j1, float* y) {
+void columns_tiled(const TileSet& tiles, BlockType t, const ActBlock* act, const TileBlock* tile_act, int64_t m, const uint8_t* w,
+                   int64_t nb, int64_t n, int64_t j0, int64_t j1, float* y) {
   int64_t row_bytes = nb * bytes_of(t);
-  int64_t i0 = 0;
   if (tiles.amx && m >= 16) {
-    // Whole 16 x 16 tiles on AMX; the columns and rows left over on the other kernels.
-    int64_t rows = m / 16 * 16, wide = (j1 - j0) / 16 * 16;
-    tiles.amx(act, rows, w + j0 * row_bytes, row_bytes, nb, y + j0, n, wide);
-    for (int64_t r0 = 0; r0 < rows && j0 + wide < j1; r0 += 4)
-      columns_tiled_rows(tiles, act + r0 * nb, 4, w, row_bytes, nb, n, j0 + wide, j1, y + r0 * n);
-    i0 = rows;
+    // Whole groups of 16 columns on AMX, every row; the columns left over on the other kernels.
+    int64_t wide = (j1 - j0) / 16 * 16;
+    tiles.amx(tile_act, m, w + j0 * row_bytes, row_bytes, nb, y + j0, n, wide);
+    if (j0 + wide == j1) return;
+    j0 += wide;
   }
-  for (; i0 < m; i0 += 4)
+  for (int64_t i0 = 0; i0 < m; i0 += 4)
     columns_tiled_rows(tiles, act + i0 * nb, int(std::min<int64_t>(4, m - i0)), w, row_bytes, nb, n, j0, j1, y + i0 * n);
 }
 
@@ -617,6 +764,16 @@ constexpr int64_t kChunkBytes = 24 << 10;
 // The quantized activations of the calling thread's last call, reused so decode steps do not
 // allocate; large buffers are released after use.
 thread_local std::vector<ActBlock> t_act;
+thread_local std::vector<TileBlock> t_tile_act;
+
+// Row r of a tile of 16 rows: its blocks' bytes and scales into their tile blocks.
+void to_tile_rows(const ActBlock* row, int64_t nb, TileBlock* tiles, int r) {
+  for (int64_t b = 0; b < nb; ++b) {
+    std::memcpy(tiles[b].q + 32 * r, row[b].q, 32);
+    tiles[b].d[r] = row[b].d;
+    tiles[b].s[r] = row[b].s;
+  }
+}
 constexpr size_t kKeepActBlocks = (size_t(1) << 20) / sizeof(ActBlock);
 
 }  // namespace
@@ -642,18 +799,31 @@ void quantized_matmul(BlockType type, const float* x, int64_t m, int64_t k, int6
     return;
   }
   QuantKernel kernel = current_kernel();
+  SumOrder order = sum_order();
+  TileSet tiles;
+#if defined(__x86_64__)
+  tiles = order == SumOrder::Block ? tiles_for<SumOrder::Block>(kernel, type) : tiles_for<SumOrder::Lane>(kernel, type);
+#endif
   std::vector<ActBlock>& act = t_act;
   act.resize(size_t(m * nb));
   ActBlock* a = act.data();
+  // AMX reads whole tiles of 16 rows; the rows past m are zero.
+  const bool amx = tiles.amx && m >= 16;
+  std::vector<TileBlock>& tile_act = t_tile_act;
+  if (amx) {
+    tile_act.resize(size_t((m + 15) / 16 * nb));
+    if (m % 16) std::fill(tile_act.end() - nb, tile_act.end(), TileBlock{});
+  }
+  TileBlock* ta = tile_act.data();
   auto quantize_rows = [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
 #if defined(__x86_64__)
-      if (kernel != QuantKernel::Scalar) {
+      if (kernel != QuantKernel::Scalar)
         quantize_row_avx2(type, x + i * x_row_stride, nb, a + i * nb);
-        continue;
-      }
+      else
 #endif
-      quantize_row_scalar(type, x + i * x_row_stride, nb, a + i * nb);
+        quantize_row_scalar(type, x + i * x_row_stride, nb, a + i * nb);
+      if (amx) to_tile_rows(a + i * nb, nb, ta + i / 16 * nb, int(i % 16));
     }
   };
   if (m == 1)
@@ -665,16 +835,12 @@ void quantized_matmul(BlockType type, const float* x, int64_t m, int64_t k, int6
   // Chunks of whole 16-column tiles where there are enough columns.
   int64_t grain = std::max<int64_t>(2, kChunkBytes / (nb * bytes_of(type)));
   if (n >= 32) grain = (std::max<int64_t>(grain, 16) + 15) / 16 * 16;
-  SumOrder order = sum_order();
-  TileSet tiles;
-#if defined(__x86_64__)
-  tiles = order == SumOrder::Block ? tiles_for<SumOrder::Block>(kernel, type) : tiles_for<SumOrder::Lane>(kernel, type);
-#endif
   if (tiles.cols == 0)
     run(n, grain, [&](int64_t j0, int64_t j1) { columns_scalar(type, order, a, m, wb, nb, n, j0, j1, y); });
   else
-    run(n, grain, [&](int64_t j0, int64_t j1) { columns_tiled(tiles, type, a, m, wb, nb, n, j0, j1, y); });
+    run(n, grain, [&](int64_t j0, int64_t j1) { columns_tiled(tiles, type, a, ta, m, wb, nb, n, j0, j1, y); });
   if (act.capacity() > kKeepActBlocks) std::vector<ActBlock>().swap(act);
+  if (tile_act.capacity() * sizeof(TileBlock) > kKeepActBlocks * sizeof(ActBlock)) std::vector<TileBlock>().swap(tile_act);
 }
 
 void dequantize(BlockType type, const void* blocks, int64_t count, float* out) {

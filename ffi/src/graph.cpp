@@ -281,9 +281,15 @@ NodePtr make_reshape(NodePtr a, Shape shape, StreamPtr stream) {
   if (checked_numel(shape, "reshape") != n)
     throw_error(LANES_ERR_SHAPE, "reshape: cannot reshape " + shape_str(a->shape) + " (" + std::to_string(n) +
                                      " elements) into " + shape_str(shape));
-  // A strided layout cannot always be re-read in a new shape: copy it to contiguous first.
-  if (!a->contiguous()) a = make_astype(a, a->dtype, stream);
-  Shape strides = contiguous_strides(shape);
+  // A strided layout is re-read in the new shape where it can be; otherwise it is copied to
+  // contiguous first.
+  Shape strides;
+  if (a->contiguous() || n == 0)
+    strides = contiguous_strides(shape);
+  else if (!reshaped_strides(a->shape, a->layout(), shape, strides)) {
+    a = make_astype(a, a->dtype, stream);
+    strides = contiguous_strides(shape);
+  }
   int64_t offset = a->offset;
   return view(a, std::move(shape), std::move(strides), offset);
 }

@@ -24,6 +24,32 @@ int64_t checked_numel(const Shape& s, const char* op) {
   return n;
 }
 
+bool reshaped_strides(const Shape& shape, const Shape& strides, const Shape& to, Shape& out) {
+  Shape dims, steps;  // the axes of more than one element
+  for (size_t i = 0; i < shape.size(); ++i)
+    if (shape[i] != 1) dims.push_back(shape[i]), steps.push_back(strides[i]);
+  out.assign(to.size(), 1);
+  size_t i = 0, j = 0;
+  // Each run of old axes i..i2 holding as many elements as new axes j..j2 must be one
+  // evenly strided block; the new axes then step through it.
+  while (i < dims.size() && j < to.size()) {
+    size_t i2 = i + 1, j2 = j + 1;
+    int64_t old_count = dims[i], new_count = to[j];
+    while (old_count != new_count) {
+      if (new_count < old_count)
+        new_count *= to[j2++];
+      else
+        old_count *= dims[i2++];
+    }
+    for (size_t k = i; k + 1 < i2; ++k)
+      if (steps[k] != steps[k + 1] * dims[k + 1]) return false;
+    out[j2 - 1] = steps[i2 - 1];
+    for (size_t k = j2 - 1; k > j; --k) out[k - 1] = out[k] * to[k];
+    i = i2, j = j2;
+  }
+  return true;
+}
+
 Shape contiguous_strides(const Shape& s) {
   Shape st(s.size());
   int64_t acc = 1;

@@ -21,6 +21,9 @@ inline int64_t numel(const Shape& s) {
   return n;
 }
 Shape contiguous_strides(const Shape& s);
+// Strides that read an array of `shape` and `strides` in row-major order as `to` (same
+// element count, > 0) without a copy; false when the layout does not allow it.
+bool reshaped_strides(const Shape& shape, const Shape& strides, const Shape& to, Shape& out);
 // numpy broadcasting of two shapes; throws a shape error naming `op`.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 // Strides that read `in` (contiguous) as if it had shape `out` (broadcast, zero strides).

@@ -10,7 +10,7 @@
 // and our dequantization of them to DIR, for bench/quant_reference.py to check against gguf-py.
 //
 // What is checked, for Q4_0, Q4_1 and Q8_0, for every kernel path this CPU supports (forced one
-// at a time), m in {1, 2, 3, 7, 64}, k in {32, 64, 576, 1536}, n in {1, 5, 576, 1536}:
+// at a time), m in {1, 2, 3, 7, 37, 64}, k in {32, 64, 576, 1536}, n in {1, 5, 576, 1536}:
 //  1. against the exact float64 dot product of x with the dequantized weights, within a bound
 //     on the activation quantization error derived below;
 //  2. against a float64 evaluation of the 8-bit activation scheme itself (ggml's q8_0 / q8_1
@@ -429,7 +429,7 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(20261201);
   for (BlockType t : {BlockType::Q4_0, BlockType::Q4_1, BlockType::Q8_0}) {
     check_dequantize(t, rng);
-    for (int64_t m : {1, 2, 3, 7, 64})
+    for (int64_t m : {1, 2, 3, 7, 37, 64})
       for (int64_t k : {32, 64, 576, 1536})
         for (int64_t n : {1, 5, 576, 1536}) {
           int64_t stride = k + (m % 2) * 32 + 3;  // padded, unaligned rows

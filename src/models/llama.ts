@@ -134,17 +134,58 @@ export function checkLlamaTensors(file: GgufFile, cfg: LlamaConfig): Map<string,
 
 const quantized: Record<string, lx.DType> = { Q4_0: "q4_0", Q4_1: "q4_1", Q8_0: "q8_0" };
 
+// Matrices that read the same input, stacked by rows into one weight so that one matmul (one
+// activation quantization, one dispatch) serves them all: a block's fused name and its parts.
+// A column of a matmul does not depend on the other columns, so the results are those of the
+// parts, bit for bit.
+function fusedWeights(layer: number): [string, string[]][] {
+  const p = `blk.${layer}.`;
+  return [
+    [`${p}attn_qkv.weight`, [`${p}attn_q.weight`, `${p}attn_k.weight`, `${p}attn_v.weight`]],
+    [`${p}ffn_gate_up.weight`, [`${p}ffn_gate.weight`, `${p}ffn_up.weight`]],
+  ];
+}
+
+function concat<T extends Uint8Array | Float32Array>(parts: T[], make: (length: number) => T): T {
+  const out = make(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /**
  * The weights of `file` as lanes arrays (evaluated), by GGUF tensor name: quantized matrices
- * as they are stored, everything else (and, with `dequantize`, everything) as float32.
+ * as they are stored, everything else (and, with `dequantize`, everything) as float32. A
+ * block's q, k and v matrices, and its gate and up matrices, are stored stacked by rows where
+ * they load as one dtype, as `blk.N.attn_qkv.weight` and `blk.N.ffn_gate_up.weight` (one
+ * matmul each, the same results bit for bit).
  */
 export function loadLlamaWeights(file: GgufFile, cfg: LlamaConfig, opts: { dequantize?: boolean } = {}): Weights {
   const shapes = checkLlamaTensors(file, cfg);
   const weights: Weights = new Map();
+  const dtypeOf = (name: string) => (opts.dequantize ? undefined : quantized[file.tensors.get(name)!.type]);
+  const fusedPart = new Set<string>();
   try {
+    for (let i = 0; i < cfg.layers; i++)
+      for (const [fused, parts] of fusedWeights(i)) {
+        const type = dtypeOf(parts[0]!);
+        if (parts.some((n) => dtypeOf(n) !== type)) continue;
+        const rows = parts.reduce((n, part) => n + shapes.get(part)![0]!, 0);
+        const shape = [rows, cfg.dim];
+        const w = type
+          ? lx.arrayFromBytes(concat(parts.map((n) => tensorBytes(file, n)), (n) => new Uint8Array(n)), shape, type)
+          : lx.array(concat(parts.map((n) => tensorFloat32(file, n)), (n) => new Float32Array(n)), shape);
+        lx.eval(w);
+        weights.set(fused, w);
+        for (const n of parts) fusedPart.add(n);
+      }
     for (const [name, shape] of shapes) {
-      const type = quantized[file.tensors.get(name)!.type];
-      const w = type && !opts.dequantize ? lx.arrayFromBytes(tensorBytes(file, name), shape, type) : lx.array(tensorFloat32(file, name), shape);
+      if (fusedPart.has(name)) continue;
+      const type = dtypeOf(name);
+      const w = type ? lx.arrayFromBytes(tensorBytes(file, name), shape, type) : lx.array(tensorFloat32(file, name), shape);
       lx.eval(w);
       weights.set(name, w);
     }
@@ -192,6 +233,8 @@ export class LlamaModel implements BatchDecoder {
   readonly outputs: number;
   readonly #compiled: boolean;
   readonly #kvDtype: "float16" | "float32";
+  // Output rows of each part of a fused weight (attn_q, ffn_up, ...).
+  readonly #partRows: Map<string, number>;
   // The decode step of one token: (token id, position, key length, caches...) -> [logits, caches...].
   readonly #decode: lx.CompiledFunction<[LanesArray, number, number, ...LanesArray[]], LanesArray[]>;
   // The decode step of a batch, one token per sequence: (token ids [B], positions [B], caches...)
@@ -206,7 +249,15 @@ export class LlamaModel implements BatchDecoder {
     readonly weights: ReadonlyMap<string, LanesArray>,
     opts: LlamaOptions = {},
   ) {
-    for (const [tensor, shape] of llamaShapes(config)) {
+    const shapes = llamaShapes(config);
+    this.#partRows = new Map(["attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up"].map((n) => [n, shapes.get(`blk.0.${n}.weight`)![0]!]));
+    for (let i = 0; i < config.layers; i++)
+      for (const [fused, parts] of fusedWeights(i)) {
+        if (!weights.has(fused)) continue;
+        shapes.set(fused, [parts.reduce((n, part) => n + shapes.get(part)![0]!, 0), config.dim]);
+        for (const part of parts) shapes.delete(part);
+      }
+    for (const [tensor, shape] of shapes) {
       const w = weights.get(tensor);
       if (!w || w.shape.length !== shape.length || w.shape.some((d, i) => d !== shape[i]))
         throw new GgufError(`weight "${tensor}" is ${w ? `[${w.shape.join(", ")}]` : "missing"}, expected [${shape.join(", ")}]`, tensor);
@@ -373,9 +424,10 @@ export class LlamaModel implements BatchDecoder {
     const kv = (t: LanesArray) => (t.dtype === this.#kvDtype ? t : s.t(lx.astype(t, this.#kvDtype)));
     // q stays float32: over a float16 cache, attention rounds it to float16 for the scores and
     // returns float32, as llama.cpp's flash attention does.
-    const q = rope(heads(linear(s, h, this.#w(`${p}attn_q.weight`)), cfg.heads));
-    const k = appendKV(s, kCache, kv(rope(heads(linear(s, h, this.#w(`${p}attn_k.weight`)), cfg.kvHeads))), pos, capacity);
-    const v = appendKV(s, vCache, kv(heads(linear(s, h, this.#w(`${p}attn_v.weight`)), cfg.kvHeads)), pos, capacity);
+    const [qx, kx, vx] = this.#linears(s, h, i, "attn_qkv", ["attn_q", "attn_k", "attn_v"]) as [LanesArray, LanesArray, LanesArray];
+    const q = rope(heads(qx, cfg.heads));
+    const k = appendKV(s, kCache, kv(rope(heads(kx, cfg.kvHeads))), pos, capacity);
+    const v = appendKV(s, vCache, kv(heads(vx, cfg.kvHeads)), pos, capacity);
     const a = s.t(lx.scaledDotProductAttention(q, k, v, { causal: true, scale: cfg.attentionScale, keyLength: keys }));
     const merged = s.t(lx.reshape(s.t(lx.transpose(a, [0, 2, 1, 3])), [B, L, cfg.heads * cfg.headDim]));
     return [s.t(lx.add(x, linear(s, merged, this.#w(`${p}attn_output.weight`)))), k, v];
@@ -384,9 +436,27 @@ export class LlamaModel implements BatchDecoder {
   #feedForward(s: Scope, i: number, x: LanesArray): LanesArray {
     const p = `blk.${i}.`;
     const h = s.t(lx.rmsNorm(x, this.#w(`${p}ffn_norm.weight`), this.config.normEps));
-    const gate = s.t(lx.silu(linear(s, h, this.#w(`${p}ffn_gate.weight`))));
-    const up = linear(s, h, this.#w(`${p}ffn_up.weight`));
+    const [gateX, up] = this.#linears(s, h, i, "ffn_gate_up", ["ffn_gate", "ffn_up"]) as [LanesArray, LanesArray];
+    const gate = s.t(lx.silu(gateX));
     return s.t(lx.add(x, linear(s, s.t(lx.multiply(gate, up)), this.#w(`${p}ffn_down.weight`))));
+  }
+
+  // h times each of block i's matrices `parts`: one matmul by their stacked weight `fused`
+  // where the model has it, its columns then split.
+  #linears(s: Scope, h: LanesArray, i: number, fused: string, parts: string[]): LanesArray[] {
+    const p = `blk.${i}.`;
+    const w = this.weights.get(`${p}${fused}.weight`);
+    if (!w) return parts.map((part) => linear(s, h, this.#w(`${p}${part}.weight`)));
+    const y = linear(s, h, w);
+    const lead = y.shape.slice(0, -1);
+    const out: LanesArray[] = [];
+    let at = 0;
+    for (const part of parts) {
+      const rows = this.#partRows.get(part)!;
+      out.push(s.t(lx.slice(y, [...lead.map(() => 0), at], [...lead, at + rows])));
+      at += rows;
+    }
+    return out;
   }
 
   dispose(): void {
