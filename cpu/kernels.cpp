@@ -918,31 +918,6 @@ struct SoftmaxKernel {
 
 // ---- fused ops ---------------------------------------------------------------------------------
 
-// Widened float copies of every input (contiguous), for fused kernels that read whole rows.
-template <class T>
-std::vector<std::vector<float>> widened_inputs(const Command& c) {
-  std::vector<std::vector<float>> out(c.inputs.size());
-  for (size_t i = 0; i < c.inputs.size(); ++i) {
-    std::vector<T> scratch;
-    std::vector<float> wide;
-    const float* p = as_float_rows<T>(c.inputs[i], scratch, wide);
-    out[i].assign(p, p + numel(c.inputs[i].shape));
-  }
-  return out;
-}
-
-// 1 / sqrt(mean of squares + eps) of a row with llama.cpp's roundings (ggml's rms_norm): each square
-// rounded to float, summed in double in order, the mean rounded to float, the rest in float.
-float rms_scale(const float* x, int64_t D, float eps) {
-  double ss = 0;
-  for (int64_t i = 0; i < D; ++i) {
-    float square = x[i] * x[i];
-    ss += square;
-  }
-  float mean = static_cast<float>(ss / static_cast<double>(D));
-  return 1.0f / std::sqrt(mean + eps);
-}
-
 // Mean and 1 / sqrt(variance + eps) of a row, accumulated in double.
 std::pair<double, float> layer_stats(const float* x, int64_t D, double eps) {
   double mean = 0, ss = 0;
@@ -952,26 +927,65 @@ std::pair<double, float> layer_stats(const float* x, int64_t D, double eps) {
   return {mean, static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps))};
 }
 
+// Inputs as float rows, read in place where they already are contiguous float32.
+template <class T>
+struct FloatInputs {
+  std::vector<T> scratch[3];
+  std::vector<float> wide[3];
+  const float* data[3] = {};
+
+  explicit FloatInputs(const Command& c) {
+    for (size_t i = 0; i < c.inputs.size() && i < 3; ++i) data[i] = as_float_rows<T>(c.inputs[i], scratch[i], wide[i]);
+  }
+};
+
+// 1 / sqrt(mean of squares + eps) of rows x[0..R) (D apart) with llama.cpp's roundings (ggml's
+// rms_norm): each square rounded to float, summed in double in order, the mean rounded to float,
+// the rest in float. The rows' sums are interleaved: each row's additions stay in order, but R
+// independent chains keep the adder busy.
+template <int R>
+void rms_scales(const float* x, int64_t D, float eps, float* inv) {
+  double ss[R] = {};
+  for (int64_t i = 0; i < D; ++i)
+    for (int r = 0; r < R; ++r) {
+      float square = x[r * D + i] * x[r * D + i];
+      ss[r] += square;
+    }
+  for (int r = 0; r < R; ++r) inv[r] = 1.0f / std::sqrt(static_cast<float>(ss[r] / static_cast<double>(D)) + eps);
+}
+
 template <class T>
 void norm_typed(const Command& c, bool layer) {
-  std::vector<std::vector<float>> in = widened_inputs<T>(c);
+  FloatInputs<T> in(c);
   int64_t D = c.output.shape.back();
   int64_t rows = D ? numel(c.output.shape) / D : 0;
   bool has_weight = c.params.flags & 1, has_bias = c.params.flags & 2;
-  const float* x = in[0].data();
-  const float* w = has_weight ? in[1].data() : nullptr;
-  const float* b = has_bias ? in[has_weight ? 2 : 1].data() : nullptr;
+  const float* x = in.data[0];
+  const float* w = has_weight ? in.data[1] : nullptr;
+  const float* b = has_bias ? in.data[has_weight ? 2 : 1] : nullptr;
   double eps = c.params.scalars[0];
   T* y = output<T>(c);
-  parallel_for(rows, std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, D)), [&](int64_t rb, int64_t re) {
-    for (int64_t r = rb; r < re; ++r) {
-      const float* xr = x + r * D;
-      auto [mean, inv] = layer ? layer_stats(xr, D, eps) : std::pair<double, float>{0.0, rms_scale(xr, D, static_cast<float>(eps))};
-      for (int64_t i = 0; i < D; ++i) {
-        float v = static_cast<float>(xr[i] - mean) * inv;
-        if (w) v *= w[i];
-        if (b) v += b[i];
-        y[r * D + i] = down<T>(v);
+  parallel_for(rows, std::max<int64_t>(4, kElementGrain / std::max<int64_t>(1, D)), [&](int64_t rb, int64_t re) {
+    for (int64_t r0 = rb; r0 < re; r0 += 4) {
+      int64_t n = std::min<int64_t>(4, re - r0);
+      double mean[4] = {};
+      float inv[4];
+      if (layer) {
+        for (int64_t k = 0; k < n; ++k) std::tie(mean[k], inv[k]) = layer_stats(x + (r0 + k) * D, D, eps);
+      } else if (n == 4) {
+        rms_scales<4>(x + r0 * D, D, static_cast<float>(eps), inv);
+      } else {
+        for (int64_t k = 0; k < n; ++k) rms_scales<1>(x + (r0 + k) * D, D, static_cast<float>(eps), inv + k);
+      }
+      for (int64_t k = 0; k < n; ++k) {
+        const float* xr = x + (r0 + k) * D;
+        T* yr = y + (r0 + k) * D;
+        for (int64_t i = 0; i < D; ++i) {
+          float v = static_cast<float>(xr[i] - mean[k]) * inv[k];
+          if (w) v *= w[i];
+          if (b) v += b[i];
+          yr[i] = down<T>(v);
+        }
       }
     }
   });
