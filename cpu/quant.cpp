@@ -535,6 +535,31 @@ LANES_TARGET_AMX void pack_panel(const uint8_t* w, int64_t row_bytes, int64_t nb
   }
 }
 
+// quantize_row_avx2's blocks of one row, written straight into row r of its tiles' blocks
+// (bytes and scales only: the AMX kernel needs no lane sums). The same roundings.
+LANES_TARGET_AVX512 void quantize_row_to_tiles(BlockType t, const float* x, int64_t nb, TileBlock* tiles, int r) {
+  const __m512 largest = _mm512_set1_ps(std::numeric_limits<float>::max());
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m512 v0 = _mm512_loadu_ps(x + b * kBlock), v1 = _mm512_loadu_ps(x + b * kBlock + 16);
+    const __m512 a0 = _mm512_abs_ps(v0), a1 = _mm512_abs_ps(v1);
+    const __mmask16 bad = _mm512_cmp_ps_mask(a0, largest, _CMP_NLE_UQ) | _mm512_cmp_ps_mask(a1, largest, _CMP_NLE_UQ);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+    int8_t* q = tiles[b].q + 32 * r;
+    if (bad) {
+      std::memset(q, 0, 32);
+      tiles[b].d[r] = tiles[b].s[r] = std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
+    const __m512 id = _mm512_set1_ps(inverse_scale(amax));
+    const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(i0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(i1));
+    const float d = amax / 127.f;
+    tiles[b].d[r] = at_half_precision_f16c(d);
+    if (t == BlockType::Q4_1) tiles[b].s[r] = at_half_precision_f16c(d * float(_mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1))));
+  }
+}
+
 // One 16 x 16 tile of outputs over all blocks, its sums in registers. A tile multiply takes
 // tens of cycles, and a tile store waits for its multiply while a vector load of stored dots
 // waits for the store; so block b + 2 is multiplied and block b + 1 stored while block b is
@@ -804,11 +829,13 @@ void quantized_matmul(BlockType type, const float* x, int64_t m, int64_t k, int6
 #if defined(__x86_64__)
   tiles = order == SumOrder::Block ? tiles_for<SumOrder::Block>(kernel, type) : tiles_for<SumOrder::Lane>(kernel, type);
 #endif
-  std::vector<ActBlock>& act = t_act;
-  act.resize(size_t(m * nb));
-  ActBlock* a = act.data();
-  // AMX reads whole tiles of 16 rows; the rows past m are zero.
+  // AMX reads whole tiles of 16 rows, the rows past m zero; the other kernels read activation
+  // blocks, which AMX needs too where columns are left over past the last group of 16.
   const bool amx = tiles.amx && m >= 16;
+  const bool blocks = !amx || n % 16 != 0;
+  std::vector<ActBlock>& act = t_act;
+  if (blocks) act.resize(size_t(m * nb));
+  ActBlock* a = act.data();
   std::vector<TileBlock>& tile_act = t_tile_act;
   if (amx) {
     tile_act.resize(size_t((m + 15) / 16 * nb));
@@ -818,6 +845,10 @@ void quantized_matmul(BlockType type, const float* x, int64_t m, int64_t k, int6
   auto quantize_rows = [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
 #if defined(__x86_64__)
+      if (amx && !blocks) {
+        quantize_row_to_tiles(type, x + i * x_row_stride, nb, ta + i / 16 * nb, int(i % 16));
+        continue;
+      }
       if (kernel != QuantKernel::Scalar)
         quantize_row_avx2(type, x + i * x_row_stride, nb, a + i * nb);
       else

@@ -18,7 +18,8 @@
 //  3. bitwise: every path gives the same bits, as do per-column and per-row calls (other
 //     tilings and chunkings), serial runs and concurrent calls from several threads;
 //  4. dequantize equals the float64 dequantization rounded to float32, bit for bit;
-//  5. a NaN or infinity in an activation row makes exactly that row's outputs NaN.
+//  5. a NaN or infinity in an activation row makes exactly that row's outputs NaN (vector kernels
+//     and AMX tiles).
 #include <sys/stat.h>
 
 #include <cmath>
@@ -346,8 +347,10 @@ void check_concurrent(BlockType t, std::mt19937_64& rng) {
 }
 
 void check_non_finite(BlockType t, std::mt19937_64& rng, const std::vector<QuantKernel>& kernels) {
+  // 3 rows x 5 columns take the vector kernels; 20 x 32 the AMX tiles where the CPU has them.
+  for (auto [m, n] : {std::pair<int64_t, int64_t>{3, 5}, {20, 32}})
   for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
-    Case c{t, 3, 96, 5, 96, {}, {}};
+    Case c{t, m, 96, n, 96, {}, {}};
     c.x = random_activations(c.m, c.k, c.stride, rng);
     c.w = random_weights(t, c.n * c.k / 32, rng);
     std::vector<float> clean_y = run(c);
@@ -356,12 +359,12 @@ void check_non_finite(BlockType t, std::mt19937_64& rng, const std::vector<Quant
       lanes::cpu::force_quant_kernel(kernel);
       std::vector<float> y = run(c);
       bool row1_nan = true, others_same = true;
-      for (int64_t j = 0; j < c.n; ++j) {
-        row1_nan = row1_nan && std::isnan(y[size_t(c.n + j)]);
-        others_same = others_same && std::memcmp(&y[size_t(j)], &clean_y[size_t(j)], 4) == 0 &&
-                      std::memcmp(&y[size_t(2 * c.n + j)], &clean_y[size_t(2 * c.n + j)], 4) == 0;
-      }
-      std::string label = std::string(type_name(t)) + " " + kernel_name(kernel) + " x=" + std::to_string(bad);
+      for (int64_t j = 0; j < c.n; ++j) row1_nan = row1_nan && std::isnan(y[size_t(c.n + j)]);
+      for (int64_t i = 0; i < c.m; ++i)
+        for (int64_t j = 0; j < c.n && i != 1; ++j)
+          others_same = others_same && std::memcmp(&y[size_t(i * c.n + j)], &clean_y[size_t(i * c.n + j)], 4) == 0;
+      std::string label = std::string(type_name(t)) + " " + kernel_name(kernel) + " " + std::to_string(m) + "x" + std::to_string(n) +
+                          " x=" + std::to_string(bad);
       check(row1_nan, label + ": the row with a non-finite activation is NaN");
       check(others_same, label + ": the other rows are unaffected");
     }
