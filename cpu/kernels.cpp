@@ -499,7 +499,7 @@ void matmul_f32(const float* A, const Shape& sa, const float* B, const Shape& sb
   // the loop below reloads and stores the output row for every k): the SIMD kernels, one batch
   // after another (each is split over the pool). The choice depends only on the shape and
   // strides, so a given matmul always takes the same path.
-  bool few_rows = M <= 12 && b_col == 1;
+  bool few_rows = M <= 12;
   if (M * N * K >= kPackedMatmulWork || few_rows) {
     bool done = true;
     for (int64_t bi = 0; bi < batches && done; ++bi) {
