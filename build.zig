@@ -30,7 +30,7 @@ const core_sources = [_][]const u8{
     "cpu/quant.cpp",
     "cpu/sgemm.cpp",
     "cpu/reduce_simd.cpp",
-    "cpu/softmax_simd.cpp",
+    "cpu/row_exp_simd.cpp",
 };
 
 // The Metal backend (macOS): Objective-C++ with ARC; the kernel source is embedded by metal/embed.zig.

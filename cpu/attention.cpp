@@ -822,27 +822,6 @@ void accumulate_tiled_scalar(const float* p, float* const* a, int rows, int n, c
 }
 
 #if defined(__x86_64__)
-// exp_poly on 8 lanes. 2^n is applied in two halves, the first product exact, so the result is
-// rounded once, as in exp_poly (whichever way n is halved).
-LANES_ATT_AVX2 inline __m256 exp_poly_avx2(__m256 x) {
-  const __m256 shift = _mm256_set1_ps(0x1.8p23f);
-  const __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift), shift);
-  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
-  const __m256 u = _mm256_mul_ps(b, b);
-  const __m256 j = _mm256_fmadd_ps(
-      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
-                      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
-      u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
-  const __m256i k = _mm256_cvttps_epi32(n), half = _mm256_srai_epi32(k, 1);
-  const __m256i bias = _mm256_set1_epi32(127);
-  __m256 res = _mm256_mul_ps(j, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23)));
-  res = _mm256_mul_ps(res, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(k, half), bias), 23)));
-  const __m256 abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
-  const __m256 out_of_range = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0f), _CMP_GT_OQ);
-  const __m256 big = _mm256_and_ps(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(INFINITY));
-  return _mm256_blendv_ps(res, big, out_of_range);
-}
-
 LANES_ATT_AVX2 double exp_sum_tiled_avx2(float* s, float m) {
   const __m256 vm = _mm256_set1_ps(m);
   double sum = 0.0;
@@ -881,23 +860,6 @@ LANES_ATT_AVX2 void accumulate_tiled_avx2(const float* p, float* const* a, int r
       }
       for (int u = 0; u < nv; ++u) _mm256_storeu_ps(a[r] + d0 + 8 * u, acc[u]);
     }
-}
-
-// exp_poly on 16 lanes: vscalefps applies 2^n with the one rounding exp_poly's halves give.
-LANES_ATT_AVX512 inline __m512 exp_poly_avx512(__m512 x) {
-  const __m512 shift = _mm512_set1_ps(0x1.8p23f);
-  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), shift), shift);
-  const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
-  const __m512 u = _mm512_mul_ps(b, b);
-  const __m512 j = _mm512_fmadd_ps(
-      _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
-                      _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
-      u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
-  const __m512 res = _mm512_scalef_ps(j, n);
-  const __mmask16 out_of_range = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192.0f), _CMP_GT_OQ);
-  const __mmask16 positive = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_GT_OQ);
-  const __m512 big = _mm512_maskz_mov_ps(positive, _mm512_set1_ps(INFINITY));
-  return _mm512_mask_blend_ps(out_of_range, res, big);
 }
 
 LANES_ATT_AVX512 double exp_sum_tiled_avx512(float* s, float m) {

@@ -18,7 +18,7 @@
 #include "exp_poly.hpp"
 #include "libm.hpp"
 #include "reduce_simd.hpp"
-#include "softmax_simd.hpp"
+#include "row_exp_simd.hpp"
 #include "tensor_access.hpp"
 
 namespace lanes::cpu {
@@ -154,6 +154,8 @@ void unary_rows(const Command& c) {
   int64_t inner = c.output.shape.empty() ? 0 : st[0].back();
   for_each_row<1>(c.output.shape, st, [&](int64_t o, const std::array<int64_t, 1>& off, int64_t n) {
     const T* xr = x + off[0];
+    if constexpr (std::is_same_v<T, float> && Op == LANES_OP_SILU)
+      if (inner == 1 && silu_row_simd(xr, y + o, n)) return;
     for (int64_t i = 0; i < n; ++i) {
       if constexpr (std::is_same_v<T, int32_t>) y[o + i] = unary_int(Op, xr[i * inner]);
       else y[o + i] = down<T>(unary_float(Op, up(xr[i * inner])));

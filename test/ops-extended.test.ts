@@ -33,6 +33,26 @@ describe("unary ops", () => {
     });
   }
 
+  test("silu of contiguous rows (the vector kernel) equals silu read one element at a time through a strided view, bit for bit", () => {
+    const n = 1003; // not a multiple of 16 or 8: the rows' tails take the scalar formula
+    const extremes = [0, -0, 1e-30, -1e-30, 87, -87, 88.8, -88.8, 100, -100, 103, -103, 150, -150, 200, -200, 3e38, -3e38, Infinity, -Infinity];
+    const row = Float32Array.from({ length: n }, (_, i) => (i < extremes.length ? extremes[i]! : (next() * 2 - 1) * 40));
+    const rows = 3;
+    const data = new Float32Array(rows * n);
+    for (let r = 0; r < rows; r++) data.set(row.map((v, i) => (r === 1 && i === 5 ? NaN : v * (r + 1) || v)), r * n);
+    const contiguous = lx.silu(lx.array(data, [rows, n])).toFloat32Array();
+    // The same values laid out [n, rows] and read transposed: each row is strided.
+    const t = new Float32Array(rows * n);
+    for (let r = 0; r < rows; r++) for (let i = 0; i < n; i++) t[i * rows + r] = data[r * n + i]!;
+    const strided = lx.silu(lx.transpose(lx.array(t, [n, rows]))).toFloat32Array();
+    const a = new Uint32Array(contiguous.buffer), b = new Uint32Array(strided.buffer);
+    let differing = 0;
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i] && !(Number.isNaN(contiguous[i]) && Number.isNaN(strided[i]))) differing++;
+    expect(differing).toBe(0);
+    expect(Number.isNaN(contiguous[n + 5])).toBe(true);
+    expect(contiguous[data.indexOf(-100)]).not.toBe(0); // a subnormal result, not flushed
+  });
+
   test("abs and square keep int32 and wrap like int32", () => {
     const x = lx.array(new Int32Array([-3, 4, -2147483648, 46341]));
     expect(lx.abs(x).toTypedArray()).toEqual(new Int32Array([3, 4, -2147483648, 46341]));

@@ -1,8 +1,9 @@
-#include "softmax_simd.hpp"
+#include "row_exp_simd.hpp"
 
 #include <cmath>
 
 #include "cpu_features.hpp"
+#include "exp_poly.hpp"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -81,9 +82,42 @@ __attribute__((target("avx2,fma"))) bool softmax_row(const float* x, float* y, i
   for (; i < n; ++i) y[i] *= static_cast<float>(1.0 / sum);
   return true;
 }
+
+inline float silu(float x) { return x / (1.0f + exp_poly(0.0f - x)); }
+
+__attribute__((target("avx2,fma,avx512f,avx512dq"))) void silu_row_avx512(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 v = _mm512_loadu_ps(x + i);
+    _mm512_storeu_ps(y + i, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp_poly_avx512(_mm512_sub_ps(_mm512_setzero_ps(), v)))));
+  }
+  for (; i < n; ++i) y[i] = silu(x[i]);
+}
+
+__attribute__((target("avx2,fma"))) void silu_row_avx2(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp_poly_avx2(_mm256_sub_ps(_mm256_setzero_ps(), v)))));
+  }
+  for (; i < n; ++i) y[i] = silu(x[i]);
+}
 #endif
 
 }  // namespace
+
+bool silu_row_simd(const float* x, float* y, int64_t n) {
+#if defined(__x86_64__)
+  switch (simd_level()) {
+    case SimdLevel::Avx512: silu_row_avx512(x, y, n); return true;
+    case SimdLevel::Avx2: silu_row_avx2(x, y, n); return true;
+    default: return false;
+  }
+#else
+  (void)x, (void)y, (void)n;
+  return false;
+#endif
+}
 
 bool softmax_row_avx2(const float* x, float* y, int64_t n) {
 #if defined(__x86_64__)
