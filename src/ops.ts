@@ -261,7 +261,10 @@ function int64s(values: readonly number[], op: string): BigInt64Array {
   });
 }
 
-/** The same data in a new shape (one dimension may be -1). A view unless `a` is strided. */
+/**
+ * The same data in a new shape (one dimension may be -1). A view, also of a strided `a` where
+ * strides can express the new shape (numpy's rule); otherwise `a` is copied to contiguous first.
+ */
 export function reshape(a: LanesArray, shape: readonly number[], opts?: StreamOptions): LanesArray {
   const dims = int64s(shape, "reshape");
   return wrap(native.lanes_array_reshape(a.handle(), dims.length ? dims : null, dims.length, streamHandle(opts), outPtr));

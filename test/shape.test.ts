@@ -47,6 +47,39 @@ describe("views", () => {
     expectClose(r.toFloat32Array(), t.data, { ...exact, what: "reshape of transpose" });
   });
 
+  test("reshape of a strided view: re-strided without a kernel where strides can express it, copied where not", () => {
+    const shape = [4, 6, 10];
+    const x = randomData(numel(shape), next);
+    const a = lx.array(x, shape);
+    lx.eval(a);
+    // Values of a view, read in row-major order by index arithmetic.
+    const rowMajor = (sh: number[], at: (idx: number[]) => number) => {
+      const out: number[] = [];
+      const idx = sh.map(() => 0);
+      for (let n = 0; n < numel(sh); n++) {
+        out.push(at(idx));
+        for (let d = sh.length - 1; d >= 0 && ++idx[d]! === sh[d]; d--) idx[d] = 0;
+      }
+      return out;
+    };
+    const xi = (i: number, j: number, k: number) => x[(i * 6 + j) * 10 + k]!;
+    const cases: [string, lx.LanesArray, number[], number[], boolean][] = [
+      // [what, view, its shape's values, new shape, needs a copy]
+      ["slice of the last axis, split", lx.slice(a, [0, 0, 2], [4, 6, 8]), rowMajor([4, 6, 6], ([i, j, k]) => xi(i!, j!, k! + 2)), [4, 6, 3, 2], false],
+      ["slice of the last axis, leading axes merged", lx.slice(a, [0, 0, 2], [4, 6, 8]), rowMajor([4, 6, 6], ([i, j, k]) => xi(i!, j!, k! + 2)), [24, 6], false],
+      ["transpose of the leading axes, the last split", lx.transpose(a, [1, 0, 2]), rowMajor([6, 4, 10], ([j, i, k]) => xi(i!, j!, k!)), [6, 4, 5, 2, 1], false],
+      ["slice of the last axis, merged with the one before", lx.slice(a, [0, 0, 2], [4, 6, 8]), rowMajor([4, 6, 6], ([i, j, k]) => xi(i!, j!, k! + 2)), [4, 36], true],
+      ["transpose of the last axes, merged", lx.transpose(a, [0, 2, 1]), rowMajor([4, 10, 6], ([i, k, j]) => xi(i!, j!, k!)), [4, 60], true],
+    ];
+    for (const [what, view, want, to, copies] of cases) {
+      const r = lx.reshape(view, to);
+      expect(kernelsFor(() => lx.eval(r))).toBe(copies ? 1 : 0);
+      expect(r.shape).toEqual(to);
+      expectClose(r.toFloat32Array(), want, { ...exact, what });
+      expectClose(lx.multiply(r, 2).toFloat32Array(), want.map((v) => 2 * v), { ...exact, what: `${what}, then an op` });
+    }
+  });
+
   test("transpose with random permutations", () => {
     for (let trial = 0; trial < 15; trial++) {
       const shape = randomShape(next, 1 + Math.floor(next() * 4), 5);
