@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as lx from "../src/index.ts";
-import { GgufError, parseGguf, tensorFloat32 } from "../src/models/gguf.ts";
+import { GgufError, parseGguf, tensorBytes, tensorFloat32 } from "../src/models/gguf.ts";
 import { checkLlamaTensors, llamaConfig, LlamaModel, loadLlamaWeights } from "../src/models/llama.ts";
 import type { DecoderState } from "../src/models/models.ts";
 import { loadTextModel } from "../src/models/text-model.ts";
@@ -154,6 +154,41 @@ describe("Llama forward pass on a tiny GGUF model", () => {
       expect(compiled.length).toBe(eager.length);
       compiled.forEach((bits, i) => expect(Buffer.from(bits.buffer).equals(Buffer.from(eager[i]!.buffer))).toBe(true));
     }
+  });
+
+  test("q, k, v and gate, up stacked into one matmul each give the separate matmuls' logits bit for bit", () => {
+    // One storage type per group, so loadLlamaWeights stacks them.
+    const storage = { attn_q: "Q4_1", attn_k: "Q4_1", attn_v: "Q4_1", ffn_gate: "Q8_0", ffn_up: "Q8_0" } as const;
+    const same = parseGguf(writeGguf({ metadata: metadata(), tensors: tensors(11, { storage }) }));
+    const stacked = loadLlamaWeights(same, config);
+    expect(stacked.has("blk.0.attn_qkv.weight") && stacked.has("blk.1.ffn_gate_up.weight")).toBe(true);
+    expect(stacked.has("blk.0.attn_q.weight") || stacked.has("blk.0.ffn_up.weight")).toBe(false);
+    expect(stacked.get("blk.0.attn_qkv.weight")!.shape).toEqual([(cfg.heads + 2 * cfg.kvHeads) * cfg.headDim, cfg.dim]);
+    // The same tensors, one array each.
+    const types: Record<string, lx.DType> = { Q4_0: "q4_0", Q4_1: "q4_1", Q8_0: "q8_0" };
+    const separate = new Map<string, lx.LanesArray>();
+    for (const [name, shape] of checkLlamaTensors(same, config)) {
+      const t = same.tensors.get(name)!;
+      separate.set(name, types[t.type] ? lx.arrayFromBytes(tensorBytes(same, name), shape, types[t.type]!) : lx.array(tensorFloat32(same, name), shape));
+    }
+    const logits = (weights: Map<string, lx.LanesArray>) => {
+      const m = new LlamaModel("tiny", config, weights, { compiled: false });
+      using stream = lx.newStream();
+      const first = m.stepLogits(ids.slice(0, 7), undefined, stream);
+      lx.eval(first.logits, ...first.state.caches);
+      const out = [new Uint32Array(first.logits.toFloat32Array().buffer)];
+      first.scope.disposeExcept(first.state.caches);
+      const next = m.step([ids[7]!], first.state, stream);
+      lx.eval(next.logits);
+      out.push(new Uint32Array(next.logits.toFloat32Array().buffer));
+      next.scope.disposeExcept([]);
+      for (const c of [...first.state.caches, ...next.state.caches]) c.dispose();
+      m.dispose();
+      return out;
+    };
+    const [a, b] = [logits(stacked), logits(separate)];
+    expect(a[0]!.length).toBe(7 * cfg.vocab);
+    expect(a).toEqual(b);
   });
 
   test("loadTextModel reads the whole file: model, tokenizer and chat template", () => {

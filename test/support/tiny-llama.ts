@@ -36,8 +36,11 @@ const storage: Record<string, GgmlTypeName> = {
   attn_q: "Q4_1", attn_k: "Q4_0", attn_v: "F16", attn_output: "BF16", ffn_gate: "Q4_1", ffn_up: "Q8_0", ffn_down: "F16",
 };
 
-/** The tiny model's tensors, seeded; with `outputHead`, an output head of its own (else tied to the embedding). */
-export function tensors(seed: number, opts: { outputHead?: boolean } = {}): TensorToWrite[] {
+/**
+ * The tiny model's tensors, seeded; with `outputHead`, an output head of its own (else tied to
+ * the embedding); `storage` replaces the storage type of some kinds of tensor (`attn_q`, ...).
+ */
+export function tensors(seed: number, opts: { outputHead?: boolean; storage?: Record<string, GgmlTypeName> } = {}): TensorToWrite[] {
   const random = rng(seed);
   const q = cfg.heads * cfg.headDim, kv = cfg.kvHeads * cfg.headDim;
   const shapes: [string, number[]][] = [["token_embd.weight", [cfg.vocab, cfg.dim]], ["output_norm.weight", [cfg.dim]]];
@@ -50,7 +53,7 @@ export function tensors(seed: number, opts: { outputHead?: boolean } = {}): Tens
     );
   return shapes.map(([name, shape]) => {
     const kind = name.split(".").at(-2)!;
-    const type = storage[kind]!;
+    const type = opts.storage?.[kind] ?? storage[kind]!;
     const count = shape.reduce((a, b) => a * b, 1);
     // Norm weights near 1; matrices scaled so activations stay in a sensible range.
     const data = kind.endsWith("norm") ? new Uint8Array(Float32Array.from({ length: count }, () => 0.8 + 0.4 * random()).buffer) : randomTensorData(type, count, random, kind === "token_embd" ? 1 : 1 / Math.sqrt(shape[1]!));
