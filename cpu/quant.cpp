@@ -868,6 +868,8 @@ void quantized_matmul(BlockType type, const float* x, int64_t m, int64_t k, int6
   if (n >= 32) grain = (std::max<int64_t>(grain, 16) + 15) / 16 * 16;
   if (tiles.cols == 0)
     run(n, grain, [&](int64_t j0, int64_t j1) { columns_scalar(type, order, a, m, wb, nb, n, j0, j1, y); });
+  else if (!blocks)  // AMX alone: chunks of whole 16-column groups, as it has no blocks for others
+    run(n / 16, std::max<int64_t>(1, grain / 16), [&](int64_t g0, int64_t g1) { columns_tiled(tiles, type, a, ta, m, wb, nb, n, 16 * g0, 16 * g1, y); });
   else
     run(n, grain, [&](int64_t j0, int64_t j1) { columns_tiled(tiles, type, a, ta, m, wb, nb, n, j0, j1, y); });
   if (act.capacity() > kKeepActBlocks) std::vector<ActBlock>().swap(act);

@@ -10,7 +10,8 @@
 // and our dequantization of them to DIR, for bench/quant_reference.py to check against gguf-py.
 //
 // What is checked, for Q4_0, Q4_1 and Q8_0, for every kernel path this CPU supports (forced one
-// at a time), m in {1, 2, 3, 7, 37, 64}, k in {32, 64, 576, 1536}, n in {1, 5, 576, 1536}:
+// at a time), m in {1, 2, 3, 7, 37, 64}, k in {32, 64, 576, 1536}, n in {1, 5, 576, 1536}, and
+// 37 x 1536 by n in {1040, 2576} (splits of the columns that are not whole 16-column groups):
 //  1. against the exact float64 dot product of x with the dequantized weights, within a bound
 //     on the activation quantization error derived below;
 //  2. against a float64 evaluation of the 8-bit activation scheme itself (ggml's q8_0 / q8_1
@@ -372,6 +373,32 @@ void check_non_finite(BlockType t, std::mt19937_64& rng, const std::vector<Quant
   lanes::cpu::force_quant_kernel(QuantKernel::Auto);
 }
 
+// Column counts whose even split over the pool is not a whole number of 16-column groups, each
+// kernel run right after a call with other activations of the same shape: a path that read
+// anything left from that call would give other bits than the first kernel's.
+void check_column_splits(BlockType t, std::mt19937_64& rng, const std::vector<QuantKernel>& kernels) {
+  for (int64_t n : {int64_t(1040), int64_t(2576)}) {
+    Case c{t, 37, 1536, n, 1536, random_activations(37, 1536, 1536, rng), random_weights(t, n * 1536 / 32, rng)};
+    Case other = c;
+    other.x = random_activations(c.m, c.k, c.stride, rng);
+    std::vector<float> first;
+    for (QuantKernel kernel : kernels) {
+      for (QuantKernel before : kernels) {
+        lanes::cpu::force_quant_kernel(before);
+        run(other);
+      }
+      lanes::cpu::force_quant_kernel(kernel);
+      std::vector<float> y = run(c);
+      std::string label = std::string(type_name(t)) + " " + kernel_name(kernel) + " 37x1536x" + std::to_string(n);
+      if (first.empty())
+        first = y;
+      else
+        check(same_bits(y, first), label + ": after another call, bitwise equal to " + kernel_name(kernels[0]));
+    }
+  }
+  lanes::cpu::force_quant_kernel(QuantKernel::Auto);
+}
+
 void check_dequantize(BlockType t, std::mt19937_64& rng) {
   // Every dequantized value is q·d (+ min): q·d is exact in float32 (at most 8 + 11 significant
   // bits) and the float64 sum of two float16-range values is exact, so one rounding to float32
@@ -439,6 +466,7 @@ int main(int argc, char** argv) {
           Case c{t, m, k, n, stride, random_activations(m, k, stride, rng), random_weights(t, n * k / 32, rng)};
           check_case(c, kernels);
         }
+    check_column_splits(t, rng, kernels);
     check_concurrent(t, rng);
     check_non_finite(t, rng, kernels);
   }
