@@ -71,22 +71,31 @@ float at_half_precision(float v) {
 
 float inverse_scale(float amax) { return amax != 0.f ? 127.f / amax : 0.f; }
 
-// Fills d, s and the biases of a block whose q bytes are in place.
-void finish_block(BlockType t, ActBlock& a, float amax, bool finite) {
-  int32_t qsum = 0, factor = t == BlockType::Q4_0 ? -8 : t == BlockType::Q8_0 ? -128 : 0;
-  for (int l = 0; l < 8; ++l) {
-    int32_t lane = a.q[4 * l] + a.q[4 * l + 1] + a.q[4 * l + 2] + a.q[4 * l + 3];
-    qsum += lane;
-    a.lane_bias[l] = factor * lane;
-  }
-  a.bias = factor * qsum;
+// A block's d and s (d * Σq) from its max |x| and byte sum; NaN for a block holding a NaN or
+// infinity. Half rounds to float16 precision as at_half_precision does (a faster equal may
+// stand in for it).
+template <float (*Half)(float)>
+inline void block_scales(float amax, int32_t qsum, bool finite, float& d, float& s) {
   if (!finite) {
-    a.d = a.s = std::numeric_limits<float>::quiet_NaN();
+    d = s = std::numeric_limits<float>::quiet_NaN();
     return;
   }
-  float d = amax / 127.f;
-  a.d = at_half_precision(d);
-  a.s = at_half_precision(d * float(qsum));
+  float scale = amax / 127.f;
+  d = Half(scale);
+  s = Half(scale * float(qsum));
+}
+
+// Fills d, s and the biases of a block whose q bytes are in place, given its lanes' byte sums
+// (lane l: bytes 4l..4l+3).
+template <float (*Half)(float)>
+inline void finish_block(BlockType t, ActBlock& a, const int32_t (&lanes)[8], float amax, bool finite) {
+  int32_t qsum = 0, factor = t == BlockType::Q4_0 ? -8 : t == BlockType::Q8_0 ? -128 : 0;
+  for (int l = 0; l < 8; ++l) {
+    qsum += lanes[l];
+    a.lane_bias[l] = factor * lanes[l];
+  }
+  a.bias = factor * qsum;
+  block_scales<Half>(amax, qsum, finite, a.d, a.s);
 }
 
 void quantize_row_scalar(BlockType t, const float* x, int64_t nb, ActBlock* out) {
@@ -100,7 +109,9 @@ void quantize_row_scalar(BlockType t, const float* x, int64_t nb, ActBlock* out)
     }
     float id = inverse_scale(amax);
     for (int e = 0; e < 32; ++e) out[b].q[e] = finite ? static_cast<int8_t>(std::nearbyint(xb[e] * id)) : 0;  // half to even
-    finish_block(t, out[b], amax, finite);
+    int32_t lanes[8] = {};
+    for (int e = 0; e < 32; ++e) lanes[e / 4] += out[b].q[e];
+    finish_block<at_half_precision>(t, out[b], lanes, amax, finite);
   }
 }
 
@@ -173,24 +184,12 @@ LANES_TARGET_AVX2 inline float at_half_precision_f16c(float v) {
   return exponent >= 1 && exponent <= 30 ? _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))) : v;
 }
 
-// finish_block for the block's bytes q in a register.
+// finish_block for the block's bytes q in a register: its lanes' sums in SIMD.
 LANES_TARGET_AVX2 inline void finish_block_avx2(BlockType t, ActBlock& a, __m256i q, float amax, bool finite) {
   __m256i pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);
-  __m256i lanes = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));  // lane l: bytes 4l..4l+3
-  int32_t factor = t == BlockType::Q4_0 ? -8 : t == BlockType::Q8_0 ? -128 : 0;
-  _mm256_store_si256(reinterpret_cast<__m256i*>(a.lane_bias), _mm256_mullo_epi32(lanes, _mm256_set1_epi32(factor)));
-  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
-  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-  int32_t qsum = _mm_cvtsi128_si32(s4);
-  a.bias = factor * qsum;
-  if (!finite) {
-    a.d = a.s = std::numeric_limits<float>::quiet_NaN();
-    return;
-  }
-  float d = amax / 127.f;
-  a.d = at_half_precision_f16c(d);
-  a.s = at_half_precision_f16c(d * float(qsum));
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  finish_block<at_half_precision_f16c>(t, a, lanes, amax, finite);
 }
 
 LANES_TARGET_AVX2 void quantize_row_avx2(BlockType t, const float* x, int64_t nb, ActBlock* out) {
@@ -545,18 +544,17 @@ LANES_TARGET_AVX512 void quantize_row_to_tiles(BlockType t, const float* x, int6
     const __mmask16 bad = _mm512_cmp_ps_mask(a0, largest, _CMP_NLE_UQ) | _mm512_cmp_ps_mask(a1, largest, _CMP_NLE_UQ);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
     int8_t* q = tiles[b].q + 32 * r;
+    int32_t qsum = 0;
     if (bad) {
       std::memset(q, 0, 32);
-      tiles[b].d[r] = tiles[b].s[r] = std::numeric_limits<float>::quiet_NaN();
-      continue;
+    } else {
+      const __m512 id = _mm512_set1_ps(inverse_scale(amax));
+      const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(i0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(i1));
+      if (t == BlockType::Q4_1) qsum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));  // s is read for Q4_1 only
     }
-    const __m512 id = _mm512_set1_ps(inverse_scale(amax));
-    const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(i0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(i1));
-    const float d = amax / 127.f;
-    tiles[b].d[r] = at_half_precision_f16c(d);
-    if (t == BlockType::Q4_1) tiles[b].s[r] = at_half_precision_f16c(d * float(_mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1))));
+    block_scales<at_half_precision_f16c>(amax, qsum, !bad, tiles[b].d[r], tiles[b].s[r]);
   }
 }
 
