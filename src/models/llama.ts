@@ -135,15 +135,20 @@ export function checkLlamaTensors(file: GgufFile, cfg: LlamaConfig): Map<string,
 const quantized: Record<string, lx.DType> = { Q4_0: "q4_0", Q4_1: "q4_1", Q8_0: "q8_0" };
 
 // Matrices that read the same input, stacked by rows into one weight so that one matmul (one
-// activation quantization, one dispatch) serves them all: a block's fused name and its parts.
-// A column of a matmul does not depend on the other columns, so the results are those of the
-// parts, bit for bit.
-function fusedWeights(layer: number): [string, string[]][] {
+// activation quantization, one dispatch) serves them all: a stack's name in a block, and its
+// parts'. A column of a matmul does not depend on the other columns, so the results are those
+// of the parts, bit for bit.
+const stacks = { attn_qkv: ["attn_q", "attn_k", "attn_v"], ffn_gate_up: ["ffn_gate", "ffn_up"] } as const;
+type StackName = keyof typeof stacks;
+
+// Block `layer`'s stacks: the stacked weight's name and shape, and its parts' names.
+function blockStacks(shapes: ReadonlyMap<string, number[]>, layer: number): { name: string; shape: number[]; parts: string[] }[] {
   const p = `blk.${layer}.`;
-  return [
-    [`${p}attn_qkv.weight`, [`${p}attn_q.weight`, `${p}attn_k.weight`, `${p}attn_v.weight`]],
-    [`${p}ffn_gate_up.weight`, [`${p}ffn_gate.weight`, `${p}ffn_up.weight`]],
-  ];
+  return Object.entries(stacks).map(([stack, parts]) => {
+    const names = parts.map((part) => `${p}${part}.weight`);
+    const rows = names.reduce((n, name) => n + shapes.get(name)![0]!, 0);
+    return { name: `${p}${stack}.weight`, shape: [rows, shapes.get(names[0]!)![1]!], parts: names };
+  });
 }
 
 function concat<T extends Uint8Array | Float32Array>(parts: T[], make: (length: number) => T): T {
@@ -170,11 +175,9 @@ export function loadLlamaWeights(file: GgufFile, cfg: LlamaConfig, opts: { dequa
   const fusedPart = new Set<string>();
   try {
     for (let i = 0; i < cfg.layers; i++)
-      for (const [fused, parts] of fusedWeights(i)) {
+      for (const { name: fused, shape, parts } of blockStacks(shapes, i)) {
         const type = dtypeOf(parts[0]!);
         if (parts.some((n) => dtypeOf(n) !== type)) continue;
-        const rows = parts.reduce((n, part) => n + shapes.get(part)![0]!, 0);
-        const shape = [rows, cfg.dim];
         const w = type
           ? lx.arrayFromBytes(concat(parts.map((n) => tensorBytes(file, n)), (n) => new Uint8Array(n)), shape, type)
           : lx.array(concat(parts.map((n) => tensorFloat32(file, n)), (n) => new Float32Array(n)), shape);
@@ -233,7 +236,7 @@ export class LlamaModel implements BatchDecoder {
   readonly outputs: number;
   readonly #compiled: boolean;
   readonly #kvDtype: "float16" | "float32";
-  // Output rows of each part of a fused weight (attn_q, ffn_up, ...).
+  // Output rows of each part of a stack (attn_q, ffn_up, ...).
   readonly #partRows: Map<string, number>;
   // The decode step of one token: (token id, position, key length, caches...) -> [logits, caches...].
   readonly #decode: lx.CompiledFunction<[LanesArray, number, number, ...LanesArray[]], LanesArray[]>;
@@ -250,11 +253,11 @@ export class LlamaModel implements BatchDecoder {
     opts: LlamaOptions = {},
   ) {
     const shapes = llamaShapes(config);
-    this.#partRows = new Map(["attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up"].map((n) => [n, shapes.get(`blk.0.${n}.weight`)![0]!]));
+    this.#partRows = new Map(Object.values(stacks).flatMap((parts) => parts.map((n): [string, number] => [n, shapes.get(`blk.0.${n}.weight`)![0]!])));
     for (let i = 0; i < config.layers; i++)
-      for (const [fused, parts] of fusedWeights(i)) {
-        if (!weights.has(fused)) continue;
-        shapes.set(fused, [parts.reduce((n, part) => n + shapes.get(part)![0]!, 0), config.dim]);
+      for (const { name, shape, parts } of blockStacks(shapes, i)) {
+        if (!weights.has(name)) continue;
+        shapes.set(name, shape);
         for (const part of parts) shapes.delete(part);
       }
     for (const [tensor, shape] of shapes) {
@@ -424,7 +427,7 @@ export class LlamaModel implements BatchDecoder {
     const kv = (t: LanesArray) => (t.dtype === this.#kvDtype ? t : s.t(lx.astype(t, this.#kvDtype)));
     // q stays float32: over a float16 cache, attention rounds it to float16 for the scores and
     // returns float32, as llama.cpp's flash attention does.
-    const [qx, kx, vx] = this.#linears(s, h, i, "attn_qkv", ["attn_q", "attn_k", "attn_v"]) as [LanesArray, LanesArray, LanesArray];
+    const [qx, kx, vx] = this.#linears(s, h, i, "attn_qkv") as [LanesArray, LanesArray, LanesArray];
     const q = rope(heads(qx, cfg.heads));
     const k = appendKV(s, kCache, kv(rope(heads(kx, cfg.kvHeads))), pos, capacity);
     const v = appendKV(s, vCache, kv(heads(vx, cfg.kvHeads)), pos, capacity);
@@ -436,16 +439,17 @@ export class LlamaModel implements BatchDecoder {
   #feedForward(s: Scope, i: number, x: LanesArray): LanesArray {
     const p = `blk.${i}.`;
     const h = s.t(lx.rmsNorm(x, this.#w(`${p}ffn_norm.weight`), this.config.normEps));
-    const [gateX, up] = this.#linears(s, h, i, "ffn_gate_up", ["ffn_gate", "ffn_up"]) as [LanesArray, LanesArray];
+    const [gateX, up] = this.#linears(s, h, i, "ffn_gate_up") as [LanesArray, LanesArray];
     const gate = s.t(lx.silu(gateX));
     return s.t(lx.add(x, linear(s, s.t(lx.multiply(gate, up)), this.#w(`${p}ffn_down.weight`))));
   }
 
-  // h times each of block i's matrices `parts`: one matmul by their stacked weight `fused`
-  // where the model has it, its columns then split.
-  #linears(s: Scope, h: LanesArray, i: number, fused: string, parts: string[]): LanesArray[] {
+  // h times each of block i's matrices in `stack`: one matmul by the stacked weight where the
+  // model has it, its columns then split.
+  #linears(s: Scope, h: LanesArray, i: number, stack: StackName): LanesArray[] {
     const p = `blk.${i}.`;
-    const w = this.weights.get(`${p}${fused}.weight`);
+    const parts = stacks[stack];
+    const w = this.weights.get(`${p}${stack}.weight`);
     if (!w) return parts.map((part) => linear(s, h, this.#w(`${p}${part}.weight`)));
     const y = linear(s, h, w);
     const lead = y.shape.slice(0, -1);
