@@ -497,12 +497,12 @@ void matmul_f32(const float* A, const Shape& sa, const float* B, const Shape& sb
   int64_t batches = numel(batch);
   if (M * N == 0) return;
   int64_t a_row = sa[nd - 2], a_col = sa[nd - 1], b_row = sb[nd - 2], b_col = sb[nd - 1];
-  // Large products, and few rows of a row-major B at any size (a decode step's x @ W, where
-  // the loop below reloads and stores the output row for every k): the SIMD kernels, one batch
-  // after another (each is split over the pool). The choice depends only on the shape and
-  // strides, so a given matmul always takes the same path.
-  bool few_rows = M <= 12;
-  if (M * N * K >= kPackedMatmulWork || few_rows) {
+  // Large products, and products of up to 12 rows at any size (a decode step's x @ W, where
+  // the loops below reload and store the output row for every k, or, for a transposed B, read
+  // it one element at a time): the SIMD kernels, one batch after another (each is split over
+  // the pool). The choice depends only on the shape, so a given matmul always takes the same
+  // path.
+  if (M * N * K >= kPackedMatmulWork || M <= 12) {
     bool done = true;
     for (int64_t bi = 0; bi < batches && done; ++bi) {
       auto [oa, ob] = batch_offsets(bi, batch, sa, sb);
