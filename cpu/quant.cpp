@@ -716,10 +716,11 @@ void columns_tiled_rows(const TileSet& tiles, const ActBlock* a, int r, const ui
   if (j < j1) tiles.narrow[r - 1](a, w + j * row_bytes, row_bytes, nb, y + j, n, j1 - j);
 }
 
+// tile_act: the rows as AMX tiles where AMX runs, else null.
 void columns_tiled(const TileSet& tiles, BlockType t, const ActBlock* act, const TileBlock* tile_act, int64_t m, const uint8_t* w,
                    int64_t nb, int64_t n, int64_t j0, int64_t j1, float* y) {
   int64_t row_bytes = nb * bytes_of(t);
-  if (tiles.amx && m >= 16) {
+  if (tile_act) {
     // Whole groups of 16 columns on AMX, every row; the columns left over on the other kernels.
     int64_t wide = (j1 - j0) / 16 * 16;
     tiles.amx(tile_act, m, w + j0 * row_bytes, row_bytes, nb, y + j0, n, wide);
@@ -839,7 +840,7 @@ void quantized_matmul(BlockType type, const float* x, int64_t m, int64_t k, int6
     tile_act.resize(size_t((m + 15) / 16 * nb));
     if (m % 16) std::fill(tile_act.end() - nb, tile_act.end(), TileBlock{});
   }
-  TileBlock* ta = tile_act.data();
+  TileBlock* ta = amx ? tile_act.data() : nullptr;
   auto quantize_rows = [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
 #if defined(__x86_64__)
