@@ -597,6 +597,7 @@ void matmul(const Command& c) {
       throw_error(LANES_ERR_INTERNAL, "matmul: non-floating dtype reached the kernel");
     }
   });
+  if (c.params.fused) fused(epilogue_command(c));
 }
 
 // ---- shape ops with kernels --------------------------------------------------------------------

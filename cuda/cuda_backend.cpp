@@ -307,6 +307,10 @@ class CudaBackend final : public Backend {
   // A host function stalls its stream until a host thread ran it: commit GPU epochs on the
   // op count (or an eval's end), not after every large output.
   uint64_t default_epoch_bytes() const override { return uint64_t(4) << 30; }
+  // The epilogue runs in lanes' own matmul kernel, which a matmul alone takes at these shapes too.
+  bool matmul_epilogue(int64_t M, int64_t N, int64_t K) const override {
+    return small_matmul(M, N, K, DType::Float32) || !settings_.cuda_cublaslt;
+  }
 
   void* allocate(size_t bytes, int device) override {
     devices_.at(device)->make_current();

@@ -108,5 +108,11 @@ struct MatmulOperands {
   DType dtype;
 };
 bool matmul_cublaslt(const MatmulOperands& m, LaunchContext& ctx);
+// Float32 products of at most 96 in each dimension take lanes' own kernel, which is as fast as
+// cuBLASLt's there or faster (bench/cuda-small-matmul.ts, docs/PERFORMANCE.md), and which a
+// compiled plan can give an elementwise epilogue with the same bits.
+inline bool small_matmul(int64_t M, int64_t N, int64_t K, DType dtype) {
+  return dtype == DType::Float32 && M <= 96 && N <= 96 && K <= 96;
+}
 
 }  // namespace lanes::cuda

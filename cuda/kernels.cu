@@ -353,7 +353,7 @@ struct KFused {
   float scalar[FUSED_STEPS];
 };
 
-#if defined(LANES_FAMILY_ELEMENTWISE)
+#if defined(LANES_FAMILY_ELEMENTWISE) || defined(LANES_FAMILY_FUSED)
 // Called, not inlined, from each unrolled step: one copy of every op's code per kernel.
 __device__ __noinline__ float fused_unary(int op, float v) { return unary_float(op, v); }
 __device__ __noinline__ float fused_binary(int op, float a, float b) { return binary_float(op, a, b); }
@@ -371,30 +371,35 @@ __device__ __forceinline__ i64 fused_offset(i64 i, const KFusedWalk& w, int j) {
   return off;
 }
 
+// The chain's value for output element i, whose input 0 is `first`; inputs 1.. are read here.
+__device__ __forceinline__ float fused_value(i64 i, float first, const float* x1, const float* x2, const float* x3,
+                                             const KFusedWalk& w, const KFused& f, int inputs, int contiguous) {
+  // Each input's element for this output element, read once.
+  float x[4] = {first, 0, 0, 0};
+  if (inputs > 1) x[1] = x1[contiguous ? w.offset[1] + i : fused_offset(i, w, 1)];
+  if (inputs > 2) x[2] = x2[contiguous ? w.offset[2] + i : fused_offset(i, w, 2)];
+  if (inputs > 3) x[3] = x3[contiguous ? w.offset[3] + i : fused_offset(i, w, 3)];
+  float v = x[0];
+  // Unrolled, so each step's fields are read at a fixed offset of the parameter block.
+#pragma unroll
+  for (int k = 0; k < FUSED_STEPS; ++k) {
+    if (k >= f.steps) break;
+    if (f.kind[k] == 0) {
+      v = fused_unary(f.subop[k], v);
+    } else {
+      int j = f.operand[k];
+      float o = f.kind[k] == 2 ? f.scalar[k] : j == 0 ? x[0] : j == 1 ? x[1] : j == 2 ? x[2] : x[3];
+      v = f.value_first[k] ? fused_binary(f.subop[k], v, o) : fused_binary(f.subop[k], o, v);
+    }
+  }
+  return v;
+}
+#endif
+
+#if defined(LANES_FAMILY_ELEMENTWISE)
 extern "C" __global__ void fused_f32(float* y, const float* x0, const float* x1, const float* x2, const float* x3, KFusedWalk w,
                                      i64 n, KFused f, int inputs, int contiguous) {
-  GRID_STRIDE(i, n) {
-    // Each input's element for this output element, read once.
-    float x[4] = {0, 0, 0, 0};
-    x[0] = x0[contiguous ? w.offset[0] + i : fused_offset(i, w, 0)];
-    if (inputs > 1) x[1] = x1[contiguous ? w.offset[1] + i : fused_offset(i, w, 1)];
-    if (inputs > 2) x[2] = x2[contiguous ? w.offset[2] + i : fused_offset(i, w, 2)];
-    if (inputs > 3) x[3] = x3[contiguous ? w.offset[3] + i : fused_offset(i, w, 3)];
-    float v = x[0];
-    // Unrolled, so each step's fields are read at a fixed offset of the parameter block.
-#pragma unroll
-    for (int k = 0; k < FUSED_STEPS; ++k) {
-      if (k >= f.steps) break;
-      if (f.kind[k] == 0) {
-        v = fused_unary(f.subop[k], v);
-      } else {
-        int j = f.operand[k];
-        float o = f.kind[k] == 2 ? f.scalar[k] : j == 0 ? x[0] : j == 1 ? x[1] : j == 2 ? x[2] : x[3];
-        v = f.value_first[k] ? fused_binary(f.subop[k], v, o) : fused_binary(f.subop[k], o, v);
-      }
-    }
-    y[i] = v;
-  }
+  GRID_STRIDE(i, n) y[i] = fused_value(i, x0[contiguous ? w.offset[0] + i : fused_offset(i, w, 0)], x1, x2, x3, w, f, inputs, contiguous);
 }
 #endif
 
@@ -824,28 +829,40 @@ __device__ void take_impl(T* y, const T* x, const int* idx, i64 outer, i64 dim, 
 
 // ---- matmul (fallback when cuBLASLt is missing or the layout needs it) ------------------------
 
-// Y[batch, M, N] = A @ B, operands read through strides; 16x16 tiles, float accumulation in k
-// order. Batch offsets come from the batch shape and the operands' batch strides.
-template <class T>
-__device__ void matmul_impl(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row,
-                            i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) {
-  __shared__ float ta[16][17];
-  __shared__ float tb[16][17];
+// Y[batch, M, N] = A @ B, operands read through strides. A block of 256 threads computes a 16x16
+// tile, loading 64 of K per round (small products wait for one round of loads, not four) and
+// summing in k order over whole steps of 16 with zeros past K, as a tiling by 16 does. Batch
+// offsets come from the batch shape and the operands' batch strides.
+// `store(e, acc)` writes output element e (row-major over batch, M, N) from its float sum.
+#define MATMUL_CHUNK 64
+template <class T, class Store>
+__device__ void matmul_impl(const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row,
+                            i64 b_col, const KShape& batch, const KStrides& ab, const KStrides& bb, i64 batches, Store store) {
+  __shared__ float ta[16][MATMUL_CHUNK + 1];
+  __shared__ float tb[MATMUL_CHUNK][17];
   int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-  i64 row = i64(blockIdx.y) * 16 + ty, col = i64(blockIdx.x) * 16 + tx;
+  i64 row0 = i64(blockIdx.y) * 16, col0 = i64(blockIdx.x) * 16;
   for (i64 z = blockIdx.z; z < batches; z += gridDim.z) {
     const T* az = a + offset_of(z, batch, ab);
     const T* bz = b + offset_of(z, batch, bb);
     float acc = 0;
-    for (i64 k0 = 0; k0 < K; k0 += 16) {
-      i64 ka = k0 + tx, kb = k0 + ty;
-      ta[ty][tx] = (row < M && ka < K) ? float(up(az[row * a_row + ka * a_col])) : 0.0f;
-      tb[ty][tx] = (kb < K && col < N) ? float(up(bz[kb * b_row + col * b_col])) : 0.0f;
+    for (i64 k0 = 0; k0 < K; k0 += MATMUL_CHUNK) {
+#pragma unroll
+      for (int round = 0; round < 16 * MATMUL_CHUNK / 256; ++round) {
+        int e = round * 256 + int(threadIdx.x);
+        int ar = e / MATMUL_CHUNK, ak = e % MATMUL_CHUNK;  // A: neighbouring threads along k
+        ta[ar][ak] = (row0 + ar < M && k0 + ak < K) ? float(up(az[(row0 + ar) * a_row + (k0 + ak) * a_col])) : 0.0f;
+        int bk = e / 16, bc = e % 16;  // B: neighbouring threads along the columns
+        tb[bk][bc] = (k0 + bk < K && col0 + bc < N) ? float(up(bz[(k0 + bk) * b_row + (col0 + bc) * b_col])) : 0.0f;
+      }
       __syncthreads();
-      for (int kk = 0; kk < 16; ++kk) acc += ta[ty][kk] * tb[kk][tx];
+      i64 padded = (K - k0 + 15) / 16 * 16;
+      int steps = padded < MATMUL_CHUNK ? int(padded) : MATMUL_CHUNK;
+      for (int kk = 0; kk < steps; ++kk) acc += ta[ty][kk] * tb[kk][tx];
       __syncthreads();
     }
-    if (row < M && col < N) y[z * M * N + row * N + col] = Down<T>::of(acc);
+    i64 row = row0 + ty, col = col0 + tx;
+    if (row < M && col < N) store(z * M * N + row * N + col, acc);
   }
 }
 
@@ -913,7 +930,14 @@ ATTENTION(float, f16, f32_f16)
 #define FUSED(T, S) \
   ATTENTION(T, T, S) \
   extern "C" __global__ void rope_##S(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional, const double* dyn, const int* offsets, i64 rows_per_entry) { rope_impl<T>(y, x, rows, L, D, dims, base, scale, offset, traditional, dyn, offsets, rows_per_entry); } \
-  extern "C" __global__ void matmul_##S(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) { matmul_impl<T>(y, a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches); }
+  extern "C" __global__ void matmul_##S(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) { matmul_impl<T>(a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches, [y](i64 e, float acc) { y[e] = Down<T>::of(acc); }); }
 FLOATING(FUSED)
+// A compiled plan's float32 matmul with the elementwise chain that alone reads its product: the
+// product is the chain's input 0, taken from the sum as matmul_f32 would have stored it.
+extern "C" __global__ void matmul_epilogue_f32(float* y, const float* a, const float* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches,
+                                               const float* x1, const float* x2, const float* x3, KFusedWalk w, KFused f, int inputs, int contiguous) {
+  matmul_impl<float>(a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches,
+                     [&](i64 e, float acc) { y[e] = fused_value(e, acc, x1, x2, x3, w, f, inputs, contiguous); });
+}
 #endif
 

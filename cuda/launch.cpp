@@ -453,7 +453,8 @@ static void matmul(const Command& c, LaunchContext& ctx) {
                    base_ptr(c.inputs[1]) + c.inputs[1].offset * static_cast<int64_t>(dtype_size(c.output.dtype)),
                    y, batches, M, N, K, 0, sa[nd - 2], sa[nd - 1], 0, sb[nd - 2], sb[nd - 1], c.output.dtype};
   bool flat = gpu::flat_batch_stride(batch, sa, m.a_batch) && gpu::flat_batch_stride(batch, sb, m.b_batch);
-  if (flat && ctx.device.use_cublaslt && matmul_cublaslt(m, ctx)) return;
+  bool own = c.params.fused || small_matmul(M, N, K, c.output.dtype);
+  if (!own && flat && ctx.device.use_cublaslt && matmul_cublaslt(m, ctx)) return;
   // lanes' own kernel: any strides, any batch layout.
   KShape kb{};
   KStrides ab{}, bb{};
@@ -467,10 +468,20 @@ static void matmul(const Command& c, LaunchContext& ctx) {
   ab.offset = c.inputs[0].offset;
   bb.offset = c.inputs[1].offset;
   int64_t a_row = m.a_row, a_col = m.a_col, b_row = m.b_row, b_col = m.b_col;
+  unsigned gx = static_cast<unsigned>((N + 15) / 16), gy = static_cast<unsigned>((M + 15) / 16);
   unsigned gz = static_cast<unsigned>(std::min<int64_t>(batches, 65535));
-  launch(ctx, std::string("matmul_") + suffix(c.output.dtype), static_cast<unsigned>((N + 15) / 16),
-         static_cast<unsigned>((M + 15) / 16), gz, 256, 0, y, a, b, M, N, K, a_row, a_col, b_row, b_col, kb, ab, bb,
-         batches);
+  if (!c.params.fused) {
+    launch(ctx, std::string("matmul_") + suffix(c.output.dtype), gx, gy, gz, 256, 0, y, a, b, M, N, K, a_row, a_col, b_row,
+           b_col, kb, ab, bb, batches);
+    return;
+  }
+  Command chain = epilogue_command(c);
+  Walk w = gpu::collapse_inputs(chain);
+  CUdeviceptr x[kMaxFusedInputs] = {};
+  for (size_t k = 1; k < chain.inputs.size(); ++k) x[k] = base_ptr(chain.inputs[k]);
+  int32_t inputs = static_cast<int32_t>(chain.inputs.size()), contiguous = w.contiguous ? 1 : 0;
+  launch(ctx, "matmul_epilogue_f32", gx, gy, gz, 256, 0, y, a, b, M, N, K, a_row, a_col, b_row, b_col, kb, ab, bb, batches,
+         x[1], x[2], x[3], gpu::fused_walk(w), gpu::fused_code(chain), inputs, contiguous);
 }
 
 void translate(const Command& c, LaunchContext& ctx) { gpu::translate_op(c, ctx, "cuda"); }

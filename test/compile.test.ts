@@ -263,15 +263,73 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
     }
   };
 
-  test("the small graph: each round's add, maximum and multiply become one kernel after its matmul", () => {
+  // The CPU and CUDA backends run a chain that alone reads a matmul's product as the matmul's
+  // epilogue (CUDA at the shapes its own kernel serves); Metal runs it as a kernel of its own.
+  const epilogues = lx.backendName() !== "metal";
+  const epilogueAt = (n: number) => epilogues && (lx.backendName() !== "cuda" || n <= 96);
+
+  test("the small graph: each round's add, maximum and multiply become its matmul's epilogue", () => {
     const [x, w, b] = [f32([64, 64]), f32([64, 64], -0.1, 0.1), f32([1, 64])];
     const graph = (x: Arr, w: Arr, b: Arr) => {
       let h = x;
       for (let i = 0; i < 7; i++) h = lx.multiply(lx.maximum(lx.add(lx.matmul(h, w), b), 0), 0.125);
       return lx.softmax(h, -1);
     };
-    expect(steps(graph, x, w, b)).toBe(7 * 2 + 1);
+    expect(steps(graph, x, w, b)).toBe(epilogues ? 7 + 1 : 7 * 2 + 1);
     checkCompiled(graph, [[x, w, b], [f32([64, 64]), w, b]]);
+  });
+
+  test("matmul epilogues: one op or a chain, broadcast and strided operands, batches, tile edges, transposed operands", () => {
+    // One op after the product: a bias, as in every linear layer.
+    const linear = (x: Arr, w: Arr, b: Arr) => lx.add(lx.matmul(x, w), b);
+    for (const [M, K, N] of [[1, 128, 96], [37, 19, 5], [16, 16, 16], [3, 0, 4]] as const) {
+      const a = [f32([M, K]), f32([K, N]), f32([N])] as [Arr, Arr, Arr];
+      expect(steps(linear, ...a), `linear ${M}x${K}x${N}`).toBe(epilogueAt(Math.max(M, N, K)) ? 1 : 2);
+      checkCompiled(linear, [a, [f32([M, K]), a[1], f32([N])]]);
+    }
+    // A chain reading three more operands, one strided (a transpose), one broadcast along rows, the
+    // running value on either side; the operands of the product are transposed views.
+    const chain = (x: Arr, w: Arr, b: Arr, r: Arr, s: Arr) =>
+      lx.gelu(lx.subtract(lx.multiply(lx.add(lx.matmul(lx.transpose(x), lx.transpose(w)), b), lx.transpose(r)), s));
+    const args = () => [f32([24, 20]), f32([33, 24]), f32([1, 33]), f32([33, 20]), f32([20, 33])] as [Arr, Arr, Arr, Arr, Arr];
+    const a = args();
+    expect(steps(chain, ...a)).toBe(epilogues ? 1 : 2);
+    checkCompiled(chain, [a, args()]);
+    // Batched products with a per-batch operand.
+    const batched = (x: Arr, w: Arr, c: Arr) => lx.tanh(lx.multiply(lx.matmul(x, w), c));
+    const bargs = () => [f32([3, 2, 9, 17]), f32([2, 17, 11]), f32([3, 1, 1, 11])] as [Arr, Arr, Arr];
+    const ba = bargs();
+    expect(steps(batched, ...ba)).toBe(epilogues ? 1 : 2);
+    checkCompiled(batched, [ba, bargs()]);
+  });
+
+  test("a product is stored where something else reads it, where it is an output, or where the chain starts elsewhere", () => {
+    const [x, w, b] = [f32([8, 12]), f32([12, 10]), f32([10])];
+    const twice = (x: Arr, w: Arr, b: Arr) => {
+      const p = lx.matmul(x, w);
+      return lx.add(lx.exp(p), lx.sum(p, -1, { keepdims: true }));
+    };
+    // matmul | sum | exp+add
+    expect(steps(twice, x, w, b)).toBe(3);
+    checkCompiled(twice, [[x, w, b]]);
+    const alsoOut = (x: Arr, w: Arr, b: Arr) => {
+      const p = lx.matmul(x, w);
+      return [p, lx.add(p, b)];
+    };
+    expect(steps(alsoOut, x, w, b)).toBe(2);
+    checkCompiled(alsoOut, [[x, w, b]]);
+    // The chain's running value starts at c, the product is its other operand.
+    const other = (x: Arr, w: Arr, c: Arr) => lx.exp(lx.subtract(lx.multiply(c, 2), lx.matmul(x, w)));
+    const c = f32([8, 10]);
+    expect(steps(other, x, w, c)).toBe(2);
+    checkCompiled(other, [[x, w, c]]);
+    // An operand of the chain computed after the product: the epilogue waits for it.
+    const late = (x: Arr, w: Arr, b: Arr) => {
+      const p = lx.matmul(x, w);
+      const q = lx.matmul(lx.exp(x), w);
+      return lx.add(p, lx.sqrt(lx.abs(q)));
+    };
+    checkCompiled(late, [[x, w, b]]);
   });
 
   test("every unary op and every arithmetic binary op, the running value on either side, broadcast and strided operands", () => {

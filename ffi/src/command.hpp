@@ -65,11 +65,27 @@ struct TensorArg {
   int64_t offset = 0;
 };
 
+// A Matmul command may carry an epilogue (a compiled plan's doing, Backend::matmul_epilogue):
+// params.fused is an elementwise chain whose input 0 is the product and whose inputs 1.. are the
+// command's inputs after a and b; the output holds the chain's result.
 struct Command {
   OpCode op = OpCode::Full;
   OpParams params;
   std::vector<TensorArg> inputs;
   TensorArg output;
 };
+
+// A matmul's epilogue as the Fused command it would be run alone: input 0 is the product, read
+// from the output (in place: element i of the chain reads only element i of input 0).
+inline Command epilogue_command(const Command& matmul) {
+  Command chain;
+  chain.op = OpCode::Fused;
+  chain.params.fused = matmul.params.fused;
+  chain.inputs.reserve(matmul.inputs.size() - 1);
+  chain.inputs.push_back(matmul.output);
+  chain.inputs.insert(chain.inputs.end(), matmul.inputs.begin() + 2, matmul.inputs.end());
+  chain.output = matmul.output;
+  return chain;
+}
 
 }  // namespace lanes

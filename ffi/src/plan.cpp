@@ -278,11 +278,26 @@ void Plan::fuse_elementwise() {
     chain_of[i] = joined;
   }
 
+  // A chain whose input 0 is a matmul's product that nothing else reads becomes that matmul's
+  // epilogue (where the backend can keep the product's bits), even a chain of one op.
+  std::vector<int> epilogue_matmul(chains.size(), -1);
+  std::vector<bool> absorbed(count, false);
+  for (size_t id = 0; id < chains.size(); ++id) {
+    int m = matmul_feeding(chains[id].inputs.front(), steps_[chains[id].members.back()].output, readers, writer);
+    if (m < 0 || absorbed[m]) continue;
+    epilogue_matmul[id] = m;
+    absorbed[m] = true;
+  }
+
   std::vector<Step> fused;
   fused.reserve(steps_.size());
   for (int i = 0; i < count; ++i) {
+    if (absorbed[i]) {
+      slots_[steps_[i].output.slot].kind = SlotKind::Elided;
+      continue;
+    }
     int id = chain_of[i];
-    if (id < 0 || chains[id].members.size() < 2) {
+    if (id < 0 || (chains[id].members.size() < 2 && epilogue_matmul[id] < 0)) {
       fused.push_back(std::move(steps_[i]));
       continue;
     }
@@ -291,8 +306,18 @@ void Plan::fuse_elementwise() {
       slots_[steps_[i].output.slot].kind = SlotKind::Elided;
       continue;
     }
+    auto program = std::make_shared<const std::vector<FusedStep>>(std::move(chain.program));
+    if (int m = epilogue_matmul[id]; m >= 0) {
+      // Placed where the chain's last op was: the chain's other inputs are ready only there.
+      Step step = steps_[m];
+      step.inputs.insert(step.inputs.end(), chain.inputs.begin() + 1, chain.inputs.end());
+      step.output = steps_[i].output;
+      step.params.fused = std::move(program);
+      fused.push_back(std::move(step));
+      continue;
+    }
     Step step{OpCode::Fused, {}, std::move(chain.inputs), steps_[i].output};
-    step.params.fused = std::make_shared<const std::vector<FusedStep>>(std::move(chain.program));
+    step.params.fused = std::move(program);
     fused.push_back(std::move(step));
   }
   steps_ = std::move(fused);
@@ -300,6 +325,21 @@ void Plan::fuse_elementwise() {
     Slot& s = slots_[steps_[i].output.slot];
     if (s.kind == SlotKind::Arena) s.first = i;
   }
+}
+
+// The float32 matmul step whose product `in` is, read whole by one step only and at the shape
+// of `out`, when the backend can give it an epilogue; else -1.
+int Plan::matmul_feeding(const Operand& in, const Operand& out, const std::vector<int>& readers,
+                         const std::vector<int>& writer) const {
+  int m = writer[in.slot];
+  if (m < 0 || readers[in.slot] != 1 || !in.strides.empty() || in.offset != 0 || in.shape != out.shape) return -1;
+  const Step& step = steps_[m];
+  if (step.op != OpCode::Matmul || step.params.fused || step.output.dtype != DType::Float32 || step.output.shape != out.shape)
+    return -1;
+  const Shape& a = step.inputs[0].shape;
+  const Shape& y = step.output.shape;
+  int64_t M = y[y.size() - 2], N = y.back(), K = a.back();
+  return runtime().backend().matmul_epilogue(M, N, K) ? m : -1;
 }
 
 void Plan::lay_out_arena() {

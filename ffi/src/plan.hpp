@@ -89,6 +89,7 @@ class Plan {
 
   bool fusable(const Step& step) const;
   void fuse_elementwise();
+  int matmul_feeding(const Operand& in, const Operand& out, const std::vector<int>& readers, const std::vector<int>& writer) const;
   void lay_out_arena();
   std::shared_ptr<Instance> instance_for(const StreamPtr& stream, const std::vector<void*>& donated);
   void* address(const Instance& instance, int slot, const std::vector<void*>& donated) const;
