@@ -541,7 +541,7 @@ lanes_status lanes_array_read(uint64_t a, void* dst, uint64_t nbytes) {
       }
     schedule({n});
     wait_ready(*n);
-    const char* src = static_cast<const char*>(n->buffer->data()) + n->offset * static_cast<int64_t>(dtype_size(n->dtype));
+    const char* src = static_cast<const char*>(n->buffer->data()) + n->offset() * static_cast<int64_t>(dtype_size(n->dtype));
     if (nbytes) running_runtime().backend().download(dst, src, nbytes);
   });
 }

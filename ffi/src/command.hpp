@@ -38,19 +38,20 @@ struct FusedStep {
   float scalar = 0;         // BinaryScalar: the scalar as float32 holds it
 };
 
+// Every graph node carries one: the small fields come first, so that none pads the struct.
 struct OpParams {
   int subop = 0;               // the sub-op code of Unary, Binary, BinaryScalar, Reduce and Random
-  std::vector<int> axes;       // Reduce: sorted, normalized
   int axis = 0;                // Softmax, Concatenate, Take, SliceUpdate: normalized; Rope: dims
-  // Full: value. Arange: start, step. Random: a, b. BinaryScalar: the scalar. Norms: eps.
-  // Attention: scale, key length. Rope: base, scale, position offset. SliceUpdate: offset.
-  double scalars[3] = {0, 0, 0};
-  // The plan parameter each scalar is bound to while a compiled plan replays (-1: fixed).
-  int8_t dynamic[3] = {-1, -1, -1};
-  uint64_t seed = 0;           // Random
   // BinaryScalar: 1 = the scalar is the left operand. Norms: 1 weight, 2 bias. Attention:
   // 1 causal. Rope: 1 traditional.
   int flags = 0;
+  // The plan parameter each scalar is bound to while a compiled plan replays (-1: fixed).
+  int8_t dynamic[3] = {-1, -1, -1};
+  // Full: value. Arange: start, step. Random: a, b. BinaryScalar: the scalar. Norms: eps.
+  // Attention: scale, key length. Rope: base, scale, position offset. SliceUpdate: offset.
+  double scalars[3] = {0, 0, 0};
+  uint64_t seed = 0;           // Random
+  std::vector<int> axes;       // Reduce: sorted, normalized
   void* host_staging = nullptr;  // Download: host memory the device writes
   std::shared_ptr<const std::vector<FusedStep>> fused;  // Fused: its steps, in order
 };

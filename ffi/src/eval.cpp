@@ -36,8 +36,8 @@ TensorArg tensor_arg(const Node& n) {
   t.data = n.buffer ? n.buffer->data() : nullptr;
   t.shape = n.shape;
   t.dtype = n.dtype;
-  t.strides = n.strides;
-  t.offset = n.offset;
+  t.strides = n.strides();
+  t.offset = n.offset();
   return t;
 }
 
@@ -45,7 +45,7 @@ TensorArg tensor_arg(const Node& n) {
 // the target is computed, only this node refers to it, and no work in flight holds its buffer.
 bool can_donate(const NodePtr& target) {
   return target.use_count() == 1 && state_of(target->state.load(std::memory_order_acquire)) == NodeState::Scheduled &&
-         target->op != OpCode::View && target->buffer && target->buffer.use_count() == 1 && target->offset == 0 &&
+         target->op != OpCode::View && target->buffer && target->buffer.use_count() == 1 && target->offset() == 0 &&
          target->contiguous();
 }
 
@@ -167,7 +167,7 @@ class Evaluation {
         else if (s != NodeState::Scheduled && !in_batch.count(in.get())) blocked = true;
       }
       if (failed_input) {
-        fail(*n, failed_input->error_code, failed_input->error);
+        fail(*n, *failed_input->failure);
         progressed = true;
         continue;
       }
@@ -191,7 +191,7 @@ class Evaluation {
     if (in_batch.count(source.get())) encode_batch(in_batch);
     NodeState s = state_of(source->state.load(std::memory_order_acquire));
     if (s == NodeState::Failed) {
-      fail(*n, source->error_code, source->error);
+      fail(*n, *source->failure);
       return true;
     }
     if (s != NodeState::Scheduled) return false;
@@ -226,7 +226,7 @@ class Evaluation {
       c.inputs.push_back(tensor_arg(*in));
       pc.reads.push_back(in->buffer);
     }
-    if (n->op == OpCode::Download) c.params.host_staging = n->staging.get(), pc.staging = n->staging;
+    if (n->op == OpCode::Download) c.params.host_staging = n->extras->staging.get(), pc.staging = n->extras->staging;
     StreamScratch scratch(*stream, pc.scratch);
     pc.prepared = rt.backend().prepare(c, stream->device(), scratch);
     return p;
@@ -244,7 +244,7 @@ class Evaluation {
     for (Planned& p : batch)
       for (const NodePtr& in : p.node->inputs)
         if (in->producer && in->producer != stream) in->producer->flush_through(in->value);
-    std::vector<std::vector<NodePtr>> released_inputs;
+    std::vector<NodeInputs> released_inputs;
     released_inputs.reserve(batch.size());
     touched_.insert(stream);
     try {
@@ -257,7 +257,6 @@ class Evaluation {
         // Published at once: if a later encode of this batch throws, this node is done and
         // must not be computed again.
         released_inputs.push_back(std::move(p.node->inputs));
-        p.node->inputs.clear();
         publish(*p.node, NodeState::Scheduled);
       }
     } catch (const Error& e) {
@@ -274,16 +273,13 @@ class Evaluation {
     n.state.notify_all();
   }
 
+  void fail(Node& n, const NodeFailure& failure) { fail(n, failure.code, failure.message); }
   void fail(Node& n, lanes_status code, const std::string& error) {
-    n.error_code = code;
-    n.error = error;
+    n.failure = std::make_unique<const NodeFailure>(NodeFailure{code, error});
     n.buffer.reset();
     // A view keeps its source: views of it are built from that source.
-    std::vector<NodePtr> inputs;
-    if (n.op != OpCode::View) {
-      inputs = std::move(n.inputs);
-      n.inputs.clear();
-    }
+    NodeInputs inputs;
+    if (n.op != OpCode::View) inputs = std::move(n.inputs);
     publish(n, NodeState::Failed);
   }
 
@@ -314,7 +310,7 @@ class Evaluation {
 };
 
 std::string node_error(const Node& n) {
-  if (state_of(n.state.load(std::memory_order_acquire)) == NodeState::Failed) return n.error;
+  if (state_of(n.state.load(std::memory_order_acquire)) == NodeState::Failed) return n.failure->message;
   if (n.producer) {
     if (auto e = n.producer->timeline()->error_at(n.value)) return *e;
   }
@@ -323,7 +319,7 @@ std::string node_error(const Node& n) {
 }
 
 lanes_status error_code_of(const Node& n) {
-  if (state_of(n.state.load(std::memory_order_acquire)) == NodeState::Failed) return n.error_code;
+  if (state_of(n.state.load(std::memory_order_acquire)) == NodeState::Failed) return n.failure->code;
   return LANES_ERR_DEVICE;
 }
 

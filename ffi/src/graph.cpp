@@ -15,16 +15,7 @@ namespace {
 // The most dimensions an array may have (the C ABI's shape buffers are sized for it).
 constexpr size_t kMaxDims = 32;
 
-// The inputs of a node, moved in (an initializer list would copy every shared_ptr).
-template <class... Nodes>
-std::vector<NodePtr> inputs_of(Nodes&&... nodes) {
-  std::vector<NodePtr> v;
-  v.reserve(sizeof...(nodes));
-  (v.push_back(std::move(nodes)), ...);
-  return v;
-}
-
-NodePtr node(OpCode op, OpParams params, Shape shape, DType dtype, std::vector<NodePtr> inputs, StreamPtr stream) {
+NodePtr node(OpCode op, OpParams params, Shape shape, DType dtype, NodeInputs inputs, StreamPtr stream) {
   if (shape.size() > kMaxDims)
     throw_error(LANES_ERR_SHAPE, std::string(op_name(op, params.subop)) + ": the result would have " +
                                      std::to_string(shape.size()) + " dimensions (at most " + std::to_string(kMaxDims) + ")");
@@ -131,7 +122,7 @@ NodePtr make_unary(int op, NodePtr a, StreamPtr stream) {
   p.subop = op;
   Shape shape = a->shape;
   DType dtype = a->dtype;
-  return node(OpCode::Unary, p, std::move(shape), dtype, inputs_of(std::move(a)), std::move(stream));
+  return node(OpCode::Unary, p, std::move(shape), dtype, NodeInputs::of(std::move(a)), std::move(stream));
 }
 
 NodePtr make_binary(int op, NodePtr a, NodePtr b, StreamPtr stream) {
@@ -150,7 +141,7 @@ NodePtr make_binary(int op, NodePtr a, NodePtr b, StreamPtr stream) {
   DType dtype = comparison ? DType::Bool : common;
   OpParams p;
   p.subop = op;
-  return node(OpCode::Binary, p, std::move(shape), dtype, inputs_of(std::move(a), std::move(b)), std::move(stream));
+  return node(OpCode::Binary, p, std::move(shape), dtype, NodeInputs::of(std::move(a), std::move(b)), std::move(stream));
 }
 
 NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream) {
@@ -173,7 +164,7 @@ NodePtr make_matmul(NodePtr a, NodePtr b, StreamPtr stream) {
   DType dtype = floating_of(promote(a->dtype, b->dtype));
   cast(a, dtype, stream);
   cast(b, dtype, stream);
-  return node(OpCode::Matmul, {}, std::move(shape), dtype, inputs_of(std::move(a), std::move(b)), std::move(stream));
+  return node(OpCode::Matmul, {}, std::move(shape), dtype, NodeInputs::of(std::move(a), std::move(b)), std::move(stream));
 }
 
 NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, bool keepdims, StreamPtr stream) {
@@ -211,7 +202,7 @@ NodePtr make_reduce(int op, NodePtr a, std::vector<int> axes, bool all_axes, boo
   OpParams p;
   p.subop = op;
   p.axes = std::move(axes);
-  return node(OpCode::Reduce, p, std::move(shape), dtype, inputs_of(std::move(a)), std::move(stream));
+  return node(OpCode::Reduce, p, std::move(shape), dtype, NodeInputs::of(std::move(a)), std::move(stream));
 }
 
 NodePtr make_softmax(NodePtr a, int axis, StreamPtr stream) {
@@ -223,7 +214,7 @@ NodePtr make_softmax(NodePtr a, int axis, StreamPtr stream) {
   as_floating(a, stream);
   Shape shape = a->shape;
   DType dtype = a->dtype;
-  return node(OpCode::Softmax, p, std::move(shape), dtype, inputs_of(std::move(a)), std::move(stream));
+  return node(OpCode::Softmax, p, std::move(shape), dtype, NodeInputs::of(std::move(a)), std::move(stream));
 }
 
 NodePtr make_where(NodePtr cond, NodePtr a, NodePtr b, StreamPtr stream) {
@@ -233,7 +224,7 @@ NodePtr make_where(NodePtr cond, NodePtr a, NodePtr b, StreamPtr stream) {
   cast(cond, DType::Bool, stream);
   cast(a, dtype, stream);
   cast(b, dtype, stream);
-  return node(OpCode::Where, {}, std::move(shape), dtype, inputs_of(std::move(cond), std::move(a), std::move(b)), std::move(stream));
+  return node(OpCode::Where, {}, std::move(shape), dtype, NodeInputs::of(std::move(cond), std::move(a), std::move(b)), std::move(stream));
 }
 
 // ---- views and shape ops ----------------------------------------------------------------------
@@ -245,9 +236,8 @@ namespace {
 NodePtr view(const NodePtr& a, Shape shape, Shape strides, int64_t offset) {
   NodePtr root = a->op == OpCode::View ? a->inputs.front() : a;
   // The view lives on its source's stream: it is ready when the source is.
-  NodePtr v = node(OpCode::View, {}, std::move(shape), a->dtype, inputs_of(NodePtr(root)), root->stream);
-  v->strides = std::move(strides);
-  v->offset = offset;
+  NodePtr v = node(OpCode::View, {}, std::move(shape), a->dtype, NodeInputs::of(NodePtr(root)), root->stream);
+  v->extras = std::make_unique<const NodeExtras>(NodeExtras{std::move(strides), offset, nullptr});
   return v;
 }
 
@@ -290,7 +280,7 @@ NodePtr make_reshape(NodePtr a, Shape shape, StreamPtr stream) {
     a = make_astype(a, a->dtype, stream);
     strides = contiguous_strides(shape);
   }
-  int64_t offset = a->offset;
+  int64_t offset = a->offset();
   return view(a, std::move(shape), std::move(strides), offset);
 }
 
@@ -313,7 +303,7 @@ NodePtr make_transpose(NodePtr a, std::vector<int> axes, bool reverse, StreamPtr
     strides.push_back(a->layout()[ax]);
   }
   (void)stream;
-  return view(a, std::move(shape), std::move(strides), a->offset);
+  return view(a, std::move(shape), std::move(strides), a->offset());
 }
 
 NodePtr make_broadcast_to(NodePtr a, Shape shape, StreamPtr stream) {
@@ -325,7 +315,7 @@ NodePtr make_broadcast_to(NodePtr a, Shape shape, StreamPtr stream) {
   size_t off = shape.size() - a->shape.size();
   for (size_t i = 0; i < a->shape.size(); ++i) strides[off + i] = a->shape[i] == 1 ? 0 : a->layout()[i];
   (void)stream;
-  return view(a, std::move(shape), std::move(strides), a->offset);
+  return view(a, std::move(shape), std::move(strides), a->offset());
 }
 
 NodePtr make_expand_dims(NodePtr a, std::vector<int> axes, StreamPtr stream) {
@@ -348,7 +338,7 @@ NodePtr make_expand_dims(NodePtr a, std::vector<int> axes, StreamPtr stream) {
     }
   }
   (void)stream;
-  return view(a, std::move(shape), std::move(strides), a->offset);
+  return view(a, std::move(shape), std::move(strides), a->offset());
 }
 
 NodePtr make_squeeze(NodePtr a, std::vector<int> axes, bool all_unit_axes, StreamPtr stream) {
@@ -372,7 +362,7 @@ NodePtr make_squeeze(NodePtr a, std::vector<int> axes, bool all_unit_axes, Strea
     strides.push_back(a->layout()[i]);
   }
   (void)stream;
-  return view(a, std::move(shape), std::move(strides), a->offset);
+  return view(a, std::move(shape), std::move(strides), a->offset());
 }
 
 NodePtr make_slice(NodePtr a, const Shape& starts, const Shape& stops,
@@ -383,7 +373,7 @@ NodePtr make_slice(NodePtr a, const Shape& starts, const Shape& stops,
     throw_error(LANES_ERR_SHAPE, "slice: starts, stops and steps must have one entry per sliced axis (at most " +
                                      std::to_string(ndim) + ") for " + shape_str(a->shape));
   Shape shape = a->shape, strides = a->layout();
-  int64_t offset = a->offset;
+  int64_t offset = a->offset();
   for (size_t i = 0; i < starts.size(); ++i) {
     int64_t dim = a->shape[i], step = steps.empty() ? 1 : steps[i];
     if (step == 0) throw_error(LANES_ERR_SHAPE, "slice: step 0 on axis " + std::to_string(i));
@@ -427,7 +417,7 @@ NodePtr make_concatenate(std::vector<NodePtr> arrays, int axis, StreamPtr stream
   for (NodePtr& a : arrays) cast(a, dtype, stream);
   OpParams p;
   p.axis = ax;
-  return node(OpCode::Concatenate, p, std::move(shape), dtype, std::move(arrays), std::move(stream));
+  return node(OpCode::Concatenate, p, std::move(shape), dtype, NodeInputs(std::move(arrays)), std::move(stream));
 }
 
 NodePtr make_stack(std::vector<NodePtr> arrays, int axis, StreamPtr stream) {
@@ -458,7 +448,7 @@ NodePtr make_take(NodePtr a, NodePtr indices, int axis, StreamPtr stream) {
   OpParams p;
   p.axis = ax;
   DType dtype = is_quantized(a->dtype) ? DType::Float32 : a->dtype;
-  return node(OpCode::Take, p, std::move(shape), dtype, inputs_of(std::move(a), std::move(indices)), std::move(stream));
+  return node(OpCode::Take, p, std::move(shape), dtype, NodeInputs::of(std::move(a), std::move(indices)), std::move(stream));
 }
 
 // ---- fused ops ---------------------------------------------------------------------------------
@@ -509,7 +499,7 @@ NodePtr make_norm(OpCode op, NodePtr x, NodePtr weight, NodePtr bias, double eps
   DType dtype = common_floating(inputs);
   for (NodePtr& n : inputs) cast(n, dtype, stream);
   Shape shape = x->shape;
-  return node(op, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
+  return node(op, p, std::move(shape), dtype, NodeInputs(std::move(inputs)), std::move(stream));
 }
 
 }  // namespace
@@ -571,7 +561,7 @@ NodePtr attention_node(NodePtr q, NodePtr k, NodePtr v, double scale, bool causa
     for (NodePtr& n : inputs) cast(n, dtype, stream);
   if (key_lengths) inputs.push_back(std::move(key_lengths));
   Shape shape{qs[0], qs[1], qs[2], vs[3]};
-  return node(OpCode::Attention, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
+  return node(OpCode::Attention, p, std::move(shape), dtype, NodeInputs(std::move(inputs)), std::move(stream));
 }
 
 NodePtr rope_node(NodePtr x, int dims, bool traditional, double base, double scale, int64_t offset, int offset_param,
@@ -599,7 +589,7 @@ NodePtr rope_node(NodePtr x, int dims, bool traditional, double base, double sca
   Shape shape = x->shape;
   DType dtype = x->dtype;
   inputs.insert(inputs.begin(), std::move(x));
-  return node(OpCode::Rope, p, std::move(shape), dtype, std::move(inputs), std::move(stream));
+  return node(OpCode::Rope, p, std::move(shape), dtype, NodeInputs(std::move(inputs)), std::move(stream));
 }
 
 }  // namespace
@@ -630,13 +620,13 @@ NodePtr make_astype(NodePtr a, DType dtype, StreamPtr stream) {
     throw_error(LANES_ERR_DTYPE, std::string("astype: ") + dtype_name(a->dtype) + " dequantizes to float32 only, not " +
                                      dtype_name(dtype));
   Shape shape = a->shape;
-  return node(OpCode::AsType, {}, std::move(shape), dtype, inputs_of(std::move(a)), std::move(stream));
+  return node(OpCode::AsType, {}, std::move(shape), dtype, NodeInputs::of(std::move(a)), std::move(stream));
 }
 
 NodePtr make_download(NodePtr a, std::shared_ptr<void> staging, StreamPtr stream) {
   DType dtype = a->dtype;
-  NodePtr n = node(OpCode::Download, {}, Shape{0}, dtype, inputs_of(std::move(a)), std::move(stream));
-  n->staging = std::move(staging);
+  NodePtr n = node(OpCode::Download, {}, Shape{0}, dtype, NodeInputs::of(std::move(a)), std::move(stream));
+  n->extras = std::make_unique<const NodeExtras>(NodeExtras{{}, 0, std::move(staging)});
   return n;
 }
 
@@ -659,7 +649,7 @@ NodePtr make_binary_scalar(int op, NodePtr a, double scalar, bool scalar_first, 
   p.flags = scalar_first ? 1 : 0;
   Shape shape = a->shape;
   DType dtype = rule == Rule::COMPARE ? DType::Bool : compute;
-  return node(OpCode::BinaryScalar, p, std::move(shape), dtype, inputs_of(std::move(a)), std::move(stream));
+  return node(OpCode::BinaryScalar, p, std::move(shape), dtype, NodeInputs::of(std::move(a)), std::move(stream));
 }
 
 NodePtr make_quantized_matmul(NodePtr x, NodePtr w, StreamPtr stream) {
@@ -674,7 +664,7 @@ NodePtr make_quantized_matmul(NodePtr x, NodePtr w, StreamPtr stream) {
   if (!x->contiguous()) x = make_astype(x, DType::Float32, stream);
   Shape shape = x->shape;
   shape.back() = w->shape[0];
-  return node(OpCode::QuantizedMatmul, {}, std::move(shape), DType::Float32, inputs_of(std::move(x), std::move(w)), std::move(stream));
+  return node(OpCode::QuantizedMatmul, {}, std::move(shape), DType::Float32, NodeInputs::of(std::move(x), std::move(w)), std::move(stream));
 }
 
 namespace {
@@ -712,7 +702,7 @@ NodePtr make_slice_update(NodePtr target, NodePtr update, int axis, int64_t offs
   p.dynamic[0] = static_cast<int8_t>(offset_param);
   Shape shape = target->shape;
   DType dtype = target->dtype;
-  return node(OpCode::SliceUpdate, p, std::move(shape), dtype, inputs_of(std::move(target), std::move(update)), std::move(stream));
+  return node(OpCode::SliceUpdate, p, std::move(shape), dtype, NodeInputs::of(std::move(target), std::move(update)), std::move(stream));
 }
 
 NodePtr make_slice_update_rows(NodePtr target, NodePtr update, int axis, NodePtr offsets, StreamPtr stream) {
@@ -727,7 +717,7 @@ NodePtr make_slice_update_rows(NodePtr target, NodePtr update, int axis, NodePtr
   p.axis = ax;
   Shape shape = target->shape;
   DType dtype = target->dtype;
-  return node(OpCode::SliceUpdate, p, std::move(shape), dtype, inputs_of(std::move(target), std::move(update), std::move(offsets)),
+  return node(OpCode::SliceUpdate, p, std::move(shape), dtype, NodeInputs::of(std::move(target), std::move(update), std::move(offsets)),
               std::move(stream));
 }
 

@@ -8,7 +8,6 @@
 
 namespace lanes {
 
-using NodePtr = std::shared_ptr<Node>;
 using StreamPtr = std::shared_ptr<Stream>;
 
 NodePtr make_from_data(const void* data, size_t nbytes, DType dtype, Shape shape);

@@ -33,8 +33,8 @@ TensorArg tensor_of(const Node& n) {
   t.data = n.buffer ? n.buffer->data() : nullptr;
   t.shape = n.shape;
   t.dtype = n.dtype;
-  t.strides = n.strides;
-  t.offset = n.offset;
+  t.strides = n.strides();
+  t.offset = n.offset();
   return t;
 }
 
@@ -140,7 +140,7 @@ std::shared_ptr<Plan> Plan::build(const std::vector<NodePtr>& inputs, const std:
       s.bytes = held->nbytes();
       it = slot_of.emplace(root, new_slot(std::move(s))).first;
     }
-    return Operand{it->second, n->shape, n->dtype, n->strides, n->offset};
+    return Operand{it->second, n->shape, n->dtype, n->strides(), n->offset()};
   };
 
   for (const NodePtr& n : order) {
@@ -497,7 +497,7 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (slots_[inputs_[i].slot].kind != SlotKind::Donated) continue;
     const NodePtr& in = inputs[i];
-    bool exclusive = in.use_count() == 1 && in->buffer && in->buffer.use_count() == 1 && in->contiguous() && in->offset == 0;
+    bool exclusive = in.use_count() == 1 && in->buffer && in->buffer.use_count() == 1 && in->contiguous() && in->offset() == 0;
     if (exclusive) {
       donated_buffers[i] = in->buffer;
     } else {
@@ -518,7 +518,7 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (slots_[inputs_[i].slot].kind == SlotKind::Donated) continue;
     const NodePtr& in = inputs[i];
-    if (bind && in->contiguous() && in->offset == 0) {
+    if (bind && in->contiguous() && in->offset() == 0) {
       replay.bound.push_back(in->buffer->data());
       replay.reads.push_back(in->buffer);
       continue;
@@ -535,7 +535,7 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
   }
   std::vector<NodePtr> results;
   for (const Output& o : outputs_) {
-    NodePtr out = std::make_shared<Node>(OpCode::PlanOutput, OpParams{}, o.shape, o.dtype, std::vector<NodePtr>{}, stream);
+    NodePtr out = std::make_shared<Node>(OpCode::PlanOutput, OpParams{}, o.shape, o.dtype, NodeInputs{}, stream);
     const Slot& s = slots_[o.slot];
     if (s.kind == SlotKind::Donated) {
       out->buffer = donated_buffers[s.input];

@@ -34,7 +34,8 @@ Runtime::Runtime()
                counters.epochs_committed.load(std::memory_order_acquire);
       }) {
   set_epoch_budget(EpochBudget{backend_->default_epoch_ops(), backend_->default_epoch_bytes()});
-  default_stream_handle_ = streams.insert(new_stream());
+  default_stream_ = new_stream();
+  default_stream_handle_ = streams.insert(default_stream_);
 }
 
 std::shared_ptr<Stream> Runtime::new_stream(int device) {
@@ -47,7 +48,9 @@ std::shared_ptr<Stream> Runtime::new_stream(int device) {
 }
 
 std::shared_ptr<Stream> Runtime::stream_or_default(uint64_t handle) {
-  return streams.get(handle == 0 ? default_stream_handle_ : handle);
+  // The default stream lives as long as the runtime: no need to pin its slot.
+  if (handle == 0 || handle == default_stream_handle_) return default_stream_;
+  return streams.get(handle);
 }
 
 namespace {

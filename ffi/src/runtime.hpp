@@ -47,6 +47,7 @@ class Runtime {
   Allocator allocator_;
   std::atomic<uint64_t> next_stream_id_{1};
   std::atomic<uint64_t> next_eval_id_{1};
+  std::shared_ptr<Stream> default_stream_;
   uint64_t default_stream_handle_ = 0;
 };
 
