@@ -439,7 +439,7 @@ static void matmul(const Command& c, LaunchContext& ctx) {
   int64_t batches = numel(batch);
   if (M * N * batches == 0) return;
   CUdeviceptr y = data_ptr(c.output);
-  if (K == 0) {
+  if (K == 0 && !c.params.fused) {
     int64_t n = M * N * batches;
     uint32_t zero = 0;
     launch_1d(ctx, "fill_" + size_suffix(c.output.dtype), n, y, n, zero);
