@@ -11,7 +11,8 @@
 // split or SIMD width changes a bit.
 // Products of few rows (up to kFewRowsDirect, like a decode step's x @ W) skip packing B: each
 // value of B serves only those rows, so they stream B once through strip kernels that compute
-// the same chains.
+// the same chains. A single row takes strips as wide as the registers allow; up to kFewRows
+// rows against a transposed B (a tied output head) transpose 16 x 16 blocks of it in registers.
 #include "sgemm.hpp"
 
 #include <algorithm>
@@ -64,10 +65,23 @@ struct Strip {
   StripKernel kernel;
 };
 
+// One row against B read in place, for up to 16 * NV columns (NV a multiple of 4, at most
+// kRowVectors): C[0:nc] = A[0:K] · B[:, 0:nc].
+using RowKernel = void (*)(int64_t K, const float* A, const float* B, int64_t ldb, float* C, int64_t nc);
+constexpr int64_t kRowVectors = 24;
+
+// C[0:R, 0:16] (row stride ldc, nc <= 16 columns valid) = A_panel (k-major, R rows) · B[:, 0:nc]
+// for a B whose columns are contiguous in k (a transposed weight, as a tied output head reads
+// the embedding): B[k, j] at B[j * ldb + k].
+using TransposedStripKernel = void (*)(int64_t K, const float* A, const float* B, int64_t ldb, float* C, int64_t ldc,
+                                       int64_t nc);
+
 struct Path {
   int64_t mr, nr;
   Microkernel kernel;
   Strip few_rows[kFewRows];  // [rows - 1]
+  RowKernel row[kRowVectors / 4];  // [vectors / 4 - 1], or null: single rows take few_rows[0]
+  TransposedStripKernel transposed[kFewRows];  // [rows - 1], or null: the packed kernel instead
 };
 
 #if defined(__x86_64__)
@@ -179,6 +193,86 @@ __attribute__((target("avx512f"))) void strip_avx512(int64_t K, const float* A, 
     LANES_UNROLL for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(C + i * ldc + 16 * v, mask[v], acc[i][v]);
 }
 
+// A single row (a decode step's x @ W at one request): as many columns per pass as the
+// registers hold, so that B streams row after row, each row nearly in memory order, which the
+// hardware prefetchers follow (software prefetches made the decode's weights, streamed from
+// L3, slower), and NV independent FMA chains hide the FMA latency.
+template <int NV>
+__attribute__((target("avx512f"))) void row_avx512(int64_t K, const float* A, const float* B, int64_t ldb, float* C,
+                                                   int64_t nc) {
+  __m512 acc[NV];
+  __mmask16 mask[NV];
+  LANES_UNROLL for (int v = 0; v < NV; ++v) {
+    int64_t left = nc - 16 * v;
+    mask[v] = left >= 16 ? __mmask16(0xFFFF) : left > 0 ? __mmask16((1u << left) - 1) : __mmask16(0);
+    acc[v] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 a = _mm512_set1_ps(A[k]);
+    LANES_UNROLL for (int v = 0; v < NV; ++v)
+      acc[v] = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(mask[v], B + k * ldb + 16 * v), acc[v]);
+  }
+  LANES_UNROLL for (int v = 0; v < NV; ++v) _mm512_mask_storeu_ps(C + 16 * v, mask[v], acc[v]);
+}
+
+// Per 128-bit lane: the low (or high) 64-bit halves of a and b.
+__attribute__((target("avx512f"), always_inline)) inline __m512 unpacklo_pairs(__m512 a, __m512 b) {
+  return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+}
+__attribute__((target("avx512f"), always_inline)) inline __m512 unpackhi_pairs(__m512 a, __m512 b) {
+  return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+}
+
+// r[i] <- column i of the 16 x 16 matrix whose rows are r: 4 rounds of 16 shuffles.
+__attribute__((target("avx512f"), always_inline)) inline void transpose_16x16(__m512 (&r)[16]) {
+  __m512 t[16];
+  LANES_UNROLL for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // In each 128-bit lane l of r[4q + e]: rows 4q..4q+3 of column 4l + e.
+  LANES_UNROLL for (int q = 0; q < 16; q += 4) {
+    r[q] = unpacklo_pairs(t[q], t[q + 2]);
+    r[q + 1] = unpackhi_pairs(t[q], t[q + 2]);
+    r[q + 2] = unpacklo_pairs(t[q + 1], t[q + 3]);
+    r[q + 3] = unpackhi_pairs(t[q + 1], t[q + 3]);
+  }
+  // Column 4l + e gathers lane l of r[e], r[4 + e], r[8 + e], r[12 + e].
+  LANES_UNROLL for (int e = 0; e < 4; ++e) {
+    __m512 u0 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88), u1 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xdd);
+    __m512 u2 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88), u3 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xdd);
+    t[e] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    t[8 + e] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+    t[4 + e] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    t[12 + e] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+  }
+  LANES_UNROLL for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Few rows against a transposed B: 16 columns' next 16 values of k are loaded as 16 contiguous
+// vectors and transposed in registers into 16 rows of B, then accumulated in k order as
+// strip_avx512 does (packing B would cost more than the R uses of each value save).
+template <int R>
+__attribute__((target("avx512f"))) void transposed_strip_avx512(int64_t K, const float* A, const float* B, int64_t ldb,
+                                                                float* C, int64_t ldc, int64_t nc) {
+  __m512 acc[R];
+  LANES_UNROLL for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t k0 = 0; k0 < K; k0 += 16) {
+    const int64_t kc = std::min<int64_t>(16, K - k0);
+    const __mmask16 kmask = kc == 16 ? __mmask16(0xFFFF) : __mmask16((1u << kc) - 1);
+    __m512 rows[16];
+    LANES_UNROLL for (int j = 0; j < 16; ++j)
+      rows[j] = j < nc ? _mm512_maskz_loadu_ps(kmask, B + j * ldb + k0) : _mm512_setzero_ps();
+    transpose_16x16(rows);
+    LANES_UNROLL for (int kk = 0; kk < 16; ++kk) {
+      if (kk >= kc) break;
+      LANES_UNROLL for (int i = 0; i < R; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(A[(k0 + kk) * R + i]), rows[kk], acc[i]);
+    }
+  }
+  const __mmask16 mask = nc >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nc) - 1);
+  LANES_UNROLL for (int i = 0; i < R; ++i) _mm512_mask_storeu_ps(C + i * ldc, mask, acc[i]);
+}
+
 // One pass over k for strip_avx2; masked loads only for a strip cut short by the matrix edge
 // (VMASKMOVPS loads are slow on AMD cores).
 template <int R, int NV, bool kMasked>
@@ -231,12 +325,19 @@ constexpr Path kAvx512{kMR512,
                        kernel_avx512,
                        {avx512_strip<1>(), avx512_strip<2>(), avx512_strip<3>(), avx512_strip<4>(), avx512_strip<5>(),
                         avx512_strip<6>(), avx512_strip<7>(), avx512_strip<8>(), avx512_strip<9>(), avx512_strip<10>(),
-                        avx512_strip<11>(), avx512_strip<12>()}};
+                        avx512_strip<11>(), avx512_strip<12>()},
+                       {row_avx512<4>, row_avx512<8>, row_avx512<12>, row_avx512<16>, row_avx512<20>, row_avx512<24>},
+                       {transposed_strip_avx512<1>, transposed_strip_avx512<2>, transposed_strip_avx512<3>,
+                        transposed_strip_avx512<4>, transposed_strip_avx512<5>, transposed_strip_avx512<6>,
+                        transposed_strip_avx512<7>, transposed_strip_avx512<8>, transposed_strip_avx512<9>,
+                        transposed_strip_avx512<10>, transposed_strip_avx512<11>, transposed_strip_avx512<12>}};
 constexpr Path kAvx2{kMR256,
                      kNR256,
                      kernel_avx2,
                      {avx2_strip<1>(), avx2_strip<2>(), avx2_strip<3>(), avx2_strip<4>(), avx2_strip<5>(), avx2_strip<6>(),
-                      avx2_strip<7>(), avx2_strip<8>(), avx2_strip<9>(), avx2_strip<10>(), avx2_strip<11>(), avx2_strip<12>()}};
+                      avx2_strip<7>(), avx2_strip<8>(), avx2_strip<9>(), avx2_strip<10>(), avx2_strip<11>(), avx2_strip<12>()},
+                     {},
+                     {}};
 #endif
 
 const Path* path_for(SimdLevel level) {
@@ -450,12 +551,46 @@ bool run_few_rows(const Path& p, MatrixView a, MatrixView b, float* c, int64_t M
   return true;
 }
 
+// One row and B's columns contiguous: near-equal strips of whole vectors, each as wide as
+// p.row allows, one after another (B is streamed once, in order).
+bool run_one_row(const Path& p, MatrixView a, MatrixView b, float* c, int64_t N, int64_t K) {
+  const float* arow = a.data;
+  if (a.col != 1) {
+    float* packed = t_scratch.reserve(static_cast<size_t>(K));
+    if (!packed) return false;
+    pack_panel(a.data, a.row, a.col, 1, 1, K, packed);
+    arow = packed;
+  }
+  const int64_t vectors = ceil_div(N, 16), strips = ceil_div(vectors, kRowVectors);
+  for (int64_t s = 0; s < strips; ++s) {
+    int64_t v0 = part_begin(s, vectors, strips), v1 = part_begin(s + 1, vectors, strips);
+    int64_t j0 = v0 * 16, nc = std::min(N, v1 * 16) - j0;
+    p.row[ceil_div(v1 - v0, 4) - 1](K, arow, b.data + j0, b.row, c + j0, nc);
+  }
+  t_scratch.trim();
+  return true;
+}
+
+// Few rows (one group of at most kFewRows) and B's columns contiguous in k: strips of 16
+// columns through the transposing kernel.
+bool run_few_rows_transposed(const Path& p, MatrixView a, MatrixView b, float* c, int64_t M, int64_t N, int64_t K) {
+  float* apack = t_scratch.reserve(static_cast<size_t>(M * K));
+  if (!apack) return false;
+  pack_panel(a.data, a.row, a.col, M, M, K, apack);
+  for (int64_t j = 0; j < N; j += 16)
+    p.transposed[M - 1](K, apack, b.data + j * b.col, b.col, c + j, N, std::min<int64_t>(16, N - j));
+  t_scratch.trim();
+  return true;
+}
+
 bool run(const Path& p, MatrixView a, MatrixView b, float* c, int64_t M, int64_t N, int64_t K) {
   if (M == 0 || N == 0) return true;
   if (K == 0) {
     std::fill(c, c + M * N, 0.0f);
     return true;
   }
+  if (M == 1 && b.col == 1 && p.row[0]) return run_one_row(p, a, b, c, N, K);
+  if (M <= kFewRows && b.row == 1 && N > 1 && p.transposed[0]) return run_few_rows_transposed(p, a, b, c, M, N, K);
   if (M <= kFewRowsDirect && b.col == 1) return run_few_rows(p, a, b, c, M, N, K);
   const Plan plan = make_plan(p, M, N, K);
   const int64_t mr = plan.mr, nr = plan.nr;

@@ -728,6 +728,42 @@ void test_sgemm_paths() {
   EXPECT(!lanes::cpu::sgemm_packed_with(SimdLevel::Scalar, {nullptr, 0, 0}, {nullptr, 0, 0}, nullptr, 1, 1, 1));
 }
 
+// Decode-sized products, which have kernels of their own: one row against B read in place, and
+// up to 12 rows against a transposed B (a tied output head). Against a float64 reference, and
+// bitwise equal to the AVX2 path (strips and packed kernels), which computes the same chains.
+void test_sgemm_few_rows() {
+  using lanes::cpu::SimdLevel;
+  if (lanes::cpu::simd_level() != SimdLevel::Avx512) return;
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (int64_t M = 1; M <= 12; ++M)
+    for (int64_t N : {1, 15, 16, 17, 64, 257, 390, 800})
+      for (int64_t K : {1, 15, 16, 17, 128, 300}) {
+        std::vector<float> a(static_cast<size_t>(M * K)), b(static_cast<size_t>(K * N));
+        for (auto& x : a) x = uniform(rng);
+        for (auto& x : b) x = uniform(rng);
+        for (bool bt : {false, true}) {
+          bool at = rng() % 2;
+          lanes::cpu::MatrixView av = at ? lanes::cpu::MatrixView{a.data(), 1, M} : lanes::cpu::MatrixView{a.data(), K, 1};
+          lanes::cpu::MatrixView bv = bt ? lanes::cpu::MatrixView{b.data(), 1, K} : lanes::cpu::MatrixView{b.data(), N, 1};
+          std::vector<float> c(static_cast<size_t>(M * N), std::nanf("")), c2(c);
+          EXPECT(lanes::cpu::sgemm_packed_with(SimdLevel::Avx512, av, bv, c.data(), M, N, K));
+          EXPECT(lanes::cpu::sgemm_packed_with(SimdLevel::Avx2, av, bv, c2.data(), M, N, K));
+          EXPECT(std::memcmp(c.data(), c2.data(), c.size() * sizeof(float)) == 0);
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) {
+              double want = 0, magnitude = 0;
+              for (int64_t k = 0; k < K; ++k) {
+                double p = double(av.data[i * av.row + k * av.col]) * bv.data[k * bv.row + j * bv.col];
+                want += p;
+                magnitude += std::fabs(p);
+              }
+              EXPECT(std::fabs(c[static_cast<size_t>(i * N + j)] - want) <= (K + 1) * 0x1p-24 * magnitude);
+            }
+        }
+      }
+}
+
 // K long enough that its packed steps go in two stages: a sample of elements against a float64
 // reference, and the paths bitwise equal over the whole product.
 void test_sgemm_staged_k() {
@@ -852,6 +888,7 @@ int main(int argc, char** argv) {
   run("pool: concurrent and nested jobs run every index once, in fixed chunks", test_pool_concurrent_jobs);
   run("pool: a chunk's exception is rethrown on the caller", test_pool_rethrows_on_caller);
   run("sgemm: every SIMD path matches a float64 reference and the others bitwise", test_sgemm_paths);
+  run("sgemm: decode-sized products match a float64 reference and the AVX2 path bitwise", test_sgemm_few_rows);
   run("sgemm: k in two packed stages matches the reference, paths agree bitwise", test_sgemm_staged_k);
   run("sgemm: concurrent fanned-out products equal a lone run bitwise", test_sgemm_concurrent_equals_serial);
   run("GPU completions: a spinning waiter completes finished epochs once each, in queue order",
