@@ -104,10 +104,10 @@ class Pool {
     job.work();
     // The last chunks are usually a few microseconds from done, and waking from a futex costs
     // tens of microseconds on a busy virtual machine: poll first.
-    spin_yielding([&] { return job.unfinished.load(std::memory_order_acquire) == 0; }, kJoinSpin);
+    spin_until([&] { return job.unfinished.load(std::memory_order_acquire) == 0; }, kJoinSpin);
     for (int32_t left; (left = job.unfinished.load(std::memory_order_acquire)) != 0;) job.unfinished.wait(left, std::memory_order_acquire);
     slot.job.store(nullptr, std::memory_order_seq_cst);
-    spin_yielding([&] { return slot.users.load(std::memory_order_seq_cst) == 0; }, kJoinSpin);
+    spin_until([&] { return slot.users.load(std::memory_order_seq_cst) == 0; }, kJoinSpin);
     for (int32_t users; (users = slot.users.load(std::memory_order_seq_cst)) != 0;) slot.users.wait(users, std::memory_order_seq_cst);
     claimed_.fetch_and(~(uint64_t(1) << s), std::memory_order_release);
   }
@@ -158,26 +158,10 @@ class Pool {
     for (;;) {
       uint32_t seen = epoch_.load(std::memory_order_seq_cst);
       if (help(cursor)) continue;
-      if (spin_yielding([&] { return epoch_.load(std::memory_order_relaxed) != seen; }, kIdleSpin)) continue;
+      if (spin_until([&] { return epoch_.load(std::memory_order_relaxed) != seen; }, kIdleSpin)) continue;
       sleepers_.fetch_add(1, std::memory_order_seq_cst);
       if (epoch_.load(std::memory_order_seq_cst) == seen) epoch_.wait(seen, std::memory_order_seq_cst);
       sleepers_.fetch_sub(1, std::memory_order_seq_cst);
-    }
-  }
-
-  // Polls `done()` for up to `budget`, yielding the core between short bursts so that a thread
-  // the poller waits for (cores oversubscribed: a stream's executor, the chunk being joined) is
-  // not held up by the polling. Returns done().
-  template <class Done>
-  static bool spin_yielding(Done&& done, std::chrono::microseconds budget) {
-    auto until = std::chrono::steady_clock::now() + budget;
-    for (;;) {
-      for (int i = 0; i < 64; ++i) {
-        if (done()) return true;
-        cpu_relax();
-      }
-      if (std::chrono::steady_clock::now() > until) return done();
-      std::this_thread::yield();
     }
   }
 

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "command.hpp"
@@ -50,17 +51,22 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spins until `done()` or until `budget` has passed; returns `done()`.
+// Spins until `done()` or until `budget` has passed; returns `done()`. The core is yielded
+// between short bursts: with more busy threads than cores (a stream's executor, the thread
+// that commits its next work and waits for it, pool threads, other processes), the thread this
+// one waits for may be queued on this very core, and a spin that kept the core would delay it
+// by the whole spin.
 template <class Done>
 bool spin_until(Done&& done, std::chrono::nanoseconds budget) {
   auto until = std::chrono::steady_clock::now() + budget;
-  do {
+  for (;;) {
     for (int i = 0; i < 64; ++i) {
       if (done()) return true;
       cpu_relax();
     }
-  } while (std::chrono::steady_clock::now() < until);
-  return done();
+    if (std::chrono::steady_clock::now() >= until) return done();
+    std::this_thread::yield();
+  }
 }
 
 // A queue's timeline as the device sees it, owned by the backend: other queues make their
