@@ -429,7 +429,8 @@ describe("errors", () => {
   });
 
   test("a request past its timeout gets 504 in OpenAI's shape", async () => {
-    const slow = await serve({ textModels: [byteTextModel(hybrid)], port: 0, workers: 0, streams: 1, timeoutMs: 40 });
+    // 250 decode steps take 35 ms or more on a fast CPU: the timeout is well inside them.
+    const slow = await serve({ textModels: [byteTextModel(hybrid)], port: 0, workers: 0, streams: 1, timeoutMs: 10 });
     try {
       const local = new OpenAI({ baseURL: `${slow.url}/v1`, apiKey: "unused", maxRetries: 0 });
       const e = await rejection(local.completions.create({ model: "hybrid", prompt: "x".repeat(200), max_tokens: 250, temperature: 0 }));

@@ -121,7 +121,8 @@ describe("capacity, timeouts and cancellation", () => {
   });
 
   test("a request past its timeout gets 504 and frees its stream", async () => {
-    const slow = await serve({ models, port: 0, streams: 1, timeoutMs: 30 });
+    // 200 decode steps take 30 ms or more on a fast CPU: the timeout is well inside them.
+    const slow = await serve({ models, port: 0, streams: 1, timeoutMs: 10 });
     try {
       const res = await post(slow.url + "/v1/generate", { model: "hybrid", prompt: "x".repeat(200), max_tokens: 200 });
       expect(res.status).toBe(504);
