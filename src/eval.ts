@@ -1,6 +1,6 @@
 /**
- * Evaluation. `eval` blocks the calling thread; `evalAsync` never blocks the event loop:
- * completions land in a native queue that this thread drains while work is pending, so no
+ * Evaluation. `eval` blocks the calling thread; `evalAsync` blocks the event loop for at most
+ * a brief spin (300 us): completions land in a native queue that this thread drains while work is pending, so no
  * foreign thread ever enters JavaScript.
  * @module
  */
@@ -38,23 +38,41 @@ const drainCount = new Int32Array(1);
 const fdOut = new Int32Array(1);
 const spinReady = new Int32Array(1);
 
-// Work that completes within microseconds is caught spinning: an event-loop wake through the
-// pipe costs about 10 us, several times a small graph's whole round trip. A spin that missed
-// makes the next evalAsyncs skip it, twice as many after each further miss (up to 64), so
-// long work wastes at most one spin in 64 calls; a hit spins every time again.
-const spinMicros = 20;
+// Work that completes within a few hundred microseconds is caught spinning: a wake through the
+// pipe costs about 10 us on an idle machine, several times a small graph's whole round trip,
+// and on a virtual machine whose idle cores halt it costs the posting thread and this one
+// tens of microseconds each, a tenth of a small model's compiled decode step. The spin yields
+// the core between bursts, so work queued on this very core still runs. A spin that missed
+// makes the next evalAsyncs skip it, twice as many after each further miss (up to 64), so long
+// work wastes at most one spin in 64 calls; a hit spins every time again.
+const spinMicros = 300;
 const maxSpinSkip = 64;
 let spinSkip = 0;
 let spinBackoff = 0;
+// A caught completion resolves its promise as a microtask, so evalAsyncs awaited back to back
+// that each catch theirs (a generation's steps) would never let the event loop turn: timers,
+// sockets and a client that went away would wait for the whole loop. Spins stop once they have
+// kept the event loop from turning this long, until it turns again.
+const maxSpinStreakMs = 2;
+let spinStreakStart = -1; // when the first completion caught since the event loop last turned was caught
+
+function endSpinStreak(): void {
+  spinStreakStart = -1;
+}
 
 function spinForCompletion(): void {
   if (spinSkip > 0) {
     spinSkip--;
     return;
   }
+  if (spinStreakStart >= 0 && performance.now() - spinStreakStart > maxSpinStreakMs) return;
   check(native.lanes_completion_queue_spin(queue, spinMicros, spinReady));
   if (spinReady[0]) {
     spinBackoff = 0;
+    if (spinStreakStart < 0) {
+      spinStreakStart = performance.now();
+      setImmediate(endSpinStreak);
+    }
     drain();
     return;
   }
@@ -133,9 +151,11 @@ function listen(): void {
 }
 
 /**
- * Computes the arrays without blocking the event loop. Resolves when all are ready; rejects
- * with the typed error of the first failure. Work that completes within about 20 us is caught
- * by a brief spin (skipped while recent work took longer); otherwise the event loop is woken
+ * Computes the arrays without blocking the event loop beyond a spin of at most 300 us. Resolves
+ * when all are ready; rejects with the typed error of the first failure. Work that completes
+ * within that time is caught by the spin (skipped while recent work took longer, while other
+ * evalAsyncs are pending, and once spins kept the event loop from turning for 2 ms); otherwise
+ * the event loop is woken
  * by the native side through a pipe it polls, when the work is done; nothing polls on a timer.
  */
 export function evalAsync(...arrays: LanesArray[]): Promise<void> {
