@@ -551,8 +551,21 @@ bool run_few_rows(const Path& p, MatrixView a, MatrixView b, float* c, int64_t M
   return true;
 }
 
-// One row and B's columns contiguous: near-equal strips of whole vectors, each as wide as
-// p.row allows, one after another (B is streamed once, in order).
+// The part of B a pool thread takes in a decode-sized product (one row, or few rows against a
+// transposed B) at least: a decode step's weights stream from L3 at what one core's outstanding
+// misses allow, so two cores read them nearly twice as fast. Smaller parts (a toy model's
+// 16 KB k and v weights) stay whole: the hand-off to a pool thread costs about a microsecond,
+// what streaming a few tens of KB costs (the bound is a round figure, not tuned).
+constexpr int64_t kMinStreamPartBytes = int64_t(32) << 10;
+
+// Parts of `units` (whole vectors or 16-column strips, of `unit_bytes` of B each) for the pool.
+int64_t stream_parts(int64_t units, int64_t unit_bytes, int64_t min_units) {
+  int64_t by_bytes = units * unit_bytes / kMinStreamPartBytes;
+  return std::max<int64_t>(1, std::min({int64_t(pool_threads()), units / min_units, by_bytes}));
+}
+
+// One row and B's columns contiguous: the vectors of columns in near-equal parts over the pool,
+// each part in near-equal strips as wide as p.row allows (B streamed once, in order).
 bool run_one_row(const Path& p, MatrixView a, MatrixView b, float* c, int64_t N, int64_t K) {
   const float* arow = a.data;
   if (a.col != 1) {
@@ -561,24 +574,35 @@ bool run_one_row(const Path& p, MatrixView a, MatrixView b, float* c, int64_t N,
     pack_panel(a.data, a.row, a.col, 1, 1, K, packed);
     arow = packed;
   }
-  const int64_t vectors = ceil_div(N, 16), strips = ceil_div(vectors, kRowVectors);
-  for (int64_t s = 0; s < strips; ++s) {
-    int64_t v0 = part_begin(s, vectors, strips), v1 = part_begin(s + 1, vectors, strips);
-    int64_t j0 = v0 * 16, nc = std::min(N, v1 * 16) - j0;
-    p.row[ceil_div(v1 - v0, 4) - 1](K, arow, b.data + j0, b.row, c + j0, nc);
-  }
+  const int64_t vectors = ceil_div(N, 16);
+  const int64_t parts = stream_parts(vectors, 16 * K * int64_t(sizeof(float)), 4);
+  parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
+    for (int64_t part = pb; part < pe; ++part) {
+      const int64_t pv0 = part_begin(part, vectors, parts), pv = part_begin(part + 1, vectors, parts) - pv0;
+      const int64_t strips = ceil_div(pv, kRowVectors);
+      for (int64_t s = 0; s < strips; ++s) {
+        int64_t v0 = pv0 + part_begin(s, pv, strips), v1 = pv0 + part_begin(s + 1, pv, strips);
+        int64_t j0 = v0 * 16, nc = std::min(N, v1 * 16) - j0;
+        p.row[ceil_div(v1 - v0, 4) - 1](K, arow, b.data + j0, b.row, c + j0, nc);
+      }
+    }
+  });
   t_scratch.trim();
   return true;
 }
 
 // Few rows (one group of at most kFewRows) and B's columns contiguous in k: strips of 16
-// columns through the transposing kernel.
+// columns through the transposing kernel, in near-equal parts over the pool.
 bool run_few_rows_transposed(const Path& p, MatrixView a, MatrixView b, float* c, int64_t M, int64_t N, int64_t K) {
   float* apack = t_scratch.reserve(static_cast<size_t>(M * K));
   if (!apack) return false;
   pack_panel(a.data, a.row, a.col, M, M, K, apack);
-  for (int64_t j = 0; j < N; j += 16)
-    p.transposed[M - 1](K, apack, b.data + j * b.col, b.col, c + j, N, std::min<int64_t>(16, N - j));
+  const int64_t strips = ceil_div(N, 16);
+  const int64_t parts = stream_parts(strips, 16 * K * int64_t(sizeof(float)), 1);
+  parallel_for(parts, 1, [&](int64_t pb, int64_t pe) {
+    for (int64_t s = part_begin(pb, strips, parts); s < part_begin(pe, strips, parts); ++s)
+      p.transposed[M - 1](K, apack, b.data + s * 16 * b.col, b.col, c + s * 16, N, std::min<int64_t>(16, N - s * 16));
+  });
   t_scratch.trim();
   return true;
 }
