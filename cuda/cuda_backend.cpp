@@ -393,6 +393,7 @@ class CudaBackend final : public Backend {
     dev->tf32 = settings_.cuda_tf32;
     dev->use_cublaslt = settings_.cuda_cublaslt;
     dev->algo_index = settings_.cuda_algo_index;
+    dev->read_by_copy = settings_.cuda_read_copy;
     if (const CublasLt* lt = cublaslt(); lt && dev->use_cublaslt)
       if (lt->cublasLtCreate(&dev->cublaslt_handle) != 0) dev->cublaslt_handle = nullptr;
     // An idle stream of its own: querying it answers at once, and fails once the context died.

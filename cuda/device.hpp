@@ -27,6 +27,7 @@ struct Device {
   bool tf32 = false;          // LANES_CUDA_TF32=1: float32 matmul may use TF32 tensor cores
   bool use_cublaslt = true;   // LANES_CUDA_CUBLASLT=0 forces lanes' own matmul kernel
   int algo_index = 0;         // LANES_CUDA_ALGO_INDEX=k: cuBLASLt's k-th candidate (bench/cuda-algos.ts)
+  bool read_by_copy = false;  // LANES_CUDA_READ=copy: small reads by the copy engine, not a kernel
   void* cublaslt_handle = nullptr;
   std::unique_ptr<Modules> modules;
   std::unique_ptr<gpu::DeviceCompletions> completions;

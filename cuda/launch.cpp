@@ -231,9 +231,20 @@ static void astype(const Command& c, LaunchContext& ctx) {
             w.shape, n);
 }
 
-// A read queued behind the kernels that produce its input (the input is contiguous).
+// A read queued behind the kernels that produce its input (the input is contiguous). Up to
+// kKernelReadBytes, a copy kernel writes the pinned host memory (which unified addressing maps
+// for the device) instead of a copy engine's transfer.
+constexpr size_t kKernelReadBytes = size_t(64) << 10;
 static void download(const Command& c, LaunchContext& ctx) {
   const TensorArg& x = c.inputs[0];
+  int64_t n = numel(x.shape);
+  size_t bytes = static_cast<size_t>(n) * dtype_size(x.dtype);
+  if (!ctx.device.read_by_copy && !is_quantized(x.dtype) && bytes <= kKernelReadBytes) {
+    Walk w = collapse(x.shape, {contiguous_strides(x.shape), contiguous_strides(x.shape)}, {0, x.offset});
+    CUdeviceptr host = reinterpret_cast<CUdeviceptr>(c.params.host_staging);
+    launch_1d(ctx, "copy_" + size_suffix(x.dtype), n, host, w.strides[0], base_ptr(x), w.strides[1], w.shape, n);
+    return;
+  }
   StreamOp op;
   op.host_dst = c.params.host_staging;
   op.src = data_ptr(x);

@@ -38,6 +38,9 @@ struct BackendSettings {
   // LANES_CUDA_READ=wait: a read of work in flight waits for it, then copies (instead of a copy
   // queued on the stream behind the kernels).
   bool cuda_read_wait = false;
+  // LANES_CUDA_READ=copy: a small read is a copy engine's transfer instead of a copy kernel that
+  // writes the host memory.
+  bool cuda_read_copy = false;
 };
 
 // Brief spinning before a sleep, for waits on a device or a pool. A wait that ends within

@@ -34,6 +34,7 @@ Config read_config() {
   b.cuda_cublaslt = env("LANES_CUDA_CUBLASLT") != "0";
   b.cuda_algo_index = static_cast<int>(std::strtol(env("LANES_CUDA_ALGO_INDEX").c_str(), nullptr, 10));
   b.cuda_read_wait = env("LANES_CUDA_READ") == "wait";
+  b.cuda_read_copy = env("LANES_CUDA_READ") == "copy";
   return c;
 }
 
