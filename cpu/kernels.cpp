@@ -309,12 +309,26 @@ void unary_span(float* v, int64_t n) {
   for (int64_t i = 0; i < n; ++i) v[i] = unary_float(Op, v[i]);
 }
 
+// A contiguous operand and a broadcast one (a bias along a row, a scalar) get loops of their
+// own, which the compiler vectorizes.
 template <int Op>
 void binary_span(float* v, const float* other, int64_t stride, int64_t n, bool value_first) {
-  if (value_first)
+  if (stride == 1) {
+    if (value_first)
+      for (int64_t i = 0; i < n; ++i) v[i] = apply_binary<float>(Op, v[i], other[i]);
+    else
+      for (int64_t i = 0; i < n; ++i) v[i] = apply_binary<float>(Op, other[i], v[i]);
+  } else if (stride == 0) {
+    const float o = *other;
+    if (value_first)
+      for (int64_t i = 0; i < n; ++i) v[i] = apply_binary<float>(Op, v[i], o);
+    else
+      for (int64_t i = 0; i < n; ++i) v[i] = apply_binary<float>(Op, o, v[i]);
+  } else if (value_first) {
     for (int64_t i = 0; i < n; ++i) v[i] = apply_binary<float>(Op, v[i], other[i * stride]);
-  else
+  } else {
     for (int64_t i = 0; i < n; ++i) v[i] = apply_binary<float>(Op, other[i * stride], v[i]);
+  }
 }
 
 template <int... Ops>
@@ -349,7 +363,8 @@ void fused(const Command& c) {
       int64_t m = std::min(kFusedSpan, n - at);
       float* v = y + o + at;
       const float* head = in[0] + off[0] + at * inner[0];
-      for (int64_t i = 0; i < m; ++i) v[i] = head[i * inner[0]];
+      if (head != v)  // a matmul's epilogue starts from the product in place
+        for (int64_t i = 0; i < m; ++i) v[i] = head[i * inner[0]];
       for (const FusedStep& f : program) {
         if (f.op == OpCode::Unary) {
           unary_span_by_op(f.subop, v, m, std::make_integer_sequence<int, LANES_OP_COS + 1>{});
@@ -472,6 +487,9 @@ void astype(const Command& c) {
 // ---- matmul -----------------------------------------------------------------------------------
 
 constexpr int64_t kPackedMatmulWork = int64_t(64) * 64 * 64;
+// Up to this many rows the SIMD kernels take a product of any size (sgemm.cpp's few-row kernels
+// read a row-major B in place, without packing it).
+constexpr int64_t kSimdRows = 48;
 
 // Element offsets of batch `bi` in the two operands (batch dims read through their strides).
 std::pair<int64_t, int64_t> batch_offsets(int64_t bi, const Shape& batch, const Shape& sa,
@@ -497,12 +515,12 @@ void matmul_f32(const float* A, const Shape& sa, const float* B, const Shape& sb
   int64_t batches = numel(batch);
   if (M * N == 0) return;
   int64_t a_row = sa[nd - 2], a_col = sa[nd - 1], b_row = sb[nd - 2], b_col = sb[nd - 1];
-  // Large products, and products of up to 12 rows at any size (a decode step's x @ W, where
-  // the loops below reload and store the output row for every k, or, for a transposed B, read
-  // it one element at a time): the SIMD kernels, one batch after another (each is split over
-  // the pool). The choice depends only on the shape, so a given matmul always takes the same
-  // path.
-  if (M * N * K >= kPackedMatmulWork || M <= 12) {
+  // Large products, and products of up to kSimdRows rows at any size (a decode step's x @ W,
+  // a small model's layers, where the loops below reload and store the output row for every k,
+  // or, for a transposed B, read it one element at a time): the SIMD kernels, one batch after
+  // another (each is split over the pool). The choice depends only on the shape, so a given
+  // matmul always takes the same path.
+  if (M * N * K >= kPackedMatmulWork || M <= kSimdRows) {
     bool done = true;
     for (int64_t bi = 0; bi < batches && done; ++bi) {
       auto [oa, ob] = batch_offsets(bi, batch, sa, sb);
