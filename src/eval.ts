@@ -155,8 +155,8 @@ function listen(): void {
  * when all are ready; rejects with the typed error of the first failure. Work that completes
  * within that time is caught by the spin (skipped while recent work took longer, while other
  * evalAsyncs are pending, and once spins kept the event loop from turning for 2 ms); otherwise
- * the event loop is woken
- * by the native side through a pipe it polls, when the work is done; nothing polls on a timer.
+ * the event loop is woken by the native side through a pipe it polls, when the work is done;
+ * nothing polls on a timer.
  */
 export function evalAsync(...arrays: LanesArray[]): Promise<void> {
   if (arrays.length === 0) return Promise.resolve();
