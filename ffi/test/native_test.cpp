@@ -686,6 +686,22 @@ void test_pool_rethrows_on_caller() {
   EXPECT(sum.load() == 1000);  // the pool still works
 }
 
+// Each element of c = a @ b against the float64 sum, within K + 1 roundings of the sum of the
+// products' magnitudes.
+void expect_near_float64_product(const lanes::cpu::MatrixView& av, const lanes::cpu::MatrixView& bv, const std::vector<float>& c,
+                                 int64_t M, int64_t N, int64_t K) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double want = 0, magnitude = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        double p = double(av.data[i * av.row + k * av.col]) * bv.data[k * bv.row + j * bv.col];
+        want += p;
+        magnitude += std::fabs(p);
+      }
+      EXPECT(std::fabs(c[static_cast<size_t>(i * N + j)] - want) <= (K + 1) * 0x1p-24 * magnitude);
+    }
+}
+
 // Every microkernel this CPU has, on sizes around the panel and tile edges, plain and
 // transposed operands, against a float64 reference; the paths agree bit for bit.
 void test_sgemm_paths() {
@@ -713,16 +729,7 @@ void test_sgemm_paths() {
           EXPECT(lanes::cpu::sgemm_packed_with(l, av, bv, c.data(), M, N, K));
           results.push_back(std::move(c));
         }
-        for (int64_t i = 0; i < M; ++i)
-          for (int64_t j = 0; j < N; ++j) {
-            double want = 0, magnitude = 0;
-            for (int64_t k = 0; k < K; ++k) {
-              double p = double(av.data[i * av.row + k * av.col]) * bv.data[k * bv.row + j * bv.col];
-              want += p;
-              magnitude += std::fabs(p);
-            }
-            for (auto& c : results) EXPECT(std::fabs(c[static_cast<size_t>(i * N + j)] - want) <= (K + 1) * 0x1p-24 * magnitude);
-          }
+        for (auto& c : results) expect_near_float64_product(av, bv, c, M, N, K);
         for (auto& c : results) EXPECT(std::memcmp(c.data(), results[0].data(), c.size() * sizeof(float)) == 0);
       }
   EXPECT(!lanes::cpu::sgemm_packed_with(SimdLevel::Scalar, {nullptr, 0, 0}, {nullptr, 0, 0}, nullptr, 1, 1, 1));
@@ -750,16 +757,7 @@ void test_sgemm_few_rows() {
           EXPECT(lanes::cpu::sgemm_packed_with(SimdLevel::Avx512, av, bv, c.data(), M, N, K));
           EXPECT(lanes::cpu::sgemm_packed_with(SimdLevel::Avx2, av, bv, c2.data(), M, N, K));
           EXPECT(std::memcmp(c.data(), c2.data(), c.size() * sizeof(float)) == 0);
-          for (int64_t i = 0; i < M; ++i)
-            for (int64_t j = 0; j < N; ++j) {
-              double want = 0, magnitude = 0;
-              for (int64_t k = 0; k < K; ++k) {
-                double p = double(av.data[i * av.row + k * av.col]) * bv.data[k * bv.row + j * bv.col];
-                want += p;
-                magnitude += std::fabs(p);
-              }
-              EXPECT(std::fabs(c[static_cast<size_t>(i * N + j)] - want) <= (K + 1) * 0x1p-24 * magnitude);
-            }
+          expect_near_float64_product(av, bv, c, M, N, K);
         }
       }
 }
