@@ -167,6 +167,7 @@ describe("compiled equals eager, bit for bit, per op family", () => {
       [f32([3, 4]), f32([3, 2])],
     ]);
     checkCompiled((a: Arr, b: Arr) => lx.concatenate([a, b], 0), [[ints([2, 3], -5, 5), typed([1, 3], "float16")]]);
+    checkCompiled((a: Arr, b: Arr) => lx.concatenate([a, lx.exp(b), a, b, lx.square(a)], 1), [[f32([2, 3]), f32([2, 4])]]);
   });
 
   test("where, with a computed condition and a constant branch", () => {
