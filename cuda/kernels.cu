@@ -827,7 +827,7 @@ __device__ void take_impl(T* y, const T* x, const int* idx, i64 outer, i64 dim, 
   }
 }
 
-// ---- matmul (fallback when cuBLASLt is missing or the layout needs it) ------------------------
+// ---- matmul (small products, epilogues, and where cuBLASLt is missing or declines the layout) ---
 
 // Y[batch, M, N] = A @ B, operands read through strides. A block of 256 threads computes a 16x16
 // tile, loading 64 of K per round (small products wait for one round of loads, not four) and

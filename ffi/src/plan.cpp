@@ -217,7 +217,8 @@ bool Plan::fusable(const Step& step) const {
 
 // Joins each fusable step to the chain of the fusable step whose result it alone reads, at the
 // same shape, and replaces every chain of two or more by one Fused step where its last member
-// was. The chain's intermediates are elided: they never reach memory.
+// was, and every chain that starts from a matmul's product by that matmul with the chain as its
+// epilogue. The chain's intermediates are elided: they never reach memory.
 void Plan::fuse_elementwise() {
   const int count = static_cast<int>(steps_.size());
   std::vector<int> readers(slots_.size(), 0), writer(slots_.size(), -1);
