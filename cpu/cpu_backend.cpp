@@ -24,32 +24,6 @@
 namespace lanes {
 namespace {
 
-// Set when a queue is destroyed from its own worker thread (inside a completion): the worker
-// must return without touching the queue again.
-thread_local const void* t_destroyed_self = nullptr;
-
-// A queue's timeline as other queues wait on it: the last sequence whose work ran.
-class CpuFence final : public Fence {
- public:
-  void reach(uint64_t value) {
-    {
-      std::lock_guard lock(mutex_);
-      value_.store(value, std::memory_order_release);
-    }
-    reached_.notify_all();
-  }
-  void wait(uint64_t value) {
-    if (value_.load(std::memory_order_acquire) >= value) return;
-    std::unique_lock lock(mutex_);
-    reached_.wait(lock, [&] { return value_.load(std::memory_order_acquire) >= value; });
-  }
-
- private:
-  std::atomic<uint64_t> value_{0};
-  std::mutex mutex_;  // leaf
-  std::condition_variable reached_;
-};
-
 // A compiled plan's commands. A replay runs them in place; only a command with a scalar
 // parameter is copied, with the replay's value bound. It copies its inputs in and its outputs
 // out itself (a memcpy each, not a command of its own).
@@ -78,6 +52,8 @@ std::optional<std::string> run_command(const Command& c) {
   return std::nullopt;
 }
 
+class CpuLane;  // a queue's state and fence, below
+
 class CpuCommandBuffer final : public CommandBuffer {
  public:
   void encode(const Command& command, std::unique_ptr<Prepared>) override {
@@ -94,25 +70,12 @@ class CpuCommandBuffer final : public CommandBuffer {
   }
   void encode_wait(Fence& other, uint64_t value) override {
     Item& item = items_.emplace_back();
-    item.wait_on = static_cast<CpuFence*>(&other);
+    item.wait_on = &other;
     item.wait_value = value;
   }
 
   // Runs every item in order; the first failure stops the rest and is returned.
-  std::optional<std::string> execute() {
-    for (const Item& item : items_) {
-      std::optional<std::string> failed;
-      if (item.wait_on) {
-        item.wait_on->wait(item.wait_value);
-      } else if (item.plan) {
-        failed = replay(item);
-      } else {
-        failed = run_command(item.command);
-      }
-      if (failed) return failed;
-    }
-    return std::nullopt;
-  }
+  std::optional<std::string> execute();
 
  private:
   // One of: a command, a plan replay with its scalars, a wait on another queue's fence.
@@ -121,7 +84,7 @@ class CpuCommandBuffer final : public CommandBuffer {
     const CpuPlanInstance* plan = nullptr;
     std::array<double, kMaxPlanScalars> scalars{};
     int scalar_count = 0;
-    CpuFence* wait_on = nullptr;
+    Fence* wait_on = nullptr;  // a CpuLane
     uint64_t wait_value = 0;
     std::vector<void*> bound;  // the callers' addresses of the plan's copies
   };
@@ -159,43 +122,102 @@ class CpuCommandBuffer final : public CommandBuffer {
   std::vector<Item> items_;
 };
 
-class CpuQueue final : public Queue {
+// A queue's work and its timeline as other queues wait on it, shared by the queue, its
+// executor thread, the waiters that run its work (progress) and the queues that wait on its
+// fence, so that each may outlive the queue. Committed buffers run one at a time, in commit
+// order, on whichever of those threads takes the next one first.
+class CpuLane final : public Fence {
  public:
-  CpuQueue() : fence_(std::make_shared<CpuFence>()), worker_([this] { loop(); }) {}
+  void submit(std::unique_ptr<CpuCommandBuffer> buffer, uint64_t sequence, Completion* done, Start start) {
+    {
+      std::lock_guard lock(mutex_);
+      pending_.push_back(Submission{std::move(buffer), sequence, done, std::chrono::steady_clock::now()});
+      if (start == Start::OnDemand) {
+        // An idle executor only sets its timer for OnDemand work (see executor_loop).
+        if (!idle_) return;
+      } else {
+        released_through_ = sequence;
+        startable_.fetch_add(1, std::memory_order_release);
+      }
+    }
+    ready_.notify_one();
+  }
 
-  ~CpuQueue() override {
+  // Hands every submission so far to the executor: nobody is about to run it on their thread.
+  void release() {
+    {
+      std::lock_guard lock(mutex_);
+      if (pending_.empty() || released_through_ >= pending_.back().sequence) return;
+      released_through_ = pending_.back().sequence;
+      startable_.fetch_add(1, std::memory_order_release);
+    }
+    ready_.notify_one();
+  }
+
+  // Runs the next submission on this thread unless another thread is running one (or the lane
+  // is paused); returns whether it ran one.
+  bool run_next() {
+    if (t_running) return false;  // inside a completion: never nest runs
+    std::unique_lock lock(mutex_);
+    if (paused_ || running_ || pending_.empty()) return false;
+    Submission next = take_locked();
+    lock.unlock();
+    run(next);
+    return true;
+  }
+
+  void executor_loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      // The next submission usually follows within microseconds (a stream's next eval, a
+      // compiled step's replay): catching it spinning spares both threads a futex wake.
+      spin_until([&] { return startable_.load(std::memory_order_acquire) != seen; }, kIdleSpin);
+      std::unique_lock lock(mutex_);
+      seen = startable_.load(std::memory_order_acquire);
+      for (;;) {
+        if (stopping_ && pending_.empty()) return;
+        if (can_start_locked()) break;
+        if (paused_ || running_ || pending_.empty()) {
+          idle_ = pending_.empty();
+          ready_.wait(lock);
+          idle_ = false;
+          continue;
+        }
+        // OnDemand work that nobody ran or asked for (a replay whose results were never
+        // evaluated) still starts, a little later.
+        auto due = pending_.front().committed_at + kOnDemandGrace;
+        if (std::chrono::steady_clock::now() >= due) break;
+        ready_.wait_until(lock, due);
+      }
+      Submission next = take_locked();
+      lock.unlock();
+      run(next);
+    }
+  }
+
+  void stop() {
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
     }
     ready_.notify_all();
-    if (worker_.get_id() == std::this_thread::get_id()) {
-      worker_.detach();
-      t_destroyed_self = this;
-    } else {
-      worker_.join();
-    }
   }
-
-  std::unique_ptr<CommandBuffer> new_command_buffer() override { return std::make_unique<CpuCommandBuffer>(); }
-  std::shared_ptr<Fence> fence() override { return fence_; }
-
-  void debug_pause(bool paused) override {
+  void pause(bool paused) {
     {
       std::lock_guard lock(mutex_);
       paused_ = paused;
     }
     ready_.notify_all();
   }
+  // Whether this thread is running one of this lane's submissions (in its completion, that is).
+  bool running_here() const { return t_running == this; }
 
-  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) override {
-    std::unique_ptr<CpuCommandBuffer> cpu(static_cast<CpuCommandBuffer*>(buffer.release()));
-    {
-      std::lock_guard lock(mutex_);
-      pending_.push_back(Submission{std::move(cpu), sequence, done});
-      submitted_.fetch_add(1, std::memory_order_release);
-    }
-    ready_.notify_one();
+  // The fence: other queues' work waits here for this lane to reach `value`.
+  void wait(uint64_t value) {
+    if (reached_.load(std::memory_order_acquire) >= value) return;
+    release();
+    std::unique_lock lock(mutex_);
+    reached_cv_.wait(lock, [&] { return reached_.load(std::memory_order_acquire) >= value; });
   }
 
  private:
@@ -203,40 +225,109 @@ class CpuQueue final : public Queue {
     std::unique_ptr<CpuCommandBuffer> buffer;
     uint64_t sequence = 0;
     Completion* done = nullptr;
+    std::chrono::steady_clock::time_point committed_at;
   };
 
-  void loop() {
-    uint64_t taken = 0;
-    for (;;) {
-      Submission next;
-      // The next submission usually follows within microseconds (a stream's next eval, a
-      // compiled step's replay): catching it spinning spares both threads a futex wake.
-      spin_until([&] { return submitted_.load(std::memory_order_acquire) != taken; }, kIdleSpin);
-      {
-        std::unique_lock lock(mutex_);
-        ready_.wait(lock, [&] { return stopping_ || (!paused_ && !pending_.empty()); });
-        if (pending_.empty()) return;  // stopping, and every submission ran
-        next = std::move(pending_.front());
-        pending_.pop_front();
-        ++taken;
-      }
-      std::optional<std::string> error = next.buffer->execute();
-      next.buffer.reset();
-      fence_->reach(next.sequence);
-      next.done->complete(error ? error->c_str() : nullptr);
-      if (t_destroyed_self == this) return;  // the completion dropped the last stream reference
-    }
+  bool can_start_locked() const {
+    return !running_ && !pending_.empty() && (stopping_ || (!paused_ && pending_.front().sequence <= released_through_));
   }
 
-  std::shared_ptr<CpuFence> fence_;
-  std::mutex mutex_;  // leaf: guards the submission list only
-  std::condition_variable ready_;
-  std::deque<Submission> pending_;
-  std::atomic<uint64_t> submitted_{0};  // submissions ever made; the worker spins on it when idle
+  Submission take_locked() {
+    running_ = true;
+    Submission next = std::move(pending_.front());
+    pending_.pop_front();
+    return next;
+  }
+
+  void run(Submission& next) {
+    t_running = this;
+    std::optional<std::string> error = next.buffer->execute();
+    next.buffer.reset();
+    {
+      std::lock_guard lock(mutex_);
+      reached_.store(next.sequence, std::memory_order_release);
+    }
+    reached_cv_.notify_all();
+    // Still the runner while completing: the next submission's completion must come after.
+    next.done->complete(error ? error->c_str() : nullptr);
+    bool wake;
+    {
+      std::lock_guard lock(mutex_);
+      running_ = false;
+      wake = !pending_.empty() || stopping_;
+    }
+    t_running = nullptr;
+    if (wake) ready_.notify_one();
+  }
+
   static constexpr std::chrono::microseconds kIdleSpin{50};
+  static constexpr std::chrono::milliseconds kOnDemandGrace{1};
+  static thread_local const CpuLane* t_running;
+
+  std::mutex mutex_;  // leaf
+  std::condition_variable ready_;       // the executor waits here for startable work
+  std::condition_variable reached_cv_;  // fence waiters wait here
+  std::deque<Submission> pending_;
+  uint64_t released_through_ = 0;  // the executor starts submissions up to this sequence
+  std::atomic<uint64_t> startable_{0};  // bumped when work becomes the executor's; it spins on it
+  std::atomic<uint64_t> reached_{0};
+  bool running_ = false;
+  bool idle_ = false;  // the executor sleeps with nothing pending
   bool stopping_ = false;
   bool paused_ = false;
-  std::thread worker_;
+};
+
+thread_local const CpuLane* CpuLane::t_running = nullptr;
+
+std::optional<std::string> CpuCommandBuffer::execute() {
+  for (const Item& item : items_) {
+    std::optional<std::string> failed;
+    if (item.wait_on) {
+      static_cast<CpuLane*>(item.wait_on)->wait(item.wait_value);
+    } else if (item.plan) {
+      failed = replay(item);
+    } else {
+      failed = run_command(item.command);
+    }
+    if (failed) return failed;
+  }
+  return std::nullopt;
+}
+
+class CpuQueue final : public Queue {
+ public:
+  CpuQueue() : lane_(std::make_shared<CpuLane>()), executor_([lane = lane_] { lane->executor_loop(); }) {}
+
+  ~CpuQueue() override {
+    lane_->stop();
+    // Destroyed inside one of its own completions (the last stream reference went with it):
+    // the executor finishes what is left once this thread is done, holding the lane itself.
+    if (executor_.get_id() == std::this_thread::get_id() || lane_->running_here())
+      executor_.detach();
+    else
+      executor_.join();
+  }
+
+  std::unique_ptr<CommandBuffer> new_command_buffer() override { return std::make_unique<CpuCommandBuffer>(); }
+  std::shared_ptr<Fence> fence() override { return lane_; }
+  std::function<bool()> progress() override {
+    return [lane = lane_] { return lane->run_next(); };
+  }
+  // A waiter that cannot run the work (another thread is running earlier work) would only take
+  // a core from that thread.
+  std::chrono::microseconds progress_spin() const override { return std::chrono::microseconds(20); }
+  std::function<void()> notify() override {
+    return [lane = lane_] { lane->release(); };
+  }
+  void debug_pause(bool paused) override { lane_->pause(paused); }
+
+  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done, Start start) override {
+    lane_->submit(std::unique_ptr<CpuCommandBuffer>(static_cast<CpuCommandBuffer*>(buffer.release())), sequence, done, start);
+  }
+
+ private:
+  std::shared_ptr<CpuLane> lane_;
+  std::thread executor_;
 };
 
 class CpuBackend final : public Backend {

@@ -234,11 +234,11 @@ class CudaQueue final : public Queue {
     return std::make_unique<CudaCommandBuffer>(device_, stream_);
   }
   std::shared_ptr<Fence> fence() override { return fence_; }
-  std::function<void()> progress() override {
+  std::function<bool()> progress() override {
     // Completions free memory (driver calls): the waiting thread needs the device's context.
     return [device = &device_] {
       device->make_current();
-      device->completions->progress();
+      return device->completions->progress();
     };
   }
   std::function<void()> notify() override {
@@ -254,7 +254,7 @@ class CudaQueue final : public Queue {
       marks->marked = marks->committed;
     };
   }
-  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) override;
+  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done, Start) override;
   void debug_pause(bool paused) override;
 
  private:
@@ -440,7 +440,7 @@ CudaQueue::~CudaQueue() {
   driver().cuStreamDestroy(stream_);
 }
 
-void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) {
+void CudaQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done, Start) {
   std::shared_ptr<CudaCommandBuffer> b(static_cast<CudaCommandBuffer*>(buffer.release()));
   const Driver& d = driver();
   device_.make_current();

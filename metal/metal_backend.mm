@@ -189,7 +189,7 @@ class MetalQueue final : public Queue {
     return std::make_unique<MetalCommandBuffer>(device_, queue_, gate_, gate > gate_.signaledValue ? gate : 0);
   }
   std::shared_ptr<Fence> fence() override { return fence_; }
-  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) override;
+  void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done, Start) override;
   // Epochs opened while paused begin by waiting for the gate event, which resuming raises.
   void debug_pause(bool paused) override {
     if (paused) gate_value_.fetch_add(1);
@@ -204,7 +204,7 @@ class MetalQueue final : public Queue {
   std::atomic<uint64_t> gate_value_{0};
 };
 
-void MetalQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) {
+void MetalQueue::commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done, Start) {
   @autoreleasepool {
     std::shared_ptr<MetalCommandBuffer> b(static_cast<MetalCommandBuffer*>(buffer.release()));
     id<MTLCommandBuffer> cb = b->finish();

@@ -65,7 +65,7 @@ export const symbols = {
   lanes_array_retain: { args: [u64], returns: i32 },
   lanes_array_release: { args: [u64], returns: i32 },
   lanes_eval: { args: [pointer, i32], returns: i32 },
-  lanes_eval_async: { args: [pointer, i32, u64, u64], returns: i32 },
+  lanes_eval_async: { args: [pointer, i32, u64, u64, u32, pointer], returns: i32 },
   lanes_array_placeholder: { args: [i32, pointer, i32, pointer], returns: i32 },
   lanes_plan_new: { args: [pointer, i32, pointer, i32, i32, pointer, pointer, pointer], returns: i32 },
   lanes_plan_retain: { args: [u64], returns: i32 },
@@ -77,7 +77,6 @@ export const symbols = {
   lanes_completion_queue_release: { args: [u64], returns: i32 },
   lanes_completion_queue_drain: { args: [u64, pointer, pointer, i32, pointer], returns: i32 },
   lanes_completion_queue_wait: { args: [u64, u32], returns: i32 },
-  lanes_completion_queue_spin: { args: [u64, u32, pointer], returns: i32 },
   lanes_completion_queue_fd: { args: [u64, pointer], returns: i32 },
 } as const;
 

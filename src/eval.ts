@@ -1,7 +1,7 @@
 /**
- * Evaluation. `eval` blocks the calling thread; `evalAsync` blocks the event loop for at most
- * a brief spin (300 us): completions land in a native queue that this thread drains while work is pending, so no
- * foreign thread ever enters JavaScript.
+ * Evaluation. `eval` blocks the calling thread; `evalAsync` blocks the event loop only while it
+ * runs small work itself (see {@link evalAsync}): completions land in a native queue that this
+ * thread drains while work is pending, so no foreign thread ever enters JavaScript.
  * @module
  */
 import type { LanesArray } from "./array.ts";
@@ -36,48 +36,55 @@ const drainTokens = new BigUint64Array(drainCapacity);
 const drainStatus = new Int32Array(drainCapacity);
 const drainCount = new Int32Array(1);
 const fdOut = new Int32Array(1);
-const spinReady = new Int32Array(1);
+const doneOut = new Int32Array(1);
 
-// Work that completes within a few hundred microseconds is caught spinning: a wake through the
-// pipe costs about 10 us on an idle machine, several times a small graph's whole round trip,
-// and on a virtual machine whose idle cores halt it costs the posting thread and this one
-// tens of microseconds each, a tenth of a small model's compiled decode step. The spin yields
-// the core between bursts, so work queued on this very core still runs. A spin that missed
-// makes the next evalAsyncs skip it, twice as many after each further miss (up to 64), so long
-// work wastes at most one spin in 64 calls; a hit spins every time again.
-const spinMicros = 300;
-const maxSpinSkip = 64;
-let spinSkip = 0;
-let spinBackoff = 0;
+// Work that completes within a few hundred microseconds is done on this thread: the CPU's work
+// runs here (no hand-off to the stream's executor), a GPU's completions are caught spinning. A
+// wake through the pipe costs about 10 us on an idle machine, several times a small graph's
+// whole round trip, and on a virtual machine whose idle cores halt it costs the posting thread
+// and this one tens of microseconds each, a tenth of a small model's compiled decode step. A
+// run that missed (the work was not done in time) or took longer than `maxRunMs` makes the next
+// evalAsyncs leave their work to the stream, twice as many after each further miss (up to 64),
+// so long work blocks the event loop at most once in 64 calls; a hit runs every time again.
+const runMicros = 300;
+const maxRunMs = 1;
+const maxRunSkip = 64;
+let runSkip = 0;
+let runBackoff = 0;
 // A caught completion resolves its promise as a microtask, so evalAsyncs awaited back to back
 // that each catch theirs (a generation's steps) would never let the event loop turn: timers,
-// sockets and a client that went away would wait for the whole loop. Spins stop once they have
+// sockets and a client that went away would wait for the whole loop. Runs stop once they have
 // kept the event loop from turning this long, until it turns again.
-const maxSpinStreakMs = 2;
-let spinStreakStart = -1; // when the first completion caught since the event loop last turned was caught
+const maxRunStreakMs = 2;
+let runStreakStart = -1; // when the first completion caught since the event loop last turned was caught
 
-function endSpinStreak(): void {
-  spinStreakStart = -1;
+function endRunStreak(): void {
+  runStreakStart = -1;
 }
 
-function spinForCompletion(): void {
-  if (spinSkip > 0) {
-    spinSkip--;
-    return;
+// How long this evalAsync may work on its arrays itself: only one awaited alone does, since
+// pipelined submissions must not wait on each other.
+function runBudget(): number {
+  if (waiters.size !== 0) return 0;
+  if (runSkip > 0) {
+    runSkip--;
+    return 0;
   }
-  if (spinStreakStart >= 0 && performance.now() - spinStreakStart > maxSpinStreakMs) return;
-  check(native.lanes_completion_queue_spin(queue, spinMicros, spinReady));
-  if (spinReady[0]) {
-    spinBackoff = 0;
-    if (spinStreakStart < 0) {
-      spinStreakStart = performance.now();
-      setImmediate(endSpinStreak);
+  if (runStreakStart >= 0 && performance.now() - runStreakStart > maxRunStreakMs) return 0;
+  return runMicros;
+}
+
+function afterRun(caught: boolean, tookMs: number): void {
+  if (caught && tookMs <= maxRunMs) {
+    runBackoff = 0;
+    if (runStreakStart < 0) {
+      runStreakStart = performance.now();
+      setImmediate(endRunStreak);
     }
-    drain();
     return;
   }
-  spinBackoff = Math.min(maxSpinSkip, spinBackoff * 2 || 1);
-  spinSkip = spinBackoff;
+  runBackoff = Math.min(maxRunSkip, runBackoff * 2 || 1);
+  runSkip = runBackoff;
 }
 
 // The read end of the queue's pipe: readable exactly when a completion was posted. Its reader
@@ -151,12 +158,14 @@ function listen(): void {
 }
 
 /**
- * Computes the arrays without blocking the event loop beyond a spin of at most 300 us. Resolves
- * when all are ready; rejects with the typed error of the first failure. Work that completes
- * within that time is caught by the spin (skipped while recent work took longer, while other
- * evalAsyncs are pending, and once spins kept the event loop from turning for 2 ms); otherwise
- * the event loop is woken by the native side through a pipe it polls, when the work is done;
- * nothing polls on a timer.
+ * Computes the arrays and resolves when all are ready; rejects with the typed error of the first
+ * failure. An evalAsync awaited alone first works on them on this thread for up to 300 us (on
+ * the CPU it runs their work itself; on a GPU it catches their completion spinning), since for
+ * small work that is several times faster than a hand-off and a wake-up. It does not while
+ * recent work missed that time or took over 1 ms (after one such call, the next ones leave the
+ * work to the stream, from 1 up to 64 calls), nor once runs kept the event loop from turning for
+ * 2 ms. Otherwise the event loop is woken by the native side through a pipe it polls when the
+ * work is done; nothing polls on a timer.
  */
 export function evalAsync(...arrays: LanesArray[]): Promise<void> {
   if (arrays.length === 0) return Promise.resolve();
@@ -168,21 +177,22 @@ export function evalAsync(...arrays: LanesArray[]): Promise<void> {
     return Promise.reject(error);
   }
   const token = nextToken++;
-  const done = new Promise<void>((resolve, reject) => {
-    waiters.set(token, { arrays, resolve, reject });
-  });
-  const status = native.lanes_eval_async(ids, arrays.length, queue, token);
+  const budget = runBudget();
+  const started = budget > 0 ? performance.now() : 0;
+  const status = native.lanes_eval_async(ids, arrays.length, queue, token, budget, doneOut);
   if (status !== 0) {
-    waiters.delete(token);
     try {
       check(status);
     } catch (error) {
       return Promise.reject(error);
     }
   }
-  drain();  // work that was already done completes here, without a wake-up
-  // Only an evalAsync awaited alone spins: pipelined submissions must not wait on each other.
-  if (waiters.size === 1) spinForCompletion();
+  if (budget > 0) afterRun(doneOut[0] === 1, performance.now() - started);
+  if (doneOut[0] === 1) return Promise.resolve();
+  const done = new Promise<void>((resolve, reject) => {
+    waiters.set(token, { arrays, resolve, reject });
+  });
+  drain(); // work that is done completes here, without a wake-up
   if (waiters.size > 0) listen();
   return done;
 }

@@ -216,8 +216,14 @@ LANES_API lanes_status lanes_array_release(uint64_t a); /* any thread; the node 
 
 /* ---- evaluation ---------------------------------------------------------------------------- */
 LANES_API lanes_status lanes_eval(const uint64_t* arrays, int32_t count); /* any thread; blocks until all are computed */
-LANES_API lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t queue,
-                                        uint64_t token); /* any thread; posts `token` to `queue` when done */
+/* Posts `token` to `queue` when all are computed. With `run_us` > 0 (at most 1000) the calling
+ * thread first works on them itself for up to that long, never sleeping: on the CPU it runs
+ * their committed work (a buffer it started runs to its end, even past `run_us`); on a GPU it
+ * completes what the device finished. For a caller that expects them within microseconds and
+ * would pay more for a hand-off to another thread and a wake-up. *out_done is 1 when all were
+ * computed without error by the time the call returns: then nothing is posted. */
+LANES_API lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t queue, uint64_t token,
+                                        uint32_t run_us, int32_t* out_done); /* any thread */
 
 /* ---- compiled plans: trace once, replay from any thread on any stream ---------------------- */
 /* An input of a function being traced: it has a shape and dtype but never a value. */
@@ -252,10 +258,6 @@ LANES_API lanes_status lanes_completion_queue_release(uint64_t queue);    /* any
 LANES_API lanes_status lanes_completion_queue_drain(uint64_t queue, uint64_t* out_tokens, int32_t* out_status,
                                                     int32_t capacity, int32_t* out_count); /* any thread; never blocks */
 LANES_API lanes_status lanes_completion_queue_wait(uint64_t queue, uint32_t timeout_ms); /* any thread; blocks until non-empty or timeout */
-/* Spins without sleeping until the queue is non-empty or `max_us` (at most 1000) have passed;
- * *out_ready is 1 if it is non-empty. For a caller that expects a completion within
- * microseconds and would pay more for an event-loop wake-up. */
-LANES_API lanes_status lanes_completion_queue_spin(uint64_t queue, uint32_t max_us, int32_t* out_ready); /* any thread */
 /* A file descriptor that becomes readable when a completion is posted to an empty queue, for an
  * event loop to poll (bytes written to it carry no meaning: drain the queue when it wakes).
  * Owned by the queue; closed when the queue is released. */

@@ -94,7 +94,7 @@ thread_local ThreadHandles t_handles;
 uint32_t owner_token() { return t_handles.tracking ? this_thread_token() : 0; }
 
 // A completion-queue spin holds its thread; longer waits belong to the fd or to wait().
-constexpr uint32_t kMaxQueueSpinMicros = 1000;
+constexpr uint32_t kMaxRunMicros = 1000;
 
 void publish(NodePtr node, uint64_t* out) { *out = running_runtime().arrays.insert(std::move(node), owner_token()); }
 
@@ -525,7 +525,7 @@ lanes_status lanes_array_read(uint64_t a, void* dst, uint64_t nbytes) {
     if (nbytes && n->stream && !completed_now(*n))
       if (std::shared_ptr<void> staging = running_runtime().backend().read_staging(nbytes)) {
         NodePtr read = make_download(n, staging, n->stream);
-        schedule({read});
+        schedule({read}, Start::OnDemand);
         bool copied = false;
         try {
           wait_ready(*read);
@@ -539,7 +539,7 @@ lanes_status lanes_array_read(uint64_t a, void* dst, uint64_t nbytes) {
           return;
         }
       }
-    schedule({n});
+    schedule({n}, Start::OnDemand);
     wait_ready(*n);
     const char* src = static_cast<const char*>(n->buffer->data()) + n->offset() * static_cast<int64_t>(dtype_size(n->dtype));
     if (nbytes) running_runtime().backend().download(dst, src, nbytes);
@@ -565,16 +565,25 @@ lanes_status lanes_array_release(uint64_t a) {
 lanes_status lanes_eval(const uint64_t* arrays, int32_t count) {
   return abi_guard([&] {
     std::vector<NodePtr> nodes = arrays_at(arrays, count);
-    schedule(nodes);
+    schedule(nodes, Start::OnDemand);
     for (const NodePtr& n : nodes) wait_ready(*n);
   });
 }
 
-lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t queue, uint64_t token) {
+lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t queue, uint64_t token, uint32_t run_us,
+                              int32_t* out_done) {
   return abi_guard([&] {
+    *require(out_done, "eval_async: out") = 0;
+    if (run_us > kMaxRunMicros)
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "eval_async: " + std::to_string(run_us) + " us is over the " +
+                                                  std::to_string(kMaxRunMicros) + " us a caller may run");
     std::shared_ptr<CompletionQueue> q = running_runtime().queues.get(queue);
     std::vector<NodePtr> nodes = arrays_at(arrays, count);
-    schedule(nodes);
+    schedule(nodes, run_us ? Start::OnDemand : Start::Now);
+    if (run_us && run_for(nodes, std::chrono::microseconds(run_us))) {
+      *out_done = 1;
+      return;
+    }
     when_ready(nodes, [q, token](lanes_status status) { q->post(token, status); });
   });
 }
@@ -695,16 +704,6 @@ lanes_status lanes_completion_queue_drain(uint64_t queue, uint64_t* out_tokens, 
 
 lanes_status lanes_completion_queue_wait(uint64_t queue, uint32_t timeout_ms) {
   return abi_guard([&] { running_runtime().queues.get(queue)->wait(timeout_ms); });
-}
-
-lanes_status lanes_completion_queue_spin(uint64_t queue, uint32_t max_us, int32_t* out_ready) {
-  return abi_guard([&] {
-    require(out_ready, "completion_queue_spin: out");
-    if (max_us > kMaxQueueSpinMicros)
-      throw_error(LANES_ERR_INVALID_ARGUMENT, "completion_queue_spin: " + std::to_string(max_us) + " us is over the " +
-                                                  std::to_string(kMaxQueueSpinMicros) + " us a spin may take");
-    *out_ready = running_runtime().queues.get(queue)->spin(std::chrono::microseconds(max_us)) ? 1 : 0;
-  });
 }
 
 lanes_status lanes_completion_queue_fd(uint64_t queue, int32_t* out_fd) {

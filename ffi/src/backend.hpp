@@ -142,6 +142,12 @@ class Completion {
   ~Completion() = default;
 };
 
+// When committed work starts. A device starts it at once either way; a queue that runs on host
+// threads (the CPU) may leave OnDemand work for the thread that commits it, which is about to
+// wait for it or to evaluate what it produces: that thread then runs it in progress(), with no
+// hand-off to another thread, unless notify() or a wait on the queue's fence asks for it first.
+enum class Start : uint8_t { Now, OnDemand };
+
 // One device queue per stream.
 class Queue {
  public:
@@ -150,17 +156,22 @@ class Queue {
   // `sequence` is the epoch's timeline value, consecutive from 1: the queue's fence reaches it
   // once the buffer's work ran (failed or not), and then `done` is called. Never throws: a
   // failure to submit is reported through `done`.
-  virtual void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done) = 0;
+  virtual void commit(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, Completion* done, Start start) = 0;
   virtual std::shared_ptr<Fence> fence() = 0;
-  // What a thread waiting for this queue's work calls while it spins: it runs, on that thread,
-  // the completions of work the device already finished (see gpu::DeviceCompletions). It may
-  // be called after the queue is gone, so it holds only what outlives queues. Empty: nothing
-  // to do, completions come from the backend's own thread.
-  virtual std::function<void()> progress() { return {}; }
+  // What a thread waiting for this queue's work calls: it does, on that thread, what it can of
+  // that work (the CPU: runs the next committed buffer if no other thread runs one; a GPU: the
+  // completions of work the device already finished, see gpu::DeviceCompletions), and returns
+  // whether it did anything. It may be called after the queue is gone, so it holds only what
+  // outlives queues. Empty: nothing to do, completions come from the backend's own threads.
+  virtual std::function<bool()> progress() { return {}; }
+  // How long a waiter keeps calling progress() once it does nothing, before it sleeps: long
+  // where a wake-up costs more than a small graph's whole run (a GPU), short where the waiter
+  // would take a core from the thread it waits for (the CPU).
+  virtual std::chrono::microseconds progress_spin() const { return std::chrono::microseconds(300); }
   // What a thread calls before it sleeps waiting for this queue's work, or when it leaves a
   // callback for it: a queue whose epochs do not all report on their own (see CudaQueue) then
-  // has its committed work report as soon as it finished. Safe after the queue is gone, like
-  // progress(). Empty: every epoch reports.
+  // has its committed work report as soon as it finished, and OnDemand work starts. Safe after
+  // the queue is gone, like progress(). Empty: every epoch reports.
   virtual std::function<void()> notify() { return {}; }
   // Test-only: while paused the queue starts no committed buffer (to exercise the watchdog).
   virtual void debug_pause(bool paused) = 0;

@@ -9,7 +9,6 @@
 #include <mutex>
 #include <string>
 
-#include "backend.hpp"
 #include "status.hpp"
 
 namespace lanes {
@@ -25,7 +24,6 @@ void CompletionQueue::post(uint64_t token, int32_t status) {
     std::lock_guard lock(mutex_);
     if (records_.empty()) ring = write_fd_;
     records_.push_back(Record{token, status});
-    count_.store(records_.size(), std::memory_order_release);
   }
   posted_.notify_all();
   // A full pipe already has a wake-up pending; nothing else can go wrong that a reader could fix.
@@ -45,12 +43,7 @@ int32_t CompletionQueue::drain(uint64_t* tokens, int32_t* statuses, int32_t capa
     records_.pop_front();
     ++n;
   }
-  count_.store(records_.size(), std::memory_order_relaxed);
   return n;
-}
-
-bool CompletionQueue::spin(std::chrono::nanoseconds budget) const {
-  return spin_until([&] { return count_.load(std::memory_order_acquire) > 0; }, budget);
 }
 
 void CompletionQueue::wait(uint32_t timeout_ms) {

@@ -3,7 +3,6 @@
 // writes a byte to a pipe whose read end the thread's event loop polls: it wakes exactly when
 // there is something to drain, with no timer.
 #pragma once
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -23,8 +22,6 @@ class CompletionQueue {
   void post(uint64_t token, int32_t status);
   int32_t drain(uint64_t* tokens, int32_t* statuses, int32_t capacity);
   void wait(uint32_t timeout_ms);
-  // Spins, never sleeping, until a record is posted or `budget` has passed; true if one is.
-  bool spin(std::chrono::nanoseconds budget) const;
   // The pipe's read end (made on first use).
   int fd();
 
@@ -36,7 +33,6 @@ class CompletionQueue {
   RankedMutex mutex_{LockRank::Leaf, "completion_queue"};
   std::condition_variable_any posted_;
   std::deque<Record> records_;
-  std::atomic<size_t> count_{0};  // records_.size(), for spin() to read without the mutex
   int read_fd_ = -1;
   int write_fd_ = -1;
 };

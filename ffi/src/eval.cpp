@@ -56,7 +56,7 @@ struct Planned {
 
 class Evaluation {
  public:
-  Evaluation() : id_(runtime().next_eval_id()), claim_word_(claimed_by(id_)) {}
+  explicit Evaluation(Start start) : id_(runtime().next_eval_id()), claim_word_(claimed_by(id_)), start_(start) {}
 
   void run(const std::vector<NodePtr>& outputs) {
     try {
@@ -67,15 +67,15 @@ class Evaluation {
         if (progressed) continue;
         // Everything left waits on nodes another evaluation claimed. Commit ours first so that
         // evaluation never waits on us, then sleep until one of them changes state.
-        flush_touched();
+        flush_touched(Start::Now);
         const NodePtr& blocker = foreign_.front();
         uint64_t word = blocker->state.load(std::memory_order_acquire);
         if (state_of(word) == NodeState::Claimed) wait_for_claim(*blocker, word);
       }
-      flush_touched();
+      flush_touched(start_);
     } catch (...) {
       release_claims();
-      flush_touched();
+      flush_touched(Start::Now);
       throw;
     }
   }
@@ -243,7 +243,7 @@ class Evaluation {
     // A wait on a value its stream has not committed yet could stall: commit those first.
     for (Planned& p : batch)
       for (const NodePtr& in : p.node->inputs)
-        if (in->producer && in->producer != stream) in->producer->flush_through(in->value);
+        if (in->producer && in->producer != stream) in->producer->flush_through(in->value, Start::Now);
     std::vector<NodeInputs> released_inputs;
     released_inputs.reserve(batch.size());
     touched_.insert(stream);
@@ -295,13 +295,14 @@ class Evaluation {
     }
   }
 
-  void flush_touched() {
-    for (const StreamPtr& s : touched_) s->flush_through(UINT64_MAX);
+  void flush_touched(Start start) {
+    for (const StreamPtr& s : touched_) s->flush_through(UINT64_MAX, start);
     touched_.clear();
   }
 
   const uint64_t id_;
   const uint64_t claim_word_;
+  const Start start_;
   std::vector<NodePtr> mine_;
   std::vector<NodePtr> foreign_;
   std::vector<Planned> batch_;
@@ -325,10 +326,10 @@ lanes_status error_code_of(const Node& n) {
 
 }  // namespace
 
-void schedule(const std::vector<NodePtr>& outputs) {
+void schedule(const std::vector<NodePtr>& outputs, Start start) {
   std::unique_lock<RankedMutex> global;
   if (locking_mode() == LockingMode::Global) global = std::unique_lock<RankedMutex>(global_evaluation_mutex());
-  Evaluation eval;
+  Evaluation eval(start);
   eval.run(outputs);
 }
 
@@ -336,12 +337,24 @@ void wait_ready(const Node& n) {
   NodeState s = state_of(n.state.load(std::memory_order_acquire));
   std::string error;
   if (s == NodeState::Scheduled && n.producer) {
-    n.producer->flush_through(n.value);
+    n.producer->flush_through(n.value, Start::OnDemand);
     if (auto waited = n.producer->timeline()->wait(n.value)) error = *waited;  // a failure, or the watchdog
   }
   if (error.empty()) error = node_error(n);
   if (!error.empty())
     throw_error(error_code_of(n), std::string(op_name(n.op, n.params.subop)) + " " + shape_str(n.shape) + ": " + error);
+}
+
+bool run_for(const std::vector<NodePtr>& outputs, std::chrono::nanoseconds budget) {
+  auto until = std::chrono::steady_clock::now() + budget;
+  for (const NodePtr& n : outputs) {
+    if (state_of(n->state.load(std::memory_order_acquire)) == NodeState::Scheduled && n->producer) {
+      auto left = until - std::chrono::steady_clock::now();
+      if (!n->producer->timeline()->run_for(n->value, std::max(left, decltype(left)::zero()))) return false;
+    }
+    if (!node_error(*n).empty()) return false;
+  }
+  return true;
 }
 
 void when_ready(const std::vector<NodePtr>& outputs, std::function<void(lanes_status)> done) {

@@ -1,6 +1,7 @@
 // Evaluation: plan on the host without stream locks, encode per stream under its op lock,
 // and wait on timelines. Shared nodes are computed exactly once across concurrent evaluations.
 #pragma once
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -10,11 +11,17 @@
 namespace lanes {
 
 // Makes sure every node reachable from `outputs` is scheduled (by this call or a concurrent
-// one) and that the work is committed. Does not wait for the device.
-void schedule(const std::vector<NodePtr>& outputs);
+// one) and that the work is committed, started as `start` says (OnDemand: this thread waits
+// for it next). Does not wait for the device.
+void schedule(const std::vector<NodePtr>& outputs, Start start);
 
 // Blocks until `node` is computed; throws its error (device, disposed) if it has one.
 void wait_ready(const Node& node);
+
+// Works on the outputs' committed work on this thread (Timeline::run_for) for at most `budget`
+// in all; returns whether every output is then computed without error. Requires
+// schedule(outputs) first.
+bool run_for(const std::vector<NodePtr>& outputs, std::chrono::nanoseconds budget);
 
 // Calls `done(status)` once every output is computed (on a completion thread, or now).
 // Requires schedule(outputs) first.

@@ -131,7 +131,7 @@ std::shared_ptr<Plan> Plan::build(const std::vector<NodePtr>& inputs, const std:
     if (it == slot_of.end()) {
       // A constant: evaluated now, held by reference.
       NodePtr held = n->op == OpCode::View ? n->inputs.front() : n;
-      schedule({held});
+      schedule({held}, Start::OnDemand);
       wait_ready(*held);
       plan->constants_.push_back(held);
       Slot s;
@@ -483,7 +483,7 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
                       shape_str(inputs[i]->shape) + ", the plan was traced for " + dtype_name(inputs_[i].dtype) + " " +
                       shape_str(inputs_[i].shape));
   check_scalars(scalars);
-  schedule(inputs);
+  schedule(inputs, Start::OnDemand);
   std::unique_lock<RankedMutex> global;
   if (locking_mode() == LockingMode::Global) global = std::unique_lock<RankedMutex>(global_evaluation_mutex());
   for (const NodePtr& in : inputs)
@@ -569,7 +569,7 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
     if (b) replay.writes.push_back(b);
 
   for (const NodePtr& in : inputs)
-    if (in->producer && in->producer != stream) in->producer->flush_through(in->value);
+    if (in->producer && in->producer != stream) in->producer->flush_through(in->value, Start::Now);
   uint64_t value = 0;
   {
     StreamOpLock lock(*stream);
@@ -578,7 +578,8 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
     for (PlannedCommand& pc : before) lock.encode(std::move(pc));
     value = lock.encode_replay(std::move(replay));
     for (PlannedCommand& pc : after) value = lock.encode(std::move(pc));
-    lock.commit();
+    // What a replay makes is usually evaluated next, by this thread.
+    lock.commit(Start::OnDemand);
   }
   for (const NodePtr& out : results) {
     out->producer = stream;

@@ -230,7 +230,7 @@ Stream::Stream(uint64_t id, int device, std::unique_ptr<Queue> queue, std::share
       queue_(std::move(queue)),
       fence_(queue_->fence()),
       finishing_(std::make_shared<Finishing>(timeline_)) {
-  timeline_->set_progress(queue_->progress());
+  timeline_->set_progress(queue_->progress(), queue_->progress_spin());
   timeline_->set_notify(queue_->notify());
 }
 
@@ -241,12 +241,12 @@ void Stream::debug_pause(bool paused) {
   queue_->debug_pause(paused);
 }
 
-void Stream::flush_through(uint64_t value) {
+void Stream::flush_through(uint64_t value, Start start) {
   if (committed_.load(std::memory_order_acquire) >= value) return;
   if (disposed()) return;  // shutdown committed everything
   try {
     StreamOpLock lock(*this);
-    if (lock.open_sequence() <= value) lock.commit();
+    if (lock.open_sequence() <= value) lock.commit(start);
   } catch (const Error&) {
     // Disposed concurrently: shutdown committed the work.
   }
@@ -256,7 +256,7 @@ void Stream::synchronize() {
   uint64_t target;
   {
     StreamOpLock lock(*this);
-    target = lock.commit();
+    target = lock.commit(Start::OnDemand);
   }
   if (target == 0) return;
   if (auto error = timeline_->wait(target))
@@ -268,7 +268,7 @@ void Stream::shutdown() {
   {
     StreamOpLock lock(*this, StreamOpLock::kEvenIfDisposed);
     if (disposed_.exchange(true)) return;
-    target = lock.commit();
+    target = lock.commit(Start::OnDemand);
     open_.reset();
   }
   if (target) timeline_->wait(target);
@@ -319,7 +319,7 @@ uint64_t StreamOpLock::encode(PlannedCommand command) {
   SubmissionEpoch& epoch = open_epoch();
   uint64_t value = epoch.sequence();
   epoch.encode(std::move(command));
-  if (epoch.over_budget()) commit();
+  if (epoch.over_budget()) commit(Start::Now);
   return value;
 }
 
@@ -328,7 +328,7 @@ uint64_t StreamOpLock::encode_replay(PlannedReplay replay) {
   SubmissionEpoch& epoch = open_epoch();
   uint64_t value = epoch.sequence();
   epoch.encode_replay(std::move(replay));
-  if (epoch.over_budget()) commit();
+  if (epoch.over_budget()) commit(Start::Now);
   return value;
 }
 
@@ -339,7 +339,7 @@ void StreamOpLock::encode_wait(const Stream& producer, uint64_t value) {
   open_epoch().encode_wait(other, producer.fence_, value);
 }
 
-uint64_t StreamOpLock::commit() {
+uint64_t StreamOpLock::commit(Start start) {
   stream_.op_mtx_.assert_held();
   if (!stream_.open_ || stream_.open_->ops() == 0) return stream_.committed_.load(std::memory_order_relaxed);
   SubmissionEpoch epoch = std::move(*stream_.open_);
@@ -353,7 +353,7 @@ uint64_t StreamOpLock::commit() {
   record->finishing = stream_.finishing_;
   with_fence_state([&] { stream_.finishing_->in_flight.push_back(std::move(epoch.record_)); });
   runtime().counters.epochs_committed.fetch_add(1, std::memory_order_relaxed);
-  stream_.queue_->commit(std::move(epoch.buffer_), seq, record);
+  stream_.queue_->commit(std::move(epoch.buffer_), seq, record, start);
   // Published only once the queue has the work: a stream that sees `seq` committed may make
   // the device wait for it, and a device wait queued ahead of the work it waits for (in a
   // hardware queue two CUDA streams share) would never be released.

@@ -100,7 +100,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   bool disposed() const { return disposed_.load(std::memory_order_acquire); }
 
   // Commits the open epoch if `value` is in it, so waiting on `value` cannot stall.
-  void flush_through(uint64_t value);
+  void flush_through(uint64_t value, Start start);
   // Commits open work and blocks until everything committed so far completed; throws a
   // device error if the last epoch failed.
   void synchronize();
@@ -171,7 +171,7 @@ class [[nodiscard]] StreamOpLock {
   // Makes the open epoch wait for `producer` to reach `value` (nothing if it already did).
   void encode_wait(const Stream& producer, uint64_t value);
   // Rotates the epoch if it holds any work. Returns the last committed value.
-  uint64_t commit();
+  uint64_t commit(Start start);
   uint64_t open_sequence() const;
 
   // For disposal only: takes the lock whatever the stream's state.

@@ -39,10 +39,6 @@ void Timeline::signal(uint64_t value, const std::string* error) {
 namespace {
 
 constexpr auto kSpin = std::chrono::microseconds(20);
-// A waiter that completes finished work itself (a GPU queue's progress) spins longer: a small
-// GPU graph takes tens of microseconds, and a sleep would hand its completion back to the
-// device callback and a wake-up, several times as long. PyTorch's synchronize spins unbounded.
-constexpr auto kProgressSpin = std::chrono::microseconds(300);
 
 // At most half the cores spin in waits at once: with more Workers than that, a waiter that
 // spins takes a core another Worker needs to build its next graph, so the rest sleep.
@@ -56,16 +52,27 @@ struct SpinSlot {
 
 }  // namespace
 
+bool Timeline::run_for(uint64_t value, std::chrono::nanoseconds budget) {
+  auto reached = [&] { return completed_.load(std::memory_order_acquire) >= value; };
+  if (!progress_) return spin_until(reached, budget);
+  auto until = std::chrono::steady_clock::now() + budget;
+  for (;;) {
+    while (!reached() && progress_()) {
+    }
+    if (reached() || std::chrono::steady_clock::now() >= until) return reached();
+    for (int i = 0; i < 32 && !reached(); ++i) cpu_relax();
+  }
+}
+
 std::optional<std::string> Timeline::wait(uint64_t value) {
   auto reached = [&] { return completed_.load(std::memory_order_acquire) >= value; };
   if (progress_) {
-    progress_();  // what already finished completes here, spinning or not
-    SpinSlot slot;
-    auto until = std::chrono::steady_clock::now() + kProgressSpin;
-    while (slot.held && !reached() && std::chrono::steady_clock::now() < until) {
-      progress_();
-      for (int i = 0; i < 32 && !reached(); ++i) cpu_relax();
+    // What this thread can do of the work, it does, spinning or not: running it here costs
+    // no hand-off to another thread and no wake-up.
+    while (!reached() && progress_()) {
     }
+    SpinSlot slot;
+    if (slot.held) run_for(value, progress_spin_);
   } else {
     spin_until(reached, kSpin);
   }

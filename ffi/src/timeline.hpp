@@ -2,6 +2,7 @@
 // values whose work failed (poisoned). Waiters spin briefly, then block on a condition variable.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -28,9 +29,16 @@ class Timeline {
 
   // Blocks until `value` completed; returns its error, if it failed.
   std::optional<std::string> wait(uint64_t value);
+  // Does what it can of the work up to `value` on this thread (Queue::progress) and spins for at
+  // most `budget` beyond that, never sleeping; returns whether `value` completed.
+  bool run_for(uint64_t value, std::chrono::nanoseconds budget);
 
-  // Set once, before the timeline is shared: what wait() calls while it spins (Queue::progress).
-  void set_progress(std::function<void()> progress) { progress_ = std::move(progress); }
+  // Set once, before the timeline is shared: what waits call on their thread (Queue::progress),
+  // and how long they spin once it does nothing (Queue::progress_spin).
+  void set_progress(std::function<bool()> progress, std::chrono::nanoseconds spin) {
+    progress_ = std::move(progress);
+    progress_spin_ = spin;
+  }
   // Set once, before the timeline is shared: what wait() calls before it sleeps and
   // when_reached() calls when it leaves a callback (Queue::notify).
   void set_notify(std::function<void()> notify) { notify_ = std::move(notify); }
@@ -45,7 +53,8 @@ class Timeline {
   std::optional<std::string> error_at_locked(uint64_t value) const;
 
   const uint64_t stream_id_;
-  std::function<void()> progress_;
+  std::function<bool()> progress_;
+  std::chrono::nanoseconds progress_spin_{0};
   std::function<void()> notify_;
   std::atomic<uint64_t> completed_{0};
   std::atomic<bool> has_failures_{false};

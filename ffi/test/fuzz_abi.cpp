@@ -230,7 +230,8 @@ void step(Input& in, State& st) {
     case 22: {
       if (!st.queue) lanes_completion_queue_new(&st.queue);
       uint64_t h = pick(in, st);
-      lanes_eval_async(&h, 1, st.queue, in.u8());
+      int32_t done = 0;
+      lanes_eval_async(&h, 1, st.queue, in.u8(), in.u8() % 2 ? 0 : in.u8() * 5u, in.u8() % 8 ? &done : nullptr);
       uint64_t tokens[4];
       int32_t statuses[4], count = 0;
       lanes_completion_queue_drain(st.queue, tokens, statuses, 4, &count);

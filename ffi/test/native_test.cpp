@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -315,14 +316,16 @@ void test_stream_dispose_races_with_use() {
 
 void test_dispose_waits_for_in_flight_work() {
   uint64_t s = 0, a = 0, m = 0, pending = 0;
+  int32_t done = -1;
   OK(lanes_stream_new(&s));
   int64_t shape[2] = {192, 192};
   OK(lanes_array_full(1.0, LANES_FLOAT32, shape, 2, s, &a));
   OK(lanes_array_matmul(a, a, s, &m));
-  OK(lanes_eval_async(&m, 1, 0, 0) == LANES_ERR_INVALID_HANDLE ? LANES_OK : LANES_ERR_INTERNAL);
+  OK(lanes_eval_async(&m, 1, 0, 0, 0, &done) == LANES_ERR_INVALID_HANDLE ? LANES_OK : LANES_ERR_INTERNAL);
   uint64_t q = 0;
   OK(lanes_completion_queue_new(&q));
-  OK(lanes_eval_async(&m, 1, q, 42));
+  OK(lanes_eval_async(&m, 1, q, 42, 0, &done));
+  EXPECT(done == 0);
   OK(lanes_array_unary(LANES_OP_NEGATIVE, m, s, &pending));  // never evaluated before dispose
   OK(lanes_stream_release(s));  // waits for the matmul, then frees the queue
   std::vector<float> got = read(m, 192 * 192);
@@ -340,33 +343,63 @@ void test_dispose_waits_for_in_flight_work() {
   lanes_array_release(pending);
 }
 
-void test_completion_queue_spin() {
-  uint64_t q = 0, s = 0, a = 0, y = 0;
+// An eval_async given time to run does the CPU work on the calling thread: it is done when the
+// call returns, and nothing is posted. Without the time the work is the executor's, and reports
+// through the queue.
+void test_eval_async_runs_on_caller() {
+  uint64_t q = 0, s = 0, a = 0, y = 0, z = 0;
   OK(lanes_completion_queue_new(&q));
-  int32_t ready = -1;
-  OK(lanes_completion_queue_spin(q, 50, &ready));
-  EXPECT(ready == 0);
-  EXPECT(lanes_completion_queue_spin(q, 1001, &ready) == LANES_ERR_INVALID_ARGUMENT);
-  EXPECT(lanes_completion_queue_spin(q, 10, nullptr) == LANES_ERR_INVALID_ARGUMENT);
   OK(lanes_stream_new(&s));
   int64_t shape[1] = {4};
   OK(lanes_array_full(2.0, LANES_FLOAT32, shape, 1, s, &a));
   OK(lanes_array_unary(LANES_OP_NEGATIVE, a, s, &y));
-  OK(lanes_eval_async(&y, 1, q, 7));
-  ready = 0;
-  for (int i = 0; i < 5000 && !ready; ++i) OK(lanes_completion_queue_spin(q, 1000, &ready));
-  EXPECT(ready == 1);
+  int32_t done = -1;
+  EXPECT(lanes_eval_async(&y, 1, q, 7, 1001, &done) == LANES_ERR_INVALID_ARGUMENT);
+  EXPECT(lanes_eval_async(&y, 1, q, 7, 10, nullptr) == LANES_ERR_INVALID_ARGUMENT);
+  OK(lanes_eval_async(&y, 1, q, 7, 1000, &done));
+  EXPECT(done == 1);
   uint64_t token = 0;
   int32_t status = -1, count = 0;
   OK(lanes_completion_queue_drain(q, &token, &status, 1, &count));
-  EXPECT(count == 1 && token == 7 && status == LANES_OK);
+  EXPECT(count == 0);
   EXPECT(read(y, 4)[3] == -2.0f);
-  OK(lanes_completion_queue_spin(q, 20, &ready));
-  EXPECT(ready == 0);  // drained: nothing left to report
-  lanes_array_release(y);
-  lanes_array_release(a);
+  OK(lanes_array_binary_scalar(LANES_OP_MULTIPLY, y, 3.0, 0, -1, s, &z));
+  OK(lanes_eval_async(&z, 1, q, 8, 0, &done));
+  EXPECT(done == 0);
+  count = 0;
+  for (int i = 0; i < 100 && count == 0; ++i) {
+    OK(lanes_completion_queue_wait(q, 50));
+    OK(lanes_completion_queue_drain(q, &token, &status, 1, &count));
+  }
+  EXPECT(count == 1 && token == 8 && status == LANES_OK);
+  EXPECT(read(z, 4)[0] == -6.0f);
+  OK(lanes_completion_queue_drain(q, &token, &status, 1, &count));
+  EXPECT(count == 0);  // drained: nothing left to report
+  for (uint64_t h : {a, y, z}) lanes_array_release(h);
   lanes_stream_release(s);
   lanes_completion_queue_release(q);
+}
+
+// A replay's work is left for the thread that evaluates its results; when none does, it still
+// runs, without any wait asking for it.
+void test_replay_nobody_evaluates_still_runs() {
+  int64_t shape[1] = {8};
+  uint64_t x = 0, y = 0, plan = 0, s = 0, out = 0;
+  OK(lanes_array_placeholder(LANES_FLOAT32, shape, 1, &x));
+  OK(lanes_array_unary(LANES_OP_NEGATIVE, x, 0, &y));
+  OK(lanes_plan_new(&x, 1, &y, 1, 0, nullptr, nullptr, &plan));
+  OK(lanes_stream_new(&s));
+  uint64_t in = from_floats({1, 2, 3, 4, 5, 6, 7, 8}, {8});
+  OK(lanes_eval(&in, 1));
+  uint64_t before = stat(LANES_STAT_KERNELS_EXECUTED);
+  OK(lanes_plan_run(plan, s, &in, 1, nullptr, 0, &out, 1));
+  for (int i = 0; i < 5000 && stat(LANES_STAT_KERNELS_EXECUTED) == before; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT(stat(LANES_STAT_KERNELS_EXECUTED) > before);
+  EXPECT(read(out, 8)[7] == -8.0f);
+  for (uint64_t h : {x, y, in, out}) lanes_array_release(h);
+  OK(lanes_plan_release(plan));
+  lanes_stream_release(s);
 }
 
 // ---- GPU completions run by a waiting thread -------------------------------------------------
@@ -587,7 +620,8 @@ void test_failed_walk_releases_its_claims() {
   OK(lanes_array_binary_scalar(LANES_OP_MINIMUM, x, 1.0, 0, -1, 0, &a));
   OK(lanes_array_unary(LANES_OP_EXP, a, 0, &b));
   OK(lanes_completion_queue_new(&q));
-  EXPECT(lanes_eval_async(&b, 1, q, 7) == LANES_ERR_INVALID_ARGUMENT);
+  int32_t done = -1;
+  EXPECT(lanes_eval_async(&b, 1, q, 7, 100, &done) == LANES_ERR_INVALID_ARGUMENT);
   EXPECT(lanes_eval(&a, 1) == LANES_ERR_INVALID_ARGUMENT);
   EXPECT(std::strstr(lanes_last_error(), "has no value outside its trace") != nullptr);
   float out[16];
@@ -878,7 +912,8 @@ int main(int argc, char** argv) {
   run("stress: tiny epoch budgets rotate every op", test_tiny_epochs);
   run("streams: dispose races with use", test_stream_dispose_races_with_use);
   run("streams: dispose waits for in-flight work, later work is rejected", test_dispose_waits_for_in_flight_work);
-  run("completion queues: a spin sees a posted completion, and only while one is queued", test_completion_queue_spin);
+  run("eval_async: given time, the caller runs the CPU work itself; without, it reports later", test_eval_async_runs_on_caller);
+  run("a replay whose results nobody evaluates still runs", test_replay_nobody_evaluates_still_runs);
   run("graph: a batch that fails part-way keeps what it encoded (each node runs once)", test_partial_batch_failure_keeps_encoded_nodes);
   run("plans: 8 threads replay one plan on their own streams, equal to serial bitwise", test_plan_replayed_from_threads);
   run("a failed walk releases its claims: later evaluations fail instead of hanging", test_failed_walk_releases_its_claims);

@@ -166,15 +166,15 @@ void DeviceCompletions::collect_reached_locked() {
   }
 }
 
-void DeviceCompletions::progress() {
-  if (t_completing) return;
+bool DeviceCompletions::progress() {
+  if (t_completing) return false;
   std::unique_lock completing(completing_, std::try_to_lock);
-  if (!completing) return;
+  if (!completing) return false;
   {
     std::lock_guard lock(mutex_);
     collect_reached_locked();
   }
-  run_ready();
+  return run_ready();
 }
 
 void DeviceCompletions::loop() {

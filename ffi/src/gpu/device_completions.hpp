@@ -58,8 +58,9 @@ class DeviceCompletions {
   // A mark whose callback could not be enqueued.
   static void discard_mark(void* mark);
   // Runs, on the calling thread, the completions of epochs whose counter word reached its
-  // value; returns at once if another thread is completing. Takes no lock of the caller's.
-  void progress();
+  // value, and returns whether it ran any; returns at once if another thread is completing.
+  // Takes no lock of the caller's.
+  bool progress();
   // From the device callback. Never blocks on the device.
   static void arrive(void* token);
 
