@@ -41,9 +41,10 @@ for s in $sections; do
         --tokens 64 --per-chat 1 --rounds 2 --chats 1,8,32
       run llm-torch 70 python3 bench/llm_torch.py /tmp/smollm2-shaped.gguf --chats 1,8,32 --prompt 32 --tokens 64 --rounds 2 ;;
     cpu-scaling)
-      for round in 1 2; do  # the two modes alternate
-        LANES_BACKEND=cpu run cpu-scaling-$round 60 "$bun" bench/scaling.ts small eager 3000
-        LANES_BACKEND=cpu LANES_LOCKING=global run cpu-scaling-global-$round 60 "$bun" bench/scaling.ts small eager 3000
+      for round in 1 2; do  # the two modes alternate, each beside the cores' own scaling (plain JS)
+        LANES_BACKEND=cpu run cpu-scaling-js-$round 60 "$bun" bench/scaling.ts js eager 2000
+        LANES_BACKEND=cpu run cpu-scaling-$round 60 "$bun" bench/scaling.ts small eager 2000
+        LANES_BACKEND=cpu LANES_LOCKING=global run cpu-scaling-global-$round 60 "$bun" bench/scaling.ts small eager 2000
       done ;;
     *) echo "unknown section $s" ;;
   esac
