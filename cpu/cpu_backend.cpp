@@ -167,13 +167,16 @@ class CpuLane final : public Fence {
   }
 
   void executor_loop() {
-    uint64_t seen = 0;
     for (;;) {
-      // The next submission usually follows within microseconds (a stream's next eval, a
-      // compiled step's replay): catching it spinning spares both threads a futex wake.
-      spin_until([&] { return startable_.load(std::memory_order_acquire) != seen; }, kIdleSpin);
       std::unique_lock lock(mutex_);
-      seen = startable_.load(std::memory_order_acquire);
+      if (!can_start_locked()) {
+        // The next submission usually follows within microseconds (a stream's next eval, a
+        // compiled step's replay): catching it spinning spares both threads a futex wake.
+        uint64_t seen = startable_.load(std::memory_order_acquire);
+        lock.unlock();
+        spin_until([&] { return startable_.load(std::memory_order_acquire) != seen; }, kIdleSpin);
+        lock.lock();
+      }
       for (;;) {
         if (stopping_ && pending_.empty()) return;
         if (can_start_locked()) break;

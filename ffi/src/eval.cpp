@@ -72,7 +72,8 @@ class Evaluation {
         uint64_t word = blocker->state.load(std::memory_order_acquire);
         if (state_of(word) == NodeState::Claimed) wait_for_claim(*blocker, word);
       }
-      flush_touched(start_);
+      // Work of several streams runs on their executors at once while this thread waits.
+      flush_touched(touched_.size() == 1 ? start_ : Start::Now);
     } catch (...) {
       release_claims();
       flush_touched(Start::Now);

@@ -483,7 +483,7 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
                       shape_str(inputs[i]->shape) + ", the plan was traced for " + dtype_name(inputs_[i].dtype) + " " +
                       shape_str(inputs_[i].shape));
   check_scalars(scalars);
-  schedule(inputs, Start::OnDemand);
+  schedule(inputs, Start::Now);
   std::unique_lock<RankedMutex> global;
   if (locking_mode() == LockingMode::Global) global = std::unique_lock<RankedMutex>(global_evaluation_mutex());
   for (const NodePtr& in : inputs)

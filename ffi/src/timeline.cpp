@@ -57,7 +57,7 @@ bool Timeline::run_for(uint64_t value, std::chrono::nanoseconds budget) {
   if (!progress_) return spin_until(reached, budget);
   auto until = std::chrono::steady_clock::now() + budget;
   for (;;) {
-    while (!reached() && progress_()) {
+    while (!reached() && std::chrono::steady_clock::now() < until && progress_()) {
     }
     if (reached() || std::chrono::steady_clock::now() >= until) return reached();
     for (int i = 0; i < 32 && !reached(); ++i) cpu_relax();
