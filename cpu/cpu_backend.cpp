@@ -1,7 +1,7 @@
 // The CPU backend, shaped like a GPU: per-stream queues whose committed command buffers run
-// on an executor thread, cross-stream waits on the other queue's fence, and completion
-// reported from that thread. Every race a GPU backend could expose is exercised here too,
-// under TSan.
+// on an executor thread or on the thread that waits for them, cross-stream waits on the other
+// queue's fence, and completion reported from whichever thread ran the buffer. Every race a GPU
+// backend could expose is exercised here too, under TSan.
 #include <algorithm>
 #include <array>
 #include <atomic>
