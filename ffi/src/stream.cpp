@@ -64,7 +64,10 @@ struct EpochRecord final : Completion {
   // Written by complete(), read under the fence lock:
   std::optional<std::string> device_error;
   bool device_done = false;
-  bool waiting_registered = false;
+  // The wait that advance() last asked to be called back from: it registers again only for
+  // another one (a later stream of `waits`, once this one finished).
+  const Timeline* called_back_by = nullptr;
+  uint64_t called_back_at = 0;
 
   void complete(const char* error) noexcept override {
     std::shared_ptr<Stream::Finishing> state = finishing;
@@ -137,10 +140,11 @@ void Stream::advance(const std::shared_ptr<Finishing>& state) {
         if (!blocker) {
           ready = std::move(state->in_flight.front());
           state->in_flight.pop_front();
-        } else if (front.waiting_registered) {
+        } else if (front.called_back_by == blocker.get() && front.called_back_at == blocker_value) {
           blocker.reset();
         } else {
-          front.waiting_registered = true;
+          front.called_back_by = blocker.get();
+          front.called_back_at = blocker_value;
         }
       }
       if (!ready && !blocker && !state->again) {

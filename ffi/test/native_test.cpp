@@ -271,6 +271,58 @@ void stress_random_graphs(int threads, int streams, int graphs_per_thread) {
   for (uint64_t s : stream_handles) OK(lanes_stream_release(s));
 }
 
+// A queue whose buffers complete only when the test completes them, in the order it picks.
+class HandDrivenQueue final : public lanes::Queue {
+ public:
+  explicit HandDrivenQueue(std::vector<lanes::Completion*>& committed) : committed_(committed) {}
+  std::unique_ptr<lanes::CommandBuffer> new_command_buffer() override { return std::make_unique<Buffer>(); }
+  void commit(std::unique_ptr<lanes::CommandBuffer>, uint64_t, lanes::Completion* done, lanes::Start) override {
+    committed_.push_back(done);
+  }
+  std::shared_ptr<lanes::Fence> fence() override { return fence_; }
+  void debug_pause(bool) override {}
+
+ private:
+  struct Buffer final : lanes::CommandBuffer {
+    void encode(const lanes::Command&, std::unique_ptr<lanes::Prepared>) override {}
+    void encode_wait(lanes::Fence&, uint64_t) override {}
+    void encode_plan(lanes::PlanInstance&, const double*, int, void* const*) override {}
+  };
+  std::vector<lanes::Completion*>& committed_;
+  std::shared_ptr<lanes::Fence> fence_ = std::make_shared<lanes::Fence>();
+};
+
+// An epoch that waited on several streams completes on the host once the last of them did,
+// whichever order they finish in: its device work first, then each producer in turn.
+void test_epoch_waiting_on_several_streams() {
+  lanes::runtime();
+  constexpr int kProducers = 3;
+  std::vector<lanes::Completion*> committed[kProducers + 1];
+  std::vector<std::shared_ptr<lanes::Stream>> streams;
+  for (int i = 0; i <= kProducers; ++i)
+    streams.push_back(std::make_shared<lanes::Stream>(1000 + i, 0, std::make_unique<HandDrivenQueue>(committed[i]),
+                                                      lanes::runtime().allocator().new_pool(0)));
+  auto commit_one = [](lanes::Stream& stream, const std::vector<std::shared_ptr<lanes::Stream>>& waits) {
+    lanes::StreamOpLock lock(stream);
+    for (const auto& producer : waits) lock.encode_wait(*producer, 1);
+    lock.encode(lanes::PlannedCommand{});
+    lock.commit(lanes::Start::Now);
+  };
+  std::vector<std::shared_ptr<lanes::Stream>> producers(streams.begin(), streams.begin() + kProducers);
+  for (const auto& producer : producers) commit_one(*producer, {});
+  lanes::Stream& consumer = *streams.back();
+  commit_one(consumer, producers);
+  committed[kProducers].at(0)->complete(nullptr);
+  for (int p = 0; p < kProducers; ++p) {
+    EXPECT(consumer.timeline()->completed() == 0);
+    committed[p].at(0)->complete(nullptr);
+    EXPECT(producers[p]->timeline()->completed() == 1);
+  }
+  EXPECT(consumer.timeline()->completed() == 1);
+  // A consumer that never completed would block its destructor: leave it, so the failure shows.
+  if (consumer.timeline()->completed() != 1) new std::shared_ptr<lanes::Stream>(streams.back());
+}
+
 void test_stress_cross_stream() { stress_random_graphs(6, 4, 12); }
 
 void test_tiny_epochs() {
@@ -910,6 +962,8 @@ int main(int argc, char** argv) {
   run("graph: a shared node evaluated from 6 threads runs once", test_shared_node_computed_once);
   run("stress: 6 threads x 4 streams, random cross-stream graphs equal serial bitwise", test_stress_cross_stream);
   run("stress: tiny epoch budgets rotate every op", test_tiny_epochs);
+  run("completions: an epoch that waited on three streams completes after the last of them",
+      test_epoch_waiting_on_several_streams);
   run("streams: dispose races with use", test_stream_dispose_races_with_use);
   run("streams: dispose waits for in-flight work, later work is rejected", test_dispose_waits_for_in_flight_work);
   run("eval_async: given time, the caller runs the CPU work itself; without, it reports later", test_eval_async_runs_on_caller);
