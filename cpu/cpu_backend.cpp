@@ -56,17 +56,15 @@ class CpuLane;  // a queue's state and fence, below
 
 class CpuCommandBuffer final : public CommandBuffer {
  public:
-  void encode(const Command& command, std::unique_ptr<Prepared>) override {
-    items_.emplace_back();
-    items_.back().command = command;
-  }
+  void encode(Command&& command, std::unique_ptr<Prepared>) override { items_.emplace_back().command = std::move(command); }
   // The core keeps `instance` until this buffer's epoch completed.
   void encode_plan(PlanInstance& instance, const double* scalars, int count, void* const* bound) override {
-    Item& item = items_.emplace_back();
-    item.plan = &static_cast<CpuPlanInstance&>(instance);
-    item.scalar_count = std::min(count, kMaxPlanScalars);
-    std::copy(scalars, scalars + item.scalar_count, item.scalars.begin());
-    if (bound) item.bound.assign(bound, bound + item.plan->copies.size());
+    auto replay = std::make_unique<Replay>();
+    replay->plan = &static_cast<CpuPlanInstance&>(instance);
+    replay->scalar_count = std::min(count, kMaxPlanScalars);
+    std::copy(scalars, scalars + replay->scalar_count, replay->scalars.begin());
+    if (bound) replay->bound.assign(bound, bound + replay->plan->copies.size());
+    items_.emplace_back().replay = std::move(replay);
   }
   void encode_wait(Fence& other, uint64_t value) override {
     Item& item = items_.emplace_back();
@@ -76,46 +74,51 @@ class CpuCommandBuffer final : public CommandBuffer {
 
   // Runs every item in order; the first failure stops the rest and is returned.
   std::optional<std::string> execute();
+  // Empties a buffer that ran, keeping its storage for the lane's next one.
+  void clear() { items_.clear(); }
 
  private:
-  // One of: a command, a plan replay with its scalars, a wait on another queue's fence.
-  struct Item {
-    Command command;
+  struct Replay {
     const CpuPlanInstance* plan = nullptr;
     std::array<double, kMaxPlanScalars> scalars{};
     int scalar_count = 0;
-    Fence* wait_on = nullptr;  // a CpuLane
-    uint64_t wait_value = 0;
     std::vector<void*> bound;  // the callers' addresses of the plan's copies
   };
+  // One of: a command, a plan replay with its scalars, a wait on another queue's fence.
+  struct Item {
+    Command command;
+    std::unique_ptr<Replay> replay;
+    Fence* wait_on = nullptr;  // a CpuLane
+    uint64_t wait_value = 0;
+  };
 
-  static void copy_bound(const Item& item, bool into_plan) {
-    const std::vector<PlanCopy>& copies = item.plan->copies;
-    for (size_t j = 0; j < copies.size() && j < item.bound.size(); ++j) {
+  static void copy_bound(const Replay& r, bool into_plan) {
+    const std::vector<PlanCopy>& copies = r.plan->copies;
+    for (size_t j = 0; j < copies.size() && j < r.bound.size(); ++j) {
       if (copies[j].into_plan != into_plan) continue;
       if (into_plan)
-        std::memcpy(copies[j].slot, item.bound[j], copies[j].bytes);
+        std::memcpy(copies[j].slot, r.bound[j], copies[j].bytes);
       else
-        std::memcpy(item.bound[j], copies[j].slot, copies[j].bytes);
+        std::memcpy(r.bound[j], copies[j].slot, copies[j].bytes);
     }
   }
 
-  static std::optional<std::string> replay(const Item& item) {
-    copy_bound(item, true);
-    for (const Command& c : item.plan->commands) {
+  static std::optional<std::string> replay(const Replay& r) {
+    copy_bound(r, true);
+    for (const Command& c : r.plan->commands) {
       std::optional<std::string> failed;
       if (has_parameter(c)) {
         Command bound = c;
         OpParams& p = bound.params;
         for (int i = 0; i < 3; ++i)
-          if (p.dynamic[i] >= 0 && p.dynamic[i] < item.scalar_count) p.scalars[i] = item.scalars[p.dynamic[i]];
+          if (p.dynamic[i] >= 0 && p.dynamic[i] < r.scalar_count) p.scalars[i] = r.scalars[p.dynamic[i]];
         failed = run_command(bound);
       } else {
         failed = run_command(c);
       }
       if (failed) return failed;
     }
-    copy_bound(item, false);
+    copy_bound(r, false);
     return std::nullopt;
   }
 
@@ -128,6 +131,19 @@ class CpuCommandBuffer final : public CommandBuffer {
 // order, on whichever of those threads takes the next one first.
 class CpuLane final : public Fence {
  public:
+  // An empty command buffer, one that ran before where the lane kept one.
+  std::unique_ptr<CpuCommandBuffer> fresh_buffer() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!spare_.empty()) {
+        std::unique_ptr<CpuCommandBuffer> buffer = std::move(spare_.back());
+        spare_.pop_back();
+        return buffer;
+      }
+    }
+    return std::make_unique<CpuCommandBuffer>();
+  }
+
   void submit(std::unique_ptr<CpuCommandBuffer> buffer, uint64_t sequence, Completion* done, Start start) {
     {
       std::lock_guard lock(mutex_);
@@ -264,11 +280,13 @@ class CpuLane final : public Fence {
   void run(Submission& next) {
     t_running = this;
     std::optional<std::string> error = next.buffer->execute();
-    next.buffer.reset();
+    next.buffer->clear();
     {
       std::lock_guard lock(mutex_);
       reached_.store(next.sequence, std::memory_order_release);
+      if (spare_.size() < kSpareBuffers) spare_.push_back(std::move(next.buffer));
     }
+    next.buffer.reset();
     reached_cv_.notify_all();
     // Still the runner while completing: the next submission's completion must come after.
     next.done->complete(error ? error->c_str() : nullptr);
@@ -285,12 +303,15 @@ class CpuLane final : public Fence {
   static constexpr std::chrono::microseconds kIdleSpin{50};
   static constexpr std::chrono::milliseconds kOnDemandGrace{1};
   static constexpr std::chrono::milliseconds kQuietSpell{20};
+  // Buffers kept for reuse: a stream's epochs come one after another, so a couple suffice.
+  static constexpr size_t kSpareBuffers = 2;
   static thread_local const CpuLane* t_running;
 
   std::mutex mutex_;  // leaf
   std::condition_variable ready_;       // the executor waits here for startable work
   std::condition_variable reached_cv_;  // fence waiters wait here
   std::deque<Submission> pending_;
+  std::vector<std::unique_ptr<CpuCommandBuffer>> spare_;
   uint64_t released_through_ = 0;  // the executor starts submissions up to this sequence
   std::atomic<uint64_t> startable_{0};  // bumped when work becomes the executor's; it spins on it
   std::atomic<uint64_t> reached_{0};
@@ -308,8 +329,8 @@ std::optional<std::string> CpuCommandBuffer::execute() {
     std::optional<std::string> failed;
     if (item.wait_on) {
       static_cast<CpuLane*>(item.wait_on)->wait(item.wait_value);
-    } else if (item.plan) {
-      failed = replay(item);
+    } else if (item.replay) {
+      failed = replay(*item.replay);
     } else {
       failed = run_command(item.command);
     }
@@ -332,7 +353,7 @@ class CpuQueue final : public Queue {
       executor_.join();
   }
 
-  std::unique_ptr<CommandBuffer> new_command_buffer() override { return std::make_unique<CpuCommandBuffer>(); }
+  std::unique_ptr<CommandBuffer> new_command_buffer() override { return lane_->fresh_buffer(); }
   std::shared_ptr<Fence> fence() override { return lane_; }
   std::function<bool()> progress() override {
     return [lane = lane_] { return lane->run_next(); };

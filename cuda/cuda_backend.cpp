@@ -183,7 +183,7 @@ class CudaCommandBuffer final : public CommandBuffer {
     error = plan.issue(stream_, scalars, count, bound);
   }
 
-  void encode(const Command&, std::unique_ptr<Prepared> prepared) override {
+  void encode(Command&&, std::unique_ptr<Prepared> prepared) override {
     auto* p = static_cast<CudaPrepared*>(prepared.release());
     prepared_.emplace_back(p);
     if (error) return;  // the epoch failed already; its remaining work is not issued

@@ -89,7 +89,7 @@ class MetalCommandBuffer final : public CommandBuffer {
     for (const TakeCheck& t : replay_checks_) device_.error_words->give_back(t.word);
   }
 
-  void encode(const Command& command, std::unique_ptr<Prepared> prepared) override {
+  void encode(Command&& command, std::unique_ptr<Prepared> prepared) override {
     auto* p = static_cast<MetalPrepared*>(prepared.release());
     if (!p) {
       error = std::string("metal: ") + op_name(command.op, command.params.subop) + " was not prepared";

@@ -122,7 +122,7 @@ class CommandBuffer {
  public:
   virtual ~CommandBuffer() = default;
   // `prepared` is what Backend::prepare returned for `command` (may be null).
-  virtual void encode(const Command& command, std::unique_ptr<Prepared> prepared) = 0;
+  virtual void encode(Command&& command, std::unique_ptr<Prepared> prepared) = 0;
   // Makes later commands wait until `other` reaches `value` (a cross-stream dependency).
   virtual void encode_wait(Fence& other, uint64_t value) = 0;
   // Replays `instance`: each scalar bound to plan parameter i (OpParams::dynamic) takes

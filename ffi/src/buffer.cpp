@@ -23,20 +23,22 @@ MemoryPool::~MemoryPool() {
 
 void* MemoryPool::take(size_t capacity, size_t& got) {
   std::lock_guard lock(mutex_);
-  auto it = blocks_.lower_bound(capacity);
-  if (it == blocks_.end() || it->first > capacity + capacity / 4) return nullptr;
-  void* data = it->second;
-  got = it->first;
-  cached_ -= got;
-  blocks_.erase(it);
-  allocator_.cached_.fetch_sub(got, std::memory_order_relaxed);
-  return data;
+  for (auto it = blocks_.lower_bound(capacity); it != blocks_.end() && it->first <= capacity + capacity / 4; ++it) {
+    if (it->second.empty()) continue;
+    void* data = it->second.back();
+    it->second.pop_back();
+    got = it->first;
+    cached_ -= got;
+    allocator_.cached_.fetch_sub(got, std::memory_order_relaxed);
+    return data;
+  }
+  return nullptr;
 }
 
 bool MemoryPool::keep(void* data, size_t capacity) {
   std::lock_guard lock(mutex_);
   if (retired_ || cached_ + capacity > max_cached_) return false;
-  blocks_.emplace(capacity, data);
+  blocks_[capacity].push_back(data);
   cached_ += capacity;
   allocator_.cached_.fetch_add(capacity, std::memory_order_relaxed);
   return true;
@@ -44,7 +46,8 @@ bool MemoryPool::keep(void* data, size_t capacity) {
 
 void MemoryPool::drain(std::vector<std::pair<void*, size_t>>& out, bool retire) {
   std::lock_guard lock(mutex_);
-  for (auto& [capacity, data] : blocks_) out.emplace_back(data, capacity);
+  for (auto& [capacity, list] : blocks_)
+    for (void* data : list) out.emplace_back(data, capacity);
   allocator_.cached_.fetch_sub(cached_, std::memory_order_relaxed);
   blocks_.clear();
   cached_ = 0;

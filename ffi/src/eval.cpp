@@ -3,9 +3,10 @@
 #include <chrono>
 #include <mutex>
 #include <thread>
-#include <unordered_set>
+#include <algorithm>
 
 #include "config.hpp"
+#include "pointer_set.hpp"
 #include "runtime.hpp"
 #include "status.hpp"
 
@@ -89,14 +90,15 @@ class Evaluation {
   void walk(const std::vector<NodePtr>& outputs) {
     mine_.clear();
     foreign_.clear();
-    std::unordered_set<Node*> seen;
+    PointerSet& seen = *seen_;
+    seen.clear();
     struct Frame {
       NodePtr node;
       size_t next_input;
     };
     std::vector<Frame> stack;
     for (const NodePtr& out : outputs) {
-      if (!seen.insert(out.get()).second) continue;
+      if (!seen.insert(out.get())) continue;
       if (!visit(out)) continue;
       stack.push_back(Frame{out, 0});
       try {
@@ -104,7 +106,7 @@ class Evaluation {
           Frame& top = stack.back();
           if (top.next_input < top.node->inputs.size()) {
             NodePtr child = top.node->inputs[top.next_input++];
-            if (seen.insert(child.get()).second && visit(child)) stack.push_back(Frame{std::move(child), 0});
+            if (seen.insert(child.get()) && visit(child)) stack.push_back(Frame{std::move(child), 0});
           } else {
             mine_.push_back(std::move(top.node));
             stack.pop_back();
@@ -145,7 +147,8 @@ class Evaluation {
   // scheduled, batching consecutive nodes of one stream under one op lock.
   bool encode_ready() {
     bool progressed = false;
-    std::unordered_set<const Node*> in_batch;
+    PointerSet& in_batch = *in_batch_;
+    in_batch.clear();
     for (const NodePtr& n : mine_) {
       if (state_of(n->state.load(std::memory_order_acquire)) != NodeState::Claimed) continue;
       if (n->op == OpCode::View) {
@@ -156,7 +159,7 @@ class Evaluation {
       // failed) first; its inputs are judged after that.
       if (n->stream != batch_stream_)
         for (const NodePtr& in : n->inputs)
-          if (in_batch.count(in.get())) {
+          if (in_batch.contains(in.get())) {
             encode_batch(in_batch);
             break;
           }
@@ -165,7 +168,7 @@ class Evaluation {
       for (const NodePtr& in : n->inputs) {
         NodeState s = state_of(in->state.load(std::memory_order_acquire));
         if (s == NodeState::Failed) failed_input = in.get();
-        else if (s != NodeState::Scheduled && !in_batch.count(in.get())) blocked = true;
+        else if (s != NodeState::Scheduled && !in_batch.contains(in.get())) blocked = true;
       }
       if (failed_input) {
         fail(*n, *failed_input->failure);
@@ -177,6 +180,7 @@ class Evaluation {
         encode_batch(in_batch);
         batch_stream_ = n->stream;
       }
+      if (batch_.capacity() == 0) batch_.reserve(mine_.size());
       batch_.push_back(prepare(n));
       in_batch.insert(n.get());
       progressed = true;
@@ -187,9 +191,9 @@ class Evaluation {
 
   // A view needs no kernel: it is scheduled as soon as its source is, sharing its buffer and
   // timeline value. Its input (the source) is kept: other views may be built from it.
-  bool schedule_view(const NodePtr& n, std::unordered_set<const Node*>& in_batch) {
+  bool schedule_view(const NodePtr& n, PointerSet& in_batch) {
     const NodePtr& source = n->inputs.front();
-    if (in_batch.count(source.get())) encode_batch(in_batch);
+    if (in_batch.contains(source.get())) encode_batch(in_batch);
     NodeState s = state_of(source->state.load(std::memory_order_acquire));
     if (s == NodeState::Failed) {
       fail(*n, *source->failure);
@@ -223,6 +227,8 @@ class Evaluation {
     }
     c.output = tensor_arg(*n);
     pc.writes = n->buffer;
+    c.inputs.reserve(n->inputs.size());
+    pc.reads.reserve(n->inputs.size());
     for (const NodePtr& in : n->inputs) {
       c.inputs.push_back(tensor_arg(*in));
       pc.reads.push_back(in->buffer);
@@ -233,10 +239,19 @@ class Evaluation {
     return p;
   }
 
-  void encode_batch(std::unordered_set<const Node*>& in_batch) {
+  void encode_batch(PointerSet& in_batch) {
     if (batch_.empty()) return;
-    std::vector<Planned> batch = std::move(batch_);
-    batch_.clear();
+    std::vector<Planned> batch;
+    batch.swap(batch_);
+    // The storage goes back to batch_ for the next batch, however this returns.
+    struct GiveBack {
+      std::vector<Planned>& from;
+      std::vector<Planned>& to;
+      ~GiveBack() {
+        from.clear();
+        if (to.empty()) to.swap(from);
+      }
+    } give_back{batch, batch_};
     in_batch.clear();
     StreamPtr stream = std::move(batch_stream_);
     batch_stream_.reset();
@@ -247,7 +262,7 @@ class Evaluation {
         if (in->producer && in->producer != stream) in->producer->flush_through(in->value, Start::Now);
     std::vector<NodeInputs> released_inputs;
     released_inputs.reserve(batch.size());
-    touched_.insert(stream);
+    if (std::find(touched_.begin(), touched_.end(), stream) == touched_.end()) touched_.push_back(stream);
     try {
       StreamOpLock lock(*stream);
       for (Planned& p : batch) {
@@ -308,7 +323,9 @@ class Evaluation {
   std::vector<NodePtr> foreign_;
   std::vector<Planned> batch_;
   StreamPtr batch_stream_;
-  std::unordered_set<StreamPtr> touched_;
+  std::vector<StreamPtr> touched_;  // a handful at most: a vector beats a hash set
+  BorrowedPointerSet seen_;         // walk's visited nodes
+  BorrowedPointerSet in_batch_;     // encode_ready's nodes in the open batch
 };
 
 std::string node_error(const Node& n) {

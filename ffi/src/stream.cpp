@@ -13,6 +13,8 @@ namespace {
 
 std::atomic<uint32_t> g_budget_ops{64};
 std::atomic<uint64_t> g_budget_bytes{uint64_t(64) << 20};
+// Finished epoch records a stream keeps for reuse: its epochs complete one after another.
+constexpr size_t kSpareRecords = 2;
 
 }  // namespace
 
@@ -40,6 +42,8 @@ struct Stream::Finishing {
   std::deque<std::unique_ptr<EpochRecord>> in_flight;  // commit order
   bool running = false;                                 // a thread is finishing epochs
   bool again = false;                                   // progress arrived meanwhile
+  // Finished records kept for the stream's next epochs, with their vectors' storage.
+  std::vector<std::unique_ptr<EpochRecord>> spare;
 };
 
 struct EpochRecord final : Completion {
@@ -81,6 +85,27 @@ struct EpochRecord final : Completion {
       device_done = true;
     }
     Stream::advance(state);  // may destroy this record
+  }
+
+  // Back to a new record's state, keeping the vectors' storage.
+  void reset() {
+    finishing.reset();
+    sequence = 0;
+    ops = 0;
+    bytes = 0;
+    kernels = 0;
+    keep.clear();
+    reads.clear();
+    writes.clear();
+    waits.clear();
+    fences.clear();
+    staging.clear();
+    others.clear();
+    injected.reset();
+    device_error.reset();
+    device_done = false;
+    called_back_by = nullptr;
+    called_back_at = 0;
   }
 
   // The host side of a finished epoch: errors follow the data, then the timeline moves on.
@@ -153,7 +178,12 @@ void Stream::advance(const std::shared_ptr<Finishing>& state) {
       }
     }
     if (blocker) blocker->when_reached(blocker_value, [state] { advance(state); });
-    if (ready) ready->finish();
+    if (ready) {
+      ready->finish();
+      ready->reset();
+      std::lock_guard lock(state->mutex);
+      if (state->spare.size() < kSpareRecords) state->spare.push_back(std::move(ready));
+    }
   }
 }
 
@@ -164,8 +194,9 @@ void* StreamScratch::allocate(size_t bytes) {
 
 // ---- SubmissionEpoch ---------------------------------------------------------------------------
 
-SubmissionEpoch::SubmissionEpoch(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, EpochBudget budget)
-    : buffer_(std::move(buffer)), record_(std::make_unique<EpochRecord>()), budget_(budget) {
+SubmissionEpoch::SubmissionEpoch(std::unique_ptr<CommandBuffer> buffer, std::unique_ptr<EpochRecord> record, uint64_t sequence,
+                                 EpochBudget budget)
+    : buffer_(std::move(buffer)), record_(record ? std::move(record) : std::make_unique<EpochRecord>()), budget_(budget) {
   record_->sequence = sequence;
 }
 SubmissionEpoch::SubmissionEpoch(SubmissionEpoch&&) noexcept = default;
@@ -179,9 +210,9 @@ bool SubmissionEpoch::over_budget() const { return record_->ops >= budget_.max_o
 void SubmissionEpoch::encode(PlannedCommand c) {
   EpochRecord& r = *record_;
   const char* name = op_name(c.command.op, c.command.params.subop);
-  buffer_->encode(c.command, std::move(c.prepared));
-  ++r.ops;
   if (c.command.op != OpCode::Download) ++r.kernels;
+  buffer_->encode(std::move(c.command), std::move(c.prepared));
+  ++r.ops;
   for (auto& b : c.reads) {
     r.reads.push_back(EpochRecord::Read{b.get(), name});
     r.keep.push_back(std::move(b));
@@ -305,7 +336,14 @@ RankedMutex& StreamOpLock::fence_mutex() { return stream_.finishing_->mutex; }
 SubmissionEpoch& StreamOpLock::open_epoch() {
   if (!stream_.open_) {
     uint64_t next = stream_.committed_.load(std::memory_order_relaxed) + 1;
-    stream_.open_.emplace(stream_.queue_->new_command_buffer(), next, epoch_budget());
+    std::unique_ptr<EpochRecord> record;
+    with_fence_state([&] {
+      std::vector<std::unique_ptr<EpochRecord>>& spare = stream_.finishing_->spare;
+      if (spare.empty()) return;
+      record = std::move(spare.back());
+      spare.pop_back();
+    });
+    stream_.open_.emplace(stream_.queue_->new_command_buffer(), std::move(record), next, epoch_budget());
   }
   return *stream_.open_;
 }

@@ -55,7 +55,9 @@ struct EpochRecord;
 // committing consumes it, so a committed epoch cannot be encoded into or committed again.
 class SubmissionEpoch {
  public:
-  SubmissionEpoch(std::unique_ptr<CommandBuffer> buffer, uint64_t sequence, EpochBudget budget);
+  // `record`: a finished one to reuse, or null.
+  SubmissionEpoch(std::unique_ptr<CommandBuffer> buffer, std::unique_ptr<EpochRecord> record, uint64_t sequence,
+                  EpochBudget budget);
   SubmissionEpoch(SubmissionEpoch&&) noexcept;
   SubmissionEpoch& operator=(SubmissionEpoch&&) noexcept;
   ~SubmissionEpoch();

@@ -284,7 +284,7 @@ class HandDrivenQueue final : public lanes::Queue {
 
  private:
   struct Buffer final : lanes::CommandBuffer {
-    void encode(const lanes::Command&, std::unique_ptr<lanes::Prepared>) override {}
+    void encode(lanes::Command&&, std::unique_ptr<lanes::Prepared>) override {}
     void encode_wait(lanes::Fence&, uint64_t) override {}
     void encode_plan(lanes::PlanInstance&, const double*, int, void* const*) override {}
   };
