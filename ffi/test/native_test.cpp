@@ -18,6 +18,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "../../cpu/compute_pool.hpp"
@@ -26,6 +27,7 @@
 #include "gpu/device_completions.hpp"
 #include "runtime.hpp"
 #include "stream.hpp"
+#include "pointer_set.hpp"
 #include "small_vector.hpp"
 
 extern char** environ;
@@ -691,6 +693,29 @@ void test_failed_walk_releases_its_claims() {
 // ---- small vectors -----------------------------------------------------------------------------
 
 // Shapes use an inline vector: random operations must match std::vector's.
+// Inserts, lookups and clears of random pointers (some repeated, some near each other) agree
+// with std::unordered_set, across growth and reuse after clear().
+void test_pointer_set_matches_unordered_set() {
+  std::mt19937 rng(7);
+  std::vector<char> arena(1 << 16);
+  lanes::PointerSet a;
+  for (int round = 0; round < 200; ++round) {
+    std::unordered_set<const void*> b;
+    int inserts = static_cast<int>(rng() % 400);
+    for (int k = 0; k < inserts; ++k) {
+      const void* p = &arena[rng() % (round % 2 ? 64 : arena.size())];
+      EXPECT(a.insert(p) == b.insert(p).second);
+      const void* q = &arena[rng() % arena.size()];
+      EXPECT(a.contains(q) == (b.count(q) == 1));
+    }
+    EXPECT(a.size() == b.size());
+    for (const void* p : b) EXPECT(a.contains(p));
+    a.clear();
+    EXPECT(a.size() == 0);
+    for (const void* p : b) EXPECT(!a.contains(p));
+  }
+}
+
 void test_small_vector_matches_std_vector() {
   std::mt19937 rng(1);
   for (int it = 0; it < 2000; ++it) {
@@ -978,6 +1003,7 @@ int main(int argc, char** argv) {
   run("plans: 8 threads replay one plan on their own streams, equal to serial bitwise", test_plan_replayed_from_threads);
   run("a failed walk releases its claims: later evaluations fail instead of hanging", test_failed_walk_releases_its_claims);
   run("small vector: random operations match std::vector", test_small_vector_matches_std_vector);
+  run("pointer set: random inserts, lookups and clears match std::unordered_set", test_pointer_set_matches_unordered_set);
   run("pool: concurrent and nested jobs run every index once, in fixed chunks", test_pool_concurrent_jobs);
   run("pool: a chunk's exception is rethrown on the caller", test_pool_rethrows_on_caller);
   run("sgemm: every SIMD path matches a float64 reference and the others bitwise", test_sgemm_paths);
