@@ -346,6 +346,85 @@ void binary_span_by_op(int op, float* v, const float* other, int64_t stride, int
   table[op](v, other, stride, n, value_first);
 }
 
+template <int Op>
+void unary_rows_span(float* v, int64_t row_stride, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r) unary_span<Op>(v + r * row_stride, n);
+}
+
+template <int Op>
+void binary_rows_span(float* v, int64_t row_stride, const float* other, int64_t other_row_stride, int64_t stride, int64_t rows,
+                      int64_t n, bool value_first) {
+  for (int64_t r = 0; r < rows; ++r) binary_span<Op>(v + r * row_stride, other + r * other_row_stride, stride, n, value_first);
+}
+
+template <int... Ops>
+void unary_rows_by_op(int op, float* v, int64_t row_stride, int64_t rows, int64_t n, std::integer_sequence<int, Ops...>) {
+  using Span = void (*)(float*, int64_t, int64_t, int64_t);
+  static constexpr Span table[] = {&unary_rows_span<Ops>...};
+  table[op](v, row_stride, rows, n);
+}
+
+template <int... Ops>
+void binary_rows_by_op(int op, float* v, int64_t row_stride, const float* other, int64_t other_row_stride, int64_t stride,
+                       int64_t rows, int64_t n, bool value_first, std::integer_sequence<int, Ops...>) {
+  using Span = void (*)(float*, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, bool);
+  static constexpr Span table[] = {&binary_rows_span<Ops>...};
+  table[op](v, row_stride, other, other_row_stride, stride, rows, n, value_first);
+}
+
+// The row stride of each operand where every one of them steps through the rows of `shape`
+// (all axes but the last) by a single stride; false where some operand's outer axes do not
+// collapse into one.
+bool collapsed_row_strides(const Shape& shape, const std::array<Shape, kMaxFusedInputs>& st, size_t operands,
+                           std::array<int64_t, kMaxFusedInputs>& row_stride) {
+  row_stride.fill(0);
+  bool first = true;
+  int64_t rows_below = 1;  // rows one step along axis d spans
+  for (int d = static_cast<int>(shape.size()) - 2; d >= 0; --d) {
+    if (shape[d] == 1) continue;
+    for (size_t k = 0; k < operands; ++k) {
+      if (first) row_stride[k] = st[k][d];
+      else if (st[k][d] != row_stride[k] * rows_below) return false;
+    }
+    first = false;
+    rows_below *= shape[d];
+  }
+  return true;
+}
+
+// Blocks of short rows (a bias and activation over a small product): each step runs over the
+// whole block with one dispatch, the block small enough to stay in L1 between steps.
+void fused_row_blocks(const Command& c, const std::array<int64_t, kMaxFusedInputs>& inner,
+                      const std::array<int64_t, kMaxFusedInputs>& row_stride) {
+  const std::vector<FusedStep>& program = *c.params.fused;
+  const int64_t n = c.output.shape.back(), rows = numel(c.output.shape) / n;
+  const int64_t block = std::max<int64_t>(1, kFusedSpan / n);
+  std::array<const float*, kMaxFusedInputs> in{};
+  for (size_t k = 0; k < c.inputs.size(); ++k) in[k] = base<float>(c.inputs[k]);
+  float* y = output<float>(c);
+  parallel_for(rows, std::max<int64_t>(1, kElementGrain / n), [&](int64_t rb, int64_t re) {
+    for (int64_t r0 = rb; r0 < re; r0 += block) {
+      const int64_t count = std::min(block, re - r0);
+      float* v = y + r0 * n;
+      const float* head = in[0] + r0 * row_stride[0];
+      if (head != v)  // a matmul's epilogue starts from the product in place
+        for (int64_t r = 0; r < count; ++r)
+          for (int64_t i = 0; i < n; ++i) v[r * n + i] = head[r * row_stride[0] + i * inner[0]];
+      for (const FusedStep& f : program) {
+        if (f.op == OpCode::Unary) {
+          unary_rows_by_op(f.subop, v, n, count, n, std::make_integer_sequence<int, LANES_OP_COS + 1>{});
+        } else if (f.op == OpCode::BinaryScalar) {
+          binary_rows_by_op(f.subop, v, n, &f.scalar, 0, 0, count, n, f.value_first, std::make_integer_sequence<int, LANES_OP_POWER + 1>{});
+        } else {
+          const float* other = in[f.operand] + r0 * row_stride[f.operand];
+          binary_rows_by_op(f.subop, v, n, other, row_stride[f.operand], inner[f.operand], count, n, f.value_first,
+                            std::make_integer_sequence<int, LANES_OP_POWER + 1>{});
+        }
+      }
+    }
+  });
+}
+
 void fused(const Command& c) {
   const std::vector<FusedStep>& program = *c.params.fused;
   const Shape& shape = c.output.shape;
@@ -357,6 +436,11 @@ void fused(const Command& c) {
     if (k < c.inputs.size()) in[k] = base<float>(c.inputs[k]);
     inner[k] = shape.empty() ? 0 : st[k].back();
   }
+  std::array<int64_t, kMaxFusedInputs> row_stride;
+  const int64_t total = numel(shape);
+  if (total == 0) return;
+  if (!shape.empty() && shape.back() < kFusedSpan && total > shape.back() && collapsed_row_strides(shape, st, c.inputs.size(), row_stride))
+    return fused_row_blocks(c, inner, row_stride);
   float* y = output<float>(c);
   for_each_row<kMaxFusedInputs>(shape, st, [&](int64_t o, const std::array<int64_t, kMaxFusedInputs>& off, int64_t n) {
     for (int64_t at = 0; at < n; at += kFusedSpan) {

@@ -97,10 +97,22 @@ void for_each_row(const Shape& shape, const std::array<Shape, K>& strides, Fn&& 
   }
   int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, inner));
   parallel_for(rows, grain, [&](int64_t rb, int64_t re) {
+    // The first row's offsets by division, the rest by counting up the outer indices.
     std::array<int64_t, K> off;
+    offsets_of(rb, off);
+    Shape index(static_cast<size_t>(std::max(nd - 1, 0)), 0);
+    for (int64_t rest = rb, d = nd - 2; d >= 0; --d) {
+      index[d] = rest % shape[d];
+      rest /= shape[d];
+    }
     for (int64_t r = rb; r < re; ++r) {
-      offsets_of(r, off);
       fn(r * inner, off, inner);
+      for (int d = nd - 2; d >= 0; --d) {
+        for (size_t k = 0; k < K; ++k) off[k] += strides[k][d];
+        if (++index[d] < shape[d]) break;
+        for (size_t k = 0; k < K; ++k) off[k] -= shape[d] * strides[k][d];
+        index[d] = 0;
+      }
     }
   });
 }

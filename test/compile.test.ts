@@ -369,6 +369,25 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
     checkCompiled(wide, [five as [Arr, Arr, Arr, Arr, Arr]]);
   });
 
+  test("chains over many short rows: size-1 axes, broadcast and strided operands, rows across blocks and pool chunks", () => {
+    // 1,400 rows of 16: several blocks of rows per kernel call and more than one pool chunk.
+    const chain = (x: Arr, b: Arr, c: Arr, t: Arr) =>
+      lx.tanh(lx.subtract(lx.multiply(lx.add(x, b), c), lx.transpose(t, [2, 1, 3, 0])));
+    const args = () => [f32([2, 1, 700, 16]), f32([16]), f32([2, 1, 700, 1]), f32([16, 1, 2, 700])] as [Arr, Arr, Arr, Arr];
+    const a = args();
+    expect(steps(chain, ...a)).toBe(1);
+    checkCompiled(chain, [a, args()]);
+    // Operands whose outer axes do not collapse into one row stride: a per-batch value.
+    const perBatch = (x: Arr, c: Arr) => lx.exp(lx.multiply(lx.add(x, 1), c));
+    checkCompiled(perBatch, [[f32([3, 40, 5, 8]), f32([3, 1, 1, 8])]]);
+    // A matmul's epilogue over a batched product of short rows.
+    const linear = (x: Arr, w: Arr, b: Arr) => lx.multiply(lx.maximum(lx.add(lx.matmul(x, w), b), 0), 0.125);
+    const largs = () => [f32([2, 700, 16]), f32([16, 16], -0.5, 0.5), f32([16])] as [Arr, Arr, Arr];
+    const la = largs();
+    expect(steps(linear, ...la)).toBe(epilogueAt(700) ? 1 : 2);
+    checkCompiled(linear, [la, largs()]);
+  });
+
   test("a chain over a scalar (rank 0) or an empty array", () => {
     const chain = (x: Arr, y: Arr) => lx.sqrt(lx.abs(lx.subtract(lx.multiply(x, 3), y)));
     const zero = lx.array(new Float32Array([1.25]), []);

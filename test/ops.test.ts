@@ -154,6 +154,22 @@ describe("elementwise", () => {
     );
   });
 
+  test("strided and broadcast operands over many short rows, split over the pool mid-axis", () => {
+    // [3, 700, 5, 4]: 10,500 rows of 4, so the pool's chunks start part-way along every outer axis.
+    const [A, B, C] = [3, 700, 5], D = 4;
+    const t = randomData(A * B * C * D, next), u = randomData(B * D, next);
+    // x[i, j, k, l] = t[l, k, j, i]: a reversed transpose, no axis contiguous.
+    const x = lx.transpose(lx.array(t, [D, C, B, A]));
+    const logical = new Float64Array(A * B * C * D);
+    for (let i = 0; i < A; i++)
+      for (let j = 0; j < B; j++)
+        for (let k = 0; k < C; k++)
+          for (let l = 0; l < D; l++) logical[((i * B + j) * C + k) * D + l] = t[((l * C + k) * B + j) * A + i]!;
+    const want = refBinary((p, q) => p - q, logical, [A, B, C, D], u, [B, 1, D]);
+    expectClose(lx.subtract(x, lx.array(u, [B, 1, D])).toFloat32Array(), want.data, { what: "strided - broadcast" });
+    expectClose(lx.exp(x).toFloat32Array(), Array.from(logical, Math.exp), { what: "exp of strided" });
+  });
+
   test("int32 arithmetic and promotion", () => {
     const a = lx.array(new Int32Array([1, -2, 3, 2147483647]));
     const b = lx.array(new Int32Array([5, 6, -7, 1]));
