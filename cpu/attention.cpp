@@ -571,6 +571,25 @@ float dot_f16_scalar(const float* q, const f16* k, int64_t D) {
   return dot_tail(fold64(acc), q, k, whole, D);
 }
 
+// llama.cpp's AVX2 build (haswell) takes the dot in 32 lanes: four 8-lane vectors folded as
+// (v0 + v2) + (v1 + v3), then lanes l + 4, then (0 + 1) + (2 + 3) (two horizontal adds).
+constexpr int64_t kNarrowDotLanes = 32;
+
+float fold32(const float* acc) {
+  float a[8], t[4];
+  for (int l = 0; l < 8; ++l) a[l] = (acc[l] + acc[l + 16]) + (acc[l + 8] + acc[l + 24]);
+  for (int l = 0; l < 4; ++l) t[l] = a[l] + a[l + 4];
+  return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+float dot_f16_narrow_scalar(const float* q, const f16* k, int64_t D) {
+  float acc[kNarrowDotLanes] = {};
+  const int64_t whole = D / kNarrowDotLanes * kNarrowDotLanes;
+  for (int64_t c = 0; c < whole; c += kNarrowDotLanes)
+    for (int64_t l = 0; l < kNarrowDotLanes; ++l) acc[l] = std::fma(q[c + l], to_float(k[c + l]), acc[l]);
+  return dot_tail(fold32(acc), q, k, whole, D);
+}
+
 void scale_f16_scalar(f16* y, int64_t n, float s) {
   for (int64_t d = 0; d < n; ++d) y[d] = to_f16(to_float(y[d]) * s);
 }
@@ -595,6 +614,18 @@ LANES_ATT_AVX2 float dot_f16_avx2(const float* q, const f16* k, int64_t D) {
   __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
   __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
   return dot_tail(tree16_avx2(lo, hi), q, k, whole, D);
+}
+
+LANES_ATT_AVX2 float dot_f16_narrow_avx2(const float* q, const f16* k, int64_t D) {
+  __m256 acc[4];
+  for (__m256& a : acc) a = _mm256_setzero_ps();
+  const int64_t whole = D / kNarrowDotLanes * kNarrowDotLanes;
+  for (int64_t c = 0; c < whole; c += kNarrowDotLanes)
+    for (int u = 0; u < 4; ++u) acc[u] = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8 * u), load8_f16(k + c + 8 * u), acc[u]);
+  const __m256 a = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+  const __m128 t = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 pairs = _mm_hadd_ps(t, t);
+  return dot_tail(_mm_cvtss_f32(_mm_hadd_ps(pairs, pairs)), q, k, whole, D);
 }
 
 LANES_ATT_AVX2 void scale_f16_avx2(f16* y, int64_t n, float s) {
@@ -650,6 +681,10 @@ struct SeqPaths {
 };
 
 SeqPaths seq_paths_for(SimdLevel level) {
+#if defined(__x86_64__)
+  if (llama_build() == LlamaBuild::Avx2 && level != SimdLevel::Scalar) return {dot_f16_narrow_avx2, scale_f16_avx2, mad_f16_avx2};
+#endif
+  if (llama_build() == LlamaBuild::Avx2) return {dot_f16_narrow_scalar, scale_f16_scalar, mad_f16_scalar};
 #if defined(__x86_64__)
   if (level == SimdLevel::Avx512) return {dot_f16_avx512, scale_f16_avx512, mad_f16_avx512};
   if (level == SimdLevel::Avx2) return {dot_f16_avx2, scale_f16_avx2, mad_f16_avx2};

@@ -2,7 +2,8 @@
 // read in place through their strides (a KV cache is never copied whole), output [B, H, Lq, Dv].
 // Each query row has one canonical computation (which one depends on the dtypes and, for a
 // float16 cache, on the call's query count), the same on every SIMD path, for every tiling,
-// thread count and split of the keys, so results are bitwise identical across all of them.
+// thread count and split of the keys, so results are bitwise identical across all of them. It
+// depends only on which llama.cpp build the kernels follow (llama_build in cpu_features.hpp).
 //
 // float16 keys and values follow llama.cpp's CPU flash attention as its x86 AVX-512 builds
 // compile it, so a model with a float16 KV cache gives llama.cpp's bits. llama.cpp takes one of
@@ -12,7 +13,9 @@
 //   - q is rounded to float16; a score is dot(q, k) * scale, the dot over 64 lanes (lane c: fma
 //     over d = c, c + 64, ... in order, from +0), folded as lane l of (v0 + v2) + (v1 + v3) for
 //     the four 16-lane vectors v_j (lanes 16j ..), then the pairwise tree l + 8, l + 4, l + 2,
-//     l + 1; elements past the last whole 64 are float products added in double to that sum;
+//     l + 1; elements past the last whole 64 are float products added in double to that sum.
+//     Following llama.cpp's AVX2 build: over 32 lanes, the four 8-lane vectors folded the same
+//     way, then l + 4, then (0 + 1) + (2 + 3); the tail past the last whole 32;
 //   - the visible keys are taken one at a time in order, with M = -inf, S = 0, A[d] = 0 (float16):
 //     a score s > M gives ms = e^(M - s), M = s, A[d] = f16(A[d] ms), vs = 1; otherwise ms = 1,
 //     vs = e^(s - M); then A[d] = f16(fma(v[d], vs, A[d])) and S = (S ms) + vs, two roundings;

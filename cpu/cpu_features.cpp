@@ -21,6 +21,7 @@ struct Features {
   bool avx2_fma = false;
   bool f16c = false;
   bool avx512_vnni = false;
+  bool avx512_llama = false;  // what llama.cpp's AVX-512 builds need at least: F, BW, DQ, VL
   bool amx_int8 = false;
 };
 
@@ -41,6 +42,7 @@ Features detect() {
   bool vnni = c & (1u << 11);
   bool zmm_state = (lo & 0xe0u) == 0xe0u;  // opmask, upper halves of ZMM0-15, ZMM16-31
   f.avx512_vnni = f.f16c && avx512 && vnni && zmm_state;
+  f.avx512_llama = f.f16c && avx512 && (b & (1u << 17)) && zmm_state;
   bool tile_state = (lo & 0x60000u) == 0x60000u;  // XTILECFG, XTILEDATA
   f.amx_int8 = (d & (1u << 24)) && (d & (1u << 25)) && tile_state;
 #endif
@@ -89,6 +91,16 @@ SimdLevel simd_level() {
     return std::min(best, asked);
   }();
   return level;
+}
+
+LlamaBuild llama_build() {
+  static const LlamaBuild build = [] {
+    const std::string& asked = settings().cpu_llama_build;
+    if (asked == "avx2") return LlamaBuild::Avx2;
+    if (asked == "avx512") return LlamaBuild::Avx512;
+    return features().avx512_llama ? LlamaBuild::Avx512 : LlamaBuild::Avx2;
+  }();
+  return build;
 }
 
 }  // namespace lanes::cpu

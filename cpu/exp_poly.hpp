@@ -33,6 +33,25 @@ inline float exp_poly(float x) {
   return j * exp_poly_pow2(half) * exp_poly_pow2(k - half);
 }
 
+// e^x as llama.cpp's AVX2 build (haswell) computes it: the same reduction and polynomial, but
+// the degree-1 term is a plain product, and 2^n is applied as k + k j with k = 2^n built from
+// the exponent bits while |n| <= 126, in two factors beyond that (as ggml_v_expf's AVX2 form).
+inline float exp_poly_haswell(float x) {
+  constexpr float shift = 0x1.8p23f;
+  const float z = std::fma(x, 0x1.715476p+0f, shift), n = z - shift;
+  const float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
+  const uint32_t e = std::bit_cast<uint32_t>(z) << 23;
+  const float k = std::bit_cast<float>(e + std::bit_cast<uint32_t>(1.0f));
+  const float u = b * b;
+  const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
+                           0x1.ffffecp-1f * b);
+  if (!(std::fabs(n) > 126)) return std::fma(k, j, k);
+  const uint32_t g = n <= 0 ? 0x82000000u : 0u;
+  const float s1 = std::bit_cast<float>(g + 0x7f000000u), s2 = std::bit_cast<float>(e - g);
+  if (std::fabs(n) > 192) return s1 * s1;
+  return std::fma(s2, j, s2) * s1;
+}
+
 #if defined(__x86_64__)
 #define LANES_EXP_AVX2 __attribute__((target("avx2,fma")))
 #define LANES_EXP_AVX512 __attribute__((target("avx2,fma,avx512f,avx512dq")))
@@ -56,6 +75,31 @@ LANES_EXP_AVX2 inline __m256 exp_poly_avx2(__m256 x) {
   const __m256 out_of_range = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0f), _CMP_GT_OQ);
   const __m256 big = _mm256_and_ps(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(INFINITY));
   return _mm256_blendv_ps(res, big, out_of_range);
+}
+
+// exp_poly_haswell on 8 lanes.
+LANES_EXP_AVX2 inline __m256 exp_poly_haswell_avx2(__m256 x) {
+  const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+  const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+  const __m256 n = _mm256_sub_ps(z, shift);
+  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+  const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+  const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0f))));
+  const __m256 abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+  const __m256 wide = _mm256_cmp_ps(abs_n, _mm256_set1_ps(126.0f), _CMP_GT_OQ);
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 j = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+  const __m256 near = _mm256_fmadd_ps(k, j, k);
+  if (_mm256_testz_ps(wide, wide)) return near;
+  const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)), _mm256_set1_epi32(int(0x82000000u)));
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+  const __m256 huge = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0f), _CMP_GT_OQ);
+  const __m256 far = _mm256_blendv_ps(_mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1), _mm256_mul_ps(s1, s1), huge);
+  return _mm256_blendv_ps(near, far, wide);
 }
 
 // exp_poly on 16 lanes: vscalefps applies 2^n with the one rounding exp_poly's halves give.

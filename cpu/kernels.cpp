@@ -15,7 +15,6 @@
 #include "quant.hpp"
 #include "sgemm.hpp"
 #include "cpu_features.hpp"
-#include "exp_poly.hpp"
 #include "libm.hpp"
 #include "reduce_simd.hpp"
 #include "row_exp_simd.hpp"
@@ -132,7 +131,7 @@ float unary_float(int op, float x) {
     case LANES_OP_SIGMOID: return 1.0f / (1.0f + std::exp(-x));
     // llama.cpp's SwiGLU takes libm's expf for the last n % 16 elements of a row instead; the
     // hidden sizes of real models are multiples of 16.
-    case LANES_OP_SILU: return x / (1.0f + exp_poly(0.0f - x));
+    case LANES_OP_SILU: return silu(x);
     case LANES_OP_GELU: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
     case LANES_OP_GELU_APPROX: {
       float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);

@@ -83,8 +83,6 @@ __attribute__((target("avx2,fma"))) bool softmax_row(const float* x, float* y, i
   return true;
 }
 
-inline float silu(float x) { return x / (1.0f + exp_poly(0.0f - x)); }
-
 __attribute__((target("avx2,fma,avx512f,avx512dq"))) void silu_row_avx512(const float* x, float* y, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -94,11 +92,12 @@ __attribute__((target("avx2,fma,avx512f,avx512dq"))) void silu_row_avx512(const 
   for (; i < n; ++i) y[i] = silu(x[i]);
 }
 
+template <__m256 (*Exp)(__m256)>
 __attribute__((target("avx2,fma"))) void silu_row_avx2(const float* x, float* y, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 v = _mm256_loadu_ps(x + i);
-    _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp_poly_avx2(_mm256_sub_ps(_mm256_setzero_ps(), v)))));
+    _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), Exp(_mm256_sub_ps(_mm256_setzero_ps(), v)))));
   }
   for (; i < n; ++i) y[i] = silu(x[i]);
 }
@@ -106,11 +105,20 @@ __attribute__((target("avx2,fma"))) void silu_row_avx2(const float* x, float* y,
 
 }  // namespace
 
+float silu(float x) {
+  static const bool haswell = llama_build() == LlamaBuild::Avx2;
+  return x / (1.0f + (haswell ? exp_poly_haswell(0.0f - x) : exp_poly(0.0f - x)));
+}
+
 bool silu_row_simd(const float* x, float* y, int64_t n) {
 #if defined(__x86_64__)
+  if (simd_level() != SimdLevel::Scalar && llama_build() == LlamaBuild::Avx2) {
+    silu_row_avx2<exp_poly_haswell_avx2>(x, y, n);
+    return true;
+  }
   switch (simd_level()) {
     case SimdLevel::Avx512: silu_row_avx512(x, y, n); return true;
-    case SimdLevel::Avx2: silu_row_avx2(x, y, n); return true;
+    case SimdLevel::Avx2: silu_row_avx2<exp_poly_avx2>(x, y, n); return true;
     default: return false;
   }
 #else

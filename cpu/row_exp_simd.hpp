@@ -10,8 +10,12 @@ namespace lanes::cpu {
 // path handles those).
 bool softmax_row_avx2(const float* x, float* y, int64_t n);
 
-// y = x / (1 + exp_poly(-x)) over n contiguous elements, with AVX-512 or AVX2 (the same bits as
-// the scalar formula). False, with nothing written, when the CPU has neither.
+// x / (1 + e^-x) with llama.cpp's vector exp: exp_poly, or exp_poly_haswell where llama_build()
+// is its AVX2 build.
+float silu(float x);
+
+// silu over n contiguous elements, with AVX-512 or AVX2 (the same bits as the scalar formula).
+// False, with nothing written, when the CPU has neither.
 bool silu_row_simd(const float* x, float* y, int64_t n);
 
 }  // namespace lanes::cpu

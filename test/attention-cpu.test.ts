@@ -1,52 +1,69 @@
-// The CPU attention kernel: every path (LANES_CPU_SIMD=scalar, avx2, avx512 in child processes)
-// against float64, and bit for bit against each other; a row's result does not depend on what
+// The CPU attention kernel and SiLU: every path (LANES_CPU_SIMD=scalar, avx2, avx512 in child
+// processes), following each llama.cpp build's rounding (LANES_CPU_LLAMA_BUILD), against float64,
+// and bit for bit against each other within a build; a row's result does not depend on what
 // else is in the call (decode rows whose keys are split across chunks equal the same rows in a
 // larger batch; a prefill row equals the decode step at its position).
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import * as lx from "../src/index.ts";
 import { attentionCases, outputDtype, referenceAttention, runAttention } from "./support/attention-cases.ts";
+import { lanesLlamaBuild, siluInputs } from "./support/llama-builds.ts";
 import { expectClose, randomData, rng } from "./support/reference.ts";
 import { roundTo, tolerance } from "./support/tolerance.ts";
 
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString("hex");
 
-describe("attention on the CPU at each SIMD level (child processes)", () => {
+describe("attention and SiLU on the CPU at each SIMD level, following each llama.cpp build (child processes)", () => {
   const cases = attentionCases();
-  const runs = ["scalar", "avx2", "avx512", ""].map((level) => {
-    const proc = Bun.spawnSync([process.execPath, join(import.meta.dir, "support", "attention-paths.ts")], {
-      env: { ...process.env, LANES_CPU_SIMD: level },
-      timeout: 120_000,
-    });
-    const line = proc.stdout.toString().trim().split("\n").pop() ?? "";
-    return { level, exitCode: proc.exitCode, stderr: proc.stderr.toString(), results: (line.startsWith("{") ? JSON.parse(line) : {}) as Record<string, string> };
-  });
+  const levels = ["scalar", "avx2", "avx512", ""];
+  const runs = (["avx512", "avx2"] as const).flatMap((build) =>
+    levels.map((level) => {
+      const proc = Bun.spawnSync([process.execPath, join(import.meta.dir, "support", "attention-paths.ts")], {
+        env: { ...process.env, LANES_CPU_SIMD: level, LANES_CPU_LLAMA_BUILD: build },
+        timeout: 120_000,
+      });
+      const line = proc.stdout.toString().trim().split("\n").pop() ?? "";
+      const parsed = (line.startsWith("{") ? JSON.parse(line) : { attention: {}, silu: "" }) as { attention: Record<string, string>; silu: string };
+      return { build, level, exitCode: proc.exitCode, stderr: proc.stderr.toString(), results: parsed.attention, silu: parsed.silu };
+    }),
+  );
+  const what = (run: (typeof runs)[number]) => `LANES_CPU_LLAMA_BUILD=${run.build} LANES_CPU_SIMD=${run.level || "(default)"}`;
+  const floats = (hex: string) => new Float32Array(Buffer.from(hex, "hex").buffer.slice(0));
 
-  test("each level agrees with float64 within the dtype's tolerance", () => {
+  test("each level and build agrees with float64 within the dtype's tolerance", () => {
+    const x = siluInputs();
+    // e^-x held in float32, as every path holds it: past 88.72 it is +inf, so SiLU gives -0, and
+    // NaN at -inf (-inf / inf).
+    const siluWant = Array.from(x, (v) => v / (1 + Math.fround(Math.exp(-v))));
     for (const run of runs) {
-      expect(run.exitCode, `LANES_CPU_SIMD=${run.level}: ${run.stderr}`).toBe(0);
+      expect(run.exitCode, `${what(run)}: ${run.stderr}`).toBe(0);
       for (const c of cases) {
         const hex = run.results[c.name];
         expect(hex, c.name).toBeDefined();
-        const got = new Float32Array(Buffer.from(hex!, "hex").buffer.slice(0));
         const want = referenceAttention(c);
         const round = roundTo[outputDtype(c)]!;
         // The reference rounded to the output dtype, then the dtype's tolerance.
-        expectClose(got, Float64Array.from(want, round), { ...(c.tolerance ?? tolerance[c.dtype]), what: `${c.name} (LANES_CPU_SIMD=${run.level || "default"})` });
+        expectClose(floats(hex!), Float64Array.from(want, round), { ...(c.tolerance ?? tolerance[c.dtype]), what: `${c.name} (${what(run)})` });
+      }
+      expectClose(floats(run.silu), siluWant, { rtol: 1e-6, atol: 1e-37, what: `silu (${what(run)})` });
+    }
+  });
+
+  test("within a build, scalar, AVX2, AVX-512 and the default give bitwise identical results", () => {
+    for (const build of ["avx512", "avx2"]) {
+      const [first, ...rest] = runs.filter((r) => r.build === build);
+      expect(Object.keys(first!.results).length).toBe(cases.length);
+      for (const other of rest) {
+        for (const c of cases) if (other.results[c.name] !== first!.results[c.name]) throw new Error(`${c.name}: ${what(other)} differs from ${what(first!)}`);
+        if (other.silu !== first!.silu) throw new Error(`silu: ${what(other)} differs from ${what(first!)}`);
       }
     }
   });
 
-  test("scalar, AVX2, AVX-512 and the default give bitwise identical results", () => {
-    const [first, ...rest] = runs;
-    expect(Object.keys(first!.results).length).toBe(cases.length);
-    for (const other of rest)
-      for (const c of cases)
-        if (other.results[c.name] !== first!.results[c.name]) throw new Error(`${c.name}: LANES_CPU_SIMD=${other.level || "(default)"} differs from ${first!.level}`);
-  });
-
-  test("this process (default level) gives the children's bits", () => {
-    for (const c of cases) expect(bits(runAttention(c)), c.name).toBe(runs[0]!.results[c.name]!);
+  test("this process (default level and build) gives the children's bits", () => {
+    const mine = runs.find((r) => r.build === lanesLlamaBuild() && r.level === "")!;
+    for (const c of cases) expect(bits(runAttention(c)), c.name).toBe(mine.results[c.name]!);
+    expect(bits(lx.silu(lx.array(siluInputs())).toFloat32Array())).toBe(mine.silu);
   });
 });
 

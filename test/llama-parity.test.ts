@@ -26,6 +26,11 @@
 //   bitwise on all six AVX-512 builds here), so every op but the matmuls must be bitwise equal. Its quantized dot products sum the blocks in another order,
 //   so each matmul element must be within 1e-5 of the largest |value| of its output row
 //   (llama.cpp's tensor, one token's row): summation order, never a quantization step.
+// - its AVX2 build (libggml-cpu-haswell.so, on a CPU without AVX-512): lanes follows it there
+//   (cpu/cpu_features.hpp, llama_build: SiLU's vector exp in its AVX2 form, the float16 dot of
+//   the one-row attention in 32 lanes), and its matmuls sum in lane order as lanes does without
+//   AMX, so every op must be bitwise equal; on a CPU with AVX-512 a child process checks this
+//   build against lanes told to follow it (LANES_CPU_LLAMA_BUILD=avx2).
 // - older builds: the embedding (dequantize_row_q8_0 in ggml-base: one float multiply per
 //   element), the residual adds (one float add) and rmsNorm (a scalar loop summing x * x in double
 //   in order, 1 / sqrtf, float multiplies by the scale and the weight) do not depend on the SIMD
@@ -49,6 +54,7 @@ import * as lx from "../src/index.ts";
 import { type GgufFile, readGguf, tensorBytes, tensorFloat32 } from "../src/models/gguf.ts";
 import { type LlamaConfig, llamaConfig } from "../src/models/llama.ts";
 import { defaultModelPath, loadTextModel } from "../src/models/text-model.ts";
+import { lanesLlamaBuild } from "./support/llama-builds.ts";
 import { greedyPrompts } from "./support/llama-cpp.ts";
 import { DumpCall, type DumpedTensor, type LlamaDump, runLlamaDump } from "./support/llama-dump.ts";
 
@@ -165,7 +171,10 @@ describe.skipIf(!runs)("SmolLM2-135M-Instruct op by op against llama.cpp's tenso
     const matmulWeights = [...Array(cfg.layers).keys()].flatMap((l) => ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"].map((n) => `blk.${l}.${n}.weight`));
     matmulWeights.push(cfg.tiedHead ? "token_embd.weight" : "output.weight");
     const has = (feature: string) => dump.features[feature] === "1";
-    const kernels = has("AMX_INT8") && matmulWeights.every((n) => amxWeights.has(n)) ? "amx" : has("AVX512") ? "avx512" : "other";
+    const kernels = has("AMX_INT8") && matmulWeights.every((n) => amxWeights.has(n)) ? "amx" : has("AVX512") ? "avx512" : has("AVX2") && has("FMA") && has("F16C") ? "avx2" : "other";
+    // lanes' SiLU and one-row float16 attention follow one build's rounding (LANES_CPU_LLAMA_BUILD,
+    // else the build llama.cpp loads on this CPU); where it is the one llama.cpp ran, they must be bitwise equal.
+    const followed = kernels === "other" ? false : (kernels === "avx2" ? "avx2" : "avx512") === lanesLlamaBuild();
     // llama.cpp's quantized matmul sums in block order with its AMX kernels and in lane order with
     // ggml_vec_dot (any build with AVX2 and FMA); lanes takes block order on CPUs with AMX unless
     // LANES_CPU_QUANT_SUM says otherwise (cpu/quant.cpp). Where the two orders agree, the
@@ -174,15 +183,16 @@ describe.skipIf(!runs)("SmolLM2-135M-Instruct op by op against llama.cpp's tenso
     const lanesOrder = process.env.LANES_CPU_QUANT_SUM || (has("AMX_INT8") ? "block" : "lane");
     const sameOrder = llamaOrder === lanesOrder;
     const allowed = (op: string): number => {
-      if (kernels === "amx" || /^(embedding|rmsNorm|add )/.test(op)) return 0;
+      if ((kernels === "amx" && followed) || /^(embedding|rmsNorm|add )/.test(op)) return 0;
       if (op.startsWith("matmul")) return sameOrder ? 0 : has("AVX") ? 1e-5 : 1e-2;
-      if (kernels === "avx512") return 0;
+      if (followed) return 0;
       return op === "attention" ? 2 ** -9 : 1e-5;
     };
     const kernelsText = {
       amx: "its AMX kernels: every op bitwise",
       avx512: `an AVX-512 build without its AMX kernels: every op bitwise${sameOrder ? "" : " but the matmuls"}`,
-      other: `a pre-AVX-512 build: embedding, rmsNorm and adds${sameOrder ? " and matmuls" : ""} bitwise`,
+      avx2: `its AVX2 build${followed ? "" : ", lanes following the AVX-512 builds"}: ${followed ? "every op" : `embedding, rmsNorm and adds${sameOrder ? " and matmuls" : ""}`} bitwise${followed && !sameOrder ? " but the matmuls" : ""}`,
+      other: `a pre-AVX2 build: embedding, rmsNorm and adds${sameOrder ? " and matmuls" : ""} bitwise`,
     }[kernels];
 
     const outcomes: Outcome[] = [];
@@ -301,6 +311,24 @@ describe.skipIf(!runs)("SmolLM2-135M-Instruct's attention on an 80-token prompt 
       .map((o) => `${o.where}: ${o.differ}/${o.total} elements differ, largest difference ${o.maxRowError.toExponential(2)} of the row's max`);
     expect(failures).toEqual([]);
   });
+});
+
+// On a CPU with AVX-512, lanes' rounding for llama.cpp's AVX2 build is checked too: llama.cpp's
+// haswell build against lanes told to follow it, in a child process (lanes reads
+// LANES_CPU_LLAMA_BUILD once per process), lane order for the matmuls as ggml_vec_dot sums.
+describe.skipIf(!runs || lanesLlamaBuild() !== "avx512" || !!process.env.LANES_LLAMA_CPU_VARIANT)("the same with llama.cpp's AVX2 build (haswell) and lanes following it", () => {
+  test("every op bitwise equal", () => {
+    const child = Bun.spawnSync([process.execPath, "test", import.meta.path, "-t", "every op of every layer"], {
+      env: { ...process.env, LANES_LLAMA_CPU_VARIANT: "haswell", LANES_CPU_LLAMA_BUILD: "avx2", LANES_CPU_QUANT_SUM: "lane", LANES_LLAMA_NO_REPACK: "1" },
+      stdout: "pipe",
+      stderr: "pipe",
+      timeout: 120_000,
+    });
+    const output = child.stdout.toString() + child.stderr.toString();
+    expect(output).toContain("libggml-cpu-haswell");
+    expect(output).toContain("its AVX2 build: every op bitwise");
+    expect(child.exitCode, output).toBe(0);
+  }, 120_000);
 });
 
 // On a CPU with AMX, the other summation order is checked too: llama.cpp without weight repacking

@@ -1,11 +1,12 @@
 // SmolLM2-135M-Instruct on lanes ops against llama.cpp (node-llama-cpp, same GGUF file): greedy
 // chat answers for 16 fixed prompts, and perplexity over a fixed text (the Declaration of
 // Independence, 1,704 tokens).
-// lanes' CPU kernels round as llama.cpp's CPU backend does on a machine with AMX and AVX-512
-// (docs/SERVICE.md, "Agreement with llama.cpp"), so there the answers are the same token for
-// token. On other CPUs llama.cpp sums its quantized dot products in another order, every 8-bit
-// activation rounding can then turn a one-ulp difference into a whole quantization step, and
-// near-ties may pick different tokens: the issue allows 2 of 16 answers to differ.
+// lanes' CPU kernels round as llama.cpp's CPU backend does with its AMX kernels, its other
+// AVX-512 builds and its AVX2 build, following the one llama.cpp loads on this CPU (docs/SERVICE.md,
+// "Agreement with llama.cpp"), so the answers are the same token for token. Where the arithmetic
+// differs anyway (a CPU without AVX2, LANES_CPU_QUANT_SUM or LANES_CPU_LLAMA_BUILD forcing the
+// other rounding), every 8-bit activation rounding can turn a one-ulp difference into a whole
+// quantization step, and near-ties may pick different tokens: the issue allows 2 of 16 answers to differ.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";

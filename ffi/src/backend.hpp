@@ -24,6 +24,9 @@ struct BackendSettings {
   // LANES_CPU_QUANT_SUM: "block" or "lane" picks how the quantized matmul sums (cpu/quant.cpp);
   // empty: as llama.cpp does on this CPU.
   std::string cpu_quant_sum;
+  // LANES_CPU_LLAMA_BUILD: "avx512" or "avx2" picks whose arithmetic the kernels that follow
+  // llama.cpp reproduce (cpu/cpu_features.hpp); empty: the build llama.cpp loads on this CPU.
+  std::string cpu_llama_build;
   // LANES_CPU_THREADS: threads of the CPU compute pool, the caller included (1 to 1024; 1 runs
   // every job on its caller). 0 (unset or out of range): one per hardware thread.
   int cpu_threads = 0;

@@ -29,6 +29,7 @@ Config read_config() {
   if (b.cache_dir.empty()) b.cache_dir = default_cache_dir();
   b.cpu_simd = env("LANES_CPU_SIMD");
   b.cpu_quant_sum = env("LANES_CPU_QUANT_SUM");
+  b.cpu_llama_build = env("LANES_CPU_LLAMA_BUILD");
   if (long n = std::strtol(env("LANES_CPU_THREADS").c_str(), nullptr, 10); n >= 1 && n <= 1024) b.cpu_threads = static_cast<int>(n);
   b.cuda_tf32 = env("LANES_CUDA_TF32") == "1";
   b.cuda_cublaslt = env("LANES_CUDA_CUBLASLT") != "0";
