@@ -346,21 +346,9 @@ void binary_span_by_op(int op, float* v, const float* other, int64_t stride, int
 }
 
 template <int Op>
-void unary_rows_span(float* v, int64_t row_stride, int64_t rows, int64_t n) {
-  for (int64_t r = 0; r < rows; ++r) unary_span<Op>(v + r * row_stride, n);
-}
-
-template <int Op>
 void binary_rows_span(float* v, int64_t row_stride, const float* other, int64_t other_row_stride, int64_t stride, int64_t rows,
                       int64_t n, bool value_first) {
-  for (int64_t r = 0; r < rows; ++r) binary_span<Op>(v + r * row_stride, other + r * other_row_stride, stride, n, value_first);
-}
-
-template <int... Ops>
-void unary_rows_by_op(int op, float* v, int64_t row_stride, int64_t rows, int64_t n, std::integer_sequence<int, Ops...>) {
-  using Span = void (*)(float*, int64_t, int64_t, int64_t);
-  static constexpr Span table[] = {&unary_rows_span<Ops>...};
-  table[op](v, row_stride, rows, n);
+  for (int64_t r = 0; r < rows; ++r) [[clang::always_inline]] binary_span<Op>(v + r * row_stride, other + r * other_row_stride, stride, n, value_first);
 }
 
 template <int... Ops>
@@ -392,7 +380,9 @@ bool collapsed_row_strides(const Shape& shape, const std::array<Shape, kMaxFused
 }
 
 // Blocks of short rows (a bias and activation over a small product): each step runs over the
-// whole block with one dispatch, the block small enough to stay in L1 between steps.
+// whole block with one dispatch, the block small enough to stay in L1 between steps. The
+// block's running values are contiguous, so a step that reads no operand, or one laid out as
+// they are, is one span.
 void fused_row_blocks(const Command& c, const std::array<int64_t, kMaxFusedInputs>& inner,
                       const std::array<int64_t, kMaxFusedInputs>& row_stride) {
   const std::vector<FusedStep>& program = *c.params.fused;
@@ -409,13 +399,15 @@ void fused_row_blocks(const Command& c, const std::array<int64_t, kMaxFusedInput
       if (head != v)  // a matmul's epilogue starts from the product in place
         for (int64_t r = 0; r < count; ++r)
           for (int64_t i = 0; i < n; ++i) v[r * n + i] = head[r * row_stride[0] + i * inner[0]];
+      const int64_t span = count * n;
       for (const FusedStep& f : program) {
         if (f.op == OpCode::Unary) {
-          unary_rows_by_op(f.subop, v, n, count, n, std::make_integer_sequence<int, LANES_OP_COS + 1>{});
+          unary_span_by_op(f.subop, v, span, std::make_integer_sequence<int, LANES_OP_COS + 1>{});
         } else if (f.op == OpCode::BinaryScalar) {
-          binary_rows_by_op(f.subop, v, n, &f.scalar, 0, 0, count, n, f.value_first, std::make_integer_sequence<int, LANES_OP_POWER + 1>{});
+          binary_span_by_op(f.subop, v, &f.scalar, 0, span, f.value_first, std::make_integer_sequence<int, LANES_OP_POWER + 1>{});
+        } else if (const float* other = in[f.operand] + r0 * row_stride[f.operand]; row_stride[f.operand] == n * inner[f.operand]) {
+          binary_span_by_op(f.subop, v, other, inner[f.operand], span, f.value_first, std::make_integer_sequence<int, LANES_OP_POWER + 1>{});
         } else {
-          const float* other = in[f.operand] + r0 * row_stride[f.operand];
           binary_rows_by_op(f.subop, v, n, other, row_stride[f.operand], inner[f.operand], count, n, f.value_first,
                             std::make_integer_sequence<int, LANES_OP_POWER + 1>{});
         }
@@ -698,7 +690,12 @@ void matmul(const Command& c) {
       throw_error(LANES_ERR_INTERNAL, "matmul: non-floating dtype reached the kernel");
     }
   });
-  if (c.params.fused) fused(epilogue_command(c));
+  if (c.params.fused) {
+    thread_local Command chain;
+    fill_epilogue_command(c, chain);
+    fused(chain);
+    chain.params.fused.reset();  // the plan's program is not kept alive by this thread
+  }
 }
 
 // ---- shape ops with kernels --------------------------------------------------------------------

@@ -273,16 +273,16 @@ __attribute__((target("avx512f"))) void transposed_strip_avx512(int64_t K, const
   LANES_UNROLL for (int i = 0; i < R; ++i) _mm512_mask_storeu_ps(C + i * ldc, mask, acc[i]);
 }
 
-// One pass over k for strip_avx2; masked loads only for a strip cut short by the matrix edge
-// (VMASKMOVPS loads are slow on AMD cores).
-template <int R, int NV, bool kMasked>
+// One pass over k for strip_avx2; masked loads and stores only for a strip cut short by the
+// matrix edge (VMASKMOVPS is slow on AMD cores, its stores most).
+template <int R, int NV, bool kMasked, bool kAhead>
 __attribute__((target("avx2,fma"), always_inline)) inline void strip_avx2_pass(int64_t K, const float* A, const float* B,
                                                                               int64_t ldb, const float* ahead,
                                                                               const __m256i* mask, __m256 (&acc)[R][NV]) {
   for (int64_t k = 0; k < K; ++k) {
     __m256 b[NV];
     prefetch_row<3>(B + (k + kStripPrefetch) * ldb, 8 * NV);
-    if (ahead) prefetch_row<2>(ahead + (k + kStripPrefetch) * ldb, kStripCols);
+    if (kAhead) prefetch_row<2>(ahead + (k + kStripPrefetch) * ldb, kStripCols);
     LANES_UNROLL for (int v = 0; v < NV; ++v)
       b[v] = kMasked ? _mm256_maskload_ps(B + k * ldb + 8 * v, mask[v]) : _mm256_loadu_ps(B + k * ldb + 8 * v);
     LANES_UNROLL for (int i = 0; i < R; ++i) {
@@ -302,14 +302,24 @@ __attribute__((target("avx2,fma"))) void strip_avx2(int64_t K, const float* A, c
     mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(nc - 8 * v, 0, 8))), lane);
     LANES_UNROLL for (int i = 0; i < R; ++i) acc[i][v] = _mm256_setzero_ps();
   }
-  if (nc >= 8 * NV) strip_avx2_pass<R, NV, false>(K, A, B, ldb, ahead, mask, acc);
-  else strip_avx2_pass<R, NV, true>(K, A, B, ldb, ahead, mask, acc);
+  // Each variant is a loop of its own: with the prefetch of the next strip as a branch inside
+  // one loop, the compiler kept an accumulator on the stack for 8 rows (3x slower at 16 x 16).
+  if (nc >= 8 * NV) {
+    if (ahead) strip_avx2_pass<R, NV, false, true>(K, A, B, ldb, ahead, mask, acc);
+    else strip_avx2_pass<R, NV, false, false>(K, A, B, ldb, ahead, mask, acc);
+    LANES_UNROLL for (int i = 0; i < R; ++i)
+      LANES_UNROLL for (int v = 0; v < NV; ++v) _mm256_storeu_ps(C + i * ldc + 8 * v, acc[i][v]);
+    return;
+  }
+  if (ahead) strip_avx2_pass<R, NV, true, true>(K, A, B, ldb, ahead, mask, acc);
+  else strip_avx2_pass<R, NV, true, false>(K, A, B, ldb, ahead, mask, acc);
   LANES_UNROLL for (int i = 0; i < R; ++i)
     LANES_UNROLL for (int v = 0; v < NV; ++v) _mm256_maskstore_ps(C + i * ldc + 8 * v, mask[v], acc[i][v]);
 }
 
-// Strip widths: as many vectors per row as the registers hold (24 of 32 ZMM, 12 of 16 YMM, or
-// 8 + a reloaded B vector for one row), each dividing kStripCols.
+// Strip widths: as many vectors per row as the registers hold (24 of 32 ZMM; of 16 YMM, at most
+// 12 accumulators beside the B vectors and a broadcast, or 8 + a reloaded B vector for one
+// row), each dividing kStripCols.
 template <int R>
 constexpr Strip avx512_strip() {
   constexpr int nv = R <= 6 ? 4 : 2;
@@ -317,7 +327,7 @@ constexpr Strip avx512_strip() {
 }
 template <int R>
 constexpr Strip avx2_strip() {
-  constexpr int nv = R == 1 ? 8 : R <= 3 ? 4 : R <= 6 ? 2 : 1;
+  constexpr int nv = R == 1 ? 8 : R == 2 ? 4 : R <= 6 ? 2 : 1;
   return {8 * nv, strip_avx2<R, nv>};
 }
 constexpr Path kAvx512{kMR512,
