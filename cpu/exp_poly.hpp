@@ -21,7 +21,7 @@ inline float exp_poly_pow2(int k) { return std::bit_cast<float>(static_cast<uint
 inline float exp_poly(float x) {
   constexpr float shift = 0x1.8p23f;  // adding it rounds to an integer
   float n = std::fma(x, 0x1.715476p+0f, shift) - shift;
-  float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
+  float b = std::fma(n, -0x1.7f7d1cp-20f, std::fma(n, -0x1.62e4p-1f, x));
   float u = b * b;
   float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
                      std::fma(0x1.ffffecp-1f, b, 1.0f));
@@ -39,7 +39,7 @@ inline float exp_poly(float x) {
 inline float exp_poly_haswell(float x) {
   constexpr float shift = 0x1.8p23f;
   const float z = std::fma(x, 0x1.715476p+0f, shift), n = z - shift;
-  const float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
+  const float b = std::fma(n, -0x1.7f7d1cp-20f, std::fma(n, -0x1.62e4p-1f, x));
   const uint32_t e = std::bit_cast<uint32_t>(z) << 23;
   const float k = std::bit_cast<float>(e + std::bit_cast<uint32_t>(1.0f));
   const float u = b * b;

@@ -693,8 +693,11 @@ void matmul(const Command& c) {
   if (c.params.fused) {
     thread_local Command chain;
     fill_epilogue_command(c, chain);
+    // The plan's program is not kept alive by this thread, even when the chain throws.
+    struct Release {
+      ~Release() { chain.params.fused.reset(); }
+    } release;
     fused(chain);
-    chain.params.fused.reset();  // the plan's program is not kept alive by this thread
   }
 }
 
@@ -982,7 +985,7 @@ void softmax_typed(const Command& c) {
   int64_t rows = outer * inner;
   int64_t grain = std::max<int64_t>(1, kElementGrain / std::max<int64_t>(1, L));
   parallel_for(rows, grain, [&](int64_t rb, int64_t re) {
-    std::vector<float> e(static_cast<size_t>(L));
+    std::vector<float> e;  // sized for the first row the vectorized kernel declines
     for (int64_t r = rb; r < re; ++r) {
       int64_t o = r / inner, in = r % inner;
       const T* xr = x + o * L * inner + in;
@@ -1004,6 +1007,7 @@ void softmax_typed(const Command& c) {
         continue;
       }
       double sum = 0;
+      e.resize(static_cast<size_t>(L));
       for (int64_t l = 0; l < L; ++l) {
         e[l] = std::exp(float(up(xr[l * inner])) - m);
         sum += e[l];
