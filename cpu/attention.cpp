@@ -837,6 +837,23 @@ double exp_sum_tiled_scalar(float* s, float m) {
   return sum;
 }
 
+// The same as llama.cpp's AVX2 build adds it: exp_poly_haswell, and the sum of each 8 (lanes
+// l + 4, then l + 2, then l + 1) in float, those eight added in double in order.
+float tree8(const float* a) {
+  float t[4];
+  for (int l = 0; l < 4; ++l) t[l] = a[l] + a[l + 4];
+  return (t[0] + t[2]) + (t[1] + t[3]);
+}
+
+double exp_sum_tiled_haswell_scalar(float* s, float m) {
+  double sum = 0.0;
+  for (int c = 0; c < kTileKeys; c += 8) {
+    for (int l = 0; l < 8; ++l) s[c + l] = exp_poly_haswell(s[c + l] - m);
+    sum += static_cast<double>(tree8(s + c));
+  }
+  return sum;
+}
+
 // Scores of `rows` query rows against a tile's keys, kt holding them transposed (kt[d * 64 + j]):
 // out[r * 64 + j] = (fma over d in order of q_r[d] k_j[d], from +0) * scale.
 void scores_tiled_scalar(const float* const* q, int rows, const float* kt, int64_t D, float scale, float* out) {
@@ -866,6 +883,19 @@ LANES_ATT_AVX2 double exp_sum_tiled_avx2(float* s, float m) {
     _mm256_storeu_ps(s + c, lo);
     _mm256_storeu_ps(s + c + 8, hi);
     sum += static_cast<double>(tree16_avx2(lo, hi));
+  }
+  return sum;
+}
+
+LANES_ATT_AVX2 double exp_sum_tiled_haswell_avx2(float* s, float m) {
+  const __m256 vm = _mm256_set1_ps(m);
+  double sum = 0.0;
+  for (int c = 0; c < kTileKeys; c += 8) {
+    const __m256 e = exp_poly_haswell_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + c), vm));
+    _mm256_storeu_ps(s + c, e);
+    const __m128 t4 = _mm_add_ps(_mm256_castps256_ps128(e), _mm256_extractf128_ps(e, 1));
+    const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+    sum += static_cast<double>(_mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2))));
   }
   return sum;
 }
@@ -988,11 +1018,14 @@ struct TiledPaths {
 };
 
 TiledPaths tiled_paths_for(SimdLevel level) {
+  const bool haswell = llama_build() == LlamaBuild::Avx2;
 #if defined(__x86_64__)
-  if (level == SimdLevel::Avx512) return {scores_tiled_avx512, exp_sum_tiled_avx512, accumulate_tiled_avx512, level};
-  if (level == SimdLevel::Avx2) return {scores_tiled_avx2, exp_sum_tiled_avx2, accumulate_tiled_avx2, level};
+  if (level == SimdLevel::Avx512)
+    return {scores_tiled_avx512, haswell ? exp_sum_tiled_haswell_avx2 : exp_sum_tiled_avx512, accumulate_tiled_avx512, level};
+  if (level == SimdLevel::Avx2)
+    return {scores_tiled_avx2, haswell ? exp_sum_tiled_haswell_avx2 : exp_sum_tiled_avx2, accumulate_tiled_avx2, level};
 #endif
-  return {scores_tiled_scalar, exp_sum_tiled_scalar, accumulate_tiled_scalar, SimdLevel::Scalar};
+  return {scores_tiled_scalar, haswell ? exp_sum_tiled_haswell_scalar : exp_sum_tiled_scalar, accumulate_tiled_scalar, SimdLevel::Scalar};
 }
 
 struct TiledProblem : Geometry {

@@ -30,7 +30,9 @@
 //   - with M = -inf, S = 0, A[d] = 0 (float32), each tile: m = the max of its 64 scores,
 //     M' = fmax(M, m); if M' > M, ms = e^(M - M') (glibc expf's bits), A[d] = A[d] ms, S = S ms;
 //     M = M'; p_j = e^(s_j - M) by ggml_v_expf's arithmetic (exp_poly.hpp); S = float(double(S)
-//     + Σ), Σ the tree16 sums of the four 16-key groups of p added in double in order; then
+//     + Σ), Σ the tree16 sums of the four 16-key groups of p added in double in order
+//     (following llama.cpp's AVX2 build: exp_poly_haswell, and the sums of the eight 8-key
+//     groups, lanes l + 4, l + 2, l + 1); then
 //     A[d] = fma(p_j, v_j[d], A[d]) over the tile's keys below the key count, in order (p_j = 0
 //     for those the row does not see);
 //   - the output is A[d] * (1 / S) (0 for S = 0).

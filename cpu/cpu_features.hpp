@@ -35,7 +35,7 @@ enum class SimdLevel : int { Scalar = 0, Avx2 = 1, Avx512 = 2 };
 SimdLevel simd_level();
 
 // Whose rounding the kernels that follow llama.cpp's CPU backend reproduce (SiLU's vector exp,
-// the dot products of float16 attention's one-row path): that of its AVX-512 builds (skylakex,
+// float16 attention's dot products in its one-row path and weight sums in its tiled path): that of its AVX-512 builds (skylakex,
 // icelake, zen4, sapphirerapids) on a CPU with AVX-512 F, BW, DQ and VL, that of its AVX2 build
 // (haswell) elsewhere; LANES_CPU_LLAMA_BUILD=avx512|avx2 forces one. The choice is the same on
 // every SIMD level, so results do not depend on LANES_CPU_SIMD. Read once.
