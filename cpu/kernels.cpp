@@ -311,7 +311,7 @@ void unary_span(float* v, int64_t n) {
 // A contiguous operand and a broadcast one (a bias along a row, a scalar) get loops of their
 // own, which the compiler vectorizes.
 template <int Op>
-void binary_span(float* v, const float* other, int64_t stride, int64_t n, bool value_first) {
+__attribute__((always_inline)) inline void binary_span(float* v, const float* other, int64_t stride, int64_t n, bool value_first) {
   if (stride == 1) {
     if (value_first)
       for (int64_t i = 0; i < n; ++i) v[i] = apply_binary<float>(Op, v[i], other[i]);
@@ -348,7 +348,7 @@ void binary_span_by_op(int op, float* v, const float* other, int64_t stride, int
 template <int Op>
 void binary_rows_span(float* v, int64_t row_stride, const float* other, int64_t other_row_stride, int64_t stride, int64_t rows,
                       int64_t n, bool value_first) {
-  for (int64_t r = 0; r < rows; ++r) [[clang::always_inline]] binary_span<Op>(v + r * row_stride, other + r * other_row_stride, stride, n, value_first);
+  for (int64_t r = 0; r < rows; ++r) binary_span<Op>(v + r * row_stride, other + r * other_row_stride, stride, n, value_first);
 }
 
 template <int... Ops>
