@@ -563,12 +563,14 @@ float dot_tail(float folded, const float* q, const f16* k, int64_t from, int64_t
   return static_cast<float>(sum);
 }
 
-float dot_f16_scalar(const float* q, const f16* k, int64_t D) {
-  float acc[kDotLanes] = {};
-  const int64_t whole = D / kDotLanes * kDotLanes;
-  for (int64_t c = 0; c < whole; c += kDotLanes)
-    for (int64_t l = 0; l < kDotLanes; ++l) acc[l] = std::fma(q[c + l], to_float(k[c + l]), acc[l]);
-  return dot_tail(fold64(acc), q, k, whole, D);
+// The dot in `Lanes` lanes (lane c: fma over d = c, c + Lanes, ... in order, from +0), folded.
+template <int64_t Lanes, float (*Fold)(const float*)>
+float dot_f16_lanes_scalar(const float* q, const f16* k, int64_t D) {
+  float acc[Lanes] = {};
+  const int64_t whole = D / Lanes * Lanes;
+  for (int64_t c = 0; c < whole; c += Lanes)
+    for (int64_t l = 0; l < Lanes; ++l) acc[l] = std::fma(q[c + l], to_float(k[c + l]), acc[l]);
+  return dot_tail(Fold(acc), q, k, whole, D);
 }
 
 // llama.cpp's AVX2 build (haswell) takes the dot in 32 lanes: four 8-lane vectors folded as
@@ -582,13 +584,8 @@ float fold32(const float* acc) {
   return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
-float dot_f16_narrow_scalar(const float* q, const f16* k, int64_t D) {
-  float acc[kNarrowDotLanes] = {};
-  const int64_t whole = D / kNarrowDotLanes * kNarrowDotLanes;
-  for (int64_t c = 0; c < whole; c += kNarrowDotLanes)
-    for (int64_t l = 0; l < kNarrowDotLanes; ++l) acc[l] = std::fma(q[c + l], to_float(k[c + l]), acc[l]);
-  return dot_tail(fold32(acc), q, k, whole, D);
-}
+constexpr auto dot_f16_scalar = dot_f16_lanes_scalar<kDotLanes, fold64>;
+constexpr auto dot_f16_narrow_scalar = dot_f16_lanes_scalar<kNarrowDotLanes, fold32>;
 
 void scale_f16_scalar(f16* y, int64_t n, float s) {
   for (int64_t d = 0; d < n; ++d) y[d] = to_f16(to_float(y[d]) * s);
@@ -827,32 +824,27 @@ constexpr int64_t kTiledDvMultiple = 16;  // its tiled path needs Dv a multiple 
 constexpr int64_t kUnitQueries = 32;    // query positions of a work unit, for every query head of its KV head
 
 // p_j = e^(s_j - m) for the 64 scores of a tile, written over them; returns their sum as
-// ggml_vec_soft_max_f32 adds it: tree16 of each 16 in float, those four added in double in order.
-double exp_sum_tiled_scalar(float* s, float m) {
+// ggml_vec_soft_max_f32 adds it: each group of `Width` summed in float by `Tree`, the groups
+// added in double in order. Its AVX-512 builds: exp_poly, groups of 16 (tree16); its AVX2 build:
+// exp_poly_haswell, groups of 8 (lanes l + 4, then l + 2, then l + 1).
+template <int Width, float (*Exp)(float), float (*Tree)(const float*)>
+double exp_sum_tiled_groups_scalar(float* s, float m) {
   double sum = 0.0;
-  for (int c = 0; c < kTileKeys; c += 16) {
-    for (int l = 0; l < 16; ++l) s[c + l] = exp_poly(s[c + l] - m);
-    sum += static_cast<double>(tree16(s + c));
+  for (int c = 0; c < kTileKeys; c += Width) {
+    for (int l = 0; l < Width; ++l) s[c + l] = Exp(s[c + l] - m);
+    sum += static_cast<double>(Tree(s + c));
   }
   return sum;
 }
 
-// The same as llama.cpp's AVX2 build adds it: exp_poly_haswell, and the sum of each 8 (lanes
-// l + 4, then l + 2, then l + 1) in float, those eight added in double in order.
 float tree8(const float* a) {
   float t[4];
   for (int l = 0; l < 4; ++l) t[l] = a[l] + a[l + 4];
   return (t[0] + t[2]) + (t[1] + t[3]);
 }
 
-double exp_sum_tiled_haswell_scalar(float* s, float m) {
-  double sum = 0.0;
-  for (int c = 0; c < kTileKeys; c += 8) {
-    for (int l = 0; l < 8; ++l) s[c + l] = exp_poly_haswell(s[c + l] - m);
-    sum += static_cast<double>(tree8(s + c));
-  }
-  return sum;
-}
+constexpr auto exp_sum_tiled_scalar = exp_sum_tiled_groups_scalar<16, exp_poly, tree16>;
+constexpr auto exp_sum_tiled_haswell_scalar = exp_sum_tiled_groups_scalar<8, exp_poly_haswell, tree8>;
 
 // Scores of `rows` query rows against a tile's keys, kt holding them transposed (kt[d * 64 + j]):
 // out[r * 64 + j] = (fma over d in order of q_r[d] k_j[d], from +0) * scale.

@@ -383,13 +383,11 @@ bool collapsed_row_strides(const Shape& shape, const std::array<Shape, kMaxFused
 // whole block with one dispatch, the block small enough to stay in L1 between steps. The
 // block's running values are contiguous, so a step that reads no operand, or one laid out as
 // they are, is one span.
-void fused_row_blocks(const Command& c, const std::array<int64_t, kMaxFusedInputs>& inner,
-                      const std::array<int64_t, kMaxFusedInputs>& row_stride) {
+void fused_row_blocks(const Command& c, const std::array<const float*, kMaxFusedInputs>& in,
+                      const std::array<int64_t, kMaxFusedInputs>& inner, const std::array<int64_t, kMaxFusedInputs>& row_stride) {
   const std::vector<FusedStep>& program = *c.params.fused;
   const int64_t n = c.output.shape.back(), rows = numel(c.output.shape) / n;
   const int64_t block = std::max<int64_t>(1, kFusedSpan / n);
-  std::array<const float*, kMaxFusedInputs> in{};
-  for (size_t k = 0; k < c.inputs.size(); ++k) in[k] = base<float>(c.inputs[k]);
   float* y = output<float>(c);
   parallel_for(rows, std::max<int64_t>(1, kElementGrain / n), [&](int64_t rb, int64_t re) {
     for (int64_t r0 = rb; r0 < re; r0 += block) {
@@ -431,7 +429,7 @@ void fused(const Command& c) {
   const int64_t total = numel(shape);
   if (total == 0) return;
   if (!shape.empty() && shape.back() < kFusedSpan && total > shape.back() && collapsed_row_strides(shape, st, c.inputs.size(), row_stride))
-    return fused_row_blocks(c, inner, row_stride);
+    return fused_row_blocks(c, in, inner, row_stride);
   float* y = output<float>(c);
   for_each_row<kMaxFusedInputs>(shape, st, [&](int64_t o, const std::array<int64_t, kMaxFusedInputs>& off, int64_t n) {
     for (int64_t at = 0; at < n; at += kFusedSpan) {
