@@ -15,7 +15,7 @@
 namespace lanes::cpu {
 namespace {
 
-using Body = std::function<void(int64_t, int64_t)>;
+using Body = ChunkBody;
 
 // Chunks per pool thread at most: enough for dynamic claiming to even out uneven chunks and
 // threads busy with other streams' jobs, few enough that claiming stays negligible.
@@ -183,18 +183,30 @@ Pool& pool() {
 
 int pool_threads() { return pool().size(); }
 
-void parallel_for(int64_t n, int64_t grain, const Body& body) {
+void parallel_for(int64_t n, int64_t grain, ChunkBody body) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   int64_t max_chunks = int64_t(pool().size()) * kChunksPerThread;
+  const int64_t chunk = std::max(grain, (n + max_chunks - 1) / max_chunks);
+  const int32_t chunks = static_cast<int32_t>((n + chunk - 1) / chunk);
+  if (chunks == 1 || pool().size() == 1 || t_inside_chunk) {
+    // The same chunks in order on this thread, with nothing to publish or wake: most kernels
+    // of a small model's step take this path, hundreds of times per step.
+    struct InsideChunk {
+      bool outer = t_inside_chunk;
+      InsideChunk() { t_inside_chunk = true; }
+      ~InsideChunk() { t_inside_chunk = outer; }
+    } inside;
+    for (int64_t begin = 0; begin < n; begin += chunk) body(begin, std::min(n, begin + chunk));
+    return;
+  }
   Job job;
   job.body = &body;
   job.n = n;
-  job.chunk = std::max(grain, (n + max_chunks - 1) / max_chunks);
-  job.chunks = static_cast<int32_t>((n + job.chunk - 1) / job.chunk);
+  job.chunk = chunk;
+  job.chunks = chunks;
   job.unfinished.store(job.chunks, std::memory_order_relaxed);
-  if (job.chunks == 1 || pool().size() == 1 || t_inside_chunk) job.work();
-  else pool().run(job);
+  pool().run(job);
   if (job.failed.load(std::memory_order_acquire)) std::rethrow_exception(job.error);
 }
 

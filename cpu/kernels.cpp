@@ -345,10 +345,27 @@ void binary_span_by_op(int op, float* v, const float* other, int64_t stride, int
   table[op](v, other, stride, n, value_first);
 }
 
+// Rows are short here (under kFusedSpan elements), so a contiguous operand's loop runs one
+// vector per iteration: the 4-vector loop binary_span's vectorizes into would leave a 16-float
+// row to its scalar remainder.
 template <int Op>
 void binary_rows_span(float* v, int64_t row_stride, const float* other, int64_t other_row_stride, int64_t stride, int64_t rows,
                       int64_t n, bool value_first) {
-  for (int64_t r = 0; r < rows; ++r) binary_span<Op>(v + r * row_stride, other + r * other_row_stride, stride, n, value_first);
+  if (stride != 1) {
+    for (int64_t r = 0; r < rows; ++r) binary_span<Op>(v + r * row_stride, other + r * other_row_stride, stride, n, value_first);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    float* vr = v + r * row_stride;
+    const float* o = other + r * other_row_stride;
+    if (value_first) {
+#pragma clang loop interleave_count(1)
+      for (int64_t i = 0; i < n; ++i) vr[i] = apply_binary<float>(Op, vr[i], o[i]);
+    } else {
+#pragma clang loop interleave_count(1)
+      for (int64_t i = 0; i < n; ++i) vr[i] = apply_binary<float>(Op, o[i], vr[i]);
+    }
+  }
 }
 
 template <int... Ops>
@@ -359,19 +376,27 @@ void binary_rows_by_op(int op, float* v, int64_t row_stride, const float* other,
   table[op](v, row_stride, other, other_row_stride, stride, rows, n, value_first);
 }
 
+// A fused chain's operands as a kernel reads them: input 0 holds the running value's start
+// (for a matmul's epilogue, the product in the output).
+struct FusedOperands {
+  std::array<const TensorArg*, kMaxFusedInputs> in{};
+  size_t count = 0;
+  const TensorArg* out = nullptr;
+};
+
 // The row stride of each operand where every one of them steps through the rows of `shape`
 // (all axes but the last) by a single stride; false where some operand's outer axes do not
 // collapse into one.
-bool collapsed_row_strides(const Shape& shape, const std::array<Shape, kMaxFusedInputs>& st, size_t operands,
-                           std::array<int64_t, kMaxFusedInputs>& row_stride) {
+bool collapsed_row_strides(const Shape& shape, const FusedOperands& ops, std::array<int64_t, kMaxFusedInputs>& row_stride) {
   row_stride.fill(0);
   bool first = true;
   int64_t rows_below = 1;  // rows one step along axis d spans
   for (int d = static_cast<int>(shape.size()) - 2; d >= 0; --d) {
     if (shape[d] == 1) continue;
-    for (size_t k = 0; k < operands; ++k) {
-      if (first) row_stride[k] = st[k][d];
-      else if (st[k][d] != row_stride[k] * rows_below) return false;
+    for (size_t k = 0; k < ops.count; ++k) {
+      const int64_t stride = read_stride(*ops.in[k], shape.size(), d);
+      if (first) row_stride[k] = stride;
+      else if (stride != row_stride[k] * rows_below) return false;
     }
     first = false;
     rows_below *= shape[d];
@@ -383,12 +408,11 @@ bool collapsed_row_strides(const Shape& shape, const std::array<Shape, kMaxFused
 // whole block with one dispatch, the block small enough to stay in L1 between steps. The
 // block's running values are contiguous, so a step that reads no operand, or one laid out as
 // they are, is one span.
-void fused_row_blocks(const Command& c, const std::array<const float*, kMaxFusedInputs>& in,
+void fused_row_blocks(const std::vector<FusedStep>& program, const TensorArg& out, const std::array<const float*, kMaxFusedInputs>& in,
                       const std::array<int64_t, kMaxFusedInputs>& inner, const std::array<int64_t, kMaxFusedInputs>& row_stride) {
-  const std::vector<FusedStep>& program = *c.params.fused;
-  const int64_t n = c.output.shape.back(), rows = numel(c.output.shape) / n;
+  const int64_t n = out.shape.back(), rows = numel(out.shape) / n;
   const int64_t block = std::max<int64_t>(1, kFusedSpan / n);
-  float* y = output<float>(c);
+  float* y = static_cast<float*>(out.data);
   parallel_for(rows, std::max<int64_t>(1, kElementGrain / n), [&](int64_t rb, int64_t re) {
     for (int64_t r0 = rb; r0 < re; r0 += block) {
       const int64_t count = std::min(block, re - r0);
@@ -414,23 +438,22 @@ void fused_row_blocks(const Command& c, const std::array<const float*, kMaxFused
   });
 }
 
-void fused(const Command& c) {
-  const std::vector<FusedStep>& program = *c.params.fused;
-  const Shape& shape = c.output.shape;
-  std::array<Shape, kMaxFusedInputs> st;
+void fused_chain(const std::vector<FusedStep>& program, const FusedOperands& ops) {
+  const Shape& shape = ops.out->shape;
   std::array<const float*, kMaxFusedInputs> in{};
   std::array<int64_t, kMaxFusedInputs> inner{};
-  for (size_t k = 0; k < kMaxFusedInputs; ++k) {
-    st[k] = k < c.inputs.size() ? read_strides(c.inputs[k], shape) : Shape(shape.size(), 0);
-    if (k < c.inputs.size()) in[k] = base<float>(c.inputs[k]);
-    inner[k] = shape.empty() ? 0 : st[k].back();
+  for (size_t k = 0; k < ops.count; ++k) {
+    in[k] = base<float>(*ops.in[k]);
+    inner[k] = shape.empty() ? 0 : read_stride(*ops.in[k], shape.size(), shape.size() - 1);
   }
   std::array<int64_t, kMaxFusedInputs> row_stride;
   const int64_t total = numel(shape);
   if (total == 0) return;
-  if (!shape.empty() && shape.back() < kFusedSpan && total > shape.back() && collapsed_row_strides(shape, st, c.inputs.size(), row_stride))
-    return fused_row_blocks(c, in, inner, row_stride);
-  float* y = output<float>(c);
+  if (!shape.empty() && shape.back() < kFusedSpan && total > shape.back() && collapsed_row_strides(shape, ops, row_stride))
+    return fused_row_blocks(program, *ops.out, in, inner, row_stride);
+  std::array<Shape, kMaxFusedInputs> st;
+  for (size_t k = 0; k < kMaxFusedInputs; ++k) st[k] = k < ops.count ? read_strides(*ops.in[k], shape) : Shape(shape.size(), 0);
+  float* y = static_cast<float*>(ops.out->data);
   for_each_row<kMaxFusedInputs>(shape, st, [&](int64_t o, const std::array<int64_t, kMaxFusedInputs>& off, int64_t n) {
     for (int64_t at = 0; at < n; at += kFusedSpan) {
       int64_t m = std::min(kFusedSpan, n - at);
@@ -450,6 +473,13 @@ void fused(const Command& c) {
       }
     }
   });
+}
+
+void fused(const Command& c) {
+  FusedOperands ops;
+  for (const TensorArg& a : c.inputs) ops.in[ops.count++] = &a;
+  ops.out = &c.output;
+  fused_chain(*c.params.fused, ops);
 }
 
 // The target copied to the output (unless it was donated: then they are one buffer), then the
@@ -565,12 +595,12 @@ constexpr int64_t kPackedMatmulWork = int64_t(64) * 64 * 64;
 constexpr int64_t kSimdRows = 48;
 
 // Element offsets of batch `bi` in the two operands (batch dims read through their strides).
-std::pair<int64_t, int64_t> batch_offsets(int64_t bi, const Shape& batch, const Shape& sa,
-                                          const Shape& sb) {
+// Where batch bi of [batch..., M, N] (`ys`) starts in A and in B.
+std::pair<int64_t, int64_t> batch_offsets(int64_t bi, const Shape& ys, const Shape& sa, const Shape& sb) {
   int64_t oa = 0, ob = 0;
-  for (int d = static_cast<int>(batch.size()) - 1; d >= 0; --d) {
-    int64_t idx = bi % batch[d];
-    bi /= batch[d];
+  for (int d = static_cast<int>(ys.size()) - 3; d >= 0; --d) {
+    int64_t idx = bi % ys[d];
+    bi /= ys[d];
     oa += idx * sa[d];
     ob += idx * sb[d];
   }
@@ -584,8 +614,8 @@ void matmul_f32(const float* A, const Shape& sa, const float* B, const Shape& sb
                 float* Y, const Shape& ys, int64_t K) {
   int nd = static_cast<int>(ys.size());
   int64_t M = ys[nd - 2], N = ys[nd - 1];
-  Shape batch(ys.begin(), ys.end() - 2);
-  int64_t batches = numel(batch);
+  int64_t batches = 1;
+  for (int d = 0; d < nd - 2; ++d) batches *= ys[d];
   if (M * N == 0) return;
   int64_t a_row = sa[nd - 2], a_col = sa[nd - 1], b_row = sb[nd - 2], b_col = sb[nd - 1];
   // Large products, and products of up to kSimdRows rows at any size (a decode step's x @ W,
@@ -596,7 +626,7 @@ void matmul_f32(const float* A, const Shape& sa, const float* B, const Shape& sb
   if (M * N * K >= kPackedMatmulWork || M <= kSimdRows) {
     bool done = true;
     for (int64_t bi = 0; bi < batches && done; ++bi) {
-      auto [oa, ob] = batch_offsets(bi, batch, sa, sb);
+      auto [oa, ob] = batch_offsets(bi, ys, sa, sb);
       done = sgemm_packed({A + oa, a_row, a_col}, {B + ob, b_row, b_col}, Y + bi * M * N, M, N, K);
     }
     if (done) return;
@@ -611,7 +641,7 @@ void matmul_f32(const float* A, const Shape& sa, const float* B, const Shape& sb
     for (int64_t w = wb; w < we; ++w) {
       int64_t bi = w / blocks_per_batch, i0 = (w % blocks_per_batch) * kRows;
       int64_t rows = std::min(kRows, M - i0);
-      auto [oa, ob] = batch_offsets(bi, batch, sa, sb);
+      auto [oa, ob] = batch_offsets(bi, ys, sa, sb);
       const float* b_mat = B + ob;
       // Every output element sums over k in increasing order, whichever loop shape: deterministic.
       for (int64_t r = 0; r < rows; ++r) {
@@ -663,16 +693,11 @@ void matmul(const Command& c) {
   const Shape& ys = c.output.shape;
   int nd = static_cast<int>(ys.size());
   int64_t K = c.inputs[0].shape.back();
-  Shape a_view(ys.begin(), ys.end() - 2), b_view(ys.begin(), ys.end() - 2);
-  a_view.push_back(ys[nd - 2]);
-  a_view.push_back(K);
-  b_view.push_back(K);
-  b_view.push_back(ys[nd - 1]);
   dispatch(c.output.dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same_v<T, float>) {
-      matmul_f32(base<float>(c.inputs[0]), read_strides(c.inputs[0], a_view), base<float>(c.inputs[1]),
-                 read_strides(c.inputs[1], b_view), output<float>(c), ys, K);
+      matmul_f32(base<float>(c.inputs[0]), read_strides(c.inputs[0], nd), base<float>(c.inputs[1]), read_strides(c.inputs[1], nd),
+                 output<float>(c), ys, K);
     } else if constexpr (is_half_v<T>) {
       // Half inputs are widened once; accumulation is float32 and the result rounds once.
       std::vector<T> sa, sb;
@@ -681,7 +706,7 @@ void matmul(const Command& c) {
       const float* A = as_float_rows<T>(c.inputs[0], sa, wa);
       const float* B = as_float_rows<T>(c.inputs[1], sb, wb);
       std::vector<float> y(static_cast<size_t>(numel(ys)));
-      matmul_f32(A, read_strides(fa, a_view), B, read_strides(fb, b_view), y.data(), ys, K);
+      matmul_f32(A, read_strides(fa, nd), B, read_strides(fb, nd), y.data(), ys, K);
       T* out = output<T>(c);
       for (size_t i = 0; i < y.size(); ++i) out[i] = down<T>(y[i]);
     } else {
@@ -689,13 +714,12 @@ void matmul(const Command& c) {
     }
   });
   if (c.params.fused) {
-    thread_local Command chain;
-    fill_epilogue_command(c, chain);
-    // The plan's program is not kept alive by this thread, even when the chain throws.
-    struct Release {
-      ~Release() { chain.params.fused.reset(); }
-    } release;
-    fused(chain);
+    // The epilogue as its Fused command would read it (epilogue_command), without the copies.
+    FusedOperands ops;
+    ops.in[ops.count++] = &c.output;
+    for (size_t k = 2; k < c.inputs.size(); ++k) ops.in[ops.count++] = &c.inputs[k];
+    ops.out = &c.output;
+    fused_chain(*c.params.fused, ops);
   }
 }
 

@@ -774,7 +774,7 @@ QuantKernel current_kernel() {
   return best;
 }
 
-void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+void run(int64_t n, int64_t grain, ChunkBody body) {
   if (g_serial.load(std::memory_order_relaxed))
     body(0, n);
   else

@@ -60,13 +60,31 @@ const T* base(const TensorArg& a) {
 
 inline bool is_contiguous(const TensorArg& a) { return a.strides.empty() || a.strides == contiguous_strides(a.shape); }
 
-// Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
-inline Shape read_strides(const TensorArg& a, const Shape& out) {
-  Shape own = a.strides.empty() ? contiguous_strides(a.shape) : a.strides;
-  Shape st(out.size(), 0);
-  size_t off = out.size() - a.shape.size();
-  for (size_t i = 0; i < a.shape.size(); ++i) st[off + i] = a.shape[i] == 1 ? 0 : own[i];
+// Element strides that read `a` as if it had an output's `rank` dimensions, numpy-broadcast:
+// leading and size-1 axes get stride zero.
+inline Shape read_strides(const TensorArg& a, size_t rank) {
+  Shape st(rank, 0);
+  const size_t off = rank - a.shape.size();
+  int64_t contiguous = 1;
+  for (size_t i = a.shape.size(); i-- > 0;) {
+    const int64_t own = a.strides.empty() ? contiguous : a.strides[i];
+    contiguous *= a.shape[i];
+    if (a.shape[i] != 1) st[off + i] = own;
+  }
   return st;
+}
+
+inline Shape read_strides(const TensorArg& a, const Shape& out) { return read_strides(a, out.size()); }
+
+// Axis d of read_strides(a, rank) alone.
+inline int64_t read_stride(const TensorArg& a, size_t rank, size_t d) {
+  const size_t off = rank - a.shape.size();
+  if (d < off || a.shape[d - off] == 1) return 0;
+  const size_t i = d - off;
+  if (!a.strides.empty()) return a.strides[i];
+  int64_t contiguous = 1;
+  for (size_t j = i + 1; j < a.shape.size(); ++j) contiguous *= a.shape[j];
+  return contiguous;
 }
 
 // Walks `shape` one innermost row at a time (rows in parallel): fn(out_offset, in_offsets, n)

@@ -7,11 +7,12 @@
 import type { LanesArray } from "./array.ts";
 import { callForHandle, check, native, outPtr } from "./native.ts";
 
+// The native calls copy the handles before they return, so one array's call reuses this.
+const oneHandle = new BigUint64Array(1);
+
 function handles(arrays: readonly LanesArray[]): BigUint64Array {
-  const out = new BigUint64Array(arrays.length);
-  arrays.forEach((a, i) => {
-    out[i] = BigInt(a.handle());
-  });
+  const out = arrays.length === 1 ? oneHandle : new BigUint64Array(arrays.length);
+  for (let i = 0; i < arrays.length; i++) out[i] = BigInt(arrays[i]!.handle());
   return out;
 }
 
@@ -36,7 +37,7 @@ const drainTokens = new BigUint64Array(drainCapacity);
 const drainStatus = new Int32Array(drainCapacity);
 const drainCount = new Int32Array(1);
 const fdOut = new Int32Array(1);
-const doneOut = new Int32Array(1);
+const ranOut = new Int32Array(1);
 
 // Work that completes within a few hundred microseconds is done on this thread: the CPU's work
 // runs here (no hand-off to the stream's executor), a GPU's completions are caught spinning. A
@@ -74,8 +75,8 @@ function runBudget(): number {
   return runMicros;
 }
 
-function afterRun(caught: boolean, tookMs: number): void {
-  if (caught && tookMs <= maxRunMs) {
+function afterRun(ranMicros: number): void {
+  if (ranMicros >= 0 && ranMicros <= maxRunMs * 1000) {
     runBackoff = 0;
     if (runStreakStart < 0) {
       runStreakStart = performance.now();
@@ -178,8 +179,7 @@ export function evalAsync(...arrays: LanesArray[]): Promise<void> {
   }
   const token = nextToken++;
   const budget = runBudget();
-  const started = budget > 0 ? performance.now() : 0;
-  const status = native.lanes_eval_async(ids, arrays.length, queue, token, budget, doneOut);
+  const status = native.lanes_eval_async(ids, arrays.length, queue, token, budget, ranOut);
   if (status !== 0) {
     try {
       check(status);
@@ -187,8 +187,8 @@ export function evalAsync(...arrays: LanesArray[]): Promise<void> {
       return Promise.reject(error);
     }
   }
-  if (budget > 0) afterRun(doneOut[0] === 1, performance.now() - started);
-  if (doneOut[0] === 1) return Promise.resolve();
+  if (budget > 0) afterRun(ranOut[0]!);
+  if (ranOut[0]! >= 0) return Promise.resolve();
   const done = new Promise<void>((resolve, reject) => {
     waiters.set(token, { arrays, resolve, reject });
   });

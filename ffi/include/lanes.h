@@ -220,10 +220,12 @@ LANES_API lanes_status lanes_eval(const uint64_t* arrays, int32_t count); /* any
  * thread first works on them itself for up to that long, never sleeping: on the CPU it runs
  * their committed work (a buffer it started runs to its end, even past `run_us`); on a GPU it
  * completes what the device finished. For a caller that expects them within microseconds and
- * would pay more for a hand-off to another thread and a wake-up. *out_done is 1 when all were
- * computed without error by the time the call returns: then nothing is posted. */
+ * would pay more for a hand-off to another thread and a wake-up. *out_ran_us is -1 when the work
+ * was left to the stream (`token` is posted later); otherwise all were computed without error by
+ * the time the call returned, nothing is posted, and it holds how many microseconds the call
+ * worked on them (which may exceed `run_us` by the buffer it finished). */
 LANES_API lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t queue, uint64_t token,
-                                        uint32_t run_us, int32_t* out_done); /* any thread */
+                                        uint32_t run_us, int32_t* out_ran_us); /* any thread */
 
 /* ---- compiled plans: trace once, replay from any thread on any stream ---------------------- */
 /* An input of a function being traced: it has a shape and dtype but never a value. */

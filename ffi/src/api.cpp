@@ -571,18 +571,22 @@ lanes_status lanes_eval(const uint64_t* arrays, int32_t count) {
 }
 
 lanes_status lanes_eval_async(const uint64_t* arrays, int32_t count, uint64_t queue, uint64_t token, uint32_t run_us,
-                              int32_t* out_done) {
+                              int32_t* out_ran_us) {
   return abi_guard([&] {
-    *require(out_done, "eval_async: out") = 0;
+    *require(out_ran_us, "eval_async: out") = -1;
     if (run_us > kMaxRunMicros)
       throw_error(LANES_ERR_INVALID_ARGUMENT, "eval_async: " + std::to_string(run_us) + " us is over the " +
                                                   std::to_string(kMaxRunMicros) + " us a caller may run");
     std::shared_ptr<CompletionQueue> q = running_runtime().queues.get(queue);
     std::vector<NodePtr> nodes = arrays_at(arrays, count);
     schedule(nodes, run_us ? Start::OnDemand : Start::Now);
-    if (run_us && run_for(nodes, std::chrono::microseconds(run_us))) {
-      *out_done = 1;
-      return;
+    if (run_us) {
+      const auto start = std::chrono::steady_clock::now();
+      if (run_until(nodes, start + std::chrono::microseconds(run_us))) {
+        auto ran = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
+        *out_ran_us = static_cast<int32_t>(std::min<int64_t>(ran, INT32_MAX));
+        return;
+      }
     }
     when_ready(nodes, [q, token](lanes_status status) { q->post(token, status); });
   });

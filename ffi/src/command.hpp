@@ -77,21 +77,14 @@ struct Command {
 };
 
 // A matmul's epilogue as the Fused command it would be run alone: input 0 is the product, read
-// from the output (in place: element i of the chain reads only element i of input 0). Written
-// into `chain`, whose input storage a caller running many of them reuses.
-inline void fill_epilogue_command(const Command& matmul, Command& chain) {
+// from the output (in place: element i of the chain reads only element i of input 0).
+inline Command epilogue_command(const Command& matmul) {
+  Command chain;
   chain.op = OpCode::Fused;
-  chain.params = OpParams{};
   chain.params.fused = matmul.params.fused;
-  chain.inputs.clear();
   chain.inputs.push_back(matmul.output);
   chain.inputs.insert(chain.inputs.end(), matmul.inputs.begin() + 2, matmul.inputs.end());
   chain.output = matmul.output;
-}
-
-inline Command epilogue_command(const Command& matmul) {
-  Command chain;
-  fill_epilogue_command(matmul, chain);
   return chain;
 }
 

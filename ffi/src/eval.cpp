@@ -363,12 +363,10 @@ void wait_ready(const Node& n) {
     throw_error(error_code_of(n), std::string(op_name(n.op, n.params.subop)) + " " + shape_str(n.shape) + ": " + error);
 }
 
-bool run_for(const std::vector<NodePtr>& outputs, std::chrono::nanoseconds budget) {
-  auto until = std::chrono::steady_clock::now() + budget;
+bool run_until(const std::vector<NodePtr>& outputs, std::chrono::steady_clock::time_point deadline) {
   for (const NodePtr& n : outputs) {
     if (state_of(n->state.load(std::memory_order_acquire)) == NodeState::Scheduled && n->producer) {
-      auto left = until - std::chrono::steady_clock::now();
-      if (!n->producer->timeline()->run_for(n->value, std::max(left, decltype(left)::zero()))) return false;
+      if (!n->producer->timeline()->run_until(n->value, deadline)) return false;
     }
     if (!node_error(*n).empty()) return false;
   }

@@ -18,10 +18,10 @@ void schedule(const std::vector<NodePtr>& outputs, Start start);
 // Blocks until `node` is computed; throws its error (device, disposed) if it has one.
 void wait_ready(const Node& node);
 
-// Works on the outputs' committed work on this thread (Timeline::run_for) for at most `budget`
-// in all; returns whether every output is then computed without error. Requires
+// Works on the outputs' committed work on this thread (Timeline::run_until) until `deadline`
+// at most; returns whether every output is then computed without error. Requires
 // schedule(outputs) first.
-bool run_for(const std::vector<NodePtr>& outputs, std::chrono::nanoseconds budget);
+bool run_until(const std::vector<NodePtr>& outputs, std::chrono::steady_clock::time_point deadline);
 
 // Calls `done(status)` once every output is computed (on a completion thread, or now).
 // Requires schedule(outputs) first.

@@ -52,14 +52,14 @@ struct SpinSlot {
 
 }  // namespace
 
-bool Timeline::run_for(uint64_t value, std::chrono::nanoseconds budget) {
+bool Timeline::run_until(uint64_t value, std::chrono::steady_clock::time_point until) {
   auto reached = [&] { return completed_.load(std::memory_order_acquire) >= value; };
-  if (!progress_) return spin_until(reached, budget);
-  auto until = std::chrono::steady_clock::now() + budget;
+  if (!progress_) return spin_until(reached, until - std::chrono::steady_clock::now());
   for (;;) {
-    while (!reached() && std::chrono::steady_clock::now() < until && progress_()) {
-    }
-    if (reached() || std::chrono::steady_clock::now() >= until) return reached();
+    while (!reached() && progress_())
+      if (std::chrono::steady_clock::now() >= until) return reached();
+    if (reached()) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
     for (int i = 0; i < 32 && !reached(); ++i) cpu_relax();
   }
 }
@@ -72,7 +72,7 @@ std::optional<std::string> Timeline::wait(uint64_t value) {
     while (!reached() && progress_()) {
     }
     SpinSlot slot;
-    if (slot.held) run_for(value, progress_spin_);
+    if (slot.held) run_until(value, std::chrono::steady_clock::now() + progress_spin_);
   } else {
     spin_until(reached, kSpin);
   }

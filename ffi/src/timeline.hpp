@@ -29,9 +29,9 @@ class Timeline {
 
   // Blocks until `value` completed; returns its error, if it failed.
   std::optional<std::string> wait(uint64_t value);
-  // Does what it can of the work up to `value` on this thread (Queue::progress) and spins for at
-  // most `budget` beyond that, never sleeping; returns whether `value` completed.
-  bool run_for(uint64_t value, std::chrono::nanoseconds budget);
+  // Does what it can of the work up to `value` on this thread (Queue::progress) and spins until
+  // `deadline` at most beyond that, never sleeping; returns whether `value` completed.
+  bool run_until(uint64_t value, std::chrono::steady_clock::time_point deadline);
 
   // Set once, before the timeline is shared: what waits call on their thread (Queue::progress),
   // and how long they spin once it does nothing (Queue::progress_spin).

@@ -370,7 +370,7 @@ void test_stream_dispose_races_with_use() {
 
 void test_dispose_waits_for_in_flight_work() {
   uint64_t s = 0, a = 0, m = 0, pending = 0;
-  int32_t done = -1;
+  int32_t done = -2;  // neither answer
   OK(lanes_stream_new(&s));
   int64_t shape[2] = {192, 192};
   OK(lanes_array_full(1.0, LANES_FLOAT32, shape, 2, s, &a));
@@ -379,7 +379,7 @@ void test_dispose_waits_for_in_flight_work() {
   uint64_t q = 0;
   OK(lanes_completion_queue_new(&q));
   OK(lanes_eval_async(&m, 1, q, 42, 0, &done));
-  EXPECT(done == 0);
+  EXPECT(done == -1);
   OK(lanes_array_unary(LANES_OP_NEGATIVE, m, s, &pending));  // never evaluated before dispose
   OK(lanes_stream_release(s));  // waits for the matmul, then frees the queue
   std::vector<float> got = read(m, 192 * 192);
@@ -407,11 +407,11 @@ void test_eval_async_runs_on_caller() {
   int64_t shape[1] = {4};
   OK(lanes_array_full(2.0, LANES_FLOAT32, shape, 1, s, &a));
   OK(lanes_array_unary(LANES_OP_NEGATIVE, a, s, &y));
-  int32_t done = -1;
+  int32_t done = -2;  // neither answer
   EXPECT(lanes_eval_async(&y, 1, q, 7, 1001, &done) == LANES_ERR_INVALID_ARGUMENT);
   EXPECT(lanes_eval_async(&y, 1, q, 7, 10, nullptr) == LANES_ERR_INVALID_ARGUMENT);
   OK(lanes_eval_async(&y, 1, q, 7, 1000, &done));
-  EXPECT(done == 1);
+  EXPECT(done >= 0 && done < 1000000);
   uint64_t token = 0;
   int32_t status = -1, count = 0;
   OK(lanes_completion_queue_drain(q, &token, &status, 1, &count));
@@ -419,7 +419,7 @@ void test_eval_async_runs_on_caller() {
   EXPECT(read(y, 4)[3] == -2.0f);
   OK(lanes_array_binary_scalar(LANES_OP_MULTIPLY, y, 3.0, 0, -1, s, &z));
   OK(lanes_eval_async(&z, 1, q, 8, 0, &done));
-  EXPECT(done == 0);
+  EXPECT(done == -1);
   count = 0;
   for (int i = 0; i < 100 && count == 0; ++i) {
     OK(lanes_completion_queue_wait(q, 50));
