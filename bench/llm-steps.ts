@@ -3,9 +3,10 @@
  * `--prompt` tokens (to its logits) and of each decode step after it (compiled step, one token
  * at a time, greedy). For profiling the kernels (`perf record -g bun bench/llm-steps.ts`) and for
  * comparing two builds in one run: give several libraries with `--libs a.so,b.so` and the rounds
- * alternate between them in child processes.
+ * alternate between them in child processes. `--modes compiled,eager` alternates compiled decode
+ * steps with eager ones (every op built and evaluated each token) the same way.
  *
- *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--only prefill|decode]
+ *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode]
  */
 import { parseArgs } from "node:util";
 import * as lx from "../src/index.ts";
@@ -18,6 +19,7 @@ const { values: args } = parseArgs({
     rounds: { type: "string", default: "5" },
     libs: { type: "string" },
     only: { type: "string" },
+    modes: { type: "string", default: "compiled" },
     child: { type: "boolean", default: false },
   },
 });
@@ -32,7 +34,7 @@ interface Round {
 }
 
 async function measure(): Promise<Round> {
-  const tm = loadTextModel(defaultModelPath());
+  const tm = loadTextModel(defaultModelPath(), undefined, { compiled: args.modes !== "eager" });
   const model = tm.model;
   using stream = lx.newStream();
   const text = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. ".repeat(40);
@@ -64,20 +66,21 @@ if (args.child) {
   console.log(JSON.stringify(await measure()));
 } else {
   const libs = args.libs ? args.libs.split(",") : [""];
+  const runs = libs.flatMap((lib) => args.modes.split(",").map((mode) => ({ lib, mode, name: `${lib || "(default)"} ${mode}` })));
   const best = new Map<string, Round>();
   for (let r = 0; r < rounds; ++r) {
-    for (const lib of r % 2 ? [...libs].reverse() : libs) {
+    for (const { lib, mode, name } of r % 2 ? [...runs].reverse() : runs) {
       const env = { ...process.env, ...(lib ? { LANES_LIBRARY_PATH: lib } : {}) };
-      const argv = [process.execPath, import.meta.path, "--child", "--prompt", String(promptLength), "--decode", String(decodeSteps)];
+      const argv = [process.execPath, import.meta.path, "--child", "--prompt", String(promptLength), "--decode", String(decodeSteps), "--modes", mode];
       if (args.only) argv.push("--only", args.only);
       const proc = Bun.spawnSync(argv, { env, stderr: "inherit" });
       const round = JSON.parse(proc.stdout.toString().trim().split("\n").pop()!) as Round;
-      const b = best.get(lib) ?? { prefillMs: Infinity, decodeMs: Infinity };
-      best.set(lib, { prefillMs: Math.min(b.prefillMs, round.prefillMs), decodeMs: Math.min(b.decodeMs, round.decodeMs) });
-      console.log(`round ${r + 1} ${lib || "(default)"}: prefill(${promptLength}) ${round.prefillMs.toFixed(1)} ms, decode ${round.decodeMs.toFixed(2)} ms/token`);
+      const b = best.get(name) ?? { prefillMs: Infinity, decodeMs: Infinity };
+      best.set(name, { prefillMs: Math.min(b.prefillMs, round.prefillMs), decodeMs: Math.min(b.decodeMs, round.decodeMs) });
+      console.log(`round ${r + 1} ${name}: prefill(${promptLength}) ${round.prefillMs.toFixed(1)} ms, decode ${round.decodeMs.toFixed(2)} ms/token`);
     }
   }
   console.log(`\nbest of ${rounds} rounds:`);
-  for (const [lib, b] of best)
-    console.log(`${lib || "(default)"}: prefill(${promptLength}) ${b.prefillMs.toFixed(1)} ms, decode ${b.decodeMs.toFixed(2)} ms/token (${(1000 / b.decodeMs).toFixed(1)} tok/s)`);
+  for (const [name, b] of best)
+    console.log(`${name}: prefill(${promptLength}) ${b.prefillMs.toFixed(1)} ms, decode ${b.decodeMs.toFixed(2)} ms/token (${(1000 / b.decodeMs).toFixed(1)} tok/s)`);
 }
