@@ -7,25 +7,27 @@
 // a spin of a few microseconds. A job with a single chunk never leaves the caller.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <utility>
 
 namespace lanes::cpu {
 
-// A borrowed reference to a callable body(begin, end). parallel_for returns only after every
-// chunk has run, so the body never outlives the caller's lambda; a std::function would copy a
-// lambda that captures more than two references to the heap on every call.
+// A borrowed reference to a callable body(begin, end), called through its const operator() (pool
+// threads call it at once). parallel_for returns only after every chunk has run, so the body
+// never outlives the caller's lambda; a std::function may copy a lambda that captures several
+// references to the heap on every call.
 class ChunkBody {
  public:
   template <class F, class = std::enable_if_t<!std::is_same_v<std::remove_cvref_t<F>, ChunkBody>>>
-  ChunkBody(F&& f) : callable_(static_cast<const void*>(&f)), call_(&call<std::remove_reference_t<F>>) {}  // NOLINT: implicit by design
+  ChunkBody(F&& f) : callable_(static_cast<const void*>(std::addressof(f))), call_(&call<std::remove_reference_t<F>>) {}  // NOLINT: implicit by design
 
   void operator()(int64_t begin, int64_t end) const { call_(callable_, begin, end); }
 
  private:
   template <class F>
   static void call(const void* f, int64_t begin, int64_t end) {
-    (*static_cast<F*>(const_cast<void*>(f)))(begin, end);
+    (*static_cast<const F*>(f))(begin, end);
   }
 
   const void* callable_;
@@ -34,9 +36,9 @@ class ChunkBody {
 
 // Runs body(begin, end) over [0, n) in chunks of at least `grain` items; the caller takes part.
 // `grain` is the smallest share worth waking a thread for (a few microseconds of work): a job
-// of fewer than two grains runs inline. Thread-safe; a body may call parallel_for again (the
-// inner call runs its chunks on the calling thread). The first exception a chunk throws is
-// rethrown on the caller once every chunk has finished.
+// of one grain or less runs inline. Thread-safe; a body may call parallel_for again (the inner
+// call runs its chunks on the calling thread). A job run inline stops at the first exception a
+// chunk throws; one shared with the pool rethrows it on the caller once every chunk finished.
 void parallel_for(int64_t n, int64_t grain, ChunkBody body);
 
 // Threads that run chunks, the caller included: LANES_CPU_THREADS (1 to 1024, read once when the

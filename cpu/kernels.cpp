@@ -346,8 +346,13 @@ void binary_span_by_op(int op, float* v, const float* other, int64_t stride, int
 }
 
 // Rows are short here (under kFusedSpan elements), so a contiguous operand's loop runs one
-// vector per iteration: the 4-vector loop binary_span's vectorizes into would leave a 16-float
-// row to its scalar remainder.
+// vector per iteration: the 4-vector loop binary_span's vectorizes into (with AVX2) would leave
+// a 16-float row to its scalar remainder.
+#if defined(__clang__)
+#define LANES_ONE_VECTOR_PER_ITERATION _Pragma("clang loop interleave_count(1)")
+#else
+#define LANES_ONE_VECTOR_PER_ITERATION
+#endif
 template <int Op>
 void binary_rows_span(float* v, int64_t row_stride, const float* other, int64_t other_row_stride, int64_t stride, int64_t rows,
                       int64_t n, bool value_first) {
@@ -359,10 +364,10 @@ void binary_rows_span(float* v, int64_t row_stride, const float* other, int64_t 
     float* vr = v + r * row_stride;
     const float* o = other + r * other_row_stride;
     if (value_first) {
-#pragma clang loop interleave_count(1)
+      LANES_ONE_VECTOR_PER_ITERATION
       for (int64_t i = 0; i < n; ++i) vr[i] = apply_binary<float>(Op, vr[i], o[i]);
     } else {
-#pragma clang loop interleave_count(1)
+      LANES_ONE_VECTOR_PER_ITERATION
       for (int64_t i = 0; i < n; ++i) vr[i] = apply_binary<float>(Op, o[i], vr[i]);
     }
   }
@@ -476,6 +481,7 @@ void fused_chain(const std::vector<FusedStep>& program, const FusedOperands& ops
 }
 
 void fused(const Command& c) {
+  if (c.inputs.size() > kMaxFusedInputs) throw_error(LANES_ERR_INTERNAL, "fused: more operands than a chain takes");
   FusedOperands ops;
   for (const TensorArg& a : c.inputs) ops.in[ops.count++] = &a;
   ops.out = &c.output;
@@ -594,8 +600,8 @@ constexpr int64_t kPackedMatmulWork = int64_t(64) * 64 * 64;
 // read a row-major B in place, without packing it).
 constexpr int64_t kSimdRows = 48;
 
-// Element offsets of batch `bi` in the two operands (batch dims read through their strides).
-// Where batch bi of [batch..., M, N] (`ys`) starts in A and in B.
+// Element offsets of batch `bi` of [batch..., M, N] (`ys`) in the two operands (batch dims
+// read through their strides).
 std::pair<int64_t, int64_t> batch_offsets(int64_t bi, const Shape& ys, const Shape& sa, const Shape& sb) {
   int64_t oa = 0, ob = 0;
   for (int d = static_cast<int>(ys.size()) - 3; d >= 0; --d) {
@@ -715,6 +721,7 @@ void matmul(const Command& c) {
   });
   if (c.params.fused) {
     // The epilogue as its Fused command would read it (epilogue_command), without the copies.
+    if (c.inputs.size() - 1 > kMaxFusedInputs) throw_error(LANES_ERR_INTERNAL, "matmul: more epilogue operands than a chain takes");
     FusedOperands ops;
     ops.in[ops.count++] = &c.output;
     for (size_t k = 2; k < c.inputs.size(); ++k) ops.in[ops.count++] = &c.inputs[k];
