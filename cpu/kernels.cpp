@@ -387,6 +387,11 @@ struct FusedOperands {
   std::array<const TensorArg*, kMaxFusedInputs> in{};
   size_t count = 0;
   const TensorArg* out = nullptr;
+
+  void add(const TensorArg& a) {
+    if (count == kMaxFusedInputs) throw_error(LANES_ERR_INTERNAL, "fused: more operands than a chain takes");
+    in[count++] = &a;
+  }
 };
 
 // The row stride of each operand where every one of them steps through the rows of `shape`
@@ -481,9 +486,8 @@ void fused_chain(const std::vector<FusedStep>& program, const FusedOperands& ops
 }
 
 void fused(const Command& c) {
-  if (c.inputs.size() > kMaxFusedInputs) throw_error(LANES_ERR_INTERNAL, "fused: more operands than a chain takes");
   FusedOperands ops;
-  for (const TensorArg& a : c.inputs) ops.in[ops.count++] = &a;
+  for (const TensorArg& a : c.inputs) ops.add(a);
   ops.out = &c.output;
   fused_chain(*c.params.fused, ops);
 }
@@ -721,10 +725,9 @@ void matmul(const Command& c) {
   });
   if (c.params.fused) {
     // The epilogue as its Fused command would read it (epilogue_command), without the copies.
-    if (c.inputs.size() - 1 > kMaxFusedInputs) throw_error(LANES_ERR_INTERNAL, "matmul: more epilogue operands than a chain takes");
     FusedOperands ops;
-    ops.in[ops.count++] = &c.output;
-    for (size_t k = 2; k < c.inputs.size(); ++k) ops.in[ops.count++] = &c.inputs[k];
+    ops.add(c.output);
+    for (size_t k = 2; k < c.inputs.size(); ++k) ops.add(c.inputs[k]);
     ops.out = &c.output;
     fused_chain(*c.params.fused, ops);
   }
