@@ -6,11 +6,16 @@
  * alternate between them in child processes. `--modes compiled,eager` alternates compiled decode
  * steps with eager ones (every op built and evaluated each token) the same way.
  *
- *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode]
+ * `--model PATH` runs a tokenizer-less GGUF (bench/llm-synthetic.ts writes a SmolLM2-shaped one for
+ * the GPU machine, which can't take the real file) on a prompt of plain token ids.
+ *
+ *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode] [--model PATH]
  */
 import { parseArgs } from "node:util";
 import * as lx from "../src/index.ts";
-import { defaultModelPath, loadTextModel } from "../src/models/text-model.ts";
+import { readGguf } from "../src/models/gguf.ts";
+import { llamaConfig, LlamaModel, loadLlamaWeights } from "../src/models/llama.ts";
+import { loadTextModel } from "../src/models/text-model.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -20,6 +25,7 @@ const { values: args } = parseArgs({
     libs: { type: "string" },
     only: { type: "string" },
     modes: { type: "string", default: "compiled" },
+    model: { type: "string" },
     child: { type: "boolean", default: false },
   },
 });
@@ -34,11 +40,20 @@ interface Round {
 }
 
 async function measure(): Promise<Round> {
-  const tm = loadTextModel(defaultModelPath(), undefined, { compiled: args.modes !== "eager" });
-  const model = tm.model;
+  const compiled = args.modes !== "eager";
+  let model: LlamaModel, prompt: number[];
+  if (args.model) {
+    const file = readGguf(args.model);
+    const config = llamaConfig(file);
+    model = new LlamaModel("synthetic", config, loadLlamaWeights(file, config), { compiled });
+    prompt = Array.from({ length: promptLength }, (_, i) => 1000 + i);
+  } else {
+    const tm = loadTextModel(undefined, undefined, { compiled });
+    model = tm.model;
+    const text = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. ".repeat(40);
+    prompt = tm.tokenizer.encode(text).slice(0, promptLength);
+  }
   using stream = lx.newStream();
-  const text = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. ".repeat(40);
-  const prompt = tm.tokenizer.encode(text).slice(0, promptLength);
   let prefillMs = 0, decodeMs = 0;
   if (args.only !== "decode") {
     const t0 = performance.now();
@@ -73,6 +88,7 @@ if (args.child) {
       const env = { ...process.env, ...(lib ? { LANES_LIBRARY_PATH: lib } : {}) };
       const argv = [process.execPath, import.meta.path, "--child", "--prompt", String(promptLength), "--decode", String(decodeSteps), "--modes", mode];
       if (args.only) argv.push("--only", args.only);
+      if (args.model) argv.push("--model", args.model);
       const proc = Bun.spawnSync(argv, { env, stderr: "inherit" });
       const round = JSON.parse(proc.stdout.toString().trim().split("\n").pop()!) as Round;
       const b = best.get(name) ?? { prefillMs: Infinity, decodeMs: Infinity };

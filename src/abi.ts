@@ -9,8 +9,15 @@ import { FFIType } from "bun:ffi";
 const { i32, u32, i64, u64, f64, cstring } = FFIType;
 const pointer = FFIType.ptr;
 
+/**
+ * The C ABI version these declarations match (`LANES_ABI_VERSION` in lanes.h). A library that
+ * reports another through `lanes_abi_version_read` is refused when it loads.
+ */
+export const abiVersion = 2;
+
 /** Every exported function of liblanes, with its argument and result types. */
 export const symbols = {
+  lanes_abi_version_read: { args: [pointer], returns: i32 },
   lanes_last_error: { args: [], returns: cstring },
   lanes_last_error_code: { args: [], returns: i32 },
   lanes_backend_name: { args: [], returns: cstring },

@@ -4,7 +4,7 @@
  * @module
  */
 import { dlopen, ptr, suffix } from "bun:ffi";
-import { symbols } from "./abi.ts";
+import { abiVersion, symbols } from "./abi.ts";
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { errorFor, LanesError } from "./errors.ts";
@@ -33,12 +33,45 @@ function candidatePaths(): string[] {
 
 let loadedFrom = "";
 
+/**
+ * Throws unless the library at `path` is of the ABI these bindings declare. `found` is the
+ * version it reported, or why none could be read from it.
+ */
+export function checkAbiVersion(path: string, found: number | string): void {
+  if (found === abiVersion) return;
+  const what = typeof found === "number" ? `is of C ABI version ${found}` : `reports no C ABI version (${found})`;
+  throw new LanesError(
+    "INTERNAL",
+    `lanes: ${path} ${what}, but this lanes package needs version ${abiVersion}. Rebuild the library (bun run build) ` +
+      `or install the ${platformPackage()} of the same release.`,
+  );
+}
+
+// Opened for its one symbol, so that a library of another ABI is named as such instead of
+// failing on whichever symbol it happens to lack, or being called with the wrong meanings.
+function openVersioned(path: string): { version: number | string; close(): void } {
+  try {
+    const lib = dlopen(path, { lanes_abi_version_read: symbols.lanes_abi_version_read });
+    const out = new Uint32Array(new ArrayBuffer(4));
+    const status = lib.symbols.lanes_abi_version_read(ptr(out));
+    return { version: status === 0 ? out[0]! : `status ${status}`, close: () => lib.close() };
+  } catch (e) {
+    return { version: e instanceof Error ? e.message : String(e), close: () => {} };
+  }
+}
+
 function open() {
   const tried = candidatePaths();
   for (const path of tried) {
     if (!existsSync(path)) continue;
     loadedFrom = path;
-    return dlopen(path, symbols);
+    const versioned = openVersioned(path);
+    try {
+      checkAbiVersion(path, versioned.version);
+      return dlopen(path, symbols);
+    } finally {
+      versioned.close();  // after the full open, which holds the library loaded
+    }
   }
   throw new LanesError(
     "INTERNAL",

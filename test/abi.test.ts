@@ -4,7 +4,9 @@ import { describe, expect, test } from "bun:test";
 import { FFIType } from "bun:ffi";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { binaryOps, dtypes, randomKinds, reduceOps, Status, symbols, unaryOps } from "../src/abi.ts";
+import { abiVersion, binaryOps, dtypes, randomKinds, reduceOps, Status, symbols, unaryOps } from "../src/abi.ts";
+import { checkAbiVersion, native } from "../src/native.ts";
+import { LanesError } from "../src/errors.ts";
 
 const root = join(import.meta.dir, "..");
 const header = readFileSync(join(root, "ffi/include/lanes.h"), "utf8");
@@ -79,5 +81,46 @@ describe("the codes of lanes_table.def", () => {
     expect(binaryOps as Record<string, number>).toEqual(codes("BINARY"));
     expect(reduceOps as Record<string, number>).toEqual(codes("REDUCE"));
     expect(randomKinds as Record<string, number>).toEqual(Object.fromEntries(entries("RANDOM").map(([code, , name]) => [name!.replace("random.", ""), +code!])));
+  });
+});
+
+describe("the ABI version", () => {
+  test("the header, the bindings and the loaded library agree", () => {
+    const inHeader = Number(/#define LANES_ABI_VERSION (\d+)/.exec(header)?.[1]);
+    expect(abiVersion).toBe(inHeader);
+    const out = new Uint32Array(1);
+    expect(native.lanes_abi_version_read(out)).toBe(Status.ok);
+    expect(out[0]).toBe(inHeader);
+    expect(native.lanes_abi_version_read(null)).toBe(Status.invalidArgument);
+  });
+
+  test("a library of another version, or of none, is refused with a message naming both", () => {
+    expect(() => checkAbiVersion("/x/liblanes.so", abiVersion)).not.toThrow();
+    for (const found of [abiVersion - 1, abiVersion + 1, "Symbol not found"]) {
+      let error: unknown;
+      try {
+        checkAbiVersion("/x/liblanes.so", found);
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(LanesError);
+      expect(String(error)).toContain("/x/liblanes.so");
+      expect(String(error)).toContain(`needs version ${abiVersion}`);
+      expect(String(error)).toContain(typeof found === "number" ? `version ${found}` : "Symbol not found");
+    }
+  });
+
+  test("loading a shared library that is not liblanes fails with that message, not on a missing symbol", () => {
+    // The C library this process already has loaded: a real shared library without our symbols.
+    const libc =
+      process.platform === "darwin"
+        ? "/usr/lib/libSystem.B.dylib"
+        : readFileSync("/proc/self/maps", "utf8").match(/\s(\/\S*libc\.so[.\d]*)$/m)![1]!;
+    const child = Bun.spawnSync([process.execPath, "-e", 'await import("./src/index.ts")'], {
+      cwd: root,
+      env: { ...process.env, LANES_LIBRARY_PATH: libc },
+    });
+    expect(child.exitCode).not.toBe(0);
+    expect(child.stderr.toString()).toContain(`${libc} reports no C ABI version`);
   });
 });

@@ -88,7 +88,13 @@ enum {
   LANES_STAT_COUNT = 7,
 };
 
+/* The ABI's version, raised whenever an existing function's arguments, result or meaning
+ * change (a new function does not raise it). A caller built against one header must refuse a
+ * library that reports another through lanes_abi_version_read. */
+#define LANES_ABI_VERSION 2
+
 /* ---- errors and library ---------------------------------------------------------------- */
+LANES_API lanes_status lanes_abi_version_read(uint32_t* out_version); /* any thread, also before any other call and after lanes_shutdown */
 LANES_API const char* lanes_last_error(void);          /* thread-local; valid until this thread's next call */
 LANES_API lanes_status lanes_last_error_code(void);    /* thread-local status of this thread's last failure */
 LANES_API const char* lanes_backend_name(void);        /* any thread */

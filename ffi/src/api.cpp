@@ -139,6 +139,10 @@ bool completed_now(const Node& n) {
 
 extern "C" {
 
+lanes_status lanes_abi_version_read(uint32_t* out_version) {
+  return abi_guard([&] { *require(out_version, "abi_version_read: out") = LANES_ABI_VERSION; });
+}
+
 const char* lanes_last_error(void) { return last_error_message(); }
 lanes_status lanes_last_error_code(void) { return last_error_code(); }
 
