@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU machine's run: the CUDA test files that need neither the real model nor Python
-# venvs, the concurrency benchmark against PyTorch, the LLM decode benchmark against PyTorch
-# on a SmolLM2-shaped GGUF, and CPU-backend scaling on the host's cores.
-#   bash bench/h200.sh OUTDIR [warm] [tests] [concurrency] [llm] [cpu-scaling]
+# venvs, the concurrency benchmark against PyTorch, decode steps compiled against eager at one
+# request, the LLM decode benchmark against PyTorch on a SmolLM2-shaped GGUF, and CPU-backend
+# scaling on the host's cores.
+#   bash bench/h200.sh OUTDIR [warm] [tests] [concurrency] [decode] [llm] [cpu-scaling]
 # Bun is $BUN (default: bun on the path). Each section writes OUTDIR/<section>.log and has its
 # own time limit, so one that hangs does not take the others with it.
 set -u
@@ -35,6 +36,11 @@ for s in $sections; do
     concurrency)
       LANES_BACKEND=cuda run concurrency 240 "$bun" bench/cuda.ts --concurrency
       cp bench/results/cuda-*.json "$out/" 2>/dev/null ;;
+    decode)  # one request: the SmolLM2-shaped model's decode steps, then the toy transformer's
+      "$bun" bench/llm-synthetic.ts /tmp/smollm2-shaped.gguf >/dev/null
+      LANES_BACKEND=cuda run decode-llm 150 "$bun" bench/llm-steps.ts --model /tmp/smollm2-shaped.gguf --only decode \
+        --prompt 200 --decode 64 --rounds 4 --modes compiled,eager
+      for round in 1 2; do LANES_BACKEND=cuda run decode-toy-$round 60 "$bun" bench/compile-host.ts; done ;;
     llm)
       "$bun" bench/llm-synthetic.ts /tmp/smollm2-shaped.gguf >/dev/null
       LANES_BACKEND=cuda run llm-lanes 110 "$bun" bench/llm.ts --cuda --model /tmp/smollm2-shaped.gguf --prompt 32 \
