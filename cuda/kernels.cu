@@ -717,18 +717,33 @@ struct QueryAs<T, T> {
   static __device__ __forceinline__ float of(T x) { return up(x); }
 };
 
-// One block per query row. Scores live in `scores` (shared memory, or a global scratch row
-// when Lk is too long for it).
+// The sum of v over a warp's lanes, the same bits in every lane (each butterfly step adds a
+// pair in both lanes, and addition commutes).
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int width = 16; width > 0; width /= 2) v += __shfl_xor_sync(0xffffffffu, v, width);
+  return v;
+}
+
+// One block of 256 threads per query row; its warps take the keys in turn. Scores live in
+// `scores` (shared memory, or a global scratch row when Lk is too long for it). A warp reads
+// a key or value row with its lanes side by side, so a decode step's few rows (one per head)
+// still keep every warp of their blocks loading. Each row is computed the same way whatever
+// the number of rows, so a prefill's row equals the decode step at its position bit for bit.
 // Per-row form (lengths set): batch entry b attends over its first lengths[b] keys; a length
 // outside [0, Lk] is reported through `error` (as take reports an index) and attends over none.
 template <class T, class TKV>
 __device__ void attention_impl(T* y, const T* q, const TKV* k, const TKV* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D,
                                i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* used_at,
                                const int* lengths, int* error) {
+  constexpr int kAttentionThreads = 256, kAttentionWarps = kAttentionThreads / 32;  // the launch's block
+  constexpr i64 kQueryShared = 256;
   if (used_at) used = i64(*used_at);  // a compiled plan's key length, checked on the host
   extern __shared__ float dyn[];
-  __shared__ float shf[256];
-  __shared__ double shd[256];
+  __shared__ float shf[kAttentionThreads];
+  __shared__ double shd[kAttentionThreads];
+  __shared__ float partial[kAttentionWarps][32];
+  __shared__ float query[kQueryShared];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   i64 r = blockIdx.x;
   float* scores = scratch ? scratch + r * Lk : dyn;
   i64 i = r % Lq, h = (r / Lq) % H, bi = r / (Lq * H);
@@ -747,28 +762,71 @@ __device__ void attention_impl(T* y, const T* q, const TKV* k, const TKV* v, flo
     i64 last = i + used - Lq + 1;
     visible = last < 0 ? 0 : (last < used ? last : used);
   }
+  // The query as the scores use it, once per block (a longer one than the buffer is read as
+  // it goes); then four keys per warp at a time, so that their loads are in flight together.
+  // A key's score is the same sum whether it falls in a group of four or not.
+  for (i64 d = threadIdx.x; d < D && d < kQueryShared; d += kAttentionThreads) query[d] = QueryAs<T, TKV>::of(qi[d]);
+  __syncthreads();
+  constexpr int W = kAttentionWarps;
+  const TKV* kh = k + kv * Lk * D;
   float m = -finf();
-  for (i64 j = threadIdx.x; j < visible; j += blockDim.x) {
-    const TKV* kj = k + (kv * Lk + j) * D;
+  i64 jk = warp;
+  for (; jk + 3 * W < visible; jk += 4 * W) {
+    float dot[4] = {0, 0, 0, 0};
+    for (i64 d = lane; d < D; d += 32) {
+      float qd = d < kQueryShared ? query[d] : QueryAs<T, TKV>::of(qi[d]);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) dot[u] += qd * up(kh[(jk + u * W) * D + d]);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      float s = warp_sum(dot[u]) * scale;
+      if (lane == 0) scores[jk + u * W] = s;
+      m = s > m ? s : m;
+    }
+  }
+  for (; jk < visible; jk += W) {
     float dot = 0;
-    for (i64 d = 0; d < D; ++d) dot += QueryAs<T, TKV>::of(qi[d]) * up(kj[d]);
-    float s = dot * scale;
-    scores[j] = s;
+    for (i64 d = lane; d < D; d += 32) dot += (d < kQueryShared ? query[d] : QueryAs<T, TKV>::of(qi[d])) * up(kh[jk * D + d]);
+    float s = warp_sum(dot) * scale;
+    if (lane == 0) scores[jk] = s;
     m = s > m ? s : m;
   }
-  m = group_fold<float, 256>(m, true, shf);
+  m = group_fold<float, kAttentionThreads>(m, true, shf);  // its barrier also publishes the scores
   double total = 0;
   for (i64 j = threadIdx.x; j < visible; j += blockDim.x) {
     float p = expf(scores[j] - m);
     scores[j] = p;
     total += p;
   }
-  total = group_fold<double, 256>(total, false, shd);
+  total = group_fold<double, kAttentionThreads>(total, false, shd);
   float inv = total > 0 ? float(1.0 / total) : 0.0f;
-  for (i64 d = threadIdx.x; d < Dv; d += blockDim.x) {
+  // 32 output columns at a time: each warp sums its keys' share, then the warps' sums are
+  // added in warp order.
+  const TKV* vh = v + kv * Lk * Dv;
+  for (i64 d0 = 0; d0 < Dv; d0 += 32) {
+    i64 d = d0 + lane;
     float acc = 0;
-    for (i64 j = 0; j < visible; ++j) acc += scores[j] * up(v[(kv * Lk + j) * Dv + d]);
-    y[r * Dv + d] = Down<T>::of(acc * inv);
+    if (d < Dv) {
+      i64 jv = warp;
+      for (; jv + 3 * W < visible; jv += 4 * W) {
+        float v0 = up(vh[jv * Dv + d]), v1 = up(vh[(jv + W) * Dv + d]);
+        float v2 = up(vh[(jv + 2 * W) * Dv + d]), v3 = up(vh[(jv + 3 * W) * Dv + d]);
+        acc += scores[jv] * v0;
+        acc += scores[jv + W] * v1;
+        acc += scores[jv + 2 * W] * v2;
+        acc += scores[jv + 3 * W] * v3;
+      }
+      for (; jv < visible; jv += W) acc += scores[jv] * up(vh[jv * Dv + d]);
+    }
+    partial[warp][lane] = acc;
+    __syncthreads();
+    if (warp == 0 && d < Dv) {
+      float sum = 0;
+      for (int w = 0; w < kAttentionWarps; ++w) sum += partial[w][lane];
+      y[r * Dv + d] = Down<T>::of(sum * inv);
+    }
+    __syncthreads();
   }
 }
 
