@@ -25,6 +25,7 @@
 #include "../../cpu/sgemm.hpp"
 #include "lanes.h"
 #include "gpu/device_completions.hpp"
+#include "gpu/kernel_layout.hpp"
 #include "runtime.hpp"
 #include "stream.hpp"
 #include "pointer_set.hpp"
@@ -716,6 +717,49 @@ void test_pointer_set_matches_unordered_set() {
   }
 }
 
+// The GPU backends read an operand in place when is_contiguous says its elements lie in
+// row-major order: checked against walking every element, for random shapes and strides
+// (size-1 dims with any stride, transposes, broadcasts, padded rows).
+void test_gpu_contiguity_matches_element_walk() {
+  std::mt19937 rng(3);
+  int in_place = 0;
+  for (int round = 0; round < 4000; ++round) {
+    size_t rank = 1 + rng() % 4;
+    lanes::Shape shape(rank), strides(rank);
+    for (size_t i = 0; i < rank; ++i) shape[i] = 1 + static_cast<int64_t>(rng() % 3);
+    lanes::Shape row_major = lanes::contiguous_strides(shape);
+    for (size_t i = 0; i < rank; ++i) {
+      switch (rng() % 4) {
+        case 0: strides[i] = static_cast<int64_t>(rng() % 40); break;  // anything, broadcast included
+        default: strides[i] = row_major[i];
+      }
+    }
+    lanes::TensorArg a;
+    a.shape = shape;
+    a.strides = strides;
+    bool walk_in_order = true;
+    int64_t n = lanes::numel(shape);
+    for (int64_t e = 0; e < n; ++e) {
+      int64_t rest = e, at = 0;
+      for (size_t i = rank; i-- > 0;) {
+        at += (rest % shape[i]) * strides[i];
+        rest /= shape[i];
+      }
+      walk_in_order &= at == e;
+    }
+    EXPECT(lanes::gpu::is_contiguous(a) == walk_in_order);
+    in_place += walk_in_order;
+  }
+  EXPECT(in_place > 500 && in_place < 3900);  // both answers were exercised
+  lanes::TensorArg q;  // a decode step's queries: [1, 1, 9, 64] with heads and positions swapped
+  q.shape = {1, 9, 1, 64};
+  q.strides = {576, 64, 576, 1};
+  EXPECT(lanes::gpu::is_contiguous(q));
+  q.shape = {1, 9, 2, 64};  // two positions: a real transpose
+  q.strides = {1152, 64, 576, 1};
+  EXPECT(!lanes::gpu::is_contiguous(q));
+}
+
 void test_small_vector_matches_std_vector() {
   std::mt19937 rng(1);
   for (int it = 0; it < 2000; ++it) {
@@ -1003,6 +1047,7 @@ int main(int argc, char** argv) {
   run("plans: 8 threads replay one plan on their own streams, equal to serial bitwise", test_plan_replayed_from_threads);
   run("a failed walk releases its claims: later evaluations fail instead of hanging", test_failed_walk_releases_its_claims);
   run("small vector: random operations match std::vector", test_small_vector_matches_std_vector);
+  run("gpu layout: an operand is read in place exactly when its elements lie in row-major order", test_gpu_contiguity_matches_element_walk);
   run("pointer set: random inserts, lookups and clears match std::unordered_set", test_pointer_set_matches_unordered_set);
   run("pool: concurrent and nested jobs run every index once, in fixed chunks", test_pool_concurrent_jobs);
   run("pool: a chunk's exception is rethrown on the caller", test_pool_rethrows_on_caller);

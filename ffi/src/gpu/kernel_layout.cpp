@@ -61,7 +61,15 @@ std::string attention_suffix(const Command& c) {
 
 std::string size_suffix(DType d) { return std::to_string(dtype_size(d)); }
 
-bool is_contiguous(const TensorArg& a) { return a.strides.empty() || a.strides == contiguous_strides(a.shape); }
+bool is_contiguous(const TensorArg& a) {
+  if (a.strides.empty()) return true;
+  int64_t step = 1;
+  for (size_t i = a.shape.size(); i-- > 0;) {
+    if (a.shape[i] != 1 && a.strides[i] != step) return false;
+    step *= a.shape[i];
+  }
+  return true;
+}
 
 // Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
 Shape read_strides(const TensorArg& a, const Shape& out) {

@@ -56,6 +56,9 @@ std::string size_suffix(DType d);
 // ("f32_f16": float32 queries over a float16 KV cache).
 std::string attention_suffix(const Command& c);
 
+// Whether `a`'s elements lie in row-major order from its address, as a kernel reading it as
+// contiguous needs. The stride of a dim of size 1 is never stepped through, so it does not count:
+// a decode step's [1, heads, 1, dim] view of [1, 1, heads, dim] reads in place.
 bool is_contiguous(const TensorArg& a);
 // Element strides that read `a` as if it had shape `out` (numpy broadcasting: zero strides).
 Shape read_strides(const TensorArg& a, const Shape& out);
