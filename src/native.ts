@@ -39,7 +39,7 @@ let loadedFrom = "";
  */
 export function checkAbiVersion(path: string, found: number | string): void {
   if (found === abiVersion) return;
-  const what = typeof found === "number" ? `is of C ABI version ${found}` : `reports no C ABI version (${found})`;
+  const what = typeof found === "number" ? `is of C ABI version ${found}` : `gave no C ABI version (${found})`;
   throw new LanesError(
     "INTERNAL",
     `lanes: ${path} ${what}, but this lanes package needs version ${abiVersion}. Rebuild the library (bun run build) ` +

@@ -121,6 +121,7 @@ describe("the ABI version", () => {
       env: { ...process.env, LANES_LIBRARY_PATH: libc },
     });
     expect(child.exitCode).not.toBe(0);
-    expect(child.stderr.toString()).toContain(`${libc} reports no C ABI version`);
+    expect(child.stderr.toString()).toContain(`${libc} gave no C ABI version (`);
+    expect(child.stderr.toString()).toContain("lanes_abi_version_read");
   });
 });

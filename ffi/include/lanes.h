@@ -88,9 +88,9 @@ enum {
   LANES_STAT_COUNT = 7,
 };
 
-/* The ABI's version, raised whenever an existing function's arguments, result or meaning
- * change (a new function does not raise it). A caller built against one header must refuse a
- * library that reports another through lanes_abi_version_read. */
+/* The ABI's version, raised whenever a function is added or removed or an existing one's
+ * arguments, result or meaning change. A caller built against one header must refuse a library
+ * that reports another through lanes_abi_version_read. */
 #define LANES_ABI_VERSION 2
 
 /* ---- errors and library ---------------------------------------------------------------- */
