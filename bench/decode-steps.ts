@@ -4,18 +4,15 @@
 //   bun bench/decode-steps.ts --model PATH [--prompt 200] [--steps 2]
 import { parseArgs } from "node:util";
 import * as lx from "../src/index.ts";
-import { readGguf } from "../src/models/gguf.ts";
-import { llamaConfig, LlamaModel, loadLlamaWeights } from "../src/models/llama.ts";
+import { idPrompt, loadSyntheticModel } from "./llm-synthetic.ts";
 
 const { values: args } = parseArgs({
   options: { model: { type: "string" }, prompt: { type: "string", default: "200" }, steps: { type: "string", default: "2" } },
 });
 if (!args.model) throw new Error("usage: bun bench/decode-steps.ts --model PATH [--prompt 200] [--steps 2]");
-const file = readGguf(args.model);
-const config = llamaConfig(file);
-const model = new LlamaModel("synthetic", config, loadLlamaWeights(file, config));
+const model = loadSyntheticModel(args.model);
 using stream = lx.newStream();
-let step = model.step(Array.from({ length: Number(args.prompt) }, (_, i) => 1000 + i), undefined, stream);
+let step = model.step(idPrompt(Number(args.prompt)), undefined, stream);
 lx.eval(step.logits);
 for (let i = 0; i < Number(args.steps); ++i) {
   const token = lx.argmax(step.logits, -1).toInt32Array()[0]!;

@@ -13,9 +13,9 @@
  */
 import { parseArgs } from "node:util";
 import * as lx from "../src/index.ts";
-import { readGguf } from "../src/models/gguf.ts";
-import { llamaConfig, LlamaModel, loadLlamaWeights } from "../src/models/llama.ts";
+import type { LlamaModel } from "../src/models/llama.ts";
 import { loadTextModel } from "../src/models/text-model.ts";
+import { idPrompt, loadSyntheticModel } from "./llm-synthetic.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -43,10 +43,8 @@ async function measure(): Promise<Round> {
   const compiled = args.modes !== "eager";
   let model: LlamaModel, prompt: number[];
   if (args.model) {
-    const file = readGguf(args.model);
-    const config = llamaConfig(file);
-    model = new LlamaModel("synthetic", config, loadLlamaWeights(file, config), { compiled });
-    prompt = Array.from({ length: promptLength }, (_, i) => 1000 + i);
+    model = loadSyntheticModel(args.model, { compiled });
+    prompt = idPrompt(promptLength);
   } else {
     const tm = loadTextModel(undefined, undefined, { compiled });
     model = tm.model;

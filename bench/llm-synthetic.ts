@@ -7,7 +7,8 @@
  *   bun bench/llm-synthetic.ts OUT.gguf
  */
 import { writeFileSync } from "node:fs";
-import { llamaShapes, type LlamaConfig } from "../src/models/llama.ts";
+import { readGguf } from "../src/models/gguf.ts";
+import { llamaConfig, LlamaModel, type LlamaOptions, llamaShapes, type LlamaConfig, loadLlamaWeights } from "../src/models/llama.ts";
 import { type EntryToWrite, randomTensorData, rng, type TensorToWrite, writeGguf } from "../test/support/gguf-writer.ts";
 
 /** SmolLM2-135M-Instruct's dimensions, as its GGUF metadata gives them. */
@@ -57,6 +58,16 @@ export function synthesizeSmolLM2(seed = 1): Uint8Array {
   }
   return writeGguf({ metadata, tensors });
 }
+
+/** A tokenizer-less GGUF (such as this script writes) as a model named "synthetic". */
+export function loadSyntheticModel(path: string, opts: LlamaOptions = {}): LlamaModel {
+  const file = readGguf(path);
+  const config = llamaConfig(file);
+  return new LlamaModel("synthetic", config, loadLlamaWeights(file, config), opts);
+}
+
+/** A prompt of `n` plain token ids, for a model without a tokenizer. */
+export const idPrompt = (n: number): number[] => Array.from({ length: n }, (_, i) => 1000 + i);
 
 if (import.meta.main) {
   const out = process.argv[2];

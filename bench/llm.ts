@@ -26,12 +26,12 @@ import { join } from "node:path";
 import * as lx from "../src/index.ts";
 import { CancelledError } from "../src/models/generate.ts";
 import type { Model } from "../src/models/models.ts";
-import { readGguf } from "../src/models/gguf.ts";
-import { llamaConfig, LlamaModel, loadLlamaWeights } from "../src/models/llama.ts";
+import type { LlamaModel } from "../src/models/llama.ts";
 import { defaultModelPath, loadTextModel } from "../src/models/text-model.ts";
 import { BatchingEngine } from "../src/serve/batching.ts";
 import { type Engine as ServeEngine, InProcessEngine } from "../src/serve/engine.ts";
 import type { GenerationResult } from "../src/serve/generation.ts";
+import { idPrompt, loadSyntheticModel } from "./llm-synthetic.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -70,13 +70,10 @@ interface BenchEngine {
   dispose(): Promise<void>;
 }
 
-const idPrompt = (n: number) => Array.from({ length: n }, (_, i) => 1000 + i);
 // A tokenizer-less GGUF (--model) gets prompts of plain token ids.
 function loadBenchModel(): { model: LlamaModel; stopIds: readonly number[]; encodeChat: (text: string) => number[]; dispose(): void } {
   if (args.model) {
-    const file = readGguf(args.model);
-    const config = llamaConfig(file);
-    const model = new LlamaModel("synthetic", config, loadLlamaWeights(file, config));
+    const model = loadSyntheticModel(args.model);
     return { model, stopIds: [], encodeChat: () => idPrompt(Number(args.prompt)), dispose: () => model.dispose() };
   }
   const tm = loadTextModel(defaultModelPath());
