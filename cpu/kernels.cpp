@@ -699,6 +699,18 @@ void matmul_f32(const float* A, const Shape& sa, const float* B, const Shape& sb
   });
 }
 
+// A product's epilogue (a compiled plan's Matmul or QuantizedMatmul with OpParams::fused), over
+// the product in the output, as its Fused command would read it (epilogue_command), without the
+// copies.
+void run_epilogue(const Command& c) {
+  if (!c.params.fused) return;
+  FusedOperands ops;
+  ops.add(c.output);
+  for (size_t k = 2; k < c.inputs.size(); ++k) ops.add(c.inputs[k]);
+  ops.out = &c.output;
+  fused_chain(*c.params.fused, ops);
+}
+
 void matmul(const Command& c) {
   const Shape& ys = c.output.shape;
   int nd = static_cast<int>(ys.size());
@@ -723,14 +735,7 @@ void matmul(const Command& c) {
       throw_error(LANES_ERR_INTERNAL, "matmul: non-floating dtype reached the kernel");
     }
   });
-  if (c.params.fused) {
-    // The epilogue as its Fused command would read it (epilogue_command), without the copies.
-    FusedOperands ops;
-    ops.add(c.output);
-    for (size_t k = 2; k < c.inputs.size(); ++k) ops.add(c.inputs[k]);
-    ops.out = &c.output;
-    fused_chain(*c.params.fused, ops);
-  }
+  run_epilogue(c);
 }
 
 // ---- shape ops with kernels --------------------------------------------------------------------
@@ -767,6 +772,7 @@ void quantized_matmul(const Command& c) {
   int64_t m = k ? numel(x.shape) / k : 0;
   if (m == 0 || n == 0) return;
   cpu::quantized_matmul(block_type(w.dtype), base<float>(x), m, k, k, w.data, n, output<float>(c));
+  run_epilogue(c);
 }
 
 // Rows of a quantized [rows, k] array at int32 indices, as float32.

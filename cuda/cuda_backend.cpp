@@ -307,10 +307,13 @@ class CudaBackend final : public Backend {
   // A host function stalls its stream until a host thread ran it: commit GPU epochs on the
   // op count (or an eval's end), not after every large output.
   uint64_t default_epoch_bytes() const override { return uint64_t(4) << 30; }
-  // The epilogue runs in lanes' own matmul kernel, which a matmul alone takes at these shapes too.
-  bool matmul_epilogue(int64_t M, int64_t N, int64_t K) const override {
+  // A matmul's epilogue runs in lanes' own matmul kernel, which a matmul alone takes at these
+  // shapes too; a quantized product's in the matvec kernel, or over the dense path's product.
+  bool matmul_epilogue(OpCode op, int64_t M, int64_t N, int64_t K) const override {
+    if (op == OpCode::QuantizedMatmul) return true;
     return small_matmul(M, N, K, DType::Float32) || !settings_.cuda_cublaslt;
   }
+  bool slice_update_casts() const override { return true; }
 
   void* allocate(size_t bytes, int device) override {
     devices_.at(device)->make_current();

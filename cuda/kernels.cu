@@ -353,7 +353,7 @@ struct KFused {
   float scalar[FUSED_STEPS];
 };
 
-#if defined(LANES_FAMILY_ELEMENTWISE) || defined(LANES_FAMILY_FUSED)
+#if defined(LANES_FAMILY_ELEMENTWISE) || defined(LANES_FAMILY_FUSED) || defined(LANES_FAMILY_QUANT)
 // Called, not inlined, from each unrolled step: one copy of every op's code per kernel.
 __device__ __noinline__ float fused_unary(int op, float v) { return unary_float(op, v); }
 __device__ __noinline__ float fused_binary(int op, float a, float b) { return binary_float(op, a, b); }
@@ -443,6 +443,13 @@ template <> struct Convert<bf16, f16> { static __device__ f16 of(bf16 v) { retur
 template <class F, class T>
 __device__ void astype_impl(T* y, const F* x, KStrides sx, KShape shape, i64 n) {
   GRID_STRIDE(i, n) y[i] = Convert<F, T>::of(x[offset_of(i, shape, sx)]);
+}
+
+// A strided copy that casts each element as astype does (a compiled plan's sliceUpdate of an
+// update of another float dtype).
+template <class F, class T>
+__device__ void copy_cast_impl(T* y, KStrides sy, const F* x, KStrides sx, KShape shape, i64 n) {
+  GRID_STRIDE(i, n) y[offset_of(i, shape, sy)] = Convert<F, T>::of(x[offset_of(i, shape, sx)]);
 }
 
 // ---- group reductions ------------------------------------------------------------------------
@@ -724,24 +731,45 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// One block of 256 threads per query row; its warps take the keys in turn. Scores live in
-// `scores` (shared memory, or a global scratch row when Lk is too long for it). A warp reads
-// a key or value row with its lanes side by side, so a decode step's few rows (one per head)
-// still keep every warp of their blocks loading. Each row is computed the same way whatever
-// the number of rows, so a prefill's row equals the decode step at its position bit for bit.
+// A fold over the block's warps: every lane of every warp returns the same bits (each warp
+// folds the per-warp values in the same butterfly order). `sh` holds one value per warp.
+template <class V, int Warps>
+__device__ __forceinline__ V block_fold(V v, bool is_max, V* sh) {
+  static_assert(Warps == 32, "the second step folds one value per lane");
+  for (int width = 16; width > 0; width /= 2) {
+    V o = __shfl_xor_sync(0xffffffffu, v, width);
+    v = is_max ? (o > v ? o : v) : v + o;
+  }
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = sh[threadIdx.x % Warps];
+  for (int width = Warps / 2; width > 0; width /= 2) {
+    V o = __shfl_xor_sync(0xffffffffu, v, width);
+    v = is_max ? (o > v ? o : v) : v + o;
+  }
+  __syncthreads();
+  return v;
+}
+
+// One block of 1024 threads per query row; its 32 warps take the keys in turn, eight keys each
+// with their loads in flight together (for heads of up to 64 features, both of a lane's
+// features), so a decode step's few rows (one per head) reach up to 256 keys in one round of
+// loads. Scores live in `scores` (shared memory, or a global
+// scratch row when Lk is too long for it). A warp reads a key row, or 64 columns of a value
+// row, with its lanes side by side. Each row is computed the same way whatever the number of
+// rows and Lk, so a prefill's row equals the decode step at its position bit for bit.
 // Per-row form (lengths set): batch entry b attends over its first lengths[b] keys; a length
 // outside [0, Lk] is reported through `error` (as take reports an index) and attends over none.
 template <class T, class TKV>
 __device__ void attention_impl(T* y, const T* q, const TKV* k, const TKV* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D,
                                i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* used_at,
                                const int* lengths, int* error) {
-  constexpr int kAttentionThreads = 256, kAttentionWarps = kAttentionThreads / 32;  // the launch's block
-  constexpr i64 kQueryShared = 256;
+  constexpr int kAttentionThreads = 1024;  // the launch's block (cuda/launch.cpp kAttentionBlock)
+  constexpr int W = kAttentionThreads / 32;  // warps
+  constexpr i64 kQueryShared = 256, kColumns = 64;
   if (used_at) used = i64(*used_at);  // a compiled plan's key length, checked on the host
   extern __shared__ float dyn[];
-  __shared__ float shf[kAttentionThreads];
-  __shared__ double shd[kAttentionThreads];
-  __shared__ float partial[kAttentionWarps][32];
+  __shared__ float partial[W][kColumns];  // the warps' output shares; also the folds' scratch
   __shared__ float query[kQueryShared];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   i64 r = blockIdx.x;
@@ -763,68 +791,91 @@ __device__ void attention_impl(T* y, const T* q, const TKV* k, const TKV* v, flo
     visible = last < 0 ? 0 : (last < used ? last : used);
   }
   // The query as the scores use it, once per block (a longer one than the buffer is read as
-  // it goes); then four keys per warp at a time, so that their loads are in flight together.
-  // A key's score is the same sum whether it falls in a group of four or not.
+  // it goes). A key's score is the same sum (lane-strided features, then warp_sum) whether its
+  // group is full or not, and on either path below.
   for (i64 d = threadIdx.x; d < D && d < kQueryShared; d += kAttentionThreads) query[d] = QueryAs<T, TKV>::of(qi[d]);
   __syncthreads();
-  constexpr int W = kAttentionWarps;
+  constexpr int U = 8;  // keys per warp in flight
   const TKV* kh = k + kv * Lk * D;
   float m = -finf();
-  i64 jk = warp;
-  for (; jk + 3 * W < visible; jk += 4 * W) {
-    float dot[4] = {0, 0, 0, 0};
-    for (i64 d = lane; d < D; d += 32) {
-      float qd = d < kQueryShared ? query[d] : QueryAs<T, TKV>::of(qi[d]);
+  for (i64 jk = warp; jk < visible; jk += U * W) {
+    float dot[U];
+    if (D <= 64) {  // every load of the group issued before the first product
+      float k0[U], k1[U];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) dot[u] += qd * up(kh[(jk + u * W) * D + d]);
+      for (int u = 0; u < U; ++u) {
+        const TKV* row = kh + (jk + u * W) * D;
+        bool valid = jk + u * W < visible;
+        k0[u] = valid && lane < D ? up(row[lane]) : 0.0f;
+        k1[u] = valid && lane + 32 < D ? up(row[lane + 32]) : 0.0f;
+      }
+      float q0 = lane < D ? query[lane] : 0.0f, q1 = lane + 32 < D ? query[lane + 32] : 0.0f;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        dot[u] = 0;
+        if (lane < D) dot[u] += q0 * k0[u];
+        if (lane + 32 < D) dot[u] += q1 * k1[u];
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; ++u) dot[u] = 0;
+      for (i64 d = lane; d < D; d += 32) {
+        float qd = d < kQueryShared ? query[d] : QueryAs<T, TKV>::of(qi[d]);
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          if (jk + u * W < visible) dot[u] += qd * up(kh[(jk + u * W) * D + d]);
+      }
     }
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
+    for (int u = 0; u < U; ++u) {
+      if (jk + u * W >= visible) break;
       float s = warp_sum(dot[u]) * scale;
       if (lane == 0) scores[jk + u * W] = s;
       m = s > m ? s : m;
     }
   }
-  for (; jk < visible; jk += W) {
-    float dot = 0;
-    for (i64 d = lane; d < D; d += 32) dot += (d < kQueryShared ? query[d] : QueryAs<T, TKV>::of(qi[d])) * up(kh[jk * D + d]);
-    float s = warp_sum(dot) * scale;
-    if (lane == 0) scores[jk] = s;
-    m = s > m ? s : m;
-  }
-  m = group_fold<float, kAttentionThreads>(m, true, shf);  // its barrier also publishes the scores
+  __syncthreads();  // publishes the scores
+  m = block_fold<float, W>(m, true, &partial[0][0]);
   double total = 0;
-  for (i64 j = threadIdx.x; j < visible; j += blockDim.x) {
+  for (i64 j = threadIdx.x; j < visible; j += kAttentionThreads) {
     float p = expf(scores[j] - m);
     scores[j] = p;
     total += p;
   }
-  total = group_fold<double, kAttentionThreads>(total, false, shd);
+  __syncthreads();  // publishes the weights (the fold's own barrier comes after its first step)
+  total = block_fold<double, W>(total, false, reinterpret_cast<double*>(&partial[0][0]));
   float inv = total > 0 ? float(1.0 / total) : 0.0f;
-  // 32 output columns at a time: each warp sums its keys' share, then the warps' sums are
-  // added in warp order.
+  // 64 output columns at a time, two per lane: each warp sums its keys' share, then the warps'
+  // sums are added in warp order.
   const TKV* vh = v + kv * Lk * Dv;
-  for (i64 d0 = 0; d0 < Dv; d0 += 32) {
-    i64 d = d0 + lane;
-    float acc = 0;
-    if (d < Dv) {
-      i64 jv = warp;
-      for (; jv + 3 * W < visible; jv += 4 * W) {
-        float v0 = up(vh[jv * Dv + d]), v1 = up(vh[(jv + W) * Dv + d]);
-        float v2 = up(vh[(jv + 2 * W) * Dv + d]), v3 = up(vh[(jv + 3 * W) * Dv + d]);
-        acc += scores[jv] * v0;
-        acc += scores[jv + W] * v1;
-        acc += scores[jv + 2 * W] * v2;
-        acc += scores[jv + 3 * W] * v3;
+  for (i64 d0 = 0; d0 < Dv; d0 += kColumns) {
+    i64 da = d0 + lane, db = da + 32;
+    bool has_a = da < Dv, has_b = db < Dv;
+    float acc_a = 0, acc_b = 0;
+    for (i64 jv = warp; jv < visible; jv += U * W) {
+      float va[U], vb[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        bool valid = jv + u * W < visible;
+        const TKV* row = vh + (jv + u * W) * Dv;
+        va[u] = valid && has_a ? up(row[da]) : 0.0f;
+        vb[u] = valid && has_b ? up(row[db]) : 0.0f;
       }
-      for (; jv < visible; jv += W) acc += scores[jv] * up(vh[jv * Dv + d]);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (jv + u * W >= visible) break;
+        float p = scores[jv + u * W];
+        acc_a += p * va[u];
+        acc_b += p * vb[u];
+      }
     }
-    partial[warp][lane] = acc;
+    partial[warp][lane] = acc_a;
+    partial[warp][lane + 32] = acc_b;
     __syncthreads();
-    if (warp == 0 && d < Dv) {
+    if (threadIdx.x < kColumns && d0 + threadIdx.x < Dv) {
       float sum = 0;
-      for (int w = 0; w < kAttentionWarps; ++w) sum += partial[w][lane];
-      y[r * Dv + d] = Down<T>::of(sum * inv);
+      for (int w = 0; w < W; ++w) sum += partial[w][threadIdx.x];
+      y[r * Dv + d0 + threadIdx.x] = Down<T>::of(sum * inv);
     }
     __syncthreads();
   }
@@ -956,6 +1007,9 @@ BY_SIZE(COPY_ROWS)
 #define TAKE(T, S) extern "C" __global__ void take_##S(T* y, const T* x, const int* idx, i64 outer, i64 dim, i64 inner, i64 count, int* error) { take_impl<T>(y, x, idx, outer, dim, inner, count, error); }
 BY_SIZE(TAKE)
 
+#define COPY_AT_CAST(F, FS, T, TS) extern "C" __global__ void copy_at_##FS##_##TS(T* y, KStrides sy, const F* x, KStrides sx, KShape shape, i64 n, const double* dyn, i64 step) { copy_cast_impl<F, T>(y + (dyn ? i64(*dyn) * step : 0), sy, x, sx, shape, n); }
+#define COPY_AT_CAST_FROM(F, FS) COPY_AT_CAST(F, FS, float, f32) COPY_AT_CAST(F, FS, f16, f16) COPY_AT_CAST(F, FS, bf16, bf16)
+FLOATING(COPY_AT_CAST_FROM)
 #define ASTYPE_TO(F, FS, T, TS) extern "C" __global__ void astype_##FS##_##TS(T* y, const F* x, KStrides sx, KShape shape, i64 n) { astype_impl<F, T>(y, x, sx, shape, n); }
 #define ASTYPE_FROM(F, FS) ASTYPE_TO(F, FS, float, f32) ASTYPE_TO(F, FS, f16, f16) ASTYPE_TO(F, FS, bf16, bf16) ASTYPE_TO(F, FS, int, i32) ASTYPE_TO(F, FS, u8, b8)
 ALL_TYPES(ASTYPE_FROM)
@@ -983,7 +1037,7 @@ FLOATING(ROWS)
 
 #if defined(LANES_FAMILY_FUSED)
 #define ATTENTION(T, TKV, S) \
-  extern "C" __global__ void attention_##S(T* y, const T* q, const TKV* k, const TKV* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_impl<T, TKV>(y, q, k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error); }
+  extern "C" __global__ void __launch_bounds__(1024) attention_##S(T* y, const T* q, const TKV* k, const TKV* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_impl<T, TKV>(y, q, k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error); }
 ATTENTION(float, f16, f32_f16)
 #define FUSED(T, S) \
   ATTENTION(T, T, S) \

@@ -186,7 +186,11 @@ static void slice_update(const Command& c, LaunchContext& ctx) {
   // A run-time offset moves the write by offset · stride; a fixed one is in the walk already.
   Walk w = collapse(update.shape, {out_strides, read_strides(update, update.shape)}, {dyn ? 0 : offset * out_strides[axis], update.offset});
   int64_t step = out_strides[axis];
-  if (n) launch_1d(ctx, "copy_at_" + size_suffix(c.output.dtype), n, y, w.strides[0], base_ptr(update), w.strides[1], w.shape, n, dyn, step);
+  // An update of another float dtype (a plan's folded astype, Backend::slice_update_casts) is
+  // cast as it is copied.
+  std::string kernel = update.dtype == c.output.dtype ? "copy_at_" + size_suffix(c.output.dtype)
+                                                      : "copy_at_" + std::string(suffix(update.dtype)) + "_" + suffix(c.output.dtype);
+  if (n) launch_1d(ctx, kernel, n, y, w.strides[0], base_ptr(update), w.strides[1], w.shape, n, dyn, step);
 }
 
 static void where(const Command& c, LaunchContext& ctx) {
@@ -346,6 +350,8 @@ static void norm(const Command& c, LaunchContext& ctx, bool layer) {
 
 // ---- fused ops -------------------------------------------------------------------------------
 
+constexpr unsigned kAttentionBlock = 1024;  // attention_impl's kAttentionThreads (cuda/kernels.cu)
+
 static void attention(const Command& c, LaunchContext& ctx) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
   int64_t B = qs[0], H = qs[1], Lq = qs[2], D = qs[3], Hk = ks[1], Lk = ks[2], Dv = vs[3];
@@ -366,7 +372,7 @@ static void attention(const Command& c, LaunchContext& ctx) {
   CUdeviceptr scratch = shared ? 0 : ctx.temp(score_bytes * static_cast<size_t>(rows));
   CUdeviceptr lengths = per_row ? data_ptr(c.inputs[3]) : 0;
   CUdeviceptr err = per_row ? range_check(ctx, 2, Lk, "scaledDotProductAttention: key length") : 0;
-  launch(ctx, "attention_" + attention_suffix(c), static_cast<unsigned>(rows), 1, 1, 256, shared, y, q,
+  launch(ctx, "attention_" + attention_suffix(c), static_cast<unsigned>(rows), 1, 1, kAttentionBlock, shared, y, q,
          k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
 }
 
@@ -389,6 +395,27 @@ static void rope(const Command& c, LaunchContext& ctx) {
 
 // ---- quantized weights -------------------------------------------------------------------------
 
+// A product's epilogue as its kernel takes it: the chain's inputs after the product (input 0),
+// their walk over the output and the chain's code.
+struct Epilogue {
+  CUdeviceptr x[kMaxFusedInputs] = {};
+  gpu::KFusedWalk walk;
+  gpu::KFused code;
+  int32_t inputs = 0, contiguous = 0;
+};
+
+static Epilogue epilogue_of(const Command& product) {
+  Command chain = epilogue_command(product);
+  Walk w = gpu::collapse_inputs(chain);
+  Epilogue e;
+  for (size_t k = 1; k < chain.inputs.size(); ++k) e.x[k] = base_ptr(chain.inputs[k]);
+  e.walk = gpu::fused_walk(w);
+  e.code = gpu::fused_code(chain);
+  e.inputs = static_cast<int32_t>(chain.inputs.size());
+  e.contiguous = w.contiguous ? 1 : 0;
+  return e;
+}
+
 // Rows up to which the quantized matvec (8-bit activations, dp4a) runs; longer inputs (a prompt,
 // a batched decode step of more than 16 sequences) round the activations to 8 bits the same way,
 // dequantize the weights and take the dense matmul. The matvec reads each weight block once per 8 rows, so its time grows with the rows;
@@ -406,7 +433,13 @@ static void quantized_matmul(const Command& c, LaunchContext& ctx) {
   std::string type = suffix(w.dtype);
   if (m <= kMatvecRows) {
     unsigned grid = static_cast<unsigned>(std::min<int64_t>(int64_t(ctx.device.sm_count) * 4, (n + 7) / 8));
-    launch(ctx, "quantized_matvec_" + type, grid, 1, 1, 256, 0, y, xp, m, k, k, wp, n);
+    if (!c.params.fused) {
+      launch(ctx, "quantized_matvec_" + type, grid, 1, 1, 256, 0, y, xp, m, k, k, wp, n);
+      return;
+    }
+    Epilogue e = epilogue_of(c);
+    launch(ctx, "quantized_matvec_epilogue_" + type, grid, 1, 1, 256, 0, y, xp, m, k, k, wp, n, e.x[1], e.x[2], e.x[3], e.walk,
+           e.code, e.inputs, e.contiguous);
     return;
   }
   int64_t count = n * k;
@@ -417,12 +450,15 @@ static void quantized_matmul(const Command& c, LaunchContext& ctx) {
   xp = rounded;
   // y [m, n] = x [m, k] @ W^T: W is [n, k] row-major, so W^T reads (kk, j) at j·k + kk.
   MatmulOperands mo{xp, dense, y, 1, m, n, k, 0, k, 1, 0, 1, k, DType::Float32};
-  if (ctx.device.use_cublaslt && matmul_cublaslt(mo, ctx)) return;
-  KShape kb{};
-  KStrides ab{}, bb{};
-  int64_t a_row = k, a_col = 1, b_row = 1, b_col = k, batches = 1;
-  launch(ctx, "matmul_f32", static_cast<unsigned>((n + 15) / 16), static_cast<unsigned>((m + 15) / 16), 1, 256, 0, y, xp, dense,
-         m, n, k, a_row, a_col, b_row, b_col, kb, ab, bb, batches);
+  if (!(ctx.device.use_cublaslt && matmul_cublaslt(mo, ctx))) {
+    KShape kb{};
+    KStrides ab{}, bb{};
+    int64_t a_row = k, a_col = 1, b_row = 1, b_col = k, batches = 1;
+    launch(ctx, "matmul_f32", static_cast<unsigned>((n + 15) / 16), static_cast<unsigned>((m + 15) / 16), 1, 256, 0, y, xp,
+           dense, m, n, k, a_row, a_col, b_row, b_col, kb, ab, bb, batches);
+  }
+  // A plan's epilogue over the stored product, in place (each element reads only its own).
+  if (c.params.fused) fused(epilogue_command(c), ctx);
 }
 
 static void take_quantized(const Command& c, LaunchContext& ctx) {
@@ -486,13 +522,9 @@ static void matmul(const Command& c, LaunchContext& ctx) {
            b_col, kb, ab, bb, batches);
     return;
   }
-  Command chain = epilogue_command(c);
-  Walk w = gpu::collapse_inputs(chain);
-  CUdeviceptr x[kMaxFusedInputs] = {};
-  for (size_t k = 1; k < chain.inputs.size(); ++k) x[k] = base_ptr(chain.inputs[k]);
-  int32_t inputs = static_cast<int32_t>(chain.inputs.size()), contiguous = w.contiguous ? 1 : 0;
+  Epilogue e = epilogue_of(c);
   launch(ctx, "matmul_epilogue_f32", gx, gy, gz, 256, 0, y, a, b, M, N, K, a_row, a_col, b_row, b_col, kb, ab, bb, batches,
-         x[1], x[2], x[3], gpu::fused_walk(w), gpu::fused_code(chain), inputs, contiguous);
+         e.x[1], e.x[2], e.x[3], e.walk, e.code, e.inputs, e.contiguous);
 }
 
 void translate(const Command& c, LaunchContext& ctx) { gpu::translate_op(c, ctx, "cuda"); }

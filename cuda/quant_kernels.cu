@@ -21,6 +21,9 @@
 // Loading ahead within a column (tried: 2 and 4 half-blocks per lane) raised register use and
 // lost occupancy; several columns per warp is the next step.
 //
+// quantized_matvec_epilogue_<type> also applies a compiled plan's elementwise chain (a residual
+// add) to each complete sum as it stores it, so the chain needs no kernel of its own.
+//
 // Launch: blockDim = (QMV_THREADS, 1, 1) (any multiple of 32 up to 1024 also works), any
 // gridDim.x; warps take columns in grid-stride order. For a given k, results are bitwise
 // identical for any grid size and any concurrency (each output's sum has a fixed order).
@@ -153,9 +156,10 @@ __device__ __forceinline__ void q_dot_half(const QHalf& wh, int h, const QmvStag
   }
 }
 
-template <int TYPE, int BLOCK_BYTES>
+// `finish(e, sum)` stores output element e's complete sum (its last tile's).
+template <int TYPE, int BLOCK_BYTES, class Finish>
 __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __restrict__ x, i64 m, i64 k, i64 x_row_stride,
-                                      const u8* __restrict__ w, i64 n) {
+                                      const u8* __restrict__ w, i64 n, Finish finish) {
   __shared__ QmvStage st;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const i64 nb = k / 32, row_bytes = nb * BLOCK_BYTES;
@@ -182,8 +186,12 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
           float v = acc[r];
           for (int o = 16; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
           if (lane == 0) {
-            float* out = &y[(i0 + r) * n + j];
-            *out = k0 == 0 ? v : __fadd_rn(*out, v);
+            i64 e = (i0 + r) * n + j;
+            float sum = k0 == 0 ? v : __fadd_rn(y[e], v);
+            if (k0 + QMV_KTILE >= k)
+              finish(e, sum);
+            else
+              y[e] = sum;
           }
         }
       }
@@ -191,15 +199,22 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
   }
 }
 
-extern "C" __global__ void quantized_matvec_q4_0(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) {
-  quantized_matvec_impl<0, 18>(y, x, m, k, x_row_stride, w, n);
-}
-extern "C" __global__ void quantized_matvec_q4_1(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) {
-  quantized_matvec_impl<1, 20>(y, x, m, k, x_row_stride, w, n);
-}
-extern "C" __global__ void quantized_matvec_q8_0(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) {
-  quantized_matvec_impl<2, 34>(y, x, m, k, x_row_stride, w, n);
-}
+// The matvec alone, and with a compiled plan's epilogue: the elementwise chain that alone reads
+// its product, whose input 0 is the sum as the matvec alone would have stored it.
+#define QUANTIZED_MATVEC(S, TYPE, BLOCK_BYTES) \
+  extern "C" __global__ void quantized_matvec_##S(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) { \
+    quantized_matvec_impl<TYPE, BLOCK_BYTES>(y, x, m, k, x_row_stride, w, n, [y](i64 e, float sum) { y[e] = sum; }); \
+  } \
+  extern "C" __global__ void quantized_matvec_epilogue_##S(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n, \
+                                                           const float* x1, const float* x2, const float* x3, KFusedWalk fw, KFused f, \
+                                                           int inputs, int contiguous) { \
+    quantized_matvec_impl<TYPE, BLOCK_BYTES>(y, x, m, k, x_row_stride, w, n, [&](i64 e, float sum) { \
+      y[e] = fused_value(e, sum, x1, x2, x3, fw, f, inputs, contiguous); \
+    }); \
+  }
+QUANTIZED_MATVEC(q4_0, 0, 18)
+QUANTIZED_MATVEC(q4_1, 1, 20)
+QUANTIZED_MATVEC(q8_0, 2, 34)
 
 // ---- activations rounded for the dense path -----------------------------------------------------
 

@@ -304,6 +304,27 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
     checkCompiled(batched, [ba, bargs()]);
   });
 
+  test("quantized products' epilogues: a residual add or a chain, few rows (the matvec) and many, k over one tile", () => {
+    // The residual add after each quantized linear of a decoder, and a chain with a broadcast
+    // operand; rows 1 and 3 take CUDA's matvec, 40 its dense path; k = 2560 spans two of the
+    // matvec's staged tiles of activations.
+    const residual = (x: Arr, w: Arr, r: Arr) => lx.add(r, lx.quantizedMatmul(x, w));
+    const chain = (x: Arr, w: Arr, b: Arr) => lx.tanh(lx.multiply(lx.subtract(lx.quantizedMatmul(x, w), b), 0.5));
+    for (const type of quantTypes)
+      for (const [rows, k, n] of [[1, 96, 40], [3, 96, 40], [40, 64, 24], [1, 2560, 20]] as const) {
+        const q = buildBlocks(type, n, k, next, scaleSource(next, "moderate"));
+        const W = lx.arrayFromBytes(q.bytes, [n, k], type);
+        const ra = () => [f32([rows, k]), W, f32([rows, n])] as [Arr, Arr, Arr];
+        const a = ra();
+        expect(steps(residual, ...a), `${type} ${rows}x${k}x${n}`).toBe(epilogues ? 1 : 2);
+        checkCompiled(residual, [a, ra()]);
+        const ca = [f32([1, rows, k]), W, f32([n])] as [Arr, Arr, Arr];
+        expect(steps(chain, ...ca), `${type} chain ${rows}x${k}x${n}`).toBe(epilogues ? 1 : 2);
+        checkCompiled(chain, [ca]);
+        W.dispose();
+      }
+  });
+
   test("a product is stored where something else reads it, where it is an output, or where the chain starts elsewhere", () => {
     const [x, w, b] = [f32([8, 12]), f32([12, 10]), f32([10])];
     const twice = (x: Arr, w: Arr, b: Arr) => {
@@ -818,6 +839,44 @@ describe("donated inputs", () => {
     cache.dispose();
     update.dispose();
     step.dispose();
+  });
+
+  test("a cast update (a float32 key into a float16 cache) equals eager, in place or not; where the backend casts as it copies, the astype is no step of its own", () => {
+    const casts = lx.backendName() === "cuda";
+    const write = (cache: Arr, k: Arr, pos: number) => lx.sliceUpdate(cache, lx.astype(lx.multiply(k, 1.5), "float16"), pos, { axis: 2 });
+    // Strided: the update is a transposed view, cast as it is read.
+    const strided = (cache: Arr, k: Arr, pos: number) => lx.sliceUpdate(cache, lx.astype(lx.transpose(k, [0, 2, 1, 3]), "bfloat16"), pos, { axis: 2 });
+    const half = (a: Arr, dtype: lx.DType) => lx.astype(a, dtype);
+    for (const donate of [[], [0]]) {
+      const f = lx.compile(write, { scalars: [2], donate });
+      const g = lx.compile(strided, { scalars: [2], donate });
+      try {
+        const init = f32([1, 3, 9, 16]);
+        let cache = half(init, "float16"), eagerCache = half(init, "float16");
+        let bcache = half(init, "bfloat16"), eagerB = half(init, "bfloat16");
+        lx.eval(cache, eagerCache, bcache, eagerB);
+        init.dispose();
+        for (const pos of [0, 4, 8]) {
+          const k = f32([1, 3, 1, 16]), kt = f32([1, 1, 3, 16]);
+          // mul | astype | sliceUpdate, or mul | sliceUpdate (the cast folded in)
+          expect(f.plan(cache, k, pos).info().steps, `donate ${donate}`).toBe(casts ? 2 : 3);
+          const want = write(eagerCache, k, pos), wantB = strided(eagerB, kt, pos);
+          cache = f(cache, k, pos) as Arr;
+          bcache = g(bcache, kt, pos) as Arr;
+          expectSame(cache, want, `float16 at ${pos}`);
+          expectSame(bcache, wantB, `bfloat16 at ${pos}`);
+          eagerCache.dispose();
+          eagerB.dispose();
+          [eagerCache, eagerB] = [want, wantB];
+          k.dispose();
+          kt.dispose();
+        }
+        for (const a of [cache, eagerCache, bcache, eagerB]) a.dispose();
+      } finally {
+        f.dispose();
+        g.dispose();
+      }
+    }
   });
 
   test("a donated buffer updated twice is read before each update, whichever order the ops come in", () => {

@@ -204,11 +204,15 @@ class Backend {
   // An instance of a compiled plan's `commands` for streams on `device`. Their memory stays
   // put while the instance lives; `scratch` is kept as long. `copies`: what each replay copies
   // in and out, which the instance may make itself (PlanInstance::copies_bound).
-  // Whether a compiled plan may give this float32 matmul (M x K by K x N, any batch) an
-  // epilogue: the elementwise chain that alone reads its product, as a Matmul command with
-  // OpParams::fused set (see epilogue_command). Only where the backend computes the product
-  // exactly as it does for the same matmul alone, so the result keeps eager's bits.
-  virtual bool matmul_epilogue(int64_t M, int64_t N, int64_t K) const { return false; }
+  // Whether a compiled plan may give this float32 product (`op` Matmul or QuantizedMatmul; M x K
+  // by K x N, M counting every row of any batch for QuantizedMatmul) an epilogue: the
+  // elementwise chain that alone reads its product, as the same command with OpParams::fused
+  // set (see epilogue_command). Only where the backend computes the product exactly as it does
+  // for the same op alone, so the result keeps eager's bits.
+  virtual bool matmul_epilogue(OpCode op, int64_t M, int64_t N, int64_t K) const { return false; }
+  // Whether a compiled plan may give a SliceUpdate (one offset for all rows) an update of
+  // another float dtype, which the backend casts as astype does while it copies.
+  virtual bool slice_update_casts() const { return false; }
   virtual std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, std::vector<PlanCopy> copies, int device,
                                                     Scratch& scratch) = 0;
   virtual std::unique_ptr<Queue> new_queue(int device) = 0;

@@ -195,7 +195,10 @@ std::shared_ptr<Plan> Plan::build(const std::vector<NodePtr>& inputs, const std:
     }
     plan->outputs_.push_back(Output{o.slot, out->shape, out->dtype});
   }
-  if (config().fuse_elementwise) plan->fuse_elementwise();
+  if (config().fuse_elementwise) {
+    plan->fold_casts_into_slice_updates();
+    plan->fuse_elementwise();
+  }
   plan->lay_out_arena();
   return plan;
 }
@@ -221,12 +224,8 @@ bool Plan::fusable(const Step& step) const {
 // epilogue. The chain's intermediates are elided: they never reach memory.
 void Plan::fuse_elementwise() {
   const int count = static_cast<int>(steps_.size());
-  std::vector<int> readers(slots_.size(), 0), writer(slots_.size(), -1);
-  for (int i = 0; i < count; ++i) {
-    for (const Operand& in : steps_[i].inputs) ++readers[in.slot];
-    writer[steps_[i].output.slot] = i;
-  }
-  for (const Output& o : outputs_) readers[o.slot] = 2;  // an output is stored
+  std::vector<int> readers, writer;
+  count_readers(readers, writer);
 
   struct Chain {
     std::vector<int> members;
@@ -263,10 +262,15 @@ void Plan::fuse_elementwise() {
       f.value_first = !(step.params.flags & 1);
     }
     if (joined < 0) {
+      // A chain starts from its step's first operand, or from the second where that is a
+      // product the chain could become the epilogue of (a residual add x + linear(h)).
+      through = step.op == OpCode::Binary && matmul_feeding(step.inputs[0], step.output, readers, writer) < 0 &&
+                        matmul_feeding(step.inputs[1], step.output, readers, writer) >= 0
+                    ? 1
+                    : 0;
       joined = static_cast<int>(chains.size());
       chains.push_back(Chain{});
-      through = 0;
-      add_input(chains.back(), step.inputs[0]);
+      add_input(chains.back(), step.inputs[through]);
     }
     Chain& chain = chains[joined];
     if (step.op == OpCode::Binary) {
@@ -322,25 +326,73 @@ void Plan::fuse_elementwise() {
     fused.push_back(std::move(step));
   }
   steps_ = std::move(fused);
+  renumber_first_writes();
+}
+
+// How many steps read each slot (an output counts as two: it is stored), and which step writes it.
+void Plan::count_readers(std::vector<int>& readers, std::vector<int>& writer) const {
+  readers.assign(slots_.size(), 0);
+  writer.assign(slots_.size(), -1);
+  for (int i = 0; i < static_cast<int>(steps_.size()); ++i) {
+    for (const Operand& in : steps_[i].inputs) ++readers[in.slot];
+    writer[steps_[i].output.slot] = i;
+  }
+  for (const Output& o : outputs_) readers[o.slot] = 2;
+}
+
+// After steps were removed or merged: each arena slot's first write is its writer's new index.
+void Plan::renumber_first_writes() {
   for (int i = 0; i < static_cast<int>(steps_.size()); ++i) {
     Slot& s = slots_[steps_[i].output.slot];
     if (s.kind == SlotKind::Arena) s.first = i;
   }
 }
 
-// The float32 matmul step whose product `in` is, read whole by one step only and at the shape
-// of `out`, when the backend can give it an epilogue; else -1.
+// A float astype whose result one sliceUpdate alone reads, whole, as its update (a KV cache's
+// write of a new float32 key at float16) is folded into that sliceUpdate where the backend
+// casts as it copies (Backend::slice_update_casts): one kernel fewer, the same bits.
+void Plan::fold_casts_into_slice_updates() {
+  if (!runtime().backend().slice_update_casts()) return;
+  const int count = static_cast<int>(steps_.size());
+  std::vector<int> readers, writer;
+  count_readers(readers, writer);
+  std::vector<bool> folded(count, false);
+  for (Step& step : steps_) {
+    if (step.op != OpCode::SliceUpdate || step.inputs.size() != 2) continue;
+    const Operand& update = step.inputs[1];
+    int w = writer[update.slot];
+    if (w < 0 || steps_[w].op != OpCode::AsType || readers[update.slot] != 1 || !update.strides.empty() || update.offset != 0)
+      continue;
+    const Operand& source = steps_[w].inputs[0];
+    if (!is_floating(source.dtype) || !is_floating(update.dtype) || source.shape != update.shape) continue;
+    slots_[update.slot].kind = SlotKind::Elided;
+    step.inputs[1] = source;
+    folded[w] = true;
+  }
+  std::vector<Step> kept;
+  kept.reserve(steps_.size());
+  for (int i = 0; i < count; ++i)
+    if (!folded[i]) kept.push_back(std::move(steps_[i]));
+  steps_ = std::move(kept);
+  renumber_first_writes();
+}
+
+// The float32 matmul or quantized matmul step whose product `in` is, read whole by one step only
+// and at the shape of `out`, when the backend can give it an epilogue; else -1.
 int Plan::matmul_feeding(const Operand& in, const Operand& out, const std::vector<int>& readers,
                          const std::vector<int>& writer) const {
   int m = writer[in.slot];
   if (m < 0 || readers[in.slot] != 1 || !in.strides.empty() || in.offset != 0 || in.shape != out.shape) return -1;
   const Step& step = steps_[m];
-  if (step.op != OpCode::Matmul || step.params.fused || step.output.dtype != DType::Float32 || step.output.shape != out.shape)
+  bool quantized = step.op == OpCode::QuantizedMatmul;
+  if ((step.op != OpCode::Matmul && !quantized) || step.params.fused || step.output.dtype != DType::Float32 ||
+      step.output.shape != out.shape)
     return -1;
   const Shape& a = step.inputs[0].shape;
   const Shape& y = step.output.shape;
-  int64_t M = y[y.size() - 2], N = y.back(), K = a.back();
-  return runtime().backend().matmul_epilogue(M, N, K) ? m : -1;
+  int64_t N = y.back(), K = a.back();
+  int64_t M = quantized ? (N ? numel(y) / N : 0) : y[y.size() - 2];
+  return runtime().backend().matmul_epilogue(step.op, M, N, K) ? m : -1;
 }
 
 void Plan::lay_out_arena() {
