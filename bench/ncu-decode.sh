@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Kernel durations of one compiled decode step of a GGUF on CUDA, with Nsight Compute: the run
 # is profiled twice, with 1 and with 3 decode steps after the prefill, and the difference is two
-# steps' kernels; the last of them are reported by kernel name (ncu serializes kernels and locks
-# clocks: compare kernels with each other, not with wall time). Needs $BUN.
-#   bash bench/ncu-decode.sh MODEL.gguf OUTDIR [prompt]
-model=$1 out=$2 prompt=${3:-200}
+# steps' kernels; the last of them are reported by kernel name. By default the caches stay warm
+# and the clocks free, as in a replay; `cold` keeps ncu's own defaults (L2 flushed before each
+# kernel, base clock locked). ncu serializes kernels either way. Needs $BUN.
+#   bash bench/ncu-decode.sh MODEL.gguf OUTDIR [prompt] [warm|cold]
+model=$1 out=$2 prompt=${3:-200} mode=${4:-warm}
 NCU=/usr/local/cuda/bin/ncu
+flags="--cache-control none --clock-control none"
+[ "$mode" = cold ] && flags=""
 mkdir -p "$out"
 for steps in 1 3; do
-  LANES_BACKEND=cuda timeout 200 $NCU --metrics gpu__time_duration.sum --csv \
+  LANES_BACKEND=cuda timeout 200 $NCU $flags --metrics gpu__time_duration.sum --csv \
     $BUN bench/decode-steps.ts --model "$model" --prompt "$prompt" --steps $steps > "$out/ncu-$steps.csv" 2> "$out/ncu-$steps.err"
   echo "ncu $steps steps: rc $?"; tail -2 "$out/ncu-$steps.err"
 done
