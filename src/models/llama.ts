@@ -427,9 +427,22 @@ export class LlamaModel implements BatchDecoder {
     const kv = (t: LanesArray) => (t.dtype === this.#kvDtype ? t : s.t(lx.astype(t, this.#kvDtype)));
     // q stays float32: over a float16 cache, attention rounds it to float16 for the scores and
     // returns float32, as llama.cpp's flash attention does.
-    const [qx, kx, vx] = this.#linears(s, h, i, "attn_qkv") as [LanesArray, LanesArray, LanesArray];
-    const q = rope(heads(qx, cfg.heads));
-    const k = appendKV(s, kCache, kv(rope(heads(kx, cfg.kvHeads))), pos, capacity);
+    let q: LanesArray, kr: LanesArray, vx: LanesArray;
+    const qkv = this.weights.get(`${p}attn_qkv.weight`);
+    if (qkv && B === 1) {
+      // One sequence: a rope over the q and k heads' rows at once (one op instead of two; rope
+      // is per row and position, so the same bits), then split by heads.
+      const y = linear(s, h, qkv);
+      const qRows = this.#partRows.get("attn_q")!, kRows = this.#partRows.get("attn_k")!, qkHeads = cfg.heads + cfg.kvHeads;
+      const qk = rope(heads(s.t(lx.slice(y, [0, 0, 0], [1, L, qRows + kRows])), qkHeads));
+      q = s.t(lx.slice(qk, [0, 0, 0, 0], [1, cfg.heads, L, cfg.headDim]));
+      kr = s.t(lx.slice(qk, [0, cfg.heads, 0, 0], [1, qkHeads, L, cfg.headDim]));
+      vx = s.t(lx.slice(y, [0, 0, qRows + kRows], [1, L, y.shape[2]!]));
+    } else {
+      const [qx, kx, vxs] = this.#linears(s, h, i, "attn_qkv") as [LanesArray, LanesArray, LanesArray];
+      [q, kr, vx] = [rope(heads(qx, cfg.heads)), rope(heads(kx, cfg.kvHeads)), vxs];
+    }
+    const k = appendKV(s, kCache, kv(kr), pos, capacity);
     const v = appendKV(s, vCache, kv(heads(vx, cfg.kvHeads)), pos, capacity);
     const a = s.t(lx.scaledDotProductAttention(q, k, v, { causal: true, scale: cfg.attentionScale, keyLength: keys }));
     const merged = s.t(lx.reshape(s.t(lx.transpose(a, [0, 2, 1, 3])), [B, L, cfg.heads * cfg.headDim]));
