@@ -754,9 +754,8 @@ __device__ __forceinline__ V block_fold(V v, bool is_max, V* sh) {
 // One block of 1024 threads per query row; its 32 warps take the keys in turn, eight keys each
 // with their loads in flight together (for heads of up to 64 features, both of a lane's
 // features), so a decode step's few rows (one per head) reach up to 256 keys in one round of
-// loads. Scores live in `scores` (shared memory, or a global
-// scratch row when Lk is too long for it). A warp reads a key row, or 64 columns of a value
-// row, with its lanes side by side. Each row is computed the same way whatever the number of
+// loads. Scores live in `scores` (shared memory, or a global scratch row when Lk is too long
+// for it). A warp reads a key row, or 64 columns of a value row, with its lanes side by side. Each row is computed the same way whatever the number of
 // rows and Lk, so a prefill's row equals the decode step at its position bit for bit.
 // Per-row form (lengths set): batch entry b attends over its first lengths[b] keys; a length
 // outside [0, Lk] is reported through `error` (as take reports an index) and attends over none.

@@ -846,14 +846,13 @@ describe("donated inputs", () => {
     const write = (cache: Arr, k: Arr, pos: number) => lx.sliceUpdate(cache, lx.astype(lx.multiply(k, 1.5), "float16"), pos, { axis: 2 });
     // Strided: the update is a transposed view, cast as it is read.
     const strided = (cache: Arr, k: Arr, pos: number) => lx.sliceUpdate(cache, lx.astype(lx.transpose(k, [0, 2, 1, 3]), "bfloat16"), pos, { axis: 2 });
-    const half = (a: Arr, dtype: lx.DType) => lx.astype(a, dtype);
     for (const donate of [[], [0]]) {
       const f = lx.compile(write, { scalars: [2], donate });
       const g = lx.compile(strided, { scalars: [2], donate });
       try {
         const init = f32([1, 3, 9, 16]);
-        let cache = half(init, "float16"), eagerCache = half(init, "float16");
-        let bcache = half(init, "bfloat16"), eagerB = half(init, "bfloat16");
+        let cache = lx.astype(init, "float16"), eagerCache = lx.astype(init, "float16");
+        let bcache = lx.astype(init, "bfloat16"), eagerB = lx.astype(init, "bfloat16");
         lx.eval(cache, eagerCache, bcache, eagerB);
         init.dispose();
         for (const pos of [0, 4, 8]) {
