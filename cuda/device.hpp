@@ -116,4 +116,12 @@ inline bool small_matmul(int64_t M, int64_t N, int64_t K, DType dtype) {
   return dtype == DType::Float32 && M <= 96 && N <= 96 && K <= 96;
 }
 
+// Rows up to which the quantized matvec (8-bit activations, dp4a) runs; longer inputs (a prompt,
+// a batched decode step of more than 16 sequences) round the activations to 8 bits the same way,
+// dequantize the weights and take the dense matmul. The matvec reads each weight block once per 8 rows, so its time grows with the rows;
+// the dense path's barely does. On an H200, SmolLM2-135M decoding 32 sequences at once ran at
+// 1,434 tokens/s with 64 here and 4,163 with 16, the same within noise at 1 and 8 sequences
+// (docs/CUDA.md, bench/quant-rows.ts).
+constexpr int64_t kMatvecRows = 16;
+
 }  // namespace lanes::cuda

@@ -647,20 +647,20 @@ __device__ void softmax_impl(T* y, const T* x, i64 outer, i64 L, i64 inner) {
     yr[l * inner] = poisoned ? Down<T>::of(qnan()) : Down<T>::of(expf(float(up(xr[l * inner])) - m) * inv);
 }
 
-// rmsNorm (layer = 0) and layerNorm over the last dimension D of contiguous rows.
+// A normalized row's mean (0 for rmsNorm) and inverse deviation.
+struct NormScale {
+  double mean;
+  float inv;
+};
+
+// The scale of row xr of length n (0: a row past the last) in a group of G threads, as every
+// caller computes it: rmsNorm and layerNorm, and the quantized matvec that normalizes its
+// activations (a compiled plan's folded rmsNorm). `packed`: x is read a pack (16 bytes) per
+// load, which the whole input's alignment decides. All the block's threads call it.
 template <class T, int G>
-__device__ void norm_impl(T* y, const T* x, const T* w, const T* b, i64 rows, i64 D, double eps, int layer) {
-  __shared__ double shd[256];
-  i64 groups = blockDim.x / G;
-  i64 row = i64(blockIdx.x) * groups + threadIdx.x / G;
-  int lane = threadIdx.x % G;
-  bool valid = row < rows;
-  i64 n = valid ? D : 0;
-  const T* xr = x + (valid ? row * D : 0);
-  // Rows whose start is 16-byte aligned are read a pack (16 bytes) per load; the sums still
-  // run in one fixed order.
+__device__ NormScale norm_scale(const T* xr, i64 n, i64 D, bool packed, double eps, int layer, double* shd) {
   constexpr int V = 16 / sizeof(T);
-  bool packed = D % V == 0 && (reinterpret_cast<u64>(x) % 16) == 0;
+  int lane = threadIdx.x % G;
   const Pack<T>* xp = reinterpret_cast<const Pack<T>*>(xr);
   i64 packs = packed ? n / V : 0, rest = packed ? n : 0;  // elements [rest, n) go one by one
   double mean = 0;
@@ -689,26 +689,50 @@ __device__ void norm_impl(T* y, const T* x, const T* w, const T* b, i64 rows, i6
     ss += d * d;
   }
   ss = group_fold<double, G>(ss, false, shd);
-  float inv = float(1.0 / sqrt(ss / double(D) + eps));
-  auto one = [&](float xv, i64 i) {
-    float v = float(double(xv) - mean) * inv;
-    if (w) v *= up(w[i]);
-    if (b) v += up(b[i]);
-    return Down<T>::of(v);
-  };
+  return {mean, float(1.0 / sqrt(ss / double(D) + eps))};
+}
+
+// Element i of a normalized row, x its input.
+template <class T>
+__device__ __forceinline__ T norm_value(float x, NormScale scale, const T* w, const T* b, i64 i) {
+  float v = float(double(x) - scale.mean) * scale.inv;
+  if (w) v *= up(w[i]);
+  if (b) v += up(b[i]);
+  return Down<T>::of(v);
+}
+
+template <class T>
+__device__ __forceinline__ bool norm_packed(const T* x, i64 D) {
+  return D % (16 / sizeof(T)) == 0 && (reinterpret_cast<u64>(x) % 16) == 0;
+}
+
+// rmsNorm (layer = 0) and layerNorm over the last dimension D of contiguous rows.
+template <class T, int G>
+__device__ void norm_impl(T* y, const T* x, const T* w, const T* b, i64 rows, i64 D, double eps, int layer) {
+  __shared__ double shd[256];
+  i64 groups = blockDim.x / G;
+  i64 row = i64(blockIdx.x) * groups + threadIdx.x / G;
+  int lane = threadIdx.x % G;
+  bool valid = row < rows;
+  i64 n = valid ? D : 0;
+  const T* xr = x + (valid ? row * D : 0);
+  constexpr int V = 16 / sizeof(T);
+  bool packed = norm_packed(x, D);
+  NormScale scale = norm_scale<T, G>(xr, n, D, packed, eps, layer, shd);
   bool packed_out = packed && (reinterpret_cast<u64>(y) % 16) == 0;
   i64 written = 0;
   if (packed_out) {
+    const Pack<T>* xp = reinterpret_cast<const Pack<T>*>(xr);
     Pack<T>* yp = reinterpret_cast<Pack<T>*>(y + row * D);
-    for (i64 p = lane; p < packs; p += G) {
+    for (i64 p = lane; p < n / V; p += G) {
       Pack<T> v = xp[p];
 #pragma unroll
-      for (int k = 0; k < V; ++k) v.v[k] = one(up(v.v[k]), p * V + k);
+      for (int k = 0; k < V; ++k) v.v[k] = norm_value<T>(up(v.v[k]), scale, w, b, p * V + k);
       yp[p] = v;
     }
-    written = rest;
+    written = n;
   }
-  for (i64 i = written + lane; i < n; i += G) y[row * D + i] = one(up(xr[i]), i);
+  for (i64 i = written + lane; i < n; i += G) y[row * D + i] = norm_value<T>(up(xr[i]), scale, w, b, i);
 }
 
 // ---- attention, rope, take -------------------------------------------------------------------
@@ -731,152 +755,251 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// A fold over the block's warps: every lane of every warp returns the same bits (each warp
-// folds the per-warp values in the same butterfly order). `sh` holds one value per warp.
-template <class V, int Warps>
-__device__ __forceinline__ V block_fold(V v, bool is_max, V* sh) {
-  static_assert(Warps == 32, "the second step folds one value per lane");
-  for (int width = 16; width > 0; width /= 2) {
-    V o = __shfl_xor_sync(0xffffffffu, v, width);
-    v = is_max ? (o > v ? o : v) : v + o;
-  }
-  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
-  __syncthreads();
-  v = sh[threadIdx.x % Warps];
-  for (int width = Warps / 2; width > 0; width /= 2) {
-    V o = __shfl_xor_sync(0xffffffffu, v, width);
-    v = is_max ? (o > v ? o : v) : v + o;
-  }
-  __syncthreads();
-  return v;
-}
-
-// One block of 1024 threads per query row; its 32 warps take the keys in turn, eight keys each
-// with their loads in flight together (for heads of up to 64 features, both of a lane's
-// features), so a decode step's few rows (one per head) reach up to 256 keys in one round of
-// loads. Scores live in `scores` (shared memory, or a global scratch row when Lk is too long
-// for it). A warp reads a key row, or 64 columns of a value row, with its lanes side by side. Each row is computed the same way whatever the number of
-// rows and Lk, so a prefill's row equals the decode step at its position bit for bit.
+// Attention works on chunks of 32 keys. A chunk gives the maximum m of its scores, the sum l of
+// exp(score - m) and acc[d], the sum of exp(score - m) * v[d]; a row's chunks combine in key
+// order, each step rescaling the running sums to the larger maximum. Whether a row's chunks run
+// in one block (attention_*, for many rows: a prefill) or in a block each, combined by a second
+// kernel (attention_part_* and attention_combine_*, for the few rows of a decode step), every
+// value is the same expression of the same operands, so a prefill's row equals the decode step
+// at its position bit for bit.
 // Per-row form (lengths set): batch entry b attends over its first lengths[b] keys; a length
 // outside [0, Lk] is reported through `error` (as take reports an index) and attends over none.
-template <class T, class TKV>
-__device__ void attention_impl(T* y, const T* q, const TKV* k, const TKV* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D,
-                               i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* used_at,
-                               const int* lengths, int* error) {
-  constexpr int kAttentionThreads = 1024;  // the launch's block (cuda/launch.cpp kAttentionBlock)
-  constexpr int W = kAttentionThreads / 32;  // warps
-  constexpr i64 kQueryShared = 256, kColumns = 64;
-  if (used_at) used = i64(*used_at);  // a compiled plan's key length, checked on the host
-  extern __shared__ float dyn[];
-  __shared__ float partial[W][kColumns];  // the warps' output shares; also the folds' scratch
-  __shared__ float query[kQueryShared];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  i64 r = blockIdx.x;
-  float* scores = scratch ? scratch + r * Lk : dyn;
-  i64 i = r % Lq, h = (r / Lq) % H, bi = r / (Lq * H);
-  if (lengths) {
-    used = lengths[bi];
-    if (used < 0 || used > Lk) {
-      if (threadIdx.x == 0 && atomicCAS(error, 0, 1) == 0) error[1] = int(used);
+struct Chunk {
+  static constexpr int keys = 32, warps = 4;
+  static constexpr int threads = 32 * warps;  // cuda/launch.cpp kAttentionBlock
+  static constexpr int keys_per_warp = keys / warps;
+  static constexpr i64 query_shared = 256, columns = 64;
+};
+
+struct AttentionArgs {
+  i64 B, H, Lq, D, Hk, Lk, Dv;
+  float scale;
+  int causal;
+  i64 used;
+  const double* used_at;  // a compiled plan's key length, checked on the host
+  const int* lengths;
+  int* error;
+};
+
+// The key/value head a query row reads and how many keys it sees.
+struct AttentionRow {
+  i64 kv, visible;
+};
+
+__device__ AttentionRow attention_row(i64 r, const AttentionArgs& a, bool report) {
+  i64 used = a.used_at ? i64(*a.used_at) : a.used;
+  i64 i = r % a.Lq, h = (r / a.Lq) % a.H, bi = r / (a.Lq * a.H);
+  if (a.lengths) {
+    used = a.lengths[bi];
+    if (used < 0 || used > a.Lk) {
+      if (report && threadIdx.x == 0 && atomicCAS(a.error, 0, 1) == 0) a.error[1] = int(used);
       used = 0;
     }
   }
-  i64 kv = bi * Hk + h / (H / Hk);
-  const T* qi = q + r * D;
   // Only the first `used` keys hold data (a preallocated cache's filled prefix).
   i64 visible = used;
-  if (causal) {
-    i64 last = i + used - Lq + 1;
+  if (a.causal) {
+    i64 last = i + used - a.Lq + 1;
     visible = last < 0 ? 0 : (last < used ? last : used);
   }
-  // The query as the scores use it, once per block (a longer one than the buffer is read as
-  // it goes). A key's score is the same sum (lane-strided features, then warp_sum) whether its
-  // group is full or not, and on either path below.
-  for (i64 d = threadIdx.x; d < D && d < kQueryShared; d += kAttentionThreads) query[d] = QueryAs<T, TKV>::of(qi[d]);
+  return {bi * a.Hk + h / (a.H / a.Hk), visible};
+}
+
+struct ChunkShared {
+  float query[Chunk::query_shared];
+  float scores[Chunk::keys];
+  float partial[Chunk::warps][Chunk::columns];
+};
+
+// The query as the scores use it, once per block (a longer one than the buffer is read as it
+// goes).
+template <class T, class TKV>
+__device__ void stage_query(ChunkShared& sh, const T* qi, i64 D) {
+  for (i64 d = threadIdx.x; d < D && d < Chunk::query_shared; d += Chunk::threads) sh.query[d] = QueryAs<T, TKV>::of(qi[d]);
   __syncthreads();
-  constexpr int U = 8;  // keys per warp in flight
-  const TKV* kh = k + kv * Lk * D;
-  float m = -finf();
-  for (i64 jk = warp; jk < visible; jk += U * W) {
-    float dot[U];
-    if (D <= 64) {  // every load of the group issued before the first product
-      float k0[U], k1[U];
+}
+
+template <class T, class TKV>
+__device__ __forceinline__ float query_at(const ChunkShared& sh, const T* qi, i64 d) {
+  return d < Chunk::query_shared ? sh.query[d] : QueryAs<T, TKV>::of(qi[d]);
+}
+
+// A cache element as float; float16 through the conversion instruction (exact, as to_float,
+// without its branches between a group's loads and their use).
+template <class V>
+__device__ __forceinline__ float widen(V x) { return up(x); }
+__device__ __forceinline__ float widen(f16 x) {
+  float r;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(x.bits));
+  return r;
+}
+
+template <class V>
+__device__ __forceinline__ V load_or_zero(const V* p, bool ok) { return ok ? *p : V{}; }
+
+// One chunk of a row: keys [j0, j0 + n), 0 < n <= 32. Warp w takes keys w, w + 4, ... of the
+// chunk, their loads in flight together. Calls start(m, l) in every thread (the same bits in
+// all), then put(d, acc[d]) in threads below 64.
+template <class T, class TKV, class Start, class Put>
+__device__ void attention_chunk(ChunkShared& sh, const T* qi, const TKV* kh, const TKV* vh, const AttentionArgs& a,
+                                i64 j0, int n, Start start, Put put) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  constexpr int U = Chunk::keys_per_warp;
+  bool valid[U];
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const TKV* row = kh + (jk + u * W) * D;
-        bool valid = jk + u * W < visible;
-        k0[u] = valid && lane < D ? up(row[lane]) : 0.0f;
-        k1[u] = valid && lane + 32 < D ? up(row[lane + 32]) : 0.0f;
-      }
-      float q0 = lane < D ? query[lane] : 0.0f, q1 = lane + 32 < D ? query[lane + 32] : 0.0f;
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        dot[u] = 0;
-        if (lane < D) dot[u] += q0 * k0[u];
-        if (lane + 32 < D) dot[u] += q1 * k1[u];
-      }
-    } else {
-#pragma unroll
-      for (int u = 0; u < U; ++u) dot[u] = 0;
-      for (i64 d = lane; d < D; d += 32) {
-        float qd = d < kQueryShared ? query[d] : QueryAs<T, TKV>::of(qi[d]);
-#pragma unroll
-        for (int u = 0; u < U; ++u)
-          if (jk + u * W < visible) dot[u] += qd * up(kh[(jk + u * W) * D + d]);
-      }
-    }
+  for (int u = 0; u < U; ++u) valid[u] = warp + u * Chunk::warps < n;
+  // Every load of a group is issued before the first is used: the value rows' first 64 columns
+  // beside the keys' first 64 features.
+  TKV va[U], vb[U];
+  auto load_values = [&](i64 d0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      if (jk + u * W >= visible) break;
-      float s = warp_sum(dot[u]) * scale;
-      if (lane == 0) scores[jk + u * W] = s;
-      m = s > m ? s : m;
+      const TKV* row = vh + (j0 + warp + u * Chunk::warps) * a.Dv + d0;
+      va[u] = load_or_zero(row + lane, valid[u] && d0 + lane < a.Dv);
+      vb[u] = load_or_zero(row + lane + 32, valid[u] && d0 + lane + 32 < a.Dv);
     }
+  };
+  load_values(0);
+  float dot[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) dot[u] = 0;
+  for (i64 d0 = 0; d0 < a.D; d0 += 64) {
+    TKV ka[U], kb[U];
+    bool has_a = d0 + lane < a.D, has_b = d0 + lane + 32 < a.D;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const TKV* row = kh + (j0 + warp + u * Chunk::warps) * a.D + d0;
+      ka[u] = load_or_zero(row + lane, valid[u] && has_a);
+      kb[u] = load_or_zero(row + lane + 32, valid[u] && has_b);
+    }
+    float qa = has_a ? query_at<T, TKV>(sh, qi, d0 + lane) : 0.0f;
+    float qb = has_b ? query_at<T, TKV>(sh, qi, d0 + lane + 32) : 0.0f;
+#pragma unroll
+    for (int u = 0; u < U; ++u) dot[u] = __fmaf_rn(qb, widen(kb[u]), __fmaf_rn(qa, widen(ka[u]), dot[u]));
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    float s = __fmul_rn(warp_sum(dot[u]), a.scale);
+    if (lane == 0 && valid[u]) sh.scores[warp + u * Chunk::warps] = s;
   }
   __syncthreads();  // publishes the scores
-  m = block_fold<float, W>(m, true, &partial[0][0]);
-  double total = 0;
-  for (i64 j = threadIdx.x; j < visible; j += kAttentionThreads) {
-    float p = expf(scores[j] - m);
-    scores[j] = p;
-    total += p;
+  // Every warp folds the chunk's scores in the same butterfly order: the same m and l in all.
+  float s = lane < n ? sh.scores[lane] : -finf();
+  float m = s;
+  for (int width = 16; width > 0; width /= 2) {
+    float o = __shfl_xor_sync(0xffffffffu, m, width);
+    m = o > m ? o : m;
   }
-  __syncthreads();  // publishes the weights (the fold's own barrier comes after its first step)
-  total = block_fold<double, W>(total, false, reinterpret_cast<double*>(&partial[0][0]));
-  float inv = total > 0 ? float(1.0 / total) : 0.0f;
-  // 64 output columns at a time, two per lane: each warp sums its keys' share, then the warps'
-  // sums are added in warp order.
-  const TKV* vh = v + kv * Lk * Dv;
-  for (i64 d0 = 0; d0 < Dv; d0 += kColumns) {
-    i64 da = d0 + lane, db = da + 32;
-    bool has_a = da < Dv, has_b = db < Dv;
+  float p = lane < n ? expf(s - m) : 0.0f;
+  start(m, warp_sum(p));
+  // 64 columns at a time, two per lane: each warp sums its keys' share, then the warps' sums
+  // are added in warp order.
+  for (i64 d0 = 0; d0 < a.Dv; d0 += Chunk::columns) {
+    if (d0 > 0) load_values(d0);
     float acc_a = 0, acc_b = 0;
-    for (i64 jv = warp; jv < visible; jv += U * W) {
-      float va[U], vb[U];
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        bool valid = jv + u * W < visible;
-        const TKV* row = vh + (jv + u * W) * Dv;
-        va[u] = valid && has_a ? up(row[da]) : 0.0f;
-        vb[u] = valid && has_b ? up(row[db]) : 0.0f;
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        if (jv + u * W >= visible) break;
-        float p = scores[jv + u * W];
-        acc_a += p * va[u];
-        acc_b += p * vb[u];
-      }
+    for (int u = 0; u < U; ++u) {
+      float pu = __shfl_sync(0xffffffffu, p, warp + u * Chunk::warps);
+      acc_a = __fmaf_rn(pu, widen(va[u]), acc_a);
+      acc_b = __fmaf_rn(pu, widen(vb[u]), acc_b);
     }
-    partial[warp][lane] = acc_a;
-    partial[warp][lane + 32] = acc_b;
+    sh.partial[warp][lane] = acc_a;
+    sh.partial[warp][lane + 32] = acc_b;
     __syncthreads();
-    if (threadIdx.x < kColumns && d0 + threadIdx.x < Dv) {
-      float sum = 0;
-      for (int w = 0; w < W; ++w) sum += partial[w][threadIdx.x];
-      y[r * Dv + d0 + threadIdx.x] = Down<T>::of(sum * inv);
+    if (threadIdx.x < Chunk::columns && d0 + threadIdx.x < a.Dv) {
+      float sum = sh.partial[0][threadIdx.x];
+#pragma unroll
+      for (int w = 1; w < Chunk::warps; ++w) sum = __fadd_rn(sum, sh.partial[w][threadIdx.x]);
+      put(d0 + threadIdx.x, sum);
     }
     __syncthreads();
+  }
+}
+
+// A row's running maximum and sum over the chunks so far.
+struct Running {
+  float m = -finf(), l = 0;
+};
+
+// Takes in a chunk's m and l; its acc and the running acc then combine through fold_chunk with
+// the returned scales.
+__device__ __forceinline__ void take_chunk(Running& run, float m, float l, float& keep, float& add) {
+  float top = m > run.m ? m : run.m;
+  keep = expf(run.m - top);
+  add = expf(m - top);
+  run.l = __fmaf_rn(l, add, __fmul_rn(run.l, keep));
+  run.m = top;
+}
+
+__device__ __forceinline__ float fold_chunk(float acc, float keep, float chunk_acc, float add) {
+  return __fmaf_rn(chunk_acc, add, __fmul_rn(acc, keep));
+}
+
+__device__ __forceinline__ float attention_out(float acc, const Running& run) {
+  return run.l > 0 ? __fdiv_rn(acc, run.l) : 0.0f;
+}
+
+// One block per row, its chunks in turn; the running acc in dynamic shared memory (Dv floats).
+template <class T, class TKV>
+__device__ void attention_rows(T* y, const T* q, const TKV* k, const TKV* v, const AttentionArgs& a) {
+  extern __shared__ float acc[];
+  __shared__ ChunkShared sh;
+  i64 r = blockIdx.x;
+  AttentionRow row = attention_row(r, a, true);
+  const T* qi = q + r * a.D;
+  const TKV *kh = k + row.kv * a.Lk * a.D, *vh = v + row.kv * a.Lk * a.Dv;
+  for (i64 d = threadIdx.x; d < a.Dv; d += Chunk::threads) acc[d] = 0;
+  stage_query<T, TKV>(sh, qi, a.D);  // its barrier also publishes acc's zeros
+  Running run;
+  for (i64 j0 = 0; j0 < row.visible; j0 += Chunk::keys) {
+    int n = int(row.visible - j0 < Chunk::keys ? row.visible - j0 : Chunk::keys);
+    float keep, add;
+    attention_chunk<T, TKV>(
+        sh, qi, kh, vh, a, j0, n, [&](float m, float l) { take_chunk(run, m, l, keep, add); },
+        [&](i64 d, float chunk_acc) { acc[d] = fold_chunk(acc[d], keep, chunk_acc, add); });
+  }
+  for (i64 d = threadIdx.x; d < a.Dv; d += Chunk::threads) y[r * a.Dv + d] = Down<T>::of(attention_out(acc[d], run));
+}
+
+// A block per chunk of a row: its m, l and acc, as record [m, l, acc...] (Dv + 2 floats) of
+// `parts`, rows x gridDim.y of them.
+template <class T, class TKV>
+__device__ void attention_part(float* parts, const T* q, const TKV* k, const TKV* v, const AttentionArgs& a) {
+  __shared__ ChunkShared sh;
+  i64 r = blockIdx.x, j0 = i64(blockIdx.y) * Chunk::keys;
+  AttentionRow row = attention_row(r, a, blockIdx.y == 0);
+  if (j0 >= row.visible) return;
+  int n = int(row.visible - j0 < Chunk::keys ? row.visible - j0 : Chunk::keys);
+  const T* qi = q + r * a.D;
+  const TKV *kh = k + row.kv * a.Lk * a.D, *vh = v + row.kv * a.Lk * a.Dv;
+  float* record = parts + (r * gridDim.y + blockIdx.y) * (a.Dv + 2);
+  stage_query<T, TKV>(sh, qi, a.D);
+  attention_chunk<T, TKV>(
+      sh, qi, kh, vh, a, j0, n,
+      [&](float m, float l) {
+        if (threadIdx.x == 0) record[0] = m, record[1] = l;
+      },
+      [&](i64 d, float chunk_acc) { record[2 + d] = chunk_acc; });
+}
+
+// A block per row: its chunks' records combined in key order, as attention_rows combines them.
+template <class T>
+__device__ void attention_combine(T* y, const float* parts, i64 chunks, const AttentionArgs& a) {
+  i64 r = blockIdx.x;
+  AttentionRow row = attention_row(r, a, false);
+  i64 used_chunks = (row.visible + Chunk::keys - 1) / Chunk::keys;
+  const float* records = parts + r * chunks * (a.Dv + 2);
+  for (i64 d = threadIdx.x; d < a.Dv; d += blockDim.x) {
+    Running run;
+    float acc = 0;
+#pragma unroll 4
+    for (i64 c = 0; c < used_chunks; ++c) {
+      const float* record = records + c * (a.Dv + 2);
+      float keep, add;
+      take_chunk(run, record[0], record[1], keep, add);
+      acc = fold_chunk(acc, keep, record[2 + d], add);
+    }
+    y[r * a.Dv + d] = Down<T>::of(attention_out(acc, run));
   }
 }
 
@@ -1036,7 +1159,9 @@ FLOATING(ROWS)
 
 #if defined(LANES_FAMILY_FUSED)
 #define ATTENTION(T, TKV, S) \
-  extern "C" __global__ void __launch_bounds__(1024) attention_##S(T* y, const T* q, const TKV* k, const TKV* v, float* scratch, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_impl<T, TKV>(y, q, k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error); }
+  extern "C" __global__ void __launch_bounds__(Chunk::threads) attention_##S(T* y, const T* q, const TKV* k, const TKV* v, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_rows<T, TKV>(y, q, k, v, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); } \
+  extern "C" __global__ void __launch_bounds__(Chunk::threads) attention_part_##S(float* parts, const T* q, const TKV* k, const TKV* v, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_part<T, TKV>(parts, q, k, v, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); } \
+  extern "C" __global__ void attention_combine_##S(T* y, const float* parts, i64 chunks, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_combine<T>(y, parts, chunks, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); }
 ATTENTION(float, f16, f32_f16)
 #define FUSED(T, S) \
   ATTENTION(T, T, S) \

@@ -350,7 +350,12 @@ static void norm(const Command& c, LaunchContext& ctx, bool layer) {
 
 // ---- fused ops -------------------------------------------------------------------------------
 
-constexpr unsigned kAttentionBlock = 1024;  // attention_impl's kAttentionThreads (cuda/kernels.cu)
+constexpr unsigned kAttentionBlock = 128;  // Chunk::threads (cuda/kernels.cu)
+constexpr int64_t kAttentionChunk = 32;    // Chunk::keys
+// From twice as many rows as SMs, a block per row fills the device; fewer rows (a decode step's
+// heads) take a block per chunk of 32 keys and a combining pass, whose records (a float per
+// value feature and two per chunk) must fit this many bytes.
+constexpr size_t kAttentionPartsLimit = size_t(64) << 20;
 
 static void attention(const Command& c, LaunchContext& ctx) {
   const Shape &qs = c.inputs[0].shape, &ks = c.inputs[1].shape, &vs = c.inputs[2].shape;
@@ -366,14 +371,25 @@ static void attention(const Command& c, LaunchContext& ctx) {
   CUdeviceptr y = data_ptr(c.output);
   float scale = static_cast<float>(c.params.scalars[0]);
   int32_t causal = c.params.flags & 1;
-  // Scores of one query row: in shared memory up to 32 KiB, else in a global scratch row.
-  size_t score_bytes = static_cast<size_t>(std::max<int64_t>(Lk, 1)) * 4;
-  unsigned shared = score_bytes <= (32u << 10) ? static_cast<unsigned>(score_bytes) : 0;
-  CUdeviceptr scratch = shared ? 0 : ctx.temp(score_bytes * static_cast<size_t>(rows));
   CUdeviceptr lengths = per_row ? data_ptr(c.inputs[3]) : 0;
   CUdeviceptr err = per_row ? range_check(ctx, 2, Lk, "scaledDotProductAttention: key length") : 0;
-  launch(ctx, "attention_" + attention_suffix(c), static_cast<unsigned>(rows), 1, 1, kAttentionBlock, shared, y, q,
-         k, v, scratch, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
+  std::string suffix = attention_suffix(c);
+  int64_t chunks = std::max<int64_t>(1, (Lk + kAttentionChunk - 1) / kAttentionChunk);
+  size_t parts_bytes = static_cast<size_t>(rows * chunks * (Dv + 2)) * 4;
+  if (rows < 2 * int64_t(ctx.device.sm_count) && chunks <= 65535 && parts_bytes <= kAttentionPartsLimit) {
+    CUdeviceptr parts = ctx.temp(parts_bytes);
+    launch(ctx, "attention_part_" + suffix, static_cast<unsigned>(rows), static_cast<unsigned>(chunks), 1,
+           kAttentionBlock, 0, parts, q, k, v, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
+    launch(ctx, "attention_combine_" + suffix, static_cast<unsigned>(rows), 1, 1, 64, 0, y, parts, chunks, B, H, Lq,
+           D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
+    return;
+  }
+  // The running sums of a row's value columns live in shared memory.
+  size_t acc_bytes = static_cast<size_t>(Dv) * 4;
+  if (acc_bytes > (40u << 10))
+    throw_error(LANES_ERR_SHAPE, "scaledDotProductAttention: " + std::to_string(Dv) + " value features exceed the CUDA kernel's 10240");
+  launch(ctx, "attention_" + suffix, static_cast<unsigned>(rows), 1, 1, kAttentionBlock, static_cast<unsigned>(acc_bytes),
+         y, q, k, v, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
 }
 
 static void rope(const Command& c, LaunchContext& ctx) {
@@ -416,14 +432,6 @@ static Epilogue epilogue_of(const Command& product) {
   return e;
 }
 
-// Rows up to which the quantized matvec (8-bit activations, dp4a) runs; longer inputs (a prompt,
-// a batched decode step of more than 16 sequences) round the activations to 8 bits the same way,
-// dequantize the weights and take the dense matmul. The matvec reads each weight block once per 8 rows, so its time grows with the rows;
-// the dense path's barely does. On an H200, SmolLM2-135M decoding 32 sequences at once ran at
-// 1,434 tokens/s with 64 here and 4,163 with 16, the same within noise at 1 and 8 sequences
-// (docs/CUDA.md, bench/quant-rows.ts).
-constexpr int64_t kMatvecRows = 16;
-
 static void quantized_matmul(const Command& c, LaunchContext& ctx) {
   const TensorArg &x = c.inputs[0], &w = c.inputs[1];
   int64_t k = x.shape.back(), n = w.shape[0];
@@ -431,6 +439,14 @@ static void quantized_matmul(const Command& c, LaunchContext& ctx) {
   if (m == 0 || n == 0) return;
   CUdeviceptr y = data_ptr(c.output), xp = data_ptr(x), wp = base_ptr(w);
   std::string type = suffix(w.dtype);
+  if (c.params.flags & kNormPrologue) {  // only where matmul_norm_prologue allowed it
+    if (m > kMatvecRows || c.params.fused || !is_contiguous(x) || x.offset != 0 || !is_contiguous(c.inputs[2]))
+      throw_error(LANES_ERR_INTERNAL, "quantizedMatmul: a norm prologue outside the matvec's shapes");
+    unsigned grid = static_cast<unsigned>(std::min<int64_t>(int64_t(ctx.device.sm_count) * 4, (n + 7) / 8));
+    launch(ctx, "quantized_matvec_norm_" + type, grid, 1, 1, 256, 0, y, xp, m, k, wp, n, data_ptr(c.inputs[2]),
+           c.params.scalars[0]);
+    return;
+  }
   if (m <= kMatvecRows) {
     unsigned grid = static_cast<unsigned>(std::min<int64_t>(int64_t(ctx.device.sm_count) * 4, (n + 7) / 8));
     if (!c.params.fused) {

@@ -22,7 +22,9 @@
 // lost occupancy; several columns per warp is the next step.
 //
 // quantized_matvec_epilogue_<type> also applies a compiled plan's elementwise chain (a residual
-// add) to each complete sum as it stores it, so the chain needs no kernel of its own.
+// add) to each complete sum as it stores it, so the chain needs no kernel of its own;
+// quantized_matvec_norm_<type> normalizes its activations as it stages them (a compiled plan's
+// rmsNorm that alone feeds the product), with norm_f32_g32's bits.
 //
 // Launch: blockDim = (QMV_THREADS, 1, 1) (any multiple of 32 up to 1024 also works), any
 // gridDim.x; warps take columns in grid-stride order. For a given k, results are bitwise
@@ -156,21 +158,40 @@ __device__ __forceinline__ void q_dot_half(const QHalf& wh, int h, const QmvStag
   }
 }
 
+// A compiled plan's rmsNorm folded into the matvec (its only reader): the activations are
+// rmsNorm(x) with this weight, as norm_f32_g32 computes them. Needs blockDim.x == 256 (a group
+// of 32 threads per staged row, as that kernel's) and x contiguous (x_row_stride == k).
+struct QmvNorm {
+  const float* weight;
+  double eps;
+};
+
 // `finish(e, sum)` stores output element e's complete sum (its last tile's).
-template <int TYPE, int BLOCK_BYTES, class Finish>
+template <int TYPE, int BLOCK_BYTES, bool NORM, class Finish>
 __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __restrict__ x, i64 m, i64 k, i64 x_row_stride,
-                                      const u8* __restrict__ w, i64 n, Finish finish) {
+                                      const u8* __restrict__ w, i64 n, QmvNorm norm, Finish finish) {
   __shared__ QmvStage st;
+  __shared__ double norm_fold[NORM ? 256 : 1];
+  __shared__ NormScale norm_scales[QMV_ROWS];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const i64 nb = k / 32, row_bytes = nb * BLOCK_BYTES;
   for (i64 i0 = 0; i0 < m; i0 += QMV_ROWS) {
     const int rows = int(min(i64(QMV_ROWS), m - i0));
+    if (NORM) {
+      bool valid = warp < rows;
+      NormScale scale = norm_scale<float, 32>(x + (valid ? (i0 + warp) * k : 0), valid ? k : 0, k, norm_packed(x, k),
+                                              norm.eps, 0, norm_fold);
+      if (lane == 0) norm_scales[warp] = scale;
+    }
     for (i64 k0 = 0; k0 < k; k0 += QMV_KTILE) {
       const int tile_blocks = int(min(i64(QMV_KTILE), k - k0) / 32);
-      __syncthreads();  // the previous tile's readers are done
+      __syncthreads();  // the previous tile's readers are done (and the rows' scales written)
       for (int task = warp; task < rows * tile_blocks; task += warps) {
         int r = task / tile_blocks, b = task % tile_blocks;
-        q_stage_block<TYPE>(st, r, b, x[(i0 + r) * x_row_stride + k0 + 32 * b + lane]);
+        i64 col = k0 + 32 * b + lane;
+        float v = x[(i0 + r) * x_row_stride + col];
+        if (NORM) v = norm_value<float>(v, norm_scales[r], norm.weight, static_cast<const float*>(nullptr), col);
+        q_stage_block<TYPE>(st, r, b, v);
       }
       __syncthreads();
       for (i64 j = i64(blockIdx.x) * warps + warp; j < n; j += i64(gridDim.x) * warps) {
@@ -203,14 +224,18 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
 // its product, whose input 0 is the sum as the matvec alone would have stored it.
 #define QUANTIZED_MATVEC(S, TYPE, BLOCK_BYTES) \
   extern "C" __global__ void quantized_matvec_##S(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) { \
-    quantized_matvec_impl<TYPE, BLOCK_BYTES>(y, x, m, k, x_row_stride, w, n, [y](i64 e, float sum) { y[e] = sum; }); \
+    quantized_matvec_impl<TYPE, BLOCK_BYTES, false>(y, x, m, k, x_row_stride, w, n, QmvNorm{}, [y](i64 e, float sum) { y[e] = sum; }); \
   } \
   extern "C" __global__ void quantized_matvec_epilogue_##S(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n, \
                                                            const float* x1, const float* x2, const float* x3, KFusedWalk fw, KFused f, \
                                                            int inputs, int contiguous) { \
-    quantized_matvec_impl<TYPE, BLOCK_BYTES>(y, x, m, k, x_row_stride, w, n, [&](i64 e, float sum) { \
+    quantized_matvec_impl<TYPE, BLOCK_BYTES, false>(y, x, m, k, x_row_stride, w, n, QmvNorm{}, [&](i64 e, float sum) { \
       y[e] = fused_value(e, sum, x1, x2, x3, fw, f, inputs, contiguous); \
     }); \
+  } \
+  extern "C" __global__ void quantized_matvec_norm_##S(float* y, const float* x, i64 m, i64 k, const u8* w, i64 n, const float* norm_weight, \
+                                                       double eps) { \
+    quantized_matvec_impl<TYPE, BLOCK_BYTES, true>(y, x, m, k, k, w, n, QmvNorm{norm_weight, eps}, [y](i64 e, float sum) { y[e] = sum; }); \
   }
 QUANTIZED_MATVEC(q4_0, 0, 18)
 QUANTIZED_MATVEC(q4_1, 1, 20)

@@ -27,7 +27,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-ENTRY_POINTS = [f"quantized_matvec_{e}{t}" for e in ("", "epilogue_") for t in ("q4_0", "q4_1", "q8_0")] + [
+ENTRY_POINTS = [f"quantized_matvec_{e}{t}" for e in ("", "epilogue_", "norm_") for t in ("q4_0", "q4_1", "q8_0")] + [
     f"dequantize_{t}_to_{o}" for t in ("q4_0", "q4_1", "q8_0") for o in ("f32", "bf16")]
 
 

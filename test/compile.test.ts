@@ -325,6 +325,35 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
       }
   });
 
+  test("an rmsNorm that alone feeds a quantized product folds into it where the backend normalizes as it stages (CUDA's matvec)", () => {
+    // CUDA folds the norm of up to 16 rows of 32 to 1023 features (the norm kernel's rows of 32
+    // threads), unless the product already has an epilogue or something else reads the norm.
+    const folds = lx.backendName() === "cuda";
+    const foldsAt = (rows: number, k: number) => folds && rows <= 16 && k >= 32 && k < 1024;
+    const normed = (x: Arr, g: Arr, w: Arr) => lx.quantizedMatmul(lx.rmsNorm(x, g, 1e-5), w);
+    const residual = (x: Arr, g: Arr, w: Arr, r: Arr) => lx.add(r, lx.quantizedMatmul(lx.rmsNorm(x, g, 1e-6), w));
+    const shared = (x: Arr, g: Arr, w: Arr) => {
+      const h = lx.rmsNorm(x, g, 1e-5);
+      return [lx.quantizedMatmul(h, w), lx.quantizedMatmul(h, w)];
+    };
+    for (const type of quantTypes)
+      for (const [rows, k, n] of [[1, 576, 40], [3, 96, 40], [9, 64, 24], [16, 576, 8], [17, 64, 8], [1, 1024, 20]] as const) {
+        const q = buildBlocks(type, n, k, next, scaleSource(next, "moderate"));
+        const W = lx.arrayFromBytes(q.bytes, [n, k], type);
+        const args = () => [f32([1, rows, k]), f32([k], 0.5, 1.5), W] as [Arr, Arr, Arr];
+        const a = args();
+        const what = `${type} ${rows}x${k}x${n}`;
+        expect(steps(normed, ...a), what).toBe(foldsAt(rows, k) ? 1 : 2);
+        checkCompiled(normed, [a, args()]);
+        const ra = [...a, f32([1, rows, n])] as [Arr, Arr, Arr, Arr];
+        expect(steps(residual, ...ra), what).toBe(epilogues ? 2 : 3);
+        checkCompiled(residual, [ra]);
+        expect(steps(shared, ...a), what).toBe(3);
+        checkCompiled(shared, [a]);
+        W.dispose();
+      }
+  });
+
   test("a product is stored where something else reads it, where it is an output, or where the chain starts elsewhere", () => {
     const [x, w, b] = [f32([8, 12]), f32([12, 10]), f32([10])];
     const twice = (x: Arr, w: Arr, b: Arr) => {

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import * as lx from "../src/index.ts";
 import { expectClose, numel, randomData, refAttention, refRope, rng } from "./support/reference.ts";
-import { ropeAngles, roundTo, tolerance } from "./support/tolerance.ts";
+import { float16Running, ropeAngles, roundTo, tolerance } from "./support/tolerance.ts";
 
 const next = rng(31337);
 const floats = ["float32", "float16", "bfloat16"] as const;
@@ -64,6 +64,51 @@ for (const dtype of floats) {
         expect(y.shape).toEqual([B, H, Lq, Dv]);
         const want = refAttention(q, k, v, { B, H, Lq, D, Hk, Lk, Dv }, Lk, causal);
         expectClose(y.toFloat32Array(), want, { ...tol, what: `attention ${[B, H, Lq, D]} kv ${[Hk, Lk]} causal=${causal}` });
+      }
+    });
+
+    test("scaledDotProductAttention over many keys: several 32-key chunks, heads wider than 64, prefill and decode shapes", () => {
+      const cases: [[number, number, number, number], [number, number], number, boolean][] = [
+        [[1, 9, 1, 64], [3, 300], 64, true], // a decode step of a SmolLM2-shaped model
+        [[1, 2, 3, 96], [1, 70], 130, true], // key and value rows past 64 features
+        [[1, 4, 80, 64], [2, 80], 64, true], // a prefill: hundreds of query rows
+        [[1, 3, 100, 96], [3, 100], 130, false],
+      ];
+      for (const [[B, H, Lq, D], [Hk, Lk], Dv, causal] of cases) {
+        const q = data(B * H * Lq * D), k = data(B * Hk * Lk * D), v = data(B * Hk * Lk * Dv);
+        const y = lx.scaledDotProductAttention(
+          lx.array(q, [B, H, Lq, D], dtype),
+          lx.array(k, [B, Hk, Lk, D], dtype),
+          lx.array(v, [B, Hk, Lk, Dv], dtype),
+          { causal },
+        );
+        const want = refAttention(q, k, v, { B, H, Lq, D, Hk, Lk, Dv }, Lk, causal);
+        const within = dtype === "float16" ? float16Running : tol;
+        expectClose(y.toFloat32Array(), want, { ...within, what: `attention ${[B, H, Lq, D]} kv ${[Hk, Lk]} dv ${Dv} causal=${causal}` });
+      }
+    });
+
+    test("each row of a causal prefill equals the decode step at its position, bit for bit", () => {
+      const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString("hex");
+      // A float32 model keeps its cache in float16 as well; that pair's prefill stays under 64
+      // rows, from which the CPU takes llama.cpp's tiled path, another computation
+      // (cpu/attention.hpp). On CUDA a prefill of 264 rows or more runs a block per row, a
+      // decode step a block per 32 keys: two kernels that must agree.
+      const cases: [lx.ElementDType, number, number, number, number][] = [[dtype, 9, 3, 150, 64], [dtype, 3, 1, 120, 96]];
+      if (dtype === "float32") cases.push(["float16", 9, 3, 40, 64]);
+      for (const [cacheType, H, Hk, L, D] of cases) {
+        const q = data(H * L * D), k = data(Hk * L * D), v = data(Hk * L * D);
+        const K = lx.array(k, [1, Hk, L, D], cacheType), V = lx.array(v, [1, Hk, L, D], cacheType);
+        const prefill = lx.scaledDotProductAttention(lx.array(q, [1, H, L, D], dtype), K, V, { causal: true }).toFloat32Array();
+        for (const i of [0, 31, 32, 33, L - 1]) {
+          const qi = new Float32Array(H * D);
+          for (let h = 0; h < H; h++) qi.set(q.subarray((h * L + i) * D, (h * L + i + 1) * D), h * D);
+          const step = lx.scaledDotProductAttention(lx.array(qi, [1, H, 1, D], dtype), K, V, { causal: true, keyLength: i + 1 }).toFloat32Array();
+          for (let h = 0; h < H; h++)
+            expect(bits(step.subarray(h * D, (h + 1) * D)), `${cacheType} cache, ${H} heads of ${D}: row ${i} head ${h}`).toBe(
+              bits(prefill.subarray((h * L + i) * D, (h * L + i + 1) * D)),
+            );
+        }
       }
     });
 

@@ -210,6 +210,10 @@ class Backend {
   // set (see epilogue_command). Only where the backend computes the product exactly as it does
   // for the same op alone, so the result keeps eager's bits.
   virtual bool matmul_epilogue(OpCode op, int64_t M, int64_t N, int64_t K) const { return false; }
+  // Whether a compiled plan may fold a float32 rmsNorm with a weight, over rows of K, into the
+  // QuantizedMatmul of M rows that alone reads it (see kNormPrologue). Only where the backend
+  // normalizes the rows exactly as the norm alone does.
+  virtual bool matmul_norm_prologue(int64_t M, int64_t K) const { return false; }
   // Whether a compiled plan may give a SliceUpdate (one offset for all rows) an update of
   // another float dtype, which the backend casts as astype does while it copies.
   virtual bool slice_update_casts() const { return false; }

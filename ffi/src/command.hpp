@@ -76,6 +76,11 @@ struct Command {
   TensorArg output;
 };
 
+// A QuantizedMatmul command may carry an rmsNorm prologue (a compiled plan's doing,
+// Backend::matmul_norm_prologue): with params.flags & kNormPrologue, its product is of
+// rmsNorm(input 0, input 2, eps = params.scalars[0]), input 2 the norm's float32 weight.
+constexpr int kNormPrologue = 1;
+
 // A matmul's epilogue as the Fused command it would be run alone: input 0 is the product, read
 // from the output (in place: element i of the chain reads only element i of input 0).
 inline Command epilogue_command(const Command& matmul) {

@@ -198,6 +198,7 @@ std::shared_ptr<Plan> Plan::build(const std::vector<NodePtr>& inputs, const std:
   if (config().fuse_elementwise) {
     plan->fold_casts_into_slice_updates();
     plan->fuse_elementwise();
+    plan->fold_norms_into_matmuls();
   }
   plan->lay_out_arena();
   return plan;
@@ -367,6 +368,43 @@ void Plan::fold_casts_into_slice_updates() {
     if (!is_floating(source.dtype) || !is_floating(update.dtype) || source.shape != update.shape) continue;
     slots_[update.slot].kind = SlotKind::Elided;
     step.inputs[1] = source;
+    folded[w] = true;
+  }
+  std::vector<Step> kept;
+  kept.reserve(steps_.size());
+  for (int i = 0; i < count; ++i)
+    if (!folded[i]) kept.push_back(std::move(steps_[i]));
+  steps_ = std::move(kept);
+  renumber_first_writes();
+}
+
+// A float32 rmsNorm with a weight whose result one QuantizedMatmul without an epilogue alone
+// reads, whole, as its activations (a decoder's norm before its attention or MLP, or before the
+// head) is folded into that product where the backend normalizes as it stages the activations
+// (Backend::matmul_norm_prologue): one kernel fewer, the same bits.
+void Plan::fold_norms_into_matmuls() {
+  const int count = static_cast<int>(steps_.size());
+  std::vector<int> readers, writer;
+  count_readers(readers, writer);
+  auto plain = [](const Operand& o) { return o.dtype == DType::Float32 && o.strides.empty() && o.offset == 0; };
+  std::vector<bool> folded(count, false);
+  for (Step& step : steps_) {
+    if (step.op != OpCode::QuantizedMatmul || step.params.fused || (step.params.flags & kNormPrologue)) continue;
+    const Operand& activations = step.inputs[0];
+    int w = writer[activations.slot];
+    if (w < 0 || readers[activations.slot] != 1 || !plain(activations)) continue;
+    const Step& norm = steps_[w];
+    if (norm.op != OpCode::RmsNorm || norm.params.flags != 1 || norm.params.dynamic[0] >= 0 || norm.inputs.size() != 2 ||
+        !plain(norm.inputs[0]) || !plain(norm.inputs[1]) || norm.inputs[0].shape != activations.shape)
+      continue;
+    int64_t K = activations.shape.back();
+    int64_t M = K ? numel(activations.shape) / K : 0;
+    if (!runtime().backend().matmul_norm_prologue(M, K)) continue;
+    slots_[activations.slot].kind = SlotKind::Elided;
+    step.inputs[0] = norm.inputs[0];
+    step.inputs.push_back(norm.inputs[1]);
+    step.params.flags |= kNormPrologue;
+    step.params.scalars[0] = norm.params.scalars[0];
     folded[w] = true;
   }
   std::vector<Step> kept;

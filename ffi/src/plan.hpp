@@ -90,6 +90,7 @@ class Plan {
   bool fusable(const Step& step) const;
   void fuse_elementwise();
   void fold_casts_into_slice_updates();
+  void fold_norms_into_matmuls();
   void count_readers(std::vector<int>& readers, std::vector<int>& writer) const;
   void renumber_first_writes();
   int matmul_feeding(const Operand& in, const Operand& out, const std::vector<int>& readers, const std::vector<int>& writer) const;
