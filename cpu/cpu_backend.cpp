@@ -391,6 +391,8 @@ class CpuBackend final : public Backend {
   static constexpr size_t kStagedReadBytes = size_t(64) << 10;
   // The epilogue runs over the product in place, right after the same matmul kernel.
   bool matmul_epilogue(OpCode, int64_t, int64_t, int64_t) const override { return true; }
+  // A folded norm runs as its own command would, into memory of the product's.
+  bool matmul_norm_prologue(int64_t, int64_t) const override { return true; }
   std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, std::vector<PlanCopy> copies, int, Scratch&) override {
     return std::make_unique<CpuPlanInstance>(std::move(commands), std::move(copies));
   }

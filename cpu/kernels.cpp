@@ -766,12 +766,35 @@ void concatenate(const Command& c) {
 // ---- quantized weights ---------------------------------------------------------------------------
 
 // x [..., k] (float32, contiguous) @ w^T, w [n, k] quantized.
+template <class T>
+void norm_typed(const Command& c, bool layer);
+
+// A compiled plan's folded rmsNorm (kNormPrologue), run as its own command would be into
+// `staged`.
+void run_norm_prologue(const Command& c, std::vector<float>& staged) {
+  Command norm;
+  norm.op = OpCode::RmsNorm;
+  norm.params.flags = 1;
+  norm.params.scalars[0] = c.params.scalars[0];
+  norm.inputs = {c.inputs[0], c.inputs[2]};
+  norm.output.shape = c.inputs[0].shape;
+  staged.resize(static_cast<size_t>(numel(norm.output.shape)));
+  norm.output.data = staged.data();
+  norm_typed<float>(norm, false);
+}
+
 void quantized_matmul(const Command& c) {
   const TensorArg &x = c.inputs[0], &w = c.inputs[1];
   int64_t k = x.shape.back(), n = w.shape[0];
   int64_t m = k ? numel(x.shape) / k : 0;
   if (m == 0 || n == 0) return;
-  cpu::quantized_matmul(block_type(w.dtype), base<float>(x), m, k, k, w.data, n, output<float>(c));
+  const float* rows = base<float>(x);
+  std::vector<float> staged;
+  if (c.params.flags & kNormPrologue) {
+    run_norm_prologue(c, staged);
+    rows = staged.data();
+  }
+  cpu::quantized_matmul(block_type(w.dtype), rows, m, k, k, w.data, n, output<float>(c));
   run_epilogue(c);
 }
 

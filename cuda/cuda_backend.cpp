@@ -78,9 +78,12 @@ class CudaPlanInstance final : public PlanInstance {
     const Driver& d = driver();
     device_.make_current();
     params_ = reinterpret_cast<CUdeviceptr>(scratch.allocate(8 * (kMaxPlanScalars + copies.size())));
+    std::vector<std::pair<CUdeviceptr, size_t>> zeroed;
     auto next_context = [&] {
       prepared_.push_back(std::make_unique<CudaPrepared>(words_));
-      return LaunchContext{device_, words_, scratch, *prepared_.back(), params_};
+      LaunchContext ctx{device_, words_, scratch, *prepared_.back(), params_};
+      ctx.zeroed = &zeroed;
+      return ctx;
     };
     auto add_copies = [&](bool into_plan) {
       for (size_t j = 0; j < copies.size(); ++j) {
@@ -95,6 +98,8 @@ class CudaPlanInstance final : public PlanInstance {
       translate(c, ctx);
     }
     add_copies(false);
+    for (const auto& [address, bytes] : zeroed) check(d.cuMemsetD8(address, 0, bytes), "zeroing a plan's counters");
+    if (!zeroed.empty()) check(d.cuStreamSynchronize(nullptr), "zeroing a plan's counters");
     CUstream capture = nullptr;
     check(d.cuStreamCreate(&capture, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
     CUgraph graph = nullptr;

@@ -89,8 +89,19 @@ struct LaunchContext {
     return dynamic && params.dynamic[i] >= 0 ? dynamic + 8 * static_cast<CUdeviceptr>(params.dynamic[i]) : 0;
   }
 
+  // A compiled plan's memory zeroed once before its first replay (counters its kernels zero
+  // again after use); null outside plans.
+  std::vector<std::pair<CUdeviceptr, size_t>>* zeroed = nullptr;
+
   // Device scratch of `bytes`, alive until the command's epoch completed.
   CUdeviceptr temp(size_t bytes) { return reinterpret_cast<CUdeviceptr>(scratch.allocate(bytes)); }
+  // Zeroed scratch of `bytes` for the life of a compiled plan's instance; 0 outside plans.
+  CUdeviceptr zeroed_temp(size_t bytes) {
+    if (!zeroed) return 0;
+    CUdeviceptr p = temp(bytes);
+    zeroed->emplace_back(p, bytes);
+    return p;
+  }
 };
 
 // Records the stream operations of one command. Throws lanes::Error on failure.

@@ -961,18 +961,42 @@ __device__ void attention_rows(T* y, const T* q, const TKV* k, const TKV* v, con
   for (i64 d = threadIdx.x; d < a.Dv; d += Chunk::threads) y[r * a.Dv + d] = Down<T>::of(attention_out(acc[d], run));
 }
 
+// Row r's chunk records combined in key order, as attention_rows combines its chunks, into y.
+// `fresh`: the records were written by other blocks of this kernel, read past the L1 cache.
+template <class T>
+__device__ void combine_records(T* y, const float* records, i64 used_chunks, i64 r, i64 Dv, bool fresh) {
+  auto read = [fresh](const float* p) { return fresh ? __ldcg(p) : *p; };
+  for (i64 d = threadIdx.x; d < Dv; d += blockDim.x) {
+    Running run;
+    float acc = 0;
+#pragma unroll 4
+    for (i64 c = 0; c < used_chunks; ++c) {
+      const float* record = records + c * (Dv + 2);
+      float keep, add;
+      take_chunk(run, read(record), read(record + 1), keep, add);
+      acc = fold_chunk(acc, keep, read(record + 2 + d), add);
+    }
+    y[r * Dv + d] = Down<T>::of(attention_out(acc, run));
+  }
+}
+
 // A block per chunk of a row: its m, l and acc, as record [m, l, acc...] (Dv + 2 floats) of
-// `parts`, rows x gridDim.y of them.
+// `parts`, rows x gridDim.y of them. With `counters` (a compiled plan's, one per row, zero
+// before the launch), the row's last block to finish combines the records and zeroes its
+// counter again; without, attention_combine does.
 template <class T, class TKV>
-__device__ void attention_part(float* parts, const T* q, const TKV* k, const TKV* v, const AttentionArgs& a) {
+__device__ void attention_part(T* y, float* parts, int* counters, const T* q, const TKV* k, const TKV* v, const AttentionArgs& a) {
   __shared__ ChunkShared sh;
+  __shared__ bool last;
   i64 r = blockIdx.x, j0 = i64(blockIdx.y) * Chunk::keys;
   AttentionRow row = attention_row(r, a, blockIdx.y == 0);
+  if (row.visible == 0 && counters && blockIdx.y == 0) combine_records(y, parts, 0, r, a.Dv, false);
   if (j0 >= row.visible) return;
   int n = int(row.visible - j0 < Chunk::keys ? row.visible - j0 : Chunk::keys);
   const T* qi = q + r * a.D;
   const TKV *kh = k + row.kv * a.Lk * a.D, *vh = v + row.kv * a.Lk * a.Dv;
-  float* record = parts + (r * gridDim.y + blockIdx.y) * (a.Dv + 2);
+  float* records = parts + r * gridDim.y * (a.Dv + 2);
+  float* record = records + blockIdx.y * (a.Dv + 2);
   stage_query<T, TKV>(sh, qi, a.D);
   attention_chunk<T, TKV>(
       sh, qi, kh, vh, a, j0, n,
@@ -980,27 +1004,25 @@ __device__ void attention_part(float* parts, const T* q, const TKV* k, const TKV
         if (threadIdx.x == 0) record[0] = m, record[1] = l;
       },
       [&](i64 d, float chunk_acc) { record[2 + d] = chunk_acc; });
+  if (!counters) return;
+  __threadfence();  // this thread's share of the record, before the count that publishes it
+  __syncthreads();
+  i64 used_chunks = (row.visible + Chunk::keys - 1) / Chunk::keys;
+  if (threadIdx.x == 0) last = atomicAdd(&counters[r], 1) == used_chunks - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  combine_records(y, records, used_chunks, r, a.Dv, true);
+  if (threadIdx.x == 0) counters[r] = 0;
 }
 
-// A block per row: its chunks' records combined in key order, as attention_rows combines them.
+// A block per row: its chunks' records combined in key order.
 template <class T>
 __device__ void attention_combine(T* y, const float* parts, i64 chunks, const AttentionArgs& a) {
   i64 r = blockIdx.x;
   AttentionRow row = attention_row(r, a, false);
   i64 used_chunks = (row.visible + Chunk::keys - 1) / Chunk::keys;
-  const float* records = parts + r * chunks * (a.Dv + 2);
-  for (i64 d = threadIdx.x; d < a.Dv; d += blockDim.x) {
-    Running run;
-    float acc = 0;
-#pragma unroll 4
-    for (i64 c = 0; c < used_chunks; ++c) {
-      const float* record = records + c * (a.Dv + 2);
-      float keep, add;
-      take_chunk(run, record[0], record[1], keep, add);
-      acc = fold_chunk(acc, keep, record[2 + d], add);
-    }
-    y[r * a.Dv + d] = Down<T>::of(attention_out(acc, run));
-  }
+  combine_records(y, parts + r * chunks * (a.Dv + 2), used_chunks, r, a.Dv, false);
 }
 
 // Per-row form (offsets set): the rows of leading entry b (rows_per_entry of them) start at offsets[b].
@@ -1160,7 +1182,7 @@ FLOATING(ROWS)
 #if defined(LANES_FAMILY_FUSED)
 #define ATTENTION(T, TKV, S) \
   extern "C" __global__ void __launch_bounds__(Chunk::threads) attention_##S(T* y, const T* q, const TKV* k, const TKV* v, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_rows<T, TKV>(y, q, k, v, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); } \
-  extern "C" __global__ void __launch_bounds__(Chunk::threads) attention_part_##S(float* parts, const T* q, const TKV* k, const TKV* v, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_part<T, TKV>(parts, q, k, v, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); } \
+  extern "C" __global__ void __launch_bounds__(Chunk::threads) attention_part_##S(T* y, float* parts, int* counters, const T* q, const TKV* k, const TKV* v, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_part<T, TKV>(y, parts, counters, q, k, v, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); } \
   extern "C" __global__ void attention_combine_##S(T* y, const float* parts, i64 chunks, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_combine<T>(y, parts, chunks, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); }
 ATTENTION(float, f16, f32_f16)
 #define FUSED(T, S) \

@@ -378,10 +378,13 @@ static void attention(const Command& c, LaunchContext& ctx) {
   size_t parts_bytes = static_cast<size_t>(rows * chunks * (Dv + 2)) * 4;
   if (rows < 2 * int64_t(ctx.device.sm_count) && chunks <= 65535 && parts_bytes <= kAttentionPartsLimit) {
     CUdeviceptr parts = ctx.temp(parts_bytes);
+    // A compiled plan's row counters let each row's last chunk combine; eager takes a kernel.
+    CUdeviceptr counters = ctx.zeroed_temp(static_cast<size_t>(rows) * 4);
     launch(ctx, "attention_part_" + suffix, static_cast<unsigned>(rows), static_cast<unsigned>(chunks), 1,
-           kAttentionBlock, 0, parts, q, k, v, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
-    launch(ctx, "attention_combine_" + suffix, static_cast<unsigned>(rows), 1, 1, 64, 0, y, parts, chunks, B, H, Lq,
-           D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
+           kAttentionBlock, 0, y, parts, counters, q, k, v, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
+    if (!counters)
+      launch(ctx, "attention_combine_" + suffix, static_cast<unsigned>(rows), 1, 1, 64, 0, y, parts, chunks, B, H, Lq, D,
+             Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
     return;
   }
   // The running sums of a row's value columns live in shared memory.

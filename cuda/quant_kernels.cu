@@ -160,7 +160,7 @@ __device__ __forceinline__ void q_dot_half(const QHalf& wh, int h, const QmvStag
 
 // A compiled plan's rmsNorm folded into the matvec (its only reader): the activations are
 // rmsNorm(x) with this weight, as norm_f32_g32 computes them. Needs blockDim.x == 256 (a group
-// of 32 threads per staged row, as that kernel's) and x contiguous (x_row_stride == k).
+// of 32 threads per staged row, as that kernel's) and x contiguous (rows of k).
 struct QmvNorm {
   const float* weight;
   double eps;
@@ -220,8 +220,9 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
   }
 }
 
-// The matvec alone, and with a compiled plan's epilogue: the elementwise chain that alone reads
-// its product, whose input 0 is the sum as the matvec alone would have stored it.
+// The matvec alone, with a compiled plan's epilogue (the elementwise chain that alone reads its
+// product, whose input 0 is the sum as the matvec alone would have stored it), or with its
+// folded rmsNorm.
 #define QUANTIZED_MATVEC(S, TYPE, BLOCK_BYTES) \
   extern "C" __global__ void quantized_matvec_##S(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) { \
     quantized_matvec_impl<TYPE, BLOCK_BYTES, false>(y, x, m, k, x_row_stride, w, n, QmvNorm{}, [y](i64 e, float sum) { y[e] = sum; }); \

@@ -325,11 +325,12 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
       }
   });
 
-  test("an rmsNorm that alone feeds a quantized product folds into it where the backend normalizes as it stages (CUDA's matvec)", () => {
+  test("an rmsNorm that alone feeds a quantized product folds into it where the backend normalizes its activations (CUDA's matvec as it stages them)", () => {
     // CUDA folds the norm of up to 16 rows of 32 to 1023 features (the norm kernel's rows of 32
-    // threads), unless the product already has an epilogue or something else reads the norm.
-    const folds = lx.backendName() === "cuda";
-    const foldsAt = (rows: number, k: number) => folds && rows <= 16 && k >= 32 && k < 1024;
+    // threads), the CPU any; neither where the product already has an epilogue or something
+    // else reads the norm.
+    const backend = lx.backendName();
+    const foldsAt = (rows: number, k: number) => backend === "cpu" || (backend === "cuda" && rows <= 16 && k >= 32 && k < 1024);
     const normed = (x: Arr, g: Arr, w: Arr) => lx.quantizedMatmul(lx.rmsNorm(x, g, 1e-5), w);
     const residual = (x: Arr, g: Arr, w: Arr, r: Arr) => lx.add(r, lx.quantizedMatmul(lx.rmsNorm(x, g, 1e-6), w));
     const shared = (x: Arr, g: Arr, w: Arr) => {
@@ -527,6 +528,16 @@ describe("scalar parameters", () => {
     expect(f.planCount).toBe(1);
     expect(f.plan(x, 0, y, 0).info()).toMatchObject({ inputs: 2, scalars: 2, outputs: 5 });
     f.dispose();
+  });
+
+  test("attention over a key length that changes per replay, rows that see no key among them, equals eager", () => {
+    // On CUDA a decode step's rows take a block per 32 keys; a plan's last block of each row
+    // combines them (counters it zeroes again for the next replay), eager takes a second kernel.
+    const step = (q: Arr, k: Arr, v: Arr, used: number) => lx.scaledDotProductAttention(q, k, v, { causal: true, keyLength: used });
+    const k = f32([1, 3, 300, 64]), v = f32([1, 3, 300, 64]);
+    checkCompiled(step, [0, 1, 31, 32, 33, 200, 300, 7].map((used) => [f32([1, 9, 1, 64]), k, v, used] as [Arr, Arr, Arr, number]), { scalars: [3] });
+    // Four query rows over two keys: the first two see none.
+    checkCompiled(step, [2, 40].map((used) => [f32([1, 6, 4, 64]), k, v, used] as [Arr, Arr, Arr, number]), { scalars: [3] });
   });
 
   test("replays that alternate arguments and values, or repeat them, each give their own eager result", () => {

@@ -78,7 +78,8 @@ struct Command {
 
 // A QuantizedMatmul command may carry an rmsNorm prologue (a compiled plan's doing,
 // Backend::matmul_norm_prologue): with params.flags & kNormPrologue, its product is of
-// rmsNorm(input 0, input 2, eps = params.scalars[0]), input 2 the norm's float32 weight.
+// rmsNorm(input 0, input 2, eps = params.scalars[0]), input 2 the norm's float32 weight, and it
+// has no epilogue.
 constexpr int kNormPrologue = 1;
 
 // A matmul's epilogue as the Fused command it would be run alone: input 0 is the product, read

@@ -380,26 +380,35 @@ void Plan::fold_casts_into_slice_updates() {
 
 // A float32 rmsNorm with a weight whose result one QuantizedMatmul without an epilogue alone
 // reads, whole, as its activations (a decoder's norm before its attention or MLP, or before the
-// head) is folded into that product where the backend normalizes as it stages the activations
+// head) is folded into that product where the backend normalizes the activations itself
 // (Backend::matmul_norm_prologue): one kernel fewer, the same bits.
 void Plan::fold_norms_into_matmuls() {
   const int count = static_cast<int>(steps_.size());
   std::vector<int> readers, writer;
   count_readers(readers, writer);
   auto plain = [](const Operand& o) { return o.dtype == DType::Float32 && o.strides.empty() && o.offset == 0; };
+  // Whether a step between the norm and the product writes what the norm reads (a donated
+  // input updated in place): then the norm's reads cannot move.
+  auto overwritten = [&](int norm, int product) {
+    for (int i = norm + 1; i < product; ++i)
+      for (const Operand& in : steps_[norm].inputs)
+        if (steps_[i].output.slot == in.slot) return true;
+    return false;
+  };
   std::vector<bool> folded(count, false);
-  for (Step& step : steps_) {
+  for (int i = 0; i < count; ++i) {
+    Step& step = steps_[i];
     if (step.op != OpCode::QuantizedMatmul || step.params.fused || (step.params.flags & kNormPrologue)) continue;
-    const Operand& activations = step.inputs[0];
+    const Operand activations = step.inputs[0];  // a copy: the step's inputs change below
     int w = writer[activations.slot];
-    if (w < 0 || readers[activations.slot] != 1 || !plain(activations)) continue;
+    if (w < 0 || readers[activations.slot] != 1 || !plain(activations) || overwritten(w, i)) continue;
     const Step& norm = steps_[w];
-    if (norm.op != OpCode::RmsNorm || norm.params.flags != 1 || norm.params.dynamic[0] >= 0 || norm.inputs.size() != 2 ||
-        !plain(norm.inputs[0]) || !plain(norm.inputs[1]) || norm.inputs[0].shape != activations.shape)
-      continue;
     int64_t K = activations.shape.back();
     int64_t M = K ? numel(activations.shape) / K : 0;
-    if (!runtime().backend().matmul_norm_prologue(M, K)) continue;
+    if (norm.op != OpCode::RmsNorm || norm.params.flags != 1 || norm.params.dynamic[0] >= 0 || norm.inputs.size() != 2 ||
+        !plain(norm.inputs[0]) || !plain(norm.inputs[1]) || norm.inputs[0].shape != activations.shape ||
+        !runtime().backend().matmul_norm_prologue(M, K))
+      continue;
     slots_[activations.slot].kind = SlotKind::Elided;
     step.inputs[0] = norm.inputs[0];
     step.inputs.push_back(norm.inputs[1]);
