@@ -349,6 +349,16 @@ void Plan::renumber_first_writes() {
   }
 }
 
+// Removes the steps marked `folded` (now part of another step).
+void Plan::drop_folded(const std::vector<bool>& folded) {
+  std::vector<Step> kept;
+  kept.reserve(steps_.size());
+  for (size_t i = 0; i < steps_.size(); ++i)
+    if (!folded[i]) kept.push_back(std::move(steps_[i]));
+  steps_ = std::move(kept);
+  renumber_first_writes();
+}
+
 // A float astype whose result one sliceUpdate alone reads, whole, as its update (a KV cache's
 // write of a new float32 key at float16) is folded into that sliceUpdate where the backend
 // casts as it copies (Backend::slice_update_casts): one kernel fewer, the same bits.
@@ -370,12 +380,7 @@ void Plan::fold_casts_into_slice_updates() {
     step.inputs[1] = source;
     folded[w] = true;
   }
-  std::vector<Step> kept;
-  kept.reserve(steps_.size());
-  for (int i = 0; i < count; ++i)
-    if (!folded[i]) kept.push_back(std::move(steps_[i]));
-  steps_ = std::move(kept);
-  renumber_first_writes();
+  drop_folded(folded);
 }
 
 // A float32 rmsNorm with a weight whose result one QuantizedMatmul without an epilogue alone
@@ -416,12 +421,7 @@ void Plan::fold_norms_into_matmuls() {
     step.params.scalars[0] = norm.params.scalars[0];
     folded[w] = true;
   }
-  std::vector<Step> kept;
-  kept.reserve(steps_.size());
-  for (int i = 0; i < count; ++i)
-    if (!folded[i]) kept.push_back(std::move(steps_[i]));
-  steps_ = std::move(kept);
-  renumber_first_writes();
+  drop_folded(folded);
 }
 
 // The float32 matmul or quantized matmul step whose product `in` is, read whole by one step only

@@ -93,6 +93,7 @@ class Plan {
   void fold_norms_into_matmuls();
   void count_readers(std::vector<int>& readers, std::vector<int>& writer) const;
   void renumber_first_writes();
+  void drop_folded(const std::vector<bool>& folded);
   int matmul_feeding(const Operand& in, const Operand& out, const std::vector<int>& readers, const std::vector<int>& writer) const;
   void lay_out_arena();
   std::shared_ptr<Instance> instance_for(const StreamPtr& stream, const std::vector<void*>& donated);
