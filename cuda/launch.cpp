@@ -373,10 +373,16 @@ static void attention(const Command& c, LaunchContext& ctx) {
   int32_t causal = c.params.flags & 1;
   CUdeviceptr lengths = per_row ? data_ptr(c.inputs[3]) : 0;
   CUdeviceptr err = per_row ? range_check(ctx, 2, Lk, "scaledDotProductAttention: key length") : 0;
+  // The block-per-row path keeps a row's running sums of its value columns in shared memory;
+  // both paths take the same limit, so a prefill and a decode step of one model agree.
+  size_t acc_bytes = static_cast<size_t>(Dv) * 4;
+  if (acc_bytes > (40u << 10))
+    throw_error(LANES_ERR_SHAPE, "scaledDotProductAttention: " + std::to_string(Dv) + " value features exceed the CUDA kernel's 10240");
   std::string suffix = attention_suffix(c);
   int64_t chunks = std::max<int64_t>(1, (Lk + kAttentionChunk - 1) / kAttentionChunk);
-  size_t parts_bytes = static_cast<size_t>(rows * chunks * (Dv + 2)) * 4;
-  if (rows < 2 * int64_t(ctx.device.sm_count) && chunks <= 65535 && parts_bytes <= kAttentionPartsLimit) {
+  bool few_rows = rows < 2 * int64_t(ctx.device.sm_count) && chunks <= 65535;
+  size_t parts_bytes = few_rows ? static_cast<size_t>(rows * chunks * (Dv + 2)) * 4 : 0;
+  if (few_rows && parts_bytes <= kAttentionPartsLimit) {
     CUdeviceptr parts = ctx.temp(parts_bytes);
     // A compiled plan's row counters let each row's last chunk combine; eager takes a kernel.
     CUdeviceptr counters = ctx.zeroed_temp(static_cast<size_t>(rows) * 4);
@@ -387,10 +393,6 @@ static void attention(const Command& c, LaunchContext& ctx) {
              Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
     return;
   }
-  // The running sums of a row's value columns live in shared memory.
-  size_t acc_bytes = static_cast<size_t>(Dv) * 4;
-  if (acc_bytes > (40u << 10))
-    throw_error(LANES_ERR_SHAPE, "scaledDotProductAttention: " + std::to_string(Dv) + " value features exceed the CUDA kernel's 10240");
   launch(ctx, "attention_" + suffix, static_cast<unsigned>(rows), 1, 1, kAttentionBlock, static_cast<unsigned>(acc_bytes),
          y, q, k, v, B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, err);
 }

@@ -26,9 +26,10 @@
 // quantized_matvec_norm_<type> normalizes its activations as it stages them (a compiled plan's
 // rmsNorm that alone feeds the product), with norm_f32_g32's bits.
 //
-// Launch: blockDim = (QMV_THREADS, 1, 1) (any multiple of 32 up to 1024 also works), any
-// gridDim.x; warps take columns in grid-stride order. For a given k, results are bitwise
-// identical for any grid size and any concurrency (each output's sum has a fixed order).
+// Launch: blockDim = (QMV_THREADS, 1, 1) (any multiple of 32 up to 1024 also works; exactly 256
+// for quantized_matvec_norm_<type>, a group of 32 threads per staged row), any gridDim.x; warps
+// take columns in grid-stride order. For a given k, results are bitwise identical for any grid
+// size and any concurrency (each output's sum has a fixed order).
 // Preconditions (checked by the caller): k % 32 == 0; w is 4-byte aligned; y does not alias
 // x or w.
 //
