@@ -765,7 +765,6 @@ void concatenate(const Command& c) {
 
 // ---- quantized weights ---------------------------------------------------------------------------
 
-// x [..., k] (float32, contiguous) @ w^T, w [n, k] quantized.
 template <class T>
 void norm_typed(const Command& c, bool layer);
 
@@ -783,6 +782,7 @@ void run_norm_prologue(const Command& c, std::vector<float>& staged) {
   norm_typed<float>(norm, false);
 }
 
+// x [..., k] (float32, contiguous) @ w^T, w [n, k] quantized.
 void quantized_matmul(const Command& c) {
   const TensorArg &x = c.inputs[0], &w = c.inputs[1];
   int64_t k = x.shape.back(), n = w.shape[0];

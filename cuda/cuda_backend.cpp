@@ -322,7 +322,6 @@ class CudaBackend final : public Backend {
   // The matvec stages a row per 32 threads, as the norm kernel takes rows of 32 to 1023.
   bool matmul_norm_prologue(int64_t M, int64_t K) const override { return M <= kMatvecRows && gpu::group_for(K, 1) == 32; }
 
-
   void* allocate(size_t bytes, int device) override {
     devices_.at(device)->make_current();
     CUdeviceptr p = 0;

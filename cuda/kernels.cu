@@ -758,10 +758,10 @@ __device__ __forceinline__ float warp_sum(float v) {
 // Attention works on chunks of 32 keys. A chunk gives the maximum m of its scores, the sum l of
 // exp(score - m) and acc[d], the sum of exp(score - m) * v[d]; a row's chunks combine in key
 // order, each step rescaling the running sums to the larger maximum. Whether a row's chunks run
-// in one block (attention_*, for many rows: a prefill) or in a block each, combined by a second
-// kernel (attention_part_* and attention_combine_*, for the few rows of a decode step), every
-// value is the same expression of the same operands, so a prefill's row equals the decode step
-// at its position bit for bit.
+// in one block (attention_*, for many rows: a prefill) or in a block each (attention_part_*, for
+// the few rows of a decode step), combined by a second kernel (attention_combine_*) or, in a
+// compiled plan, by the row's last block, every value is the same expression of the same
+// operands, so a prefill's row equals the decode step at its position bit for bit.
 // Per-row form (lengths set): batch entry b attends over its first lengths[b] keys; a length
 // outside [0, Lk] is reported through `error` (as take reports an index) and attends over none.
 struct Chunk {

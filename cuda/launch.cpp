@@ -444,16 +444,16 @@ static void quantized_matmul(const Command& c, LaunchContext& ctx) {
   if (m == 0 || n == 0) return;
   CUdeviceptr y = data_ptr(c.output), xp = data_ptr(x), wp = base_ptr(w);
   std::string type = suffix(w.dtype);
-  if (c.params.flags & kNormPrologue) {  // only where matmul_norm_prologue allowed it
-    if (m > kMatvecRows || c.params.fused || !is_contiguous(x) || x.offset != 0 || !is_contiguous(c.inputs[2]))
-      throw_error(LANES_ERR_INTERNAL, "quantizedMatmul: a norm prologue outside the matvec's shapes");
-    unsigned grid = static_cast<unsigned>(std::min<int64_t>(int64_t(ctx.device.sm_count) * 4, (n + 7) / 8));
-    launch(ctx, "quantized_matvec_norm_" + type, grid, 1, 1, 256, 0, y, xp, m, k, wp, n, data_ptr(c.inputs[2]),
-           c.params.scalars[0]);
-    return;
-  }
+  bool norm = c.params.flags & kNormPrologue;  // only where matmul_norm_prologue allowed it
+  if (norm && (m > kMatvecRows || c.params.fused || !is_contiguous(x) || x.offset != 0 || !is_contiguous(c.inputs[2])))
+    throw_error(LANES_ERR_INTERNAL, "quantizedMatmul: a norm prologue outside the matvec's shapes");
   if (m <= kMatvecRows) {
     unsigned grid = static_cast<unsigned>(std::min<int64_t>(int64_t(ctx.device.sm_count) * 4, (n + 7) / 8));
+    if (norm) {
+      launch(ctx, "quantized_matvec_norm_" + type, grid, 1, 1, 256, 0, y, xp, m, k, wp, n, data_ptr(c.inputs[2]),
+             c.params.scalars[0]);
+      return;
+    }
     if (!c.params.fused) {
       launch(ctx, "quantized_matvec_" + type, grid, 1, 1, 256, 0, y, xp, m, k, k, wp, n);
       return;
