@@ -10,6 +10,8 @@ const families: Record<string, () => lx.LanesArray> = {
   reduce: () => lx.sum(x, 1),
   rows: () => lx.softmax(lx.rmsNorm(x, null), -1),
   fused: () => lx.matmul(lx.rope(lx.reshape(x, [1, 1, 64, 96]), 32), lx.ones([96, 8])),
+  // One Q8_0 block of 32 weights (a float16 scale, then 32 bytes), all zero.
+  quant: () => lx.quantizedMatmul(lx.ones([1, 32]), lx.arrayFromBytes(new Uint8Array(34), [1, 32], "q8_0")),
 };
 for (const [name, build] of Object.entries(families)) {
   const t = performance.now();

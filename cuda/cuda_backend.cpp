@@ -83,6 +83,7 @@ class CudaPlanInstance final : public PlanInstance {
       prepared_.push_back(std::make_unique<CudaPrepared>(words_));
       LaunchContext ctx{device_, words_, scratch, *prepared_.back(), params_};
       ctx.zeroed = &zeroed;
+      ctx.overlap = device_.overlap_kernels;
       return ctx;
     };
     auto add_copies = [&](bool into_plan) {
@@ -93,9 +94,13 @@ class CudaPlanInstance final : public PlanInstance {
       }
     };
     add_copies(true);
-    for (const Command& c : commands) {
+    for (size_t i = 0; i < commands.size(); ++i) {
       LaunchContext ctx = next_context();
-      translate(c, ctx);
+      if (i + 1 < commands.size() && translate_update_pair(commands[i], commands[i + 1], ctx)) {
+        ++i;
+        continue;
+      }
+      translate(commands[i], ctx);
     }
     add_copies(false);
     for (const auto& [address, bytes] : zeroed) check(d.cuMemsetD8(address, 0, bytes), "zeroing a plan's counters");
@@ -404,6 +409,7 @@ class CudaBackend final : public Backend {
     dev->use_cublaslt = settings_.cuda_cublaslt;
     dev->algo_index = settings_.cuda_algo_index;
     dev->read_by_copy = settings_.cuda_read_copy;
+    dev->overlap_kernels = settings_.cuda_overlap && dev->cc_major >= 9 && d.cuLaunchKernelEx;
     if (const CublasLt* lt = cublaslt(); lt && dev->use_cublaslt)
       if (lt->cublasLtCreate(&dev->cublaslt_handle) != 0) dev->cublaslt_handle = nullptr;
     // An idle stream of its own: querying it answers at once, and fails once the context died.
@@ -507,7 +513,15 @@ std::optional<std::string> StreamOp::issue(CUstream stream) const {
   void* params[32];
   size_t n = std::min<size_t>(offsets.size(), 32);
   for (size_t i = 0; i < n; ++i) params[i] = const_cast<unsigned char*>(args.data()) + offsets[i];
-  r = driver().cuLaunchKernel(function, grid[0], grid[1], grid[2], block, 1, 1, shared, stream, params, nullptr);
+  if (overlap) {
+    CUlaunchAttribute attribute{};
+    attribute.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attribute.value.programmatic_stream_serialization_allowed = 1;
+    CUlaunchConfig config{grid[0], grid[1], grid[2], block, 1, 1, shared, stream, &attribute, 1};
+    r = driver().cuLaunchKernelEx(&config, function, params, nullptr);
+  } else {
+    r = driver().cuLaunchKernel(function, grid[0], grid[1], grid[2], block, 1, 1, shared, stream, params, nullptr);
+  }
   if (r != CUDA_SUCCESS) return "kernel launch: " + error_text(r);
   return std::nullopt;
 }

@@ -28,6 +28,9 @@ struct Device {
   bool use_cublaslt = true;   // LANES_CUDA_CUBLASLT=0 forces lanes' own matmul kernel
   int algo_index = 0;         // LANES_CUDA_ALGO_INDEX=k: cuBLASLt's k-th candidate (bench/cuda-algos.ts)
   bool read_by_copy = false;  // LANES_CUDA_READ=copy: small reads by the copy engine, not a kernel
+  // A compiled plan's kernels each start while the one before finishes (sm_90 on, a driver with
+  // cuLaunchKernelEx, and not LANES_CUDA_OVERLAP=0).
+  bool overlap_kernels = false;
   void* cublaslt_handle = nullptr;
   std::unique_ptr<Modules> modules;
   std::unique_ptr<gpu::DeviceCompletions> completions;
@@ -66,6 +69,10 @@ struct StreamOp {
   CUdeviceptr src = 0;
   size_t bytes = 0;
   std::function<std::optional<std::string>(CUstream)> call;  // a library call (cuBLASLt) when set
+  // The kernel may start while the previous kernel in the stream finishes (programmatic
+  // dependent launch): every lanes kernel waits for it before touching memory (kernels.cu's
+  // await_previous_kernel).
+  bool overlap = false;
 
   // Issues the operation; what failed is returned, not thrown.
   std::optional<std::string> issue(CUstream stream) const;
@@ -83,6 +90,8 @@ struct LaunchContext {
   // A compiled plan's block of scalar parameters (8 bytes each), written before each replay;
   // 0 outside plans.
   CUdeviceptr dynamic = 0;
+  // The kernels recorded may overlap their predecessors' ends (StreamOp::overlap).
+  bool overlap = false;
 
   // Where a kernel reads scalar `i` of `params` at run time, or 0 when it is fixed.
   CUdeviceptr dynamic_scalar(const OpParams& params, int i) const {
@@ -106,6 +115,10 @@ struct LaunchContext {
 
 // Records the stream operations of one command. Throws lanes::Error on failure.
 void translate(const Command& command, LaunchContext& ctx);
+// Records two consecutive sliceUpdates of a compiled plan as one launch (a decode step's key and
+// value cache writes) where each is one strided copy into a donated target and neither touches
+// the other's memory; false (nothing recorded) otherwise.
+bool translate_update_pair(const Command& a, const Command& b, LaunchContext& ctx);
 // Records a plan's copy of `bytes` between `slot` and the address stored at `bound` (a word of
 // the plan's parameter block): into the slot when `into_plan`, else out of it.
 void translate_bound_copy(CUdeviceptr slot, CUdeviceptr bound, bool into_plan, size_t bytes, LaunchContext& ctx);

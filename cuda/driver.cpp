@@ -97,6 +97,7 @@ Driver load_driver() {
   BIND(lib, d, cuModuleGetFunction, "cuModuleGetFunction");
   BIND(lib, d, cuFuncSetAttribute, "cuFuncSetAttribute");
   BIND(lib, d, cuLaunchKernel, "cuLaunchKernel");
+  bind(lib, d.cuLaunchKernelEx, {"cuLaunchKernelEx"});
   // Many lanes streams run at once: give them the most hardware queues the driver allows, so
   // independent streams do not share (and serialize in) the default 8. A user setting wins.
   setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0);

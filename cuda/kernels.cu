@@ -108,14 +108,28 @@ __device__ __forceinline__ i64 offset_of(i64 i, const KShape& shape, const KStri
   return off;
 }
 
+// Every kernel starts with this, before it touches memory: a compiled plan launches its kernels
+// so that each may start while the one before it in the stream finishes (programmatic dependent
+// launch, sm_90 on). The wait returns once the previous kernel has completed and its writes are
+// visible, and then this kernel lets its own successor start, which does the same: at most one
+// kernel runs ahead, its blocks resident and waiting instead of launched after a gap. Outside
+// such launches both instructions return at once. scripts/check_cuda_kernels.py checks every
+// entry point's PTX waits before its first global memory access.
+__device__ __forceinline__ void await_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 #define GRID_STRIDE(i, n) for (i64 i = i64(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += i64(gridDim.x) * blockDim.x)
 
 // ---- creation --------------------------------------------------------------------------------
 
 #if defined(LANES_FAMILY_ELEMENTWISE)
-extern "C" __global__ void fill_4(u32* out, i64 n, u32 v) { GRID_STRIDE(i, n) out[i] = v; }
-extern "C" __global__ void fill_2(u16* out, i64 n, u32 v) { GRID_STRIDE(i, n) out[i] = u16(v); }
-extern "C" __global__ void fill_1(u8* out, i64 n, u32 v) { GRID_STRIDE(i, n) out[i] = u8(v); }
+extern "C" __global__ void fill_4(u32* out, i64 n, u32 v) { await_previous_kernel(); GRID_STRIDE(i, n) out[i] = v; }
+extern "C" __global__ void fill_2(u16* out, i64 n, u32 v) { await_previous_kernel(); GRID_STRIDE(i, n) out[i] = u16(v); }
+extern "C" __global__ void fill_1(u8* out, i64 n, u32 v) { await_previous_kernel(); GRID_STRIDE(i, n) out[i] = u8(v); }
 #endif
 
 template <class T>
@@ -137,6 +151,7 @@ __device__ __forceinline__ void philox(u32 c[4], u32 k0, u32 k1) {
 #if defined(LANES_FAMILY_ELEMENTWISE)
 // Counter j yields elements 2j and 2j+1 (a Box-Muller pair for normal), as on the CPU.
 extern "C" __global__ void random_f32(float* out, i64 n, u64 seed, double a, double b, int normal) {
+  await_previous_kernel();
   const double k2pow32 = 4294967296.0;
   i64 pairs = (n + 1) / 2;
   GRID_STRIDE(j, pairs) {
@@ -399,6 +414,7 @@ __device__ __forceinline__ float fused_value(i64 i, float first, const float* x1
 #if defined(LANES_FAMILY_ELEMENTWISE)
 extern "C" __global__ void fused_f32(float* y, const float* x0, const float* x1, const float* x2, const float* x3, KFusedWalk w,
                                      i64 n, KFused f, int inputs, int contiguous) {
+  await_previous_kernel();
   GRID_STRIDE(i, n) y[i] = fused_value(i, x0[contiguous ? w.offset[0] + i : fused_offset(i, w, 0)], x1, x2, x3, w, f, inputs, contiguous);
 }
 #endif
@@ -412,6 +428,7 @@ __device__ void where_impl(T* y, const u8* c, KStrides sc, const T* a, KStrides 
 // A compiled plan's copy between a caller's array and the plan's memory, inside the plan's CUDA
 // graph: the caller's address is read from the plan's parameter block, which each replay writes.
 extern "C" __global__ void copy_bound(u8* slot, const u64* bound, int into_plan, i64 bytes) {
+  await_previous_kernel();
   u8* other = reinterpret_cast<u8*>(*bound);
   u8* y = into_plan ? slot : other;
   const u8* x = into_plan ? other : slot;
@@ -1125,43 +1142,54 @@ __device__ void matmul_impl(const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_r
 #define ALL_TYPES(X) X(float, f32) X(f16, f16) X(bf16, bf16) X(int, i32) X(u8, b8)
 
 #if defined(LANES_FAMILY_ELEMENTWISE)
-#define ARANGE(T, S) extern "C" __global__ void arange_##S(T* out, i64 n, double start, double step) { arange_impl<T>(out, n, start, step); }
+#define ARANGE(T, S) extern "C" __global__ void arange_##S(T* out, i64 n, double start, double step) { await_previous_kernel(); arange_impl<T>(out, n, start, step); }
 ALL_TYPES(ARANGE)
 
-#define UNARY(T, S) extern "C" __global__ void unary_##S(T* y, const T* x, KStrides sx, KShape shape, i64 n, int op, int flags) { unary_impl<T>(y, x, sx, shape, n, op, flags); }
+#define UNARY(T, S) extern "C" __global__ void unary_##S(T* y, const T* x, KStrides sx, KShape shape, i64 n, int op, int flags) { await_previous_kernel(); unary_impl<T>(y, x, sx, shape, n, op, flags); }
 FLOATING(UNARY)
 UNARY(int, i32)
 
-#define BINARY(T, S) extern "C" __global__ void binary_##S(void* y, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape, i64 n, int op, int flags) { binary_impl<T>(y, a, sa, b, sb, shape, n, op, flags); }
+#define BINARY(T, S) extern "C" __global__ void binary_##S(void* y, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape, i64 n, int op, int flags) { await_previous_kernel(); binary_impl<T>(y, a, sa, b, sb, shape, n, op, flags); }
 ALL_TYPES(BINARY)
-#define BINARY_SCALAR(T, S) extern "C" __global__ void binary_scalar_##S(void* y, const T* a, KStrides sa, KShape shape, i64 n, int op, int flags, double scalar, const double* dyn) { binary_scalar_impl<T>(y, a, sa, shape, n, op, flags, scalar, dyn); }
+#define BINARY_SCALAR(T, S) extern "C" __global__ void binary_scalar_##S(void* y, const T* a, KStrides sa, KShape shape, i64 n, int op, int flags, double scalar, const double* dyn) { await_previous_kernel(); binary_scalar_impl<T>(y, a, sa, shape, n, op, flags, scalar, dyn); }
 FLOATING(BINARY_SCALAR)
 BINARY_SCALAR(int, i32)
 
 #define BY_SIZE(X) X(u32, 4) X(u16, 2) X(u8, 1)
-#define WHERE(T, S) extern "C" __global__ void where_##S(T* y, const u8* c, KStrides sc, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape, i64 n) { where_impl<T>(y, c, sc, a, sa, b, sb, shape, n); }
+#define WHERE(T, S) extern "C" __global__ void where_##S(T* y, const u8* c, KStrides sc, const T* a, KStrides sa, const T* b, KStrides sb, KShape shape, i64 n) { await_previous_kernel(); where_impl<T>(y, c, sc, a, sa, b, sb, shape, n); }
 BY_SIZE(WHERE)
-#define COPY(T, S) extern "C" __global__ void copy_##S(T* y, KStrides sy, const T* x, KStrides sx, KShape shape, i64 n) { copy_impl<T>(y, sy, x, sx, shape, n); }
+#define COPY(T, S) extern "C" __global__ void copy_##S(T* y, KStrides sy, const T* x, KStrides sx, KShape shape, i64 n) { await_previous_kernel(); copy_impl<T>(y, sy, x, sx, shape, n); }
 BY_SIZE(COPY)
 // A copy whose destination moves by `*dyn` · `step` elements (a compiled plan's sliceUpdate offset).
-#define COPY_AT(T, S) extern "C" __global__ void copy_at_##S(T* y, KStrides sy, const T* x, KStrides sx, KShape shape, i64 n, const double* dyn, i64 step) { copy_impl<T>(y + (dyn ? i64(*dyn) * step : 0), sy, x, sx, shape, n); }
+#define COPY_AT(T, S) extern "C" __global__ void copy_at_##S(T* y, KStrides sy, const T* x, KStrides sx, KShape shape, i64 n, const double* dyn, i64 step) { await_previous_kernel(); copy_impl<T>(y + (dyn ? i64(*dyn) * step : 0), sy, x, sx, shape, n); }
 BY_SIZE(COPY_AT)
-#define COPY_ROWS(T, S) extern "C" __global__ void copy_rows_##S(T* y, const T* x, const int* offsets, i64 n, i64 per_entry, i64 U, i64 C, i64 R, int* error) { copy_rows_impl<T>(y, x, offsets, n, per_entry, U, C, R, error); }
+#define COPY_ROWS(T, S) extern "C" __global__ void copy_rows_##S(T* y, const T* x, const int* offsets, i64 n, i64 per_entry, i64 U, i64 C, i64 R, int* error) { await_previous_kernel(); copy_rows_impl<T>(y, x, offsets, n, per_entry, U, C, R, error); }
 BY_SIZE(COPY_ROWS)
-#define TAKE(T, S) extern "C" __global__ void take_##S(T* y, const T* x, const int* idx, i64 outer, i64 dim, i64 inner, i64 count, int* error) { take_impl<T>(y, x, idx, outer, dim, inner, count, error); }
+#define TAKE(T, S) extern "C" __global__ void take_##S(T* y, const T* x, const int* idx, i64 outer, i64 dim, i64 inner, i64 count, int* error) { await_previous_kernel(); take_impl<T>(y, x, idx, outer, dim, inner, count, error); }
 BY_SIZE(TAKE)
 
-#define COPY_AT_CAST(F, FS, T, TS) extern "C" __global__ void copy_at_##FS##_##TS(T* y, KStrides sy, const F* x, KStrides sx, KShape shape, i64 n, const double* dyn, i64 step) { copy_cast_impl<F, T>(y + (dyn ? i64(*dyn) * step : 0), sy, x, sx, shape, n); }
+#define COPY_AT_CAST(F, FS, T, TS) extern "C" __global__ void copy_at_##FS##_##TS(T* y, KStrides sy, const F* x, KStrides sx, KShape shape, i64 n, const double* dyn, i64 step) { await_previous_kernel(); copy_cast_impl<F, T>(y + (dyn ? i64(*dyn) * step : 0), sy, x, sx, shape, n); }
 #define COPY_AT_CAST_FROM(F, FS) COPY_AT_CAST(F, FS, float, f32) COPY_AT_CAST(F, FS, f16, f16) COPY_AT_CAST(F, FS, bf16, bf16)
 FLOATING(COPY_AT_CAST_FROM)
-#define ASTYPE_TO(F, FS, T, TS) extern "C" __global__ void astype_##FS##_##TS(T* y, const F* x, KStrides sx, KShape shape, i64 n) { astype_impl<F, T>(y, x, sx, shape, n); }
+// Two such copies in one launch (a compiled plan's key and value cache writes), each grid-stride
+// over its own elements: they touch disjoint memory, so any order is theirs alone.
+#define COPY_AT_PAIR_ARGS(T, F) T* y0, KStrides sy0, const F* x0, KStrides sx0, KShape shape0, i64 n0, const double* dyn0, i64 step0, \
+                                T* y1, KStrides sy1, const F* x1, KStrides sx1, KShape shape1, i64 n1, const double* dyn1, i64 step1
+#define COPY_AT_PAIR(T, S) extern "C" __global__ void copy_at_pair_##S(COPY_AT_PAIR_ARGS(T, T)) { await_previous_kernel(); \
+  copy_impl<T>(y0 + (dyn0 ? i64(*dyn0) * step0 : 0), sy0, x0, sx0, shape0, n0); copy_impl<T>(y1 + (dyn1 ? i64(*dyn1) * step1 : 0), sy1, x1, sx1, shape1, n1); }
+BY_SIZE(COPY_AT_PAIR)
+#define COPY_AT_PAIR_CAST(F, FS, T, TS) extern "C" __global__ void copy_at_pair_##FS##_##TS(COPY_AT_PAIR_ARGS(T, F)) { await_previous_kernel(); \
+  copy_cast_impl<F, T>(y0 + (dyn0 ? i64(*dyn0) * step0 : 0), sy0, x0, sx0, shape0, n0); copy_cast_impl<F, T>(y1 + (dyn1 ? i64(*dyn1) * step1 : 0), sy1, x1, sx1, shape1, n1); }
+#define COPY_AT_PAIR_CAST_FROM(F, FS) COPY_AT_PAIR_CAST(F, FS, float, f32) COPY_AT_PAIR_CAST(F, FS, f16, f16) COPY_AT_PAIR_CAST(F, FS, bf16, bf16)
+FLOATING(COPY_AT_PAIR_CAST_FROM)
+#define ASTYPE_TO(F, FS, T, TS) extern "C" __global__ void astype_##FS##_##TS(T* y, const F* x, KStrides sx, KShape shape, i64 n) { await_previous_kernel(); astype_impl<F, T>(y, x, sx, shape, n); }
 #define ASTYPE_FROM(F, FS) ASTYPE_TO(F, FS, float, f32) ASTYPE_TO(F, FS, f16, f16) ASTYPE_TO(F, FS, bf16, bf16) ASTYPE_TO(F, FS, int, i32) ASTYPE_TO(F, FS, u8, b8)
 ALL_TYPES(ASTYPE_FROM)
 
 #endif
 
 #if defined(LANES_FAMILY_REDUCE)
-#define REDUCE_G(T, S, ACC, G) extern "C" __global__ void reduce_##S##_g##G(void* y, const T* x, i64 outer, i64 R, i64 inner, int op) { reduce_impl<T, ACC, G>(y, x, outer, R, inner, op); }
+#define REDUCE_G(T, S, ACC, G) extern "C" __global__ void reduce_##S##_g##G(void* y, const T* x, i64 outer, i64 R, i64 inner, int op) { await_previous_kernel(); reduce_impl<T, ACC, G>(y, x, outer, R, inner, op); }
 #define REDUCE_F(T, S) REDUCE_G(T, S, double, 1) REDUCE_G(T, S, double, 32) REDUCE_G(T, S, double, 256)
 #define REDUCE_I(T, S) REDUCE_G(T, S, i64, 1) REDUCE_G(T, S, i64, 32) REDUCE_G(T, S, i64, 256)
 FLOATING(REDUCE_F)
@@ -1172,8 +1200,8 @@ REDUCE_I(u8, b8)
 
 #if defined(LANES_FAMILY_ROWS)
 #define ROWS_G(T, S, G) \
-  extern "C" __global__ void softmax_##S##_g##G(T* y, const T* x, i64 outer, i64 L, i64 inner) { softmax_impl<T, G>(y, x, outer, L, inner); } \
-  extern "C" __global__ void norm_##S##_g##G(T* y, const T* x, const T* w, const T* b, i64 rows, i64 D, double eps, int layer) { norm_impl<T, G>(y, x, w, b, rows, D, eps, layer); }
+  extern "C" __global__ void softmax_##S##_g##G(T* y, const T* x, i64 outer, i64 L, i64 inner) { await_previous_kernel(); softmax_impl<T, G>(y, x, outer, L, inner); } \
+  extern "C" __global__ void norm_##S##_g##G(T* y, const T* x, const T* w, const T* b, i64 rows, i64 D, double eps, int layer) { await_previous_kernel(); norm_impl<T, G>(y, x, w, b, rows, D, eps, layer); }
 #define ROWS(T, S) ROWS_G(T, S, 1) ROWS_G(T, S, 32) ROWS_G(T, S, 256)
 FLOATING(ROWS)
 
@@ -1181,19 +1209,20 @@ FLOATING(ROWS)
 
 #if defined(LANES_FAMILY_FUSED)
 #define ATTENTION(T, TKV, S) \
-  extern "C" __global__ void __launch_bounds__(Chunk::threads) attention_##S(T* y, const T* q, const TKV* k, const TKV* v, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_rows<T, TKV>(y, q, k, v, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); } \
-  extern "C" __global__ void __launch_bounds__(Chunk::threads) attention_part_##S(T* y, float* parts, int* counters, const T* q, const TKV* k, const TKV* v, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_part<T, TKV>(y, parts, counters, q, k, v, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); } \
-  extern "C" __global__ void attention_combine_##S(T* y, const float* parts, i64 chunks, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { attention_combine<T>(y, parts, chunks, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); }
+  extern "C" __global__ void __launch_bounds__(Chunk::threads) attention_##S(T* y, const T* q, const TKV* k, const TKV* v, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { await_previous_kernel(); attention_rows<T, TKV>(y, q, k, v, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); } \
+  extern "C" __global__ void __launch_bounds__(Chunk::threads) attention_part_##S(T* y, float* parts, int* counters, const T* q, const TKV* k, const TKV* v, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { await_previous_kernel(); attention_part<T, TKV>(y, parts, counters, q, k, v, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); } \
+  extern "C" __global__ void attention_combine_##S(T* y, const float* parts, i64 chunks, i64 B, i64 H, i64 Lq, i64 D, i64 Hk, i64 Lk, i64 Dv, float scale, int causal, i64 used, const double* dyn, const int* lengths, int* error) { await_previous_kernel(); attention_combine<T>(y, parts, chunks, AttentionArgs{B, H, Lq, D, Hk, Lk, Dv, scale, causal, used, dyn, lengths, error}); }
 ATTENTION(float, f16, f32_f16)
 #define FUSED(T, S) \
   ATTENTION(T, T, S) \
-  extern "C" __global__ void rope_##S(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional, const double* dyn, const int* offsets, i64 rows_per_entry) { rope_impl<T>(y, x, rows, L, D, dims, base, scale, offset, traditional, dyn, offsets, rows_per_entry); } \
-  extern "C" __global__ void matmul_##S(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) { matmul_impl<T>(a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches, [y](i64 e, float acc) { y[e] = Down<T>::of(acc); }); }
+  extern "C" __global__ void rope_##S(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional, const double* dyn, const int* offsets, i64 rows_per_entry) { await_previous_kernel(); rope_impl<T>(y, x, rows, L, D, dims, base, scale, offset, traditional, dyn, offsets, rows_per_entry); } \
+  extern "C" __global__ void matmul_##S(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) { await_previous_kernel(); matmul_impl<T>(a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches, [y](i64 e, float acc) { y[e] = Down<T>::of(acc); }); }
 FLOATING(FUSED)
 // A compiled plan's float32 matmul with the elementwise chain that alone reads its product: the
 // product is the chain's input 0, taken from the sum as matmul_f32 would have stored it.
 extern "C" __global__ void matmul_epilogue_f32(float* y, const float* a, const float* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches,
                                                const float* x1, const float* x2, const float* x3, KFusedWalk w, KFused f, int inputs, int contiguous) {
+  await_previous_kernel();
   matmul_impl<float>(a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches,
                      [&](i64 e, float acc) { y[e] = fused_value(e, acc, x1, x2, x3, w, f, inputs, contiguous); });
 }

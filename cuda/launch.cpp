@@ -58,6 +58,7 @@ void launch(LaunchContext& ctx, const std::string& name, unsigned gx, unsigned g
   op.grid[2] = gz;
   op.block = block;
   op.shared = shared;
+  op.overlap = ctx.overlap;
   (pack(op, args), ...);
   ctx.out.ops.push_back(std::move(op));
 }
@@ -154,6 +155,35 @@ static void binary_scalar(const Command& c, LaunchContext& ctx) {
   launch_1d(ctx, std::string("binary_scalar_") + suffix(a.dtype), n, y, ap, w.strides[0], w.shape, n, op, flags, scalar, dyn);
 }
 
+// The write of a sliceUpdate's update into its target at one offset for all rows: a strided copy
+// (kernel copy_at_<kernel>) of n elements from x to y, moved by *dyn · step when the offset is a
+// compiled plan's scalar parameter.
+struct UpdateCopy {
+  std::string kernel;
+  CUdeviceptr y, x, dyn;
+  Walk w;
+  int64_t n, step;
+};
+
+static UpdateCopy update_copy(const Command& c, LaunchContext& ctx) {
+  const TensorArg& update = c.inputs[1];
+  int axis = c.params.axis;
+  int64_t offset = static_cast<int64_t>(c.params.scalars[0]);
+  Shape out_strides = contiguous_strides(c.output.shape);
+  UpdateCopy u;
+  u.y = base_ptr(c.output);
+  u.x = base_ptr(update);
+  u.n = numel(update.shape);
+  u.dyn = ctx.dynamic_scalar(c.params, 0);
+  // A run-time offset moves the write by offset · stride; a fixed one is in the walk already.
+  u.w = collapse(update.shape, {out_strides, read_strides(update, update.shape)}, {u.dyn ? 0 : offset * out_strides[axis], update.offset});
+  u.step = out_strides[axis];
+  // An update of another float dtype (a plan's folded astype, Backend::slice_update_casts) is
+  // cast as it is copied.
+  u.kernel = update.dtype == c.output.dtype ? size_suffix(c.output.dtype) : std::string(suffix(update.dtype)) + "_" + suffix(c.output.dtype);
+  return u;
+}
+
 // The target copied to the output unless it was donated (then they share memory), then the
 // update written at the offset: both are strided copies.
 static void slice_update(const Command& c, LaunchContext& ctx) {
@@ -181,16 +211,47 @@ static void slice_update(const Command& c, LaunchContext& ctx) {
     launch_1d(ctx, "copy_rows_" + size_suffix(c.output.dtype), w.n, y, u, offsets, w.n, w.per_entry, w.U, w.C, w.R, err);
     return;
   }
-  int64_t n = numel(update.shape);
-  CUdeviceptr dyn = ctx.dynamic_scalar(c.params, 0);
-  // A run-time offset moves the write by offset · stride; a fixed one is in the walk already.
-  Walk w = collapse(update.shape, {out_strides, read_strides(update, update.shape)}, {dyn ? 0 : offset * out_strides[axis], update.offset});
-  int64_t step = out_strides[axis];
-  // An update of another float dtype (a plan's folded astype, Backend::slice_update_casts) is
-  // cast as it is copied.
-  std::string kernel = update.dtype == c.output.dtype ? "copy_at_" + size_suffix(c.output.dtype)
-                                                      : "copy_at_" + std::string(suffix(update.dtype)) + "_" + suffix(c.output.dtype);
-  if (n) launch_1d(ctx, kernel, n, y, w.strides[0], base_ptr(update), w.strides[1], w.shape, n, dyn, step);
+  UpdateCopy u = update_copy(c, ctx);
+  if (u.n) launch_1d(ctx, "copy_at_" + u.kernel, u.n, u.y, u.w.strides[0], u.x, u.w.strides[1], u.w.shape, u.n, u.dyn, u.step);
+}
+
+// Where a view reads or writes: [first byte, last byte + 1), from its offset and strides.
+static std::pair<CUdeviceptr, CUdeviceptr> extent(const TensorArg& t) {
+  if (numel(t.shape) == 0) return {0, 0};
+  Shape strides = read_strides(t, t.shape);
+  int64_t last = t.offset;
+  for (size_t d = 0; d < t.shape.size(); ++d) last += (t.shape[d] - 1) * std::abs(strides[d]);
+  int64_t size = static_cast<int64_t>(dtype_size(t.dtype));
+  return {base_ptr(t) + t.offset * size, base_ptr(t) + (last + 1) * size};
+}
+
+static bool overlap(const TensorArg& a, const TensorArg& b) {
+  auto [a0, a1] = extent(a);
+  auto [b0, b1] = extent(b);
+  return a0 < b1 && b0 < a1;
+}
+
+// A sliceUpdate that is one strided copy into its donated target at one offset for all rows.
+static bool single_update_copy(const Command& c) {
+  if (c.op != OpCode::SliceUpdate || !(c.params.flags & 1) || c.inputs.size() != 2 || numel(c.inputs[1].shape) == 0) return false;
+  int64_t room = c.inputs[0].shape[c.params.axis] - c.inputs[1].shape[c.params.axis];
+  int64_t offset = static_cast<int64_t>(c.params.scalars[0]);
+  return c.params.dynamic[0] >= 0 || (offset >= 0 && offset <= room);
+}
+
+bool translate_update_pair(const Command& a, const Command& b, LaunchContext& ctx) {
+  if (!single_update_copy(a) || !single_update_copy(b)) return false;
+  // The target of each (all of it, not just the slice written) apart from everything the other
+  // reads or writes: then neither order is observable.
+  for (const TensorArg& t : b.inputs)
+    if (overlap(a.output, t)) return false;
+  for (const TensorArg& t : a.inputs)
+    if (overlap(b.output, t)) return false;
+  UpdateCopy u = update_copy(a, ctx), v = update_copy(b, ctx);
+  if (u.kernel != v.kernel) return false;
+  launch_1d(ctx, "copy_at_pair_" + u.kernel, u.n + v.n, u.y, u.w.strides[0], u.x, u.w.strides[1], u.w.shape, u.n, u.dyn, u.step, v.y,
+            v.w.strides[0], v.x, v.w.strides[1], v.w.shape, v.n, v.dyn, v.step);
+  return true;
 }
 
 static void where(const Command& c, LaunchContext& ctx) {
@@ -449,6 +510,9 @@ static void quantized_matmul(const Command& c, LaunchContext& ctx) {
     throw_error(LANES_ERR_INTERNAL, "quantizedMatmul: a norm prologue outside the matvec's shapes");
   if (m <= kMatvecRows) {
     unsigned grid = static_cast<unsigned>(std::min<int64_t>(int64_t(ctx.device.sm_count) * 4, (n + 7) / 8));
+    // A warp with at most two columns spends most of its time staging: the build that stages
+    // four activation blocks at once (quant_kernels.cu).
+    if (n <= int64_t(grid) * 8 * 2) type += "_few";
     if (norm) {
       launch(ctx, "quantized_matvec_norm_" + type, grid, 1, 1, 256, 0, y, xp, m, k, wp, n, data_ptr(c.inputs[2]),
              c.params.scalars[0]);

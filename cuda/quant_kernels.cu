@@ -80,31 +80,50 @@ __device__ __forceinline__ int q_stage_position(int e) {
   return 16 * h + (e >> 4) * 8 + (e & 7);  // low nibble weights first, then high
 }
 
-// One warp quantizes one block of 32 activations (lane e holds x[e]).
-template <int TYPE>
-__device__ void q_stage_block(QmvStage& st, int r, int b, float v) {
+// One warp quantizes S blocks of 32 activations at once (lane e holds element e of each, in v),
+// each the same way alone: the S blocks' shuffles are interleaved so their latencies overlap.
+// Block s goes to row r[s], block b[s]; only the first `count` are stored (the rest are
+// padding, computed so every lane takes part in every shuffle).
+template <int TYPE, int S>
+__device__ void q_stage_blocks(QmvStage& st, const int (&r)[S], const int (&b)[S], const float (&v)[S], int count) {
   int lane = threadIdx.x & 31;
-  float a = fabsf(v);
-  bool finite = a <= 3.402823466e38f;  // false for NaN and inf
-  float amax = a;
-  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  bool all_finite = __all_sync(0xffffffffu, finite);
-  int q = 0;
-  if (all_finite && amax != 0.f) q = __float2int_rn(__fmul_rn(v, __fdiv_rn(127.f, amax)));
-  int qsum = q;
-  for (int o = 16; o > 0; o >>= 1) qsum += __shfl_xor_sync(0xffffffffu, qsum, o);
+  float amax[S];
+  bool all_finite[S];
+  int q[S], qsum[S], g[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) amax[s] = fabsf(v[s]);
+#pragma unroll
+  for (int s = 0; s < S; ++s) all_finite[s] = __all_sync(0xffffffffu, amax[s] <= 3.402823466e38f);  // false for NaN and inf
+  for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+    for (int s = 0; s < S; ++s) amax[s] = fmaxf(amax[s], __shfl_xor_sync(0xffffffffu, amax[s], o));
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    q[s] = 0;
+    if (all_finite[s] && amax[s] != 0.f) q[s] = __float2int_rn(__fmul_rn(v[s], __fdiv_rn(127.f, amax[s])));
+    qsum[s] = q[s];
+    g[s] = q[s];
+  }
+  for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+    for (int s = 0; s < S; ++s) qsum[s] += __shfl_xor_sync(0xffffffffu, qsum[s], o);
   // Q4_0: the Σq of each lane half (elements with (e & 15) >> 3 == h): groups of 8 lanes, then
   // groups 0 + 2 and 1 + 3.
-  int g = q;
-  for (int o = 4; o > 0; o >>= 1) g += __shfl_xor_sync(0xffffffffu, g, o);
-  int g_other = __shfl_xor_sync(0xffffffffu, g, 16);
-  reinterpret_cast<signed char*>(st.q[r])[32 * b + q_stage_position<TYPE>(lane)] = (signed char)q;
-  if (lane == 0) {
-    float d = __fdiv_rn(amax, 127.f);
-    st.d[r][b] = all_finite ? q_at_half_precision(d) : qnan();
-    st.s[r][b] = all_finite ? q_at_half_precision(__fmul_rn(d, float(qsum))) : qnan();
+  for (int o = 4; o > 0; o >>= 1)
+#pragma unroll
+    for (int s = 0; s < S; ++s) g[s] += __shfl_xor_sync(0xffffffffu, g[s], o);
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    int g_other = __shfl_xor_sync(0xffffffffu, g[s], 16);
+    if (s >= count) continue;
+    reinterpret_cast<signed char*>(st.q[r[s]])[32 * b[s] + q_stage_position<TYPE>(lane)] = (signed char)q[s];
+    if (lane == 0) {
+      float d = __fdiv_rn(amax[s], 127.f);
+      st.d[r[s]][b[s]] = all_finite[s] ? q_at_half_precision(d) : qnan();
+      st.s[r[s]][b[s]] = all_finite[s] ? q_at_half_precision(__fmul_rn(d, float(qsum[s]))) : qnan();
+    }
+    if (lane == 0 || lane == 8) st.half_sum[r[s]][2 * b[s] + (lane >> 3)] = g[s] + g_other;
   }
-  if (lane == 0 || lane == 8) st.half_sum[r][2 * b + (lane >> 3)] = g + g_other;
 }
 
 // ---- the matvec --------------------------------------------------------------------------------
@@ -168,7 +187,8 @@ struct QmvNorm {
 };
 
 // `finish(e, sum)` stores output element e's complete sum (its last tile's).
-template <int TYPE, int BLOCK_BYTES, bool NORM, class Finish>
+// GROUP: activation blocks a warp stages at once (q_stage_blocks).
+template <int TYPE, int BLOCK_BYTES, bool NORM, int GROUP, class Finish>
 __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __restrict__ x, i64 m, i64 k, i64 x_row_stride,
                                       const u8* __restrict__ w, i64 n, QmvNorm norm, Finish finish) {
   __shared__ QmvStage st;
@@ -176,6 +196,14 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
   __shared__ NormScale norm_scales[QMV_ROWS];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const i64 nb = k / 32, row_bytes = nb * BLOCK_BYTES;
+  // The weights are not written by the kernel before this one, so this warp's first column
+  // (its first tile) is fetched into L2 while that kernel finishes. A prefetch is only a hint:
+  // L2 is coherent, so it cannot return stale data even for weights a plan computes.
+  const i64 first = i64(blockIdx.x) * warps + warp;
+  if (first < n)
+    for (i64 at = 128 * lane; at < min(row_bytes, i64(QMV_KTILE / 32) * BLOCK_BYTES); at += 32 * 128)
+      asm volatile("prefetch.L2 [%0];" ::"l"(w + first * row_bytes + at));
+  await_previous_kernel();
   for (i64 i0 = 0; i0 < m; i0 += QMV_ROWS) {
     const int rows = int(min(i64(QMV_ROWS), m - i0));
     if (NORM) {
@@ -187,12 +215,25 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
     for (i64 k0 = 0; k0 < k; k0 += QMV_KTILE) {
       const int tile_blocks = int(min(i64(QMV_KTILE), k - k0) / 32);
       __syncthreads();  // the previous tile's readers are done (and the rows' scales written)
-      for (int task = warp; task < rows * tile_blocks; task += warps) {
-        int r = task / tile_blocks, b = task % tile_blocks;
-        i64 col = k0 + 32 * b + lane;
-        float v = x[(i0 + r) * x_row_stride + col];
-        if (NORM) v = norm_value<float>(v, norm_scales[r], norm.weight, static_cast<const float*>(nullptr), col);
-        q_stage_block<TYPE>(st, r, b, v);
+      // Each warp takes GROUP of the tile's blocks at a time, all their loads issued before any
+      // is used: one latency per group instead of one per block.
+      constexpr int S = GROUP;
+      const int tasks = rows * tile_blocks;
+      for (int first_task = warp; first_task < tasks; first_task += S * warps) {
+        int r[S], b[S];
+        float v[S];
+        const int count = min(S, (tasks - first_task + warps - 1) / warps);
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          int task = min(first_task + s * warps, tasks - 1);
+          r[s] = task / tile_blocks, b[s] = task % tile_blocks;
+          v[s] = x[(i0 + r[s]) * x_row_stride + k0 + 32 * b[s] + lane];
+        }
+        if (NORM)
+#pragma unroll
+          for (int s = 0; s < S; ++s)
+            v[s] = norm_value<float>(v[s], norm_scales[r[s]], norm.weight, static_cast<const float*>(nullptr), k0 + 32 * b[s] + lane);
+        q_stage_blocks<TYPE, S>(st, r, b, v, count);
       }
       __syncthreads();
       for (i64 j = i64(blockIdx.x) * warps + warp; j < n; j += i64(gridDim.x) * warps) {
@@ -223,22 +264,30 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
 
 // The matvec alone, with a compiled plan's epilogue (the elementwise chain that alone reads its
 // product, whose input 0 is the sum as the matvec alone would have stored it), or with its
-// folded rmsNorm.
-#define QUANTIZED_MATVEC(S, TYPE, BLOCK_BYTES) \
-  extern "C" __global__ void quantized_matvec_##S(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) { \
-    quantized_matvec_impl<TYPE, BLOCK_BYTES, false>(y, x, m, k, x_row_stride, w, n, QmvNorm{}, [y](i64 e, float sum) { y[e] = sum; }); \
+// folded rmsNorm. Each in two builds with the same bits: <name>_<type> stages one activation
+// block per warp at a time, for warps that go on to many columns (fewer registers, so more
+// blocks per SM: the bandwidth-bound products); <name>_<type>_few stages four at a time, for
+// grids where a warp has a column or two and staging is most of its path (measured on an H200:
+// 5.6 -> 5.2 us for a 576 x 576 Q4_1 matrix, 8.6 -> 7.6 us for 1536 x 576, but 24 -> 36 us for
+// SmolLM2's 576 x 49152 Q8_0 head, whose blocks no longer fit four to an SM).
+#define QUANTIZED_MATVEC_BUILD(S, NAME_END, TYPE, BLOCK_BYTES, GROUP) \
+  extern "C" __global__ void quantized_matvec_##S##NAME_END(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n) { \
+    quantized_matvec_impl<TYPE, BLOCK_BYTES, false, GROUP>(y, x, m, k, x_row_stride, w, n, QmvNorm{}, [y](i64 e, float sum) { y[e] = sum; }); \
   } \
-  extern "C" __global__ void quantized_matvec_epilogue_##S(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, i64 n, \
-                                                           const float* x1, const float* x2, const float* x3, KFusedWalk fw, KFused f, \
-                                                           int inputs, int contiguous) { \
-    quantized_matvec_impl<TYPE, BLOCK_BYTES, false>(y, x, m, k, x_row_stride, w, n, QmvNorm{}, [&](i64 e, float sum) { \
+  extern "C" __global__ void quantized_matvec_epilogue_##S##NAME_END(float* y, const float* x, i64 m, i64 k, i64 x_row_stride, const u8* w, \
+                                                                     i64 n, const float* x1, const float* x2, const float* x3, KFusedWalk fw, \
+                                                                     KFused f, int inputs, int contiguous) { \
+    quantized_matvec_impl<TYPE, BLOCK_BYTES, false, GROUP>(y, x, m, k, x_row_stride, w, n, QmvNorm{}, [&](i64 e, float sum) { \
       y[e] = fused_value(e, sum, x1, x2, x3, fw, f, inputs, contiguous); \
     }); \
   } \
-  extern "C" __global__ void quantized_matvec_norm_##S(float* y, const float* x, i64 m, i64 k, const u8* w, i64 n, const float* norm_weight, \
-                                                       double eps) { \
-    quantized_matvec_impl<TYPE, BLOCK_BYTES, true>(y, x, m, k, k, w, n, QmvNorm{norm_weight, eps}, [y](i64 e, float sum) { y[e] = sum; }); \
+  extern "C" __global__ void quantized_matvec_norm_##S##NAME_END(float* y, const float* x, i64 m, i64 k, const u8* w, i64 n, \
+                                                                 const float* norm_weight, double eps) { \
+    quantized_matvec_impl<TYPE, BLOCK_BYTES, true, GROUP>(y, x, m, k, k, w, n, QmvNorm{norm_weight, eps}, [y](i64 e, float sum) { y[e] = sum; }); \
   }
+#define QUANTIZED_MATVEC(S, TYPE, BLOCK_BYTES) \
+  QUANTIZED_MATVEC_BUILD(S, , TYPE, BLOCK_BYTES, 1) \
+  QUANTIZED_MATVEC_BUILD(S, _few, TYPE, BLOCK_BYTES, 4)
 QUANTIZED_MATVEC(q4_0, 0, 18)
 QUANTIZED_MATVEC(q4_1, 1, 20)
 QUANTIZED_MATVEC(q8_0, 2, 34)
@@ -246,13 +295,14 @@ QUANTIZED_MATVEC(q8_0, 2, 34)
 // ---- activations rounded for the dense path -----------------------------------------------------
 
 // y [m, k] (contiguous) = x's rows with each block of 32 values rounded to 8 bits exactly as
-// q_stage_block does (q · d, d at float16 precision; a block with a NaN or infinity gives NaN),
+// q_stage_blocks does (q · d, d at float16 precision; a block with a NaN or infinity gives NaN),
 // so that a product of more rows than the matvec takes, dequantized weights times these, equals
 // the matvec's sum up to float32 rounding order (and Q4_1's scaled sum, which ggml keeps at
 // float16) instead of differing by the activations' 8-bit rounding. A row's result then does
 // not depend on how many rows share its product: a batched decode step of 32 sequences agrees
 // with each sequence decoded alone. Launch: any grid of whole warps; one warp per block of 32.
 extern "C" __global__ void quantized_activations_f32(float* y, const float* x, i64 m, i64 k, i64 x_row_stride) {
+  await_previous_kernel();
   const int lane = threadIdx.x & 31;
   const i64 nb = k / 32, total = m * nb;
   const i64 warps = (i64(gridDim.x) * blockDim.x) >> 5;
@@ -318,12 +368,12 @@ __device__ void dequantize_bf16_impl(u16* out, const u8* w, i64 count) {
   }
 }
 
-extern "C" __global__ void dequantize_q4_0_to_f32(float* out, const u8* w, i64 count) { dequantize_f32_impl<0, 18>(out, w, count); }
-extern "C" __global__ void dequantize_q4_1_to_f32(float* out, const u8* w, i64 count) { dequantize_f32_impl<1, 20>(out, w, count); }
-extern "C" __global__ void dequantize_q8_0_to_f32(float* out, const u8* w, i64 count) { dequantize_f32_impl<2, 34>(out, w, count); }
-extern "C" __global__ void dequantize_q4_0_to_bf16(u16* out, const u8* w, i64 count) { dequantize_bf16_impl<0, 18>(out, w, count); }
-extern "C" __global__ void dequantize_q4_1_to_bf16(u16* out, const u8* w, i64 count) { dequantize_bf16_impl<1, 20>(out, w, count); }
-extern "C" __global__ void dequantize_q8_0_to_bf16(u16* out, const u8* w, i64 count) { dequantize_bf16_impl<2, 34>(out, w, count); }
+extern "C" __global__ void dequantize_q4_0_to_f32(float* out, const u8* w, i64 count) { await_previous_kernel(); dequantize_f32_impl<0, 18>(out, w, count); }
+extern "C" __global__ void dequantize_q4_1_to_f32(float* out, const u8* w, i64 count) { await_previous_kernel(); dequantize_f32_impl<1, 20>(out, w, count); }
+extern "C" __global__ void dequantize_q8_0_to_f32(float* out, const u8* w, i64 count) { await_previous_kernel(); dequantize_f32_impl<2, 34>(out, w, count); }
+extern "C" __global__ void dequantize_q4_0_to_bf16(u16* out, const u8* w, i64 count) { await_previous_kernel(); dequantize_bf16_impl<0, 18>(out, w, count); }
+extern "C" __global__ void dequantize_q4_1_to_bf16(u16* out, const u8* w, i64 count) { await_previous_kernel(); dequantize_bf16_impl<1, 20>(out, w, count); }
+extern "C" __global__ void dequantize_q8_0_to_bf16(u16* out, const u8* w, i64 count) { await_previous_kernel(); dequantize_bf16_impl<2, 34>(out, w, count); }
 
 // Rows of a quantized [dim, k] matrix at int32 indices (negative ones count from the end), as
 // float32: the embedding lookup. An index out of range sets error[0] and error[1] (as take does).
@@ -348,7 +398,7 @@ __device__ void take_dequantize_impl(float* y, const u8* w, const int* idx, i64 
   }
 }
 
-extern "C" __global__ void take_dequantize_q4_0(float* y, const u8* w, const int* idx, i64 count, i64 k, i64 dim, int* error) { take_dequantize_impl<0, 18>(y, w, idx, count, k, dim, error); }
-extern "C" __global__ void take_dequantize_q4_1(float* y, const u8* w, const int* idx, i64 count, i64 k, i64 dim, int* error) { take_dequantize_impl<1, 20>(y, w, idx, count, k, dim, error); }
-extern "C" __global__ void take_dequantize_q8_0(float* y, const u8* w, const int* idx, i64 count, i64 k, i64 dim, int* error) { take_dequantize_impl<2, 34>(y, w, idx, count, k, dim, error); }
+extern "C" __global__ void take_dequantize_q4_0(float* y, const u8* w, const int* idx, i64 count, i64 k, i64 dim, int* error) { await_previous_kernel(); take_dequantize_impl<0, 18>(y, w, idx, count, k, dim, error); }
+extern "C" __global__ void take_dequantize_q4_1(float* y, const u8* w, const int* idx, i64 count, i64 k, i64 dim, int* error) { await_previous_kernel(); take_dequantize_impl<1, 20>(y, w, idx, count, k, dim, error); }
+extern "C" __global__ void take_dequantize_q8_0(float* y, const u8* w, const int* idx, i64 count, i64 k, i64 dim, int* error) { await_previous_kernel(); take_dequantize_impl<2, 34>(y, w, idx, count, k, dim, error); }
 #endif

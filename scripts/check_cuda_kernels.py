@@ -27,7 +27,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-ENTRY_POINTS = [f"quantized_matvec_{e}{t}" for e in ("", "epilogue_", "norm_") for t in ("q4_0", "q4_1", "q8_0")] + [
+ENTRY_POINTS = [f"quantized_matvec_{e}{t}{b}" for e in ("", "epilogue_", "norm_") for t in ("q4_0", "q4_1", "q8_0") for b in ("", "_few")] + [
     f"dequantize_{t}_to_{o}" for t in ("q4_0", "q4_1", "q8_0") for o in ("f32", "bf16")]
 
 
@@ -89,6 +89,24 @@ def check(nvrtc, rc, what):
         sys.exit(f"NVRTC {what}: {nvrtc.nvrtcGetErrorString(rc).decode()}")
 
 
+MEMORY_ACCESS = re.compile(r"^\s*(?:@!?%p\d+\s+)?(?:ld|ldu|st|atom|red|cp|call)\b(?!\.(?:param|shared|local|const)\b)", re.M)
+
+
+def entries_touching_memory_before_waiting(ptx):
+    """Entry points whose PTX accesses memory (or calls a function) before its first
+    griddepcontrol.wait: a compiled plan may start them while the previous kernel still runs
+    (programmatic dependent launch), so such an access could read data not yet written."""
+    bad = []
+    for chunk in ptx.split(".entry ")[1:]:
+        name = chunk.split("(", 1)[0].strip()
+        body = chunk.split("{", 1)[1] if "{" in chunk else ""
+        wait = body.find("griddepcontrol.wait")
+        access = MEMORY_ACCESS.search(body)
+        if wait < 0 or (access and access.start() < wait):
+            bad.append(name)
+    return bad
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ptx", help="write the PTX of the plain compile here")
@@ -98,6 +116,7 @@ def main():
     parser.add_argument("--time-only", action="store_true", help="with --run: time, skip the GPU checks")
     parser.add_argument("--define", action="append", default=[], help="NAME=VALUE for NVRTC (tuning)")
     parser.add_argument("--threads", type=int, default=256, help="threads per block for --run")
+    parser.add_argument("--grids", default="528,1056", help="with --time: the grid sizes tried")
     args = parser.parse_args()
     nvrtc = load_nvrtc()
     major, minor = ctypes.c_int(), ctypes.c_int()
@@ -112,11 +131,13 @@ def main():
         rc, log, ptx = compile_ptx(nvrtc, source, "lanes_quant.cu", options)
         label = f"NVRTC {major.value}.{minor.value} {args.arch} family={family or '-'}"
         missing = [e for e in ENTRY_POINTS if f".entry {e}(" not in ptx] if family == "QUANT" else []
-        if rc != 0 or log or missing:
+        early = entries_touching_memory_before_waiting(ptx)
+        entries = ptx.count(".entry ")
+        if rc != 0 or log or missing or early or entries == 0:
             failures += 1
-            print(f"FAIL {label}: rc={rc} missing={missing}\n{log}")
+            print(f"FAIL {label}: rc={rc} missing={missing} touching memory before griddepcontrol.wait={early}\n{log}")
         else:
-            print(f"ok   {label}: {len(ENTRY_POINTS)} entry points, {len(ptx)} bytes of PTX")
+            print(f"ok   {label}: {entries} entry points, each waiting before it touches memory, {len(ptx)} bytes of PTX")
         if family == "QUANT":
             plain_ptx = ptx
             if args.ptx:
@@ -125,6 +146,7 @@ def main():
     if args.run and plain_ptx:
         import check_cuda_kernels_gpu as check_kernels_gpu  # beside this file; needs numpy and a GPU
         check_kernels_gpu.THREADS = args.threads
+        check_kernels_gpu.GRIDS = tuple(int(g) for g in args.grids.split(","))
         run_passed, run_failed = (0, 0) if args.time_only else check_kernels_gpu.run_all(plain_ptx)
         if args.time or args.time_only:
             check_kernels_gpu.time_all(plain_ptx)

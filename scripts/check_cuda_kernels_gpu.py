@@ -180,19 +180,25 @@ def run_all(ptx):
                     tol = (k // 32 + 16) * U * magnitude * 1.01
                     xd, wd = drv.upload(x), drv.upload(raw)
                     results = []
-                    for grid in (1, 7, max(1, min(528, math.ceil(n / (THREADS // 32))))):
-                        yd = drv.upload(np.full(m * n, np.nan, np.float32))
-                        drv.launch(f"quantized_matvec_{qtype}", grid, [yd, xd, m, k, stride, wd, n])
-                        results.append(drv.download(yd, np.zeros(m * n, np.float32)).reshape(m, n))
-                        drv.free(yd)
+                    # Both builds (one or four activation blocks staged at a time) at three grids.
+                    for build in ("", "_few"):
+                        for grid in (1, 7, max(1, min(528, math.ceil(n / (THREADS // 32))))):
+                            yd = drv.upload(np.full(m * n, np.nan, np.float32))
+                            drv.launch(f"quantized_matvec_{qtype}{build}", grid, [yd, xd, m, k, stride, wd, n])
+                            results.append(drv.download(yd, np.zeros(m * n, np.float32)).reshape(m, n))
+                            drv.free(yd)
                     drv.free(xd, wd)
                     err = np.abs(results[0].astype(np.float64) - want)
                     worst = float(np.max(err / np.maximum(tol, 1e-300)))
                     same = all(np.array_equal(r.view(np.uint32), results[0].view(np.uint32)) for r in results)
                     report(bool(np.all(err <= tol)) and same,
                            f"quantized_matvec_{qtype} m={m} k={k} n={n}: worst error/bound {worst:.3f}, "
-                           f"grids 1/7/{max(1, min(528, math.ceil(n / 8)))} {'bitwise equal' if same else 'DIFFER'}")
+                           f"grids 1/7/{max(1, min(528, math.ceil(n / 8)))}, both builds {'bitwise equal' if same else 'DIFFER'}")
     return passed, failed
+
+
+GRIDS = (528, 1056)  # --grids: the grid sizes time_all tries (each at most a column per warp)
+BUILDS = ("", "_few")
 
 
 def time_all(ptx):
@@ -203,7 +209,6 @@ def time_all(ptx):
     start, stop = ctypes.c_void_p(), ctypes.c_void_p()
     drv.check(cu.cuEventCreate(ctypes.byref(start), 0), "cuEventCreate")
     drv.check(cu.cuEventCreate(ctypes.byref(stop), 0), "cuEventCreate")
-    fn_cache = {}
     for qtype, k, n in (("q4_1", 576, 576), ("q4_1", 576, 1536), ("q4_1", 1536, 576), ("q8_0", 576, 49152),
                         ("q4_1", 4096, 14336), ("q4_0", 4096, 14336), ("q8_0", 4096, 14336)):
         raw = random_blocks(rng, qtype, n * k // 32)
@@ -212,23 +217,25 @@ def time_all(ptx):
         for m in (1, 8):
             xd = drv.upload(rng.standard_normal((m, k)).astype(np.float32))
             yd = drv.upload(np.zeros(m * n, np.float32))
-            for grid in sorted({max(1, min(g, math.ceil(n / (THREADS // 32)))) for g in (528, 1056)}):
-              fn = ctypes.c_void_p()
-              drv.check(cu.cuModuleGetFunction(ctypes.byref(fn), drv.module, f"quantized_matvec_{qtype}".encode()), "fn")
-              holders = [yd, xd, ctypes.c_int64(m), ctypes.c_int64(k), ctypes.c_int64(k), wd, ctypes.c_int64(n)]
-              params = (ctypes.c_void_p * 7)(*[ctypes.cast(ctypes.byref(h), ctypes.c_void_p) for h in holders])
-              best = float("inf")
-              for _ in range(5):
-                  calls = 200
-                  cu.cuEventRecord(start, None)
-                  for _ in range(calls):
-                      cu.cuLaunchKernel(fn, grid, 1, 1, THREADS, 1, 1, 0, None, params, None)
-                  cu.cuEventRecord(stop, None)
-                  drv.check(cu.cuEventSynchronize(stop), "sync")
-                  ms = ctypes.c_float()
-                  cu.cuEventElapsedTime(ctypes.byref(ms), start, stop)
-                  best = min(best, ms.value * 1e3 / calls)
-              print(f"time quantized_matvec_{qtype} m={m} k={k} n={n} grid={grid}: {best:.2f} us/call, "
-                    f"{raw.nbytes / best / 1e3:.0f} GB/s of weights")
+            for build in BUILDS:
+              for grid in sorted({max(1, min(g, math.ceil(n / (THREADS // 32)))) for g in GRIDS}):
+                name = f"quantized_matvec_{qtype}{build}"
+                fn = ctypes.c_void_p()
+                drv.check(cu.cuModuleGetFunction(ctypes.byref(fn), drv.module, name.encode()), "fn")
+                holders = [yd, xd, ctypes.c_int64(m), ctypes.c_int64(k), ctypes.c_int64(k), wd, ctypes.c_int64(n)]
+                params = (ctypes.c_void_p * 7)(*[ctypes.cast(ctypes.byref(h), ctypes.c_void_p) for h in holders])
+                best = float("inf")
+                for _ in range(5):
+                    calls = 200
+                    cu.cuEventRecord(start, None)
+                    for _ in range(calls):
+                        cu.cuLaunchKernel(fn, grid, 1, 1, THREADS, 1, 1, 0, None, params, None)
+                    cu.cuEventRecord(stop, None)
+                    drv.check(cu.cuEventSynchronize(stop), "sync")
+                    ms = ctypes.c_float()
+                    cu.cuEventElapsedTime(ctypes.byref(ms), start, stop)
+                    best = min(best, ms.value * 1e3 / calls)
+                print(f"time {name} m={m} k={k} n={n} grid={grid}: {best:.2f} us/call, "
+                      f"{raw.nbytes / best / 1e3:.0f} GB/s of weights")
             drv.free(xd, yd)
         drv.free(wd)

@@ -44,6 +44,9 @@ struct BackendSettings {
   // LANES_CUDA_READ=copy: a small read is a copy engine's transfer instead of a copy kernel that
   // writes the host memory.
   bool cuda_read_copy = false;
+  // LANES_CUDA_OVERLAP=0: a compiled plan's kernels start only once the one before completed
+  // (else each may start while its predecessor finishes; sm_90 on).
+  bool cuda_overlap = true;
 };
 
 // Brief spinning before a sleep, for waits on a device or a pool. A wait that ends within

@@ -36,6 +36,7 @@ Config read_config() {
   b.cuda_algo_index = static_cast<int>(std::strtol(env("LANES_CUDA_ALGO_INDEX").c_str(), nullptr, 10));
   b.cuda_read_wait = env("LANES_CUDA_READ") == "wait";
   b.cuda_read_copy = env("LANES_CUDA_READ") == "copy";
+  b.cuda_overlap = env("LANES_CUDA_OVERLAP") != "0";
   return c;
 }
 
