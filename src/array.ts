@@ -62,9 +62,15 @@ export class LanesArray implements Disposable {
   #dtype: DType | undefined;
   readonly #held: Held;
 
-  /** @internal Arrays come from ops, {@link array} or {@link arrayFromId}. */
-  constructor(id: number) {
+  /**
+   * @internal Arrays come from ops, {@link array} or {@link arrayFromId}. A caller that knows the
+   * shape and dtype (a compiled plan's outputs) passes them, so reading them asks nothing of the
+   * native side.
+   */
+  constructor(id: number, shape?: number[], dtype?: DType) {
     this.id = id;
+    this.#shape = shape;
+    this.#dtype = dtype;
     this.#held = { id, live: true };
     if (scope) scope.push(this);
     else arrayRegistry.register(this, this.#held);

@@ -52,11 +52,24 @@ function rebuild(skeleton: Skeleton, arrays: readonly LanesArray[]): CompiledRes
   return Object.fromEntries(Object.entries(skeleton).map(([k, v]) => [k, rebuild(v, arrays)]));
 }
 
+// An array's dtype and shape.
+type Signature = [DType, number[]];
+
 interface Meta {
   // Per argument: "a" (array) or "s" (scalar), in call order.
   args: string;
   donate: number[];
   result: Skeleton;
+  // The array arguments' and the outputs' dtypes and shapes, in order: a replay checks its
+  // arguments against the first without asking the native side, and gives its results the second.
+  inputs: Signature[];
+  outputs: Signature[];
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 const counts = new Int32Array(5);
@@ -132,8 +145,26 @@ export class Plan implements Disposable {
     for (const i of this.#meta.donate) (args[i] as LanesArray).forget();
     check(status);
     const results: LanesArray[] = new Array(outs.length);
-    for (let i = 0; i < outs.length; i++) results[i] = new LanesArray(Number(outs[i]!));
+    const outputs = this.#meta.outputs;
+    for (let i = 0; i < outs.length; i++) results[i] = new LanesArray(Number(outs[i]!), outputs[i]![1].slice(), outputs[i]![0]);
     return rebuild(this.#meta.result, results);
+  }
+
+  /** @internal True when `args` have the kinds, dtypes and shapes this plan was traced for. */
+  accepts(args: readonly unknown[]): boolean {
+    const kinds = this.#meta.args, inputs = this.#meta.inputs;
+    if (args.length !== kinds.length) return false;
+    let array = 0;
+    for (let i = 0; i < kinds.length; i++) {
+      const a = args[i];
+      if (kinds[i] === "s") {
+        if (typeof a !== "number") return false;
+        continue;
+      }
+      const want = inputs[array++]!;
+      if (!(a instanceof LanesArray) || a.dtype !== want[0] || !sameShape(a.shape, want[1])) return false;
+    }
+    return true;
   }
 
   /** True once {@link Plan.dispose} ran. */
@@ -238,13 +269,20 @@ export function compile<A extends unknown[], R extends CompiledResult>(
       placeholders.push(p);
       return p;
     });
-    const meta: Meta = { args: args.map((_, i) => (scalarArgs.has(i) ? "s" : "a")).join(""), donate: [...donate], result: 0 };
+    const meta: Meta = {
+      args: args.map((_, i) => (scalarArgs.has(i) ? "s" : "a")).join(""),
+      donate: [...donate],
+      result: 0,
+      inputs: placeholders.map((p) => [p.dtype, [...p.shape]]),
+      outputs: [],
+    };
     let id = 0;
     try {
       // Everything the trace makes is disposed when it ends: the plan holds what it needs.
       tidy(() => {
         const outputs: LanesArray[] = [];
         meta.result = flatten(fn(...(stand as A)), outputs);
+        meta.outputs = outputs.map((o) => [o.dtype, [...o.shape]]);
         const arrayArgs = args.map((_, i) => i).filter((i) => !scalarArgs.has(i));
         const donateMask = Uint8Array.from(arrayArgs, (i) => (donate.has(i) ? 1 : 0));
         const ins = BigUint64Array.from(placeholders, (p) => BigInt(p.id));
@@ -266,6 +304,7 @@ export function compile<A extends unknown[], R extends CompiledResult>(
   const planFor = (args: readonly unknown[]): Plan => {
     if (disposed) throw new DisposedError("compiled function was disposed");
     if (args.length < fn.length) throw new ShapeError(`compiled function: ${args.length} arguments, it takes ${fn.length}`);
+    if (mostRecent?.accepts(args)) return mostRecent;
     const key = keyOf(args);
     let plan = plans.get(key);
     if (plan) {
