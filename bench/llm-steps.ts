@@ -6,10 +6,15 @@
  * alternate between them in child processes. `--modes compiled,eager` alternates compiled decode
  * steps with eager ones (every op built and evaluated each token) the same way.
  *
+ * `--loop` picks what happens between decode steps: `greedy` (default) reads the argmax token of
+ * each step and feeds it to the next, as a greedy generation does; `fixed` feeds token 1 and waits
+ * for each step (the step's own round trip, no argmax); `pipelined` feeds token 1 and waits only
+ * for the last step, so the device never waits on the host (the step's device time).
+ *
  * `--model PATH` runs a tokenizer-less GGUF (bench/llm-synthetic.ts writes a SmolLM2-shaped one for
  * the GPU machine, which can't take the real file) on a prompt of plain token ids.
  *
- *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode] [--model PATH]
+ *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode] [--model PATH] [--loop greedy|fixed|pipelined]
  */
 import { parseArgs } from "node:util";
 import * as lx from "../src/index.ts";
@@ -26,12 +31,14 @@ const { values: args } = parseArgs({
     only: { type: "string" },
     modes: { type: "string", default: "compiled" },
     model: { type: "string" },
+    loop: { type: "string", default: "greedy" },
     child: { type: "boolean", default: false },
   },
 });
 const promptLength = Number(args.prompt);
 const decodeSteps = Number(args.decode);
 const rounds = Number(args.rounds);
+if (!["greedy", "fixed", "pipelined"].includes(args.loop)) throw new Error(`--loop ${args.loop}: greedy, fixed or pipelined`);
 
 /** One round's figures: the prefill's milliseconds and the mean milliseconds of a decode step. */
 interface Round {
@@ -64,9 +71,9 @@ async function measure(): Promise<Round> {
     await lx.evalAsync(step.logits);
     const t0 = performance.now();
     for (let i = 0; i < decodeSteps; ++i) {
-      const token = lx.argmax(step.logits, -1).toInt32Array()[0]!;
+      const token = args.loop === "greedy" ? lx.argmax(step.logits, -1).toInt32Array()[0]! : 1;
       step = model.step([token], step.state, stream);
-      await lx.evalAsync(step.logits);
+      if (args.loop !== "pipelined" || i === decodeSteps - 1) await lx.evalAsync(step.logits);
     }
     decodeMs = (performance.now() - t0) / decodeSteps;
   }
@@ -87,6 +94,7 @@ if (args.child) {
       const argv = [process.execPath, import.meta.path, "--child", "--prompt", String(promptLength), "--decode", String(decodeSteps), "--modes", mode];
       if (args.only) argv.push("--only", args.only);
       if (args.model) argv.push("--model", args.model);
+      argv.push("--loop", args.loop);
       const proc = Bun.spawnSync(argv, { env, stderr: "inherit" });
       const round = JSON.parse(proc.stdout.toString().trim().split("\n").pop()!) as Round;
       const b = best.get(name) ?? { prefillMs: Infinity, decodeMs: Infinity };
