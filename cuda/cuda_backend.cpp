@@ -105,25 +105,14 @@ class CudaPlanInstance final : public PlanInstance {
     add_copies(false);
     for (const auto& [address, bytes] : zeroed) check(d.cuMemsetD8(address, 0, bytes), "zeroing a plan's counters");
     if (!zeroed.empty()) check(d.cuStreamSynchronize(nullptr), "zeroing a plan's counters");
-    CUstream capture = nullptr;
-    check(d.cuStreamCreate(&capture, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
-    CUgraph graph = nullptr;
-    std::optional<std::string> error;
-    CUresult r = d.cuStreamBeginCapture(capture, CU_STREAM_CAPTURE_MODE_RELAXED);
-    if (r != CUDA_SUCCESS) error = "cuStreamBeginCapture: " + error_text(r);
-    for (const auto& p : prepared_)
-      for (const StreamOp& op : p->ops)
-        if (!error) error = op.issue(capture);
-    if (r == CUDA_SUCCESS) {
-      CUresult end = d.cuStreamEndCapture(capture, &graph);
-      if (end != CUDA_SUCCESS && !error) error = "cuStreamEndCapture: " + error_text(end);
+    std::optional<std::string> error = capture();
+    if (error && device_.overlap_kernels) {
+      // A device or driver that cannot capture overlapping launches into a graph gets the same
+      // graph with plain ones (each kernel waits for nothing more then).
+      for (const auto& p : prepared_)
+        for (StreamOp& op : p->ops) op.overlap = false;
+      error = capture();
     }
-    if (!error && graph) {
-      CUresult inst = d.cuGraphInstantiateWithFlags(&exec_, graph, 0);
-      if (inst != CUDA_SUCCESS) error = "cuGraphInstantiate: " + error_text(inst);
-    }
-    if (graph) d.cuGraphDestroy(graph);
-    d.cuStreamDestroy(capture);
     if (error) throw_error(LANES_ERR_DEVICE, "compiling a plan for " + device_.name + ": " + *error);
   }
   ~CudaPlanInstance() override {
@@ -169,6 +158,31 @@ class CudaPlanInstance final : public PlanInstance {
   const std::vector<std::unique_ptr<CudaPrepared>>& prepared() const { return prepared_; }
 
  private:
+  // Captures the prepared operations into a CUDA graph and instantiates it; what failed, if any.
+  std::optional<std::string> capture() {
+    const Driver& d = driver();
+    CUstream stream = nullptr;
+    check(d.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    CUgraph graph = nullptr;
+    std::optional<std::string> error;
+    CUresult r = d.cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_RELAXED);
+    if (r != CUDA_SUCCESS) error = "cuStreamBeginCapture: " + error_text(r);
+    for (const auto& p : prepared_)
+      for (const StreamOp& op : p->ops)
+        if (!error) error = op.issue(stream);
+    if (r == CUDA_SUCCESS) {
+      CUresult end = d.cuStreamEndCapture(stream, &graph);
+      if (end != CUDA_SUCCESS && !error) error = "cuStreamEndCapture: " + error_text(end);
+    }
+    if (!error && graph) {
+      CUresult inst = d.cuGraphInstantiateWithFlags(&exec_, graph, 0);
+      if (inst != CUDA_SUCCESS) error = "cuGraphInstantiate: " + error_text(inst);
+    }
+    if (graph) d.cuGraphDestroy(graph);
+    d.cuStreamDestroy(stream);
+    return error;
+  }
+
   CUdeviceptr bound_word(size_t j) const { return params_ + 8 * static_cast<CUdeviceptr>(kMaxPlanScalars + j); }
 
   const Device& device_;
@@ -409,7 +423,10 @@ class CudaBackend final : public Backend {
     dev->use_cublaslt = settings_.cuda_cublaslt;
     dev->algo_index = settings_.cuda_algo_index;
     dev->read_by_copy = settings_.cuda_read_copy;
-    dev->overlap_kernels = settings_.cuda_overlap && dev->cc_major >= 9 && d.cuLaunchKernelEx;
+    // Graphs keep overlapping launches from CUDA 12.3 on.
+    int driver_version = 0;
+    dev->overlap_kernels = settings_.cuda_overlap && dev->cc_major >= 9 && d.cuLaunchKernelEx &&
+                           d.cuDriverGetVersion(&driver_version) == CUDA_SUCCESS && driver_version >= 12030;
     if (const CublasLt* lt = cublaslt(); lt && dev->use_cublaslt)
       if (lt->cublasLtCreate(&dev->cublaslt_handle) != 0) dev->cublaslt_handle = nullptr;
     // An idle stream of its own: querying it answers at once, and fails once the context died.

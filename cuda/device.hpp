@@ -28,8 +28,9 @@ struct Device {
   bool use_cublaslt = true;   // LANES_CUDA_CUBLASLT=0 forces lanes' own matmul kernel
   int algo_index = 0;         // LANES_CUDA_ALGO_INDEX=k: cuBLASLt's k-th candidate (bench/cuda-algos.ts)
   bool read_by_copy = false;  // LANES_CUDA_READ=copy: small reads by the copy engine, not a kernel
-  // A compiled plan's kernels each start while the one before finishes (sm_90 on, a driver with
-  // cuLaunchKernelEx, and not LANES_CUDA_OVERLAP=0).
+  // A compiled plan's kernels each start while the one before finishes (sm_90 on, a CUDA 12.3
+  // driver on, and not LANES_CUDA_OVERLAP=0); a plan whose graph cannot be captured so falls
+  // back to plain launches.
   bool overlap_kernels = false;
   void* cublaslt_handle = nullptr;
   std::unique_ptr<Modules> modules;

@@ -243,6 +243,7 @@ bool translate_update_pair(const Command& a, const Command& b, LaunchContext& ct
   if (!single_update_copy(a) || !single_update_copy(b)) return false;
   // The target of each (all of it, not just the slice written) apart from everything the other
   // reads or writes: then neither order is observable.
+  if (overlap(a.output, b.output)) return false;
   for (const TensorArg& t : b.inputs)
     if (overlap(a.output, t)) return false;
   for (const TensorArg& t : a.inputs)
