@@ -18,6 +18,7 @@ API (ctypes, libcuda) on random blocks and checks, with numpy:
     python3 scripts/check_cuda_kernels.py [--ptx OUT.ptx] [--run]   (in ~/.cache/lanes/gguf-py)
 """
 import argparse
+import concurrent.futures
 import ctypes
 import glob
 import os
@@ -125,10 +126,16 @@ def main():
     families = sorted(set(re.findall(r"LANES_FAMILY_(\w+)", source)))
     failures = 0
     plain_ptx = ""
-    for family in families:
+
+    def compile_family(family):
         options = [f"-arch={args.arch}", "-std=c++17"] + [f"-D{d}" for d in args.define]
         options += [f"-DLANES_FAMILY_{family}"] if family else []
-        rc, log, ptx = compile_ptx(nvrtc, source, "lanes_quant.cu", options)
+        return compile_ptx(nvrtc, source, "lanes_quant.cu", options)
+
+    # NVRTC compiles separate programs concurrently, and ctypes lets go of the GIL meanwhile.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        compiled = list(pool.map(compile_family, families))
+    for family, (rc, log, ptx) in zip(families, compiled):
         label = f"NVRTC {major.value}.{minor.value} {args.arch} family={family or '-'}"
         missing = [e for e in ENTRY_POINTS if f".entry {e}(" not in ptx] if family == "QUANT" else []
         early = entries_touching_memory_before_waiting(ptx)

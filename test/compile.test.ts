@@ -1004,6 +1004,42 @@ describe("replays in a pipeline", () => {
     f.dispose();
   });
 
+  test("pipelined donated steps write in place even while the stream's earlier steps still hold the cache", () => {
+    // Both loops run the same kernels when every step writes in place: a step that copied its
+    // cache would add a copy kernel and hold two caches at once.
+    const shape = [1, 4, 64, 256], cacheBytes = 4 * 64 * 256 * 4;
+    const fn = (cache: Arr, update: Arr, pos: number) => {
+      const c = lx.sliceUpdate(cache, update, pos, { axis: 2 });
+      return { c, s: lx.sum(c, [3]) };
+    };
+    const f = lx.compile(fn, { scalars: [2], donate: [0] });
+    const update = f32([1, 4, 1, 256]);
+    const run = (pipelined: boolean) => {
+      let cache = lx.zeros(shape);
+      lx.eval(cache);
+      const sums: Arr[] = [];
+      const kernels = lx.stats().kernelsExecuted, before = lx.stats().activeBytes;
+      lx.resetPeakMemory();
+      for (let pos = 0; pos < 32; pos++) {
+        const o = f(cache, update, pos);
+        cache = o.c;
+        sums.push(o.s);
+        if (!pipelined) lx.eval(o.c, o.s);
+      }
+      lx.eval(cache, ...sums);
+      return { kernels: lx.stats().kernelsExecuted - kernels, growth: lx.stats().peakBytes - before, cache, sums };
+    };
+    const serial = run(false), pipelined = run(true);
+    expect(pipelined.kernels).toBe(serial.kernels);
+    expect(pipelined.growth).toBeLessThan(cacheBytes);
+    expectSame(pipelined.cache, serial.cache, "cache");
+    pipelined.sums.forEach((s, i) => expectSame(s, serial.sums[i]!, `sum ${i}`));
+    for (const r of [serial, pipelined]) for (const a of [r.cache, ...r.sums]) a.dispose();
+    update.dispose();
+    expect(f.planCount).toBe(1);
+    f.dispose();
+  });
+
   test("a donated strided view, or one array given as two arguments, is copied first", () => {
     const fn = (c: Arr, r: Arr) => ({ c: lx.sliceUpdate(c, lx.slice(r, [0], [1]), 2), s: lx.sum(r) });
     const f = lx.compile(fn, { donate: [0] });

@@ -9,9 +9,43 @@
 namespace lanes {
 namespace {
 constexpr auto kInFlightGrace = std::chrono::seconds(2);
+constexpr uint64_t kHoldCount = 0xffffffffu;
+constexpr uint64_t kMixedHolders = 0xffffffffu;
 }  // namespace
 
 Buffer::~Buffer() { owner_.give_back(home_.get(), data_, capacity_, device_); }
+
+void Buffer::add_epoch_hold(uint64_t stream) {
+  uint64_t id = stream < kMixedHolders ? stream : kMixedHolders;
+  uint64_t word = epoch_holds_.load(std::memory_order_relaxed);
+  for (;;) {
+    uint64_t count = word & kHoldCount;
+    uint64_t holder = count == 0 || word >> 32 == id ? id : kMixedHolders;
+    if (epoch_holds_.compare_exchange_weak(word, holder << 32 | (count + 1), std::memory_order_acq_rel, std::memory_order_relaxed))
+      return;
+  }
+}
+
+void Buffer::drop_epoch_hold() {
+  uint64_t word = epoch_holds_.load(std::memory_order_relaxed);
+  for (;;) {
+    uint64_t count = (word & kHoldCount) - 1;
+    uint64_t next = count == 0 ? 0 : (word & ~kHoldCount) | count;
+    if (epoch_holds_.compare_exchange_weak(word, next, std::memory_order_acq_rel, std::memory_order_relaxed)) return;
+  }
+}
+
+bool Buffer::held_only_by(const std::shared_ptr<Buffer>& buffer, uint64_t stream) {
+  // References first, holds second: a hold released in between (count, then reference) then
+  // shows as a reference too many, never as one too few. The fence makes a reference dropped
+  // before the first read also show its count dropped.
+  long references = buffer.use_count();
+  std::atomic_thread_fence(std::memory_order_acquire);
+  uint64_t word = buffer->epoch_holds_.load(std::memory_order_acquire);
+  uint64_t count = word & kHoldCount;
+  if (count != 0 && word >> 32 != stream) return false;
+  return references - static_cast<long>(count) == 1;
+}
 
 // ---- MemoryPool ---------------------------------------------------------------------------------
 

@@ -42,6 +42,13 @@ class Buffer {
   // error follows the data to every dependent, on any stream.
   std::atomic<bool> poisoned{false};
 
+  // Work that `stream` encoded holds this buffer until it completed (see EpochHold).
+  void add_epoch_hold(uint64_t stream);
+  void drop_epoch_hold();
+  // Whether the caller's reference is the only one besides those `stream`'s encoded work holds.
+  // A stream runs its work in order, so what it encodes next may then write the buffer in place.
+  static bool held_only_by(const std::shared_ptr<Buffer>& buffer, uint64_t stream);
+
  private:
   Allocator& owner_;
   std::shared_ptr<MemoryPool> home_;
@@ -49,6 +56,34 @@ class Buffer {
   size_t bytes_;
   size_t capacity_;
   int device_;
+  // The holding stream's id in the high half (kMixedHolders once two streams hold it), the
+  // number of epoch holds in the low half.
+  std::atomic<uint64_t> epoch_holds_{0};
+};
+
+// A reference an epoch keeps on a buffer it reads or writes, counted on the buffer.
+class EpochHold {
+ public:
+  EpochHold(std::shared_ptr<Buffer> buffer, uint64_t stream) : buffer_(std::move(buffer)) {
+    if (buffer_) buffer_->add_epoch_hold(stream);
+  }
+  EpochHold(EpochHold&& other) noexcept = default;
+  EpochHold& operator=(EpochHold&& other) noexcept {
+    release();
+    buffer_ = std::move(other.buffer_);
+    return *this;
+  }
+  ~EpochHold() { release(); }
+
+ private:
+  // The count drops before the reference does: held_only_by() reads them in the other order,
+  // so a hold in between is never missed.
+  void release() {
+    if (!buffer_) return;
+    buffer_->drop_epoch_hold();
+    buffer_.reset();
+  }
+  std::shared_ptr<Buffer> buffer_;
 };
 
 struct MemoryStats {

@@ -43,11 +43,12 @@ TensorArg tensor_arg(const Node& n) {
 }
 
 // A sliceUpdate may write into its target's memory when nothing else can see that memory:
-// the target is computed, only this node refers to it, and no work in flight holds its buffer.
-bool can_donate(const NodePtr& target) {
+// the target is computed, only this node refers to it, and no work but the writing stream's
+// own (which runs first) holds its buffer.
+bool can_donate(const NodePtr& target, const Stream& writer) {
   return target.use_count() == 1 && state_of(target->state.load(std::memory_order_acquire)) == NodeState::Scheduled &&
-         target->op != OpCode::View && target->buffer && target->buffer.use_count() == 1 && target->offset() == 0 &&
-         target->contiguous();
+         target->op != OpCode::View && target->buffer && Buffer::held_only_by(target->buffer, writer.id()) &&
+         target->offset() == 0 && target->contiguous();
 }
 
 struct Planned {
@@ -218,7 +219,7 @@ class Evaluation {
     Command& c = pc.command;
     c.op = n->op;
     c.params = n->params;
-    bool donated = n->op == OpCode::SliceUpdate && can_donate(n->inputs.front());
+    bool donated = n->op == OpCode::SliceUpdate && can_donate(n->inputs.front(), *stream);
     if (donated) {
       n->buffer = n->inputs.front()->buffer;
       c.params.flags |= 1;

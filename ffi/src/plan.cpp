@@ -591,15 +591,19 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
   Runtime& rt = runtime();
   Backend& backend = rt.backend();
   std::vector<PlannedCommand> before, after;
-  // Donated inputs written in place: their own memory when nothing else can see it, else a copy.
+  // Donated inputs written in place: their own memory when nothing else can see it (this
+  // stream's earlier work, which runs first, may still hold it), else a copy.
   std::vector<void*> donated(inputs.size(), nullptr);
   std::vector<std::shared_ptr<Buffer>> donated_buffers(inputs.size());
+  std::vector<std::shared_ptr<Buffer>> donated_in_place;
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (slots_[inputs_[i].slot].kind != SlotKind::Donated) continue;
     const NodePtr& in = inputs[i];
-    bool exclusive = in.use_count() == 1 && in->buffer && in->buffer.use_count() == 1 && in->contiguous() && in->offset() == 0;
+    bool exclusive = in.use_count() == 1 && in->buffer && Buffer::held_only_by(in->buffer, stream->id()) && in->contiguous() &&
+                     in->offset() == 0;
     if (exclusive) {
       donated_buffers[i] = in->buffer;
+      donated_in_place.push_back(in->buffer);
     } else {
       donated_buffers[i] = rt.allocator().allocate(in->nbytes(), stream->device(), stream->pool());
       PlannedCommand pc;
@@ -666,6 +670,8 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
   for (const NodePtr& c : constants_) replay.keep.push_back(c);
   for (const std::shared_ptr<Buffer>& b : donated_buffers)
     if (b) replay.writes.push_back(b);
+  // Read too: work still in flight that fails poisons them, and this replay must fail with it.
+  for (std::shared_ptr<Buffer>& b : donated_in_place) replay.reads.push_back(std::move(b));
 
   for (const NodePtr& in : inputs)
     if (in->producer && in->producer != stream) in->producer->flush_through(in->value, Start::Now);

@@ -57,7 +57,7 @@ struct EpochRecord final : Completion {
   uint32_t ops = 0;
   uint64_t bytes = 0;
   uint64_t kernels = 0;
-  std::vector<std::shared_ptr<Buffer>> keep;  // every buffer the commands touch
+  std::vector<EpochHold> keep;  // every buffer the commands touch
   std::vector<Read> reads;
   std::vector<Buffer*> writes;
   std::vector<std::pair<std::shared_ptr<Timeline>, uint64_t>> waits;
@@ -194,9 +194,12 @@ void* StreamScratch::allocate(size_t bytes) {
 
 // ---- SubmissionEpoch ---------------------------------------------------------------------------
 
-SubmissionEpoch::SubmissionEpoch(std::unique_ptr<CommandBuffer> buffer, std::unique_ptr<EpochRecord> record, uint64_t sequence,
-                                 EpochBudget budget)
-    : buffer_(std::move(buffer)), record_(record ? std::move(record) : std::make_unique<EpochRecord>()), budget_(budget) {
+SubmissionEpoch::SubmissionEpoch(std::unique_ptr<CommandBuffer> buffer, std::unique_ptr<EpochRecord> record, uint64_t stream,
+                                 uint64_t sequence, EpochBudget budget)
+    : buffer_(std::move(buffer)),
+      record_(record ? std::move(record) : std::make_unique<EpochRecord>()),
+      stream_(stream),
+      budget_(budget) {
   record_->sequence = sequence;
 }
 SubmissionEpoch::SubmissionEpoch(SubmissionEpoch&&) noexcept = default;
@@ -215,14 +218,14 @@ void SubmissionEpoch::encode(PlannedCommand c) {
   ++r.ops;
   for (auto& b : c.reads) {
     r.reads.push_back(EpochRecord::Read{b.get(), name});
-    r.keep.push_back(std::move(b));
+    r.keep.emplace_back(std::move(b), stream_);
   }
   if (c.writes) {
     r.bytes += c.writes->bytes();
     r.writes.push_back(c.writes.get());
-    r.keep.push_back(std::move(c.writes));
+    r.keep.emplace_back(std::move(c.writes), stream_);
   }
-  for (auto& b : c.scratch) r.keep.push_back(std::move(b));
+  for (auto& b : c.scratch) r.keep.emplace_back(std::move(b), stream_);
   if (c.staging) r.staging.push_back(std::move(c.staging));
 }
 
@@ -233,12 +236,12 @@ void SubmissionEpoch::encode_replay(PlannedReplay p) {
   r.kernels += p.kernels;
   for (auto& b : p.reads) {
     r.reads.push_back(EpochRecord::Read{b.get(), "compiled"});
-    r.keep.push_back(std::move(b));
+    r.keep.emplace_back(std::move(b), stream_);
   }
   for (auto& b : p.writes) {
     r.bytes += b->bytes();
     r.writes.push_back(b.get());
-    r.keep.push_back(std::move(b));
+    r.keep.emplace_back(std::move(b), stream_);
   }
   for (auto& k : p.keep) r.others.push_back(std::move(k));
 }
@@ -343,7 +346,7 @@ SubmissionEpoch& StreamOpLock::open_epoch() {
       record = std::move(spare.back());
       spare.pop_back();
     });
-    stream_.open_.emplace(stream_.queue_->new_command_buffer(), std::move(record), next, epoch_budget());
+    stream_.open_.emplace(stream_.queue_->new_command_buffer(), std::move(record), stream_.id_, next, epoch_budget());
   }
   return *stream_.open_;
 }

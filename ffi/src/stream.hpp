@@ -55,8 +55,8 @@ struct EpochRecord;
 // committing consumes it, so a committed epoch cannot be encoded into or committed again.
 class SubmissionEpoch {
  public:
-  // `record`: a finished one to reuse, or null.
-  SubmissionEpoch(std::unique_ptr<CommandBuffer> buffer, std::unique_ptr<EpochRecord> record, uint64_t sequence,
+  // `record`: a finished one to reuse, or null. `stream`: the id of the stream it belongs to.
+  SubmissionEpoch(std::unique_ptr<CommandBuffer> buffer, std::unique_ptr<EpochRecord> record, uint64_t stream, uint64_t sequence,
                   EpochBudget budget);
   SubmissionEpoch(SubmissionEpoch&&) noexcept;
   SubmissionEpoch& operator=(SubmissionEpoch&&) noexcept;
@@ -78,6 +78,7 @@ class SubmissionEpoch {
   friend class StreamOpLock;
   std::unique_ptr<CommandBuffer> buffer_;
   std::unique_ptr<EpochRecord> record_;
+  uint64_t stream_;
   EpochBudget budget_;
   std::map<const Timeline*, uint64_t> waited_;  // skip waits this epoch already has
 };

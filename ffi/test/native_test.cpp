@@ -24,6 +24,7 @@
 #include "../../cpu/compute_pool.hpp"
 #include "../../cpu/sgemm.hpp"
 #include "lanes.h"
+#include "buffer.hpp"
 #include "gpu/device_completions.hpp"
 #include "gpu/kernel_layout.hpp"
 #include "runtime.hpp"
@@ -1017,6 +1018,63 @@ std::string run_child(const char* self, const char* mode, int* status) {
   return output;
 }
 
+// ---- buffers held by epochs ------------------------------------------------------------------
+
+void test_buffer_epoch_holds() {
+  lanes::Allocator& allocator = lanes::runtime().allocator();
+  std::shared_ptr<lanes::MemoryPool> pool = allocator.new_pool(0);
+  std::shared_ptr<lanes::Buffer> b = allocator.allocate(256, 0, pool);
+  EXPECT(lanes::Buffer::held_only_by(b, 7));
+  {
+    lanes::EpochHold first(b, 7), second(b, 7);
+    EXPECT(lanes::Buffer::held_only_by(b, 7));
+    EXPECT(!lanes::Buffer::held_only_by(b, 8));
+    std::shared_ptr<lanes::Buffer> other = b;
+    EXPECT(!lanes::Buffer::held_only_by(b, 7));
+  }
+  {
+    lanes::EpochHold mine(b, 7);
+    {
+      lanes::EpochHold theirs(b, 8);
+      EXPECT(!lanes::Buffer::held_only_by(b, 7));
+    }
+    // Which stream held the buffer is forgotten only once no hold is left.
+    EXPECT(!lanes::Buffer::held_only_by(b, 7));
+  }
+  EXPECT(lanes::Buffer::held_only_by(b, 7) && lanes::Buffer::held_only_by(b, 8));
+
+  // Another thread turns references into holds of another stream and drops them. Whenever it
+  // kept a reference across the whole check, the check must say no.
+  std::atomic<bool> stop{false}, holding{false};
+  std::atomic<uint64_t> cycles{0};
+  std::thread foreign([&] {
+    // `holding` is true only while a reference certainly exists.
+    while (!stop.load()) {
+      std::shared_ptr<lanes::Buffer> copy = b;
+      holding.store(true);
+      {
+        lanes::EpochHold hold(std::move(copy), 9);
+        holding.store(false);
+      }
+      cycles.fetch_add(1);
+    }
+  });
+  std::vector<lanes::EpochHold> own;
+  for (int i = 0; i < 200000; ++i) {
+    if (i % 64 == 0) own.clear();
+    if (i % 3 == 0) own.emplace_back(b, 7);
+    uint64_t c0 = cycles.load();
+    bool h0 = holding.load();
+    bool only = lanes::Buffer::held_only_by(b, 7);
+    bool h1 = holding.load();
+    if (h0 && h1 && cycles.load() == c0) EXPECT(!only);
+  }
+  stop.store(true);
+  foreign.join();
+  own.clear();
+  EXPECT(lanes::Buffer::held_only_by(b, 7));
+}
+
 void test_lock_order_violation_aborts(const char* self) {
   int status = 0;
   std::string out = run_child(self, "fence-then-op", &status);
@@ -1046,6 +1104,8 @@ int main(int argc, char** argv) {
   run("graph: a batch that fails part-way keeps what it encoded (each node runs once)", test_partial_batch_failure_keeps_encoded_nodes);
   run("plans: 8 threads replay one plan on their own streams, equal to serial bitwise", test_plan_replayed_from_threads);
   run("a failed walk releases its claims: later evaluations fail instead of hanging", test_failed_walk_releases_its_claims);
+  run("buffers: epoch holds of one stream allow writing in place, any other reference or stream does not",
+      test_buffer_epoch_holds);
   run("small vector: random operations match std::vector", test_small_vector_matches_std_vector);
   run("gpu layout: an operand is read in place exactly when its elements lie in row-major order", test_gpu_contiguity_matches_element_walk);
   run("pointer set: random inserts, lookups and clears match std::unordered_set", test_pointer_set_matches_unordered_set);
