@@ -9,15 +9,19 @@
  * `--loop` picks what happens between decode steps: `greedy` (default) reads the argmax token of
  * each step and feeds it to the next, as a greedy generation does; `fixed` feeds token 1 and waits
  * for each step (the step's own round trip, no argmax); `pipelined` feeds token 1 and waits only
- * for the last step, so the device never waits on the host (the step's device time).
+ * for the last step, so the device never waits on the host (the step's device time); `generate`
+ * times `generate()` itself from its first token on (greedy, one step ahead on the device, no
+ * checksums, as the OpenAI endpoints run it); `generate-serial` the same with `ahead: false`
+ * (each step read before the next is recorded).
  *
  * `--model PATH` runs a tokenizer-less GGUF (bench/llm-synthetic.ts writes a SmolLM2-shaped one for
  * the GPU machine, which can't take the real file) on a prompt of plain token ids.
  *
- *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode] [--model PATH] [--loop greedy|fixed|pipelined]
+ *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode] [--model PATH] [--loop greedy|fixed|pipelined|generate|generate-serial]
  */
 import { parseArgs } from "node:util";
 import * as lx from "../src/index.ts";
+import { generate } from "../src/models/generate.ts";
 import type { LlamaModel } from "../src/models/llama.ts";
 import { loadTextModel } from "../src/models/text-model.ts";
 import { idPrompt, loadSyntheticModel } from "./llm-synthetic.ts";
@@ -38,7 +42,8 @@ const { values: args } = parseArgs({
 const promptLength = Number(args.prompt);
 const decodeSteps = Number(args.decode);
 const rounds = Number(args.rounds);
-if (!["greedy", "fixed", "pipelined"].includes(args.loop)) throw new Error(`--loop ${args.loop}: greedy, fixed or pipelined`);
+const loops = ["greedy", "fixed", "pipelined", "generate", "generate-serial"];
+if (!loops.includes(args.loop)) throw new Error(`--loop ${args.loop}: one of ${loops.join(", ")}`);
 
 /** One round's figures: the prefill's milliseconds and the mean milliseconds of a decode step. */
 interface Round {
@@ -66,7 +71,12 @@ async function measure(): Promise<Round> {
     await lx.evalAsync(p.logits);
     prefillMs = performance.now() - t0;
   }
-  if (args.only !== "prefill") {
+  if (args.only !== "prefill" && args.loop.startsWith("generate")) {
+    let first = 0;
+    const onToken = (_: number, i: number) => i === 0 && (first = performance.now());
+    await generate(model, { tokens: prompt, maxTokens: decodeSteps + 1, checksums: false }, stream, { onToken, ahead: args.loop === "generate" });
+    decodeMs = (performance.now() - first) / decodeSteps;
+  } else if (args.only !== "prefill") {
     let step = model.step(prompt, undefined, stream);
     await lx.evalAsync(step.logits);
     const t0 = performance.now();

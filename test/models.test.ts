@@ -6,8 +6,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as lx from "../src/index.ts";
-import { forward, generate } from "../src/models/generate.ts";
-import { architectures, buildModel } from "../src/models/models.ts";
+import { CancelledError, forward, generate } from "../src/models/generate.ts";
+import { architectures, buildModel, type DecoderState } from "../src/models/models.ts";
 import { loadSafetensors, parseHeader, saveSafetensors, SafetensorsError } from "../src/models/safetensors.ts";
 import { checksum, sample, seededRandom, topIndices } from "../src/models/sampling.ts";
 import { decode, encode } from "../src/models/tokenizer.ts";
@@ -197,6 +197,45 @@ describe("models against references", () => {
       compiled.dispose();
     });
   }
+
+  test("greedy generation, one step ahead on the device, equals a loop that reads every step before the next (eager and compiled)", async () => {
+    const weights = loadModel("hybrid").weights;
+    for (const compiled of [false, true]) {
+      const model = buildModel(`hybrid-${compiled}`, architectures.hybrid, new Map(weights), { compiled });
+      const s = lx.newStream();
+      const prompt = encode("one step ahead");
+      const got = await generate(model, { tokens: prompt, maxTokens: 24 }, s);
+      // The reference: each step evaluated and read, its argmax taken on the host, then the next recorded.
+      const want: number[] = [], sums: string[] = [];
+      let state: DecoderState | undefined, input = prompt;
+      for (let i = 0; i < 24; i++) {
+        const step = model.step(input, state, s);
+        const logits = step.logits.toFloat32Array();
+        step.scope.disposeExcept(step.state.caches);
+        for (const a of state?.caches ?? []) a.dispose();
+        state = step.state;
+        want.push(topIndices(logits, 1)[0]!);
+        sums.push(checksum(logits));
+        input = [want.at(-1)!];
+      }
+      for (const a of state!.caches) a.dispose();
+      expect(got.tokens, `compiled ${compiled}`).toEqual(want);
+      expect(got.checksums, `compiled ${compiled}`).toEqual(sums);
+      const unread = await generate(model, { tokens: prompt, maxTokens: 24, checksums: false }, s);
+      expect(unread).toEqual({ tokens: want, checksums: [] });
+      const serial = await generate(model, { tokens: prompt, maxTokens: 24 }, s, { ahead: false });
+      expect(serial).toEqual({ tokens: want, checksums: sums });
+      // Aborted mid-way: a typed error, and once the stream has run what was queued (a compiled
+      // step is submitted when recorded), nothing of the generation holds memory.
+      const before = lx.stats().activeBytes;
+      const abort = new AbortController();
+      const run = generate(model, { tokens: prompt, maxTokens: 24 }, s, { signal: abort.signal, onToken: (_, i) => i === 5 && abort.abort() });
+      await expect(run).rejects.toBeInstanceOf(CancelledError);
+      s.synchronize();
+      expect(lx.stats().activeBytes).toBe(before);
+      if (compiled) model.dispose();
+    }
+  });
 
   test("incremental logits match full recomputation to float32 accuracy", async () => {
     const model = loadModel("transformer");

@@ -4,9 +4,11 @@
  * its serial reference both go through these functions.
  * @module
  */
+import type { LanesArray } from "../array.ts";
 import { evalAsync } from "../eval.ts";
+import * as lx from "../index.ts";
 import type { Stream } from "../stream.ts";
-import type { DecoderState, Model } from "./models.ts";
+import type { DecoderState, Model, Step, StepTokens } from "./models.ts";
 import { checksum, sample, type SampleOptions, seededRandom, topIndices } from "./sampling.ts";
 
 /** What a generation needs besides the model. */
@@ -18,9 +20,11 @@ export interface GenerateParams {
   /** Nucleus sampling mass in (0, 1] (see {@link SampleOptions.topP}). */
   topP?: number;
   seed?: number;
+  /** False: no checksums, and a greedy generation never reads its logits (default true). */
+  checksums?: boolean;
 }
 
-/** Generated tokens and, per step, the checksum of the logits that chose them. */
+/** Generated tokens and, per step, the checksum of the logits that chose them (unless turned off). */
 export interface GenerateResult {
   tokens: number[];
   checksums: string[];
@@ -35,43 +39,65 @@ function freeState(state: DecoderState | undefined): void {
   for (const a of state?.caches ?? []) a.dispose();
 }
 
+/** A step recorded on the stream and not read yet, with its greedy token on the device. */
+interface Recorded {
+  step: Step;
+  greedy?: LanesArray;
+}
+
 /**
  * Generates up to `maxTokens` tokens on `stream`. Each step is evaluated with `evalAsync`, so
  * the event loop serves other requests meanwhile; `signal` is checked before every step.
+ *
+ * Greedy decoding (temperature 0) runs one step ahead: each step's most likely token is taken on
+ * the device and fed to the next step, which is queued before this one is read. The device then
+ * never waits for the host to read, check and record, and the tokens are the same.
  */
 export async function generate(
   model: Model,
   p: GenerateParams,
   stream: Stream,
-  opts: { signal?: AbortSignal; onToken?: (token: number, index: number) => void } = {},
+  opts: {
+    signal?: AbortSignal;
+    onToken?: (token: number, index: number) => void;
+    /** False: greedy decoding too reads each step before it records the next (same tokens). */
+    ahead?: boolean;
+  } = {},
 ): Promise<GenerateResult> {
   const random = seededRandom(p.seed ?? 0);
   const out: GenerateResult = { tokens: [], checksums: [] };
-  let state: DecoderState | undefined;
-  let input: readonly number[] = p.tokens;
+  const ahead = model.kind === "decoder" && (p.temperature ?? 0) <= 0 && opts.ahead !== false;
+  const recorded: Recorded[] = [];
+  let state: DecoderState | undefined; // the newest recorded step's
+  const record = (tokens: StepTokens, index: number): void => {
+    if (opts.signal?.aborted) throw new CancelledError(`cancelled after ${index} tokens`);
+    const step = model.step(tokens, state, stream);
+    // The old caches are the new step's now (donated to a compiled step): without their handles
+    // an eager step may update them in place.
+    freeState(state);
+    state = step.state;
+    const greedy = ahead ? step.scope.t(lx.argmax(step.logits, -1, { keepdims: true, stream })) : undefined;
+    recorded.push({ step, greedy });
+  };
+  const fits = (index: number) => index < p.maxTokens && model.kind === "decoder" && state!.pos + 1 <= model.maxSeq;
   try {
-    for (let i = 0; i < p.maxTokens && (state?.pos ?? 0) + input.length <= model.maxSeq; i++) {
-      if (opts.signal?.aborted) throw new CancelledError(`cancelled after ${i} tokens`);
-      const step = model.step(input, state, stream);
-      let logits: Float32Array;
-      try {
-        await evalAsync(step.logits, ...step.state.caches);
-        logits = step.logits.toFloat32Array();
-      } catch (e) {
-        step.scope.disposeExcept([]);
-        throw e;
-      }
-      step.scope.disposeExcept(step.state.caches);
-      freeState(state);
-      state = step.state;
-      const token = sample(logits, random, { temperature: p.temperature, topK: p.topK, topP: p.topP });
+    if (p.maxTokens > 0 && p.tokens.length <= model.maxSeq) record(p.tokens, 0);
+    for (let i = 0; recorded.length > 0; i++) {
+      const { step, greedy } = recorded[0]!;
+      if (greedy && fits(i + 1)) record(greedy, i + 1);
+      const newest = state === step.state;
+      await evalAsync(greedy ?? step.logits, ...(newest ? step.state.caches : []));
+      const logits = greedy && p.checksums === false ? undefined : step.logits.toFloat32Array();
+      const token = greedy ? greedy.toInt32Array()[0]! : sample(logits!, random, { temperature: p.temperature, topK: p.topK, topP: p.topP });
+      recorded.shift();
+      step.scope.disposeExcept(newest ? step.state.caches : []);
       out.tokens.push(token);
-      out.checksums.push(checksum(logits));
+      if (p.checksums !== false) out.checksums.push(checksum(logits!));
       opts.onToken?.(token, i);
-      if (model.kind === "classifier") break;
-      input = [token];
+      if (!greedy && fits(i + 1)) record([token], i + 1);
     }
   } finally {
+    for (const r of recorded) r.step.scope.disposeExcept([]);
     freeState(state);
   }
   return out;

@@ -17,7 +17,7 @@
  */
 export { forward, generate, CancelledError, type ForwardSummary, type GenerateParams, type GenerateResult } from "./generate.ts";
 export { attentionBlock, mlpBlock, recurrenceBlock, Scope, weight, type DecoderConfig, type Weights } from "./layers.ts";
-export { architectures, buildModel, type Architecture, type DecoderState, type Model, type Step } from "./models.ts";
+export { architectures, buildModel, type Architecture, type DecoderState, type Model, type Step, type StepTokens } from "./models.ts";
 export { loadSafetensors, parseHeader, saveSafetensors, SafetensorsError, type TensorBytes, type TensorInfo } from "./safetensors.ts";
 export { checksum, sample, seededRandom, topIndices, type SampleOptions } from "./sampling.ts";
 export {

@@ -18,7 +18,7 @@ import { GgufError, type GgufFile, metadataValue, tensorBytes, tensorFloat32 } f
 import type { BatchDecoder, BatchPrefill, BatchStep, KVLayout } from "./batch.ts";
 import { appendKV, cacheCapacity } from "./kv-cache.ts";
 import { Scope, type Weights } from "./layers.ts";
-import type { DecoderState, Model, Step } from "./models.ts";
+import { type DecoderState, type Model, type Step, type StepTokens, stepIds, tokenCount } from "./models.ts";
 
 /** The dimensions of a Llama model, as its GGUF metadata gives them (plain data: it crosses Workers). */
 export interface LlamaConfig {
@@ -296,7 +296,7 @@ export class LlamaModel implements BatchDecoder {
     return this.weights.get(name)!;
   }
 
-  step(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step {
+  step(tokens: StepTokens, state: DecoderState | undefined, stream: Stream): Step {
     const step = this.stepLogits(tokens, state, stream, 1);
     return { ...step, logits: step.scope.t(lx.reshape(step.logits, [this.vocab], { stream })) };
   }
@@ -306,18 +306,17 @@ export class LlamaModel implements BatchDecoder {
    * (all of them for perplexity; the answer's positions to check a continuation). Consumes
    * `state`'s caches.
    */
-  stepLogits(tokens: readonly number[], state: DecoderState | undefined, stream: Stream, positions = tokens.length): Step {
+  stepLogits(tokens: StepTokens, state: DecoderState | undefined, stream: Stream, positions = tokenCount(tokens)): Step {
     const cfg = this.config;
-    if (tokens.length === 0) throw new RangeError(`${this.name}: a step needs at least one token`);
-    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= cfg.vocab) throw new RangeError(`${this.name}: token id ${t} is outside [0, ${cfg.vocab})`);
     const pos = state?.pos ?? 0;
-    const L = tokens.length;
+    const L = tokenCount(tokens);
+    if (L === 0) throw new RangeError(`${this.name}: a step needs at least one token`);
     if (pos + L > cfg.contextLength) throw new RangeError(`${this.name}: ${pos + L} positions exceed the context length ${cfg.contextLength}`);
     if (!Number.isInteger(positions) || positions < 1 || positions > L) throw new RangeError(`${this.name}: positions ${positions} is outside [1, ${L}]`);
     const s = new Scope();
     const capacity = cacheCapacity(pos + L, cfg.contextLength);
     return lx.withStream(stream, () => {
-      const ids = s.t(lx.array(Int32Array.from(tokens)));
+      const ids = stepIds(s, tokens, cfg.vocab, this.name);
       if (this.#compiled && L === 1 && state && state.caches[0]!.shape[2]! >= pos + 1) {
         const [logits, ...caches] = this.#decode(ids, pos, pos + 1, ...state.caches);
         return { logits: s.t(logits!), state: { pos: pos + 1, caches }, scope: s };

@@ -28,6 +28,33 @@ export interface Step {
   scope: Scope;
 }
 
+/**
+ * The token ids a step reads: numbers from the host, or an int32 `[L]` array already on the
+ * device (a previous step's greedy token, so the step can be queued before that one is read).
+ */
+export type StepTokens = readonly number[] | LanesArray;
+
+/**
+ * `tokens` as the int32 array a step embeds, checked against `vocab` where they are on the host
+ * (device ids come from the model's own argmax). A host array is `s`'s to free.
+ */
+export function stepIds(s: Scope, tokens: StepTokens, vocab: number, name: string): LanesArray {
+  if (!Array.isArray(tokens)) {
+    const ids = tokens as LanesArray;
+    if (ids.dtype !== "int32" || ids.ndim !== 1 || ids.shape[0] === 0)
+      throw new RangeError(`${name}: device token ids must be a non-empty int32 [L] array, got ${ids.dtype} [${ids.shape.join(", ")}]`);
+    return ids;
+  }
+  if (tokens.length === 0) throw new RangeError(`${name}: a step needs at least one token`);
+  for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= vocab) throw new RangeError(`${name}: token id ${t} is outside [0, ${vocab})`);
+  return s.t(lx.array(Int32Array.from(tokens)));
+}
+
+/** How many tokens `tokens` holds. */
+export function tokenCount(tokens: StepTokens): number {
+  return Array.isArray(tokens) ? tokens.length : (tokens as LanesArray).shape[0]!;
+}
+
 /** A model the service can run. */
 export interface Model {
   readonly name: string;
@@ -42,8 +69,11 @@ export interface Model {
   readonly maxSeq: number;
   /** Number of logits a step returns. */
   readonly outputs: number;
-  /** Records one step on `stream` (lazy): `tokens` follow `state` (undefined: a new sequence). */
-  step(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step;
+  /**
+   * Records one step on `stream` (lazy): `tokens` follow `state` (undefined: a new sequence),
+   * whose caches the step consumes.
+   */
+  step(tokens: StepTokens, state: DecoderState | undefined, stream: Stream): Step;
   /** Frees the weights. */
   dispose(): void;
 }
@@ -149,15 +179,15 @@ class Classifier extends BaseModel implements Model {
   get outputs(): number {
     return this.arch.config.classes!;
   }
-  step(tokens: readonly number[], _state: DecoderState | undefined, stream: Stream): Step {
+  step(tokens: StepTokens, _state: DecoderState | undefined, stream: Stream): Step {
     const s = new Scope();
     const w = this.w;
     const logits = lx.withStream(stream, () => {
-      const x = s.t(lx.mean(s.t(lx.take(w.get("embed")!, s.t(lx.array(Int32Array.from(tokens))))), 0, { keepdims: true }));
+      const x = s.t(lx.mean(s.t(lx.take(w.get("embed")!, stepIds(s, tokens, this.vocab, this.name))), 0, { keepdims: true }));
       const h = s.t(lx.gelu(s.t(lx.add(s.t(lx.matmul(x, w.get("w1")!)), w.get("b1")!))));
       return s.t(lx.reshape(s.t(lx.add(s.t(lx.matmul(h, w.get("w2")!)), w.get("b2")!)), [this.outputs]));
     });
-    return { logits, state: { pos: tokens.length, caches: [] }, scope: s };
+    return { logits, state: { pos: tokenCount(tokens), caches: [] }, scope: s };
   }
 }
 
@@ -191,15 +221,15 @@ class Decoder extends BaseModel implements Model {
     return this.arch.config.layers.slice(0, layer).reduce((n, kind) => n + (kind === "attn" ? 2 : 1), 0);
   }
 
-  step(tokens: readonly number[], state: DecoderState | undefined, stream: Stream): Step {
+  step(tokens: StepTokens, state: DecoderState | undefined, stream: Stream): Step {
     const cfg = this.arch.config;
     const s = new Scope();
     const pos = state?.pos ?? 0;
-    const L = tokens.length;
+    const L = tokenCount(tokens);
     const firstAttn = cfg.layers.indexOf("attn");
     const held = state && firstAttn >= 0 ? state.caches[this.#cacheIndex(firstAttn)]!.shape[2]! : 0;
     return lx.withStream(stream, () => {
-      const ids = s.t(lx.array(Int32Array.from(tokens)));
+      const ids = stepIds(s, tokens, cfg.vocab, this.name);
       if (this.#compiled && L === 1 && state && (firstAttn < 0 || held >= pos + 1)) {
         const [logits, ...caches] = this.#decode(ids, pos, pos + 1, ...state.caches);
         return { logits: s.t(logits!), state: { pos: pos + 1, caches }, scope: s };
