@@ -11,16 +11,19 @@
  * for each step (the step's own round trip, no argmax); `pipelined` feeds token 1 and waits only
  * for the last step, so the device never waits on the host (the step's device time); `generate`
  * times `generate()` itself from its first token on (greedy, one step ahead on the device, no
- * checksums, as the OpenAI endpoints run it); `generate-serial` the same with `ahead: false`
- * (each step read before the next is recorded).
+ * checksums); `generate-serial` the same with `ahead: false` (each step read before the next is
+ * recorded); `batch` and `batch-serial` run the service's
+ * continuous-batching path (`DecodeBatch`, one row, greedy) with and without the step ahead
+ * (a batched step is always a compiled plan, so these take `--modes compiled`).
  *
  * `--model PATH` runs a tokenizer-less GGUF (bench/llm-synthetic.ts writes a SmolLM2-shaped one for
  * the GPU machine, which can't take the real file) on a prompt of plain token ids.
  *
- *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode] [--model PATH] [--loop greedy|fixed|pipelined|generate|generate-serial]
+ *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode] [--model PATH] [--loop greedy|fixed|pipelined|generate|generate-serial|batch|batch-serial]
  */
 import { parseArgs } from "node:util";
 import * as lx from "../src/index.ts";
+import { type BatchRow, DecodeBatch } from "../src/models/batch.ts";
 import { generate } from "../src/models/generate.ts";
 import type { LlamaModel } from "../src/models/llama.ts";
 import { loadTextModel } from "../src/models/text-model.ts";
@@ -42,7 +45,7 @@ const { values: args } = parseArgs({
 const promptLength = Number(args.prompt);
 const decodeSteps = Number(args.decode);
 const rounds = Number(args.rounds);
-const loops = ["greedy", "fixed", "pipelined", "generate", "generate-serial"];
+const loops = ["greedy", "fixed", "pipelined", "generate", "generate-serial", "batch", "batch-serial"];
 if (!loops.includes(args.loop)) throw new Error(`--loop ${args.loop}: one of ${loops.join(", ")}`);
 
 /** One round's figures: the prefill's milliseconds and the mean milliseconds of a decode step. */
@@ -71,7 +74,18 @@ async function measure(): Promise<Round> {
     await lx.evalAsync(p.logits);
     prefillMs = performance.now() - t0;
   }
-  if (args.only !== "prefill" && args.loop.startsWith("generate")) {
+  if (args.only !== "prefill" && args.loop.startsWith("batch")) {
+    using batch = new DecodeBatch(model, stream);
+    const first = model.step(prompt, undefined, stream);
+    const token = lx.argmax(first.logits, -1).toInt32Array()[0]!;
+    first.scope.disposeExcept(first.state.caches);
+    const row = batch.join(first.state);
+    let next = new Map<BatchRow, number>([[row, token]]);
+    next = new Map([[row, (await batch.step(next)).get(row)!.greedy]]);
+    const t0 = performance.now();
+    for (let i = 0; i < decodeSteps; ++i) next = new Map([[row, (await batch.step(next, { ahead: args.loop === "batch" })).get(row)!.greedy]]);
+    decodeMs = (performance.now() - t0) / decodeSteps;
+  } else if (args.only !== "prefill" && args.loop.startsWith("generate")) {
     let first = 0;
     const onToken = (_: number, i: number) => i === 0 && (first = performance.now());
     await generate(model, { tokens: prompt, maxTokens: decodeSteps + 1, checksums: false }, stream, { onToken, ahead: args.loop === "generate" });

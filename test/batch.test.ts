@@ -64,7 +64,7 @@ function serial(m: LlamaModel, tokens: number[], count: number, stream: lx.Strea
 }
 
 /** The same sequences decoded together by one DecodeBatch, following `schedule`. */
-async function batched(m: LlamaModel, stream: lx.Stream) {
+async function batched(m: LlamaModel, stream: lx.Stream, ahead = false) {
   using batch = new DecodeBatch(m, stream);
   const out = schedule.map(() => ({ tokens: [] as number[], logits: [] as Float32Array[] }));
   const rows = new Map<BatchRow, number>(); // row -> schedule index
@@ -92,7 +92,7 @@ async function batched(m: LlamaModel, stream: lx.Stream) {
       });
     }
     if (rows.size === 0) continue;
-    const outputs = await batch.step(next, { logits: true });
+    const outputs = await batch.step(next, { logits: true, ahead });
     seen.slots.add(batch.slots);
     seen.capacities.add(batch.capacity);
     for (const [row, i] of [...rows]) {
@@ -109,7 +109,7 @@ async function batched(m: LlamaModel, stream: lx.Stream) {
       }
     }
   }
-  return { out, seen };
+  return { out, seen, ahead: { ...batch.ahead } };
 }
 
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
@@ -160,13 +160,22 @@ describe("DecodeBatch on a tiny Llama", () => {
       const m = model(opts);
       try {
         const want = schedule.map((s) => serial(m, s.prompt, s.tokens, stream));
-        const { out, seen } = await batched(m, stream);
+        const plain = await batched(m, stream);
+        // Each step's next recorded ahead from its greedy tokens: used wherever no row joined. A
+        // step taken ahead keeps the slot count a leaving row would have shrunk, so on a GPU it
+        // may run other kernels than the plain run: both are held to the serial run alike.
+        const ahead = await batched(m, stream, true);
+        expect(plain.ahead).toEqual({ used: 0, dropped: 0 });
+        expect(ahead.ahead.used).toBeGreaterThan(20);
+        expect(ahead.ahead.dropped).toBeGreaterThan(0);
+        if (bitwise()) expect(ahead.out).toEqual(plain.out);
+        const { seen } = plain;
         // The batch really changed shape under the sequences.
         expect(Math.max(...seen.slots)).toBeGreaterThanOrEqual(4);
         expect(Math.min(...seen.slots)).toBe(1);
         expect([...seen.capacities].sort((a, b) => a - b)).toEqual([64, 128]);
         const quantized = !("dequantize" in opts);
-        out.forEach((got, i) => {
+        for (const { out } of [plain, ahead]) out.forEach((got, i) => {
           const w = want[i]!;
           expect({ i, length: got.tokens.length }).toEqual({ i, length: w.tokens.length });
           for (let j = 0; j < w.tokens.length; j++) {
@@ -184,6 +193,37 @@ describe("DecodeBatch on a tiny Llama", () => {
       }
     });
   }
+
+  test("a step asked for other tokens than the greedy ones drops the step recorded ahead, and equals a batch that never records ahead", async () => {
+    using stream = lx.newStream();
+    const m = model();
+    try {
+      const prompts = [prompt(5), prompt(9)];
+      const run = async (ahead: boolean) => {
+        using batch = new DecodeBatch(m, stream);
+        const rows = prompts.map((p) => {
+          const s = m.step(p, undefined, stream);
+          s.scope.disposeExcept(s.state.caches);
+          return batch.join(s.state);
+        });
+        const next = new Map(rows.map((r, i): [BatchRow, number] => [r, 3 + i]));
+        const seen: number[][] = [];
+        for (let step = 0; step < 12; step++) {
+          const outputs = await batch.step(next, { logits: true, ahead });
+          seen.push([...outputs.values()].flatMap((o) => [o.greedy, ...o.logits!]));
+          // Every third step row 0 is given a token of the caller's choosing instead of its greedy one.
+          rows.forEach((r) => next.set(r, outputs.get(r)!.greedy));
+          if (step % 3 === 1) next.set(rows[0]!, (outputs.get(rows[0]!)!.greedy + 7) % cfg.vocab);
+        }
+        return { seen, counts: { ...batch.ahead } };
+      };
+      const plain = await run(false), ahead = await run(true);
+      expect(ahead.seen).toEqual(plain.seen);
+      expect(ahead.counts).toEqual({ used: 7, dropped: 4 });
+    } finally {
+      m.dispose();
+    }
+  });
 
   test("bad use is refused with a clear error and leaves the batch usable", async () => {
     using stream = lx.newStream();
@@ -216,13 +256,19 @@ describe("a batched step that fails on the device (child process with LANES_FAUL
   const out = proc.stdout.toString().trim().split("\n").pop() ?? "{}";
   const r = JSON.parse(out.startsWith("{") ? out : "{}") as Record<string, unknown>;
 
-  test("the step rejects with the DeviceError and the batch drops every row; new sequences then decode as serial runs do", () => {
-    expect(proc.exitCode).toBe(0);
-    expect(r.failed).toMatchObject({ ok: false, name: "DeviceError" });
-    expect((r.failed as { message: string }).message).toMatch(/injected fault/);
-    expect(r.sizeAfterFailure).toBe(0);
-    expect(r.leaveAfterFailure).toMatch(/not in this batch/);
-    expect(r.afterEqualsSerial).toBe(true);
-    expect(r.sizeAfter).toBe(2);
-  });
+  for (const mode of ["plain", "ahead"] as const)
+    test(`the step rejects with the DeviceError and the batch drops every row; new sequences then decode as serial runs do (${mode})`, () => {
+      expect(proc.exitCode).toBe(0);
+      const m = r[mode] as Record<string, unknown>;
+      expect(m.failed).toMatchObject({ ok: false, name: "DeviceError" });
+      expect((m.failed as { message: string }).message).toMatch(/injected fault/);
+      expect(m.sizeAfterFailure).toBe(0);
+      expect(m.leaveAfterFailure).toMatch(/not in this batch/);
+      expect(m.afterEqualsSerial).toBe(true);
+      expect(m.sizeAfter).toBe(2);
+      // Ahead: the failing epoch is the step the next call records ahead, so the call after it
+      // fails; two steps taken ahead before the failure, four of the five after it.
+      expect(m.calls).toBe(mode === "ahead" ? 2 : 1);
+      expect(m.ahead).toEqual(mode === "ahead" ? { used: 6, dropped: 0 } : { used: 0, dropped: 0 });
+    });
 });

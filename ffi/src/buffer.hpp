@@ -61,7 +61,10 @@ class Buffer {
   std::atomic<uint64_t> epoch_holds_{0};
 };
 
-// A reference an epoch keeps on a buffer it reads or writes, counted on the buffer.
+// A reference an epoch keeps on a buffer it reads or writes, counted on the buffer. Made from a
+// reference moved in while its stream encodes, under its op lock: the count then rises with no
+// new reference, which another stream's held_only_by() refuses by the holder, and the same
+// stream's cannot run meanwhile.
 class EpochHold {
  public:
   EpochHold(std::shared_ptr<Buffer> buffer, uint64_t stream) : buffer_(std::move(buffer)) {

@@ -59,9 +59,10 @@ export interface BatchDecoder extends Model {
   readonly kvLayout: KVLayout;
   /**
    * One token for each of `tokens.length` slots, slot i at position `positions[i]` (int32
-   * both); `caches` as {@link kvLayout} says, consumed.
+   * both; the tokens may be an int32 `[slots]` array on the device, such as a step's `greedy`);
+   * `caches` as {@link kvLayout} says, consumed.
    */
-  decodeBatch(tokens: Int32Array, positions: Int32Array, caches: readonly LanesArray[], stream: Stream): BatchStep;
+  decodeBatch(tokens: Int32Array | LanesArray, positions: Int32Array, caches: readonly LanesArray[], stream: Stream): BatchStep;
 }
 
 /** True when `model` can run batched decode steps. */
@@ -110,6 +111,12 @@ export class DecodeBatch implements Disposable {
   #capacity = 0;
   // The caches were rebuilt by eager ops (a join, a new bucket or capacity) since the last step.
   #rebuilt = false;
+  // The step after the last one, recorded from its greedy tokens before they were read (see
+  // step()'s `ahead`), with the token and position it gave each row. Its caches are #caches.
+  #queued: { step: BatchStep; rows: Map<Row, { token: number; pos: number; slot: number }> } | undefined;
+
+  /** Steps recorded ahead (see {@link DecodeBatch.step}): `used` as asked for, `dropped` not. */
+  readonly ahead = { used: 0, dropped: 0 };
 
   /**
    * @param model - the decoder.
@@ -223,12 +230,62 @@ export class DecodeBatch implements Disposable {
    * row, and only rows, of this batch). Resolves, once computed, with each row's output; a row's
    * position has then moved on by one. With `logits`, each row's logits are read too (else only
    * its greedy token).
+   *
+   * With `ahead`, the step after this one is recorded from this step's greedy tokens, on the
+   * device, before this one is read: the device has it queued while the caller reads, decides and
+   * calls again. The next call uses it when it asks for exactly that (the same rows, or fewer,
+   * each with its greedy token); otherwise it is dropped (its cache writes are at positions the
+   * real step writes again) and the step is recorded anew.
    */
-  async step(tokens: ReadonlyMap<BatchRow, number>, opts: { logits?: boolean } = {}): Promise<Map<BatchRow, RowOutput>> {
+  async step(tokens: ReadonlyMap<BatchRow, number>, opts: { logits?: boolean; ahead?: boolean } = {}): Promise<Map<BatchRow, RowOutput>> {
     const rows = this.#slots.filter((r): r is Row => r !== undefined);
     if (tokens.size !== rows.length || rows.some((r) => !tokens.has(r)))
       throw new RangeError(`DecodeBatch: a step takes one token for each of the batch's ${rows.length} rows, got ${tokens.size}`);
+    const queued = this.#takeQueued(rows, tokens);
     if (rows.length === 0) return new Map();
+    const step = queued ?? (await this.#record(rows, tokens));
+    try {
+      if (opts.ahead) this.#recordAhead(rows, step);
+      await evalAsync(step.greedy, step.logits);
+      const greedy = step.greedy.toInt32Array();
+      const logits = opts.logits ? step.logits.toFloat32Array() : undefined;
+      const vocab = step.logits.shape[1]!;
+      const out = new Map<BatchRow, RowOutput>();
+      for (const r of rows) {
+        out.set(r, { greedy: greedy[r.slot]!, logits: logits?.subarray(r.slot * vocab, (r.slot + 1) * vocab) });
+        r.pos += 1;
+        this.#queued?.rows.set(r, { token: greedy[r.slot]!, pos: r.pos, slot: r.slot });
+      }
+      return out;
+    } catch (e) {
+      // A failed step leaves the caches unusable: every row must start again.
+      this.#drop();
+      throw e;
+    } finally {
+      step.scope.disposeExcept(this.#caches);
+    }
+  }
+
+  // The queued step when it is exactly the one asked for; else it is dropped (its caches stay).
+  #takeQueued(rows: readonly Row[], tokens: ReadonlyMap<BatchRow, number>): BatchStep | undefined {
+    const queued = this.#queued;
+    if (!queued) return undefined;
+    this.#queued = undefined;
+    const same = rows.every((r) => {
+      const q = queued.rows.get(r);
+      return q !== undefined && q.token === tokens.get(r) && q.pos === r.pos && q.slot === r.slot;
+    });
+    if (same && rows.length > 0) {
+      this.ahead.used += 1;
+      return queued.step;
+    }
+    this.ahead.dropped += 1;
+    queued.step.scope.disposeExcept(this.#caches);
+    return undefined;
+  }
+
+  // Records the step `tokens` ask for, after bringing the caches to its bucket and capacity.
+  async #record(rows: readonly Row[], tokens: ReadonlyMap<BatchRow, number>): Promise<BatchStep> {
     const furthest = Math.max(...rows.map((r) => r.pos));
     if (furthest + 1 > this.model.maxSeq) throw new RangeError(`DecodeBatch: position ${furthest} is past the context of ${this.model.maxSeq}`);
     this.#resize(slotBucket(rows.length), this.#needed(furthest));
@@ -251,24 +308,19 @@ export class DecodeBatch implements Disposable {
     }
     const step = this.model.decodeBatch(ids, positions, this.#caches, this.stream);
     this.#caches = step.caches;
-    try {
-      await evalAsync(step.greedy, step.logits, ...step.caches);
-      const greedy = step.greedy.toInt32Array();
-      const logits = opts.logits ? step.logits.toFloat32Array() : undefined;
-      const vocab = step.logits.shape[1]!;
-      const out = new Map<BatchRow, RowOutput>();
-      for (const r of rows) {
-        out.set(r, { greedy: greedy[r.slot]!, logits: logits?.subarray(r.slot * vocab, (r.slot + 1) * vocab) });
-        r.pos += 1;
-      }
-      return out;
-    } catch (e) {
-      // A failed step leaves the caches unusable: every row must start again.
-      this.#drop();
-      throw e;
-    } finally {
-      step.scope.disposeExcept(this.#caches);
-    }
+    return step;
+  }
+
+  // Records the step after `step` from its greedy tokens, each row one position on, when that
+  // needs no new bucket or capacity.
+  #recordAhead(rows: readonly Row[], step: BatchStep): void {
+    const furthest = Math.max(...rows.map((r) => r.pos)) + 1;
+    if (furthest + 1 > this.model.maxSeq || this.#needed(furthest) > this.#capacity || slotBucket(rows.length) !== this.#slots.length) return;
+    const positions = new Int32Array(this.#slots.length);
+    for (const r of rows) positions[r.slot] = r.pos + 1;
+    const next = this.model.decodeBatch(step.greedy, positions, this.#caches, this.stream);
+    this.#caches = next.caches;
+    this.#queued = { step: next, rows: new Map() };
   }
 
   /** Frees the caches; every row is gone. */
@@ -282,6 +334,8 @@ export class DecodeBatch implements Disposable {
   }
 
   #drop(): void {
+    this.#queued?.step.scope.disposeExcept([]);
+    this.#queued = undefined;
     for (const c of this.#caches) c.dispose();
     this.#caches = [];
     this.#slots = [];

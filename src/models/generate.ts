@@ -50,8 +50,10 @@ interface Recorded {
  * the event loop serves other requests meanwhile; `signal` is checked before every step.
  *
  * Greedy decoding (temperature 0) runs one step ahead: each step's most likely token is taken on
- * the device and fed to the next step, which is queued before this one is read. The device then
- * never waits for the host to read, check and record, and the tokens are the same.
+ * the device (`argmax`: the first maximum, where a NaN counts as one) and fed to the next step,
+ * which is queued before this one is read. The device then never waits for the host to read,
+ * check and record, and the tokens are the same as reading each step first (for logits without
+ * NaN, which the host's pick skips).
  */
 export async function generate(
   model: Model,
@@ -66,25 +68,27 @@ export async function generate(
 ): Promise<GenerateResult> {
   const random = seededRandom(p.seed ?? 0);
   const out: GenerateResult = { tokens: [], checksums: [] };
+  if (p.topP !== undefined && !(p.topP > 0 && p.topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${p.topP}`);
   const ahead = model.kind === "decoder" && (p.temperature ?? 0) <= 0 && opts.ahead !== false;
   const recorded: Recorded[] = [];
   let state: DecoderState | undefined; // the newest recorded step's
-  const record = (tokens: StepTokens, index: number): void => {
-    if (opts.signal?.aborted) throw new CancelledError(`cancelled after ${index} tokens`);
+  const record = (tokens: StepTokens): void => {
+    if (opts.signal?.aborted) throw new CancelledError(`cancelled after ${out.tokens.length} tokens`);
     const step = model.step(tokens, state, stream);
     // The old caches are the new step's now (donated to a compiled step): without their handles
     // an eager step may update them in place.
     freeState(state);
     state = step.state;
-    const greedy = ahead ? step.scope.t(lx.argmax(step.logits, -1, { keepdims: true, stream })) : undefined;
-    recorded.push({ step, greedy });
+    const r: Recorded = { step };
+    recorded.push(r);
+    if (ahead) r.greedy = step.scope.t(lx.argmax(step.logits, -1, { keepdims: true, stream }));
   };
   const fits = (index: number) => index < p.maxTokens && model.kind === "decoder" && state!.pos + 1 <= model.maxSeq;
   try {
-    if (p.maxTokens > 0 && p.tokens.length <= model.maxSeq) record(p.tokens, 0);
+    if (p.maxTokens > 0 && p.tokens.length <= model.maxSeq) record(p.tokens);
     for (let i = 0; recorded.length > 0; i++) {
       const { step, greedy } = recorded[0]!;
-      if (greedy && fits(i + 1)) record(greedy, i + 1);
+      if (greedy && fits(i + 1)) record(greedy);
       const newest = state === step.state;
       await evalAsync(greedy ?? step.logits, ...(newest ? step.state.caches : []));
       const logits = greedy && p.checksums === false ? undefined : step.logits.toFloat32Array();
@@ -94,7 +98,7 @@ export async function generate(
       out.tokens.push(token);
       if (p.checksums !== false) out.checksums.push(checksum(logits!));
       opts.onToken?.(token, i);
-      if (!greedy && fits(i + 1)) record([token], i + 1);
+      if (!greedy && fits(i + 1)) record([token]);
     }
   } finally {
     for (const r of recorded) r.step.scope.disposeExcept([]);

@@ -327,21 +327,27 @@ export class LlamaModel implements BatchDecoder {
   }
 
   /**
-   * One decode step of a batch of sequences, one token each: `tokens` and `positions` (where
-   * each token goes, i.e. how many its sequence has in the cache) are int32 `[slots]`, the
+   * One decode step of a batch of sequences, one token each: `tokens` (host ids, or an int32
+   * array on the device such as a step's `greedy`) and `positions` (where each token goes, i.e.
+   * how many its sequence has in the cache) are int32 `[slots]`, the
    * caches `[slots, kvHeads, capacity, headDim]` as {@link kvLayout} describes (consumed). A
    * compiled plan per (slots, capacity): one native call for the whole batch.
    */
-  decodeBatch(tokens: Int32Array, positions: Int32Array, caches: readonly LanesArray[], stream: Stream): BatchStep {
-    const slots = tokens.length;
+  decodeBatch(tokens: Int32Array | LanesArray, positions: Int32Array, caches: readonly LanesArray[], stream: Stream): BatchStep {
+    const host = tokens instanceof Int32Array;
+    const slots = host ? tokens.length : tokens.shape[0]!;
     const capacity = caches[0]?.shape[2] ?? 0;
     if (positions.length !== slots) throw new RangeError(`${this.name}: ${slots} tokens but ${positions.length} positions`);
     if (caches.length !== this.kvLayout.caches) throw new RangeError(`${this.name}: a batched step takes ${this.kvLayout.caches} caches, got ${caches.length}`);
-    for (const t of tokens) if (t < 0 || t >= this.vocab) throw new RangeError(`${this.name}: token id ${t} is outside [0, ${this.vocab})`);
+    if (host) {
+      for (const t of tokens) if (t < 0 || t >= this.vocab) throw new RangeError(`${this.name}: token id ${t} is outside [0, ${this.vocab})`);
+    } else if (tokens.dtype !== "int32" || tokens.ndim !== 1) {
+      throw new RangeError(`${this.name}: device token ids must be int32 [slots], got ${tokens.dtype} [${tokens.shape.join(", ")}]`);
+    }
     for (const p of positions) if (p < 0 || p >= capacity) throw new RangeError(`${this.name}: position ${p} is outside the cache's capacity ${capacity}`);
     const s = new Scope();
     return lx.withStream(stream, () => {
-      const ids = s.t(lx.array(tokens));
+      const ids = host ? s.t(lx.array(tokens)) : tokens;
       const pos = s.t(lx.array(positions));
       const [logits, greedy, ...next] = this.#decodeBatch(ids, pos, ...caches);
       return { logits: s.t(logits!), greedy: s.t(greedy!), caches: next, scope: s };

@@ -231,7 +231,10 @@ class BatchScheduler {
     for (const e of this.#active) tokens.set(e.row!, e.next);
     let outputs;
     try {
-      outputs = await this.#batch.step(tokens, { logits: this.#active.some((e) => this.#needsLogits(e)) });
+      // With nothing waiting to join and every row greedy, the next step is most likely this
+      // step's greedy tokens one position on: record it before reading this one.
+      const ahead = this.#waiting.length === 0 && this.#active.every((e) => (e.params.temperature ?? 0) <= 0);
+      outputs = await this.#batch.step(tokens, { logits: this.#active.some((e) => this.#needsLogits(e)), ahead });
       this.counts.steps += 1;
       this.counts.rows += tokens.size;
     } catch (error) {

@@ -78,16 +78,20 @@ export async function runGeneration(
     for (let i = 0; i < p.maxTokens && (state?.pos ?? 0) + input.length <= model.maxSeq; i++) {
       if (opts.signal?.aborted) throw new CancelledError(`cancelled after ${i} tokens`);
       const step = model.step(input, state, stream);
+      // The old caches are the step's inputs now: without their handles an eager step updates
+      // them in place.
+      freeState(state);
+      state = undefined;
       let logits: Float32Array;
       try {
         await evalAsync(step.logits, ...step.state.caches);
         logits = step.logits.toFloat32Array();
       } catch (e) {
         step.scope.disposeExcept([]);
+        freeState(step.state);
         throw e;
       }
       step.scope.disposeExcept(step.state.caches);
-      freeState(state);
       state = step.state;
       const token = nextToken(logits, random, p);
       if (p.stopIds?.includes(token)) {
