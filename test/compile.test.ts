@@ -1040,6 +1040,28 @@ describe("replays in a pipeline", () => {
     f.dispose();
   });
 
+  test("a replay whose take index is out of range fails even when the plan's next replay is queued before it completes", async () => {
+    // On a GPU a replay's range errors are read when its epoch completes, and a replay clears
+    // them first: the next replay must not run on the same instance before that read.
+    using s = lx.newStream();
+    const fn = (table: Arr, index: Arr) => lx.multiply(lx.take(table, index, 0), 2);
+    const f = lx.compile(fn);
+    const table = f32([4, 3]);
+    const good = lx.array(Int32Array.from([3, 0]), [2]), bad = lx.array(Int32Array.from([1, 9]), [2]);
+    const want = fn(table, good).toFloat32Array();
+    for (let round = 0; round < 16; round++) {
+      const [failing, fine] = lx.withStream(s, () => [f(table, bad) as Arr, f(table, good) as Arr]);
+      const results = await Promise.allSettled([lx.evalAsync(failing), lx.evalAsync(fine)]);
+      expect(results[0]).toMatchObject({ status: "rejected", reason: { name: "DeviceError" } });
+      expect(String((results[0] as PromiseRejectedResult).reason)).toMatch(/index 9 is out of range for axis 0 of size 4/);
+      expect(results[1]!.status, `round ${round}`).toBe("fulfilled");
+      expect(Array.from(fine.toFloat32Array())).toEqual(Array.from(want));
+      failing.dispose();
+      fine.dispose();
+    }
+    f.dispose();
+  });
+
   test("a donated strided view, or one array given as two arguments, is copied first", () => {
     const fn = (c: Arr, r: Arr) => ({ c: lx.sliceUpdate(c, lx.slice(r, [0], [1]), 2), s: lx.sum(r) });
     const f = lx.compile(fn, { donate: [0] });

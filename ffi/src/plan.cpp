@@ -14,6 +14,10 @@ namespace lanes {
 namespace {
 
 constexpr size_t kArenaAlignment = 256;
+// Instances a stream keeps of one plan, for replays in flight at once or for other donated
+// addresses. Two serve a step queued ahead; four ran no faster on an H200 with steps queued back
+// to back (docs/PERFORMANCE.md, fifteenth session).
+constexpr size_t kInstancesPerStream = 2;
 
 size_t aligned(size_t bytes) { return (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment; }
 
@@ -482,20 +486,36 @@ void* Plan::address(const Instance& instance, int slot, const std::vector<void*>
 }
 
 std::shared_ptr<Plan::Instance> Plan::instance_for(const StreamPtr& stream, const std::vector<void*>& donated) {
-  std::shared_ptr<Instance> previous;
-  {
-    std::lock_guard lock(instances_mutex_);
-    auto it = instances_.find(stream->id());
-    if (it != instances_.end()) {
-      if (it->second->donated == donated) return it->second;
-      previous = it->second;
+  std::shared_ptr<Buffer> arena;
+  for (;;) {
+    uint64_t wait_for = 0;
+    {
+      std::lock_guard lock(instances_mutex_);
+      auto it = instances_.find(stream->id());
+      if (it == instances_.end()) break;
+      uint64_t completed = stream->timeline()->completed();
+      for (const std::shared_ptr<Instance>& instance : it->second) {
+        if (instance->claimed || instance->donated != donated) continue;
+        if (instance->last_replay <= completed) {
+          instance->claimed = true;
+          return instance;
+        }
+        // With as many instances as the stream keeps, each still replaying, the host waits for
+        // the oldest rather than instantiate a plan per replay.
+        if (it->second.size() >= kInstancesPerStream && (wait_for == 0 || instance->last_replay < wait_for))
+          wait_for = instance->last_replay;
+      }
+      // The stream runs its replays one after another: its instances can share one arena.
+      arena = it->second.front()->arena;
     }
+    if (wait_for == 0) break;
+    stream->timeline()->wait(wait_for);  // a failed replay leaves its instance usable
   }
   // Built outside every lock: it allocates and the backend translates.
   auto made = std::make_shared<Instance>();
   made->donated = donated;
-  made->arena = previous ? previous->arena
-                         : runtime().allocator().allocate(std::max<size_t>(arena_bytes_, 1), stream->device(), stream->pool());
+  made->claimed = true;
+  made->arena = arena ? arena : runtime().allocator().allocate(std::max<size_t>(arena_bytes_, 1), stream->device(), stream->pool());
   std::vector<Command> commands;
   commands.reserve(steps_.size());
   for (const Step& step : steps_) {
@@ -519,24 +539,38 @@ std::shared_ptr<Plan::Instance> Plan::instance_for(const StreamPtr& stream, cons
   made->backend = runtime().backend().instantiate(std::move(commands), std::move(copies), stream->device(), scratch);
   made->stream = stream;
   // Streams disposed meanwhile give their instances (and arenas) back. They are destroyed after
-  // the lock is released: freeing an arena takes its stream's memory pool lock.
+  // the lock is released: freeing an arena takes its stream's memory pool lock. A stream keeps
+  // its newest few; an older one still replaying is kept alive by its epoch.
   std::vector<std::shared_ptr<Instance>> dropped;
   {
     std::lock_guard lock(instances_mutex_);
     for (auto it = instances_.begin(); it != instances_.end();) {
-      std::shared_ptr<Stream> s = it->second->stream.lock();
+      std::shared_ptr<Stream> s = it->second.front()->stream.lock();
       if (s && !s->disposed()) {
         ++it;
         continue;
       }
-      dropped.push_back(std::move(it->second));
+      for (std::shared_ptr<Instance>& instance : it->second) dropped.push_back(std::move(instance));
       it = instances_.erase(it);
     }
-    std::shared_ptr<Instance>& slot = instances_[stream->id()];
-    if (slot) dropped.push_back(std::move(slot));
-    slot = made;
+    std::vector<std::shared_ptr<Instance>>& list = instances_[stream->id()];
+    for (auto it = list.begin(); list.size() >= kInstancesPerStream && it != list.end();) {
+      if ((*it)->claimed) {
+        ++it;
+        continue;
+      }
+      dropped.push_back(std::move(*it));
+      it = list.erase(it);
+    }
+    list.push_back(made);
   }
   return made;
+}
+
+void Plan::release(Instance& instance, uint64_t value) {
+  std::lock_guard lock(instances_mutex_);
+  instance.claimed = false;
+  if (value) instance.last_replay = value;
 }
 
 void Plan::check_scalars(const std::vector<double>& scalars) const {
@@ -615,6 +649,13 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
     donated[i] = donated_buffers[i]->data();
   }
   std::shared_ptr<Instance> instance = instance_for(stream, donated);
+  uint64_t replayed = 0;  // the epoch carrying the replay, once encoded
+  struct Release {
+    Plan& plan;
+    Instance& instance;
+    const uint64_t& value;
+    ~Release() { plan.release(instance, value); }
+  } release_on_exit{*this, *instance, replayed};
   // A backend that copies inputs and outputs itself (inside its graph) takes their addresses;
   // an input it cannot read as plain bytes is first copied into a contiguous buffer.
   const bool bind = instance->backend->copies_bound();
@@ -682,6 +723,7 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
       if (in->producer) lock.encode_wait(*in->producer, in->value);
     for (PlannedCommand& pc : before) lock.encode(std::move(pc));
     value = lock.encode_replay(std::move(replay));
+    replayed = value;
     for (PlannedCommand& pc : after) value = lock.encode(std::move(pc));
     // What a replay makes is usually evaluated next, by this thread.
     lock.commit(Start::OnDemand);

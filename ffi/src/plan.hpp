@@ -79,12 +79,18 @@ class Plan {
   };
   // What one stream replays: the arena and the backend's instance, made for the donated
   // inputs' memory it was built with.
+  // A plan made ready for one stream. A replay claims it until its epoch is encoded, and it is
+  // not replayed again before that epoch completed: its error words are read at completion,
+  // and the next replay clears them. A stream whose replays overlap gets more instances.
   struct Instance {
     std::shared_ptr<Buffer> arena;
     std::shared_ptr<PlanInstance> backend;
     std::vector<std::shared_ptr<Buffer>> scratch;
     std::vector<void*> donated;
     std::weak_ptr<Stream> stream;
+    // Guarded by instances_mutex_:
+    bool claimed = false;
+    uint64_t last_replay = 0;  // the stream's timeline value of the epoch carrying it
   };
 
   bool fusable(const Step& step) const;
@@ -96,7 +102,10 @@ class Plan {
   void drop_folded(const std::vector<bool>& folded);
   int matmul_feeding(const Operand& in, const Operand& out, const std::vector<int>& readers, const std::vector<int>& writer) const;
   void lay_out_arena();
+  // An instance for `stream` and these donated addresses, claimed; release() gives it back.
   std::shared_ptr<Instance> instance_for(const StreamPtr& stream, const std::vector<void*>& donated);
+  // `value`: the epoch that carries its replay, or 0 when nothing was encoded.
+  void release(Instance& instance, uint64_t value);
   void* address(const Instance& instance, int slot, const std::vector<void*>& donated) const;
   void check_scalars(const std::vector<double>& scalars) const;
 
@@ -108,7 +117,7 @@ class Plan {
   int scalars_ = 0;
   size_t arena_bytes_ = 0;
   RankedMutex instances_mutex_{LockRank::Leaf, "plan instances"};
-  std::map<uint64_t, std::shared_ptr<Instance>> instances_;  // by stream id
+  std::map<uint64_t, std::vector<std::shared_ptr<Instance>>> instances_;  // by stream id, oldest first
 };
 
 }  // namespace lanes
