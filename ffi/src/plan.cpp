@@ -506,10 +506,14 @@ std::shared_ptr<Plan::Instance> Plan::instance_for(const StreamPtr& stream, cons
           wait_for = instance->last_replay;
       }
       // The stream runs its replays one after another: its instances can share one arena.
-      arena = it->second.front()->arena;
+      if (!it->second.empty()) arena = it->second.front()->arena;
     }
     if (wait_for == 0) break;
-    stream->timeline()->wait(wait_for);  // a failed replay leaves its instance usable
+    // Committed first: a replay whose epoch failed to encode its copies out is still open.
+    stream->flush_through(wait_for, Start::Now);
+    // A failed replay leaves its instance usable; a wait that gave up (the watchdog) is an error.
+    if (auto error = stream->timeline()->wait(wait_for); error && stream->timeline()->completed() < wait_for)
+      throw_error(LANES_ERR_DEVICE, "stream " + std::to_string(stream->id()) + ": " + *error);
   }
   // Built outside every lock: it allocates and the backend translates.
   auto made = std::make_shared<Instance>();
@@ -545,7 +549,7 @@ std::shared_ptr<Plan::Instance> Plan::instance_for(const StreamPtr& stream, cons
   {
     std::lock_guard lock(instances_mutex_);
     for (auto it = instances_.begin(); it != instances_.end();) {
-      std::shared_ptr<Stream> s = it->second.front()->stream.lock();
+      std::shared_ptr<Stream> s = it->second.empty() ? nullptr : it->second.front()->stream.lock();
       if (s && !s->disposed()) {
         ++it;
         continue;
