@@ -361,8 +361,8 @@ class CpuQueue final : public Queue {
   // A waiter that cannot run the work (another thread is running earlier work) would only take
   // a core from that thread.
   std::chrono::microseconds progress_spin() const override { return std::chrono::microseconds(20); }
-  std::function<void()> notify() override {
-    return [lane = lane_] { lane->release(); };
+  std::function<void(uint64_t)> notify() override {
+    return [lane = lane_](uint64_t) { lane->release(); };
   }
   void debug_pause(bool paused) override { lane_->pause(paused); }
 

@@ -64,6 +64,45 @@ class CudaFence final : public Fence {
   CUdeviceptr address_ = 0;
 };
 
+// Pinned host blocks of one size, reused: where each replay of a plan copies its range-check
+// words. Shared with the command buffers that hold one, so a block goes back safely whichever
+// of the plan instance and the epoch goes first.
+class HostBlocks {
+ public:
+  HostBlocks(const Device& device, size_t bytes) : device_(device), bytes_(bytes) {}
+  ~HostBlocks() {
+    device_.make_current();
+    for (void* block : all_) driver().cuMemFreeHost(block);
+  }
+  HostBlocks(const HostBlocks&) = delete;
+  HostBlocks& operator=(const HostBlocks&) = delete;
+
+  int* take() {
+    std::lock_guard lock(mutex_);
+    if (free_.empty()) {
+      void* block = nullptr;
+      device_.make_current();
+      check(driver().cuMemHostAlloc(&block, bytes_, CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc");
+      all_.push_back(block);
+      return static_cast<int*>(block);
+    }
+    int* block = free_.back();
+    free_.pop_back();
+    return block;
+  }
+  void give_back(int* block) {
+    std::lock_guard lock(mutex_);
+    free_.push_back(block);
+  }
+
+ private:
+  const Device& device_;
+  const size_t bytes_;
+  std::mutex mutex_;  // leaf
+  std::vector<int*> free_;
+  std::vector<void*> all_;
+};
+
 // A compiled plan on one device: its commands translated once (scalar parameters read from a
 // device block), captured into a CUDA graph and instantiated. A replay writes the block from
 // the stream (so it is ordered after the previous replay's reads) and launches the graph. The
@@ -72,16 +111,15 @@ class CudaFence final : public Fence {
 // around the graph cost a replay about 12 us on an H200 (bench/torch_graph_epoch_tail.py).
 class CudaPlanInstance final : public PlanInstance {
  public:
-  CudaPlanInstance(const Device& device, ErrorWords& words, std::vector<Command> commands, std::vector<PlanCopy> copies,
-                   Scratch& scratch)
-      : device_(device), words_(words), copies_(copies.size()) {
+  CudaPlanInstance(const Device& device, std::vector<Command> commands, std::vector<PlanCopy> copies, Scratch& scratch)
+      : device_(device), copies_(copies.size()) {
     const Driver& d = driver();
     device_.make_current();
     params_ = reinterpret_cast<CUdeviceptr>(scratch.allocate(8 * (kMaxPlanScalars + copies.size())));
     std::vector<std::pair<CUdeviceptr, size_t>> zeroed;
     auto next_context = [&] {
-      prepared_.push_back(std::make_unique<CudaPrepared>(words_));
-      LaunchContext ctx{device_, words_, scratch, *prepared_.back(), params_};
+      prepared_.push_back(std::make_unique<CudaPrepared>(graph_words_));
+      LaunchContext ctx{device_, graph_words_, scratch, *prepared_.back(), params_};
       ctx.zeroed = &zeroed;
       ctx.overlap = device_.overlap_kernels;
       return ctx;
@@ -103,6 +141,7 @@ class CudaPlanInstance final : public PlanInstance {
       translate(commands[i], ctx);
     }
     add_copies(false);
+    lay_out_checks();
     for (const auto& [address, bytes] : zeroed) check(d.cuMemsetD8(address, 0, bytes), "zeroing a plan's counters");
     if (!zeroed.empty()) check(d.cuStreamSynchronize(nullptr), "zeroing a plan's counters");
     std::optional<std::string> error = capture();
@@ -116,16 +155,14 @@ class CudaPlanInstance final : public PlanInstance {
     if (error) throw_error(LANES_ERR_DEVICE, "compiling a plan for " + device_.name + ": " + *error);
   }
   ~CudaPlanInstance() override {
-    if (exec_) {
-      device_.make_current();
-      driver().cuGraphExecDestroy(exec_);
-    }
+    device_.make_current();  // for the graph and for graph_words_' memory
+    if (exec_) driver().cuGraphExecDestroy(exec_);
   }
 
   bool copies_bound() const override { return true; }
 
   // Issued under the stream's op lock (an instance serves one stream): the scalars and copy
-  // addresses that differ from the block's, the take kernels' error words, the graph. A word
+  // addresses that differ from the block's, then the graph. A word
   // equal to the one last written is left alone: the stream orders every write before the
   // graphs that read it, so the block still holds it. Replays of one input into an output the
   // pool hands back each time write nothing at all.
@@ -147,15 +184,30 @@ class CudaPlanInstance final : public PlanInstance {
     for (size_t j = 0; j < copies_; ++j)
       if (CUresult r = write(kMaxPlanScalars + j, reinterpret_cast<uint64_t>(bound[j])); r != CUDA_SUCCESS)
         return "writing a plan's copy addresses: " + error_text(r);
-    for (const auto& p : prepared_)
-      for (const TakeCheck& t : p->checks)
-        if (CUresult r = d.cuStreamWriteValue64(stream, t.word.device, 0, 0); r != CUDA_SUCCESS)
-          return "clearing a take check: " + error_text(r);
     if (CUresult r = d.cuGraphLaunch(exec_, stream); r != CUDA_SUCCESS) return "cuGraphLaunch: " + error_text(r);
     return std::nullopt;
   }
 
-  const std::vector<std::unique_ptr<CudaPrepared>>& prepared() const { return prepared_; }
+  // Copies this replay's range-check words, in stream order behind its graph, into a host block
+  // of its own (null when the plan has no checks), and adds each check, pointing into that
+  // block, to `checks`. The block goes back to blocks() once the epoch completed.
+  int* copy_checks(CUstream stream, std::vector<TakeCheck>& checks, std::optional<std::string>& error) const {
+    if (check_runs_.empty()) return nullptr;
+    int* block = check_blocks_->take();
+    for (const CheckRun& run : check_runs_)
+      if (CUresult r = driver().cuMemcpyDtoHAsync(reinterpret_cast<char*>(block) + run.host_at, run.first, run.bytes, stream);
+          r != CUDA_SUCCESS && !error)
+        error = "copying a plan's range checks: " + error_text(r);
+    size_t i = 0;
+    for (const auto& p : prepared_)
+      for (const TakeCheck& t : p->checks) {
+        TakeCheck own = t;
+        own.word = ErrorWords::Word{block + check_host_at_[i++] / sizeof(int), 0};
+        checks.push_back(own);
+      }
+    return block;
+  }
+  const std::shared_ptr<HostBlocks>& blocks() const { return check_blocks_; }
 
  private:
   // Captures the prepared operations into a CUDA graph and instantiates it; what failed, if any.
@@ -167,6 +219,10 @@ class CudaPlanInstance final : public PlanInstance {
     std::optional<std::string> error;
     CUresult r = d.cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_RELAXED);
     if (r != CUDA_SUCCESS) error = "cuStreamBeginCapture: " + error_text(r);
+    // Each replay starts with its range-check words cleared.
+    for (const CheckRun& run : check_runs_)
+      if (CUresult m = d.cuMemsetD8Async(run.first, 0, run.bytes, stream); m != CUDA_SUCCESS && !error)
+        error = "cuMemsetD8Async: " + error_text(m);
     for (const auto& p : prepared_)
       for (const StreamOp& op : p->ops)
         if (!error) error = op.issue(stream);
@@ -185,26 +241,67 @@ class CudaPlanInstance final : public PlanInstance {
 
   CUdeviceptr bound_word(size_t j) const { return params_ + 8 * static_cast<CUdeviceptr>(kMaxPlanScalars + j); }
 
+  // The checks' words in runs of consecutive device words (one per slab of graph_words_, which
+  // hands out a slab's words in order), so a replay copies them out in one transfer per run.
+  void lay_out_checks() {
+    std::vector<CUdeviceptr> words;
+    for (const auto& p : prepared_)
+      for (const TakeCheck& t : p->checks) words.push_back(t.word.device);
+    if (words.empty()) return;
+    std::vector<CUdeviceptr> sorted = words;
+    std::sort(sorted.begin(), sorted.end());
+    constexpr size_t kWord = 2 * sizeof(int);
+    size_t host_at = 0;
+    for (CUdeviceptr w : sorted) {
+      if (!check_runs_.empty() && check_runs_.back().first + check_runs_.back().bytes == w) {
+        check_runs_.back().bytes += kWord;
+      } else {
+        check_runs_.push_back(CheckRun{w, kWord, host_at});
+      }
+      host_at += kWord;
+    }
+    for (CUdeviceptr w : words) {
+      auto run = std::upper_bound(check_runs_.begin(), check_runs_.end(), w, [](CUdeviceptr x, const CheckRun& r) { return x < r.first; });
+      --run;
+      check_host_at_.push_back(run->host_at + (w - run->first));
+    }
+    check_blocks_ = std::make_shared<HostBlocks>(device_, host_at);
+  }
+
   const Device& device_;
-  ErrorWords& words_;
+  ErrorWords graph_words_{ErrorWords::Memory::Device};  // outlives prepared_, which gives them back
   size_t copies_;
   CUdeviceptr params_ = 0;
   // What the stream last wrote to each word of the block (scalars, then copy addresses).
   std::vector<uint64_t> block_ = std::vector<uint64_t>(kMaxPlanScalars + copies_, 0);
   std::vector<bool> written_ = std::vector<bool>(kMaxPlanScalars + copies_, false);
   std::vector<std::unique_ptr<CudaPrepared>> prepared_;
+  struct CheckRun {
+    CUdeviceptr first;
+    size_t bytes;
+    size_t host_at;  // its offset in a replay's host block
+  };
+  std::vector<CheckRun> check_runs_;
+  std::vector<size_t> check_host_at_;  // each check's word in a host block, in prepared_ order
+  std::shared_ptr<HostBlocks> check_blocks_;
   CUgraphExec exec_ = nullptr;
 };
 
 class CudaCommandBuffer final : public CommandBuffer {
  public:
   CudaCommandBuffer(const Device& device, CUstream stream) : device_(device), stream_(stream) {}
+  ~CudaCommandBuffer() override {
+    for (auto& [blocks, block] : check_blocks_) blocks->give_back(block);
+  }
 
+  // A plan's range-check words are its graph's, cleared by each replay: the next replay may be
+  // queued before this epoch's completion could read them, so each replay copies them out.
   void encode_plan(PlanInstance& instance, const double* scalars, int count, void* const* bound) override {
     auto& plan = static_cast<CudaPlanInstance&>(instance);
-    plans_.push_back(&plan);  // the core holds it until this epoch completed
     if (error) return;
     error = plan.issue(stream_, scalars, count, bound);
+    if (error) return;
+    if (int* block = plan.copy_checks(stream_, replay_checks_, error)) check_blocks_.emplace_back(plan.blocks(), block);
   }
 
   void encode(Command&&, std::unique_ptr<Prepared> prepared) override {
@@ -230,10 +327,7 @@ class CudaCommandBuffer final : public CommandBuffer {
   std::optional<std::string> take_error() const {
     for (const auto& p : prepared_)
       if (auto e = take_error_of(*p)) return e;
-    for (const CudaPlanInstance* plan : plans_)
-      for (const auto& p : plan->prepared())
-        if (auto e = take_error_of(*p)) return e;
-    return std::nullopt;
+    return gpu::first_range_error(replay_checks_);
   }
 
   std::optional<std::string> error;  // at issue time
@@ -244,7 +338,8 @@ class CudaCommandBuffer final : public CommandBuffer {
   const Device& device_;
   CUstream stream_;
   std::vector<std::unique_ptr<CudaPrepared>> prepared_;
-  std::vector<const CudaPlanInstance*> plans_;
+  std::vector<TakeCheck> replay_checks_;  // each replay's, pointing into its host block
+  std::vector<std::pair<std::shared_ptr<HostBlocks>, int*>> check_blocks_;
 };
 
 class CudaBackend;
@@ -265,10 +360,19 @@ class CudaQueue final : public Queue {
       return device->completions->progress();
     };
   }
-  std::function<void()> notify() override {
-    return [marks = marks_, device = &device_, word = fence_->host_word()] {
+  // A mark (a host function) queued now runs after everything committed so far: it reports
+  // `value` promptly only when `value` is the last epoch committed. Behind later work (a step
+  // queued ahead of the one read) it would report `value` only once that work is done too, and
+  // the completion thread's reads of the counter word are hurried instead.
+  std::function<void(uint64_t)> notify() override {
+    return [marks = marks_, device = &device_, word = fence_->host_word()](uint64_t value) {
       std::lock_guard lock(marks->mutex);
-      if (!marks->stream || marks->marked >= marks->committed) return;
+      if (!marks->stream) return;
+      if (value < marks->committed && value != marks->marked) {
+        device->completions->hurry(word, value);
+        return;
+      }
+      if (marks->marked >= marks->committed) return;
       device->make_current();
       void* mark = device->completions->new_mark(word, marks->committed);
       if (driver().cuLaunchHostFunc(marks->stream, &gpu::DeviceCompletions::arrive_through, mark) != CUDA_SUCCESS) {
@@ -382,8 +486,7 @@ class CudaBackend final : public Backend {
 
   std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, std::vector<PlanCopy> copies, int device_index,
                                             Scratch& scratch) override {
-    return std::make_unique<CudaPlanInstance>(*devices_.at(device_index), error_words_, std::move(commands), std::move(copies),
-                                              scratch);
+    return std::make_unique<CudaPlanInstance>(*devices_.at(device_index), std::move(commands), std::move(copies), scratch);
   }
 
   std::unique_ptr<Queue> new_queue(int device_index) override {
@@ -543,8 +646,19 @@ std::optional<std::string> StreamOp::issue(CUstream stream) const {
   return std::nullopt;
 }
 
+ErrorWords::~ErrorWords() {
+  for (CUdeviceptr slab : device_slabs_) driver().cuMemFree(slab);
+}
+
 ErrorWords::Word ErrorWords::take() {
   std::lock_guard lock(mutex_);
+  if (free_.empty() && memory_ == Memory::Device) {
+    constexpr int kWords = 256;
+    CUdeviceptr dev = 0;
+    check(driver().cuMemAlloc(&dev, kWords * 2 * sizeof(int)), "allocating error words");
+    device_slabs_.push_back(dev);
+    for (int i = kWords - 1; i >= 0; --i) free_.push_back(Word{nullptr, dev + 2 * i * sizeof(int)});
+  }
   if (free_.empty()) {
     constexpr int kWords = 1024;  // a slab of 1024 two-int words, pinned and mapped
     void* host = nullptr;
@@ -557,8 +671,10 @@ ErrorWords::Word ErrorWords::take() {
   }
   Word w = free_.back();
   free_.pop_back();
-  w.host[0] = 0;
-  w.host[1] = 0;
+  if (w.host) {
+    w.host[0] = 0;
+    w.host[1] = 0;
+  }
   return w;
 }
 

@@ -41,19 +41,30 @@ struct Device {
   void make_current() const;
 };
 
-// Small host-visible words kernels write to report errors (pinned, mapped into the device).
+// Small words kernels write to report errors: host-visible (pinned, mapped into the device), or
+// device memory (`host` null) for a CUDA graph's checks, which each replay copies out to
+// host-visible words of its own (a copy from mapped memory would run on the host, after the
+// stream drained).
 class ErrorWords {
  public:
+  enum class Memory { Mapped, Device };
   struct Word {
     int* host;
     CUdeviceptr device;
   };
+  explicit ErrorWords(Memory memory = Memory::Mapped) : memory_(memory) {}
+  ~ErrorWords();
+  ErrorWords(const ErrorWords&) = delete;
+  ErrorWords& operator=(const ErrorWords&) = delete;
+  // A mapped word comes zeroed; a device word holds whatever its last user left.
   Word take();
   void give_back(Word w);
 
  private:
+  const Memory memory_;
   std::mutex mutex_;  // leaf
   std::vector<Word> free_;
+  std::vector<CUdeviceptr> device_slabs_;
 };
 
 using TakeCheck = gpu::RangeCheck<ErrorWords::Word>;

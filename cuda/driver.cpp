@@ -68,6 +68,7 @@ Driver load_driver() {
   BIND(lib, d, cuMemFree, "cuMemFree_v2");
   BIND(lib, d, cuMemGetInfo, "cuMemGetInfo_v2");
   BIND(lib, d, cuMemHostAlloc, "cuMemHostAlloc");
+  BIND(lib, d, cuMemFreeHost, "cuMemFreeHost");
   BIND(lib, d, cuMemHostGetDevicePointer, "cuMemHostGetDevicePointer_v2");
   BIND(lib, d, cuMemcpyHtoD, "cuMemcpyHtoD_v2");
   BIND(lib, d, cuMemcpyDtoH, "cuMemcpyDtoH_v2");
@@ -86,6 +87,7 @@ Driver load_driver() {
   BIND(lib, d, cuGraphDestroy, "cuGraphDestroy");
   BIND(lib, d, cuGraphExecDestroy, "cuGraphExecDestroy");
   BIND(lib, d, cuMemsetD8, "cuMemsetD8_v2");
+  BIND(lib, d, cuMemsetD8Async, "cuMemsetD8Async");
   BIND(lib, d, cuStreamCreate, "cuStreamCreate");
   BIND(lib, d, cuStreamDestroy, "cuStreamDestroy_v2");
   BIND(lib, d, cuStreamQuery, "cuStreamQuery");

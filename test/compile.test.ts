@@ -1041,8 +1041,9 @@ describe("replays in a pipeline", () => {
   });
 
   test("a replay whose take index is out of range fails even when the plan's next replay is queued before it completes", async () => {
-    // On a GPU a replay's range errors are read when its epoch completes, and a replay clears
-    // them first: the next replay must not run on the same instance before that read.
+    // On a GPU a replay's range errors are read when its epoch completes, and each replay of the
+    // instance clears its graph's words first: the next replay, queued right behind, must not
+    // erase this one's before that read.
     using s = lx.newStream();
     const fn = (table: Arr, index: Arr) => lx.multiply(lx.take(table, index, 0), 2);
     const f = lx.compile(fn);

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import * as lx from "../src/index.ts";
 import { GgufError, parseGguf, tensorBytes, tensorFloat32 } from "../src/models/gguf.ts";
 import { checkLlamaTensors, llamaConfig, LlamaModel, loadLlamaWeights } from "../src/models/llama.ts";
+import { generate } from "../src/models/generate.ts";
 import type { DecoderState } from "../src/models/models.ts";
 import { loadTextModel } from "../src/models/text-model.ts";
 import { type EntryToWrite, randomTensorData, rng, type TensorToWrite, writeGguf } from "./support/gguf-writer.ts";
@@ -154,6 +155,29 @@ describe("Llama forward pass on a tiny GGUF model", () => {
       expect(compiled.length).toBe(eager.length);
       compiled.forEach((bits, i) => expect(Buffer.from(bits.buffer).equals(Buffer.from(eager[i]!.buffer))).toBe(true));
     }
+  });
+
+  test("a compiled decode step's own greedy token drives generation one step ahead: the tokens of eager steps read one by one", async () => {
+    const run = async (compiled: boolean) => {
+      const m = new LlamaModel("tiny", config, loadLlamaWeights(file, config, {}), { compiled });
+      using stream = lx.newStream();
+      if (compiled) {
+        // The step's greedy token is its logits' first maximum.
+        const first = m.step(ids.slice(0, 4), undefined, stream);
+        const next = m.step([ids[4]!], first.state, stream);
+        const logits = next.logits.toFloat32Array();
+        expect(next.greedy!.toInt32Array()[0]).toBe(logits.indexOf(Math.max(...logits)));
+        first.scope.disposeExcept([]);
+        next.scope.disposeExcept([]);
+        for (const c of next.state.caches) c.dispose();
+      }
+      const out = await generate(m, { tokens: ids.slice(0, 4), maxTokens: 12 }, stream, { ahead: compiled });
+      m.dispose();
+      return out;
+    };
+    const eager = await run(false), compiled = await run(true);
+    expect(compiled.tokens).toEqual(eager.tokens);
+    expect(compiled.checksums).toEqual(eager.checksums);
   });
 
   test("q, k, v and gate, up stacked into one matmul each give the separate matmuls' logits bit for bit", () => {

@@ -174,11 +174,11 @@ class Queue {
   // where a wake-up costs more than a small graph's whole run (a GPU), short where the waiter
   // would take a core from the thread it waits for (the CPU).
   virtual std::chrono::microseconds progress_spin() const { return std::chrono::microseconds(300); }
-  // What a thread calls before it sleeps waiting for this queue's work, or when it leaves a
-  // callback for it: a queue whose epochs do not all report on their own (see CudaQueue) then
-  // has its committed work report as soon as it finished, and OnDemand work starts. Safe after
-  // the queue is gone, like progress(). Empty: every epoch reports.
-  virtual std::function<void()> notify() { return {}; }
+  // What a thread calls before it sleeps waiting for this queue's epoch `value`, or when it
+  // leaves a callback for it: a queue whose epochs do not all report on their own (see
+  // CudaQueue) then has that epoch report as soon as it finished, and OnDemand work starts.
+  // Safe after the queue is gone, like progress(). Empty: every epoch reports.
+  virtual std::function<void(uint64_t value)> notify() { return {}; }
   // Test-only: while paused the queue starts no committed buffer (to exercise the watchdog).
   virtual void debug_pause(bool paused) = 0;
 };

@@ -14,9 +14,8 @@ namespace lanes {
 namespace {
 
 constexpr size_t kArenaAlignment = 256;
-// Instances a stream keeps of one plan, for replays in flight at once or for other donated
-// addresses. Two serve a step queued ahead; four ran no faster on an H200 with steps queued back
-// to back (docs/PERFORMANCE.md, fifteenth session).
+// Instances a stream keeps of one plan: for threads replaying it on the stream at once, or for
+// other donated addresses. Replays queued one after another share one.
 constexpr size_t kInstancesPerStream = 2;
 
 size_t aligned(size_t bytes) { return (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment; }
@@ -487,33 +486,20 @@ void* Plan::address(const Instance& instance, int slot, const std::vector<void*>
 
 std::shared_ptr<Plan::Instance> Plan::instance_for(const StreamPtr& stream, const std::vector<void*>& donated) {
   std::shared_ptr<Buffer> arena;
-  for (;;) {
-    uint64_t wait_for = 0;
-    {
-      std::lock_guard lock(instances_mutex_);
-      auto it = instances_.find(stream->id());
-      if (it == instances_.end()) break;
-      uint64_t completed = stream->timeline()->completed();
-      for (const std::shared_ptr<Instance>& instance : it->second) {
-        if (instance->claimed || instance->donated != donated) continue;
-        if (instance->last_replay <= completed) {
+  {
+    std::lock_guard lock(instances_mutex_);
+    auto it = instances_.find(stream->id());
+    if (it != instances_.end()) {
+      // An instance whose last replay is still in flight serves the next one too: the stream
+      // runs them in order, and each replay's range checks are read from its own words.
+      for (const std::shared_ptr<Instance>& instance : it->second)
+        if (!instance->claimed && instance->donated == donated) {
           instance->claimed = true;
           return instance;
         }
-        // With as many instances as the stream keeps, each still replaying, the host waits for
-        // the oldest rather than instantiate a plan per replay.
-        if (it->second.size() >= kInstancesPerStream && (wait_for == 0 || instance->last_replay < wait_for))
-          wait_for = instance->last_replay;
-      }
       // The stream runs its replays one after another: its instances can share one arena.
       if (!it->second.empty()) arena = it->second.front()->arena;
     }
-    if (wait_for == 0) break;
-    // Committed first: a replay whose epoch failed to encode its copies out is still open.
-    stream->flush_through(wait_for, Start::Now);
-    // A failed replay leaves its instance usable; a wait that gave up (the watchdog) is an error.
-    if (auto error = stream->timeline()->wait(wait_for); error && stream->timeline()->completed() < wait_for)
-      throw_error(LANES_ERR_DEVICE, "stream " + std::to_string(stream->id()) + ": " + *error);
   }
   // Built outside every lock: it allocates and the backend translates.
   auto made = std::make_shared<Instance>();
@@ -571,10 +557,9 @@ std::shared_ptr<Plan::Instance> Plan::instance_for(const StreamPtr& stream, cons
   return made;
 }
 
-void Plan::release(Instance& instance, uint64_t value) {
+void Plan::release(Instance& instance) {
   std::lock_guard lock(instances_mutex_);
   instance.claimed = false;
-  if (value) instance.last_replay = value;
 }
 
 void Plan::check_scalars(const std::vector<double>& scalars) const {
@@ -653,13 +638,11 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
     donated[i] = donated_buffers[i]->data();
   }
   std::shared_ptr<Instance> instance = instance_for(stream, donated);
-  uint64_t replayed = 0;  // the epoch carrying the replay, once encoded
   struct Release {
     Plan& plan;
     Instance& instance;
-    const uint64_t& value;
-    ~Release() { plan.release(instance, value); }
-  } release_on_exit{*this, *instance, replayed};
+    ~Release() { plan.release(instance); }
+  } release_on_exit{*this, *instance};
   // A backend that copies inputs and outputs itself (inside its graph) takes their addresses;
   // an input it cannot read as plain bytes is first copied into a contiguous buffer.
   const bool bind = instance->backend->copies_bound();
@@ -727,7 +710,6 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
       if (in->producer) lock.encode_wait(*in->producer, in->value);
     for (PlannedCommand& pc : before) lock.encode(std::move(pc));
     value = lock.encode_replay(std::move(replay));
-    replayed = value;
     for (PlannedCommand& pc : after) value = lock.encode(std::move(pc));
     // What a replay makes is usually evaluated next, by this thread.
     lock.commit(Start::OnDemand);

@@ -89,8 +89,7 @@ class Plan {
     std::vector<void*> donated;
     std::weak_ptr<Stream> stream;
     // Guarded by instances_mutex_:
-    bool claimed = false;
-    uint64_t last_replay = 0;  // the stream's timeline value of the epoch carrying it
+    bool claimed = false;  // by a thread encoding a replay on it
   };
 
   bool fusable(const Step& step) const;
@@ -104,8 +103,7 @@ class Plan {
   void lay_out_arena();
   // An instance for `stream` and these donated addresses, claimed; release() gives it back.
   std::shared_ptr<Instance> instance_for(const StreamPtr& stream, const std::vector<void*>& donated);
-  // `value`: the epoch that carries its replay, or 0 when nothing was encoded.
-  void release(Instance& instance, uint64_t value);
+  void release(Instance& instance);
   void* address(const Instance& instance, int slot, const std::vector<void*>& donated) const;
   void check_scalars(const std::vector<double>& scalars) const;
 

@@ -76,7 +76,7 @@ std::optional<std::string> Timeline::wait(uint64_t value) {
   } else {
     spin_until(reached, kSpin);
   }
-  if (notify_ && !reached()) notify_();  // outside mutex_: it issues device calls
+  if (notify_ && !reached()) notify_(value);  // outside mutex_: it issues device calls
   std::unique_lock lock(mutex_);
   if (reached()) return error_at_locked(value);
   auto limit = config().watchdog;
@@ -119,7 +119,7 @@ void Timeline::when_reached(uint64_t value, std::function<void()> fn) {
     if (completed_.load(std::memory_order_acquire) < value) {
       waiters_.emplace_back(value, std::move(fn));
       lock.unlock();
-      if (notify_) notify_();
+      if (notify_) notify_(value);
       return;
     }
   }

@@ -41,7 +41,7 @@ class Timeline {
   }
   // Set once, before the timeline is shared: what wait() calls before it sleeps and
   // when_reached() calls when it leaves a callback (Queue::notify).
-  void set_notify(std::function<void()> notify) { notify_ = std::move(notify); }
+  void set_notify(std::function<void(uint64_t)> notify) { notify_ = std::move(notify); }
 
   // Error recorded for a completed `value`, if any.
   std::optional<std::string> error_at(uint64_t value) const;
@@ -55,7 +55,7 @@ class Timeline {
   const uint64_t stream_id_;
   std::function<bool()> progress_;
   std::chrono::nanoseconds progress_spin_{0};
-  std::function<void()> notify_;
+  std::function<void(uint64_t)> notify_;
   std::atomic<uint64_t> completed_{0};
   std::atomic<bool> has_failures_{false};
   mutable RankedMutex mutex_{LockRank::Leaf, "timeline"};

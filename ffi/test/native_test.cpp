@@ -597,6 +597,34 @@ void test_device_completions_without_callbacks() {
   log.expect_in_order(7, 2000);
 }
 
+// A waiter whose epoch has later work queued behind it (so no mark follows it closely)
+// hurries it: the completion thread then reads the words until it finished, instead of every
+// `collect_period` (a minute here, which no part of this test waits for).
+void test_device_completions_hurried() {
+  CompletionLog log;
+  {
+    lanes::gpu::DeviceCompletions completions([]() -> std::optional<std::string> { return std::nullopt; }, nullptr,
+                                              std::chrono::minutes(1));
+    alignas(8) uint64_t word = 0;
+    std::vector<void*> tokens;
+    for (uint64_t v = 1; v <= 3; ++v) tokens.push_back(completions.expect(log.entry(0, v), &word, v, /*callback=*/false));
+    // The thread settles into its long sleep; the device finishes epoch 2, epoch 3 runs on.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    __atomic_store_n(&word, 2, __ATOMIC_RELEASE);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT(log.size() == 0);  // nobody reads the word for a minute
+    completions.hurry(&word, 2);
+    EXPECT(log.wait_for(2));
+    // Epoch 3 is not hurried: once 2 completed the thread sleeps long again.
+    __atomic_store_n(&word, 3, __ATOMIC_RELEASE);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT(log.size() == 2);
+    completions.settle(tokens[2]);
+    EXPECT(log.wait_for(3));
+  }
+  log.expect_in_order(3, 0);
+}
+
 // ---- a failure part-way through a batch --------------------------------------------------------
 
 // Nodes encoded before an encode fails stay scheduled: they run once, not again on a retry.
@@ -1119,6 +1147,7 @@ int main(int argc, char** argv) {
       test_device_completions_progress);
   run("GPU completions: epochs without callbacks complete by word, mark or settle, once each, in order",
       test_device_completions_without_callbacks);
+  run("a hurried epoch completes while the completion thread sleeps long", test_device_completions_hurried);
   run("locks: out-of-order acquisition aborts with both lock names",
       [&] { test_lock_order_violation_aborts(argv[0]); });
   std::printf("native: %d passed, %d failed\n", g_passed, g_failed);

@@ -81,7 +81,7 @@ export async function generate(
     state = step.state;
     const r: Recorded = { step };
     recorded.push(r);
-    if (ahead) r.greedy = step.scope.t(lx.argmax(step.logits, -1, { keepdims: true, stream }));
+    if (ahead) r.greedy = step.greedy ?? step.scope.t(lx.argmax(step.logits, -1, { keepdims: true, stream }));
   };
   const fits = (index: number) => index < p.maxTokens && model.kind === "decoder" && state!.pos + 1 <= model.maxSeq;
   try {

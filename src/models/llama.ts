@@ -276,7 +276,9 @@ export class LlamaModel implements BatchDecoder {
         const s = new Scope();
         const capacity = cache[0]!.shape[2]!;
         const { logits, caches: next } = this.#forward(s, ids, 1, pos, keys, cache, capacity, 1);
-        return [logits, ...next];
+        // The greedy token with the logits: a generation one step ahead feeds it to the next
+        // step without an op of its own between the steps.
+        return [logits, s.t(lx.argmax(logits, -1)), ...next];
       },
       { scalars: [1, 2], donate: caches },
     );
@@ -318,8 +320,8 @@ export class LlamaModel implements BatchDecoder {
     return lx.withStream(stream, () => {
       const ids = stepIds(s, tokens, cfg.vocab, this.name);
       if (this.#compiled && L === 1 && state && state.caches[0]!.shape[2]! >= pos + 1) {
-        const [logits, ...caches] = this.#decode(ids, pos, pos + 1, ...state.caches);
-        return { logits: s.t(logits!), state: { pos: pos + 1, caches }, scope: s };
+        const [logits, greedy, ...caches] = this.#decode(ids, pos, pos + 1, ...state.caches);
+        return { logits: s.t(logits!), greedy: s.t(greedy!), state: { pos: pos + 1, caches }, scope: s };
       }
       const { logits, caches } = this.#forward(s, ids, L, pos, pos + L, state?.caches, capacity, positions);
       return { logits, state: { pos: pos + L, caches }, scope: s };

@@ -24,6 +24,8 @@ export interface DecoderState {
 /** One forward step's lazy outputs: the last position's logits and the next state. */
 export interface Step {
   logits: LanesArray;
+  /** The first most likely next token, int32 `[1]`, where the step computes it with the logits (a compiled decode step). */
+  greedy?: LanesArray;
   state: DecoderState;
   scope: Scope;
 }

@@ -16,9 +16,13 @@
 // a waiter's progress() sees its word, when a mark that a queue enqueued on demand arrives
 // (arrive_through: everything the queue committed before it), or at the latest when the
 // completion thread, which reads the words every millisecond while such epochs are
-// outstanding, sees it.
+// outstanding, sees it. A mark only helps a waiter whose epoch is the last one queued: behind
+// later work it arrives when that work is done too. A thread that waits for such an epoch
+// hurries it instead, and the completion thread then reads the words every few microseconds
+// until it has finished.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -39,7 +43,9 @@ class DeviceCompletions {
   // `poll` runs on the completion thread when epochs are outstanding and nothing arrived for
   // 50 ms: it returns an error once the device is lost (its callbacks will never come), and
   // every outstanding epoch then completes with it. `thread_init` runs first on the thread.
-  DeviceCompletions(std::function<std::optional<std::string>()> poll, std::function<void()> thread_init);
+  // `collect_period`: how often the sleeping thread reads the words of epochs nobody hurries.
+  DeviceCompletions(std::function<std::optional<std::string>()> poll, std::function<void()> thread_init,
+                    std::chrono::microseconds collect_period = std::chrono::milliseconds(1));
   ~DeviceCompletions();
   DeviceCompletions(const DeviceCompletions&) = delete;
   DeviceCompletions& operator=(const DeviceCompletions&) = delete;
@@ -51,6 +57,10 @@ class DeviceCompletions {
   // An epoch registered without a callback whose device work will never run (its submission
   // failed): it completes now.
   void settle(void* token);
+  // A thread waits for the epochs whose counter word is `reached` up to `value` and no mark
+  // follows them closely: the completion thread reads the words every few microseconds until
+  // they finished (those not registered yet are not hurried).
+  void hurry(const uint64_t* reached, uint64_t value);
   // A mark covering every epoch whose counter word is `reached` and whose value is at most
   // `value`; its device callback passes it to arrive_through(), once all of them finished.
   void* new_mark(const uint64_t* reached, uint64_t value);
@@ -73,6 +83,7 @@ class DeviceCompletions {
     uint64_t value;
     bool callback;
     std::atomic<int> references;  // the device callback's (if any) and the completion's
+    bool hurried = false;  // a waiter hurries it (guarded by mutex_)
   };
   struct Mark {
     DeviceCompletions* owner;
@@ -97,7 +108,9 @@ class DeviceCompletions {
   std::list<Item*> outstanding_;
   std::deque<Item*> ready_;
   std::atomic<uint64_t> ready_count_{0};
+  const std::chrono::microseconds collect_period_;
   int64_t without_callback_ = 0;  // outstanding items that only their word completes
+  int64_t hurried_ = 0;  // outstanding items a waiter hurries
   bool sleeping_ = false;
   bool stopping_ = false;
   std::condition_variable wake_;
