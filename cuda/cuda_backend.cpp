@@ -193,7 +193,13 @@ class CudaPlanInstance final : public PlanInstance {
   // block, to `checks`. The block goes back to blocks() once the epoch completed.
   int* copy_checks(CUstream stream, std::vector<TakeCheck>& checks, std::optional<std::string>& error) const {
     if (check_runs_.empty()) return nullptr;
-    int* block = check_blocks_->take();
+    int* block = nullptr;
+    try {
+      block = check_blocks_->take();
+    } catch (const std::exception& e) {  // the graph runs already: the epoch must still hold its buffers
+      error = std::string("a replay's range checks: ") + e.what();
+      return nullptr;
+    }
     for (const CheckRun& run : check_runs_)
       if (CUresult r = driver().cuMemcpyDtoHAsync(reinterpret_cast<char*>(block) + run.host_at, run.first, run.bytes, stream);
           r != CUDA_SUCCESS && !error)
@@ -241,8 +247,8 @@ class CudaPlanInstance final : public PlanInstance {
 
   CUdeviceptr bound_word(size_t j) const { return params_ + 8 * static_cast<CUdeviceptr>(kMaxPlanScalars + j); }
 
-  // The checks' words in runs of consecutive device words (one per slab of graph_words_, which
-  // hands out a slab's words in order), so a replay copies them out in one transfer per run.
+  // The checks' words in runs of consecutive device words (within one slab of graph_words_,
+  // which hands out a slab's words in order), so a replay copies them out in one transfer per run.
   void lay_out_checks() {
     std::vector<CUdeviceptr> words;
     for (const auto& p : prepared_)
@@ -655,7 +661,9 @@ ErrorWords::Word ErrorWords::take() {
   if (free_.empty() && memory_ == Memory::Device) {
     constexpr int kWords = 256;
     CUdeviceptr dev = 0;
-    check(driver().cuMemAlloc(&dev, kWords * 2 * sizeof(int)), "allocating error words");
+    // One word more than handed out: two slabs' words are never consecutive, so a plan's runs
+    // of consecutive words (CudaPlanInstance::lay_out_checks) never span two allocations.
+    check(driver().cuMemAlloc(&dev, (kWords + 1) * 2 * sizeof(int)), "allocating error words");
     device_slabs_.push_back(dev);
     for (int i = kWords - 1; i >= 0; --i) free_.push_back(Word{nullptr, dev + 2 * i * sizeof(int)});
   }

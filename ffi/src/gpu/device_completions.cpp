@@ -204,6 +204,7 @@ bool DeviceCompletions::progress() {
 
 void DeviceCompletions::loop() {
   auto last_completed = std::chrono::steady_clock::now();
+  bool hurrying = false;  // hurried_ > 0 when this thread last looked (under mutex_)
   for (;;) {
     // completing_ only while there is something to complete: a waiter's progress() gives up
     // when it finds the lock taken.
@@ -213,7 +214,8 @@ void DeviceCompletions::loop() {
       last_completed = std::chrono::steady_clock::now();
       continue;
     }
-    if (spin_until([&] { return ready_count_.load(std::memory_order_acquire) > 0; }, kSpin)) continue;
+    // While an epoch is hurried the short sleeps below read the words anyway: no spin then.
+    if (!hurrying && spin_until([&] { return ready_count_.load(std::memory_order_acquire) > 0; }, kSpin)) continue;
     std::list<Item*> lost_items;
     std::optional<std::string> lost;
     {
@@ -225,6 +227,7 @@ void DeviceCompletions::loop() {
       // A newly hurried epoch ends the sleep, so that its reads begin at once.
       wake_.wait_for(lock, period, [&] { return !ready_.empty() || stopping_ || hurried_ > hurried; });
       sleeping_ = false;
+      hurrying = hurried_ > 0;
       if (outstanding_.empty()) last_completed = std::chrono::steady_clock::now();
       if (!ready_.empty() || outstanding_.empty()) continue;
       collect_reached_locked();
