@@ -162,10 +162,10 @@ class CudaPlanInstance final : public PlanInstance {
   bool copies_bound() const override { return true; }
 
   // Issued under the stream's op lock (an instance serves one stream): the scalars and copy
-  // addresses that differ from the block's, then the graph. A word
-  // equal to the one last written is left alone: the stream orders every write before the
-  // graphs that read it, so the block still holds it. Replays of one input into an output the
-  // pool hands back each time write nothing at all.
+  // addresses that differ from the block's, then the graph. A word equal to the one last
+  // written is left alone: the stream orders every write before the graphs that read it, so the
+  // block still holds it. Replays of one input into an output the pool hands back each time
+  // write nothing at all.
   std::optional<std::string> issue(CUstream stream, const double* scalars, int count, void* const* bound) {
     const Driver& d = driver();
     device_.make_current();
