@@ -393,6 +393,8 @@ class CpuBackend final : public Backend {
   bool matmul_epilogue(OpCode, int64_t, int64_t, int64_t) const override { return true; }
   // A folded norm runs as its own command would, into memory of the product's.
   bool matmul_norm_prologue(int64_t, int64_t) const override { return true; }
+  // A pair epilogue runs as the chain's own command would, over the product stored aside.
+  bool matmul_pair_epilogue(int64_t, int64_t, int64_t) const override { return true; }
   std::unique_ptr<PlanInstance> instantiate(std::vector<Command> commands, std::vector<PlanCopy> copies, int, Scratch&) override {
     return std::make_unique<CpuPlanInstance>(std::move(commands), std::move(copies));
   }

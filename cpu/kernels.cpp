@@ -794,8 +794,27 @@ void quantized_matmul(const Command& c) {
     run_norm_prologue(c, staged);
     rows = staged.data();
   }
-  cpu::quantized_matmul(block_type(w.dtype), rows, m, k, k, w.data, n, output<float>(c));
-  run_epilogue(c);
+  if (!(c.params.flags & kPairEpilogue)) {
+    cpu::quantized_matmul(block_type(w.dtype), rows, m, k, k, w.data, n, output<float>(c));
+    run_epilogue(c);
+    return;
+  }
+  // The product [..., n] aside, its column halves as the chain's two inputs.
+  std::vector<float> product(static_cast<size_t>(m * n));
+  cpu::quantized_matmul(block_type(w.dtype), rows, m, k, k, w.data, n, product.data());
+  const Shape& half = c.output.shape;
+  Shape strides(half.size(), 0);
+  int64_t stride = 1;
+  for (size_t d = half.size(); d-- > 0;) {
+    strides[d] = stride;
+    stride *= d + 1 == half.size() ? n : half[d];
+  }
+  TensorArg low{product.data(), half, DType::Float32, strides, 0}, high{product.data(), half, DType::Float32, strides, n / 2};
+  FusedOperands ops;
+  ops.add(low);
+  ops.add(high);
+  ops.out = &c.output;
+  fused_chain(*c.params.fused, ops);
 }
 
 // Rows of a quantized [rows, k] array at int32 indices, as float32.

@@ -450,6 +450,13 @@ class CudaBackend final : public Backend {
   bool slice_update_casts() const override { return true; }
   // The matvec stages a row per 32 threads, as the norm kernel takes rows of 32 to 1023.
   bool matmul_norm_prologue(int64_t M, int64_t K) const override { return M <= kMatvecRows && gpu::group_for(K, 1) == 32; }
+  // The matvec's warp sums both columns of a pair over one staged tile of activations, in the
+  // build for warps of at most two pairs (4 blocks of 8 warps per SM).
+  bool matmul_pair_epilogue(int64_t M, int64_t N, int64_t K) const override {
+    int sms = devices_.front()->sm_count;
+    for (const auto& d : devices_) sms = std::min(sms, d->sm_count);
+    return M <= kMatvecRows && K <= kMatvecPairColumns && N <= int64_t(sms) * 4 * 8 * 2;
+  }
 
   void* allocate(size_t bytes, int device) override {
     devices_.at(device)->make_current();

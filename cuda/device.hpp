@@ -159,5 +159,8 @@ inline bool small_matmul(int64_t M, int64_t N, int64_t K, DType dtype) {
 // 1,434 tokens/s with 64 here and 4,163 with 16, the same within noise at 1 and 8 sequences
 // (docs/CUDA.md, bench/quant-rows.ts).
 constexpr int64_t kMatvecRows = 16;
+// Features up to which the matvec takes a pair epilogue: one staged tile of activations
+// (QMV_KTILE in quant_kernels.cu), so each column's sum is complete in one pass.
+constexpr int64_t kMatvecPairColumns = 2048;
 
 }  // namespace lanes::cuda

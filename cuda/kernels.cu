@@ -386,14 +386,8 @@ __device__ __forceinline__ i64 fused_offset(i64 i, const KFusedWalk& w, int j) {
   return off;
 }
 
-// The chain's value for output element i, whose input 0 is `first`; inputs 1.. are read here.
-__device__ __forceinline__ float fused_value(i64 i, float first, const float* x1, const float* x2, const float* x3,
-                                             const KFusedWalk& w, const KFused& f, int inputs, int contiguous) {
-  // Each input's element for this output element, read once.
-  float x[4] = {first, 0, 0, 0};
-  if (inputs > 1) x[1] = x1[contiguous ? w.offset[1] + i : fused_offset(i, w, 1)];
-  if (inputs > 2) x[2] = x2[contiguous ? w.offset[2] + i : fused_offset(i, w, 2)];
-  if (inputs > 3) x[3] = x3[contiguous ? w.offset[3] + i : fused_offset(i, w, 3)];
+// The chain's value from its inputs' elements x (those it has).
+__device__ __forceinline__ float fused_apply(const float (&x)[4], const KFused& f) {
   float v = x[0];
   // Unrolled, so each step's fields are read at a fixed offset of the parameter block.
 #pragma unroll
@@ -408,6 +402,23 @@ __device__ __forceinline__ float fused_value(i64 i, float first, const float* x1
     }
   }
   return v;
+}
+
+// The chain's value for output element i, whose input 0 is `first`; inputs 1.. are read here.
+__device__ __forceinline__ float fused_value(i64 i, float first, const float* x1, const float* x2, const float* x3,
+                                             const KFusedWalk& w, const KFused& f, int inputs, int contiguous) {
+  // Each input's element for this output element, read once.
+  float x[4] = {first, 0, 0, 0};
+  if (inputs > 1) x[1] = x1[contiguous ? w.offset[1] + i : fused_offset(i, w, 1)];
+  if (inputs > 2) x[2] = x2[contiguous ? w.offset[2] + i : fused_offset(i, w, 2)];
+  if (inputs > 3) x[3] = x3[contiguous ? w.offset[3] + i : fused_offset(i, w, 3)];
+  return fused_apply(x, f);
+}
+
+// A chain of two inputs, both in hand (a quantized product's pair epilogue).
+__device__ __forceinline__ float fused_pair_value(float first, float second, const KFused& f) {
+  const float x[4] = {first, second, 0, 0};
+  return fused_apply(x, f);
 }
 #endif
 

@@ -499,6 +499,17 @@ static Epilogue epilogue_of(const Command& product) {
   return e;
 }
 
+// A pair epilogue's chain as a command of its two inputs (the product's halves, never stored:
+// only their count and the chain's code matter).
+static Command pair_command(const Command& product) {
+  Command chain;
+  chain.op = OpCode::Fused;
+  chain.params.fused = product.params.fused;
+  chain.inputs.resize(2, product.output);
+  chain.output = product.output;
+  return chain;
+}
+
 static void quantized_matmul(const Command& c, LaunchContext& ctx) {
   const TensorArg &x = c.inputs[0], &w = c.inputs[1];
   int64_t k = x.shape.back(), n = w.shape[0];
@@ -507,10 +518,23 @@ static void quantized_matmul(const Command& c, LaunchContext& ctx) {
   CUdeviceptr y = data_ptr(c.output), xp = data_ptr(x), wp = base_ptr(w);
   std::string type = suffix(w.dtype);
   bool norm = c.params.flags & kNormPrologue;  // only where matmul_norm_prologue allowed it
-  if (norm && (m > kMatvecRows || c.params.fused || !is_contiguous(x) || x.offset != 0 || !is_contiguous(c.inputs[2])))
+  bool pair = c.params.flags & kPairEpilogue;  // only where matmul_pair_epilogue allowed it
+  if (norm && (m > kMatvecRows || (c.params.fused && !pair) || !is_contiguous(x) || x.offset != 0 || !is_contiguous(c.inputs[2])))
     throw_error(LANES_ERR_INTERNAL, "quantizedMatmul: a norm prologue outside the matvec's shapes");
+  if (pair && (m > kMatvecRows || k > kMatvecPairColumns || n % 2 != 0))
+    throw_error(LANES_ERR_INTERNAL, "quantizedMatmul: a pair epilogue outside the matvec's shapes");
+  if (pair) n /= 2;  // output columns, each from two weight rows
   if (m <= kMatvecRows) {
     unsigned grid = static_cast<unsigned>(std::min<int64_t>(int64_t(ctx.device.sm_count) * 4, (n + 7) / 8));
+    if (pair) {
+      gpu::KFused code = gpu::fused_code(pair_command(c));
+      if (norm)
+        launch(ctx, "quantized_matvec_norm_pair_" + type, grid, 1, 1, 256, 0, y, xp, m, k, wp, n, data_ptr(c.inputs[2]),
+               c.params.scalars[0], code);
+      else
+        launch(ctx, "quantized_matvec_pair_" + type, grid, 1, 1, 256, 0, y, xp, m, k, wp, n, code);
+      return;
+    }
     // A warp with at most two columns spends most of its time staging: the build that stages
     // four activation blocks at once (quant_kernels.cu).
     if (n <= int64_t(grid) * 8 * 2) type += "_few";

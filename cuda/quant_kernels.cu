@@ -188,7 +188,9 @@ struct QmvNorm {
 
 // `finish(e, sum)` stores output element e's complete sum (its last tile's).
 // GROUP: activation blocks a warp stages at once (q_stage_blocks).
-template <int TYPE, int BLOCK_BYTES, bool NORM, int GROUP, class Finish>
+// PAIR: w has 2n rows and a warp takes columns j and j + n together, each summed as alone;
+// `finish(e, sum_j, sum_j_plus_n)` stores output element e of [m, n]. Needs k <= QMV_KTILE.
+template <int TYPE, int BLOCK_BYTES, bool NORM, int GROUP, bool PAIR = false, class Finish>
 __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __restrict__ x, i64 m, i64 k, i64 x_row_stride,
                                       const u8* __restrict__ w, i64 n, QmvNorm norm, Finish finish) {
   __shared__ QmvStage st;
@@ -201,8 +203,10 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
   // L2 is coherent, so it cannot return stale data even for weights a plan computes.
   const i64 first = i64(blockIdx.x) * warps + warp;
   if (first < n)
-    for (i64 at = 128 * lane; at < min(row_bytes, i64(QMV_KTILE / 32) * BLOCK_BYTES); at += 32 * 128)
+    for (i64 at = 128 * lane; at < min(row_bytes, i64(QMV_KTILE / 32) * BLOCK_BYTES); at += 32 * 128) {
       asm volatile("prefetch.L2 [%0];" ::"l"(w + first * row_bytes + at));
+      if (PAIR) asm volatile("prefetch.L2 [%0];" ::"l"(w + (first + n) * row_bytes + at));
+    }
   await_previous_kernel();
   for (i64 i0 = 0; i0 < m; i0 += QMV_ROWS) {
     const int rows = int(min(i64(QMV_ROWS), m - i0));
@@ -237,18 +241,33 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
       }
       __syncthreads();
       for (i64 j = i64(blockIdx.x) * warps + warp; j < n; j += i64(gridDim.x) * warps) {
-        float acc[QMV_ROWS];
+        float acc[QMV_ROWS], acc_pair[PAIR ? QMV_ROWS : 1];
 #pragma unroll
         for (int r = 0; r < QMV_ROWS; ++r) acc[r] = 0.f;
+        if constexpr (PAIR)
+#pragma unroll
+          for (int r = 0; r < QMV_ROWS; ++r) acc_pair[r] = 0.f;
         const u8* row = w + j * row_bytes + (k0 / 32) * BLOCK_BYTES;
-        for (int b = lane >> 1; b < tile_blocks; b += 16)
-          q_dot_half<TYPE>(q_load_half<TYPE>(row + b * BLOCK_BYTES, lane & 1), lane & 1, st, b, rows, acc);
+        for (int b = lane >> 1; b < tile_blocks; b += 16) {
+          if constexpr (PAIR) {
+            // Both columns' loads first, so their latencies overlap.
+            QHalf lo = q_load_half<TYPE>(row + b * BLOCK_BYTES, lane & 1), hi = q_load_half<TYPE>(row + n * row_bytes + b * BLOCK_BYTES, lane & 1);
+            q_dot_half<TYPE>(lo, lane & 1, st, b, rows, acc);
+            q_dot_half<TYPE>(hi, lane & 1, st, b, rows, acc_pair);
+          } else {
+            q_dot_half<TYPE>(q_load_half<TYPE>(row + b * BLOCK_BYTES, lane & 1), lane & 1, st, b, rows, acc);
+          }
+        }
 #pragma unroll
         for (int r = 0; r < QMV_ROWS; ++r) {
           if (r >= rows) break;
           float v = acc[r];
           for (int o = 16; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
-          if (lane == 0) {
+          if constexpr (PAIR) {
+            float u = acc_pair[r];
+            for (int o = 16; o > 0; o >>= 1) u = __fadd_rn(u, __shfl_xor_sync(0xffffffffu, u, o));
+            if (lane == 0) finish((i0 + r) * n + j, v, u);
+          } else if (lane == 0) {
             i64 e = (i0 + r) * n + j;
             float sum = k0 == 0 ? v : __fadd_rn(y[e], v);
             if (k0 + QMV_KTILE >= k)
@@ -285,9 +304,25 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
                                                                  const float* norm_weight, double eps) { \
     quantized_matvec_impl<TYPE, BLOCK_BYTES, true, GROUP>(y, x, m, k, k, w, n, QmvNorm{norm_weight, eps}, [y](i64 e, float sum) { y[e] = sum; }); \
   }
+// With a pair epilogue (a gated MLP's silu(gate) * up over the product's two column halves),
+// with or without the folded norm: the build that stages four blocks at once only, since the
+// backend gives a product a pair epilogue only where each warp has at most two pairs.
+#define QUANTIZED_MATVEC_PAIR(S, TYPE, BLOCK_BYTES) \
+  extern "C" __global__ void quantized_matvec_pair_##S(float* y, const float* x, i64 m, i64 k, const u8* w, i64 n, KFused f) { \
+    quantized_matvec_impl<TYPE, BLOCK_BYTES, false, 4, true>(y, x, m, k, k, w, n, QmvNorm{}, [&](i64 e, float a, float b) { \
+      y[e] = fused_pair_value(a, b, f); \
+    }); \
+  } \
+  extern "C" __global__ void quantized_matvec_norm_pair_##S(float* y, const float* x, i64 m, i64 k, const u8* w, i64 n, \
+                                                            const float* norm_weight, double eps, KFused f) { \
+    quantized_matvec_impl<TYPE, BLOCK_BYTES, true, 4, true>(y, x, m, k, k, w, n, QmvNorm{norm_weight, eps}, [&](i64 e, float a, float b) { \
+      y[e] = fused_pair_value(a, b, f); \
+    }); \
+  }
 #define QUANTIZED_MATVEC(S, TYPE, BLOCK_BYTES) \
   QUANTIZED_MATVEC_BUILD(S, , TYPE, BLOCK_BYTES, 1) \
-  QUANTIZED_MATVEC_BUILD(S, _few, TYPE, BLOCK_BYTES, 4)
+  QUANTIZED_MATVEC_BUILD(S, _few, TYPE, BLOCK_BYTES, 4) \
+  QUANTIZED_MATVEC_PAIR(S, TYPE, BLOCK_BYTES)
 QUANTIZED_MATVEC(q4_0, 0, 18)
 QUANTIZED_MATVEC(q4_1, 1, 20)
 QUANTIZED_MATVEC(q8_0, 2, 34)

@@ -28,7 +28,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-ENTRY_POINTS = [f"quantized_matvec_{e}{t}{b}" for e in ("", "epilogue_", "norm_") for t in ("q4_0", "q4_1", "q8_0") for b in ("", "_few")] + [
+ENTRY_POINTS = [f"quantized_matvec_{e}{t}{b}" for e in ("", "epilogue_", "norm_") for t in ("q4_0", "q4_1", "q8_0") for b in ("", "_few")] + [f"quantized_matvec_{e}{t}" for e in ("pair_", "norm_pair_") for t in ("q4_0", "q4_1", "q8_0")] + [
     f"dequantize_{t}_to_{o}" for t in ("q4_0", "q4_1", "q8_0") for o in ("f32", "bf16")]
 
 

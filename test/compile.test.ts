@@ -355,6 +355,54 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
       }
   });
 
+  test("a chain of a quantized product's two halves, silu(p[..., :h]) * p[..., h:], becomes its pair epilogue, with a folded norm too", () => {
+    // A gated MLP's stacked gate and up weights: CUDA's matvec sums each column pair in one warp
+    // (up to 16 rows, k up to one staged tile of 2048, the norm where it folds), the CPU runs the
+    // chain over the product stored aside; neither where the halves come the other way round or
+    // something else reads the product.
+    const backend = lx.backendName();
+    const pairsAt = (rows: number, k: number) => backend === "cpu" || (backend === "cuda" && rows <= 16 && k <= 2048);
+    const normFoldsAt = (rows: number, k: number) => backend === "cpu" || (backend === "cuda" && rows <= 16 && k >= 32 && k < 1024);
+    const halves = (p: Arr): [Arr, Arr] => {
+      const shape = p.shape, h = shape.at(-1)! / 2, lead = shape.slice(0, -1);
+      const zeros = shape.map(() => 0);
+      return [lx.slice(p, zeros, [...lead, h]), lx.slice(p, [...lead.map(() => 0), h], shape)];
+    };
+    const gated = (x: Arr, w: Arr) => {
+      const [gate, up] = halves(lx.quantizedMatmul(x, w));
+      return lx.multiply(lx.silu(gate), up);
+    };
+    const normed = (x: Arr, g: Arr, w: Arr) => gated(lx.rmsNorm(x, g, 1e-5), w);
+    const swapped = (x: Arr, w: Arr) => {
+      const [gate, up] = halves(lx.quantizedMatmul(x, w));
+      return lx.multiply(lx.silu(up), gate);
+    };
+    const shared = (x: Arr, w: Arr) => {
+      const p = lx.quantizedMatmul(x, w);
+      const [gate, up] = halves(p);
+      return [lx.multiply(lx.silu(gate), up), lx.sum(p, -1)];
+    };
+    for (const type of quantTypes)
+      for (const [rows, k, n] of [[1, 576, 64], [3, 96, 40], [16, 64, 24], [17, 64, 24], [1, 1024, 40], [2, 2560, 16]] as const) {
+        const q = buildBlocks(type, n, k, next, scaleSource(next, "moderate"));
+        const W = lx.arrayFromBytes(q.bytes, [n, k], type);
+        const what = `${type} ${rows}x${k}x${n}`;
+        const args = () => [f32([1, rows, k]), W] as [Arr, Arr];
+        const a = args();
+        expect(steps(gated, ...a), what).toBe(pairsAt(rows, k) ? 1 : 2);
+        checkCompiled(gated, [a, args()]);
+        const na = [a[0], f32([k], 0.5, 1.5), W] as [Arr, Arr, Arr];
+        const normSteps = (pairsAt(rows, k) ? 1 : 2) + (normFoldsAt(rows, k) ? 0 : 1);
+        expect(steps(normed, ...na), `normed ${what}`).toBe(normSteps);
+        checkCompiled(normed, [na, [f32([1, rows, k]), na[1], W]]);
+        expect(steps(swapped, ...a), `swapped ${what}`).toBe(2);
+        checkCompiled(swapped, [a]);
+        expect(steps(shared, ...a), `shared ${what}`).toBe(3);
+        checkCompiled(shared, [a]);
+        W.dispose();
+      }
+  });
+
   test("a product is stored where something else reads it, where it is an output, or where the chain starts elsewhere", () => {
     const [x, w, b] = [f32([8, 12]), f32([12, 10]), f32([10])];
     const twice = (x: Arr, w: Arr, b: Arr) => {

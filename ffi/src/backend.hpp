@@ -217,6 +217,10 @@ class Backend {
   // QuantizedMatmul of M rows that alone reads it (see kNormPrologue). Only where the backend
   // normalizes the rows exactly as the norm alone does.
   virtual bool matmul_norm_prologue(int64_t M, int64_t K) const { return false; }
+  // Whether a compiled plan may give a QuantizedMatmul of M rows, K features and 2 * N weight
+  // rows a gated pair epilogue (see kPairEpilogue), with or without a norm prologue. Only where
+  // each half's sums keep the bits the product alone has.
+  virtual bool matmul_pair_epilogue(int64_t M, int64_t N, int64_t K) const { return false; }
   // Whether a compiled plan may give a SliceUpdate (one offset for all rows) an update of
   // another float dtype, which the backend casts as astype does while it copies.
   virtual bool slice_update_casts() const { return false; }

@@ -82,6 +82,14 @@ struct Command {
 // has no epilogue.
 constexpr int kNormPrologue = 1;
 
+// A QuantizedMatmul command may carry a gated pair epilogue instead (a compiled plan's doing,
+// Backend::matmul_pair_epilogue): with params.flags & kPairEpilogue, its weights have 2h rows,
+// params.fused is a chain of two inputs, the product's columns [0, h) (input 0) and [h, 2h)
+// (input 1), and the output [..., h] holds the chain's result, as in a gated MLP's
+// silu(gate) * up. The product itself is never stored; the command has no inputs after the
+// weights but a folded norm's.
+constexpr int kPairEpilogue = 2;
+
 // A matmul's epilogue as the Fused command it would be run alone: input 0 is the product, read
 // from the output (in place: element i of the chain reads only element i of input 0).
 inline Command epilogue_command(const Command& matmul) {

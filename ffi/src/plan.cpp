@@ -289,10 +289,18 @@ void Plan::fuse_elementwise() {
 
   // A chain whose input 0 is a matmul's product that nothing else reads becomes that matmul's
   // epilogue (where the backend can keep the product's bits), even a chain of one op.
+  // A chain of a quantized product's two column halves (a gated MLP's silu(gate) * up) becomes
+  // its pair epilogue where the backend can compute both halves' sums in one kernel.
   std::vector<int> epilogue_matmul(chains.size(), -1);
-  std::vector<bool> absorbed(count, false);
+  std::vector<bool> pair(chains.size(), false), absorbed(count, false);
   for (size_t id = 0; id < chains.size(); ++id) {
-    int m = matmul_feeding(chains[id].inputs.front(), steps_[chains[id].members.back()].output, readers, writer);
+    const Chain& chain = chains[id];
+    const Operand& out = steps_[chain.members.back()].output;
+    int m = matmul_feeding(chain.inputs.front(), out, readers, writer);
+    if (m < 0) {
+      m = pair_product_feeding(chain.inputs, out, chain.members.back(), readers, writer);
+      pair[id] = m >= 0;
+    }
     if (m < 0 || absorbed[m]) continue;
     epilogue_matmul[id] = m;
     absorbed[m] = true;
@@ -319,7 +327,10 @@ void Plan::fuse_elementwise() {
     if (int m = epilogue_matmul[id]; m >= 0) {
       // Placed where the chain's last op was: the chain's other inputs are ready only there.
       Step step = steps_[m];
-      step.inputs.insert(step.inputs.end(), chain.inputs.begin() + 1, chain.inputs.end());
+      if (pair[id])
+        step.params.flags |= kPairEpilogue;
+      else
+        step.inputs.insert(step.inputs.end(), chain.inputs.begin() + 1, chain.inputs.end());
       step.output = steps_[i].output;
       step.params.fused = std::move(program);
       fused.push_back(std::move(step));
@@ -406,7 +417,9 @@ void Plan::fold_norms_into_matmuls() {
   std::vector<bool> folded(count, false);
   for (int i = 0; i < count; ++i) {
     Step& step = steps_[i];
-    if (step.op != OpCode::QuantizedMatmul || step.params.fused || (step.params.flags & kNormPrologue)) continue;
+    // A pair epilogue reads nothing but the product: a norm prologue goes with it.
+    bool pair = step.params.flags & kPairEpilogue;
+    if (step.op != OpCode::QuantizedMatmul || (step.params.fused && !pair) || (step.params.flags & kNormPrologue)) continue;
     const Operand activations = step.inputs[0];  // a copy: the step's inputs change below
     int w = writer[activations.slot];
     if (w < 0 || readers[activations.slot] != 1 || !plain(activations) || overwritten(w, i)) continue;
@@ -443,6 +456,46 @@ int Plan::matmul_feeding(const Operand& in, const Operand& out, const std::vecto
   int64_t N = y.back(), K = a.back();
   int64_t M = quantized ? (N ? numel(y) / N : 0) : y[y.size() - 2];
   return runtime().backend().matmul_epilogue(step.op, M, N, K) ? m : -1;
+}
+
+// The QuantizedMatmul step whose product [..., 2h] a chain of two inputs reads as its column
+// halves, [0, h) as input 0 and [h, 2h) as input 1, at the shape of `out` [..., h], when nothing
+// else reads the product, nothing before the chain's `last` step overwrites what the product
+// reads, and the backend can give it a pair epilogue; else -1.
+int Plan::pair_product_feeding(const std::vector<Operand>& in, const Operand& out, int last, const std::vector<int>& readers,
+                               const std::vector<int>& writer) const {
+  if (in.size() != 2 || in[0].slot != in[1].slot || readers[in[0].slot] != 2) return -1;
+  for (const Output& o : outputs_)
+    if (o.slot == in[0].slot) return -1;
+  int m = writer[in[0].slot];
+  if (m < 0) return -1;
+  const Step& step = steps_[m];
+  const Shape& y = step.output.shape;
+  if (step.op != OpCode::QuantizedMatmul || step.params.fused || step.params.flags != 0 || step.output.dtype != DType::Float32 ||
+      y.empty() || y.back() % 2 != 0 || y.back() == 0)
+    return -1;
+  const int64_t h = y.back() / 2;
+  Shape half = y;
+  half.back() = h;
+  if (out.shape != half) return -1;
+  // Whether `o` is the product's columns [first, first + h): its strides where a dim has more
+  // than one element are the product's own.
+  auto columns = [&](const Operand& o, int64_t first) {
+    if (o.shape != half || o.offset != first) return false;
+    if (o.strides.empty()) return numel(half) == h;  // contiguous: a single row's halves only
+    int64_t stride = 1;
+    for (size_t d = y.size(); d-- > 0;) {
+      if (half[d] > 1 && o.strides[d] != stride) return false;
+      stride *= y[d];
+    }
+    return true;
+  };
+  if (!columns(in[0], 0) || !columns(in[1], h)) return -1;
+  for (int i = m + 1; i < last; ++i)
+    for (const Operand& read : step.inputs)
+      if (steps_[i].output.slot == read.slot) return -1;
+  int64_t K = step.inputs[0].shape.back();
+  return runtime().backend().matmul_pair_epilogue(numel(half) / h, h, K) ? m : -1;
 }
 
 void Plan::lay_out_arena() {

@@ -100,6 +100,8 @@ class Plan {
   void renumber_first_writes();
   void drop_folded(const std::vector<bool>& folded);
   int matmul_feeding(const Operand& in, const Operand& out, const std::vector<int>& readers, const std::vector<int>& writer) const;
+  int pair_product_feeding(const std::vector<Operand>& chain_inputs, const Operand& out, int last, const std::vector<int>& readers,
+                           const std::vector<int>& writer) const;
   void lay_out_arena();
   // An instance for `stream` and these donated addresses, claimed; release() gives it back.
   std::shared_ptr<Instance> instance_for(const StreamPtr& stream, const std::vector<void*>& donated);
