@@ -382,8 +382,23 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
       const [gate, up] = halves(p);
       return [lx.multiply(lx.silu(gate), up), lx.sum(p, -1)];
     };
+    const alsoOut = (x: Arr, w: Arr) => {
+      const p = lx.quantizedMatmul(x, w);
+      const [gate, up] = halves(p);
+      return [lx.multiply(lx.silu(gate), up), p];
+    };
+    // Halves one column off: [1, h + 1) against [h, 2h).
+    const shifted = (x: Arr, w: Arr) => {
+      const p = lx.quantizedMatmul(x, w);
+      const shape = p.shape, h = shape.at(-1)! / 2, lead = shape.slice(0, -1);
+      const gate = lx.slice(p, [...lead.map(() => 0), 1], [...lead, h + 1]);
+      return lx.multiply(lx.silu(gate), halves(p)[1]);
+    };
+    // k of exactly one staged tile, a pair of one column, and (on an H200's 132 SMs) warps with
+    // two pairs each.
+    const shapes = [[1, 576, 64], [3, 96, 40], [16, 64, 24], [17, 64, 24], [1, 1024, 40], [2, 2560, 16], [1, 2048, 16], [1, 64, 2], [2, 64, 16000]] as const;
     for (const type of quantTypes)
-      for (const [rows, k, n] of [[1, 576, 64], [3, 96, 40], [16, 64, 24], [17, 64, 24], [1, 1024, 40], [2, 2560, 16]] as const) {
+      for (const [rows, k, n] of shapes) {
         const q = buildBlocks(type, n, k, next, scaleSource(next, "moderate"));
         const W = lx.arrayFromBytes(q.bytes, [n, k], type);
         const what = `${type} ${rows}x${k}x${n}`;
@@ -399,9 +414,15 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
         checkCompiled(swapped, [a]);
         expect(steps(shared, ...a), `shared ${what}`).toBe(3);
         checkCompiled(shared, [a]);
+        expect(steps(alsoOut, ...a), `also an output ${what}`).toBe(2);
+        checkCompiled(alsoOut, [a]);
+        if (n > 2) {
+          expect(steps(shifted, ...a), `shifted ${what}`).toBe(2);
+          checkCompiled(shifted, [a]);
+        }
         W.dispose();
       }
-  });
+  }, 60_000);
 
   test("a product is stored where something else reads it, where it is an output, or where the chain starts elsewhere", () => {
     const [x, w, b] = [f32([8, 12]), f32([12, 10]), f32([10])];

@@ -91,7 +91,8 @@ constexpr int kNormPrologue = 1;
 constexpr int kPairEpilogue = 2;
 
 // A matmul's epilogue as the Fused command it would be run alone: input 0 is the product, read
-// from the output (in place: element i of the chain reads only element i of input 0).
+// from the output (in place: element i of the chain reads only element i of input 0). Not a
+// pair epilogue's chain, whose inputs are the product's halves and never the output.
 inline Command epilogue_command(const Command& matmul) {
   Command chain;
   chain.op = OpCode::Fused;
