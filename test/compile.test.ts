@@ -337,6 +337,8 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
       const h = lx.rmsNorm(x, g, 1e-5);
       return [lx.quantizedMatmul(h, w), lx.quantizedMatmul(h, w)];
     };
+    // Through a reshape (a view in its root's order, as a decoder's embedding rows become [1, L, k]).
+    const reshaped = (x: Arr, g: Arr, w: Arr) => lx.quantizedMatmul(lx.rmsNorm(lx.reshape(lx.exp(x), x.shape.slice(1)), g, 1e-5), w);
     for (const type of quantTypes)
       for (const [rows, k, n] of [[1, 576, 40], [3, 96, 40], [9, 64, 24], [16, 576, 8], [17, 64, 8], [1, 1024, 20]] as const) {
         const q = buildBlocks(type, n, k, next, scaleSource(next, "moderate"));
@@ -351,6 +353,8 @@ describe("elementwise chains fuse into one kernel and keep eager's bits", () => 
         checkCompiled(residual, [ra]);
         expect(steps(shared, ...a), what).toBe(3);
         checkCompiled(shared, [a]);
+        expect(steps(reshaped, ...a), `reshaped ${what}`).toBe(foldsAt(rows, k) ? 2 : 3);
+        checkCompiled(reshaped, [a]);
         W.dispose();
       }
   });

@@ -143,7 +143,9 @@ std::shared_ptr<Plan> Plan::build(const std::vector<NodePtr>& inputs, const std:
       s.bytes = held->nbytes();
       it = slot_of.emplace(root, new_slot(std::move(s))).first;
     }
-    return Operand{it->second, n->shape, n->dtype, n->strides(), n->offset()};
+    // A view in its root's own row-major order (a reshape) reads as a plain operand, so the
+    // folds that need one apply to it.
+    return Operand{it->second, n->shape, n->dtype, n->contiguous() ? Shape{} : n->strides(), n->offset()};
   };
 
   for (const NodePtr& n : order) {
