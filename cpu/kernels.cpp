@@ -803,12 +803,9 @@ void quantized_matmul(const Command& c) {
   std::vector<float> product(static_cast<size_t>(m * n));
   cpu::quantized_matmul(block_type(w.dtype), rows, m, k, k, w.data, n, product.data());
   const Shape& half = c.output.shape;
-  Shape strides(half.size(), 0);
-  int64_t stride = 1;
-  for (size_t d = half.size(); d-- > 0;) {
-    strides[d] = stride;
-    stride *= d + 1 == half.size() ? n : half[d];
-  }
+  Shape whole = half;
+  whole.back() = n;
+  const Shape strides = contiguous_strides(whole);
   TensorArg low{product.data(), half, DType::Float32, strides, 0}, high{product.data(), half, DType::Float32, strides, n / 2};
   FusedOperands ops;
   ops.add(low);

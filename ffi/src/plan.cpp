@@ -408,14 +408,6 @@ void Plan::fold_norms_into_matmuls() {
   std::vector<int> readers, writer;
   count_readers(readers, writer);
   auto plain = [](const Operand& o) { return o.dtype == DType::Float32 && o.strides.empty() && o.offset == 0; };
-  // Whether a step between the norm and the product writes what the norm reads (a donated
-  // input updated in place): then the norm's reads cannot move.
-  auto overwritten = [&](int norm, int product) {
-    for (int i = norm + 1; i < product; ++i)
-      for (const Operand& in : steps_[norm].inputs)
-        if (steps_[i].output.slot == in.slot) return true;
-    return false;
-  };
   std::vector<bool> folded(count, false);
   for (int i = 0; i < count; ++i) {
     Step& step = steps_[i];
@@ -424,7 +416,7 @@ void Plan::fold_norms_into_matmuls() {
     if (step.op != OpCode::QuantizedMatmul || (step.params.fused && !pair) || (step.params.flags & kNormPrologue)) continue;
     const Operand activations = step.inputs[0];  // a copy: the step's inputs change below
     int w = writer[activations.slot];
-    if (w < 0 || readers[activations.slot] != 1 || !plain(activations) || overwritten(w, i)) continue;
+    if (w < 0 || readers[activations.slot] != 1 || !plain(activations) || written_between(w, i)) continue;
     const Step& norm = steps_[w];
     int64_t K = activations.shape.back();
     int64_t M = K ? numel(activations.shape) / K : 0;
@@ -482,22 +474,26 @@ int Plan::pair_product_feeding(const std::vector<Operand>& in, const Operand& ou
   if (out.shape != half) return -1;
   // Whether `o` is the product's columns [first, first + h): its strides where a dim has more
   // than one element are the product's own.
+  const Shape product_strides = contiguous_strides(y);
   auto columns = [&](const Operand& o, int64_t first) {
     if (o.shape != half || o.offset != first) return false;
     if (o.strides.empty()) return numel(half) == h;  // contiguous: a single row's halves only
-    int64_t stride = 1;
-    for (size_t d = y.size(); d-- > 0;) {
-      if (half[d] > 1 && o.strides[d] != stride) return false;
-      stride *= y[d];
-    }
+    for (size_t d = 0; d < y.size(); ++d)
+      if (half[d] > 1 && o.strides[d] != product_strides[d]) return false;
     return true;
   };
-  if (!columns(in[0], 0) || !columns(in[1], h)) return -1;
-  for (int i = m + 1; i < last; ++i)
-    for (const Operand& read : step.inputs)
-      if (steps_[i].output.slot == read.slot) return -1;
+  if (!columns(in[0], 0) || !columns(in[1], h) || written_between(m, last)) return -1;
   int64_t K = step.inputs[0].shape.back();
   return runtime().backend().matmul_pair_epilogue(numel(half) / h, h, K) ? m : -1;
+}
+
+// Whether a step after `from` and before `to` writes what step `from` reads (a donated input
+// updated in place): then `from`'s reads cannot move to `to`.
+bool Plan::written_between(int from, int to) const {
+  for (int i = from + 1; i < to; ++i)
+    for (const Operand& in : steps_[from].inputs)
+      if (steps_[i].output.slot == in.slot) return true;
+  return false;
 }
 
 void Plan::lay_out_arena() {

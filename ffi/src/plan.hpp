@@ -99,6 +99,7 @@ class Plan {
   void count_readers(std::vector<int>& readers, std::vector<int>& writer) const;
   void renumber_first_writes();
   void drop_folded(const std::vector<bool>& folded);
+  bool written_between(int from, int to) const;
   int matmul_feeding(const Operand& in, const Operand& out, const std::vector<int>& readers, const std::vector<int>& writer) const;
   int pair_product_feeding(const std::vector<Operand>& chain_inputs, const Operand& out, int last, const std::vector<int>& readers,
                            const std::vector<int>& writer) const;
