@@ -115,21 +115,27 @@ pub fn build(b: *std.Build) void {
 // on macOS (the Metal and Foundation frameworks).
 fn addBackends(b: *std.Build, module: *std.Build.Module, target: std.Build.ResolvedTarget, optimize: std.builtin.OptimizeMode, flags: []const []const u8, macos_sdk: ?[]const u8) void {
     switch (target.result.os.tag) {
-        .linux => module.addCSourceFiles(.{ .files = &cuda_sources, .flags = flags }),
+        .linux => addBackend(b, module, target, optimize, &cuda_sources, flags, "-DLANES_CUDA_EMBED_OBJECT", "cuda"),
         .macos => {
-            var objc_flags: std.ArrayList([]const u8) = .empty;
-            objc_flags.appendSlice(b.allocator, flags) catch @panic("oom");
-            objc_flags.append(b.allocator, "-fobjc-arc") catch @panic("oom");
-            module.addCSourceFiles(.{ .files = &metal_sources, .flags = objc_flags.items });
-            const kernels = b.addObject(.{
-                .name = "metal_kernels",
-                .root_module = b.createModule(.{ .root_source_file = b.path("metal/embed.zig"), .target = target, .optimize = optimize }),
-            });
-            module.addObject(kernels);
+            addBackend(b, module, target, optimize, &metal_sources, flags, "-fobjc-arc", "metal");
             if (macos_sdk) |sdk| module.addSystemFrameworkPath(.{ .cwd_relative = b.pathJoin(&.{ sdk, "System/Library/Frameworks" }) });
             module.linkFramework("Metal", .{});
             module.linkFramework("Foundation", .{});
         },
         else => {},
     }
+}
+
+// A backend's sources with one extra flag, and its kernel source embedded by `<dir>/embed.zig`
+// (an @embedFile, which zig's cache tracks, so editing a kernel rebuilds the library).
+fn addBackend(b: *std.Build, module: *std.Build.Module, target: std.Build.ResolvedTarget, optimize: std.builtin.OptimizeMode, sources: []const []const u8, flags: []const []const u8, flag: []const u8, dir: []const u8) void {
+    var backend_flags: std.ArrayList([]const u8) = .empty;
+    backend_flags.appendSlice(b.allocator, flags) catch @panic("oom");
+    backend_flags.append(b.allocator, flag) catch @panic("oom");
+    module.addCSourceFiles(.{ .files = sources, .flags = backend_flags.items });
+    const kernels = b.addObject(.{
+        .name = b.fmt("{s}_kernels", .{dir}),
+        .root_module = b.createModule(.{ .root_source_file = b.path(b.fmt("{s}/embed.zig", .{dir})), .target = target, .optimize = optimize, .pic = true }),
+    });
+    module.addObject(kernels);
 }

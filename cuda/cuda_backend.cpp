@@ -451,7 +451,8 @@ class CudaBackend final : public Backend {
   // The matvec stages a row per 32 threads, as the norm kernel takes rows of 32 to 1023.
   bool matmul_norm_prologue(int64_t M, int64_t K) const override { return M <= kMatvecRows && gpu::group_for(K, 1) == 32; }
   // The matvec's warp sums both columns of a pair over one staged tile of activations, in the
-  // build for warps of at most two pairs (4 blocks of 8 warps per SM).
+  // build for warps of at most two pairs (4 blocks of 8 warps per SM; the launch's blocks of
+  // kMatvecFewWarps warps leave fewer pairs a warp still).
   bool matmul_pair_epilogue(int64_t M, int64_t N, int64_t K) const override {
     int sms = devices_.front()->sm_count;
     for (const auto& d : devices_) sms = std::min(sms, d->sm_count);

@@ -162,5 +162,14 @@ constexpr int64_t kMatvecRows = 16;
 // Features up to which the matvec takes a pair epilogue: one staged tile of activations
 // (QMV_KTILE in quant_kernels.cu), so each column's sum is complete in one pass.
 constexpr int64_t kMatvecPairColumns = 2048;
+// Warps a block of the matvec's build for a column or two a warp (and of its pair epilogue):
+// every block stages the whole activation tile, so with more warps each stages fewer of its
+// blocks. On an H200, 16 warps against 8 took a SmolLM2-shaped decode step from 1.37 to 1.32 ms
+// (its matvecs' kernel time by 7 %); 32 do not fit their registers. A block of 16 warps leaves
+// each thread 128 registers: those builds take 78 to 120 with NVRTC 12.9 for sm_90, and more
+// would fail every launch ("too many resources requested"), which the GPU suite shows. A launch
+// bound would hold them under it, but it changes the code ptxas emits for all of them, which
+// was measured without one.
+constexpr int64_t kMatvecFewWarps = 16;
 
 }  // namespace lanes::cuda

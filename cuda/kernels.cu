@@ -536,8 +536,23 @@ __device__ RState<Acc> group_reduce(int kind, const T* base, i64 n, i64 stride, 
   RState<Acc> s;
   s.v = Acc(0);
   s.idx = -1;
+  i64 r = lane;
+  if (kind == K_MAX || kind == K_ARGMAX || kind == K_MIN || kind == K_ARGMIN) {
+    // A long row's extremes (a decode step's argmax over the vocabulary) in batches of U
+    // elements, all loaded before the first is folded: one load latency per batch. The fold
+    // keeps its order, so the result is that of one element at a time.
+    constexpr int U = 16;
+    const bool is_max = kind == K_MAX || kind == K_ARGMAX;
+    for (; r + (U - 1) * G < n; r += U * G) {
+      T batch[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) batch[u] = base[(r + u * G) * stride];
+#pragma unroll
+      for (int u = 0; u < U; ++u) s = fold<Acc>(is_max ? K_MAX : K_MIN, s, Acc(up(batch[u])), r + u * G, shift);
+    }
+  }
 #pragma unroll 4
-  for (i64 r = lane; r < n; r += G) s = fold<Acc>(kind, s, Acc(up(base[r * stride])), r, shift);
+  for (; r < n; r += G) s = fold<Acc>(kind, s, Acc(up(base[r * stride])), r, shift);
   if (G == 1) return s;
   sh[threadIdx.x] = s;
   __syncthreads();
@@ -623,10 +638,19 @@ __device__ void reduce_impl(void* out, const T* x, i64 outer, i64 R, i64 inner, 
 
 // ---- softmax, norms --------------------------------------------------------------------------
 
-// Block-wide fixed-order combine of one float/double per thread within groups of G.
+// Block-wide fixed-order combine of one float/double per thread within groups of G. Groups
+// within a warp combine by shuffles, in the same tree as through shared memory (the same bits)
+// but without its barriers.
 template <class V, int G>
 __device__ V group_fold(V v, bool is_max, V* sh) {
   if (G == 1) return v;
+  if (G <= 32) {
+    for (int width = G / 2; width > 0; width /= 2) {
+      V b = __shfl_down_sync(0xffffffffu, v, width, G);
+      v = is_max ? (b > v ? b : v) : v + b;
+    }
+    return __shfl_sync(0xffffffffu, v, 0, G);
+  }
   int lane = threadIdx.x % G;
   sh[threadIdx.x] = v;
   __syncthreads();
@@ -704,6 +728,7 @@ __device__ NormScale norm_scale(const T* xr, i64 n, i64 D, bool packed, double e
     mean = s / double(D);
   }
   double ss = 0;
+#pragma unroll 4
   for (i64 p = lane; p < packs; p += G) {
     Pack<T> v = xp[p];
 #pragma unroll

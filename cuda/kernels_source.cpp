@@ -4,19 +4,12 @@
 
 #include "../ffi/src/gpu/kernel_layout.hpp"
 
-// cuda/kernels.cu and cuda/quant_kernels.cu, NUL-terminated. #embed puts the two files in the
-// compiler's dependency list, so editing a kernel rebuilds the library (zig's clang has it); a
-// compiler without it (the sanitizer builds' g++ and clang 14) takes them with .incbin.
-#if defined(__has_embed)
-#pragma clang diagnostic push
-#pragma clang diagnostic ignored "-Wc23-extensions"
-static const char lanes_cuda_kernels_cu[] = {
-#embed "kernels.cu"
-    , 0};
-static const char lanes_cuda_quant_kernels_cu[] = {
-#embed "quant_kernels.cu"
-    , 0};
-#pragma clang diagnostic pop
+// cuda/kernels.cu and cuda/quant_kernels.cu, NUL-terminated. Zig builds link cuda/embed.zig,
+// whose @embedFile zig's cache tracks (LANES_CUDA_EMBED_OBJECT); the sanitizer builds (clang and
+// g++ from Debian, always from scratch) take the files with .incbin.
+#if defined(LANES_CUDA_EMBED_OBJECT)
+extern "C" const char* const lanes_cuda_kernels_cu;
+extern "C" const char* const lanes_cuda_quant_kernels_cu;
 #else
 extern "C" const char lanes_cuda_kernels_cu[];
 extern "C" const char lanes_cuda_quant_kernels_cu[];

@@ -525,30 +525,37 @@ static void quantized_matmul(const Command& c, LaunchContext& ctx) {
     throw_error(LANES_ERR_INTERNAL, "quantizedMatmul: a pair epilogue outside the matvec's shapes");
   if (pair) n /= 2;  // output columns, each from two weight rows
   if (m <= kMatvecRows) {
-    unsigned grid = static_cast<unsigned>(std::min<int64_t>(int64_t(ctx.device.sm_count) * 4, (n + 7) / 8));
+    const int64_t blocks_cap = int64_t(ctx.device.sm_count) * 4;
+    unsigned grid = static_cast<unsigned>(std::min<int64_t>(blocks_cap, (n + 7) / 8)), threads = 256;
+    // A warp with at most two columns spends most of its time staging: the build that stages
+    // four activation blocks at once (quant_kernels.cu), in blocks of more warps, which share
+    // the staging.
+    bool few = pair || n <= int64_t(grid) * 8 * 2;
+    if (few) {
+      grid = static_cast<unsigned>(std::min<int64_t>(blocks_cap, (n + kMatvecFewWarps - 1) / kMatvecFewWarps));
+      threads = 32 * kMatvecFewWarps;
+    }
     if (pair) {
       gpu::KFused code = gpu::fused_code(pair_command(c));
       if (norm)
-        launch(ctx, "quantized_matvec_norm_pair_" + type, grid, 1, 1, 256, 0, y, xp, m, k, wp, n, data_ptr(c.inputs[2]),
+        launch(ctx, "quantized_matvec_norm_pair_" + type, grid, 1, 1, threads, 0, y, xp, m, k, wp, n, data_ptr(c.inputs[2]),
                c.params.scalars[0], code);
       else
-        launch(ctx, "quantized_matvec_pair_" + type, grid, 1, 1, 256, 0, y, xp, m, k, wp, n, code);
+        launch(ctx, "quantized_matvec_pair_" + type, grid, 1, 1, threads, 0, y, xp, m, k, wp, n, code);
       return;
     }
-    // A warp with at most two columns spends most of its time staging: the build that stages
-    // four activation blocks at once (quant_kernels.cu).
-    if (n <= int64_t(grid) * 8 * 2) type += "_few";
+    if (few) type += "_few";
     if (norm) {
-      launch(ctx, "quantized_matvec_norm_" + type, grid, 1, 1, 256, 0, y, xp, m, k, wp, n, data_ptr(c.inputs[2]),
+      launch(ctx, "quantized_matvec_norm_" + type, grid, 1, 1, threads, 0, y, xp, m, k, wp, n, data_ptr(c.inputs[2]),
              c.params.scalars[0]);
       return;
     }
     if (!c.params.fused) {
-      launch(ctx, "quantized_matvec_" + type, grid, 1, 1, 256, 0, y, xp, m, k, k, wp, n);
+      launch(ctx, "quantized_matvec_" + type, grid, 1, 1, threads, 0, y, xp, m, k, k, wp, n);
       return;
     }
     Epilogue e = epilogue_of(c);
-    launch(ctx, "quantized_matvec_epilogue_" + type, grid, 1, 1, 256, 0, y, xp, m, k, k, wp, n, e.x[1], e.x[2], e.x[3], e.walk,
+    launch(ctx, "quantized_matvec_epilogue_" + type, grid, 1, 1, threads, 0, y, xp, m, k, k, wp, n, e.x[1], e.x[2], e.x[3], e.walk,
            e.code, e.inputs, e.contiguous);
     return;
   }

@@ -26,8 +26,8 @@
 // quantized_matvec_norm_<type> normalizes its activations as it stages them (a compiled plan's
 // rmsNorm that alone feeds the product), with norm_f32_g32's bits.
 //
-// Launch: blockDim = (QMV_THREADS, 1, 1) (any multiple of 32 up to 1024 also works; exactly 256
-// for quantized_matvec_norm_<type>, a group of 32 threads per staged row), any gridDim.x; warps
+// Launch: blockDim = (QMV_THREADS, 1, 1) or any multiple of 32 up to 1024 (the backend gives the
+// _few and pair builds 16 warps a block: cuda/device.hpp), any gridDim.x; warps
 // take columns in grid-stride order. For a given k, results are bitwise identical for any grid
 // size and any concurrency (each output's sum has a fixed order).
 // Preconditions (checked by the caller): k % 32 == 0; w is 4-byte aligned; y does not alias
@@ -179,8 +179,8 @@ __device__ __forceinline__ void q_dot_half(const QHalf& wh, int h, const QmvStag
 }
 
 // A compiled plan's rmsNorm folded into the matvec (its only reader): the activations are
-// rmsNorm(x) with this weight, as norm_f32_g32 computes them. Needs blockDim.x == 256 (a group
-// of 32 threads per staged row, as that kernel's) and x contiguous (rows of k).
+// rmsNorm(x) with this weight, as norm_f32_g32 computes them (warp r computes row r's scale, as
+// a group of that kernel's) and x contiguous (rows of k).
 struct QmvNorm {
   const float* weight;
   double eps;
@@ -194,7 +194,6 @@ template <int TYPE, int BLOCK_BYTES, bool NORM, int GROUP, bool PAIR = false, cl
 __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __restrict__ x, i64 m, i64 k, i64 x_row_stride,
                                       const u8* __restrict__ w, i64 n, QmvNorm norm, Finish finish) {
   __shared__ QmvStage st;
-  __shared__ double norm_fold[NORM ? 256 : 1];
   __shared__ NormScale norm_scales[QMV_ROWS];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const i64 nb = k / 32, row_bytes = nb * BLOCK_BYTES;
@@ -213,8 +212,8 @@ __device__ void quantized_matvec_impl(float* __restrict__ y, const float* __rest
     if (NORM) {
       bool valid = warp < rows;
       NormScale scale = norm_scale<float, 32>(x + (valid ? (i0 + warp) * k : 0), valid ? k : 0, k, norm_packed(x, k),
-                                              norm.eps, 0, norm_fold);
-      if (lane == 0) norm_scales[warp] = scale;
+                                              norm.eps, 0, nullptr);  // a warp folds by shuffles
+      if (lane == 0 && valid) norm_scales[warp] = scale;
     }
     for (i64 k0 = 0; k0 < k; k0 += QMV_KTILE) {
       const int tile_blocks = int(min(i64(QMV_KTILE), k - k0) / 32);

@@ -209,6 +209,25 @@ def time_all(ptx):
     start, stop = ctypes.c_void_p(), ctypes.c_void_p()
     drv.check(cu.cuEventCreate(ctypes.byref(start), 0), "cuEventCreate")
     drv.check(cu.cuEventCreate(ctypes.byref(stop), 0), "cuEventCreate")
+
+    def best_us(name, grid, holders):
+        """The best of 5 runs of 200 back-to-back launches, in µs a call."""
+        fn = ctypes.c_void_p()
+        drv.check(cu.cuModuleGetFunction(ctypes.byref(fn), drv.module, name.encode()), "fn")
+        params = (ctypes.c_void_p * len(holders))(*[ctypes.cast(ctypes.byref(h), ctypes.c_void_p) for h in holders])
+        best = float("inf")
+        for _ in range(5):
+            calls = 200
+            cu.cuEventRecord(start, None)
+            for _ in range(calls):
+                cu.cuLaunchKernel(fn, grid, 1, 1, THREADS, 1, 1, 0, None, params, None)
+            cu.cuEventRecord(stop, None)
+            drv.check(cu.cuEventSynchronize(stop), "sync")
+            ms = ctypes.c_float()
+            cu.cuEventElapsedTime(ctypes.byref(ms), start, stop)
+            best = min(best, ms.value * 1e3 / calls)
+        return best
+
     for qtype, k, n in (("q4_1", 576, 576), ("q4_1", 576, 1536), ("q4_1", 1536, 576), ("q8_0", 576, 49152),
                         ("q4_1", 4096, 14336), ("q4_0", 4096, 14336), ("q8_0", 4096, 14336)):
         raw = random_blocks(rng, qtype, n * k // 32)
@@ -218,24 +237,17 @@ def time_all(ptx):
             xd = drv.upload(rng.standard_normal((m, k)).astype(np.float32))
             yd = drv.upload(np.zeros(m * n, np.float32))
             for build in BUILDS:
-              for grid in sorted({max(1, min(g, math.ceil(n / (THREADS // 32)))) for g in GRIDS}):
-                name = f"quantized_matvec_{qtype}{build}"
-                fn = ctypes.c_void_p()
-                drv.check(cu.cuModuleGetFunction(ctypes.byref(fn), drv.module, name.encode()), "fn")
-                holders = [yd, xd, ctypes.c_int64(m), ctypes.c_int64(k), ctypes.c_int64(k), wd, ctypes.c_int64(n)]
-                params = (ctypes.c_void_p * 7)(*[ctypes.cast(ctypes.byref(h), ctypes.c_void_p) for h in holders])
-                best = float("inf")
-                for _ in range(5):
-                    calls = 200
-                    cu.cuEventRecord(start, None)
-                    for _ in range(calls):
-                        cu.cuLaunchKernel(fn, grid, 1, 1, THREADS, 1, 1, 0, None, params, None)
-                    cu.cuEventRecord(stop, None)
-                    drv.check(cu.cuEventSynchronize(stop), "sync")
-                    ms = ctypes.c_float()
-                    cu.cuEventElapsedTime(ctypes.byref(ms), start, stop)
-                    best = min(best, ms.value * 1e3 / calls)
-                print(f"time {name} m={m} k={k} n={n} grid={grid}: {best:.2f} us/call, "
-                      f"{raw.nbytes / best / 1e3:.0f} GB/s of weights")
+                for grid in sorted({max(1, min(g, math.ceil(n / (THREADS // 32)))) for g in GRIDS}):
+                    name = f"quantized_matvec_{qtype}{build}"
+                    best = best_us(name, grid, [yd, xd, ctypes.c_int64(m), ctypes.c_int64(k), ctypes.c_int64(k), wd, ctypes.c_int64(n)])
+                    print(f"time {name} m={m} k={k} n={n} grid={grid}: {best:.2f} us/call, "
+                          f"{raw.nbytes / best / 1e3:.0f} GB/s of weights")
+            if m == 1 and k <= 2048:  # with a folded rmsNorm, as in a decode step
+                grid = max(1, min(GRIDS[0], math.ceil(n / 8)))
+                name = f"quantized_matvec_norm_{qtype}_few"
+                nw = drv.upload(rng.standard_normal(k).astype(np.float32))
+                best = best_us(name, grid, [yd, xd, ctypes.c_int64(m), ctypes.c_int64(k), wd, ctypes.c_int64(n), nw, ctypes.c_double(1e-5)])
+                print(f"time {name} m={m} k={k} n={n} grid={grid}: {best:.2f} us/call")
+                drv.free(nw)
             drv.free(xd, yd)
         drv.free(wd)

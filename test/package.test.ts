@@ -45,7 +45,7 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 describe.if(linuxX64)("packages", () => {
   test("the lanes tarball holds the TS sources, the native sources to build from, docs files, and nothing else", () => {
     const files = tarList(lanesTarball).map((f) => f.replace(/^package\//, ""));
-    const allowed = [/^src\/.+\.ts$/, /^ffi\/include\/lanes(\.h|_table\.def)$/, /^ffi\/src\/.+\.(cpp|hpp)$/, /^ffi\/lanes\.map$/, /^cpu\/.+\.(cpp|hpp)$/, /^cuda\/.+\.(cpp|hpp|cu)$/, /^metal\/.+\.(mm|hpp|metal|zig)$/, /^build\.zig$/, /^scripts\/zig$/, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md)$/];
+    const allowed = [/^src\/.+\.ts$/, /^ffi\/include\/lanes(\.h|_table\.def)$/, /^ffi\/src\/.+\.(cpp|hpp)$/, /^ffi\/lanes\.map$/, /^cpu\/.+\.(cpp|hpp)$/, /^cuda\/.+\.(cpp|hpp|cu|zig)$/, /^metal\/.+\.(mm|hpp|metal|zig)$/, /^build\.zig$/, /^scripts\/zig$/, /^(package\.json|README\.md|LICENSE|CHANGELOG\.md)$/];
     expect(files.filter((f) => !allowed.some((r) => r.test(f)))).toEqual([]);
     for (const needed of ["package.json", "README.md", "LICENSE", "src/index.ts", "src/models/index.ts", "src/serve/index.ts", "src/serve/engine-worker.ts", "src/cli.ts", "ffi/include/lanes.h", "ffi/include/lanes_table.def", "cpu/kernels.cpp", "cuda/kernels.cu", "build.zig", "metal/kernels.metal"])
       expect(files).toContain(needed);
