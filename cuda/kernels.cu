@@ -872,9 +872,11 @@ __device__ void stage_query(ChunkShared& sh, const T* qi, i64 D) {
   __syncthreads();
 }
 
-template <class T, class TKV>
+// STAGED: the block staged the query (stage_query); else each warp reads it with its key loads,
+// one latency for both (a block of one chunk, which would wait for the staging first).
+template <class T, class TKV, bool STAGED>
 __device__ __forceinline__ float query_at(const ChunkShared& sh, const T* qi, i64 d) {
-  return d < Chunk::query_shared ? sh.query[d] : QueryAs<T, TKV>::of(qi[d]);
+  return STAGED && d < Chunk::query_shared ? sh.query[d] : QueryAs<T, TKV>::of(qi[d]);
 }
 
 // A cache element as float; float16 through the conversion instruction (exact, as to_float,
@@ -893,7 +895,7 @@ __device__ __forceinline__ V load_or_zero(const V* p, bool ok) { return ok ? *p 
 // One chunk of a row: keys [j0, j0 + n), 0 < n <= 32. Warp w takes keys w, w + 4, ... of the
 // chunk, their loads in flight together. Calls start(m, l) in every thread (the same bits in
 // all), then put(d, acc[d]) in threads below 64.
-template <class T, class TKV, class Start, class Put>
+template <class T, class TKV, bool STAGED, class Start, class Put>
 __device__ void attention_chunk(ChunkShared& sh, const T* qi, const TKV* kh, const TKV* vh, const AttentionArgs& a,
                                 i64 j0, int n, Start start, Put put) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -925,8 +927,8 @@ __device__ void attention_chunk(ChunkShared& sh, const T* qi, const TKV* kh, con
       ka[u] = load_or_zero(row + lane, valid[u] && has_a);
       kb[u] = load_or_zero(row + lane + 32, valid[u] && has_b);
     }
-    float qa = has_a ? query_at<T, TKV>(sh, qi, d0 + lane) : 0.0f;
-    float qb = has_b ? query_at<T, TKV>(sh, qi, d0 + lane + 32) : 0.0f;
+    float qa = has_a ? query_at<T, TKV, STAGED>(sh, qi, d0 + lane) : 0.0f;
+    float qb = has_b ? query_at<T, TKV, STAGED>(sh, qi, d0 + lane + 32) : 0.0f;
 #pragma unroll
     for (int u = 0; u < U; ++u) dot[u] = __fmaf_rn(qb, widen(kb[u]), __fmaf_rn(qa, widen(ka[u]), dot[u]));
   }
@@ -1007,7 +1009,7 @@ __device__ void attention_rows(T* y, const T* q, const TKV* k, const TKV* v, con
   for (i64 j0 = 0; j0 < row.visible; j0 += Chunk::keys) {
     int n = int(row.visible - j0 < Chunk::keys ? row.visible - j0 : Chunk::keys);
     float keep, add;
-    attention_chunk<T, TKV>(
+    attention_chunk<T, TKV, true>(
         sh, qi, kh, vh, a, j0, n, [&](float m, float l) { take_chunk(run, m, l, keep, add); },
         [&](i64 d, float chunk_acc) { acc[d] = fold_chunk(acc[d], keep, chunk_acc, add); });
   }
@@ -1022,12 +1024,25 @@ __device__ void combine_records(T* y, const float* records, i64 used_chunks, i64
   for (i64 d = threadIdx.x; d < Dv; d += blockDim.x) {
     Running run;
     float acc = 0;
-#pragma unroll 4
-    for (i64 c = 0; c < used_chunks; ++c) {
-      const float* record = records + c * (Dv + 2);
-      float keep, add;
-      take_chunk(run, read(record), read(record + 1), keep, add);
-      acc = fold_chunk(acc, keep, read(record + 2 + d), add);
+    // U records at a time, all read before the first is folded (in key order, as one at a time).
+    constexpr int U = 16;
+    for (i64 c0 = 0; c0 < used_chunks; c0 += U) {
+      float m[U], l[U], x[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const float* record = records + (c0 + u) * (Dv + 2);
+        bool ok = c0 + u < used_chunks;
+        m[u] = ok ? read(record) : 0.0f;
+        l[u] = ok ? read(record + 1) : 0.0f;
+        x[u] = ok ? read(record + 2 + d) : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (c0 + u >= used_chunks) break;
+        float keep, add;
+        take_chunk(run, m[u], l[u], keep, add);
+        acc = fold_chunk(acc, keep, x[u], add);
+      }
     }
     y[r * Dv + d] = Down<T>::of(attention_out(acc, run));
   }
@@ -1050,8 +1065,7 @@ __device__ void attention_part(T* y, float* parts, int* counters, const T* q, co
   const TKV *kh = k + row.kv * a.Lk * a.D, *vh = v + row.kv * a.Lk * a.Dv;
   float* records = parts + r * gridDim.y * (a.Dv + 2);
   float* record = records + blockIdx.y * (a.Dv + 2);
-  stage_query<T, TKV>(sh, qi, a.D);
-  attention_chunk<T, TKV>(
+  attention_chunk<T, TKV, false>(
       sh, qi, kh, vh, a, j0, n,
       [&](float m, float l) {
         if (threadIdx.x == 0) record[0] = m, record[1] = l;
