@@ -13,8 +13,9 @@
 // compute-bound; dp4a costs 8 operations (4 for Q8_0's half) per block and row plus the
 // unpacking once for all rows. The staging reads m·k floats per thread block from L2, small
 // next to the weights when each block has several columns per warp (the caller picks the grid:
-// 4 blocks per SM, 528 on the H200, or fewer when n is small: ceil(n / 8)).
-// Measured on an H200 (cuda/check_kernels.py --run --time, m = 1): 1.27 TB/s on SmolLM2's Q8_0
+// 4 blocks per SM, 528 on the H200, or fewer when n is small: a column per warp, in blocks of
+// 16 warps for the _few and pair builds).
+// Measured on an H200 (scripts/check_cuda_kernels.py --run --time, m = 1): 1.27 TB/s on SmolLM2's Q8_0
 // head (576 x 49152, 24 us), 0.88 TB/s on a Q4_1 4096 x 14336 FFN matrix (42 us); m = 8 takes
 // 3 to 5 times as long. SmolLM2's small matrices take 5.7 to 8.3 us, latency rather than
 // bandwidth. The limit is memory-level parallelism: a warp has one column's loads in flight.
