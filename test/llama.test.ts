@@ -10,6 +10,7 @@ import * as lx from "../src/index.ts";
 import { GgufError, parseGguf, tensorBytes, tensorFloat32 } from "../src/models/gguf.ts";
 import { checkLlamaTensors, llamaConfig, LlamaModel, loadLlamaWeights } from "../src/models/llama.ts";
 import { generate } from "../src/models/generate.ts";
+import { runGeneration } from "../src/serve/generation.ts";
 import type { DecoderState } from "../src/models/models.ts";
 import { loadTextModel } from "../src/models/text-model.ts";
 import { type EntryToWrite, randomTensorData, rng, type TensorToWrite, writeGguf } from "./support/gguf-writer.ts";
@@ -178,6 +179,33 @@ describe("Llama forward pass on a tiny GGUF model", () => {
     const eager = await run(false), compiled = await run(true);
     expect(compiled.tokens).toEqual(eager.tokens);
     expect(compiled.checksums).toEqual(eager.checksums);
+  });
+
+  test("an end token stops a generation run one step ahead (the service's runGeneration): the tokens before it, as reading each step first, and nothing left behind", async () => {
+    const m = new LlamaModel("tiny", config, loadLlamaWeights(file, config, {}), { compiled: true });
+    using stream = lx.newStream();
+    const params = { tokens: ids.slice(0, 4), maxTokens: 12 };
+    const serial = await generate(m, params, stream, { ahead: false });
+    // The last token that first appears where it stands: stopping there leaves the earlier ones.
+    let at = 0;
+    serial.tokens.forEach((t, i) => { if (serial.tokens.indexOf(t) === i) at = i; });
+    const end = serial.tokens[at]!;
+    const before = lx.stats().liveArrays;
+    const kernels = () => (stream.synchronize(), lx.stats().kernelsExecuted);
+    const k0 = kernels();
+    await generate(m, { ...params, maxTokens: at + 1 }, stream, { ahead: false });
+    const k1 = kernels();
+    const stopped = await runGeneration(m, { ...params, maxTokens: 16, stopIds: [end] }, stream);
+    const k2 = kernels();
+    expect(stopped).toEqual({ tokens: serial.tokens.slice(0, at), checksums: serial.checksums.slice(0, at), endToken: end, finishReason: "stop" });
+    // The same steps, and one more recorded ahead from the end token and dropped unread.
+    expect(k2 - k1).toBeGreaterThan(k1 - k0);
+    const unused = Array.from({ length: cfg.vocab }, (_, t) => t).find((t) => !serial.tokens.includes(t))!;
+    const full = await runGeneration(m, { ...params, stopIds: [unused], checksums: false }, stream);
+    expect(full).toEqual({ tokens: serial.tokens, checksums: [], finishReason: "length" });
+    stream.synchronize();
+    expect(lx.stats().liveArrays).toBe(before);
+    m.dispose();
   });
 
   test("q, k, v and gate, up stacked into one matmul each give the separate matmuls' logits bit for bit", () => {

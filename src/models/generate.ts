@@ -22,12 +22,16 @@ export interface GenerateParams {
   seed?: number;
   /** False: no checksums, and a greedy generation never reads its logits (default true). */
   checksums?: boolean;
+  /** Tokens that end the generation (not part of its output). */
+  stopIds?: readonly number[];
 }
 
 /** Generated tokens and, per step, the checksum of the logits that chose them (unless turned off). */
 export interface GenerateResult {
   tokens: number[];
   checksums: string[];
+  /** The end token (one of `stopIds`) that stopped the generation, when one did. */
+  endToken?: number;
 }
 
 /** Thrown when a generation stops because its signal aborted (client gone or timeout). */
@@ -53,7 +57,8 @@ interface Recorded {
  * the device (`argmax`: the first maximum, where a NaN counts as one) and fed to the next step,
  * which is queued before this one is read. The device then never waits for the host to read,
  * check and record, and the tokens are the same as reading each step first (for logits without
- * NaN, which the host's pick skips).
+ * NaN, which the host's pick skips). A token in `stopIds` ends the generation; the step recorded
+ * from it is dropped unread.
  */
 export async function generate(
   model: Model,
@@ -95,6 +100,10 @@ export async function generate(
       const token = greedy ? greedy.toInt32Array()[0]! : sample(logits!, random, { temperature: p.temperature, topK: p.topK, topP: p.topP });
       recorded.shift();
       step.scope.disposeExcept(newest ? step.state.caches : []);
+      if (p.stopIds?.includes(token)) {
+        out.endToken = token;  // a step recorded ahead from it is dropped below
+        break;
+      }
       out.tokens.push(token);
       if (p.checksums !== false) out.checksums.push(checksum(logits!));
       opts.onToken?.(token, i);

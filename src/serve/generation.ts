@@ -1,24 +1,16 @@
 /**
- * The service's generation loop: {@link generate} of lanes/models plus what the OpenAI
- * endpoints need from it, nucleus (top-p) filtering and end tokens. With neither, it gives the
- * same tokens and checksums as `generate` for the same request.
+ * The service's generation loop: {@link generate} of lanes/models with the reason it stopped,
+ * and the per-token pick the batch scheduler shares with it (nucleus (top-p) filtering, then
+ * sampling).
  * @module
  */
-import { evalAsync } from "../eval.ts";
 import type { Stream } from "../stream.ts";
-import { CancelledError, type GenerateParams, type GenerateResult } from "../models/generate.ts";
-import type { DecoderState, Model } from "../models/models.ts";
-import { checksum, sample, seededRandom, topIndices } from "../models/sampling.ts";
+import { generate, type GenerateParams, type GenerateResult } from "../models/generate.ts";
+import type { Model } from "../models/models.ts";
+import { sample, topIndices } from "../models/sampling.ts";
 
-/** A generation request as the engine runs it. */
-export interface GenerationParams extends GenerateParams {
-  /** Nucleus sampling: only the most likely tokens whose probabilities add up to `topP` are candidates (default 1: all). */
-  topP?: number;
-  /** Tokens that end the generation (not part of its output). */
-  stopIds?: readonly number[];
-  /** Record each step's logits checksum in the result (default true); the OpenAI endpoints need none. */
-  checksums?: boolean;
-}
+/** A generation request as the engine runs it: {@link GenerateParams}, whose `topP` is nucleus filtering and `stopIds` the end tokens. */
+export type GenerationParams = GenerateParams;
 
 /** Why a generation ended: an end token (`stop`), or `maxTokens` or the context (`length`). */
 export type FinishReason = "stop" | "length";
@@ -26,8 +18,6 @@ export type FinishReason = "stop" | "length";
 /** Generated tokens (an end token excluded), their logits' checksums, and why it ended. */
 export interface GenerationResult extends GenerateResult {
   finishReason: FinishReason;
-  /** The end token that stopped it, when one did. */
-  endToken?: number;
 }
 
 /**
@@ -55,14 +45,11 @@ export function nextToken(logits: Float32Array, random: () => number, p: Generat
   return sample(logits, random, { temperature, topK });
 }
 
-function freeState(state: DecoderState | undefined): void {
-  for (const a of state?.caches ?? []) a.dispose();
-}
-
 /**
  * Generates up to `maxTokens` tokens on `stream`, stopping early at an end token or the
- * model's context. Each step is evaluated with `evalAsync`; `signal` is checked before every
- * step; `onToken` sees each generated token (never an end token).
+ * model's context: {@link generate}, which runs greedy decoding one step ahead, with the reason
+ * it stopped. `signal` is checked before every step is recorded; `onToken` sees each generated
+ * token (never an end token).
  */
 export async function runGeneration(
   model: Model,
@@ -70,43 +57,6 @@ export async function runGeneration(
   stream: Stream,
   opts: { signal?: AbortSignal; onToken?: (token: number, index: number) => void } = {},
 ): Promise<GenerationResult> {
-  const random = seededRandom(p.seed ?? 0);
-  const out: GenerationResult = { tokens: [], checksums: [], finishReason: "length" };
-  let state: DecoderState | undefined;
-  let input: readonly number[] = p.tokens;
-  try {
-    for (let i = 0; i < p.maxTokens && (state?.pos ?? 0) + input.length <= model.maxSeq; i++) {
-      if (opts.signal?.aborted) throw new CancelledError(`cancelled after ${i} tokens`);
-      const step = model.step(input, state, stream);
-      // The old caches are the step's inputs now: without their handles an eager step updates
-      // them in place.
-      freeState(state);
-      state = undefined;
-      let logits: Float32Array;
-      try {
-        await evalAsync(step.logits, ...step.state.caches);
-        logits = step.logits.toFloat32Array();
-      } catch (e) {
-        step.scope.disposeExcept([]);
-        freeState(step.state);
-        throw e;
-      }
-      step.scope.disposeExcept(step.state.caches);
-      state = step.state;
-      const token = nextToken(logits, random, p);
-      if (p.stopIds?.includes(token)) {
-        out.finishReason = "stop";
-        out.endToken = token;
-        break;
-      }
-      out.tokens.push(token);
-      if (p.checksums !== false) out.checksums.push(checksum(logits));
-      opts.onToken?.(token, i);
-      if (model.kind === "classifier") break;
-      input = [token];
-    }
-  } finally {
-    freeState(state);
-  }
-  return out;
+  const result = await generate(model, p, stream, opts);
+  return { ...result, finishReason: result.endToken === undefined ? "length" : "stop" };
 }
