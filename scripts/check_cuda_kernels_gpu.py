@@ -243,7 +243,7 @@ def time_all(ptx):
                     print(f"time {name} m={m} k={k} n={n} grid={grid}: {best:.2f} us/call, "
                           f"{raw.nbytes / best / 1e3:.0f} GB/s of weights")
             if m == 1 and k <= 2048:  # with a folded rmsNorm, as in a decode step
-                grid = max(1, min(GRIDS[0], math.ceil(n / 8)))
+                grid = max(1, min(GRIDS[0], math.ceil(n / (THREADS // 32))))
                 name = f"quantized_matvec_norm_{qtype}_few"
                 nw = drv.upload(rng.standard_normal(k).astype(np.float32))
                 best = best_us(name, grid, [yd, xd, ctypes.c_int64(m), ctypes.c_int64(k), wd, ctypes.c_int64(n), nw, ctypes.c_double(1e-5)])

@@ -43,6 +43,28 @@ export function topIndices(logits: Float32Array, k: number): number[] {
   return idx.slice(0, Math.max(1, Math.min(k, logits.length)));
 }
 
+/** The temperature-scaled weights of `candidates` (most likely first), relative to the first. */
+function weightsOf(logits: Float32Array, candidates: readonly number[], temperature: number): number[] {
+  const top = logits[candidates[0]!]!;
+  return candidates.map((i) => Math.exp((logits[i]! - top) / temperature));
+}
+
+/** How many of `weights` (most likely first) nucleus sampling keeps: the fewest that add up to at least `topP` of their total. */
+function nucleusCount(weights: readonly number[], topP: number): number {
+  const target = topP * weights.reduce((s, w) => s + w, 0);
+  let kept = 0;
+  for (let mass = 0; kept < weights.length && mass < target; kept++) mass += weights[kept]!;
+  return kept;
+}
+
+/**
+ * How many of the most likely tokens nucleus sampling keeps: the fewest whose probabilities
+ * (softmax of `logits / temperature` over the `topK` most likely) add up to at least `topP`.
+ */
+export function nucleusSize(logits: Float32Array, temperature: number, topP: number, topK = logits.length): number {
+  return nucleusCount(weightsOf(logits, topIndices(logits, topK), temperature), topP);
+}
+
 /** Picks the next token. `random` draws in [0, 1). */
 export function sample(logits: Float32Array, random: () => number, opts: SampleOptions = {}): number {
   const temperature = opts.temperature ?? 0;
@@ -50,15 +72,10 @@ export function sample(logits: Float32Array, random: () => number, opts: SampleO
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${topP}`);
   if (temperature <= 0) return topIndices(logits, 1)[0]!;
   const candidates = topIndices(logits, opts.topK ?? logits.length);
-  const top = logits[candidates[0]!]!;
-  const weights = candidates.map((i) => Math.exp((logits[i]! - top) / temperature));
-  let total = weights.reduce((s, w) => s + w, 0);
-  let kept = candidates.length;
-  if (topP < 1) {
-    let mass = 0;
-    for (kept = 0; kept < candidates.length && mass < topP * total; kept++) mass += weights[kept]!;
-    total = mass;
-  }
+  const weights = weightsOf(logits, candidates, temperature);
+  const kept = topP < 1 ? nucleusCount(weights, topP) : weights.length;
+  let total = 0;
+  for (let j = 0; j < kept; j++) total += weights[j]!;
   let r = random() * total;
   for (let j = 0; j < kept; j++) {
     r -= weights[j]!;

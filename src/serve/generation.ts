@@ -1,13 +1,15 @@
 /**
  * The service's generation loop: {@link generate} of lanes/models with the reason it stopped,
- * and the per-token pick the batch scheduler shares with it (nucleus (top-p) filtering, then
- * sampling).
+ * and the per-token pick the batch scheduler shares with it ({@link sample}: top-k, nucleus
+ * (top-p) filtering, then a seeded draw).
  * @module
  */
 import type { Stream } from "../stream.ts";
 import { generate, type GenerateParams, type GenerateResult } from "../models/generate.ts";
 import type { Model } from "../models/models.ts";
-import { sample, topIndices } from "../models/sampling.ts";
+import { sample } from "../models/sampling.ts";
+
+export { nucleusSize } from "../models/sampling.ts";
 
 /** A generation request as the engine runs it: {@link GenerateParams}, whose `topP` is nucleus filtering and `stopIds` the end tokens. */
 export type GenerationParams = GenerateParams;
@@ -20,29 +22,9 @@ export interface GenerationResult extends GenerateResult {
   finishReason: FinishReason;
 }
 
-/**
- * How many of the most likely tokens nucleus sampling keeps: the fewest whose probabilities
- * (softmax of `logits / temperature` over the `topK` most likely) add up to at least `topP`.
- */
-export function nucleusSize(logits: Float32Array, temperature: number, topP: number, topK = logits.length): number {
-  const candidates = topIndices(logits, topK);
-  const top = logits[candidates[0]!]!;
-  const weights = candidates.map((i) => Math.exp((logits[i]! - top) / temperature));
-  const target = topP * weights.reduce((s, w) => s + w, 0);
-  let cumulative = 0;
-  for (let j = 0; j < weights.length; j++) {
-    cumulative += weights[j]!;
-    if (cumulative >= target) return j + 1;
-  }
-  return weights.length;
-}
-
-/** The token a generation of `p` picks from `logits` (greedy at temperature 0; else sampled with `random`, after top-k and top-p). */
+/** The token a generation of `p` picks from `logits`: {@link sample} with its temperature, `topK` and `topP`. */
 export function nextToken(logits: Float32Array, random: () => number, p: GenerationParams): number {
-  const temperature = p.temperature ?? 0;
-  const filtered = temperature > 0 && p.topP !== undefined && p.topP < 1;
-  const topK = filtered ? nucleusSize(logits, temperature, p.topP!, p.topK) : p.topK;
-  return sample(logits, random, { temperature, topK });
+  return sample(logits, random, { temperature: p.temperature, topK: p.topK, topP: p.topP });
 }
 
 /**
