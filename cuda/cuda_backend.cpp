@@ -134,6 +134,10 @@ class CudaPlanInstance final : public PlanInstance {
     add_copies(true);
     for (size_t i = 0; i < commands.size(); ++i) {
       LaunchContext ctx = next_context();
+      if (i + 2 < commands.size() && translate_rope_updates(commands[i], commands[i + 1], commands[i + 2], ctx)) {
+        i += 2;
+        continue;
+      }
       if (i + 1 < commands.size() && translate_update_pair(commands[i], commands[i + 1], ctx)) {
         ++i;
         continue;

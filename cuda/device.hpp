@@ -131,6 +131,11 @@ void translate(const Command& command, LaunchContext& ctx);
 // value cache writes) where each is one strided copy into a donated target and neither touches
 // the other's memory; false (nothing recorded) otherwise.
 bool translate_update_pair(const Command& a, const Command& b, LaunchContext& ctx);
+// Records a compiled plan's float32 rope and the two sliceUpdates after it (a decode step's key
+// and value cache writes) as one launch, where the two are an update pair as above, one copies a
+// contiguous range of the rope's output and the other reads nothing the rope writes; false
+// (nothing recorded) otherwise.
+bool translate_rope_updates(const Command& rope, const Command& a, const Command& b, LaunchContext& ctx);
 // Records a plan's copy of `bytes` between `slot` and the address stored at `bound` (a word of
 // the plan's parameter block): into the slot when `into_plan`, else out of it.
 void translate_bound_copy(CUdeviceptr slot, CUdeviceptr bound, bool into_plan, size_t bytes, LaunchContext& ctx);

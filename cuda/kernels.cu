@@ -98,12 +98,24 @@ template <> struct FromDouble<int> {
 
 // ---- indexing --------------------------------------------------------------------------------
 
+// i / n, with i % n in `rem`, for i >= 0 and n > 0: in 32 bits when both fit, a fraction of the
+// instructions of a 64-bit division, which sets the time of the short strided kernels.
+__device__ __forceinline__ i64 div_rem(i64 i, i64 n, i64& rem) {
+  if (((u64(i) | u64(n)) >> 32) == 0) {
+    u32 q = u32(i) / u32(n);
+    rem = i64(u32(i) - q * u32(n));
+    return q;
+  }
+  rem = i % n;
+  return i / n;
+}
+
 __device__ __forceinline__ i64 offset_of(i64 i, const KShape& shape, const KStrides& st) {
   i64 off = st.offset;
   for (int d = int(shape.nd) - 1; d >= 0; --d) {
-    i64 n = shape.dims[d];
-    off += (i % n) * st.s[d];
-    i /= n;
+    i64 r;
+    i = div_rem(i, shape.dims[d], r);
+    off += r * st.s[d];
   }
   return off;
 }
@@ -1092,24 +1104,59 @@ __device__ void attention_combine(T* y, const float* parts, i64 chunks, const At
   combine_records(y, parts + r * chunks * (a.Dv + 2), used_chunks, r, a.Dv, false);
 }
 
+// Rotated element d < dims of row r, whose position is offset + r % L.
+template <class T>
+__device__ __forceinline__ float rope_rotated(const T* x, i64 r, i64 d, i64 L, i64 D, int dims, double base, double scale, double offset,
+                                              int traditional) {
+  int half = dims / 2;
+  int i = traditional ? int(d / 2) : int(d < half ? d : d - half);
+  bool first = traditional ? (d % 2 == 0) : d < half;
+  i64 a = traditional ? 2 * i : i, b = traditional ? 2 * i + 1 : i + half;
+  i64 row_in_entry;
+  div_rem(r, L, row_in_entry);
+  double pos = (offset + double(row_in_entry)) * scale;
+  double theta = pos * pow(base, -2.0 * i / dims);
+  float cs = float(cos(theta)), sn = float(sin(theta));
+  float xa = up(x[r * D + a]), xb = up(x[r * D + b]);
+  return first ? xa * cs - xb * sn : xa * sn + xb * cs;
+}
+
 // Per-row form (offsets set): the rows of leading entry b (rows_per_entry of them) start at offsets[b].
 template <class T>
 __device__ void rope_impl(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset,
                           int traditional, const double* dyn, const int* offsets, i64 rows_per_entry) {
   if (dyn) offset = *dyn;
-  int half = dims / 2;
   GRID_STRIDE(e, rows * D) {
-    i64 r = e / D, d = e % D;
+    i64 d, r = div_rem(e, D, d);
     if (offsets) offset = double(offsets[r / rows_per_entry]);
-    if (d >= dims) { y[e] = x[e]; continue; }
-    int i = traditional ? int(d / 2) : int(d < half ? d : d - half);
-    bool first = traditional ? (d % 2 == 0) : d < half;
-    i64 a = traditional ? 2 * i : i, b = traditional ? 2 * i + 1 : i + half;
-    double pos = (offset + double(r % L)) * scale;
-    double theta = pos * pow(base, -2.0 * i / dims);
-    float cs = float(cos(theta)), sn = float(sin(theta));
-    float xa = up(x[r * D + a]), xb = up(x[r * D + b]);
-    y[e] = Down<T>::of(first ? xa * cs - xb * sn : xa * sn + xb * cs);
+    y[e] = d < dims ? Down<T>::of(rope_rotated(x, r, d, L, D, dims, base, scale, offset, traditional)) : x[e];
+  }
+}
+
+// A compiled plan's float32 rope and the two cache writes after it, in one launch (a decode
+// step's key and value, cuda/launch.cpp's translate_rope_updates). The first write copies
+// elements from0 .. from0 + n0 of the rope's output: the thread that computes one stores it there
+// too, cast as the copy would. The threads after the rope's copy the second write's update.
+template <class C>
+__device__ void rope_store_pair_impl(float* y, const float* x, i64 rows, i64 L, i64 D, int dims, double base, double scale,
+                                     double offset, int traditional, const double* dyn, C* y0, KStrides sy0, KShape shape0,
+                                     i64 from0, i64 n0, const double* dyn0, i64 step0, C* y1, KStrides sy1, const float* x1,
+                                     KStrides sx1, KShape shape1, i64 n1, const double* dyn1, i64 step1) {
+  if (dyn) offset = *dyn;
+  if (dyn0) y0 += i64(*dyn0) * step0;
+  if (dyn1) y1 += i64(*dyn1) * step1;
+  i64 n = rows * D;
+  GRID_STRIDE(e, n + n1) {
+    if (e >= n) {
+      i64 j = e - n;
+      y1[offset_of(j, shape1, sy1)] = Convert<float, C>::of(x1[offset_of(j, shape1, sx1)]);
+      continue;
+    }
+    i64 d, r = div_rem(e, D, d);
+    float v = d < dims ? rope_rotated(x, r, d, L, D, dims, base, scale, offset, traditional) : x[e];
+    y[e] = v;
+    i64 i = e - from0;
+    if (i >= 0 && i < n0) y0[offset_of(i, shape0, sy0)] = Convert<float, C>::of(v);
   }
 }
 
@@ -1268,6 +1315,15 @@ ATTENTION(float, f16, f32_f16)
   extern "C" __global__ void rope_##S(T* y, const T* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional, const double* dyn, const int* offsets, i64 rows_per_entry) { await_previous_kernel(); rope_impl<T>(y, x, rows, L, D, dims, base, scale, offset, traditional, dyn, offsets, rows_per_entry); } \
   extern "C" __global__ void matmul_##S(T* y, const T* a, const T* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches) { await_previous_kernel(); matmul_impl<T>(a, b, M, N, K, a_row, a_col, b_row, b_col, batch, ab, bb, batches, [y](i64 e, float acc) { y[e] = Down<T>::of(acc); }); }
 FLOATING(FUSED)
+#define ROPE_STORE_PAIR(C, CS) \
+  extern "C" __global__ void rope_store_pair_f32_##CS(float* y, const float* x, i64 rows, i64 L, i64 D, int dims, double base, double scale, double offset, int traditional, const double* dyn, \
+                                                      C* y0, KStrides sy0, KShape shape0, i64 from0, i64 n0, const double* dyn0, i64 step0, \
+                                                      C* y1, KStrides sy1, const float* x1, KStrides sx1, KShape shape1, i64 n1, const double* dyn1, i64 step1) { \
+    await_previous_kernel(); \
+    rope_store_pair_impl<C>(y, x, rows, L, D, dims, base, scale, offset, traditional, dyn, y0, sy0, shape0, from0, n0, dyn0, step0, y1, sy1, x1, sx1, shape1, n1, dyn1, step1); }
+ROPE_STORE_PAIR(float, f32)
+ROPE_STORE_PAIR(f16, f16)
+ROPE_STORE_PAIR(bf16, bf16)
 // A compiled plan's float32 matmul with the elementwise chain that alone reads its product: the
 // product is the chain's input 0, taken from the sum as matmul_f32 would have stored it.
 extern "C" __global__ void matmul_epilogue_f32(float* y, const float* a, const float* b, i64 M, i64 N, i64 K, i64 a_row, i64 a_col, i64 b_row, i64 b_col, KShape batch, KStrides ab, KStrides bb, i64 batches,

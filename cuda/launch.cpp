@@ -239,19 +239,66 @@ static bool single_update_copy(const Command& c) {
   return c.params.dynamic[0] >= 0 || (offset >= 0 && offset <= room);
 }
 
-bool translate_update_pair(const Command& a, const Command& b, LaunchContext& ctx) {
+// Two sliceUpdates that are each one strided copy into a donated target, the target of each (all
+// of it, not just the slice written) apart from everything the other reads or writes: then
+// neither order is observable, and one launch can do both.
+static bool independent_updates(const Command& a, const Command& b) {
   if (!single_update_copy(a) || !single_update_copy(b)) return false;
-  // The target of each (all of it, not just the slice written) apart from everything the other
-  // reads or writes: then neither order is observable.
   if (overlap(a.output, b.output)) return false;
   for (const TensorArg& t : b.inputs)
     if (overlap(a.output, t)) return false;
   for (const TensorArg& t : a.inputs)
     if (overlap(b.output, t)) return false;
+  return true;
+}
+
+bool translate_update_pair(const Command& a, const Command& b, LaunchContext& ctx) {
+  if (!independent_updates(a, b)) return false;
   UpdateCopy u = update_copy(a, ctx), v = update_copy(b, ctx);
   if (u.kernel != v.kernel) return false;
   launch_1d(ctx, "copy_at_pair_" + u.kernel, u.n + v.n, u.y, u.w.strides[0], u.x, u.w.strides[1], u.w.shape, u.n, u.dyn, u.step, v.y,
             v.w.strides[0], v.x, v.w.strides[1], v.w.shape, v.n, v.dyn, v.step);
+  return true;
+}
+
+// Whether a walk's operand reads elements offset, offset + 1, ... in the walk's order.
+static bool reads_in_order(const gpu::KShape& shape, const gpu::KStrides& s) {
+  int64_t stride = 1;
+  for (int64_t d = shape.nd - 1; d >= 0; --d) {
+    if (s.s[d] != stride) return false;
+    stride *= shape.dims[d];
+  }
+  return true;
+}
+
+bool translate_rope_updates(const Command& rope, const Command& a, const Command& b, LaunchContext& ctx) {
+  if (rope.op != OpCode::Rope || rope.inputs.size() != 1 || rope.output.dtype != DType::Float32 || !is_contiguous(rope.output) ||
+      !independent_updates(a, b))
+    return false;
+  // The key: the write whose update lies in the rope's output. The value's reads nothing the
+  // rope writes, and neither cache is anything the rope reads or writes.
+  bool a_keys = base_ptr(a.inputs[1]) == base_ptr(rope.output);
+  const Command &keys = a_keys ? a : b, &values = a_keys ? b : a;
+  if (base_ptr(keys.inputs[1]) != base_ptr(rope.output) || keys.inputs[1].dtype != DType::Float32 ||
+      values.inputs[1].dtype != DType::Float32 || overlap(values.inputs[1], rope.output))
+    return false;
+  for (const Command* write : {&keys, &values})
+    if (overlap(write->output, rope.inputs[0]) || overlap(write->output, rope.output)) return false;
+  DType cache = keys.output.dtype;
+  if (!is_floating(cache) || values.output.dtype != cache) return false;
+  UpdateCopy k = update_copy(keys, ctx), v = update_copy(values, ctx);
+  const Shape& s = rope.output.shape;
+  int64_t D = s.back(), L = s[s.size() - 2];
+  int64_t n = numel(s), rows = D ? n / D : 0;
+  int64_t from = k.w.strides[1].offset - rope.output.offset;
+  if (rows == 0 || !reads_in_order(k.w.shape, k.w.strides[1]) || from < 0 || from + k.n > n) return false;
+  CUdeviceptr x = contiguous(rope.inputs[0], ctx), y = data_ptr(rope.output);
+  int32_t dims = rope.params.axis, traditional = rope.params.flags & 1;
+  double base = rope.params.scalars[0], scale = rope.params.scalars[1], offset = rope.params.scalars[2];
+  CUdeviceptr dyn = ctx.dynamic_scalar(rope.params, 2);
+  launch_1d(ctx, std::string("rope_store_pair_f32_") + suffix(cache), n + v.n, y, x, rows, L, D, dims, base, scale, offset,
+            traditional, dyn, k.y, k.w.strides[0], k.w.shape, from, k.n, k.dyn, k.step, v.y, v.w.strides[0], v.x, v.w.strides[1],
+            v.w.shape, v.n, v.dyn, v.step);
   return true;
 }
 
