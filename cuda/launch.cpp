@@ -271,6 +271,29 @@ static bool reads_in_order(const gpu::KShape& shape, const gpu::KStrides& s) {
   return true;
 }
 
+// A rope command's launch arguments, as rope_<dtype> and rope_store_pair_f32_<cache> take them.
+struct RopeArgs {
+  int64_t rows, L, D;
+  int32_t dims, traditional;
+  double base, scale, offset;
+  CUdeviceptr dyn;
+};
+
+static RopeArgs rope_args(const Command& c, const LaunchContext& ctx) {
+  const Shape& s = c.output.shape;
+  RopeArgs r;
+  r.D = s.back();
+  r.L = s[s.size() - 2];
+  r.rows = r.D ? numel(s) / r.D : 0;
+  r.dims = c.params.axis;
+  r.traditional = c.params.flags & 1;
+  r.base = c.params.scalars[0];
+  r.scale = c.params.scalars[1];
+  r.offset = c.params.scalars[2];
+  r.dyn = ctx.dynamic_scalar(c.params, 2);
+  return r;
+}
+
 bool translate_rope_updates(const Command& rope, const Command& a, const Command& b, LaunchContext& ctx) {
   if (rope.op != OpCode::Rope || rope.inputs.size() != 1 || rope.output.dtype != DType::Float32 || !is_contiguous(rope.output) ||
       !independent_updates(a, b))
@@ -287,18 +310,14 @@ bool translate_rope_updates(const Command& rope, const Command& a, const Command
   DType cache = keys.output.dtype;
   if (!is_floating(cache) || values.output.dtype != cache) return false;
   UpdateCopy k = update_copy(keys, ctx), v = update_copy(values, ctx);
-  const Shape& s = rope.output.shape;
-  int64_t D = s.back(), L = s[s.size() - 2];
-  int64_t n = numel(s), rows = D ? n / D : 0;
+  RopeArgs r = rope_args(rope, ctx);
+  int64_t n = numel(rope.output.shape);
   int64_t from = k.w.strides[1].offset - rope.output.offset;
-  if (rows == 0 || !reads_in_order(k.w.shape, k.w.strides[1]) || from < 0 || from + k.n > n) return false;
+  if (r.rows == 0 || !reads_in_order(k.w.shape, k.w.strides[1]) || from < 0 || from + k.n > n) return false;
   CUdeviceptr x = contiguous(rope.inputs[0], ctx), y = data_ptr(rope.output);
-  int32_t dims = rope.params.axis, traditional = rope.params.flags & 1;
-  double base = rope.params.scalars[0], scale = rope.params.scalars[1], offset = rope.params.scalars[2];
-  CUdeviceptr dyn = ctx.dynamic_scalar(rope.params, 2);
-  launch_1d(ctx, std::string("rope_store_pair_f32_") + suffix(cache), n + v.n, y, x, rows, L, D, dims, base, scale, offset,
-            traditional, dyn, k.y, k.w.strides[0], k.w.shape, from, k.n, k.dyn, k.step, v.y, v.w.strides[0], v.x, v.w.strides[1],
-            v.w.shape, v.n, v.dyn, v.step);
+  launch_1d(ctx, std::string("rope_store_pair_f32_") + suffix(cache), n + v.n, y, x, r.rows, r.L, r.D, r.dims, r.base, r.scale,
+            r.offset, r.traditional, r.dyn, k.y, k.w.strides[0], k.w.shape, from, k.n, k.dyn, k.step, v.y, v.w.strides[0], v.x,
+            v.w.strides[1], v.w.shape, v.n, v.dyn, v.step);
   return true;
 }
 
@@ -507,20 +526,14 @@ static void attention(const Command& c, LaunchContext& ctx) {
 }
 
 static void rope(const Command& c, LaunchContext& ctx) {
-  const Shape& s = c.output.shape;
-  int64_t D = s.back(), L = s[s.size() - 2];
-  int64_t rows = D ? numel(s) / D : 0;
-  if (rows == 0) return;
+  RopeArgs r = rope_args(c, ctx);
+  if (r.rows == 0) return;
   CUdeviceptr x = contiguous(c.inputs[0], ctx), y = data_ptr(c.output);
-  int32_t dims = c.params.axis, traditional = c.params.flags & 1;
-  double base = c.params.scalars[0], scale = c.params.scalars[1];
-  double offset = c.params.scalars[2];
-  CUdeviceptr dyn = ctx.dynamic_scalar(c.params, 2);
   // Per-row form: the rows of leading entry b start at offsets[b].
   CUdeviceptr offsets = c.inputs.size() > 1 ? data_ptr(c.inputs[1]) : 0;
-  int64_t rows_per_entry = offsets ? rows / s[0] : rows;
-  launch_1d(ctx, std::string("rope_") + suffix(c.output.dtype), rows * D, y, x, rows, L, D, dims, base, scale, offset,
-            traditional, dyn, offsets, rows_per_entry);
+  int64_t rows_per_entry = offsets ? r.rows / c.output.shape[0] : r.rows;
+  launch_1d(ctx, std::string("rope_") + suffix(c.output.dtype), r.rows * r.D, y, x, r.rows, r.L, r.D, r.dims, r.base, r.scale,
+            r.offset, r.traditional, r.dyn, offsets, rows_per_entry);
 }
 
 // ---- quantized weights -------------------------------------------------------------------------
