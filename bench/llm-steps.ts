@@ -12,14 +12,15 @@
  * for the last step, so the device never waits on the host (the step's device time); `generate`
  * times `generate()` itself from its first token on (greedy, one step ahead on the device, no
  * checksums); `generate-serial` the same with `ahead: false` (each step read before the next is
- * recorded); `batch` and `batch-serial` run the service's
+ * recorded); `sampled` `generate()` at an OpenAI request's defaults (temperature 1, top_p 1, no
+ * top_k), each step's logits read and sampled on the host; `batch` and `batch-serial` run the service's
  * continuous-batching path (`DecodeBatch`, one row, greedy) with and without the step ahead
  * (a batched step is always a compiled plan, so these take `--modes compiled`).
  *
  * `--model PATH` runs a tokenizer-less GGUF (bench/llm-synthetic.ts writes a SmolLM2-shaped one for
  * the GPU machine, which can't take the real file) on a prompt of plain token ids.
  *
- *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode] [--model PATH] [--loop greedy|fixed|pipelined|generate|generate-serial|batch|batch-serial]
+ *   bun bench/llm-steps.ts [--prompt 200] [--decode 64] [--rounds 5] [--libs a.so,b.so] [--modes compiled,eager] [--only prefill|decode] [--model PATH] [--loop greedy|fixed|pipelined|generate|generate-serial|sampled|batch|batch-serial]
  */
 import { parseArgs } from "node:util";
 import * as lx from "../src/index.ts";
@@ -45,7 +46,7 @@ const { values: args } = parseArgs({
 const promptLength = Number(args.prompt);
 const decodeSteps = Number(args.decode);
 const rounds = Number(args.rounds);
-const loops = ["greedy", "fixed", "pipelined", "generate", "generate-serial", "batch", "batch-serial"];
+const loops = ["greedy", "fixed", "pipelined", "generate", "generate-serial", "sampled", "batch", "batch-serial"];
 if (!loops.includes(args.loop)) throw new Error(`--loop ${args.loop}: one of ${loops.join(", ")}`);
 
 /** One round's figures: the prefill's milliseconds and the mean milliseconds of a decode step. */
@@ -85,10 +86,12 @@ async function measure(): Promise<Round> {
     const t0 = performance.now();
     for (let i = 0; i < decodeSteps; ++i) next = new Map([[row, (await batch.step(next, { ahead: args.loop === "batch" })).get(row)!.greedy]]);
     decodeMs = (performance.now() - t0) / decodeSteps;
-  } else if (args.only !== "prefill" && args.loop.startsWith("generate")) {
+  } else if (args.only !== "prefill" && (args.loop.startsWith("generate") || args.loop === "sampled")) {
     let first = 0;
     const onToken = (_: number, i: number) => i === 0 && (first = performance.now());
-    await generate(model, { tokens: prompt, maxTokens: decodeSteps + 1, checksums: false }, stream, { onToken, ahead: args.loop === "generate" });
+    // `sampled`: an OpenAI request's defaults, temperature 1 over the whole vocabulary, seeded.
+    const sampling = args.loop === "sampled" ? { temperature: 1, seed: 1 } : {};
+    await generate(model, { tokens: prompt, maxTokens: decodeSteps + 1, checksums: false, ...sampling }, stream, { onToken, ahead: args.loop === "generate" });
     decodeMs = (performance.now() - first) / decodeSteps;
   } else if (args.only !== "prefill") {
     let step = model.step(prompt, undefined, stream);

@@ -8,7 +8,9 @@
  * included). Also the time to first token of a 200-token prompt, alone. Rounds alternate the
  * engines' order; best-of is kept.
  *
- *   bun bench/llm.ts [--rounds 3] [--tokens 64] [--chats 1,4,8] [--per-chat 2] [--no-llama-cpp]
+ * `--temperature T` samples instead (top_p 1, no top_k, a seed per chat) in every engine.
+ *
+ *   bun bench/llm.ts [--rounds 3] [--tokens 64] [--chats 1,4,8] [--per-chat 2] [--no-llama-cpp] [--temperature 1]
  *
  * CUDA (no llama.cpp; the lead's PyTorch reference runs beside it): exactly `--tokens` tokens
  * per chat (end tokens do not stop it), one JSON line per engine and level.
@@ -44,12 +46,17 @@ const { values: args } = parseArgs({
     "no-llama-cpp": { type: "boolean", default: false },
     model: { type: "string" },
     prompt: { type: "string", default: "32" },
+    temperature: { type: "string", default: "0" },
   },
 });
 const cuda = args.cuda!;
 const rounds = Number(args.rounds);
 const maxTokens = Number(args.tokens);
 const perChat = Number(args["per-chat"]);
+// Above 0, every engine samples at this temperature over the whole vocabulary (top_p 1, no
+// top_k: an OpenAI request's defaults at temperature 1), each chat with its own seed.
+const temperature = Number(args.temperature);
+let seeds = 0;
 const levels = (args.chats ?? (cuda ? "1,8,32" : "1,4,8")).split(",").map(Number);
 if (cuda && lx.backendName() !== "cuda") throw new Error(`--cuda needs LANES_BACKEND=cuda (the backend is ${lx.backendName()})`);
 
@@ -116,7 +123,7 @@ function lanesEngine(name: string, make: (models: Map<string, Model>, chats: num
     return e;
   };
   const run = async (engine: ServeEngine, prompt: readonly number[], n: number, onToken?: () => void) => {
-    const params = { tokens: [...prompt], maxTokens: n, temperature: 0, stopIds, checksums: false };
+    const params = { tokens: [...prompt], maxTokens: n, temperature, seed: ++seeds, stopIds, checksums: false };
     const r = (await engine.run({ kind: "generate", model: tm.model.name, params }, new AbortController().signal, onToken)) as GenerationResult;
     return r.tokens.length;
   };
@@ -162,7 +169,8 @@ async function llamaCppEngine(): Promise<BenchEngine> {
   const chat = async (sequence: ReturnType<Context["getSequence"]>, prompt: readonly number[], n: number, onToken?: () => boolean) => {
     await sequence.clearHistory();
     let count = 0;
-    for await (const token of sequence.evaluate(prompt.map((t) => t as never), { temperature: 0 })) {
+    const sampling = temperature > 0 ? { temperature, topK: 0, topP: 1, seed: ++seeds } : { temperature: 0 };
+    for await (const token of sequence.evaluate(prompt.map((t) => t as never), sampling)) {
       if (stopIds.includes(token as number) || onToken?.() === false) break;
       if (++count >= n) break;
     }
@@ -266,7 +274,7 @@ if (cuda || !withLlamaCpp) {
     console.log(JSON.stringify({ summary: true, backend: lx.backendName(), chats, batched: at(batched, chats), perStream: at(perStream, chats), firstTokenMs200: ttft.get(batched.name) }));
 } else {
   const ref = engines[2]!;
-  console.log(`\nSmolLM2-135M-Instruct, greedy, answers up to ${maxTokens} tokens, ${perChat} chats per client, best of ${rounds} rounds (machine load ${loadavg()[0]!.toFixed(1)})`);
+  console.log(`\nSmolLM2-135M-Instruct, ${temperature > 0 ? `sampled at temperature ${temperature}` : "greedy"}, answers up to ${maxTokens} tokens, ${perChat} chats per client, best of ${rounds} rounds (machine load ${loadavg()[0]!.toFixed(1)})`);
   console.log("| concurrent chats | lanes batched tok/s | lanes per-stream tok/s | llama.cpp tok/s | batched / llama.cpp | per-stream / llama.cpp |");
   console.log("|---|---|---|---|---|---|");
   for (const chats of levels) {

@@ -60,6 +60,7 @@ describe("nucleus (top-p)", () => {
   function referenceSize(logits: Float32Array, temperature: number, p: number, k: number): number {
     const order = Array.from(logits.keys()).sort((a, b) => logits[b]! - logits[a]! || a - b).slice(0, k);
     const w = order.map((i) => Math.exp((logits[i]! - logits[order[0]!]!) / temperature));
+    if (p >= 1) return w.length; // top_p 1 is off
     const total = w.reduce((s, x) => s + x, 0);
     let c = 0;
     for (let j = 0; j < w.length; j++) if ((c += w[j]!) >= p * total) return j + 1;

@@ -3,7 +3,7 @@
 // prefix whose mass reaches p, renormalized. The sampler's choice for a uniform draw u is the
 // reference inverse CDF at u; seeded draws are reproducible and follow the distribution.
 import { describe, expect, test } from "bun:test";
-import { sample, seededRandom } from "../src/models/sampling.ts";
+import { nucleusSize, sample, seededRandom, topIndices } from "../src/models/sampling.ts";
 
 interface Case {
   temperature: number;
@@ -40,21 +40,24 @@ const cases: Case[] = [
   { temperature: 1, topP: 1e-6 },
 ];
 
+/** Expects the sampler's choice for each draw u to be the reference's inverse CDF at u (draws within 1e-9 of a step are skipped). */
+function expectInverseCdf(logits: Float32Array, c: Case, draws: number[]): { id: number; p: number }[] {
+  const dist = reference(logits, c);
+  const bounds: number[] = [];
+  let acc = 0;
+  for (const e of dist) bounds.push((acc += e.p));
+  for (const u of draws) {
+    if (bounds.some((b) => Math.abs(b - u) < 1e-9)) continue;
+    const expected = dist[bounds.findIndex((b) => u < b)]?.id ?? dist[dist.length - 1]!.id;
+    expect(sample(logits, () => u, c)).toBe(expected);
+  }
+  return dist;
+}
+
 describe("top_p sampling", () => {
   test("the choice for a draw u is the float64 reference's inverse CDF at u", () => {
     const logits = randomLogits(500, 3, 6);
-    for (const c of cases) {
-      const dist = reference(logits, c);
-      const bounds: number[] = [];
-      let acc = 0;
-      for (const e of dist) bounds.push((acc += e.p));
-      for (let i = 0; i < 2000; i++) {
-        const u = (i + 0.5) / 2000;
-        if (bounds.some((b) => Math.abs(b - u) < 1e-9)) continue;
-        const expected = dist[bounds.findIndex((b) => u < b)]?.id ?? dist[dist.length - 1]!.id;
-        expect(sample(logits, () => u, c)).toBe(expected);
-      }
-    }
+    for (const c of cases) expectInverseCdf(logits, c, Array.from({ length: 2000 }, (_, i) => (i + 0.5) / 2000));
   });
 
   test("seeded draws are reproducible, stay in the nucleus and follow the reference frequencies", () => {
@@ -89,4 +92,53 @@ describe("top_p sampling", () => {
     expect(sample(logits, r, { temperature: 0, topP: 0.5 })).toBe(best);
     for (const topP of [0, -0.1, 1.5, Number.NaN]) expect(() => sample(logits, r, { temperature: 1, topP })).toThrow(RangeError);
   });
+
+  // The sampler sorts only the few buckets of tokens where a cut or the draw falls; these cases
+  // put cuts and draws inside crowded buckets, among equal logits and at extreme temperatures,
+  // on a vocabulary of SmolLM2's size.
+  test("a 49,152-token vocabulary: the choice for a draw u is the reference's inverse CDF at u", () => {
+    const n = 49152;
+    const r = seededRandom(21);
+    const wide = Float32Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 12);
+    // Many exact ties: logits on a coarse grid.
+    const ties = Float32Array.from({ length: n }, () => Math.round((r() - 0.5) * 40) / 4);
+    const large: { logits: Float32Array; c: Case }[] = [
+      { logits: wide, c: { temperature: 1, topP: 1 } },
+      { logits: wide, c: { temperature: 0.7, topP: 0.9 } },
+      { logits: wide, c: { temperature: 2, topP: 0.95 } },
+      { logits: wide, c: { temperature: 1, topK: 40, topP: 1 } },
+      { logits: wide, c: { temperature: 1.5, topK: 3000, topP: 0.8 } },
+      { logits: wide, c: { temperature: 0.05, topP: 1 } },
+      { logits: ties, c: { temperature: 1, topP: 0.5 } },
+      { logits: ties, c: { temperature: 1, topK: 700, topP: 1 } },
+    ];
+    for (const { logits, c } of large) {
+      // With draws deep in the tail too, where the cumulative mass is nearly all spent.
+      const draws = [...Array.from({ length: 400 }, (_, i) => (i + 0.37) / 400), 1 - 1e-6, 1 - 1e-4, 0.999];
+      const dist = expectInverseCdf(logits, c, draws);
+      // top_p 1 is off: every candidate stays (the reference stops where its float64 sum stops growing).
+      expect(nucleusSize(logits, c.temperature, c.topP, c.topK)).toBe(c.topP < 1 ? dist.length : (c.topK ?? n));
+    }
+  });
+
+  test("top indices of a large vocabulary match a full sort, ties to the lower index", () => {
+    const r = seededRandom(5);
+    const logits = Float32Array.from({ length: 20000 }, () => Math.round(r() * 200) / 8);
+    const sorted = [...logits.keys()].sort((a, b) => logits[b]! - logits[a]! || a - b);
+    for (const k of [2, 5, 64, 65, 1000]) expect(topIndices(logits, k)).toEqual(sorted.slice(0, k));
+    const rising = Float32Array.from({ length: 5000 }, (_, i) => i % 7);
+    const risingSorted = [...rising.keys()].sort((a, b) => rising[b]! - rising[a]! || a - b);
+    expect(topIndices(rising, 10)).toEqual(risingSorted.slice(0, 10));
+  });
+
+  test("NaN logits are never drawn, and an infinite logit takes every draw", () => {
+    const logits = Float32Array.from({ length: 1000 }, (_, i) => (i % 3 === 0 ? Number.NaN : Math.sin(i) * 4));
+    const r = seededRandom(3);
+    for (let i = 0; i < 500; i++) expect(Number.isNaN(logits[sample(logits, r, { temperature: 1.2 })]!)).toBe(false);
+    const inf = Float32Array.from({ length: 1000 }, (_, i) => (i === 400 || i === 700 ? Number.POSITIVE_INFINITY : Math.cos(i)));
+    const seen = new Set<number>();
+    for (let i = 0; i < 200; i++) seen.add(sample(inf, r, { temperature: 1 }));
+    expect([...seen].sort((a, b) => a - b)).toEqual([400, 700]);
+  });
 });
+
