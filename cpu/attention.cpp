@@ -22,6 +22,13 @@ namespace {
 constexpr int kBlockKeys = 64;         // keys per block (see attention.hpp)
 constexpr int64_t kQueryChunk = 16;    // query positions of one tile: K/V blocks are widened once for them
 constexpr int64_t kSplitBelowTiles = 8;  // fewer tiles than this: the keys are split across chunks too
+// The least work (multiply-adds of scores and weighted values) a chunk is handed to a pool
+// thread for: below it the hand-off costs more than the chunk (a small model's decode step,
+// 8 heads over 80 keys of 16, took twice as long split over two threads as on one).
+constexpr int64_t kMinChunkMacs = int64_t(1) << 16;
+
+// Units of `unit_macs` each per chunk so that a chunk is worth a hand-off.
+int64_t grain_of(int64_t unit_macs) { return std::max<int64_t>(1, kMinChunkMacs / std::max<int64_t>(1, unit_macs)); }
 
 int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
@@ -778,9 +785,14 @@ void blocked(const Command& c, const Geometry& g) {
   pb.query_chunks = (pb.Lq + kQueryChunk - 1) / kQueryChunk;
   pb.blocks = std::max<int64_t>(1, (pb.max_keys + kBlockKeys - 1) / kBlockKeys);
   const int64_t tiles = pb.B * pb.Hk * pb.query_chunks;
+  // A tile's multiply-adds: its query rows (every head of the group) against each key, over the
+  // key and value widths.
+  const int64_t tile_macs = pb.group * std::min(pb.Lq, kQueryChunk) * pb.max_keys * (pb.D + pb.Dv);
   // Few tiles (decode): the key blocks are split across chunks too, and each row's block results
-  // fold afterwards in block order, the same arithmetic as folding them as they come.
+  // fold afterwards in block order, the same arithmetic as folding them as they come. Only as
+  // far as each part stays worth a hand-off.
   pb.key_chunks = tiles < kSplitBelowTiles ? std::min(pb.blocks, (kSplitBelowTiles + tiles - 1) / tiles) : 1;
+  pb.key_chunks = std::max<int64_t>(1, std::min(pb.key_chunks, tile_macs / kMinChunkMacs));
   pb.blocks_per_chunk = (pb.blocks + pb.key_chunks - 1) / pb.key_chunks;
   pb.key_chunks = (pb.blocks + pb.blocks_per_chunk - 1) / pb.blocks_per_chunk;
   float* partials = nullptr;
@@ -790,7 +802,7 @@ void blocked(const Command& c, const Geometry& g) {
     partials = t_partials.data();
   }
   const int64_t units = tiles * pb.key_chunks;
-  parallel_for(units, 1, [&](int64_t u0, int64_t u1) {
+  parallel_for(units, grain_of(tile_macs / pb.key_chunks), [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) {
       int64_t kc = u % pb.key_chunks, t = u / pb.key_chunks;
       int64_t qc = t % pb.query_chunks, hk = (t / pb.query_chunks) % pb.Hk, b = t / (pb.query_chunks * pb.Hk);
@@ -811,7 +823,7 @@ void sequential(const Command& c, const Geometry& g) {
   pb.q = rows4<TQ>(c.inputs[0]), pb.k = rows4<f16>(c.inputs[1]), pb.v = rows4<f16>(c.inputs[2]);
   pb.y = output<TQ>(c);
   pb.paths = seq_paths_for(simd_level());
-  parallel_for(pb.B * pb.H * pb.Lq, 1, [&](int64_t r0, int64_t r1) {
+  parallel_for(pb.B * pb.H * pb.Lq, grain_of(pb.max_keys * (pb.D + pb.Dv)), [&](int64_t r0, int64_t r1) {
     for (int64_t row = r0; row < r1; ++row) run_row(pb, row);
   });
 }
@@ -1160,7 +1172,7 @@ void tiled(const Command& c, const Geometry& g) {
   pb.y = output<float>(c);
   pb.paths = tiled_paths_for(simd_level());
   pb.query_chunks = (pb.Lq + kUnitQueries - 1) / kUnitQueries;
-  parallel_for(pb.B * pb.Hk * pb.query_chunks, 1, [&](int64_t u0, int64_t u1) {
+  parallel_for(pb.B * pb.Hk * pb.query_chunks, grain_of(pb.group * kUnitQueries * pb.max_keys * (pb.D + pb.Dv)), [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t qc = u % pb.query_chunks, hk = (u / pb.query_chunks) % pb.Hk, b = u / (pb.query_chunks * pb.Hk);
       const int64_t i0 = qc * kUnitQueries, ni = std::min(kUnitQueries, pb.Lq - i0);
