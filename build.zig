@@ -15,6 +15,7 @@ const core_sources = [_][]const u8{
     "ffi/src/op_names.cpp",
     "ffi/src/plan.cpp",
     "ffi/src/runtime.cpp",
+    "ffi/src/sampling.cpp",
     "ffi/src/shape.cpp",
     "ffi/src/status.cpp",
     "ffi/src/stream.cpp",

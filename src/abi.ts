@@ -13,7 +13,7 @@ const pointer = FFIType.ptr;
  * The C ABI version these declarations match (`LANES_ABI_VERSION` in lanes.h). A library that
  * reports another through `lanes_abi_version_read` is refused when it loads.
  */
-export const abiVersion = 2;
+export const abiVersion = 3;
 
 /** Every exported function of liblanes, with its argument and result types. */
 export const symbols = {
@@ -80,6 +80,7 @@ export const symbols = {
   lanes_plan_run: { args: [u64, u64, pointer, i32, pointer, i32, pointer, i32], returns: i32 },
   lanes_plan_info: { args: [u64, pointer, pointer, pointer, pointer, pointer], returns: i32 },
   lanes_plan_meta: { args: [u64, pointer, i32, pointer], returns: i32 },
+  lanes_logits_sample: { args: [pointer, i64, f64, i64, f64, f64, pointer, pointer], returns: i32 },
   lanes_completion_queue_new: { args: [pointer], returns: i32 },
   lanes_completion_queue_release: { args: [u64], returns: i32 },
   lanes_completion_queue_drain: { args: [u64, pointer, pointer, i32, pointer], returns: i32 },

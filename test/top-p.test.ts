@@ -140,5 +140,14 @@ describe("top_p sampling", () => {
     for (let i = 0; i < 200; i++) seen.add(sample(inf, r, { temperature: 1 }));
     expect([...seen].sort((a, b) => a - b)).toEqual([400, 700]);
   });
+
+  test("a row that is a view into a batch's logits samples from that row alone", () => {
+    const rows = 4, vocab = 3000;
+    const all = randomLogits(rows * vocab, 13, 5);
+    for (let row = 0; row < rows; row++) {
+      const view = all.subarray(row * vocab, (row + 1) * vocab);
+      expectInverseCdf(view, { temperature: 0.9, topP: 0.95 }, [0.01, 0.3, 0.77, 0.999]);
+    }
+  });
 });
 

@@ -1,4 +1,5 @@
 // The C ABI: handle resolution, argument checks, and abi_guard around every entry point.
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <unordered_map>
@@ -9,6 +10,7 @@
 #include "lanes.h"
 #include "config.hpp"
 #include "runtime.hpp"
+#include "sampling.hpp"
 #include "status.hpp"
 
 using namespace lanes;
@@ -678,6 +680,26 @@ lanes_status lanes_plan_meta(uint64_t plan, char* out, int32_t capacity, int32_t
       require(out, "plan meta: out");
       std::memcpy(out, p->meta.data(), std::min<size_t>(p->meta.size(), static_cast<size_t>(capacity)));
     }
+  });
+}
+
+// ---- sampling ----
+
+lanes_status lanes_logits_sample(const float* logits, int64_t n, double temperature, int64_t top_k, double top_p, double u,
+                                 int64_t* out_token, int64_t* out_kept) {
+  return abi_guard([&] {
+    require(out_token, "logits_sample: out_token");
+    require(out_kept, "logits_sample: out_kept");
+    if (n < 1) throw_error(LANES_ERR_INVALID_ARGUMENT, "logits_sample: " + std::to_string(n) + " logits, at least 1 is needed");
+    require(logits, "logits_sample: logits");
+    if (!(temperature > 0 && std::isfinite(temperature)))
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "logits_sample: temperature must be above 0 and finite, got " + std::to_string(temperature));
+    if (top_k < 0) throw_error(LANES_ERR_INVALID_ARGUMENT, "logits_sample: top_k must be 0 (all) or positive, got " + std::to_string(top_k));
+    if (!(top_p > 0 && top_p <= 1)) throw_error(LANES_ERR_INVALID_ARGUMENT, "logits_sample: top_p must be in (0, 1], got " + std::to_string(top_p));
+    if (!(u >= 0 && u < 1)) throw_error(LANES_ERR_INVALID_ARGUMENT, "logits_sample: u must be in [0, 1), got " + std::to_string(u));
+    SampledToken s = sample_logits({logits, static_cast<size_t>(n)}, temperature, top_k, top_p, u);
+    *out_token = s.token;
+    *out_kept = s.kept;
   });
 }
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -28,6 +29,7 @@
 #include "gpu/device_completions.hpp"
 #include "gpu/kernel_layout.hpp"
 #include "runtime.hpp"
+#include "sampling.hpp"
 #include "stream.hpp"
 #include "pointer_set.hpp"
 #include "small_vector.hpp"
@@ -861,6 +863,49 @@ void test_pool_concurrent_jobs() {
   for (auto& t : threads) t.join();
 }
 
+// The sampler's exp against std::exp: within 2 units in the last place wherever e^x is normal,
+// and 0 below -700, over x from -745 to 0 (every bucket distance a sampler sees, and past it).
+void test_sampling_exp() {
+  std::mt19937_64 gen(20261205);
+  std::uniform_real_distribution<double> wide(-745.0, 0.0), near(-1.0, 0.0);
+  auto ulps = [](double a, double b) {
+    return std::abs(static_cast<double>(std::bit_cast<int64_t>(a) - std::bit_cast<int64_t>(b)));
+  };
+  double worst = 0;
+  for (int i = 0; i < 2000000; ++i) {
+    const double x = i % 2 ? wide(gen) : near(gen);
+    const double got = lanes::exp_nonpositive(x);
+    if (x < -700.0) {
+      EXPECT(got == 0.0);
+    } else {
+      worst = std::max(worst, ulps(got, std::exp(x)));
+    }
+  }
+  EXPECT(worst <= 2);
+  EXPECT(lanes::exp_nonpositive(0.0) == 1.0 && lanes::exp_nonpositive(-0.0) == 1.0);
+  EXPECT(lanes::exp_nonpositive(-INFINITY) == 0.0 && lanes::exp_nonpositive(NAN) == 0.0);
+}
+
+// lanes_logits_sample refuses bad arguments with a typed error and answers edge cases.
+void test_logits_sample_arguments() {
+  const float logits[4] = {0.5f, 2.0f, 2.0f, -1.0f};
+  int64_t token = -1, kept = -1;
+  EXPECT(lanes_logits_sample(nullptr, 4, 1.0, 0, 1.0, 0.5, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);
+  EXPECT(lanes_logits_sample(logits, 0, 1.0, 0, 1.0, 0.5, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);
+  for (double t : {0.0, -1.0, double(NAN), double(INFINITY)})
+    EXPECT(lanes_logits_sample(logits, 4, t, 0, 1.0, 0.5, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);
+  EXPECT(lanes_logits_sample(logits, 4, 1.0, -1, 1.0, 0.5, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);
+  for (double p : {0.0, 1.5, double(NAN)}) EXPECT(lanes_logits_sample(logits, 4, 1.0, 0, p, 0.5, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);
+  for (double u : {-0.1, 1.0, double(NAN)}) EXPECT(lanes_logits_sample(logits, 4, 1.0, 0, 1.0, u, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);
+  EXPECT(lanes_logits_sample(logits, 4, 1.0, 0, 1.0, 0.5, nullptr, &kept) == LANES_ERR_INVALID_ARGUMENT);
+  // u = 0 takes the most likely token, ties to the lower index; top_k 2 keeps the two tied ones.
+  OK(lanes_logits_sample(logits, 4, 1.0, 2, 1.0, 0.0, &token, &kept));
+  EXPECT(token == 1 && kept == 2);
+  const float nans[3] = {NAN, NAN, NAN};
+  OK(lanes_logits_sample(nans, 3, 1.0, 0, 1.0, 0.5, &token, &kept));
+  EXPECT(token == 0 && kept == 0);
+}
+
 void test_pool_rethrows_on_caller() {
   bool caught = false;
   try {
@@ -1139,6 +1184,8 @@ int main(int argc, char** argv) {
   run("pointer set: random inserts, lookups and clears match std::unordered_set", test_pointer_set_matches_unordered_set);
   run("pool: concurrent and nested jobs run every index once, in fixed chunks", test_pool_concurrent_jobs);
   run("pool: a chunk's exception is rethrown on the caller", test_pool_rethrows_on_caller);
+  run("sampling: exp within 2 ulp of std::exp over every distance a sampler sees", test_sampling_exp);
+  run("sampling: bad arguments get a typed error; ties, top_k and all-NaN logits", test_logits_sample_arguments);
   run("sgemm: every SIMD path matches a float64 reference and the others bitwise", test_sgemm_paths);
   run("sgemm: decode-sized products match a float64 reference and the AVX2 path bitwise", test_sgemm_few_rows);
   run("sgemm: k in two packed stages matches the reference, paths agree bitwise", test_sgemm_staged_k);

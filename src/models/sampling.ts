@@ -4,6 +4,8 @@
  * request with a seed is reproducible.
  * @module
  */
+import { ptr } from "bun:ffi";
+import { check, native } from "../native.ts";
 
 /** A seeded 32-bit generator (mulberry32): the same seed gives the same draws everywhere. */
 export function seededRandom(seed: number): () => number {
@@ -69,118 +71,17 @@ export function topIndices(logits: Float32Array, k: number): number[] {
   return top;
 }
 
-// Sampling never sorts the whole vocabulary (a 49,152-token vocabulary took 15 ms a token that
-// way). Each token's weight e^((logit - top) / temperature) goes into one of these buckets by its
-// distance from the top, (top - logit) / temperature, in equal steps up to kGapRange (the last
-// bucket also takes every larger distance, weights below e^-kGapRange of the top's). Bucket
-// order is rank order, so only the few buckets where a cut or the draw falls are sorted.
-const kGapBuckets = 512;
-const kGapRange = 48;
+// The native sampler's out-parameters: the token and how many candidates the cuts left. Its
+// storage is an explicit ArrayBuffer, whose address stays put (see native.ts).
+const sampled = new BigInt64Array(new ArrayBuffer(16));
+const tokenPtr = ptr(sampled);
+const keptPtr = ptr(sampled, 8);
 
-/** The temperature-scaled weights of every token, by bucket. */
-class WeightedTokens {
-  readonly bucket: Uint16Array;
-  readonly mass = new Float64Array(kGapBuckets);
-  readonly count = new Int32Array(kGapBuckets);
-  readonly #top: number;
-  readonly #sorted = new Map<number, number[]>();
-
-  constructor(
-    readonly logits: Float32Array,
-    readonly temperature: number,
-  ) {
-    const n = logits.length;
-    this.bucket = new Uint16Array(n);
-    let top = Number.NEGATIVE_INFINITY;
-    for (let i = 0; i < n; i++) if (logits[i]! > top) top = logits[i]!;
-    this.#top = top;
-    const perGap = kGapBuckets / kGapRange;
-    const finite = Number.isFinite(top);
-    for (let i = 0; i < n; i++) {
-      const l = logits[i]!;
-      if (l !== l) continue; // NaN
-      // An infinite top: the tokens at it share the draw (the softmax's limit).
-      const w = finite ? Math.exp((l - top) / temperature) : l === top ? 1 : 0;
-      const gap = finite ? (top - l) / temperature : l === top ? 0 : Number.POSITIVE_INFINITY;
-      const b = gap < kGapRange ? Math.min(kGapBuckets - 1, Math.floor(gap * perGap)) : kGapBuckets - 1;
-      this.bucket[i] = b;
-      this.mass[b] = this.mass[b]! + w;
-      this.count[b] = this.count[b]! + 1;
-    }
-  }
-
-  /** Token i's weight, e^((logit - top) / temperature). */
-  weight(i: number): number {
-    const l = this.logits[i]!;
-    return Number.isFinite(this.#top) ? Math.exp((l - this.#top) / this.temperature) : l === this.#top ? 1 : 0;
-  }
-
-  /** The tokens of bucket b, most likely first. */
-  sorted(b: number): number[] {
-    let members = this.#sorted.get(b);
-    if (!members) {
-      members = [];
-      for (let i = 0; i < this.logits.length; i++) if (this.bucket[i] === b && this.logits[i] === this.logits[i]) members.push(i);
-      members.sort(byRank(this.logits));
-      this.#sorted.set(b, members);
-    }
-    return members;
-  }
-}
-
-/** A run of candidates in rank order: a whole bucket, or the first `length` of a bucket's sorted tokens. */
-interface Run {
-  bucket: number;
-  length: number;
-  mass: number;
-}
-
-function runOf(tokens: WeightedTokens, b: number, length: number): Run {
-  if (length === tokens.count[b]) return { bucket: b, length, mass: tokens.mass[b]! };
-  let mass = 0;
-  const members = tokens.sorted(b);
-  for (let j = 0; j < length; j++) mass += tokens.weight(members[j]!);
-  return { bucket: b, length, mass };
-}
-
-/** The `k` most likely tokens, as runs. */
-function topRuns(tokens: WeightedTokens, k: number): Run[] {
-  const runs: Run[] = [];
-  let left = k;
-  for (let b = 0; b < kGapBuckets && left > 0; b++) {
-    const n = tokens.count[b]!;
-    if (n === 0) continue;
-    runs.push(runOf(tokens, b, Math.min(n, left)));
-    left -= n;
-  }
-  return runs;
-}
-
-/** The nucleus of `runs`: the fewest most likely tokens whose weights add up to at least `topP` of the runs' total. */
-function nucleusRuns(tokens: WeightedTokens, runs: Run[], topP: number): Run[] {
-  const target = topP * runs.reduce((s, r) => s + r.mass, 0);
-  const kept: Run[] = [];
-  let mass = 0;
-  for (const run of runs) {
-    if (mass + run.mass < target) {
-      kept.push(run);
-      mass += run.mass;
-      continue;
-    }
-    const members = tokens.sorted(run.bucket);
-    let length = 0;
-    while (length < run.length && mass < target) mass += tokens.weight(members[length++]!);
-    kept.push(runOf(tokens, run.bucket, length));
-    return kept;
-  }
-  return kept;
-}
-
-function candidateRuns(logits: Float32Array, temperature: number, topK: number | undefined, topP: number): { tokens: WeightedTokens; runs: Run[] } {
-  const tokens = new WeightedTokens(logits, temperature);
-  let runs = topRuns(tokens, Math.max(1, Math.min(topK ?? logits.length, logits.length)));
-  if (topP < 1) runs = nucleusRuns(tokens, runs, topP);
-  return { tokens, runs };
+/** The native sampler (lanes_logits_sample) for a temperature above 0; the token and the candidates left. */
+function sampleNatively(logits: Float32Array, temperature: number, topK: number | undefined, topP: number, u: number): { token: number; kept: number } {
+  if (logits.length === 0) throw new RangeError("no logits to sample from");
+  check(native.lanes_logits_sample(ptr(logits), logits.length, temperature, topK ?? 0, topP, u, tokenPtr, keptPtr));
+  return { token: Number(sampled[0]!), kept: Number(sampled[1]!) };
 }
 
 /**
@@ -189,36 +90,21 @@ function candidateRuns(logits: Float32Array, temperature: number, topK: number |
  * all `topK` at `topP` 1, where nucleus sampling is off.
  */
 export function nucleusSize(logits: Float32Array, temperature: number, topP: number, topK = logits.length): number {
-  return candidateRuns(logits, temperature, topK, topP).runs.reduce((n, r) => n + r.length, 0);
+  return sampleNatively(logits, temperature, topK, topP, 0).kept;
 }
 
 /**
  * Picks the next token. `random` draws in [0, 1), once a call. At a temperature above 0 the
  * choice for a draw u is the inverse of the candidates' cumulative distribution at u, the
- * candidates most likely first. NaN logits are never candidates; where the largest logit is
- * infinite, the tokens at it share every draw.
+ * candidates most likely first (in native code: `lanes_logits_sample`). NaN logits are never
+ * candidates; where the largest logit is infinite, the tokens at it share every draw.
  */
 export function sample(logits: Float32Array, random: () => number, opts: SampleOptions = {}): number {
   const temperature = opts.temperature ?? 0;
   const topP = opts.topP ?? 1;
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${topP}`);
   if (temperature <= 0) return topIndices(logits, 1)[0]!;
-  const { tokens, runs } = candidateRuns(logits, temperature, opts.topK, topP);
-  let r = random() * runs.reduce((s, run) => s + run.mass, 0);
-  for (const run of runs) {
-    if (r > run.mass) {
-      r -= run.mass;
-      continue;
-    }
-    const members = tokens.sorted(run.bucket);
-    for (let j = 0; j < run.length; j++) {
-      r -= tokens.weight(members[j]!);
-      if (r <= 0) return members[j]!;
-    }
-  }
-  // Rounding left a sliver past the last candidate.
-  const last = runs[runs.length - 1];
-  return last ? tokens.sorted(last.bucket)[last.length - 1]! : 0;
+  return sampleNatively(logits, temperature, opts.topK, topP, random()).token;
 }
 
 /** A bit-exact fingerprint of logits (FNV-1a over their float32 bytes), for comparing runs. */
