@@ -3,7 +3,7 @@
 # venvs, the concurrency benchmark against PyTorch, decode steps compiled against eager at one
 # request, the LLM decode benchmark against PyTorch on a SmolLM2-shaped GGUF, and CPU-backend
 # scaling on the host's cores.
-#   bash bench/h200.sh OUTDIR [warm] [tests] [concurrency] [decode] [llm] [cpu-scaling]
+#   bash bench/h200.sh OUTDIR [warm] [tests] [concurrency] [decode] [sampled] [llm] [cpu-scaling]
 # Bun is $BUN (default: bun on the path). Each section writes OUTDIR/<section>.log and has its
 # own time limit, so one that hangs does not take the others with it.
 set -u
@@ -41,6 +41,14 @@ for s in $sections; do
       LANES_BACKEND=cuda run decode-llm 150 "$bun" bench/llm-steps.ts --model /tmp/smollm2-shaped.gguf --only decode \
         --prompt 200 --decode 64 --rounds 4 --modes compiled,eager
       for round in 1 2; do LANES_BACKEND=cuda run decode-toy-$round 60 "$bun" bench/compile-host.ts; done ;;
+    sampled)  # an OpenAI request's defaults (temperature 1, top_p 1): generate() greedy against sampled, then the engines
+      "$bun" bench/llm-synthetic.ts /tmp/smollm2-shaped.gguf >/dev/null
+      for loop in generate sampled; do
+        LANES_BACKEND=cuda run decode-$loop 100 "$bun" bench/llm-steps.ts --model /tmp/smollm2-shaped.gguf --only decode \
+          --prompt 200 --decode 64 --rounds 3 --modes compiled --loop $loop
+      done
+      LANES_BACKEND=cuda run llm-lanes-sampled 110 "$bun" bench/llm.ts --cuda --model /tmp/smollm2-shaped.gguf --prompt 32 \
+        --tokens 64 --per-chat 1 --rounds 2 --chats 1,8,32 --temperature 1 ;;
     llm)
       "$bun" bench/llm-synthetic.ts /tmp/smollm2-shaped.gguf >/dev/null
       LANES_BACKEND=cuda run llm-lanes 110 "$bun" bench/llm.ts --cuda --model /tmp/smollm2-shaped.gguf --prompt 32 \
