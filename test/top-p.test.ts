@@ -149,5 +149,30 @@ describe("top_p sampling", () => {
       expectInverseCdf(view, { temperature: 0.9, topP: 0.95 }, [0.01, 0.3, 0.77, 0.999]);
     }
   });
+
+  test("a logit of -Infinity is never drawn, not even by a draw just below 1; if all are, they share the draws", () => {
+    const r = seededRandom(17);
+    for (let trial = 0; trial < 50; trial++) {
+      const logits = Float32Array.from({ length: 500 + trial * 20 }, () => (r() < 0.05 ? Number.NEGATIVE_INFINITY : (r() - 0.5) * 30));
+      for (const u of [1 - 2 ** -53, 1 - 2 ** -40, 0.5])
+        for (const c of [{ temperature: 1 }, { temperature: 0.3, topP: 1 - 1e-12 }, { temperature: 2, topK: logits.length }])
+          expect(logits[sample(logits, () => u, c)]).not.toBe(Number.NEGATIVE_INFINITY);
+    }
+    const allLow = new Float32Array(6).fill(Number.NEGATIVE_INFINITY);
+    const seen = new Set<number>();
+    for (let i = 0; i < 600; i++) seen.add(sample(allLow, r, { temperature: 1 }));
+    expect(seen.size).toBe(6);
+  });
+
+  test("topK must be a positive integer and the temperature finite", () => {
+    const logits = randomLogits(50, 2, 3);
+    const r = seededRandom(4);
+    for (const topK of [0, -1, 2.5, Number.NaN]) {
+      expect(() => sample(logits, r, { temperature: 1, topK })).toThrow(RangeError);
+      expect(() => nucleusSize(logits, 1, 0.5, topK)).toThrow(RangeError);
+    }
+    for (const temperature of [Number.POSITIVE_INFINITY, Number.NaN]) expect(() => sample(logits, r, { temperature })).toThrow(RangeError);
+    expect(() => nucleusSize(logits, 1, 1.5)).toThrow(RangeError);
+  });
 });
 

@@ -261,13 +261,13 @@ LANES_API lanes_status lanes_plan_info(uint64_t plan, int32_t* out_inputs, int32
 LANES_API lanes_status lanes_plan_meta(uint64_t plan, char* out, int32_t capacity, int32_t* out_length); /* any thread */
 
 /* ---- sampling, on the host ---------------------------------------------------------------- */
-/* The token drawn from `n` float32 logits in host memory at `temperature` (> 0, finite): among
-   the `top_k` most likely (0: all), then the fewest most likely whose probabilities reach
-   `top_p` (in (0, 1]; 1: all), the inverse of their cumulative distribution at `u` (in [0, 1)).
-   Weights are e^((logit - max) / temperature) in float64; ties rank the lower index first; NaN
-   logits are never candidates, and where the largest logit is infinite the tokens at it share
-   every draw. *out_kept: how many candidates the cuts left (0 when every logit is NaN, and then
-   *out_token is 0). A pure function of its arguments. */
+/* The token drawn from `n` (1 to 2^31 - 1) float32 logits in host memory at `temperature` (> 0,
+   finite): among the `top_k` most likely (0: all), then the fewest most likely whose
+   probabilities reach `top_p` (in (0, 1]; 1: all), the inverse of their cumulative distribution
+   at `u` (in [0, 1)). Weights are e^((logit - max) / temperature) in float64; ties rank the lower
+   index first; NaN logits and tokens of weight 0 are never drawn, and where the largest logit is
+   infinite the tokens at it share every draw. *out_kept: how many candidates the cuts left (0
+   when every logit is NaN, and then *out_token is 0). A pure function of its arguments. */
 LANES_API lanes_status lanes_logits_sample(const float* logits, int64_t n, double temperature, int64_t top_k, double top_p,
                                            double u, int64_t* out_token, int64_t* out_kept); /* any thread */
 

@@ -1,4 +1,5 @@
 // The C ABI: handle resolution, argument checks, and abi_guard around every entry point.
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -690,7 +691,8 @@ lanes_status lanes_logits_sample(const float* logits, int64_t n, double temperat
   return abi_guard([&] {
     require(out_token, "logits_sample: out_token");
     require(out_kept, "logits_sample: out_kept");
-    if (n < 1) throw_error(LANES_ERR_INVALID_ARGUMENT, "logits_sample: " + std::to_string(n) + " logits, at least 1 is needed");
+    if (n < 1 || n > INT32_MAX)
+      throw_error(LANES_ERR_INVALID_ARGUMENT, "logits_sample: " + std::to_string(n) + " logits, not in [1, 2^31 - 1] (token ids are int32)");
     require(logits, "logits_sample: logits");
     if (!(temperature > 0 && std::isfinite(temperature)))
       throw_error(LANES_ERR_INVALID_ARGUMENT, "logits_sample: temperature must be above 0 and finite, got " + std::to_string(temperature));

@@ -4,6 +4,7 @@
 #include <array>
 #include <bit>
 #include <cmath>
+#include <deque>
 #include <limits>
 #include <vector>
 
@@ -117,7 +118,7 @@ class WeightedTokens {
   uint16_t* bucket_;
   std::array<double, kGapBuckets + 1> mass_{};
   std::array<int64_t, kGapBuckets + 1> count_{};
-  std::vector<std::pair<int, std::vector<int32_t>>> sorted_;
+  std::deque<std::pair<int, std::vector<int32_t>>> sorted_;  // a deque: references to it stay valid
 };
 
 // A run of candidates in rank order: the first `length` tokens of a bucket (all of it, or a cut).
@@ -167,7 +168,9 @@ std::vector<Run> nucleus_runs(WeightedTokens& tokens, const std::vector<Run>& ru
     int64_t length = 0;
     while (length < run.length && mass < target) mass += tokens.weight(members[length++]);
     kept.push_back(run_of(tokens, run.bucket, length));
-    break;
+    // The run's mass, summed in index order, may round above the target where its tokens, added
+    // in rank order, end just short of it: then the next run holds the cut.
+    if (mass >= target) break;
   }
   return kept;
 }
@@ -197,8 +200,17 @@ SampledToken sample_logits(std::span<const float> logits, double temperature, in
       }
     }
   }
-  // Rounding left a sliver past the last candidate.
-  out.token = tokens.sorted(runs.back().bucket)[runs.back().length - 1];
+  // Rounding left a sliver past the last candidate: the last one that can be drawn at all (a
+  // weight of 0, a -infinity logit or one that underflowed, never is).
+  for (auto run = runs.rbegin(); run != runs.rend(); ++run) {
+    const std::vector<int32_t>& members = tokens.sorted(run->bucket);
+    for (int64_t j = run->length - 1; j >= 0; --j)
+      if (tokens.weight(members[j]) > 0) {
+        out.token = members[j];
+        return out;
+      }
+  }
+  out.token = tokens.sorted(runs.front().bucket)[0];
   return out;
 }
 

@@ -892,6 +892,7 @@ void test_logits_sample_arguments() {
   int64_t token = -1, kept = -1;
   EXPECT(lanes_logits_sample(nullptr, 4, 1.0, 0, 1.0, 0.5, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);
   EXPECT(lanes_logits_sample(logits, 0, 1.0, 0, 1.0, 0.5, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);
+  EXPECT(lanes_logits_sample(logits, int64_t(1) << 31, 1.0, 0, 1.0, 0.5, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);
   for (double t : {0.0, -1.0, double(NAN), double(INFINITY)})
     EXPECT(lanes_logits_sample(logits, 4, t, 0, 1.0, 0.5, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);
   EXPECT(lanes_logits_sample(logits, 4, 1.0, -1, 1.0, 0.5, &token, &kept) == LANES_ERR_INVALID_ARGUMENT);

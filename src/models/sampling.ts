@@ -23,7 +23,7 @@ export function seededRandom(seed: number): () => number {
 export interface SampleOptions {
   /** 0 (the default) is greedy. */
   temperature?: number;
-  /** Only the k most likely tokens are candidates (default: all). */
+  /** Only the k most likely tokens are candidates, a positive integer (default: all). */
   topK?: number;
   /**
    * Nucleus sampling, in (0, 1] (default 1: off): of the candidates, most likely first, only the
@@ -77,9 +77,16 @@ const sampled = new BigInt64Array(new ArrayBuffer(16));
 const tokenPtr = ptr(sampled);
 const keptPtr = ptr(sampled, 8);
 
+function checkTopP(topP: number): void {
+  if (!(topP > 0 && topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${topP}`);
+}
+
 /** The native sampler (lanes_logits_sample) for a temperature above 0; the token and the candidates left. */
 function sampleNatively(logits: Float32Array, temperature: number, topK: number | undefined, topP: number, u: number): { token: number; kept: number } {
   if (logits.length === 0) throw new RangeError("no logits to sample from");
+  checkTopP(topP);
+  if (!Number.isFinite(temperature)) throw new RangeError(`temperature must be finite, got ${temperature}`);
+  if (topK !== undefined && !(Number.isSafeInteger(topK) && topK >= 1)) throw new RangeError(`topK must be a positive integer, got ${topK}`);
   check(native.lanes_logits_sample(ptr(logits), logits.length, temperature, topK ?? 0, topP, u, tokenPtr, keptPtr));
   return { token: Number(sampled[0]!), kept: Number(sampled[1]!) };
 }
@@ -96,13 +103,15 @@ export function nucleusSize(logits: Float32Array, temperature: number, topP: num
 /**
  * Picks the next token. `random` draws in [0, 1), once a call. At a temperature above 0 the
  * choice for a draw u is the inverse of the candidates' cumulative distribution at u, the
- * candidates most likely first (in native code: `lanes_logits_sample`). NaN logits are never
- * candidates; where the largest logit is infinite, the tokens at it share every draw.
+ * candidates most likely first (in native code: `lanes_logits_sample`). NaN logits and tokens of
+ * weight 0 (a logit of -Infinity) are never drawn (if every logit is NaN: token 0, as greedy
+ * picks); where the largest logit is infinite, the tokens at it share every draw. A temperature
+ * that is not finite, or a `topK` that is not a positive integer, is a RangeError.
  */
 export function sample(logits: Float32Array, random: () => number, opts: SampleOptions = {}): number {
   const temperature = opts.temperature ?? 0;
   const topP = opts.topP ?? 1;
-  if (!(topP > 0 && topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${topP}`);
+  checkTopP(topP);
   if (temperature <= 0) return topIndices(logits, 1)[0]!;
   return sampleNatively(logits, temperature, opts.topK, topP, random()).token;
 }
