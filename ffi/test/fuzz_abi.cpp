@@ -130,7 +130,7 @@ void step(Input& in, State& st) {
   uint64_t out = 0;
   int64_t dims[8];
   int32_t axes[8];
-  uint8_t op = in.u8() % 35;
+  uint8_t op = in.u8() % 36;
   if (tracing()) std::fprintf(stderr, "step %d (arrays %zu)\n", op, st.arrays.size());
   switch (op) {
     case 0: {  // from data, sometimes with the wrong byte count
@@ -308,6 +308,18 @@ void step(Input& in, State& st) {
       break;
     }
     case 34: trace_and_replay(in, st); break;
+    case 35: {  // sampling: raw bytes as logits (NaN and infinities included), any settings
+      float logits[16];
+      const int64_t n = in.u8() % 17;
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t bits = static_cast<uint32_t>(in.u64());
+        std::memcpy(&logits[i], &bits, sizeof bits);
+      }
+      int64_t token = -1, kept = -1;
+      lanes_status s = lanes_logits_sample(in.u8() % 8 ? logits : nullptr, n, in.i8() / 16.0, in.i8(), in.u8() / 200.0, in.u8() / 250.0, &token, &kept);
+      if (s == LANES_OK && !(token >= 0 && token < n && kept >= 0 && kept <= n)) __builtin_trap();
+      break;
+    }
     default: lanes_array_release(in.u64()); break;  // garbage
   }
 }
