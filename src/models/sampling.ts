@@ -81,10 +81,9 @@ function checkTopP(topP: number): void {
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${topP}`);
 }
 
-/** The native sampler (lanes_logits_sample) for a temperature above 0; the token and the candidates left. */
+/** The native sampler (lanes_logits_sample) for a temperature above 0 and a checked topP; the token and the candidates left. */
 function sampleNatively(logits: Float32Array, temperature: number, topK: number | undefined, topP: number, u: number): { token: number; kept: number } {
   if (logits.length === 0) throw new RangeError("no logits to sample from");
-  checkTopP(topP);
   if (!Number.isFinite(temperature)) throw new RangeError(`temperature must be finite, got ${temperature}`);
   if (topK !== undefined && !(Number.isSafeInteger(topK) && topK >= 1)) throw new RangeError(`topK must be a positive integer, got ${topK}`);
   check(native.lanes_logits_sample(ptr(logits), logits.length, temperature, topK ?? 0, topP, u, tokenPtr, keptPtr));
@@ -97,6 +96,7 @@ function sampleNatively(logits: Float32Array, temperature: number, topK: number 
  * all `topK` at `topP` 1, where nucleus sampling is off.
  */
 export function nucleusSize(logits: Float32Array, temperature: number, topP: number, topK = logits.length): number {
+  checkTopP(topP);
   return sampleNatively(logits, temperature, topK, topP, 0).kept;
 }
 
