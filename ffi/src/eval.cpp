@@ -32,16 +32,6 @@ void wait_for_claim(const Node& n, uint64_t word) {
   }
 }
 
-TensorArg tensor_arg(const Node& n) {
-  TensorArg t;
-  t.data = n.buffer ? n.buffer->data() : nullptr;
-  t.shape = n.shape;
-  t.dtype = n.dtype;
-  t.strides = n.strides();
-  t.offset = n.offset();
-  return t;
-}
-
 // A sliceUpdate may write into its target's memory when nothing else can see that memory:
 // the target is computed, only this node refers to it, and no work but the writing stream's
 // own (which runs first) holds its buffer.
@@ -226,12 +216,12 @@ class Evaluation {
     } else {
       n->buffer = rt.allocator().allocate(n->nbytes(), stream->device(), stream->pool());
     }
-    c.output = tensor_arg(*n);
+    c.output = n->tensor();
     pc.writes = n->buffer;
     c.inputs.reserve(n->inputs.size());
     pc.reads.reserve(n->inputs.size());
     for (const NodePtr& in : n->inputs) {
-      c.inputs.push_back(tensor_arg(*in));
+      c.inputs.push_back(in->tensor());
       pc.reads.push_back(in->buffer);
     }
     if (n->op == OpCode::Download) c.params.host_staging = n->extras->staging.get(), pc.staging = n->extras->staging;

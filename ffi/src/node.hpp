@@ -136,6 +136,16 @@ struct Node {
   bool contiguous() const { return strides().empty() || strides() == contiguous_strides(shape); }
   // The element strides this node is read through.
   Shape layout() const { return strides().empty() ? contiguous_strides(shape) : strides(); }
+  // The node as a command's argument: its memory (once it has a buffer) and how it is laid out.
+  TensorArg tensor() const {
+    TensorArg t;
+    t.data = buffer ? buffer->data() : nullptr;
+    t.shape = shape;
+    t.dtype = dtype;
+    t.strides = strides();
+    t.offset = offset();
+    return t;
+  }
 };
 
 }  // namespace lanes

@@ -31,16 +31,6 @@ Command copy_command(const TensorArg& from, void* to) {
   return c;
 }
 
-TensorArg tensor_of(const Node& n) {
-  TensorArg t;
-  t.data = n.buffer ? n.buffer->data() : nullptr;
-  t.shape = n.shape;
-  t.dtype = n.dtype;
-  t.strides = n.strides();
-  t.offset = n.offset();
-  return t;
-}
-
 }  // namespace
 
 Plan::~Plan() = default;
@@ -681,7 +671,7 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
     } else {
       donated_buffers[i] = rt.allocator().allocate(in->nbytes(), stream->device(), stream->pool());
       PlannedCommand pc;
-      pc.command = copy_command(tensor_of(*in), donated_buffers[i]->data());
+      pc.command = copy_command(in->tensor(), donated_buffers[i]->data());
       pc.reads.push_back(in->buffer);
       pc.writes = donated_buffers[i];
       before.push_back(std::move(pc));
@@ -713,7 +703,7 @@ std::vector<NodePtr> Plan::run(const StreamPtr& stream, const std::vector<NodePt
       replay.bound.push_back(pc.writes->data());
       replay.reads.push_back(pc.writes);
     }
-    pc.command = copy_command(tensor_of(*in), bind ? pc.writes->data() : address(*instance, inputs_[i].slot, donated));
+    pc.command = copy_command(in->tensor(), bind ? pc.writes->data() : address(*instance, inputs_[i].slot, donated));
     before.push_back(std::move(pc));
   }
   std::vector<NodePtr> results;
